@@ -1,0 +1,105 @@
+/**
+ * Stable error codes. Codes follow semver; messages may change between releases.
+ *
+ * - `PIRATE_CLOSED`: the object was closed (or closes) while the call was pending.
+ * - `PIRATE_ABORTED`: the caller's `AbortSignal` fired.
+ * - `PIRATE_TIMEOUT`: a request got no reply after every try.
+ * - `PIRATE_PROTOCOL`: a peer broke the wire protocol.
+ * - `PIRATE_REMOTE`: the remote handler failed; `message` is the remote error message.
+ * - `PIRATE_DEAD_LETTER`: a message was dead-lettered after too many attempts (or rejected).
+ * - `PIRATE_JOURNAL_LOCKED`: another process holds the journal.
+ * - `PIRATE_JOURNAL_CORRUPT`: the journal cannot be read.
+ * - `PIRATE_NOT_OPEN`: the object must be opened first.
+ * - `PIRATE_NOT_FOUND`: no such message.
+ * - `PIRATE_DECODE`: a payload could not be decoded.
+ * - `PIRATE_TOO_LARGE`: a message exceeds `maxMessageSize`.
+ */
+export type ErrorCode =
+  | "PIRATE_CLOSED"
+  | "PIRATE_ABORTED"
+  | "PIRATE_TIMEOUT"
+  | "PIRATE_PROTOCOL"
+  | "PIRATE_REMOTE"
+  | "PIRATE_DEAD_LETTER"
+  | "PIRATE_JOURNAL_LOCKED"
+  | "PIRATE_JOURNAL_CORRUPT"
+  | "PIRATE_NOT_OPEN"
+  | "PIRATE_NOT_FOUND"
+  | "PIRATE_DECODE"
+  | "PIRATE_TOO_LARGE"
+
+/** Every operational failure of this library is a `PirateError` with a stable {@link ErrorCode}. */
+export class PirateError extends Error {
+  override name = "PirateError"
+  /** Stable, machine-readable code. */
+  readonly code: ErrorCode
+  constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.code = code
+  }
+}
+
+/** A request got no reply within `timeout` on any of its tries. Code `PIRATE_TIMEOUT`. */
+export class RequestTimeoutError extends PirateError {
+  override name = "RequestTimeoutError"
+  /** Endpoints that were tried. */
+  readonly endpoints: readonly string[]
+  /** Tries made in all. */
+  readonly tries: number
+  /** Timeout of each try (ms). */
+  readonly timeout: number
+  constructor(endpoints: readonly string[], tries: number, timeout: number, options?: ErrorOptions) {
+    super(
+      "PIRATE_TIMEOUT",
+      `no reply from ${endpoints.join(", ")} after ${tries} ${tries === 1 ? "try" : "tries"} of ${timeout} ms each; is a server running there?`,
+      options,
+    )
+    this.endpoints = endpoints
+    this.tries = tries
+    this.timeout = timeout
+  }
+}
+
+/** The remote handler threw; `message` carries its error message. Code `PIRATE_REMOTE`. */
+export class RemoteError extends PirateError {
+  override name = "RemoteError"
+  /** The `name` of the remote error, when the peer sent one. */
+  readonly remoteName: string | undefined
+  constructor(message: string, remoteName?: string) {
+    super("PIRATE_REMOTE", message)
+    this.remoteName = remoteName
+  }
+}
+
+/** A message was dead-lettered (too many attempts, or rejected). Code `PIRATE_DEAD_LETTER`. */
+export class DeadLetterError extends PirateError {
+  override name = "DeadLetterError"
+  /** Message id. */
+  readonly id: string
+  /** Attempts made. */
+  readonly attempts: number
+  constructor(id: string, attempts: number, lastError: string) {
+    super(
+      "PIRATE_DEAD_LETTER",
+      `message ${id} was dead-lettered after ${attempts} ${attempts === 1 ? "attempt" : "attempts"}: ${lastError}`,
+    )
+    this.id = id
+    this.attempts = attempts
+  }
+}
+
+/** Error for a call on a closed object. */
+export function closedError(what: string): PirateError {
+  return new PirateError("PIRATE_CLOSED", `${what} is closed`)
+}
+
+/** Error for an aborted call; `cause` is the signal's reason. */
+export function abortedError(signal: AbortSignal): PirateError {
+  return new PirateError("PIRATE_ABORTED", "the operation was aborted", { cause: signal.reason })
+}
+
+/** A short printable message of any thrown value. */
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message
+  return typeof err === "string" ? err : String(err)
+}

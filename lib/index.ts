@@ -1,0 +1,23 @@
+/** `zeromq-pirate/lib`: the building blocks under the patterns, for custom peers and tools. */
+export {
+  PirateError,
+  RequestTimeoutError,
+  RemoteError,
+  DeadLetterError,
+  type ErrorCode,
+} from "./errors.js"
+export { msgpackCodec, rawCodec, resolveCodec, type Codec, type CodecOption } from "./codec.js"
+export { Backoff, backoffDelay, BACKOFF_DEFAULTS, type BackoffOptions } from "./backoff.js"
+export { Liveness, LIVENESS_DEFAULTS, type LivenessOptions } from "./liveness.js"
+export * as protocol from "./protocol.js"
+export { MemoryJournal } from "./journal/memory.js"
+export { LevelJournal, type LevelJournalOptions } from "./journal/level.js"
+export { IdGenerator, isMessageId } from "./journal/ids.js"
+export type {
+  Journal,
+  JournalEntry,
+  JournalUpdate,
+  JournalStats,
+  DeadLetter,
+  Durability,
+} from "./journal/types.js"

@@ -1,0 +1,92 @@
+import type { DeadLetter, Journal, JournalEntry, JournalStats, JournalUpdate } from "./types.js"
+
+/** Keeps messages in this process's memory: fast, and lost with the process. */
+export class MemoryJournal implements Journal {
+  readonly persistent = false
+  readonly #pending = new Map<string, JournalEntry>()
+  readonly #dead = new Map<string, DeadLetter>()
+  #lastId: string | undefined
+
+  async open(): Promise<void> {}
+  async close(): Promise<void> {}
+
+  async append(entries: readonly JournalEntry[]): Promise<void> {
+    for (const e of entries) {
+      this.#pending.set(e.id, { ...e })
+      this.#bump(e.id)
+    }
+  }
+
+  async remove(ids: readonly string[]): Promise<void> {
+    for (const id of ids) this.#pending.delete(id)
+  }
+
+  async update(updates: readonly JournalUpdate[]): Promise<void> {
+    for (const u of updates) {
+      const e = this.#pending.get(u.id)
+      if (!e) continue
+      e.attempts = u.attempts
+      if (u.lastError === undefined) delete e.lastError
+      else e.lastError = u.lastError
+      if (u.notBefore === undefined) delete e.notBefore
+      else e.notBefore = u.notBefore
+    }
+  }
+
+  async bury(letters: readonly DeadLetter[]): Promise<void> {
+    for (const d of letters) {
+      this.#pending.delete(d.id)
+      this.#dead.set(d.id, { ...d })
+      this.#bump(d.id)
+    }
+  }
+
+  async pending(options: { after?: string; until?: string; limit: number }): Promise<JournalEntry[]> {
+    return select(this.#pending, options.after, options.until, options.limit).map((e) => ({ ...e }))
+  }
+
+  async dead(options: { after?: string; limit?: number } = {}): Promise<DeadLetter[]> {
+    return select(this.#dead, options.after, undefined, options.limit ?? Infinity).map((e) => ({ ...e }))
+  }
+
+  async replay(ids: readonly string[]): Promise<string[]> {
+    const moved: string[] = []
+    for (const id of ids) {
+      const d = this.#dead.get(id)
+      if (!d) continue
+      this.#dead.delete(id)
+      this.#pending.set(id, { id, payload: d.payload, attempts: 0, enqueuedAt: d.enqueuedAt })
+      moved.push(id)
+    }
+    return moved
+  }
+
+  async purgeDead(ids: readonly string[]): Promise<number> {
+    let n = 0
+    for (const id of ids) if (this.#dead.delete(id)) n++
+    return n
+  }
+
+  async lastId(): Promise<string | undefined> {
+    return this.#lastId
+  }
+
+  async stats(): Promise<JournalStats> {
+    return { pending: this.#pending.size, dead: this.#dead.size }
+  }
+
+  #bump(id: string): void {
+    if (this.#lastId === undefined || id > this.#lastId) this.#lastId = id
+  }
+}
+
+function select<T extends { id: string }>(map: Map<string, T>, after: string | undefined, until: string | undefined, limit: number): T[] {
+  const out: T[] = []
+  for (const e of map.values()) {
+    if (after !== undefined && e.id <= after) continue
+    if (until !== undefined && e.id > until) continue
+    out.push(e)
+  }
+  out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+  return out.length > limit ? out.slice(0, limit) : out
+}

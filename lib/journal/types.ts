@@ -1,0 +1,78 @@
+/** When `send()` resolves: kept in memory only, written to the OS (LevelDB, not synced), or synced to disk. */
+export type Durability = "memory" | "os" | "fsync"
+
+/** A message that is not yet acknowledged. */
+export interface JournalEntry {
+  /** Unique, stable id; ids sort in send order (see `IdGenerator`). */
+  id: string
+  /** The encoded payload, as it goes on the wire. */
+  payload: Buffer
+  /** Attempts already made and known to have failed or been abandoned. */
+  attempts: number
+  /** The error of the last failed attempt. */
+  lastError?: string
+  /** Epoch ms before which the message must not be delivered (retry backoff). */
+  notBefore?: number
+  /** Epoch ms when the message was first accepted. */
+  enqueuedAt: number
+}
+
+/** A message given up on: kept with its last error until replayed or purged. */
+export interface DeadLetter extends JournalEntry {
+  lastError: string
+  /** Epoch ms when it was dead-lettered. */
+  deadAt: number
+}
+
+/** A change to a pending entry after a failed attempt. */
+export interface JournalUpdate {
+  id: string
+  attempts: number
+  lastError?: string
+  notBefore?: number
+}
+
+export interface JournalStats {
+  pending: number
+  dead: number
+}
+
+/**
+ * Storage for a sender's unacknowledged messages. Implementations: `MemoryJournal`, `LevelJournal`.
+ * Every implementation passes the shared suite in `test/suites/journal.ts`.
+ *
+ * Calls are issued by one sender; implementations may assume no two writes race on the same id.
+ */
+export interface Journal {
+  /** Opens the journal. Throws `PIRATE_JOURNAL_LOCKED` when another process holds it. Idempotent. */
+  open(): Promise<void>
+  /** Closes the journal. Idempotent. */
+  close(): Promise<void>
+  /** True when entries survive the process (a memory journal returns false). */
+  readonly persistent: boolean
+  /**
+   * Adds new entries in one batch (group commit); resolves once written, and synced to disk when
+   * `sync` is true.
+   */
+  append(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void>
+  /** Deletes acknowledged entries in one batch. Unknown ids are ignored. */
+  remove(ids: readonly string[]): Promise<void>
+  /** Records failed attempts of pending entries in one batch. Unknown ids are ignored. */
+  update(updates: readonly JournalUpdate[]): Promise<void>
+  /** Moves pending entries to the dead letters in one batch. */
+  bury(letters: readonly DeadLetter[]): Promise<void>
+  /** Pending entries in id order with id > `after` (and id ≤ `until`), at most `limit`. */
+  pending(options: { after?: string; until?: string; limit: number }): Promise<JournalEntry[]>
+  /** Dead letters in id order with id > `after`, at most `limit` (default: all). */
+  dead(options?: { after?: string; limit?: number }): Promise<DeadLetter[]>
+  /**
+   * Moves dead letters back to pending with attempts reset to 0 and no error; returns the ids that
+   * were found and moved (ids that are not dead letters are skipped).
+   */
+  replay(ids: readonly string[]): Promise<string[]>
+  /** Deletes dead letters; returns how many were deleted. */
+  purgeDead(ids: readonly string[]): Promise<number>
+  /** The greatest id ever stored (pending, dead or acked), so ids stay unique across restarts. */
+  lastId(): Promise<string | undefined>
+  stats(): Promise<JournalStats>
+}

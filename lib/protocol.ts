@@ -1,0 +1,211 @@
+/**
+ * Wire frames. Paranoid Pirate Protocol (rfc 6/PPP) plus the PPX/1 extension, and the Lazy Pirate
+ * framing (LPX/1). `docs/protocol.md` is the specification; this file is its implementation.
+ *
+ * PPP (what plain Guide peers speak):
+ *   worker → queue:  READY [0x01] | HEARTBEAT [0x02] | reply [envelope, "", body]
+ *   queue → worker:  HEARTBEAT [0x02] | request [envelope, "", body]
+ *
+ * PPX/1 (only after the worker announced it in its READY frame and the sender answered WELCOME):
+ *   READY    w→s  single frame 0x01 "PPX" 0x01 msgpack{credit, heartbeatInterval, liveness}
+ *   WELCOME  s→w  [0x10, msgpack{version, heartbeatInterval, liveness}]
+ *   TASKS    s→w  [0x11, envelope, body, envelope, body, …]
+ *   ACKS     w→s  [0x12, envelope, reply, envelope, reply, …]
+ *   NACK     w→s  [0x13, envelope, msgpack{error, reject?, delay?}]
+ *   EXTEND   w→s  [0x14, envelope, …]          (the job is still running: renew its ack deadline)
+ *   GOODBYE  both [0x15]                        (closing: send me nothing new)
+ */
+import { packMeta, unpackMeta } from "./codec.js"
+import { PirateError } from "./errors.js"
+
+export const PPP = Object.freeze({ READY: 0x01, HEARTBEAT: 0x02 } as const)
+
+export const PPX = Object.freeze({
+  VERSION: 1,
+  WELCOME: 0x10,
+  TASKS: 0x11,
+  ACKS: 0x12,
+  NACK: 0x13,
+  EXTEND: 0x14,
+  GOODBYE: 0x15,
+} as const)
+
+const PPX_MAGIC = Buffer.from("PPX")
+const EMPTY = Buffer.alloc(0)
+
+export const FRAME_READY = Buffer.from([PPP.READY])
+export const FRAME_HEARTBEAT = Buffer.from([PPP.HEARTBEAT])
+export const FRAME_EMPTY = EMPTY
+export const FRAME_TASKS = Buffer.from([PPX.TASKS])
+export const FRAME_ACKS = Buffer.from([PPX.ACKS])
+export const FRAME_NACK = Buffer.from([PPX.NACK])
+export const FRAME_EXTEND = Buffer.from([PPX.EXTEND])
+export const FRAME_GOODBYE = Buffer.from([PPX.GOODBYE])
+
+/** What an extension worker announces in its READY frame. */
+export interface Hello {
+  credit: number
+  heartbeatInterval: number
+  liveness: number
+}
+
+/** What the sender answers. */
+export interface Welcome {
+  version: number
+  heartbeatInterval: number
+  liveness: number
+}
+
+export interface NackInfo {
+  error: string
+  /** Do not retry: dead-letter at once (e.g. the payload cannot be decoded). */
+  reject?: boolean
+  /** Delay before the retry (ms); the sender's backoff applies when absent. */
+  delay?: number
+}
+
+export function encodeReady(hello?: Hello): Buffer {
+  if (!hello) return FRAME_READY
+  return Buffer.concat([FRAME_READY, PPX_MAGIC, Buffer.from([PPX.VERSION]), packMeta(hello)])
+}
+
+/**
+ * Reads a READY frame: `null` for a plain PPP worker, the announced settings for a PPX one.
+ * Throws `PIRATE_PROTOCOL` for a READY frame that claims PPX but is damaged.
+ */
+export function decodeReady(frame: Buffer): Hello | null {
+  if (frame.length === 1) return null
+  if (frame.length < 5 || !frame.subarray(1, 4).equals(PPX_MAGIC)) {
+    throw new PirateError("PIRATE_PROTOCOL", "READY frame with unknown trailing bytes")
+  }
+  const meta = unpackMeta(frame.subarray(5))
+  if (typeof meta !== "object" || meta === null) throw new PirateError("PIRATE_PROTOCOL", "READY metadata is not a map")
+  const m = meta as Record<string, unknown>
+  const credit = intIn(m["credit"], 1, 65_536)
+  const heartbeatInterval = intIn(m["heartbeatInterval"], 1, 3_600_000)
+  const liveness = intIn(m["liveness"], 1, 1000)
+  if (credit === undefined || heartbeatInterval === undefined || liveness === undefined) {
+    throw new PirateError("PIRATE_PROTOCOL", "READY metadata lacks credit, heartbeatInterval or liveness")
+  }
+  return { credit, heartbeatInterval, liveness }
+}
+
+export function encodeWelcome(w: Welcome): Buffer[] {
+  return [Buffer.from([PPX.WELCOME]), packMeta(w)]
+}
+
+export function decodeWelcome(frame: Buffer | undefined): Welcome {
+  const meta = frame ? unpackMeta(frame) : undefined
+  if (typeof meta !== "object" || meta === null) throw new PirateError("PIRATE_PROTOCOL", "WELCOME metadata is not a map")
+  const m = meta as Record<string, unknown>
+  const version = intIn(m["version"], 1, 255)
+  const heartbeatInterval = intIn(m["heartbeatInterval"], 1, 3_600_000)
+  const liveness = intIn(m["liveness"], 1, 1000)
+  if (version === undefined || heartbeatInterval === undefined || liveness === undefined) {
+    throw new PirateError("PIRATE_PROTOCOL", "WELCOME metadata lacks version, heartbeatInterval or liveness")
+  }
+  return { version, heartbeatInterval, liveness }
+}
+
+export function encodeNack(envelope: Buffer, info: NackInfo): Buffer[] {
+  return [FRAME_NACK, envelope, packMeta(info)]
+}
+
+export function decodeNack(frame: Buffer | undefined): NackInfo {
+  const meta = frame ? unpackMeta(frame) : undefined
+  if (typeof meta !== "object" || meta === null) throw new PirateError("PIRATE_PROTOCOL", "NACK metadata is not a map")
+  const m = meta as Record<string, unknown>
+  const error = typeof m["error"] === "string" ? m["error"] : "nacked"
+  const info: NackInfo = { error }
+  if (m["reject"] === true) info.reject = true
+  const delay = intIn(m["delay"], 0, 86_400_000)
+  if (delay !== undefined) info.delay = delay
+  return info
+}
+
+/** True when the frame is exactly one command byte. */
+export function isCommand(frame: Buffer | undefined, command: number): boolean {
+  return frame !== undefined && frame.length === 1 && frame[0] === command
+}
+
+// ---------------------------------------------------------------------------------------------
+// Envelope: what the sender puts in front of a task so it can match the reply. Opaque to workers.
+//   0x50 'P' | version 0x01 | attempt uint32 BE | message id (ASCII)
+
+const ENVELOPE_TAG = 0x50
+const ENVELOPE_VERSION = 0x01
+export const MAX_ID_LENGTH = 64
+
+export interface Envelope {
+  id: string
+  attempt: number
+}
+
+export function encodeEnvelope(id: string, attempt: number): Buffer {
+  const buf = Buffer.allocUnsafe(6 + id.length)
+  buf[0] = ENVELOPE_TAG
+  buf[1] = ENVELOPE_VERSION
+  buf.writeUInt32BE(attempt >>> 0, 2)
+  buf.write(id, 6, "latin1")
+  return buf
+}
+
+/** Returns `null` for anything that is not one of our envelopes. */
+export function decodeEnvelope(frame: Buffer | undefined): Envelope | null {
+  if (!frame || frame.length < 7 || frame.length > 6 + MAX_ID_LENGTH) return null
+  if (frame[0] !== ENVELOPE_TAG || frame[1] !== ENVELOPE_VERSION) return null
+  return { attempt: frame.readUInt32BE(2), id: frame.toString("latin1", 6) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lazy Pirate framing (LPX/1). A plain request is one frame (any REP server answers it).
+// A framed request is [header, body] with header = "LPX" 0x01 request-id; its reply is
+// [status, body] with status = "LPX" 0x01 code (0 ok, 1 error: body = msgpack{message, name}).
+
+const LPX_MAGIC = Buffer.from([0x4c, 0x50, 0x58, 0x01]) // "LPX" 1
+export const LPX_OK = 0
+export const LPX_ERROR = 1
+
+export function encodeRequestHeader(requestId: string): Buffer {
+  return Buffer.concat([LPX_MAGIC, Buffer.from(requestId, "latin1")])
+}
+
+/** The request id of a framed request's header, or `null` when the frame is not one. */
+export function decodeRequestHeader(frame: Buffer | undefined): string | null {
+  if (!frame || frame.length < 5 || frame.length > 4 + MAX_ID_LENGTH) return null
+  if (!frame.subarray(0, 4).equals(LPX_MAGIC)) return null
+  return frame.toString("latin1", 4)
+}
+
+export function encodeReplyStatus(code: typeof LPX_OK | typeof LPX_ERROR): Buffer {
+  return Buffer.concat([LPX_MAGIC, Buffer.from([code])])
+}
+
+/** The status code of a framed reply, or `null` when the frame is not one. */
+export function decodeReplyStatus(frame: Buffer | undefined): number | null {
+  if (!frame || frame.length !== 5 || !frame.subarray(0, 4).equals(LPX_MAGIC)) return null
+  return frame[4] ?? null
+}
+
+export function encodeRemoteError(err: unknown): Buffer {
+  const e = err instanceof Error ? err : new Error(String(err))
+  return packMeta({ message: e.message, name: e.name })
+}
+
+export function decodeRemoteError(frame: Buffer | undefined): { message: string; name?: string } {
+  try {
+    const m = frame ? unpackMeta(frame) : undefined
+    if (typeof m === "object" && m !== null) {
+      const r = m as Record<string, unknown>
+      const message = typeof r["message"] === "string" ? r["message"] : "remote error"
+      return typeof r["name"] === "string" ? { message, name: r["name"] } : { message }
+    }
+  } catch {
+    /* fall through: an unreadable error body still is an error */
+  }
+  return { message: "remote error (unreadable error body)" }
+}
+
+function intIn(v: unknown, min: number, max: number): number | undefined {
+  return typeof v === "number" && Number.isInteger(v) && v >= min && v <= max ? v : undefined
+}
