@@ -52,3 +52,10 @@ export function describe(value: unknown): string {
   if (typeof value === "object") return "an object"
   return String(value)
 }
+
+/** Drops keys whose value is `undefined`, so that spreading over defaults keeps the defaults. */
+export function stripUndefined<T extends object>(o: T): Partial<T> {
+  const out: Partial<T> = {}
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) (out as Record<string, unknown>)[k] = v
+  return out
+}

@@ -1,0 +1,941 @@
+/**
+ * The queue core shared by `Sender` and `ParanoidPirateQueue`: a ROUTER that workers connect to,
+ * the in-memory window of messages over a `Journal`, credit-based dispatch, acks, heartbeats,
+ * redelivery of a lost worker's messages, retries with backoff and dead letters.
+ */
+import { EventEmitter } from "node:events"
+import { Router, capability } from "zeromq"
+import { backoffDelay, type BackoffOptions } from "../../lib/backoff.js"
+import { debug } from "../../lib/debug.js"
+import { DeadLetterError, PirateError, closedError, errorMessage } from "../../lib/errors.js"
+import { IdGenerator } from "../../lib/journal/ids.js"
+import type { DeadLetter, Durability, Journal, JournalEntry, JournalUpdate } from "../../lib/journal/types.js"
+import { Liveness } from "../../lib/liveness.js"
+import {
+  FRAME_EMPTY,
+  FRAME_GOODBYE,
+  FRAME_HEARTBEAT,
+  FRAME_TASKS,
+  PPP,
+  PPX,
+  decodeEnvelope,
+  decodeNack,
+  decodeReady,
+  encodeEnvelope,
+  encodeWelcome,
+  type NackInfo,
+} from "../../lib/protocol.js"
+import { SocketWriter } from "../../lib/writer.js"
+
+/** libzmq draft option ZMQ_ROUTER_NOTIFY and its "disconnect" flag. */
+const ZMQ_ROUTER_NOTIFY = 97
+const ZMQ_NOTIFY_DISCONNECT = 2
+
+/** Settings of the core; `Sender` and `ParanoidPirateQueue` validate and fill them. */
+export interface DispatcherSettings {
+  heartbeatInterval: number
+  liveness: number
+  maxAttempts: number
+  retryBackoff: Required<BackoffOptions>
+  ackTimeout: number
+  window: number
+  maxBatch: number
+  durability: Durability
+  maxMessageSize: number
+  sendTimeout: number
+  random: () => number
+}
+
+/** Events of the core (re-emitted by `Sender` and `ParanoidPirateQueue`). */
+export interface DispatcherEvents {
+  "worker:ready": [{ workerId: string; credit: number; protocol: "ppp" | "ppx" }]
+  "worker:lost": [{ workerId: string; reason: string; requeued: number }]
+  "message:requeued": [{ id: string; attempt: number; reason: string }]
+  "message:nacked": [{ id: string; attempt: number; error: string; delay: number }]
+  "message:dead": [{ id: string; attempts: number; error: string }]
+  drained: [Record<string, never>]
+  error: [Error]
+}
+
+/** A snapshot of the core's counters. */
+export interface DispatcherStats {
+  /** Messages waiting for a worker. */
+  ready: number
+  /** Messages handed to a worker and not yet acked. */
+  inFlight: number
+  /** Messages waiting for their retry delay. */
+  delayed: number
+  /** Pending messages still on disk, not yet loaded into the window. */
+  backlog: number
+  /** Dead letters in the journal. */
+  dead: number
+  /** Messages accepted since open. */
+  sent: number
+  /** Messages acknowledged since open. */
+  acked: number
+  /** Handler failures reported by workers since open. */
+  nacked: number
+  /** Messages handed out again after a lost worker, an ack timeout or a nack, since open. */
+  redelivered: number
+  /** Acks ignored because they named an attempt no longer in flight. */
+  staleAcks: number
+  /** Malformed or unexpected frames dropped. */
+  dropped: number
+  /** Connected workers. */
+  workers: number
+  /** Workers lost (heartbeat expired, disconnected, unreachable) since open. */
+  workersLost: number
+}
+
+type State = "appending" | "ready" | "inflight" | "delayed" | "done"
+
+interface Waiter {
+  resolve: (reply: Buffer) => void
+  reject: (err: Error) => void
+}
+
+interface Message {
+  id: string
+  payload: Buffer
+  /** Attempts started so far (the one in flight included). */
+  attempt: number
+  enqueuedAt: number
+  state: State
+  durable: boolean
+  lastError?: string
+  notBefore?: number
+  worker?: WorkerPeer
+  deadline?: number
+  waiter?: Waiter
+  /** Accepted from the journal on open or by replay, not through `submit()`. */
+  recovered?: boolean
+}
+
+interface WorkerPeer {
+  key: string
+  routingId: Buffer
+  protocol: "ppp" | "ppx"
+  credit: number
+  inflight: Map<string, Message>
+  liveness: Liveness
+  goodbye: boolean
+}
+
+export class Dispatcher extends EventEmitter<DispatcherEvents> {
+  readonly #s: DispatcherSettings
+  readonly #journal: Journal
+  readonly #name: string
+  #router: Router | undefined
+  #writer: SocketWriter | undefined
+  #ids = new IdGenerator()
+  #endpoint: string | undefined
+  #closed = false
+
+  readonly #messages = new Map<string, Message>()
+  /** Ready messages: `#front` (requeued, served first) then `#ready` in send order. */
+  #front: Message[] = []
+  #ready: Message[] = []
+  #readyHead = 0
+  #delayed = new Set<Message>()
+  #delayTimer: NodeJS.Timeout | undefined
+  #delayAt = Infinity
+
+  readonly #workers = new Map<string, WorkerPeer>()
+  #rr: WorkerPeer[] = []
+  #rrIndex = 0
+
+  #dispatchScheduled = false
+  #tick: NodeJS.Timeout | undefined
+
+  /** Group commit lanes. */
+  #appendQueue: Message[] = []
+  #appendSync = false
+  #appending: Promise<void> | undefined
+  #appendWaiters: { resolve: () => void; reject: (err: Error) => void; sync: boolean }[] = []
+  #removeQueue: string[] = []
+  #updateQueue: JournalUpdate[] = []
+  #buryQueue: DeadLetter[] = []
+  #changing: Promise<void> | undefined
+
+  /** Window accounting and producers waiting for room. */
+  #windowWaiters: { resolve: () => void; reject: (err: Error) => void }[] = []
+  #backlogUntil: string | undefined
+  #backlogAfter: string | undefined
+  #backlogCount = 0
+  #refilling: Promise<void> | undefined
+  #drainedWaiters: (() => void)[] = []
+
+  readonly #stats = { sent: 0, acked: 0, nacked: 0, redelivered: 0, staleAcks: 0, dropped: 0, dead: 0, workersLost: 0 }
+
+  constructor(name: string, settings: DispatcherSettings, journal: Journal) {
+    super()
+    this.#name = name
+    this.#s = settings
+    this.#journal = journal
+  }
+
+  get endpoint(): string | undefined {
+    return this.#endpoint
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // lifecycle
+
+  async open(bind: string): Promise<void> {
+    await this.#journal.open()
+    try {
+      this.#ids = new IdGenerator(await this.#journal.lastId())
+      const js = await this.#journal.stats()
+      this.#stats.dead = js.dead
+      if (js.pending > 0) {
+        this.#backlogUntil = await this.#journal.lastId()
+        this.#backlogCount = js.pending
+      }
+      const router = new Router({
+        linger: 0,
+        mandatory: true,
+        sendTimeout: this.#s.sendTimeout,
+        maxMessageSize: this.#s.maxMessageSize,
+        sendHighWaterMark: 100_000,
+        receiveHighWaterMark: 100_000,
+      })
+      if (capability.draft) {
+        // Tells us at once when a worker's connection drops (crash, kill), so its messages are
+        // redelivered without waiting for the heartbeat timeout. Heartbeats remain the authority
+        // for hung workers.
+        setRouterNotify(router)
+      }
+      await router.bind(bind)
+      this.#router = router
+      this.#endpoint = router.lastEndpoint ?? bind
+      this.#writer = new SocketWriter(router, (err, frames) => this.#onSendError(err, frames))
+      this.#receiveLoop(router).catch((err: unknown) => this.emit("error", toError(err)))
+      this.#tick = setInterval(() => this.#onTick(), Math.max(10, Math.floor(this.#s.heartbeatInterval / 4)))
+      this.#tick.unref()
+      await this.#refill()
+    } catch (err) {
+      this.#router?.close()
+      await this.#journal.close()
+      throw err
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    const errors: unknown[] = []
+    clearInterval(this.#tick)
+    clearTimeout(this.#delayTimer)
+    const closed = closedError(this.#name)
+    for (const w of this.#windowWaiters.splice(0)) w.reject(closed)
+    for (const w of this.#workers.values()) if (w.protocol === "ppx") this.#writer?.write([w.routingId, FRAME_GOODBYE])
+    for (const step of [
+      async () => {
+        await this.#writer?.flushed()
+        this.#router?.close()
+      },
+      () => this.#appending,
+      () => this.#refilling,
+      () => this.#flushChanges(),
+      () => this.#journal.close(),
+    ]) {
+      try {
+        await step()
+      } catch (err) {
+        errors.push(err)
+      }
+    }
+    for (const m of this.#messages.values()) {
+      if (m.waiter) m.waiter.reject(closed)
+      delete m.waiter
+    }
+    for (const w of this.#appendWaiters.splice(0)) w.reject(closed)
+    for (const d of this.#drainedWaiters.splice(0)) d()
+    if (errors.length > 0) throw new AggregateError(errors, `${this.#name} close failed`)
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // producing
+
+  /** Waits for room in the window (backpressure). */
+  async room(signal?: AbortSignal): Promise<void> {
+    if (this.#closed) throw closedError(this.#name)
+    if (this.#hasRoom()) return
+    signal?.throwIfAborted()
+    await new Promise<void>((resolve, reject) => {
+      const entry = { resolve, reject }
+      this.#windowWaiters.push(entry)
+      signal?.addEventListener(
+        "abort",
+        () => {
+          const i = this.#windowWaiters.indexOf(entry)
+          if (i >= 0) this.#windowWaiters.splice(i, 1)
+          reject(new PirateError("PIRATE_ABORTED", "the operation was aborted", { cause: signal.reason }))
+        },
+        { once: true },
+      )
+    })
+  }
+
+  #hasRoom(): boolean {
+    return this.#messages.size < this.#s.window && this.#backlogCount === 0
+  }
+
+  /**
+   * Accepts a message (the caller awaited `room()`), journals it (group commit) and makes it
+   * ready. Resolves with its id once as durable as configured (`durable: false`: memory only).
+   */
+  submit(payload: Buffer, options: { durable: boolean; waiter?: Waiter }): { id: string; accepted: Promise<void> } {
+    if (this.#closed) throw closedError(this.#name)
+    const id = this.#ids.next()
+    // Only a persistent journal keeps pending messages; a memory journal only keeps dead letters.
+    const durable = options.durable && this.#journal.persistent
+    const m: Message = { id, payload, attempt: 0, enqueuedAt: Date.now(), state: "appending", durable }
+    if (options.waiter) m.waiter = options.waiter
+    this.#messages.set(id, m)
+    this.#stats.sent++
+    if (!durable) {
+      this.#makeReady(m)
+      return { id, accepted: Promise.resolve() }
+    }
+    this.#appendQueue.push(m)
+    const sync = this.#s.durability === "fsync"
+    if (sync) this.#appendSync = true
+    const accepted =
+      this.#s.durability === "memory"
+        ? Promise.resolve()
+        : new Promise<void>((resolve, reject) => this.#appendWaiters.push({ resolve, reject, sync }))
+    this.#appending ??= this.#appendLoop()
+    return { id, accepted }
+  }
+
+  /** Cancels a message nobody waits for any more (an aborted request). */
+  cancel(id: string): void {
+    const m = this.#messages.get(id)
+    if (!m) return
+    delete m.waiter
+    if (m.state === "ready" || m.state === "delayed") {
+      this.#delayed.delete(m)
+      this.#finish(m)
+      if (m.durable) this.#queueChange(() => this.#removeQueue.push(m.id))
+    }
+  }
+
+  async #appendLoop(): Promise<void> {
+    try {
+      while (this.#appendQueue.length > 0) {
+        const batch = this.#appendQueue
+        const waiters = this.#appendWaiters
+        const sync = this.#appendSync
+        this.#appendQueue = []
+        this.#appendWaiters = []
+        this.#appendSync = false
+        const entries: JournalEntry[] = batch.map((m) => ({ id: m.id, payload: m.payload, attempts: 0, enqueuedAt: m.enqueuedAt }))
+        try {
+          await this.#journal.append(entries, { sync })
+        } catch (err) {
+          const e = new PirateError("PIRATE_JOURNAL_CORRUPT", `journal write failed: ${errorMessage(err)}`, { cause: err })
+          for (const w of waiters) w.reject(e)
+          for (const m of batch) if (m.state === "appending") this.#finish(m)
+          this.emit("error", e)
+          continue
+        }
+        for (const m of batch) if (m.state === "appending") this.#makeReady(m)
+        for (const w of waiters) w.resolve()
+      }
+    } finally {
+      this.#appending = undefined
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // window, backlog and the ready queue
+
+  #makeReady(m: Message): void {
+    m.state = "ready"
+    this.#ready.push(m)
+    this.#scheduleDispatch()
+  }
+
+  #makeReadyFront(list: Message[]): void {
+    if (list.length === 0) return
+    list.sort(byId)
+    for (const m of list) m.state = "ready"
+    this.#front = list.concat(this.#front)
+    this.#scheduleDispatch()
+  }
+
+  #takeReady(): Message | undefined {
+    while (this.#front.length > 0) {
+      const m = this.#front.shift() as Message
+      if (m.state === "ready") return m
+    }
+    while (this.#readyHead < this.#ready.length) {
+      const m = this.#ready[this.#readyHead] as Message
+      this.#readyHead++
+      if (m.state === "ready") {
+        this.#compactReady()
+        return m
+      }
+    }
+    this.#ready = []
+    this.#readyHead = 0
+    return undefined
+  }
+
+  #compactReady(): void {
+    if (this.#readyHead > 4096 && this.#readyHead * 2 > this.#ready.length) {
+      this.#ready = this.#ready.slice(this.#readyHead)
+      this.#readyHead = 0
+    }
+  }
+
+  #readyCount(): number {
+    let n = 0
+    for (const m of this.#messages.values()) if (m.state === "ready") n++
+    return n
+  }
+
+  /** A message left the window (acked, dead, cancelled): wake producers or page in backlog. */
+  #finish(m: Message): void {
+    m.state = "done"
+    this.#messages.delete(m.id)
+    if (this.#backlogCount > 0) {
+      if (this.#messages.size <= this.#s.window / 2) this.#refilling ??= this.#refill()
+    } else {
+      if (this.#messages.size < this.#s.window) this.#windowWaiters.shift()?.resolve()
+    }
+    this.#checkDrained()
+  }
+
+  /** Loads pending messages from the journal into the window (restart recovery, big backlogs). */
+  async #refill(): Promise<void> {
+    try {
+      while (this.#backlogCount > 0 && !this.#closed) {
+        const room = this.#s.window - this.#messages.size
+        if (room <= 0) return
+        const page = await this.#journal.pending({
+          ...(this.#backlogAfter !== undefined ? { after: this.#backlogAfter } : {}),
+          ...(this.#backlogUntil !== undefined ? { until: this.#backlogUntil } : {}),
+          limit: room,
+        })
+        if (page.length === 0) {
+          this.#backlogCount = 0
+          break
+        }
+        const now = Date.now()
+        for (const e of page) {
+          this.#backlogAfter = e.id
+          if (this.#messages.has(e.id)) continue
+          const m: Message = {
+            id: e.id,
+            payload: e.payload,
+            attempt: e.attempts,
+            enqueuedAt: e.enqueuedAt,
+            state: "ready",
+            durable: this.#journal.persistent,
+            recovered: true,
+          }
+          if (e.lastError !== undefined) m.lastError = e.lastError
+          this.#messages.set(m.id, m)
+          if (e.notBefore !== undefined && e.notBefore > now) this.#delay(m, e.notBefore)
+          else this.#makeReady(m)
+        }
+        this.#backlogCount = Math.max(0, this.#backlogCount - page.length)
+        if (page.length < room) this.#backlogCount = 0
+      }
+    } finally {
+      this.#refilling = undefined
+    }
+    // Backlog gone: let producers in.
+    while (this.#backlogCount === 0 && this.#windowWaiters.length > 0 && this.#messages.size < this.#s.window) {
+      ;(this.#windowWaiters.shift() as { resolve: () => void }).resolve()
+    }
+  }
+
+  /** Adds dead letters that were replayed in the journal back to the window. */
+  requeueReplayed(entries: readonly DeadLetter[]): void {
+    const list: Message[] = []
+    for (const e of entries) {
+      if (this.#messages.has(e.id)) continue
+      const m: Message = { id: e.id, payload: e.payload, attempt: 0, enqueuedAt: e.enqueuedAt, state: "ready", durable: this.#journal.persistent, recovered: true }
+      this.#messages.set(m.id, m)
+      list.push(m)
+    }
+    this.#stats.dead = Math.max(0, this.#stats.dead - list.length)
+    this.#makeReadyFront(list)
+  }
+
+  #delay(m: Message, at: number): void {
+    m.state = "delayed"
+    m.notBefore = at
+    this.#delayed.add(m)
+    if (at < this.#delayAt) {
+      clearTimeout(this.#delayTimer)
+      this.#delayAt = at
+      this.#delayTimer = setTimeout(() => this.#releaseDelayed(), Math.max(0, at - Date.now()))
+    }
+  }
+
+  #releaseDelayed(): void {
+    this.#delayAt = Infinity
+    this.#delayTimer = undefined
+    const now = Date.now()
+    const due: Message[] = []
+    let next = Infinity
+    for (const m of this.#delayed) {
+      const at = m.notBefore ?? 0
+      if (at <= now) {
+        this.#delayed.delete(m)
+        delete m.notBefore
+        due.push(m)
+      } else if (at < next) next = at
+    }
+    this.#makeReadyFront(due)
+    if (next < Infinity) {
+      this.#delayAt = next
+      this.#delayTimer = setTimeout(() => this.#releaseDelayed(), Math.max(0, next - Date.now()))
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // dispatch
+
+  #scheduleDispatch(): void {
+    if (this.#dispatchScheduled || this.#closed) return
+    this.#dispatchScheduled = true
+    setImmediate(() => {
+      this.#dispatchScheduled = false
+      this.#dispatch()
+    })
+  }
+
+  #dispatch(): void {
+    if (this.#closed || this.#rr.length === 0) return
+    let idle = 0
+    while (idle < this.#rr.length) {
+      if (this.#rrIndex >= this.#rr.length) this.#rrIndex = 0
+      const w = this.#rr[this.#rrIndex++] as WorkerPeer
+      const free = w.goodbye ? 0 : w.credit - w.inflight.size
+      if (free <= 0) {
+        idle++
+        continue
+      }
+      const n = Math.min(free, this.#s.maxBatch)
+      const batch: Message[] = []
+      while (batch.length < n) {
+        const m = this.#takeReady()
+        if (!m) break
+        batch.push(m)
+      }
+      if (batch.length === 0) return
+      idle = 0
+      this.#sendBatch(w, batch)
+    }
+  }
+
+  #sendBatch(w: WorkerPeer, batch: Message[]): void {
+    const now = performance.now()
+    const frames: Buffer[] = w.protocol === "ppx" ? [w.routingId, FRAME_TASKS] : []
+    for (const m of batch) {
+      m.attempt++
+      if (m.attempt > 1) this.#stats.redelivered++
+      m.state = "inflight"
+      m.worker = w
+      if (this.#s.ackTimeout > 0) m.deadline = now + this.#s.ackTimeout
+      w.inflight.set(m.id, m)
+      const env = encodeEnvelope(m.id, m.attempt)
+      if (w.protocol === "ppx") frames.push(env, m.payload)
+      else this.#writer?.write([w.routingId, env, FRAME_EMPTY, m.payload])
+    }
+    if (w.protocol === "ppx") this.#writer?.write(frames)
+    w.liveness.sent()
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // receiving
+
+  async #receiveLoop(router: Router): Promise<void> {
+    for (;;) {
+      let msg: Buffer[]
+      try {
+        msg = await router.receive()
+      } catch (err) {
+        if (this.#closed || (err as { code?: string }).code === "EAGAIN") return
+        throw err
+      }
+      try {
+        this.#onMessage(msg)
+      } catch (err) {
+        this.#drop(`unexpected error handling a frame: ${errorMessage(err)}`)
+      }
+    }
+  }
+
+  #onMessage(msg: Buffer[]): void {
+    const routingId = msg[0]
+    const first = msg[1]
+    if (routingId === undefined || first === undefined) return this.#drop("message without routing id or body")
+    const key = routingId.toString("hex")
+    const w = this.#workers.get(key)
+    if (msg.length === 2 && first.length === 0) {
+      // ROUTER_NOTIFY: the peer's connection dropped.
+      if (w) this.#lose(w, "disconnected")
+      return
+    }
+    if (w) w.liveness.seen()
+
+    if (msg.length === 2 && first.length >= 1) {
+      const cmd = first[0]
+      if (cmd === PPP.READY) return this.#onReady(routingId, key, first)
+      if (first.length !== 1) return this.#drop("single frame with unknown command", key)
+      if (cmd === PPP.HEARTBEAT) {
+        if (!w) this.#register(routingId, key, null) // a Guide worker: any sign of life means ready
+        return
+      }
+      if (cmd === PPX.GOODBYE) {
+        if (w) {
+          w.goodbye = true
+          if (w.inflight.size === 0) this.#remove(w)
+        }
+        return
+      }
+      return this.#drop(`unknown command 0x${cmd?.toString(16) ?? "?"}`, key)
+    }
+
+    if (msg.length === 4 && msg[2]?.length === 0 && first.length > 1) {
+      // PPP reply: [envelope, "", body]
+      return this.#onAck(w, first, msg[3] as Buffer)
+    }
+    if (first.length === 1) {
+      const cmd = first[0]
+      if (cmd === PPX.ACKS && msg.length >= 4 && msg.length % 2 === 0) {
+        for (let i = 2; i < msg.length; i += 2) this.#onAck(w, msg[i] as Buffer, msg[i + 1] as Buffer)
+        return
+      }
+      if (cmd === PPX.NACK && msg.length === 4) {
+        let info: NackInfo
+        try {
+          info = decodeNack(msg[3])
+        } catch (err) {
+          return this.#drop(errorMessage(err), key)
+        }
+        return this.#onNack(w, msg[2] as Buffer, info)
+      }
+      if (cmd === PPX.EXTEND && msg.length >= 3) {
+        for (let i = 2; i < msg.length; i++) this.#onExtend(w, msg[i] as Buffer)
+        return
+      }
+    }
+    this.#drop(`malformed message of ${msg.length - 1} frames`, key)
+  }
+
+  #drop(reason: string, key?: string): void {
+    this.#stats.dropped++
+    debug("%s: dropped from %s: %s", this.#name, key ?? "?", reason)
+  }
+
+  #onReady(routingId: Buffer, key: string, frame: Buffer): void {
+    let hello
+    try {
+      hello = decodeReady(frame)
+    } catch (err) {
+      return this.#drop(errorMessage(err), key)
+    }
+    const existing = this.#workers.get(key)
+    if (existing) {
+      // A second READY from the same connection: take the new settings, keep what it holds.
+      if (hello) {
+        existing.protocol = "ppx"
+        existing.credit = hello.credit
+      }
+      existing.goodbye = false
+      if (hello) this.#welcome(existing)
+      this.#scheduleDispatch()
+      return
+    }
+    this.#register(routingId, key, hello)
+  }
+
+  #register(routingId: Buffer, key: string, hello: ReturnType<typeof decodeReady>): void {
+    const w: WorkerPeer = {
+      key,
+      routingId: Buffer.from(routingId),
+      protocol: hello ? "ppx" : "ppp",
+      credit: hello ? hello.credit : 1,
+      inflight: new Map(),
+      liveness: new Liveness({
+        heartbeatInterval: hello?.heartbeatInterval ?? this.#s.heartbeatInterval,
+        liveness: hello?.liveness ?? this.#s.liveness,
+      }),
+      goodbye: false,
+    }
+    this.#workers.set(key, w)
+    this.#rr.push(w)
+    if (hello) this.#welcome(w)
+    debug("%s: worker %s ready (%s, credit %d)", this.#name, key, w.protocol, w.credit)
+    this.emit("worker:ready", { workerId: key, credit: w.credit, protocol: w.protocol })
+    this.#scheduleDispatch()
+  }
+
+  #welcome(w: WorkerPeer): void {
+    this.#writer?.write([
+      w.routingId,
+      ...encodeWelcome({ version: PPX.VERSION, heartbeatInterval: w.liveness.heartbeatInterval, liveness: w.liveness.liveness }),
+    ])
+    w.liveness.sent()
+  }
+
+  /** Finds the in-flight message an ack names; `undefined` (counted) for a stale or foreign one. */
+  #claim(w: WorkerPeer | undefined, envFrame: Buffer): Message | undefined {
+    const env = decodeEnvelope(envFrame)
+    if (!env) {
+      this.#drop("reply with an envelope that is not ours", w?.key)
+      return undefined
+    }
+    const m = w?.inflight.get(env.id)
+    if (!m || m.attempt !== env.attempt || m.state !== "inflight") {
+      this.#stats.staleAcks++
+      debug("%s: stale ack for %s attempt %d from %s", this.#name, env.id, env.attempt, w?.key ?? "unknown worker")
+      return undefined
+    }
+    return m
+  }
+
+  #release(w: WorkerPeer, m: Message): void {
+    w.inflight.delete(m.id)
+    delete m.worker
+    delete m.deadline
+    if (w.goodbye && w.inflight.size === 0) this.#remove(w)
+    else this.#scheduleDispatch()
+  }
+
+  #onAck(w: WorkerPeer | undefined, envFrame: Buffer, body: Buffer): void {
+    const m = this.#claim(w, envFrame)
+    if (!m || !w) return
+    this.#release(w, m)
+    this.#stats.acked++
+    if (m.durable) this.#queueChange(() => this.#removeQueue.push(m.id))
+    const waiter = m.waiter
+    this.#finish(m)
+    waiter?.resolve(body)
+  }
+
+  #onNack(w: WorkerPeer | undefined, envFrame: Buffer, info: NackInfo): void {
+    const m = this.#claim(w, envFrame)
+    if (!m || !w) return
+    this.#release(w, m)
+    this.#stats.nacked++
+    this.#fail(m, info.error, info.reject === true, info.delay)
+  }
+
+  #onExtend(w: WorkerPeer | undefined, envFrame: Buffer): void {
+    const env = decodeEnvelope(envFrame)
+    const m = env ? w?.inflight.get(env.id) : undefined
+    if (m && env && m.attempt === env.attempt && this.#s.ackTimeout > 0) m.deadline = performance.now() + this.#s.ackTimeout
+  }
+
+  /** An attempt failed: retry after a backoff, or dead-letter when attempts are used up. */
+  #fail(m: Message, error: string, reject: boolean, delay?: number): void {
+    m.lastError = error
+    if (reject || m.attempt >= this.#s.maxAttempts) return this.#bury(m, error)
+    const wait = delay ?? backoffDelay(m.attempt, this.#s.retryBackoff, this.#s.random)
+    this.emit("message:nacked", { id: m.id, attempt: m.attempt, error, delay: wait })
+    const notBefore = Date.now() + wait
+    if (m.durable) this.#queueChange(() => this.#updateQueue.push({ id: m.id, attempts: m.attempt, lastError: error, notBefore }))
+    if (wait === 0) this.#makeReadyFront([m])
+    else this.#delay(m, notBefore)
+  }
+
+  #bury(m: Message, error: string): void {
+    this.#stats.dead++
+    debug("%s: message %s dead after %d attempts: %s", this.#name, m.id, m.attempt, error)
+    // Every dead letter is kept, in a memory journal too, so it can be listed and replayed.
+    const letter: DeadLetter = { id: m.id, payload: m.payload, attempts: m.attempt, lastError: error, enqueuedAt: m.enqueuedAt, deadAt: Date.now() }
+    this.#queueChange(() => this.#buryQueue.push(letter))
+    const waiter = m.waiter
+    this.#finish(m)
+    this.emit("message:dead", { id: m.id, attempts: m.attempt, error })
+    waiter?.reject(new DeadLetterError(m.id, m.attempt, error))
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // workers: heartbeats, loss
+
+  #onTick(): void {
+    const now = performance.now()
+    for (const w of [...this.#workers.values()]) {
+      // A plain PPP worker sends nothing while it works: alive until its ack deadline.
+      const busyPlain = w.protocol === "ppp" && w.inflight.size > 0
+      if (!busyPlain && w.liveness.expired()) {
+        this.#lose(w, `no heartbeat for ${Math.round(w.liveness.silence())} ms`)
+        continue
+      }
+      if (w.liveness.heartbeatDue()) {
+        this.#writer?.write([w.routingId, FRAME_HEARTBEAT])
+        w.liveness.sent()
+      }
+      if (this.#s.ackTimeout > 0) {
+        const expired: Message[] = []
+        for (const m of w.inflight.values()) if (m.deadline !== undefined && m.deadline <= now) expired.push(m)
+        for (const m of expired) {
+          this.#release(w, m)
+          this.#requeue(m, `no ack within ${this.#s.ackTimeout} ms`)
+        }
+      }
+    }
+  }
+
+  #requeue(m: Message, reason: string): void {
+    m.lastError = reason
+    this.emit("message:requeued", { id: m.id, attempt: m.attempt, reason })
+    if (m.attempt >= this.#s.maxAttempts) return this.#bury(m, reason)
+    if (m.durable) this.#queueChange(() => this.#updateQueue.push({ id: m.id, attempts: m.attempt, lastError: reason }))
+    this.#makeReadyFront([m])
+  }
+
+  #lose(w: WorkerPeer, reason: string): void {
+    if (this.#workers.get(w.key) !== w) return
+    const held = [...w.inflight.values()]
+    this.#remove(w)
+    this.#stats.workersLost++
+    debug("%s: worker %s lost (%s), requeueing %d", this.#name, w.key, reason, held.length)
+    for (const m of held) {
+      delete m.worker
+      delete m.deadline
+    }
+    // Requeue all at the front in id order, then check attempts one by one.
+    const back: Message[] = []
+    for (const m of held) {
+      m.lastError = `worker lost: ${reason}`
+      this.emit("message:requeued", { id: m.id, attempt: m.attempt, reason: m.lastError })
+      if (m.attempt >= this.#s.maxAttempts) this.#bury(m, m.lastError)
+      else {
+        const err = m.lastError
+        if (m.durable) this.#queueChange(() => this.#updateQueue.push({ id: m.id, attempts: m.attempt, lastError: err }))
+        back.push(m)
+      }
+    }
+    this.#makeReadyFront(back)
+    this.emit("worker:lost", { workerId: w.key, reason, requeued: back.length })
+  }
+
+  #remove(w: WorkerPeer): void {
+    this.#workers.delete(w.key)
+    const i = this.#rr.indexOf(w)
+    if (i >= 0) this.#rr.splice(i, 1)
+  }
+
+  #onSendError(err: unknown, frames: Buffer[]): void {
+    if (this.#closed) return
+    const id = frames[0]
+    const w = id ? this.#workers.get(id.toString("hex")) : undefined
+    const code = (err as { code?: string }).code ?? errorMessage(err)
+    if (w) this.#lose(w, `unreachable (${code})`)
+    else debug("%s: send failed: %s", this.#name, code)
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // journal changes (acks, failures, dead letters), batched
+
+  #queueChange(push: () => void): void {
+    push()
+    this.#changing ??= this.#changeLoop()
+  }
+
+  async #changeLoop(): Promise<void> {
+    // Let the acks of this turn of the event loop gather into one batch.
+    await new Promise<void>((r) => setImmediate(r))
+    try {
+      while (this.#removeQueue.length + this.#updateQueue.length + this.#buryQueue.length > 0) {
+        const removes = this.#removeQueue
+        const updates = this.#updateQueue
+        const buries = this.#buryQueue
+        this.#removeQueue = []
+        this.#updateQueue = []
+        this.#buryQueue = []
+        try {
+          if (updates.length > 0) await this.#journal.update(updates)
+          if (buries.length > 0) await this.#journal.bury(buries)
+          if (removes.length > 0) await this.#journal.remove(removes)
+        } catch (err) {
+          this.emit("error", new PirateError("PIRATE_JOURNAL_CORRUPT", `journal write failed: ${errorMessage(err)}`, { cause: err }))
+        }
+      }
+    } finally {
+      this.#changing = undefined
+    }
+    this.#checkDrained()
+  }
+
+  async #flushChanges(): Promise<void> {
+    while (this.#changing) await this.#changing
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // queries
+
+  /** Resolves when nothing is ready, delayed, in flight, being journaled or on disk. */
+  drained(): Promise<void> {
+    if (this.#isDrained() || this.#closed) return Promise.resolve()
+    return new Promise((resolve) => this.#drainedWaiters.push(resolve))
+  }
+
+  #isDrained(): boolean {
+    return this.#messages.size === 0 && this.#backlogCount === 0 && this.#changing === undefined && this.#appendQueue.length === 0
+  }
+
+  #checkDrained(): void {
+    if (this.#drainedWaiters.length === 0 || !this.#isDrained()) return
+    for (const d of this.#drainedWaiters.splice(0)) d()
+    this.emit("drained", {})
+  }
+
+  async flushJournal(): Promise<void> {
+    while (this.#appending) await this.#appending
+    await this.#flushChanges()
+  }
+
+  stats(): DispatcherStats {
+    let inFlight = 0
+    for (const w of this.#workers.values()) inFlight += w.inflight.size
+    return {
+      ready: this.#readyCount(),
+      inFlight,
+      delayed: this.#delayed.size,
+      backlog: this.#backlogCount,
+      dead: this.#stats.dead,
+      sent: this.#stats.sent,
+      acked: this.#stats.acked,
+      nacked: this.#stats.nacked,
+      redelivered: this.#stats.redelivered,
+      staleAcks: this.#stats.staleAcks,
+      dropped: this.#stats.dropped,
+      workers: this.#workers.size,
+      workersLost: this.#stats.workersLost,
+    }
+  }
+
+  /** Workers by id with what they hold. */
+  workers(): { workerId: string; protocol: "ppp" | "ppx"; credit: number; inFlight: number }[] {
+    return [...this.#workers.values()].map((w) => ({ workerId: w.key, protocol: w.protocol, credit: w.credit, inFlight: w.inflight.size }))
+  }
+}
+
+function setRouterNotify(router: Router): void {
+  // zeromq.js exposes raw option setters as protected methods; the option is a libzmq draft.
+  const raw = router as unknown as { setInt32Option(option: number, value: number): void }
+  try {
+    raw.setInt32Option(ZMQ_ROUTER_NOTIFY, ZMQ_NOTIFY_DISCONNECT)
+  } catch (err) {
+    debug("ROUTER_NOTIFY unavailable, relying on heartbeats: %s", errorMessage(err))
+  }
+}
+
+function byId(a: Message, b: Message): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0
+}
+
+function toError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err))
+}

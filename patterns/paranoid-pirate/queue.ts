@@ -1,0 +1,213 @@
+import { EventEmitter } from "node:events"
+import { Router } from "zeromq"
+import { debug } from "../../lib/debug.js"
+import { errorMessage } from "../../lib/errors.js"
+import { Lifecycle, type Status } from "../../lib/lifecycle.js"
+import {
+  FRAME_EMPTY,
+  LPX_ERROR,
+  LPX_OK,
+  decodeRequestHeader,
+  encodeRemoteError,
+  encodeReplyStatus,
+} from "../../lib/protocol.js"
+import { SocketWriter } from "../../lib/writer.js"
+import { endpointList } from "../../lib/validate.js"
+import { Dispatcher, type DispatcherEvents, type DispatcherSettings, type DispatcherStats } from "./dispatcher.js"
+import { forward } from "./sender.js"
+import { resolveCore, type CoreOptions } from "./settings.js"
+import type { Journal } from "../../lib/journal/types.js"
+
+/** Options of {@link ParanoidPirateQueue}. Durations are in ms. */
+export interface ParanoidPirateQueueOptions extends CoreOptions {
+  /** Endpoint for clients (Lazy Pirate clients, REQ sockets). */
+  frontend: string
+  /** Endpoint for workers. */
+  backend: string
+}
+
+export interface QueueStats extends DispatcherStats {
+  /** Requests received from clients. */
+  requests: number
+  /** Replies sent to clients. */
+  replies: number
+  /** Retries of a request still in flight, answered by the first run. */
+  joined: number
+}
+
+const OK_STATUS = encodeReplyStatus(LPX_OK)
+const ERROR_STATUS = encodeReplyStatus(LPX_ERROR)
+
+interface Pending {
+  /** Where the reply goes: the latest client socket that asked (Lazy Pirate retries from a new one). */
+  client: Buffer
+  framed: boolean
+}
+
+/**
+ * The Guide's Paranoid Pirate queue as a standalone process, on the same core as `Sender`: a
+ * ROUTER frontend for Lazy Pirate clients and a ROUTER backend for workers. Unlike the Guide's
+ * ppqueue, a request whose worker dies is requeued for another worker, not lost.
+ *
+ * @example
+ * ```ts
+ * const queue = await ParanoidPirateQueue.open({ frontend: "tcp://*:5555", backend: "tcp://*:5556" })
+ * ```
+ */
+export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
+  readonly #frontendBind: string
+  readonly #backendBind: string
+  readonly #journal: Journal
+  readonly #settings: DispatcherSettings
+  readonly #life = new Lifecycle("queue")
+  #core: Dispatcher | undefined
+  #frontend: Router | undefined
+  #writer: SocketWriter | undefined
+  #frontendEndpoint: string | undefined
+  /** Requests in flight by their Lazy Pirate request id. */
+  readonly #byRequestId = new Map<string, Pending>()
+  readonly #counts = { requests: 0, replies: 0, joined: 0 }
+
+  constructor(options: ParanoidPirateQueueOptions) {
+    super()
+    if (typeof options !== "object" || options === null) throw new TypeError("ParanoidPirateQueue options must be an object")
+    this.#frontendBind = endpointList("frontend", options.frontend)[0] as string
+    this.#backendBind = endpointList("backend", options.backend)[0] as string
+    const { journal, settings } = resolveCore(options)
+    this.#journal = journal
+    this.#settings = settings
+  }
+
+  static async open(options: ParanoidPirateQueueOptions): Promise<ParanoidPirateQueue> {
+    const queue = new ParanoidPirateQueue(options)
+    await queue.open()
+    return queue
+  }
+
+  get status(): Status {
+    return this.#life.status
+  }
+
+  get frontendEndpoint(): string {
+    return this.#frontendEndpoint ?? this.#frontendBind
+  }
+
+  get backendEndpoint(): string {
+    return this.#core?.endpoint ?? this.#backendBind
+  }
+
+  open(): Promise<void> {
+    return this.#life.open(async () => {
+      const core = new Dispatcher("queue", this.#settings, this.#journal)
+      forward(core, this)
+      await core.open(this.#backendBind)
+      this.#core = core
+      const frontend = new Router({ linger: 0, maxMessageSize: this.#settings.maxMessageSize, sendTimeout: this.#settings.sendTimeout })
+      try {
+        await frontend.bind(this.#frontendBind)
+      } catch (err) {
+        frontend.close()
+        await core.close()
+        throw err
+      }
+      this.#frontend = frontend
+      this.#frontendEndpoint = frontend.lastEndpoint ?? this.#frontendBind
+      this.#writer = new SocketWriter(frontend, (err) => debug("queue: reply to a client failed: %s", errorMessage(err)))
+      this.#frontendLoop(frontend, core).catch((err: unknown) => this.emit("error", err instanceof Error ? err : new Error(String(err))))
+    })
+  }
+
+  close(): Promise<void> {
+    return this.#life.close(async () => {
+      const errors: unknown[] = []
+      try {
+        this.#frontend?.close()
+      } catch (err) {
+        errors.push(err)
+      }
+      try {
+        await this.#core?.close()
+      } catch (err) {
+        errors.push(err)
+      }
+      if (errors.length > 0) throw new AggregateError(errors, "queue close failed")
+    })
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  stats(): QueueStats {
+    this.#life.assertOpen()
+    return { ...(this.#core as Dispatcher).stats(), ...this.#counts }
+  }
+
+  workers(): ReturnType<Dispatcher["workers"]> {
+    this.#life.assertOpen()
+    return (this.#core as Dispatcher).workers()
+  }
+
+  /** Resolves when no request is waiting or in flight. */
+  drained(): Promise<void> {
+    this.#life.assertOpen()
+    return (this.#core as Dispatcher).drained()
+  }
+
+  async #frontendLoop(frontend: Router, core: Dispatcher): Promise<void> {
+    for (;;) {
+      let msg: Buffer[]
+      try {
+        msg = await frontend.receive()
+      } catch (err) {
+        if (frontend.closed || (err as { code?: string }).code === "EAGAIN") return
+        throw err
+      }
+      // REQ clients: [client, "", body] or, framed, [client, "", header, body].
+      const client = msg[0]
+      if (!client || msg[1]?.length !== 0 || (msg.length !== 3 && msg.length !== 4)) {
+        debug("queue: dropped a malformed request of %d frames", msg.length)
+        continue
+      }
+      const framed = msg.length === 4
+      const requestId = framed ? decodeRequestHeader(msg[2]) : null
+      if (framed && requestId === null) {
+        debug("queue: dropped a request with a bad header")
+        continue
+      }
+      this.#counts.requests++
+      const body = msg[msg.length - 1] as Buffer
+      if (requestId !== null) {
+        const pending = this.#byRequestId.get(requestId)
+        if (pending) {
+          // A Lazy Pirate retry of a request still in flight: answer the newest socket once.
+          pending.client = Buffer.from(client)
+          this.#counts.joined++
+          continue
+        }
+      }
+      try {
+        await core.room()
+      } catch {
+        return // closed
+      }
+      const target: Pending = { client: Buffer.from(client), framed }
+      if (requestId !== null) this.#byRequestId.set(requestId, target)
+      const settle = (reply: Buffer | undefined, err: Error | undefined): void => {
+        if (requestId !== null) this.#byRequestId.delete(requestId)
+        if (reply !== undefined) {
+          this.#counts.replies++
+          this.#writer?.write(target.framed ? [target.client, FRAME_EMPTY, OK_STATUS, reply] : [target.client, FRAME_EMPTY, reply])
+        } else if (target.framed) {
+          this.#counts.replies++
+          this.#writer?.write([target.client, FRAME_EMPTY, ERROR_STATUS, encodeRemoteError(err)])
+        }
+        // A plain client has no error channel: it times out and retries or gives up.
+      }
+      core.submit(body, {
+        durable: this.#journal.persistent,
+        waiter: { resolve: (reply) => settle(reply, undefined), reject: (err) => settle(undefined, err) },
+      })
+    }
+  }
+}

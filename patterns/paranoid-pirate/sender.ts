@@ -1,0 +1,234 @@
+import { EventEmitter } from "node:events"
+import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
+import { PirateError } from "../../lib/errors.js"
+import type { DeadLetter, Journal } from "../../lib/journal/types.js"
+import { Lifecycle, type Status } from "../../lib/lifecycle.js"
+import { assertPositiveInt, endpointList } from "../../lib/validate.js"
+import { Dispatcher, type DispatcherEvents, type DispatcherSettings, type DispatcherStats } from "./dispatcher.js"
+import { SENDER_DEFAULTS, resolveCore, type CoreOptions } from "./settings.js"
+
+/** Options of {@link Sender}. Durations are in ms. */
+export interface SenderOptions extends CoreOptions {
+  /** Endpoint to bind, e.g. `"tcp://127.0.0.1:5556"` or `"tcp://*:5556"`; `:*` picks a free port. */
+  bind: string
+  /** Payload codec: `"msgpack"`, `"raw"` (Buffers) or your own. @defaultValue "msgpack" */
+  codec?: CodecOption
+}
+
+export { SENDER_DEFAULTS }
+
+/** Options of `send()` and `request()`. */
+export interface SendOptions {
+  /** Stops waiting (for room in the window, or for the reply). */
+  signal?: AbortSignal
+}
+
+/** Options of `request()`. */
+export interface RequestToWorkerOptions extends SendOptions {
+  /** Give up waiting for the reply after this long (ms); the message is cancelled if not yet delivered. */
+  timeout?: number
+}
+
+export type SenderStats = DispatcherStats
+export type SenderEvents = DispatcherEvents
+
+/**
+ * The brokerless queue inside a producer process. Binds a ROUTER that workers connect to, keeps
+ * every unacknowledged message in its journal and hands messages to ready workers with credit.
+ * A message is done only when a worker acks it; a lost worker's messages go to other workers.
+ *
+ * @example
+ * ```ts
+ * const sender = await Sender.open({ bind: "tcp://127.0.0.1:5556", journal: "./journal" })
+ * const id = await sender.send({ task: "resize", file: "a.png" })  // resolves once journaled
+ * await sender.drained()
+ * await sender.close()
+ * ```
+ */
+export class Sender extends EventEmitter<SenderEvents> {
+  readonly #bind: string
+  readonly #codec: Codec
+  readonly #journal: Journal
+  readonly #settings: DispatcherSettings
+  readonly #life = new Lifecycle("sender")
+  #core: Dispatcher | undefined
+
+  /**
+   * Validates options; does no I/O.
+   * @throws TypeError or RangeError naming a wrong option.
+   */
+  constructor(options: SenderOptions) {
+    super()
+    if (typeof options !== "object" || options === null) throw new TypeError("Sender options must be an object")
+    this.#bind = endpointList("bind", options.bind)[0] as string
+    this.#codec = resolveCodec(options.codec)
+    const { journal, settings } = resolveCore(options)
+    this.#journal = journal
+    this.#settings = settings
+  }
+
+  /** Creates and opens a sender. */
+  static async open(options: SenderOptions): Promise<Sender> {
+    const sender = new Sender(options)
+    await sender.open()
+    return sender
+  }
+
+  /** `"new" | "opening" | "open" | "closing" | "closed"`. */
+  get status(): Status {
+    return this.#life.status
+  }
+
+  /** The bound endpoint (with the real port when bound to `:*`). */
+  get endpoint(): string {
+    return this.#core?.endpoint ?? this.#bind
+  }
+
+  /** The journal in use. */
+  get journal(): Journal {
+    return this.#journal
+  }
+
+  /**
+   * Opens the journal (redelivering what it holds), then binds.
+   * @throws PirateError `PIRATE_JOURNAL_LOCKED` when another process holds the journal.
+   */
+  open(): Promise<void> {
+    return this.#life.open(async () => {
+      const core = new Dispatcher("sender", this.#settings, this.#journal)
+      forward(core, this)
+      await core.open(this.#bind)
+      this.#core = core
+    })
+  }
+
+  /**
+   * Stops: rejects waiting calls with `PIRATE_CLOSED`, tells PPX workers goodbye, flushes the
+   * journal and closes it. Unacked messages stay in a persistent journal for the next open.
+   */
+  close(): Promise<void> {
+    return this.#life.close(async () => {
+      await this.#core?.close()
+    })
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  /**
+   * Sends a message to some worker, at least once. Waits while the window is full.
+   * @returns the message id, once the message is as durable as `durability` says.
+   * @throws PirateError `PIRATE_CLOSED`, `PIRATE_ABORTED`; TypeError when the codec cannot encode the payload.
+   */
+  async send(payload: unknown, options: SendOptions = {}): Promise<string> {
+    const core = this.#open()
+    const frame = this.#codec.encode(payload)
+    await core.room(options.signal)
+    const { id, accepted } = core.submit(frame, { durable: true })
+    await accepted
+    return id
+  }
+
+  /**
+   * Sends a message and resolves with the worker's reply. Requests are kept in memory only (their
+   * caller would not survive a restart either); they are still redelivered if a worker is lost.
+   * @throws PirateError `PIRATE_TIMEOUT`, `PIRATE_ABORTED`, `PIRATE_CLOSED`, `PIRATE_DEAD_LETTER`, `PIRATE_DECODE`
+   */
+  async request(payload: unknown, options: RequestToWorkerOptions = {}): Promise<unknown> {
+    const core = this.#open()
+    const frame = this.#codec.encode(payload)
+    if (options.timeout !== undefined) assertPositiveInt("timeout", options.timeout)
+    await core.room(options.signal)
+    let id = ""
+    const reply = new Promise<Buffer>((resolve, reject) => {
+      id = core.submit(frame, { durable: false, waiter: { resolve, reject } }).id
+    })
+    const { signal, timeout } = options
+    if (!signal && timeout === undefined) return this.#codec.decode(await reply)
+    let timer: NodeJS.Timeout | undefined
+    let onAbort: (() => void) | undefined
+    const stop = new Promise<never>((_, reject) => {
+      if (timeout !== undefined) {
+        timer = setTimeout(() => {
+          core.cancel(id)
+          reject(new PirateError("PIRATE_TIMEOUT", `no reply from a worker within ${timeout} ms`))
+        }, timeout)
+      }
+      if (signal) {
+        onAbort = () => {
+          core.cancel(id)
+          reject(new PirateError("PIRATE_ABORTED", "the operation was aborted", { cause: signal.reason }))
+        }
+        if (signal.aborted) onAbort()
+        else signal.addEventListener("abort", onAbort, { once: true })
+      }
+    })
+    try {
+      return this.#codec.decode(await Promise.race([reply, stop]))
+    } finally {
+      clearTimeout(timer)
+      if (onAbort) signal?.removeEventListener("abort", onAbort)
+    }
+  }
+
+  /** Resolves when nothing is ready, delayed, in flight or waiting on disk. */
+  async drained(options: { signal?: AbortSignal } = {}): Promise<void> {
+    const core = this.#open()
+    const { signal } = options
+    if (!signal) return core.drained()
+    signal.throwIfAborted()
+    await Promise.race([
+      core.drained(),
+      new Promise<never>((_, reject) =>
+        signal.addEventListener("abort", () => reject(new PirateError("PIRATE_ABORTED", "the operation was aborted", { cause: signal.reason })), {
+          once: true,
+        }),
+      ),
+    ])
+  }
+
+  /** Counters and gauges. */
+  stats(): SenderStats {
+    return this.#open().stats()
+  }
+
+  /** Connected workers and what each holds. */
+  workers(): ReturnType<Dispatcher["workers"]> {
+    return this.#open().workers()
+  }
+
+  /** Dead letters (oldest first), with their last error and attempts. */
+  async deadLetters(options: { after?: string; limit?: number } = {}): Promise<DeadLetter[]> {
+    this.#open()
+    await this.#core?.flushJournal()
+    return this.#journal.dead(options)
+  }
+
+  /** Puts dead letters back in the queue with their attempts reset. Resolves with the ids replayed. */
+  async replay(ids: readonly string[]): Promise<string[]> {
+    const core = this.#open()
+    await core.flushJournal()
+    const wanted = new Set(ids)
+    const letters = (await this.#journal.dead()).filter((d) => wanted.has(d.id))
+    const moved = new Set(await this.#journal.replay(letters.map((d) => d.id)))
+    core.requeueReplayed(letters.filter((d) => moved.has(d.id)))
+    return [...moved]
+  }
+
+  /** Decodes a payload with this sender's codec (for dead letters). */
+  decode(payload: Buffer): unknown {
+    return this.#codec.decode(payload)
+  }
+
+  #open(): Dispatcher {
+    this.#life.assertOpen()
+    return this.#core as Dispatcher
+  }
+}
+
+/** Re-emits every core event on the public object. */
+export function forward(core: Dispatcher, target: EventEmitter): void {
+  const names: (keyof DispatcherEvents)[] = ["worker:ready", "worker:lost", "message:requeued", "message:nacked", "message:dead", "drained", "error"]
+  for (const name of names) core.on(name, (payload: unknown) => target.emit(name, payload))
+}

@@ -1,0 +1,83 @@
+import { validateBackoff, type BackoffOptions } from "../../lib/backoff.js"
+import { LevelJournal } from "../../lib/journal/level.js"
+import { MemoryJournal } from "../../lib/journal/memory.js"
+import type { Durability, Journal } from "../../lib/journal/types.js"
+import { assertNonNegativeInt, assertOneOf, assertPositiveInt, stripUndefined } from "../../lib/validate.js"
+import type { DispatcherSettings } from "./dispatcher.js"
+
+/** Options shared by `Sender` and `ParanoidPirateQueue` (the queue core). Durations are in ms. */
+export interface CoreOptions {
+  /** Journal directory (a `LevelJournal` there) or a `Journal`; without it messages live in memory only. */
+  journal?: string | Journal
+  /** When a message counts as accepted. @defaultValue `"os"` with a persistent journal, `"memory"` without */
+  durability?: Durability
+  /** Heartbeat period towards plain PPP workers (PPX workers announce their own). @defaultValue 1000 */
+  heartbeatInterval?: number
+  /** Heartbeats a worker may miss before it is lost. @defaultValue 3 */
+  liveness?: number
+  /** Attempts before a message is dead-lettered. @defaultValue 5 */
+  maxAttempts?: number
+  /** Delay between a failed attempt and the next. @defaultValue `{ initial: 500, max: 30000, factor: 2, jitter: 0.2 }` */
+  retryBackoff?: BackoffOptions
+  /** Redeliver a message its (live) worker has not acked for this long; 0 = never. @defaultValue 0 */
+  ackTimeout?: number
+  /** Messages kept in memory at most (ready, in flight, delayed); producers wait while it is full. @defaultValue 10000 */
+  window?: number
+  /** Messages sent to a worker in one ZeroMQ message at most (PPX workers). @defaultValue 64 */
+  maxBatch?: number
+  /** Largest inbound ZeroMQ message (bytes); larger ones are dropped and their peer disconnected. @defaultValue 16 MiB */
+  maxMessageSize?: number
+  /** How long a send to a worker may block before the worker is presumed unreachable. @defaultValue 1000 */
+  sendTimeout?: number
+  /** Random source for retry jitter (tests). @defaultValue Math.random */
+  random?: () => number
+}
+
+export const SENDER_DEFAULTS = Object.freeze({
+  heartbeatInterval: 1000,
+  liveness: 3,
+  maxAttempts: 5,
+  retryBackoff: Object.freeze({ initial: 500, max: 30_000, factor: 2, jitter: 0.2 }),
+  ackTimeout: 0,
+  window: 10_000,
+  maxBatch: 64,
+  maxMessageSize: 16 * 1024 * 1024,
+  sendTimeout: 1000,
+})
+
+/** Validates core options (TypeError/RangeError naming the option) and opens no journal yet. */
+export function resolveCore(options: CoreOptions): { journal: Journal; settings: DispatcherSettings } {
+  let journal: Journal
+  if (options.journal === undefined) journal = new MemoryJournal()
+  else if (typeof options.journal === "string") journal = new LevelJournal(options.journal)
+  else if (typeof options.journal === "object" && typeof options.journal.append === "function") journal = options.journal
+  else throw new TypeError("'journal' must be a directory path or a Journal")
+  const o = { ...SENDER_DEFAULTS, ...stripUndefined(options) }
+  const durability = o.durability ?? (journal.persistent ? "os" : "memory")
+  assertOneOf("durability", durability, ["memory", "os", "fsync"] as const)
+  assertPositiveInt("heartbeatInterval", o.heartbeatInterval)
+  assertPositiveInt("liveness", o.liveness)
+  assertPositiveInt("maxAttempts", o.maxAttempts)
+  assertNonNegativeInt("ackTimeout", o.ackTimeout)
+  assertPositiveInt("window", o.window)
+  assertPositiveInt("maxBatch", o.maxBatch)
+  assertPositiveInt("maxMessageSize", o.maxMessageSize)
+  assertPositiveInt("sendTimeout", o.sendTimeout)
+  if (o.random !== undefined && typeof o.random !== "function") throw new TypeError("'random' must be a function")
+  return {
+    journal,
+    settings: {
+      heartbeatInterval: o.heartbeatInterval,
+      liveness: o.liveness,
+      maxAttempts: o.maxAttempts,
+      retryBackoff: validateBackoff("retryBackoff", o.retryBackoff),
+      ackTimeout: o.ackTimeout,
+      window: o.window,
+      maxBatch: o.maxBatch,
+      durability,
+      maxMessageSize: o.maxMessageSize,
+      sendTimeout: o.sendTimeout,
+      random: o.random ?? Math.random,
+    },
+  }
+}

@@ -1,0 +1,532 @@
+import { EventEmitter } from "node:events"
+import { Dealer } from "zeromq"
+import { Backoff, validateBackoff, type BackoffOptions } from "../../lib/backoff.js"
+import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
+import { debug } from "../../lib/debug.js"
+import { PirateError, errorMessage } from "../../lib/errors.js"
+import { Lifecycle, type Status } from "../../lib/lifecycle.js"
+import { Liveness } from "../../lib/liveness.js"
+import {
+  FRAME_ACKS,
+  FRAME_EMPTY,
+  FRAME_EXTEND,
+  FRAME_GOODBYE,
+  FRAME_HEARTBEAT,
+  PPP,
+  PPX,
+  decodeEnvelope,
+  decodeWelcome,
+  encodeNack,
+  encodeReady,
+} from "../../lib/protocol.js"
+import { assertFunction, assertNonNegativeInt, assertOneOf, assertPositiveInt, endpointList, stripUndefined } from "../../lib/validate.js"
+import { SocketWriter } from "../../lib/writer.js"
+
+/** What a handler gets besides the payload. */
+export interface JobContext {
+  /** The message id: stable across redeliveries and sender restarts (use it to deduplicate side effects). */
+  id: string
+  /** 1 for the first delivery, 2 for the first redelivery, … (1 when a foreign PPP queue sent it). */
+  attempt: number
+  /** The endpoint of the sender this job came from. */
+  endpoint: string
+  /** Aborted when the worker closes past its `closeTimeout` or the sender is lost: stop early. */
+  signal: AbortSignal
+  /** Renews the job's ack deadline on the sender (`ackTimeout`), for long jobs. */
+  extend(): void
+}
+
+/** Processes one message; its return value is the reply (the ack). Throwing nacks it. */
+export type JobHandler = (payload: unknown, ctx: JobContext) => unknown
+
+/** Options of {@link Worker}. Durations are in ms. */
+export interface WorkerOptions {
+  /** Sender(s) or queue(s) to connect to; the worker keeps an independent session with each. */
+  connect: string | string[]
+  /** Runs each message. */
+  handler: JobHandler
+  /** Handlers running at once at most. @defaultValue 1 */
+  concurrency?: number
+  /** Messages each sender may hand out ahead to this worker (its credit). @defaultValue concurrency */
+  prefetch?: number
+  /** Heartbeat period. @defaultValue 1000 */
+  heartbeatInterval?: number
+  /** Heartbeats missed before the sender is presumed dead. @defaultValue 3 */
+  liveness?: number
+  /** Delay before reconnecting after losing a sender. @defaultValue `{ initial: 1000, max: 32000, factor: 2, jitter: 0.2 }` */
+  reconnect?: BackoffOptions
+  /** Payload codec; must match the sender's. @defaultValue "msgpack" */
+  codec?: CodecOption
+  /** `"ppx"` announces the extension (batching, nack, credit) and falls back to plain PPP; `"ppp"` speaks plain PPP only. @defaultValue "ppx" */
+  protocol?: "ppx" | "ppp"
+  /** How long `close()` lets running handlers finish before aborting them. @defaultValue 10000 */
+  closeTimeout?: number
+  /** Largest inbound ZeroMQ message (bytes). @defaultValue 16 MiB */
+  maxMessageSize?: number
+  /** Acks sent in one ZeroMQ message at most. @defaultValue 64 */
+  maxBatch?: number
+}
+
+export const WORKER_DEFAULTS = Object.freeze({
+  concurrency: 1,
+  heartbeatInterval: 1000,
+  liveness: 3,
+  reconnect: Object.freeze({ initial: 1000, max: 32_000, factor: 2, jitter: 0.2 }),
+  codec: "msgpack" as const,
+  protocol: "ppx" as const,
+  closeTimeout: 10_000,
+  maxMessageSize: 16 * 1024 * 1024,
+  maxBatch: 64,
+})
+
+export interface WorkerStats {
+  /** Messages received. */
+  received: number
+  /** Messages acked (handler returned). */
+  acked: number
+  /** Messages nacked (handler threw) or rejected (payload could not be decoded). */
+  nacked: number
+  /** Results thrown away because their sender session was lost meanwhile. */
+  discarded: number
+  /** Malformed frames dropped. */
+  dropped: number
+  /** Handlers running now. */
+  running: number
+  /** Messages received and waiting for a free handler slot. */
+  queued: number
+  /** Sessions lost (heartbeat expiry or disconnect). */
+  reconnects: number
+  sessions: { endpoint: string; connected: boolean; protocol: "ppp" | "ppx" | "none" }[]
+}
+
+export interface WorkerEvents {
+  "sender:ready": [{ endpoint: string; protocol: "ppp" | "ppx" }]
+  "sender:lost": [{ endpoint: string; reason: string; reconnectIn: number }]
+  "job:failed": [{ id: string; attempt: number; error: Error }]
+  error: [Error]
+}
+
+interface Job {
+  session: Session
+  generation: number
+  envelope: Buffer
+  body: Buffer
+  id: string
+  attempt: number
+  ppx: boolean
+}
+
+/** One connection to one sender: its socket, heartbeats, credit and reconnect backoff. */
+class Session {
+  readonly endpoint: string
+  readonly worker: Worker
+  generation = 0
+  socket: Dealer | undefined
+  writer: SocketWriter | undefined
+  ppx = false
+  connected = false
+  heard = false
+  liveness: Liveness
+  backoff: Backoff
+  abort = new AbortController()
+  acks: Buffer[] = [FRAME_ACKS]
+  ackScheduled = false
+  reconnectTimer: NodeJS.Timeout | undefined
+  closed = false
+
+  constructor(worker: Worker, endpoint: string, liveness: Liveness, backoff: Backoff) {
+    this.worker = worker
+    this.endpoint = endpoint
+    this.liveness = liveness
+    this.backoff = backoff
+  }
+}
+
+/**
+ * A Paranoid Pirate worker: connects a DEALER to one or more senders (or queues), announces
+ * READY with its credit, heartbeats both ways (also while busy), runs the handler with bounded
+ * concurrency, acks with the handler's result or nacks with its error, and reconnects with
+ * exponential backoff when a sender goes silent or away.
+ *
+ * @example
+ * ```ts
+ * const worker = await Worker.open({
+ *   connect: "tcp://127.0.0.1:5556",
+ *   concurrency: 8,
+ *   handler: async (payload, ctx) => ({ ok: true, id: ctx.id }),
+ * })
+ * // …
+ * await worker.close() // finishes running jobs first
+ * ```
+ */
+export class Worker extends EventEmitter<WorkerEvents> {
+  readonly #endpoints: string[]
+  readonly #handler: JobHandler
+  readonly #codec: Codec
+  readonly #o: {
+    concurrency: number
+    prefetch: number
+    heartbeatInterval: number
+    liveness: number
+    reconnect: Required<BackoffOptions>
+    protocol: "ppx" | "ppp"
+    closeTimeout: number
+    maxMessageSize: number
+    maxBatch: number
+  }
+  readonly #life = new Lifecycle("worker")
+  #sessions: Session[] = []
+  #queue: Job[] = []
+  #running = 0
+  #idle: (() => void)[] = []
+  #closing = false
+  #tick: NodeJS.Timeout | undefined
+  readonly #stats = { received: 0, acked: 0, nacked: 0, discarded: 0, dropped: 0, reconnects: 0 }
+
+  /**
+   * Validates options; does no I/O.
+   * @throws TypeError or RangeError naming a wrong option.
+   */
+  constructor(options: WorkerOptions) {
+    super()
+    if (typeof options !== "object" || options === null) throw new TypeError("Worker options must be an object")
+    this.#endpoints = endpointList("connect", options.connect)
+    assertFunction("handler", options.handler)
+    this.#handler = options.handler
+    const o = { ...WORKER_DEFAULTS, ...stripUndefined(options) }
+    this.#codec = resolveCodec(o.codec)
+    assertPositiveInt("concurrency", o.concurrency)
+    const prefetch = o.prefetch ?? o.concurrency
+    assertPositiveInt("prefetch", prefetch)
+    assertPositiveInt("heartbeatInterval", o.heartbeatInterval)
+    assertPositiveInt("liveness", o.liveness)
+    assertOneOf("protocol", o.protocol, ["ppx", "ppp"] as const)
+    assertNonNegativeInt("closeTimeout", o.closeTimeout)
+    assertPositiveInt("maxMessageSize", o.maxMessageSize)
+    assertPositiveInt("maxBatch", o.maxBatch)
+    this.#o = {
+      concurrency: o.concurrency,
+      prefetch,
+      heartbeatInterval: o.heartbeatInterval,
+      liveness: o.liveness,
+      reconnect: validateBackoff("reconnect", o.reconnect),
+      protocol: o.protocol,
+      closeTimeout: o.closeTimeout,
+      maxMessageSize: o.maxMessageSize,
+      maxBatch: o.maxBatch,
+    }
+  }
+
+  /** Creates and opens a worker. */
+  static async open(options: WorkerOptions): Promise<Worker> {
+    const worker = new Worker(options)
+    await worker.open()
+    return worker
+  }
+
+  get status(): Status {
+    return this.#life.status
+  }
+
+  /** Connects to every sender. Never waits for a sender to exist: READY goes out when it does. */
+  open(): Promise<void> {
+    return this.#life.open(async () => {
+      for (const endpoint of this.#endpoints) {
+        const s = new Session(
+          this,
+          endpoint,
+          new Liveness({ heartbeatInterval: this.#o.heartbeatInterval, liveness: this.#o.liveness }),
+          new Backoff(this.#o.reconnect),
+        )
+        this.#sessions.push(s)
+        this.#connect(s)
+      }
+      this.#tick = setInterval(() => this.#onTick(), Math.max(10, Math.floor(this.#o.heartbeatInterval / 4)))
+      this.#tick.unref()
+    })
+  }
+
+  /**
+   * Stops taking work: says GOODBYE, lets running and prefetched jobs finish (aborting them after
+   * `closeTimeout`), sends their acks, then closes the sockets.
+   */
+  close(): Promise<void> {
+    return this.#life.close(async () => {
+      this.#closing = true
+      for (const s of this.#sessions) if (s.ppx && s.connected) s.writer?.write([FRAME_GOODBYE])
+      if (this.#running > 0 || this.#queue.length > 0) {
+        let timer: NodeJS.Timeout | undefined
+        const timedOut = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#o.closeTimeout)))
+        await Promise.race([new Promise<void>((resolve) => this.#idle.push(resolve)), timedOut])
+        clearTimeout(timer)
+        for (const s of this.#sessions) s.abort.abort(new PirateError("PIRATE_CLOSED", "worker closed"))
+      }
+      clearInterval(this.#tick)
+      for (const s of this.#sessions) {
+        s.closed = true
+        clearTimeout(s.reconnectTimer)
+        this.#flushAcks(s)
+        await s.writer?.flushed()
+        s.socket?.close()
+      }
+      this.#queue = []
+    })
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  stats(): WorkerStats {
+    return {
+      ...this.#stats,
+      running: this.#running,
+      queued: this.#queue.length,
+      sessions: this.#sessions.map((s) => ({ endpoint: s.endpoint, connected: s.connected, protocol: s.heard ? (s.ppx ? "ppx" : "ppp") : "none" })),
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // sessions
+
+  #connect(s: Session): void {
+    s.generation++
+    s.ppx = false
+    s.heard = false
+    s.connected = false
+    s.abort = new AbortController()
+    s.acks = [FRAME_ACKS]
+    const socket = new Dealer({ linger: 0, maxMessageSize: this.#o.maxMessageSize, reconnectInterval: 100, sendHighWaterMark: 100_000 })
+    s.socket = socket
+    s.writer = new SocketWriter(socket, (err) => debug("worker: send to %s failed: %s", s.endpoint, errorMessage(err)))
+    socket.connect(s.endpoint)
+    // READY is queued at once; it goes out when the sender is there, first on the connection.
+    const hello = this.#o.protocol === "ppx" ? { credit: this.#o.prefetch, heartbeatInterval: this.#o.heartbeatInterval, liveness: this.#o.liveness } : undefined
+    s.writer.write([encodeReady(hello)])
+    s.liveness.seen()
+    s.liveness.sent()
+    const generation = s.generation
+    this.#receiveLoop(s, socket, generation).catch((err: unknown) => this.emit("error", err instanceof Error ? err : new Error(String(err))))
+    this.#watch(s, socket, generation).catch(() => undefined)
+  }
+
+  /** Follows the socket's connection state: liveness counts only while connected. */
+  async #watch(s: Session, socket: Dealer, generation: number): Promise<void> {
+    const events = socket.events
+    try {
+      while (!events.closed) {
+        const event = await events.receive()
+        if (s.generation !== generation) return
+        if (event.type === "connect") {
+          s.connected = true
+          s.liveness.seen()
+        } else if (event.type === "disconnect") {
+          s.connected = false
+          this.#lost(s, "disconnected")
+          return
+        }
+      }
+    } catch {
+      /* the socket was closed */
+    }
+  }
+
+  #lost(s: Session, reason: string): void {
+    if (s.closed) return
+    const wait = s.backoff.next()
+    this.#stats.reconnects++
+    debug("worker: lost %s (%s), reconnecting in %d ms", s.endpoint, reason, wait)
+    s.generation++ // results of this session's jobs are now stale
+    s.abort.abort(new PirateError("PIRATE_CLOSED", `sender ${s.endpoint} lost: ${reason}`))
+    s.socket?.close()
+    s.writer?.clear()
+    s.socket = undefined
+    s.writer = undefined
+    s.connected = false
+    // Jobs of that session that have not started are dropped: the sender gives them to others.
+    const before = this.#queue.length
+    this.#queue = this.#queue.filter((j) => j.session !== s)
+    this.#stats.discarded += before - this.#queue.length
+    this.emit("sender:lost", { endpoint: s.endpoint, reason, reconnectIn: wait })
+    if (this.#closing) return
+    s.reconnectTimer = setTimeout(() => {
+      s.reconnectTimer = undefined
+      if (!s.closed && !this.#closing) this.#connect(s)
+    }, wait)
+  }
+
+  #onTick(): void {
+    for (const s of this.#sessions) {
+      if (!s.writer) continue
+      if (s.connected && s.liveness.expired()) {
+        this.#lost(s, `no heartbeat for ${Math.round(s.liveness.silence())} ms`)
+        continue
+      }
+      if (!s.connected) s.liveness.seen() // not connected yet: the sender may not exist yet
+      if (s.liveness.heartbeatDue()) {
+        s.writer.write([FRAME_HEARTBEAT])
+        s.liveness.sent()
+      }
+    }
+  }
+
+  async #receiveLoop(s: Session, socket: Dealer, generation: number): Promise<void> {
+    for (;;) {
+      let msg: Buffer[]
+      try {
+        msg = await socket.receive()
+      } catch (err) {
+        if (socket.closed || (err as { code?: string }).code === "EAGAIN") return
+        throw err
+      }
+      if (s.generation !== generation) return
+      s.liveness.seen()
+      s.backoff.reset()
+      this.#onMessage(s, msg)
+    }
+  }
+
+  #onMessage(s: Session, msg: Buffer[]): void {
+    const first = msg[0]
+    if (first === undefined) return
+    if (msg.length === 3 && msg[1]?.length === 0) {
+      this.#heard(s)
+      return this.#accept(s, first, msg[2] as Buffer, false)
+    }
+    if (first.length === 1) {
+      const cmd = first[0]
+      if (msg.length === 1 && cmd === PPP.HEARTBEAT) return this.#heard(s)
+      if (cmd === PPX.WELCOME && msg.length === 2 && this.#o.protocol === "ppx") {
+        try {
+          decodeWelcome(msg[1])
+        } catch (err) {
+          return this.#drop(s, errorMessage(err))
+        }
+        s.ppx = true
+        return this.#heard(s)
+      }
+      if (cmd === PPX.TASKS && s.ppx && msg.length >= 3 && msg.length % 2 === 1) {
+        for (let i = 1; i < msg.length; i += 2) this.#accept(s, msg[i] as Buffer, msg[i + 1] as Buffer, true)
+        return
+      }
+      if (cmd === PPX.GOODBYE && msg.length === 1) {
+        // The sender is shutting down: reconnect from scratch (quickly; a restart is likely).
+        s.backoff.reset()
+        return this.#lost(s, "sender said goodbye")
+      }
+    }
+    this.#drop(s, `malformed message of ${msg.length} frames`)
+  }
+
+  #heard(s: Session): void {
+    if (s.heard) return
+    s.heard = true
+    this.emit("sender:ready", { endpoint: s.endpoint, protocol: s.ppx ? "ppx" : "ppp" })
+  }
+
+  #drop(s: Session, reason: string): void {
+    this.#stats.dropped++
+    debug("worker: dropped from %s: %s", s.endpoint, reason)
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // jobs
+
+  #accept(s: Session, envelope: Buffer, body: Buffer, ppx: boolean): void {
+    this.#stats.received++
+    const env = decodeEnvelope(envelope)
+    const job: Job = {
+      session: s,
+      generation: s.generation,
+      envelope: Buffer.from(envelope),
+      body,
+      id: env?.id ?? envelope.toString("hex"),
+      attempt: env?.attempt ?? 1,
+      ppx,
+    }
+    if (this.#running < this.#o.concurrency) this.#run(job)
+    else this.#queue.push(job)
+  }
+
+  #run(job: Job): void {
+    this.#running++
+    this.#execute(job)
+      .catch((err: unknown) => this.emit("error", err instanceof Error ? err : new Error(String(err))))
+      .finally(() => {
+        this.#running--
+        const next = this.#queue.shift()
+        if (next) this.#run(next)
+        else if (this.#running === 0) for (const idle of this.#idle.splice(0)) idle()
+      })
+  }
+
+  async #execute(job: Job): Promise<void> {
+    const s = job.session
+    let payload: unknown
+    try {
+      payload = this.#codec.decode(job.body)
+    } catch (err) {
+      // Retrying cannot help: reject to the dead letters with the decode error.
+      this.#stats.nacked++
+      this.#nack(job, errorMessage(err), true)
+      return
+    }
+    const ctx: JobContext = {
+      id: job.id,
+      attempt: job.attempt,
+      endpoint: s.endpoint,
+      signal: s.abort.signal,
+      extend: () => {
+        if (job.ppx && s.generation === job.generation) s.writer?.write([FRAME_EXTEND, job.envelope])
+      },
+    }
+    let reply: Buffer
+    try {
+      reply = this.#codec.encode(await this.#handler(payload, ctx))
+    } catch (err) {
+      this.#stats.nacked++
+      const error = err instanceof Error ? err : new Error(String(err))
+      this.emit("job:failed", { id: job.id, attempt: job.attempt, error })
+      this.#nack(job, errorMessage(err), false)
+      return
+    }
+    if (s.generation !== job.generation) {
+      this.#stats.discarded++
+      return
+    }
+    this.#stats.acked++
+    if (!job.ppx) {
+      s.writer?.write([job.envelope, FRAME_EMPTY, reply])
+      s.liveness.sent()
+      return
+    }
+    s.acks.push(job.envelope, reply)
+    if (s.acks.length >= 1 + 2 * this.#o.maxBatch) this.#flushAcks(s)
+    else if (!s.ackScheduled) {
+      s.ackScheduled = true
+      setImmediate(() => this.#flushAcks(s))
+    }
+  }
+
+  #flushAcks(s: Session): void {
+    s.ackScheduled = false
+    if (s.acks.length <= 1) return
+    const frames = s.acks
+    s.acks = [FRAME_ACKS]
+    s.writer?.write(frames)
+    s.liveness.sent()
+  }
+
+  #nack(job: Job, error: string, reject: boolean): void {
+    const s = job.session
+    if (s.generation !== job.generation) {
+      this.#stats.discarded++
+      return
+    }
+    // A plain PPP queue has no nack: send nothing, so the client's retry (or the queue) decides.
+    if (!job.ppx) return
+    this.#flushAcks(s)
+    s.writer?.write(encodeNack(job.envelope, reject ? { error, reject: true } : { error }))
+    s.liveness.sent()
+  }
+}
