@@ -1,4 +1,4 @@
-import { Packr } from "msgpackr"
+import { C1, Packr } from "msgpackr"
 import { PirateError, errorMessage } from "./errors.js"
 
 /** Turns payloads into frames and back. */
@@ -23,11 +23,15 @@ export const msgpackCodec: Codec = Object.freeze({
   },
   decode(frame: Buffer): unknown {
     if (frame.length === 0) throw new PirateError("PIRATE_DECODE", "cannot decode an empty frame as msgpack")
+    let value: unknown
     try {
-      return packr.unpack(frame)
+      value = packr.unpack(frame)
     } catch (err) {
       throw new PirateError("PIRATE_DECODE", `payload is not valid msgpack: ${errorMessage(err)}`, { cause: err })
     }
+    // msgpackr returns a marker for the never-used byte 0xc1 instead of failing.
+    if (value === C1) throw new PirateError("PIRATE_DECODE", "payload is not valid msgpack: byte 0xc1 is never used")
+    return value
   },
 })
 

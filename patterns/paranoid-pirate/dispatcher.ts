@@ -159,6 +159,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   /** Window accounting and producers waiting for room. */
   #windowWaiters: { resolve: () => void; reject: (err: Error) => void }[] = []
+  #reserved = 0
   #backlogUntil: string | undefined
   #backlogAfter: string | undefined
   #backlogCount = 0
@@ -257,12 +258,18 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   // ------------------------------------------------------------------------------------------
   // producing
 
-  /** Waits for room in the window (backpressure). */
-  async room(signal?: AbortSignal): Promise<void> {
+  /**
+   * Reserves a place in the window for one message (backpressure): at once when there is room,
+   * else waits. The caller must `submit()` right after, which uses the reservation.
+   */
+  reserve(signal?: AbortSignal): Promise<void> | undefined {
     if (this.#closed) throw closedError(this.#name)
-    if (this.#hasRoom()) return
+    if (this.#hasRoom() && this.#windowWaiters.length === 0) {
+      this.#reserved++
+      return undefined
+    }
     signal?.throwIfAborted()
-    await new Promise<void>((resolve, reject) => {
+    return new Promise<void>((resolve, reject) => {
       const entry = { resolve, reject }
       this.#windowWaiters.push(entry)
       signal?.addEventListener(
@@ -278,15 +285,24 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   #hasRoom(): boolean {
-    return this.#messages.size < this.#s.window && this.#backlogCount === 0
+    return this.#messages.size + this.#reserved < this.#s.window && this.#backlogCount === 0
+  }
+
+  /** Hands free places in the window to waiting producers, oldest first. */
+  #admit(): void {
+    while (this.#windowWaiters.length > 0 && this.#hasRoom()) {
+      this.#reserved++
+      ;(this.#windowWaiters.shift() as { resolve: () => void }).resolve()
+    }
   }
 
   /**
-   * Accepts a message (the caller awaited `room()`), journals it (group commit) and makes it
+   * Accepts a message (the caller reserved its place with `reserve()`), journals it (group commit) and makes it
    * ready. Resolves with its id once as durable as configured (`durable: false`: memory only).
    */
   submit(payload: Buffer, options: { durable: boolean; waiter?: Waiter }): { id: string; accepted: Promise<void> } {
     if (this.#closed) throw closedError(this.#name)
+    if (this.#reserved > 0) this.#reserved--
     const id = this.#ids.next()
     // Only a persistent journal keeps pending messages; a memory journal only keeps dead letters.
     const durable = options.durable && this.#journal.persistent
@@ -402,9 +418,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#messages.delete(m.id)
     if (this.#backlogCount > 0) {
       if (this.#messages.size <= this.#s.window / 2) this.#refilling ??= this.#refill()
-    } else {
-      if (this.#messages.size < this.#s.window) this.#windowWaiters.shift()?.resolve()
-    }
+    } else this.#admit()
     this.#checkDrained()
   }
 
@@ -412,7 +426,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   async #refill(): Promise<void> {
     try {
       while (this.#backlogCount > 0 && !this.#closed) {
-        const room = this.#s.window - this.#messages.size
+        const room = this.#s.window - this.#messages.size - this.#reserved
         if (room <= 0) return
         const page = await this.#journal.pending({
           ...(this.#backlogAfter !== undefined ? { after: this.#backlogAfter } : {}),
@@ -447,10 +461,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     } finally {
       this.#refilling = undefined
     }
-    // Backlog gone: let producers in.
-    while (this.#backlogCount === 0 && this.#windowWaiters.length > 0 && this.#messages.size < this.#s.window) {
-      ;(this.#windowWaiters.shift() as { resolve: () => void }).resolve()
-    }
+    this.#admit() // the backlog may be gone: let producers in
   }
 
   /** Adds dead letters that were replayed in the journal back to the window. */
@@ -778,6 +789,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       if (this.#s.ackTimeout > 0) {
         const expired: Message[] = []
         for (const m of w.inflight.values()) if (m.deadline !== undefined && m.deadline <= now) expired.push(m)
+        if (expired.length > 0 && w.protocol === "ppp") {
+          // A plain worker says nothing while busy: past the deadline it is presumed hung.
+          this.#lose(w, `no ack within ${this.#s.ackTimeout} ms`)
+          continue
+        }
         for (const m of expired) {
           this.#release(w, m)
           this.#requeue(m, `no ack within ${this.#s.ackTimeout} ms`)

@@ -187,7 +187,7 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
         }
       }
       try {
-        await core.room()
+        await core.reserve()
       } catch {
         return // closed
       }

@@ -124,7 +124,8 @@ export class Sender extends EventEmitter<SenderEvents> {
   async send(payload: unknown, options: SendOptions = {}): Promise<string> {
     const core = this.#open()
     const frame = this.#codec.encode(payload)
-    await core.room(options.signal)
+    const wait = core.reserve(options.signal)
+    if (wait) await wait
     const { id, accepted } = core.submit(frame, { durable: true })
     await accepted
     return id
@@ -139,7 +140,8 @@ export class Sender extends EventEmitter<SenderEvents> {
     const core = this.#open()
     const frame = this.#codec.encode(payload)
     if (options.timeout !== undefined) assertPositiveInt("timeout", options.timeout)
-    await core.room(options.signal)
+    const wait = core.reserve(options.signal)
+    if (wait) await wait
     let id = ""
     const reply = new Promise<Buffer>((resolve, reject) => {
       id = core.submit(frame, { durable: false, waiter: { resolve, reject } }).id

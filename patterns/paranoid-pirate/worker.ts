@@ -299,15 +299,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const socket = new Dealer({ linger: 0, maxMessageSize: this.#o.maxMessageSize, reconnectInterval: 100, sendHighWaterMark: 100_000 })
     s.socket = socket
     s.writer = new SocketWriter(socket, (err) => debug("worker: send to %s failed: %s", s.endpoint, errorMessage(err)))
+    const generation = s.generation
+    // Watch before connecting, or the "connect" event may come before the monitor exists.
+    this.#watch(s, socket, generation).catch(() => undefined)
     socket.connect(s.endpoint)
     // READY is queued at once; it goes out when the sender is there, first on the connection.
     const hello = this.#o.protocol === "ppx" ? { credit: this.#o.prefetch, heartbeatInterval: this.#o.heartbeatInterval, liveness: this.#o.liveness } : undefined
     s.writer.write([encodeReady(hello)])
     s.liveness.seen()
     s.liveness.sent()
-    const generation = s.generation
     this.#receiveLoop(s, socket, generation).catch((err: unknown) => this.emit("error", err instanceof Error ? err : new Error(String(err))))
-    this.#watch(s, socket, generation).catch(() => undefined)
   }
 
   /** Follows the socket's connection state: liveness counts only while connected. */
@@ -380,6 +381,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         throw err
       }
       if (s.generation !== generation) return
+      s.connected = true
       s.liveness.seen()
       s.backoff.reset()
       this.#onMessage(s, msg)

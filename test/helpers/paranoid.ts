@@ -1,0 +1,32 @@
+import { onTestFinished } from "vitest"
+import { Sender, Worker, type SenderOptions, type WorkerOptions } from "../../patterns/index.js"
+
+/** Opens a sender on a free loopback port; closed when the test finishes. */
+export async function openSender(options: Partial<SenderOptions> = {}): Promise<Sender> {
+  const sender = await Sender.open({ bind: "tcp://127.0.0.1:*", heartbeatInterval: 100, ...options })
+  onTestFinished(() => sender.close())
+  return sender
+}
+
+/** Opens an in-process worker with fast heartbeats; closed when the test finishes. */
+export async function openWorker(connect: string | string[], options: Partial<WorkerOptions> & Pick<WorkerOptions, "handler">): Promise<Worker> {
+  const worker = await Worker.open({
+    connect,
+    heartbeatInterval: 100,
+    liveness: 3,
+    reconnect: { initial: 50, max: 400 },
+    closeTimeout: 1000,
+    ...options,
+  })
+  onTestFinished(() => worker.close())
+  return worker
+}
+
+/** Resolves when `predicate` holds, polling each `interval` ms; rejects after `timeout` ms. */
+export async function until(predicate: () => boolean, timeout = 5000, what = "condition"): Promise<void> {
+  const start = performance.now()
+  while (!predicate()) {
+    if (performance.now() - start > timeout) throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 5))
+  }
+}

@@ -1,0 +1,337 @@
+import { once } from "node:events"
+import { describe, expect, it, onTestFinished } from "vitest"
+import { Dealer } from "zeromq"
+import { Sender, Worker } from "../../patterns/index.js"
+import { decodeEnvelope } from "../../lib/protocol.js"
+import { openSender, openWorker, until } from "../helpers/paranoid.js"
+import { forkFixture } from "../helpers/processes.js"
+
+const signal = (ms = 8000): { signal: AbortSignal } => ({ signal: AbortSignal.timeout(ms) })
+
+describe("Sender and Worker", () => {
+  it("delivers every message once to connected workers and drains", async () => {
+    const sender = await openSender()
+    const seen = new Map<number, number>()
+    const handler = (p: unknown): unknown => {
+      const i = (p as { i: number }).i
+      seen.set(i, (seen.get(i) ?? 0) + 1)
+      return null
+    }
+    await openWorker(sender.endpoint, { handler, concurrency: 4 })
+    await openWorker(sender.endpoint, { handler, concurrency: 4 })
+    const ids = await Promise.all(Array.from({ length: 500 }, (_, i) => sender.send({ i })))
+    expect(new Set(ids).size).toBe(500)
+    expect([...ids].sort()).toEqual(ids) // ids sort in send order
+    await sender.drained(signal())
+    expect(seen.size).toBe(500)
+    expect([...seen.values()].every((n) => n === 1)).toBe(true)
+    expect(sender.stats()).toMatchObject({ sent: 500, acked: 500, inFlight: 0, ready: 0, redelivered: 0, workers: 2 })
+  })
+
+  it("request() resolves with the worker's reply and handlers see id and attempt", async () => {
+    const sender = await openSender()
+    await openWorker(sender.endpoint, { handler: (p, ctx) => ({ echo: p, id: ctx.id, attempt: ctx.attempt }) })
+    const reply = (await sender.request({ hello: "world" })) as { echo: unknown; id: string; attempt: number }
+    expect(reply.echo).toEqual({ hello: "world" })
+    expect(reply.id).toMatch(/^[0-9a-f]{16}$/)
+    expect(reply.attempt).toBe(1)
+  })
+
+  it("a worker may start before its sender and waits for it", async () => {
+    const probe = await Sender.open({ bind: "tcp://127.0.0.1:*" })
+    const endpoint = probe.endpoint
+    await probe.close()
+    const worker = await openWorker(endpoint, { handler: (p) => p })
+    const ready = once(worker, "sender:ready", signal())
+    const sender = await openSender({ bind: endpoint })
+    await ready
+    expect(await sender.request(42)).toBe(42)
+  })
+
+  it("sends no more to a worker than its credit", async () => {
+    const sender = await openSender()
+    let running = 0
+    let peak = 0
+    const release: (() => void)[] = []
+    const worker = await openWorker(sender.endpoint, {
+      concurrency: 3,
+      handler: async () => {
+        running++
+        peak = Math.max(peak, running)
+        await new Promise<void>((r) => release.push(r))
+        running--
+      },
+    })
+    for (let i = 0; i < 10; i++) void sender.send(i)
+    await until(() => sender.stats().inFlight === 3, 5000, "3 in flight")
+    expect(worker.stats()).toMatchObject({ running: 3, queued: 0 })
+    expect(sender.stats().ready).toBe(7)
+    while (sender.stats().acked < 10) {
+      release.shift()?.()
+      await new Promise((r) => setImmediate(r))
+    }
+    await sender.drained(signal())
+    expect(peak).toBe(3)
+  })
+
+  it("retries a failing message with backoff, then dead-letters it; replay delivers it again", async () => {
+    const sender = await openSender({ maxAttempts: 3, retryBackoff: { initial: 20, max: 100, factor: 2, jitter: 0 } })
+    const attempts: { attempt: number; at: number }[] = []
+    let fail = true
+    await openWorker(sender.endpoint, {
+      handler: (_p, ctx) => {
+        attempts.push({ attempt: ctx.attempt, at: performance.now() })
+        if (fail) throw new Error("boom")
+        return "ok"
+      },
+    })
+    const dead = once(sender, "message:dead", signal())
+    const id = await sender.send("job")
+    const [event] = (await dead) as [{ id: string; attempts: number; error: string }]
+    expect(event).toEqual({ id, attempts: 3, error: "boom" })
+    expect(attempts.map((a) => a.attempt)).toEqual([1, 2, 3])
+    // backoff: ~20 ms before the 2nd attempt, ~40 ms before the 3rd
+    expect(attempts[1]!.at - attempts[0]!.at).toBeGreaterThanOrEqual(15)
+    expect(attempts[2]!.at - attempts[1]!.at).toBeGreaterThanOrEqual(35)
+    const letters = await sender.deadLetters()
+    expect(letters).toHaveLength(1)
+    expect(letters[0]).toMatchObject({ id, attempts: 3, lastError: "boom" })
+    expect(sender.decode(letters[0]!.payload)).toBe("job")
+    expect(sender.stats()).toMatchObject({ dead: 1, nacked: 3 })
+
+    fail = false
+    expect(await sender.replay([id, "0000000000000000"])).toEqual([id])
+    await sender.drained(signal())
+    expect(attempts.at(-1)).toMatchObject({ attempt: 1 })
+    expect(await sender.deadLetters()).toHaveLength(0)
+    expect(sender.stats()).toMatchObject({ dead: 0, acked: 1 })
+  })
+
+  it("request() rejects with PIRATE_DEAD_LETTER when the handler keeps failing", async () => {
+    const sender = await openSender({ maxAttempts: 2, retryBackoff: { initial: 1, max: 1 } })
+    await openWorker(sender.endpoint, {
+      handler: () => {
+        throw new Error("nope")
+      },
+    })
+    await expect(sender.request("x")).rejects.toMatchObject({ code: "PIRATE_DEAD_LETTER", attempts: 2 })
+  })
+
+  it("rejects undecodable payloads to the dead letters at once, with the decode error", async () => {
+    const sender = await openSender({ codec: "raw" })
+    let calls = 0
+    await openWorker(sender.endpoint, {
+      handler: () => {
+        calls++
+      },
+    }) // msgpack worker
+    const dead = once(sender, "message:dead", signal())
+    await sender.send(Buffer.from([0xc1])) // 0xc1 is never valid msgpack
+    const [event] = (await dead) as [{ attempts: number; error: string }]
+    expect(event.attempts).toBe(1)
+    expect(event.error).toMatch(/msgpack/)
+    expect(calls).toBe(0)
+  })
+
+  it("request() times out and aborts with named errors; close() rejects pending requests", async () => {
+    const sender = await openSender()
+    await expect(sender.request("nobody", { timeout: 50 })).rejects.toMatchObject({ code: "PIRATE_TIMEOUT" })
+    const ac = new AbortController()
+    const p = sender.request("nobody", { signal: ac.signal })
+    ac.abort(new Error("stop"))
+    await expect(p).rejects.toMatchObject({ code: "PIRATE_ABORTED" })
+    expect(sender.stats().ready).toBe(0) // cancelled requests are not delivered later
+    const pending = sender.request("nobody")
+    await sender.close()
+    await expect(pending).rejects.toMatchObject({ code: "PIRATE_CLOSED" })
+    await expect(sender.send(1)).rejects.toMatchObject({ code: "PIRATE_CLOSED" })
+  })
+
+  it("send() waits while the window is full (backpressure)", async () => {
+    const sender = await openSender({ window: 5 })
+    const sends = Array.from({ length: 8 }, (_, i) => sender.send(i))
+    let resolved = 0
+    for (const s of sends) void s.then(() => resolved++)
+    await until(() => resolved === 5, 2000, "5 sends")
+    await new Promise((r) => setTimeout(r, 50))
+    expect(resolved).toBe(5)
+    await openWorker(sender.endpoint, { handler: () => null })
+    await Promise.all(sends)
+    await sender.drained(signal())
+  })
+
+  it("redelivers a message whose live worker never acks within ackTimeout; extend() renews it", async () => {
+    const sender = await openSender({ ackTimeout: 150 })
+    const calls: string[] = []
+    await openWorker(sender.endpoint, {
+      handler: async (p, ctx) => {
+        calls.push(`${String(p)}#${ctx.attempt}`)
+        if (p === "slow" && ctx.attempt === 1) await new Promise(() => undefined) // hangs
+        if (p === "long") {
+          for (let i = 0; i < 4; i++) {
+            await new Promise((r) => setTimeout(r, 60))
+            ctx.extend()
+          }
+        }
+        return p
+      },
+      concurrency: 2,
+      closeTimeout: 50, // the hung handler is abandoned at the end
+    })
+    expect(await sender.request("long")).toBe("long")
+    expect(calls).toEqual(["long#1"]) // 240 ms of work, never redelivered thanks to extend()
+    const requeued = once(sender, "message:requeued", signal())
+    expect(await sender.request("slow")).toBe("slow")
+    expect(((await requeued) as [{ reason: string }])[0].reason).toMatch(/no ack within 150 ms/)
+    expect(calls).toEqual(["long#1", "slow#1", "slow#2"])
+  })
+
+  it("ignores a stale ack from a worker it gave up on", async () => {
+    const sender = await openSender({ ackTimeout: 100, heartbeatInterval: 50 })
+    // A plain PPP worker written by hand.
+    const plain = new Dealer({ linger: 0 })
+    onTestFinished(() => plain.close())
+    plain.connect(sender.endpoint)
+    await plain.send([Buffer.from([0x01])])
+    const reply = sender.request("task")
+    let task: Buffer[]
+    do task = await plain.receive()
+    while (task.length !== 3)
+    expect(decodeEnvelope(task[0])).toMatchObject({ attempt: 1 })
+    // The plain worker sits on it past the ack deadline; a real worker takes the redelivery.
+    const requeued = once(sender, "message:requeued", signal())
+    await requeued
+    await openWorker(sender.endpoint, { handler: () => "from the second worker" })
+    expect(await reply).toBe("from the second worker")
+    await plain.send([task[0]!, Buffer.alloc(0), Buffer.from([0xa3, 0x6f, 0x6c, 0x64])]) // "old"
+    await until(() => sender.stats().staleAcks === 1, 2000, "stale ack counted")
+    expect(sender.stats()).toMatchObject({ acked: 1, redelivered: 1 })
+  })
+
+  it("counts and drops malformed frames without crashing", async () => {
+    const sender = await openSender()
+    const rogue = new Dealer({ linger: 0 })
+    onTestFinished(() => rogue.close())
+    rogue.connect(sender.endpoint)
+    const junk: Buffer[][] = [
+      [Buffer.from([0x7f])],
+      [Buffer.from([0x01, 0x50, 0x50, 0x58, 0x01, 0xc1])], // READY claiming PPX with bad metadata
+      [Buffer.from("garbage"), Buffer.from("more")],
+      [Buffer.from([0x12]), Buffer.from("not an envelope"), Buffer.from("x")],
+      [Buffer.from([0x13]), Buffer.from("x"), Buffer.from([0xc1])],
+    ]
+    for (const frames of junk) await rogue.send(frames)
+    await until(() => sender.stats().dropped >= 5, 2000, "drops")
+    await openWorker(sender.endpoint, { handler: (p) => p })
+    expect(await sender.request("still fine")).toBe("still fine")
+  })
+
+  it("validates options with errors that name them", () => {
+    expect(() => new Sender({ bind: "nope" })).toThrow(TypeError)
+    expect(() => new Sender({ bind: "tcp://127.0.0.1:*", maxAttempts: 0 })).toThrow(/'maxAttempts' must be a positive integer, got 0/)
+    expect(() => new Sender({ bind: "tcp://127.0.0.1:*", durability: "disk" as never })).toThrow(/'durability'/)
+    expect(() => new Worker({ connect: "tcp://127.0.0.1:1", handler: "x" as never })).toThrow(/'handler' must be a function/)
+    expect(() => new Worker({ connect: "tcp://127.0.0.1:1", handler: () => 1, concurrency: 1.5 })).toThrow(/'concurrency'/)
+    expect(() => new Worker({ connect: [], handler: () => 1 })).toThrow(/'connect'/)
+  })
+})
+
+describe("failures of workers and senders", () => {
+  it("gives the messages of a SIGKILLed worker to the others; none lost", async () => {
+    const sender = await openSender()
+    const child = forkFixture("pp-worker.ts", [sender.endpoint, JSON.stringify({ hold: true, concurrency: 5 })])
+    await child.waitFor((m) => m["type"] === "ready")
+    const ids = await Promise.all(Array.from({ length: 20 }, (_, i) => sender.send(i)))
+    await until(() => child.messages.filter((m) => m["type"] === "job").length === 5, 5000, "child holds 5")
+    const done = new Map<string, number>()
+    await openWorker(sender.endpoint, {
+      concurrency: 4,
+      handler: (_p, ctx) => {
+        done.set(ctx.id, (done.get(ctx.id) ?? 0) + 1)
+      },
+    })
+    const lost = once(sender, "worker:lost", signal())
+    const killedAt = performance.now()
+    await child.kill("SIGKILL")
+    const [event] = (await lost) as [{ reason: string; requeued: number }]
+    expect(event.requeued).toBe(5)
+    await sender.drained(signal())
+    expect(performance.now() - killedAt).toBeLessThan(2000)
+    expect([...done.keys()].sort()).toEqual(ids)
+    expect(sender.stats()).toMatchObject({ acked: 20, redelivered: 5, workersLost: 1 })
+  })
+
+  it("detects a SIGSTOPped worker by its missing heartbeats and redelivers its messages", async () => {
+    const sender = await openSender()
+    const child = forkFixture("pp-worker.ts", [sender.endpoint, JSON.stringify({ delay: 300, concurrency: 3, heartbeatInterval: 100, liveness: 3 })])
+    await child.waitFor((m) => m["type"] === "ready")
+    const ids = await Promise.all(Array.from({ length: 3 }, (_, i) => sender.send(i)))
+    await until(() => child.messages.filter((m) => m["type"] === "job").length === 3, 5000, "child has 3")
+    child.process.kill("SIGSTOP")
+    const stoppedAt = performance.now()
+    const lost = once(sender, "worker:lost", signal())
+    const [event] = (await lost) as [{ reason: string }]
+    const detectedAfter = performance.now() - stoppedAt
+    expect(event.reason).toMatch(/no heartbeat/)
+    expect(detectedAfter).toBeGreaterThanOrEqual(150)
+    const done: string[] = []
+    await openWorker(sender.endpoint, { concurrency: 3, handler: (_p, ctx) => void done.push(ctx.id) })
+    await sender.drained(signal())
+    expect(done.sort()).toEqual(ids)
+    // Let the stopped worker go on: whatever it sends now is stale and must not count.
+    child.process.kill("SIGCONT")
+    await until(() => child.messages.filter((m) => m["type"] === "done").length === 3, 5000, "stopped worker finishes")
+    expect(await sender.request("after")).toBe(undefined)
+    expect(sender.stats().acked).toBe(4)
+  })
+
+  it("workers notice a restarted sender, reconnect and resume", async () => {
+    const first = await Sender.open({ bind: "tcp://127.0.0.1:*", heartbeatInterval: 100 })
+    const endpoint = first.endpoint
+    const got: unknown[] = []
+    const worker = await openWorker(endpoint, { handler: (p) => void got.push(p) })
+    expect(await first.request("one")).toBe(undefined)
+    const lost = once(worker, "sender:lost", signal())
+    await first.close()
+    await lost
+    const ready = once(worker, "sender:ready", signal())
+    const second = await openSender({ bind: endpoint })
+    await ready
+    await second.request("two")
+    expect(got).toEqual(["one", "two"])
+  })
+
+  it("keeps an independent session with each sender: a dead one does not stall the other", async () => {
+    const a = await openSender()
+    const probe = await Sender.open({ bind: "tcp://127.0.0.1:*" })
+    const deadEndpoint = probe.endpoint
+    await probe.close()
+    const worker = await openWorker([deadEndpoint, a.endpoint], { handler: (p) => p, concurrency: 2 })
+    expect(await a.request("via a")).toBe("via a")
+    const b = await openSender({ bind: deadEndpoint })
+    expect(await b.request("via b")).toBe("via b")
+    await b.close()
+    await once(worker, "sender:lost", signal())
+    expect(await a.request("a still works")).toBe("a still works")
+  })
+
+  it("close() lets running handlers finish and acks them", async () => {
+    const sender = await openSender()
+    let finished = 0
+    const worker = await Worker.open({
+      connect: sender.endpoint,
+      heartbeatInterval: 100,
+      concurrency: 2,
+      handler: async () => {
+        await new Promise((r) => setTimeout(r, 100))
+        finished++
+      },
+    })
+    await Promise.all([sender.send(1), sender.send(2)])
+    await until(() => worker.stats().running === 2, 2000, "2 running")
+    await worker.close()
+    expect(finished).toBe(2)
+    await until(() => sender.stats().acked === 2, 2000, "2 acked")
+    expect(sender.stats()).toMatchObject({ redelivered: 0, workersLost: 0 })
+  })
+})
