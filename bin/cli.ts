@@ -21,14 +21,21 @@ export function parse<O extends Options>(argv: string[], options: O, allowPositi
   try {
     return parseArgs({ args: argv, options, allowPositionals, strict: true })
   } catch (err) {
-    throw new UsageError(err instanceof Error ? err.message.replace(/\. To specify.*$/s, "") : String(err))
+    throw new UsageError(
+      err instanceof Error ? err.message.replace(/\. To specify.*$/s, "") : String(err),
+    )
   }
 }
 
 /** Reads an integer option. */
-export function intOption(name: string, value: string | undefined, fallback?: number): number | undefined {
+export function intOption(
+  name: string,
+  value: string | undefined,
+  fallback?: number,
+): number | undefined {
   if (value === undefined) return fallback
   const n = Number(value)
-  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a non-negative integer, got "${value}"`)
+  if (!Number.isInteger(n) || n < 0)
+    throw new UsageError(`--${name} must be a non-negative integer, got "${value}"`)
   return n
 }

@@ -12,13 +12,22 @@ export interface BackoffOptions {
   jitter?: number
 }
 
-export const BACKOFF_DEFAULTS = Object.freeze({ initial: 1000, max: 32000, factor: 2, jitter: 0.2 }) satisfies Required<BackoffOptions>
+export const BACKOFF_DEFAULTS = Object.freeze({
+  initial: 1000,
+  max: 32000,
+  factor: 2,
+  jitter: 0.2,
+}) satisfies Required<BackoffOptions>
 
 /**
  * The delay before try number `attempt` (1-based): `initial × factor^(attempt-1)`, capped at `max`,
  * then up to `jitter` of it removed at random so that many peers do not retry in step.
  */
-export function backoffDelay(attempt: number, options: BackoffOptions = {}, random: () => number = Math.random): number {
+export function backoffDelay(
+  attempt: number,
+  options: BackoffOptions = {},
+  random: () => number = Math.random,
+): number {
   const o = { ...BACKOFF_DEFAULTS, ...options }
   const base = Math.min(o.max, o.initial * o.factor ** Math.max(0, attempt - 1))
   return Math.round(base * (1 - o.jitter * random()))
@@ -30,7 +39,10 @@ export function validateBackoff(name: string, options: BackoffOptions): Required
   assertPositiveInt(`${name}.max`, o.max)
   assertNumberInRange(`${name}.factor`, o.factor, 1, 100)
   assertNumberInRange(`${name}.jitter`, o.jitter, 0, 1)
-  if (o.max < o.initial) throw new RangeError(`'${name}.max' (${o.max}) must not be less than '${name}.initial' (${o.initial})`)
+  if (o.max < o.initial)
+    throw new RangeError(
+      `'${name}.max' (${o.max}) must not be less than '${name}.initial' (${o.initial})`,
+    )
   return o
 }
 

@@ -22,15 +22,22 @@ export const msgpackCodec: Codec = Object.freeze({
     return packr.pack(value)
   },
   decode(frame: Buffer): unknown {
-    if (frame.length === 0) throw new PirateError("PIRATE_DECODE", "cannot decode an empty frame as msgpack")
+    if (frame.length === 0)
+      throw new PirateError("PIRATE_DECODE", "cannot decode an empty frame as msgpack")
     let value: unknown
     try {
       value = packr.unpack(frame)
     } catch (err) {
-      throw new PirateError("PIRATE_DECODE", `payload is not valid msgpack: ${errorMessage(err)}`, { cause: err })
+      throw new PirateError("PIRATE_DECODE", `payload is not valid msgpack: ${errorMessage(err)}`, {
+        cause: err,
+      })
     }
     // msgpackr returns a marker for the never-used byte 0xc1 instead of failing.
-    if (value === C1) throw new PirateError("PIRATE_DECODE", "payload is not valid msgpack: byte 0xc1 is never used")
+    if (value === C1)
+      throw new PirateError(
+        "PIRATE_DECODE",
+        "payload is not valid msgpack: byte 0xc1 is never used",
+      )
     return value
   },
 })
@@ -40,7 +47,8 @@ export const rawCodec: Codec = Object.freeze({
   encode(value: unknown): Buffer {
     if (Buffer.isBuffer(value)) return value
     if (typeof value === "string") return Buffer.from(value)
-    if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+    if (value instanceof Uint8Array)
+      return Buffer.from(value.buffer, value.byteOffset, value.byteLength)
     throw new TypeError(`the raw codec sends Buffers, Uint8Arrays and strings, got ${typeof value}`)
   },
   decode(frame: Buffer): Buffer {
@@ -52,7 +60,11 @@ export const rawCodec: Codec = Object.freeze({
 export function resolveCodec(option: CodecOption | undefined): Codec {
   if (option === undefined || option === "msgpack") return msgpackCodec
   if (option === "raw") return rawCodec
-  if (typeof option === "object" && typeof option.encode === "function" && typeof option.decode === "function") {
+  if (
+    typeof option === "object" &&
+    typeof option.encode === "function" &&
+    typeof option.decode === "function"
+  ) {
     return option
   }
   throw new TypeError(`'codec' must be "msgpack", "raw" or an object with encode() and decode()`)
@@ -68,6 +80,8 @@ export function unpackMeta(frame: Buffer): unknown {
   try {
     return packr.unpack(frame)
   } catch (err) {
-    throw new PirateError("PIRATE_PROTOCOL", `invalid metadata frame: ${errorMessage(err)}`, { cause: err })
+    throw new PirateError("PIRATE_PROTOCOL", `invalid metadata frame: ${errorMessage(err)}`, {
+      cause: err,
+    })
   }
 }

@@ -48,7 +48,12 @@ export class RequestTimeoutError extends PirateError {
   readonly tries: number
   /** Timeout of each try (ms). */
   readonly timeout: number
-  constructor(endpoints: readonly string[], tries: number, timeout: number, options?: ErrorOptions) {
+  constructor(
+    endpoints: readonly string[],
+    tries: number,
+    timeout: number,
+    options?: ErrorOptions,
+  ) {
     super(
       "PIRATE_TIMEOUT",
       `no reply from ${endpoints.join(", ")} after ${tries} ${tries === 1 ? "try" : "tries"} of ${timeout} ms each; is a server running there?`,

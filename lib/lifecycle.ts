@@ -51,6 +51,9 @@ export class Lifecycle {
   assertOpen(): void {
     if (this.#status === "open") return
     if (this.#status === "closing" || this.#status === "closed") throw closedError(this.#name)
-    throw new PirateError("PIRATE_NOT_OPEN", `${this.#name} is not open; call open() first (or use the static open())`)
+    throw new PirateError(
+      "PIRATE_NOT_OPEN",
+      `${this.#name} is not open; call open() first (or use the static open())`,
+    )
   }
 }

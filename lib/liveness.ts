@@ -7,7 +7,10 @@ export interface LivenessOptions {
   liveness?: number
 }
 
-export const LIVENESS_DEFAULTS = Object.freeze({ heartbeatInterval: 1000, liveness: 3 }) satisfies Required<LivenessOptions>
+export const LIVENESS_DEFAULTS = Object.freeze({
+  heartbeatInterval: 1000,
+  liveness: 3,
+}) satisfies Required<LivenessOptions>
 
 /**
  * Tracks whether a peer is alive, as in the Paranoid Pirate Protocol: any traffic counts as a
@@ -21,7 +24,10 @@ export class Liveness {
   #lastSeen: number
   #lastSent: number
 
-  constructor(options: LivenessOptions = {}, clock: { now: () => number } = { now: () => performance.now() }) {
+  constructor(
+    options: LivenessOptions = {},
+    clock: { now: () => number } = { now: () => performance.now() },
+  ) {
     const o = { ...LIVENESS_DEFAULTS, ...options }
     assertPositiveInt("heartbeatInterval", o.heartbeatInterval)
     assertPositiveInt("liveness", o.liveness)

@@ -79,13 +79,17 @@ export function decodeReady(frame: Buffer): Hello | null {
     throw new PirateError("PIRATE_PROTOCOL", "READY frame with unknown trailing bytes")
   }
   const meta = unpackMeta(frame.subarray(5))
-  if (typeof meta !== "object" || meta === null) throw new PirateError("PIRATE_PROTOCOL", "READY metadata is not a map")
+  if (typeof meta !== "object" || meta === null)
+    throw new PirateError("PIRATE_PROTOCOL", "READY metadata is not a map")
   const m = meta as Record<string, unknown>
   const credit = intIn(m["credit"], 1, 65_536)
   const heartbeatInterval = intIn(m["heartbeatInterval"], 1, 3_600_000)
   const liveness = intIn(m["liveness"], 1, 1000)
   if (credit === undefined || heartbeatInterval === undefined || liveness === undefined) {
-    throw new PirateError("PIRATE_PROTOCOL", "READY metadata lacks credit, heartbeatInterval or liveness")
+    throw new PirateError(
+      "PIRATE_PROTOCOL",
+      "READY metadata lacks credit, heartbeatInterval or liveness",
+    )
   }
   return { credit, heartbeatInterval, liveness }
 }
@@ -96,13 +100,17 @@ export function encodeWelcome(w: Welcome): Buffer[] {
 
 export function decodeWelcome(frame: Buffer | undefined): Welcome {
   const meta = frame ? unpackMeta(frame) : undefined
-  if (typeof meta !== "object" || meta === null) throw new PirateError("PIRATE_PROTOCOL", "WELCOME metadata is not a map")
+  if (typeof meta !== "object" || meta === null)
+    throw new PirateError("PIRATE_PROTOCOL", "WELCOME metadata is not a map")
   const m = meta as Record<string, unknown>
   const version = intIn(m["version"], 1, 255)
   const heartbeatInterval = intIn(m["heartbeatInterval"], 1, 3_600_000)
   const liveness = intIn(m["liveness"], 1, 1000)
   if (version === undefined || heartbeatInterval === undefined || liveness === undefined) {
-    throw new PirateError("PIRATE_PROTOCOL", "WELCOME metadata lacks version, heartbeatInterval or liveness")
+    throw new PirateError(
+      "PIRATE_PROTOCOL",
+      "WELCOME metadata lacks version, heartbeatInterval or liveness",
+    )
   }
   return { version, heartbeatInterval, liveness }
 }
@@ -113,7 +121,8 @@ export function encodeNack(envelope: Buffer, info: NackInfo): Buffer[] {
 
 export function decodeNack(frame: Buffer | undefined): NackInfo {
   const meta = frame ? unpackMeta(frame) : undefined
-  if (typeof meta !== "object" || meta === null) throw new PirateError("PIRATE_PROTOCOL", "NACK metadata is not a map")
+  if (typeof meta !== "object" || meta === null)
+    throw new PirateError("PIRATE_PROTOCOL", "NACK metadata is not a map")
   const m = meta as Record<string, unknown>
   const error = typeof m["error"] === "string" ? m["error"] : "nacked"
   const info: NackInfo = { error }

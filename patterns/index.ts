@@ -1,6 +1,14 @@
 /** `zeromq-pirate`: reliable brokerless messaging over ZeroMQ. */
-export { LazyPirateClient, type LazyPirateClientOptions, type RequestOptions } from "./lazy-pirate/client.js"
-export { LazyPirateServer, type LazyPirateServerOptions, type RequestHandler } from "./lazy-pirate/server.js"
+export {
+  LazyPirateClient,
+  type LazyPirateClientOptions,
+  type RequestOptions,
+} from "./lazy-pirate/client.js"
+export {
+  LazyPirateServer,
+  type LazyPirateServerOptions,
+  type RequestHandler,
+} from "./lazy-pirate/server.js"
 export {
   Sender,
   type SenderOptions,

@@ -10,7 +10,8 @@ export class IdGenerator {
   #next: number
   constructor(floor?: string) {
     const fromClock = Date.now() * 1000
-    const fromFloor = floor !== undefined && /^[0-9a-f]{16}$/.test(floor) ? parseInt(floor, 16) + 1 : 0
+    const fromFloor =
+      floor !== undefined && /^[0-9a-f]{16}$/.test(floor) ? parseInt(floor, 16) + 1 : 0
     this.#next = Math.max(fromClock, fromFloor)
   }
   next(): string {

@@ -41,12 +41,18 @@ export class MemoryJournal implements Journal {
     }
   }
 
-  async pending(options: { after?: string; until?: string; limit: number }): Promise<JournalEntry[]> {
+  async pending(options: {
+    after?: string
+    until?: string
+    limit: number
+  }): Promise<JournalEntry[]> {
     return select(this.#pending, options.after, options.until, options.limit).map((e) => ({ ...e }))
   }
 
   async dead(options: { after?: string; limit?: number } = {}): Promise<DeadLetter[]> {
-    return select(this.#dead, options.after, undefined, options.limit ?? Infinity).map((e) => ({ ...e }))
+    return select(this.#dead, options.after, undefined, options.limit ?? Infinity).map((e) => ({
+      ...e,
+    }))
   }
 
   async replay(ids: readonly string[]): Promise<string[]> {
@@ -80,7 +86,12 @@ export class MemoryJournal implements Journal {
   }
 }
 
-function select<T extends { id: string }>(map: Map<string, T>, after: string | undefined, until: string | undefined, limit: number): T[] {
+function select<T extends { id: string }>(
+  map: Map<string, T>,
+  after: string | undefined,
+  until: string | undefined,
+  limit: number,
+): T[] {
   const out: T[] = []
   for (const e of map.values()) {
     if (after !== undefined && e.id <= after) continue

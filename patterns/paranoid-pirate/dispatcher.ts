@@ -9,7 +9,13 @@ import { backoffDelay, type BackoffOptions } from "../../lib/backoff.js"
 import { debug } from "../../lib/debug.js"
 import { DeadLetterError, PirateError, closedError, errorMessage } from "../../lib/errors.js"
 import { IdGenerator } from "../../lib/journal/ids.js"
-import type { DeadLetter, Durability, Journal, JournalEntry, JournalUpdate } from "../../lib/journal/types.js"
+import type {
+  DeadLetter,
+  Durability,
+  Journal,
+  JournalEntry,
+  JournalUpdate,
+} from "../../lib/journal/types.js"
 import { Liveness } from "../../lib/liveness.js"
 import {
   FRAME_EMPTY,
@@ -166,7 +172,16 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #refilling: Promise<void> | undefined
   #drainedWaiters: (() => void)[] = []
 
-  readonly #stats = { sent: 0, acked: 0, nacked: 0, redelivered: 0, staleAcks: 0, dropped: 0, dead: 0, workersLost: 0 }
+  readonly #stats = {
+    sent: 0,
+    acked: 0,
+    nacked: 0,
+    redelivered: 0,
+    staleAcks: 0,
+    dropped: 0,
+    dead: 0,
+    workersLost: 0,
+  }
 
   constructor(name: string, settings: DispatcherSettings, journal: Journal) {
     super()
@@ -211,7 +226,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       this.#endpoint = router.lastEndpoint ?? bind
       this.#writer = new SocketWriter(router, (err, frames) => this.#onSendError(err, frames))
       this.#receiveLoop(router).catch((err: unknown) => this.emit("error", toError(err)))
-      this.#tick = setInterval(() => this.#onTick(), Math.max(10, Math.floor(this.#s.heartbeatInterval / 4)))
+      this.#tick = setInterval(
+        () => this.#onTick(),
+        Math.max(10, Math.floor(this.#s.heartbeatInterval / 4)),
+      )
       this.#tick.unref()
       await this.#refill()
     } catch (err) {
@@ -229,7 +247,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     clearTimeout(this.#delayTimer)
     const closed = closedError(this.#name)
     for (const w of this.#windowWaiters.splice(0)) w.reject(closed)
-    for (const w of this.#workers.values()) if (w.protocol === "ppx") this.#writer?.write([w.routingId, FRAME_GOODBYE])
+    for (const w of this.#workers.values())
+      if (w.protocol === "ppx") this.#writer?.write([w.routingId, FRAME_GOODBYE])
     for (const step of [
       async () => {
         await this.#writer?.flushed()
@@ -277,7 +296,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         () => {
           const i = this.#windowWaiters.indexOf(entry)
           if (i >= 0) this.#windowWaiters.splice(i, 1)
-          reject(new PirateError("PIRATE_ABORTED", "the operation was aborted", { cause: signal.reason }))
+          reject(
+            new PirateError("PIRATE_ABORTED", "the operation was aborted", {
+              cause: signal.reason,
+            }),
+          )
         },
         { once: true },
       )
@@ -300,13 +323,23 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    * Accepts a message (the caller reserved its place with `reserve()`), journals it (group commit) and makes it
    * ready. Resolves with its id once as durable as configured (`durable: false`: memory only).
    */
-  submit(payload: Buffer, options: { durable: boolean; waiter?: Waiter }): { id: string; accepted: Promise<void> } {
+  submit(
+    payload: Buffer,
+    options: { durable: boolean; waiter?: Waiter },
+  ): { id: string; accepted: Promise<void> } {
     if (this.#closed) throw closedError(this.#name)
     if (this.#reserved > 0) this.#reserved--
     const id = this.#ids.next()
     // Only a persistent journal keeps pending messages; a memory journal only keeps dead letters.
     const durable = options.durable && this.#journal.persistent
-    const m: Message = { id, payload, attempt: 0, enqueuedAt: Date.now(), state: "appending", durable }
+    const m: Message = {
+      id,
+      payload,
+      attempt: 0,
+      enqueuedAt: Date.now(),
+      state: "appending",
+      durable,
+    }
     if (options.waiter) m.waiter = options.waiter
     this.#messages.set(id, m)
     this.#stats.sent++
@@ -320,7 +353,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const accepted =
       this.#s.durability === "memory"
         ? Promise.resolve()
-        : new Promise<void>((resolve, reject) => this.#appendWaiters.push({ resolve, reject, sync }))
+        : new Promise<void>((resolve, reject) =>
+            this.#appendWaiters.push({ resolve, reject, sync }),
+          )
     this.#appending ??= this.#appendLoop()
     return { id, accepted }
   }
@@ -346,11 +381,20 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         this.#appendQueue = []
         this.#appendWaiters = []
         this.#appendSync = false
-        const entries: JournalEntry[] = batch.map((m) => ({ id: m.id, payload: m.payload, attempts: 0, enqueuedAt: m.enqueuedAt }))
+        const entries: JournalEntry[] = batch.map((m) => ({
+          id: m.id,
+          payload: m.payload,
+          attempts: 0,
+          enqueuedAt: m.enqueuedAt,
+        }))
         try {
           await this.#journal.append(entries, { sync })
         } catch (err) {
-          const e = new PirateError("PIRATE_JOURNAL_CORRUPT", `journal write failed: ${errorMessage(err)}`, { cause: err })
+          const e = new PirateError(
+            "PIRATE_JOURNAL_CORRUPT",
+            `journal write failed: ${errorMessage(err)}`,
+            { cause: err },
+          )
           for (const w of waiters) w.reject(e)
           for (const m of batch) if (m.state === "appending") this.#finish(m)
           this.emit("error", e)
@@ -469,7 +513,15 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const list: Message[] = []
     for (const e of entries) {
       if (this.#messages.has(e.id)) continue
-      const m: Message = { id: e.id, payload: e.payload, attempt: 0, enqueuedAt: e.enqueuedAt, state: "ready", durable: this.#journal.persistent, recovered: true }
+      const m: Message = {
+        id: e.id,
+        payload: e.payload,
+        attempt: 0,
+        enqueuedAt: e.enqueuedAt,
+        state: "ready",
+        durable: this.#journal.persistent,
+        recovered: true,
+      }
       this.#messages.set(m.id, m)
       list.push(m)
     }
@@ -586,7 +638,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #onMessage(msg: Buffer[]): void {
     const routingId = msg[0]
     const first = msg[1]
-    if (routingId === undefined || first === undefined) return this.#drop("message without routing id or body")
+    if (routingId === undefined || first === undefined)
+      return this.#drop("message without routing id or body")
     const key = routingId.toString("hex")
     const w = this.#workers.get(key)
     if (msg.length === 2 && first.length === 0) {
@@ -621,7 +674,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     if (first.length === 1) {
       const cmd = first[0]
       if (cmd === PPX.ACKS && msg.length >= 4 && msg.length % 2 === 0) {
-        for (let i = 2; i < msg.length; i += 2) this.#onAck(w, msg[i] as Buffer, msg[i + 1] as Buffer)
+        for (let i = 2; i < msg.length; i += 2)
+          this.#onAck(w, msg[i] as Buffer, msg[i + 1] as Buffer)
         return
       }
       if (cmd === PPX.NACK && msg.length === 4) {
@@ -692,7 +746,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #welcome(w: WorkerPeer): void {
     this.#writer?.write([
       w.routingId,
-      ...encodeWelcome({ version: PPX.VERSION, heartbeatInterval: w.liveness.heartbeatInterval, liveness: w.liveness.liveness }),
+      ...encodeWelcome({
+        version: PPX.VERSION,
+        heartbeatInterval: w.liveness.heartbeatInterval,
+        liveness: w.liveness.liveness,
+      }),
     ])
     w.liveness.sent()
   }
@@ -707,7 +765,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const m = w?.inflight.get(env.id)
     if (!m || m.attempt !== env.attempt || m.state !== "inflight") {
       this.#stats.staleAcks++
-      debug("%s: stale ack for %s attempt %d from %s", this.#name, env.id, env.attempt, w?.key ?? "unknown worker")
+      debug(
+        "%s: stale ack for %s attempt %d from %s",
+        this.#name,
+        env.id,
+        env.attempt,
+        w?.key ?? "unknown worker",
+      )
       return undefined
     }
     return m
@@ -743,7 +807,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #onExtend(w: WorkerPeer | undefined, envFrame: Buffer): void {
     const env = decodeEnvelope(envFrame)
     const m = env ? w?.inflight.get(env.id) : undefined
-    if (m && env && m.attempt === env.attempt && this.#s.ackTimeout > 0) m.deadline = performance.now() + this.#s.ackTimeout
+    if (m && env && m.attempt === env.attempt && this.#s.ackTimeout > 0)
+      m.deadline = performance.now() + this.#s.ackTimeout
   }
 
   /** An attempt failed: retry after a backoff, or dead-letter when attempts are used up. */
@@ -753,7 +818,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const wait = delay ?? backoffDelay(m.attempt, this.#s.retryBackoff, this.#s.random)
     this.emit("message:nacked", { id: m.id, attempt: m.attempt, error, delay: wait })
     const notBefore = Date.now() + wait
-    if (m.durable) this.#queueChange(() => this.#updateQueue.push({ id: m.id, attempts: m.attempt, lastError: error, notBefore }))
+    if (m.durable)
+      this.#queueChange(() =>
+        this.#updateQueue.push({ id: m.id, attempts: m.attempt, lastError: error, notBefore }),
+      )
     if (wait === 0) this.#makeReadyFront([m])
     else this.#delay(m, notBefore)
   }
@@ -762,7 +830,14 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#stats.dead++
     debug("%s: message %s dead after %d attempts: %s", this.#name, m.id, m.attempt, error)
     // Every dead letter is kept, in a memory journal too, so it can be listed and replayed.
-    const letter: DeadLetter = { id: m.id, payload: m.payload, attempts: m.attempt, lastError: error, enqueuedAt: m.enqueuedAt, deadAt: Date.now() }
+    const letter: DeadLetter = {
+      id: m.id,
+      payload: m.payload,
+      attempts: m.attempt,
+      lastError: error,
+      enqueuedAt: m.enqueuedAt,
+      deadAt: Date.now(),
+    }
     this.#queueChange(() => this.#buryQueue.push(letter))
     const waiter = m.waiter
     this.#finish(m)
@@ -788,7 +863,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       }
       if (this.#s.ackTimeout > 0) {
         const expired: Message[] = []
-        for (const m of w.inflight.values()) if (m.deadline !== undefined && m.deadline <= now) expired.push(m)
+        for (const m of w.inflight.values())
+          if (m.deadline !== undefined && m.deadline <= now) expired.push(m)
         if (expired.length > 0 && w.protocol === "ppp") {
           // A plain worker says nothing while busy: past the deadline it is presumed hung.
           this.#lose(w, `no ack within ${this.#s.ackTimeout} ms`)
@@ -806,7 +882,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     m.lastError = reason
     this.emit("message:requeued", { id: m.id, attempt: m.attempt, reason })
     if (m.attempt >= this.#s.maxAttempts) return this.#bury(m, reason)
-    if (m.durable) this.#queueChange(() => this.#updateQueue.push({ id: m.id, attempts: m.attempt, lastError: reason }))
+    if (m.durable)
+      this.#queueChange(() =>
+        this.#updateQueue.push({ id: m.id, attempts: m.attempt, lastError: reason }),
+      )
     this.#makeReadyFront([m])
   }
 
@@ -828,7 +907,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       if (m.attempt >= this.#s.maxAttempts) this.#bury(m, m.lastError)
       else {
         const err = m.lastError
-        if (m.durable) this.#queueChange(() => this.#updateQueue.push({ id: m.id, attempts: m.attempt, lastError: err }))
+        if (m.durable)
+          this.#queueChange(() =>
+            this.#updateQueue.push({ id: m.id, attempts: m.attempt, lastError: err }),
+          )
         back.push(m)
       }
     }
@@ -875,7 +957,14 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
           if (buries.length > 0) await this.#journal.bury(buries)
           if (removes.length > 0) await this.#journal.remove(removes)
         } catch (err) {
-          this.emit("error", new PirateError("PIRATE_JOURNAL_CORRUPT", `journal write failed: ${errorMessage(err)}`, { cause: err }))
+          this.emit(
+            "error",
+            new PirateError(
+              "PIRATE_JOURNAL_CORRUPT",
+              `journal write failed: ${errorMessage(err)}`,
+              { cause: err },
+            ),
+          )
         }
       }
     } finally {
@@ -898,7 +987,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   #isDrained(): boolean {
-    return this.#messages.size === 0 && this.#backlogCount === 0 && this.#changing === undefined && this.#appendQueue.length === 0
+    return (
+      this.#messages.size === 0 &&
+      this.#backlogCount === 0 &&
+      this.#changing === undefined &&
+      this.#appendQueue.length === 0
+    )
   }
 
   #checkDrained(): void {
@@ -934,7 +1028,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   /** Workers by id with what they hold. */
   workers(): { workerId: string; protocol: "ppp" | "ppx"; credit: number; inFlight: number }[] {
-    return [...this.#workers.values()].map((w) => ({ workerId: w.key, protocol: w.protocol, credit: w.credit, inFlight: w.inflight.size }))
+    return [...this.#workers.values()].map((w) => ({
+      workerId: w.key,
+      protocol: w.protocol,
+      credit: w.credit,
+      inFlight: w.inflight.size,
+    }))
   }
 }
 

@@ -13,7 +13,12 @@ import {
 } from "../../lib/protocol.js"
 import { SocketWriter } from "../../lib/writer.js"
 import { endpointList } from "../../lib/validate.js"
-import { Dispatcher, type DispatcherEvents, type DispatcherSettings, type DispatcherStats } from "./dispatcher.js"
+import {
+  Dispatcher,
+  type DispatcherEvents,
+  type DispatcherSettings,
+  type DispatcherStats,
+} from "./dispatcher.js"
 import { forward } from "./sender.js"
 import { resolveCore, type CoreOptions } from "./settings.js"
 import type { Journal } from "../../lib/journal/types.js"
@@ -70,7 +75,8 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
 
   constructor(options: ParanoidPirateQueueOptions) {
     super()
-    if (typeof options !== "object" || options === null) throw new TypeError("ParanoidPirateQueue options must be an object")
+    if (typeof options !== "object" || options === null)
+      throw new TypeError("ParanoidPirateQueue options must be an object")
     this.#frontendBind = endpointList("frontend", options.frontend)[0] as string
     this.#backendBind = endpointList("backend", options.backend)[0] as string
     const { journal, settings } = resolveCore(options)
@@ -102,7 +108,11 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
       forward(core, this)
       await core.open(this.#backendBind)
       this.#core = core
-      const frontend = new Router({ linger: 0, maxMessageSize: this.#settings.maxMessageSize, sendTimeout: this.#settings.sendTimeout })
+      const frontend = new Router({
+        linger: 0,
+        maxMessageSize: this.#settings.maxMessageSize,
+        sendTimeout: this.#settings.sendTimeout,
+      })
       try {
         await frontend.bind(this.#frontendBind)
       } catch (err) {
@@ -112,8 +122,12 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
       }
       this.#frontend = frontend
       this.#frontendEndpoint = frontend.lastEndpoint ?? this.#frontendBind
-      this.#writer = new SocketWriter(frontend, (err) => debug("queue: reply to a client failed: %s", errorMessage(err)))
-      this.#frontendLoop(frontend, core).catch((err: unknown) => this.emit("error", err instanceof Error ? err : new Error(String(err))))
+      this.#writer = new SocketWriter(frontend, (err) =>
+        debug("queue: reply to a client failed: %s", errorMessage(err)),
+      )
+      this.#frontendLoop(frontend, core).catch((err: unknown) =>
+        this.emit("error", err instanceof Error ? err : new Error(String(err))),
+      )
     })
   }
 
@@ -197,7 +211,11 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
         if (requestId !== null) this.#byRequestId.delete(requestId)
         if (reply !== undefined) {
           this.#counts.replies++
-          this.#writer?.write(target.framed ? [target.client, FRAME_EMPTY, OK_STATUS, reply] : [target.client, FRAME_EMPTY, reply])
+          this.#writer?.write(
+            target.framed
+              ? [target.client, FRAME_EMPTY, OK_STATUS, reply]
+              : [target.client, FRAME_EMPTY, reply],
+          )
         } else if (target.framed) {
           this.#counts.replies++
           this.#writer?.write([target.client, FRAME_EMPTY, ERROR_STATUS, encodeRemoteError(err)])
@@ -206,7 +224,10 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
       }
       core.submit(body, {
         durable: this.#journal.persistent,
-        waiter: { resolve: (reply) => settle(reply, undefined), reject: (err) => settle(undefined, err) },
+        waiter: {
+          resolve: (reply) => settle(reply, undefined),
+          reject: (err) => settle(undefined, err),
+        },
       })
     }
   }

@@ -4,7 +4,12 @@ import { PirateError } from "../../lib/errors.js"
 import type { DeadLetter, Journal } from "../../lib/journal/types.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import { assertPositiveInt, endpointList } from "../../lib/validate.js"
-import { Dispatcher, type DispatcherEvents, type DispatcherSettings, type DispatcherStats } from "./dispatcher.js"
+import {
+  Dispatcher,
+  type DispatcherEvents,
+  type DispatcherSettings,
+  type DispatcherStats,
+} from "./dispatcher.js"
 import { SENDER_DEFAULTS, resolveCore, type CoreOptions } from "./settings.js"
 
 /** Options of {@link Sender}. Durations are in ms. */
@@ -59,7 +64,8 @@ export class Sender extends EventEmitter<SenderEvents> {
    */
   constructor(options: SenderOptions) {
     super()
-    if (typeof options !== "object" || options === null) throw new TypeError("Sender options must be an object")
+    if (typeof options !== "object" || options === null)
+      throw new TypeError("Sender options must be an object")
     this.#bind = endpointList("bind", options.bind)[0] as string
     this.#codec = resolveCodec(options.codec)
     const { journal, settings } = resolveCore(options)
@@ -160,7 +166,11 @@ export class Sender extends EventEmitter<SenderEvents> {
       if (signal) {
         onAbort = () => {
           core.cancel(id)
-          reject(new PirateError("PIRATE_ABORTED", "the operation was aborted", { cause: signal.reason }))
+          reject(
+            new PirateError("PIRATE_ABORTED", "the operation was aborted", {
+              cause: signal.reason,
+            }),
+          )
         }
         if (signal.aborted) onAbort()
         else signal.addEventListener("abort", onAbort, { once: true })
@@ -183,9 +193,18 @@ export class Sender extends EventEmitter<SenderEvents> {
     await Promise.race([
       core.drained(),
       new Promise<never>((_, reject) =>
-        signal.addEventListener("abort", () => reject(new PirateError("PIRATE_ABORTED", "the operation was aborted", { cause: signal.reason })), {
-          once: true,
-        }),
+        signal.addEventListener(
+          "abort",
+          () =>
+            reject(
+              new PirateError("PIRATE_ABORTED", "the operation was aborted", {
+                cause: signal.reason,
+              }),
+            ),
+          {
+            once: true,
+          },
+        ),
       ),
     ])
   }
@@ -231,6 +250,14 @@ export class Sender extends EventEmitter<SenderEvents> {
 
 /** Re-emits every core event on the public object. */
 export function forward(core: Dispatcher, target: EventEmitter): void {
-  const names: (keyof DispatcherEvents)[] = ["worker:ready", "worker:lost", "message:requeued", "message:nacked", "message:dead", "drained", "error"]
+  const names: (keyof DispatcherEvents)[] = [
+    "worker:ready",
+    "worker:lost",
+    "message:requeued",
+    "message:nacked",
+    "message:dead",
+    "drained",
+    "error",
+  ]
   for (const name of names) core.on(name, (payload: unknown) => target.emit(name, payload))
 }

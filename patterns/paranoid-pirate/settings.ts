@@ -2,7 +2,12 @@ import { validateBackoff, type BackoffOptions } from "../../lib/backoff.js"
 import { LevelJournal } from "../../lib/journal/level.js"
 import { MemoryJournal } from "../../lib/journal/memory.js"
 import type { Durability, Journal } from "../../lib/journal/types.js"
-import { assertNonNegativeInt, assertOneOf, assertPositiveInt, stripUndefined } from "../../lib/validate.js"
+import {
+  assertNonNegativeInt,
+  assertOneOf,
+  assertPositiveInt,
+  stripUndefined,
+} from "../../lib/validate.js"
 import type { DispatcherSettings } from "./dispatcher.js"
 
 /** Options shared by `Sender` and `ParanoidPirateQueue` (the queue core). Durations are in ms. */
@@ -46,11 +51,15 @@ export const SENDER_DEFAULTS = Object.freeze({
 })
 
 /** Validates core options (TypeError/RangeError naming the option) and opens no journal yet. */
-export function resolveCore(options: CoreOptions): { journal: Journal; settings: DispatcherSettings } {
+export function resolveCore(options: CoreOptions): {
+  journal: Journal
+  settings: DispatcherSettings
+} {
   let journal: Journal
   if (options.journal === undefined) journal = new MemoryJournal()
   else if (typeof options.journal === "string") journal = new LevelJournal(options.journal)
-  else if (typeof options.journal === "object" && typeof options.journal.append === "function") journal = options.journal
+  else if (typeof options.journal === "object" && typeof options.journal.append === "function")
+    journal = options.journal
   else throw new TypeError("'journal' must be a directory path or a Journal")
   const o = { ...SENDER_DEFAULTS, ...stripUndefined(options) }
   const durability = o.durability ?? (journal.persistent ? "os" : "memory")
@@ -63,7 +72,8 @@ export function resolveCore(options: CoreOptions): { journal: Journal; settings:
   assertPositiveInt("maxBatch", o.maxBatch)
   assertPositiveInt("maxMessageSize", o.maxMessageSize)
   assertPositiveInt("sendTimeout", o.sendTimeout)
-  if (o.random !== undefined && typeof o.random !== "function") throw new TypeError("'random' must be a function")
+  if (o.random !== undefined && typeof o.random !== "function")
+    throw new TypeError("'random' must be a function")
   return {
     journal,
     settings: {

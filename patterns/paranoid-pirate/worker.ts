@@ -19,7 +19,14 @@ import {
   encodeNack,
   encodeReady,
 } from "../../lib/protocol.js"
-import { assertFunction, assertNonNegativeInt, assertOneOf, assertPositiveInt, endpointList, stripUndefined } from "../../lib/validate.js"
+import {
+  assertFunction,
+  assertNonNegativeInt,
+  assertOneOf,
+  assertPositiveInt,
+  endpointList,
+  stripUndefined,
+} from "../../lib/validate.js"
 import { SocketWriter } from "../../lib/writer.js"
 
 /** What a handler gets besides the payload. */
@@ -189,7 +196,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
    */
   constructor(options: WorkerOptions) {
     super()
-    if (typeof options !== "object" || options === null) throw new TypeError("Worker options must be an object")
+    if (typeof options !== "object" || options === null)
+      throw new TypeError("Worker options must be an object")
     this.#endpoints = endpointList("connect", options.connect)
     assertFunction("handler", options.handler)
     this.#handler = options.handler
@@ -235,13 +243,19 @@ export class Worker extends EventEmitter<WorkerEvents> {
         const s = new Session(
           this,
           endpoint,
-          new Liveness({ heartbeatInterval: this.#o.heartbeatInterval, liveness: this.#o.liveness }),
+          new Liveness({
+            heartbeatInterval: this.#o.heartbeatInterval,
+            liveness: this.#o.liveness,
+          }),
           new Backoff(this.#o.reconnect),
         )
         this.#sessions.push(s)
         this.#connect(s)
       }
-      this.#tick = setInterval(() => this.#onTick(), Math.max(10, Math.floor(this.#o.heartbeatInterval / 4)))
+      this.#tick = setInterval(
+        () => this.#onTick(),
+        Math.max(10, Math.floor(this.#o.heartbeatInterval / 4)),
+      )
       this.#tick.unref()
     })
   }
@@ -256,10 +270,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
       for (const s of this.#sessions) if (s.ppx && s.connected) s.writer?.write([FRAME_GOODBYE])
       if (this.#running > 0 || this.#queue.length > 0) {
         let timer: NodeJS.Timeout | undefined
-        const timedOut = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#o.closeTimeout)))
+        const timedOut = new Promise<void>(
+          (resolve) => (timer = setTimeout(resolve, this.#o.closeTimeout)),
+        )
         await Promise.race([new Promise<void>((resolve) => this.#idle.push(resolve)), timedOut])
         clearTimeout(timer)
-        for (const s of this.#sessions) s.abort.abort(new PirateError("PIRATE_CLOSED", "worker closed"))
+        for (const s of this.#sessions)
+          s.abort.abort(new PirateError("PIRATE_CLOSED", "worker closed"))
       }
       clearInterval(this.#tick)
       for (const s of this.#sessions) {
@@ -282,7 +299,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
       ...this.#stats,
       running: this.#running,
       queued: this.#queue.length,
-      sessions: this.#sessions.map((s) => ({ endpoint: s.endpoint, connected: s.connected, protocol: s.heard ? (s.ppx ? "ppx" : "ppp") : "none" })),
+      sessions: this.#sessions.map((s) => ({
+        endpoint: s.endpoint,
+        connected: s.connected,
+        protocol: s.heard ? (s.ppx ? "ppx" : "ppp") : "none",
+      })),
     }
   }
 
@@ -296,19 +317,35 @@ export class Worker extends EventEmitter<WorkerEvents> {
     s.connected = false
     s.abort = new AbortController()
     s.acks = [FRAME_ACKS]
-    const socket = new Dealer({ linger: 0, maxMessageSize: this.#o.maxMessageSize, reconnectInterval: 100, sendHighWaterMark: 100_000 })
+    const socket = new Dealer({
+      linger: 0,
+      maxMessageSize: this.#o.maxMessageSize,
+      reconnectInterval: 100,
+      sendHighWaterMark: 100_000,
+    })
     s.socket = socket
-    s.writer = new SocketWriter(socket, (err) => debug("worker: send to %s failed: %s", s.endpoint, errorMessage(err)))
+    s.writer = new SocketWriter(socket, (err) =>
+      debug("worker: send to %s failed: %s", s.endpoint, errorMessage(err)),
+    )
     const generation = s.generation
     // Watch before connecting, or the "connect" event may come before the monitor exists.
     this.#watch(s, socket, generation).catch(() => undefined)
     socket.connect(s.endpoint)
     // READY is queued at once; it goes out when the sender is there, first on the connection.
-    const hello = this.#o.protocol === "ppx" ? { credit: this.#o.prefetch, heartbeatInterval: this.#o.heartbeatInterval, liveness: this.#o.liveness } : undefined
+    const hello =
+      this.#o.protocol === "ppx"
+        ? {
+            credit: this.#o.prefetch,
+            heartbeatInterval: this.#o.heartbeatInterval,
+            liveness: this.#o.liveness,
+          }
+        : undefined
     s.writer.write([encodeReady(hello)])
     s.liveness.seen()
     s.liveness.sent()
-    this.#receiveLoop(s, socket, generation).catch((err: unknown) => this.emit("error", err instanceof Error ? err : new Error(String(err))))
+    this.#receiveLoop(s, socket, generation).catch((err: unknown) =>
+      this.emit("error", err instanceof Error ? err : new Error(String(err))),
+    )
   }
 
   /** Follows the socket's connection state: liveness counts only while connected. */
@@ -408,7 +445,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
         return this.#heard(s)
       }
       if (cmd === PPX.TASKS && s.ppx && msg.length >= 3 && msg.length % 2 === 1) {
-        for (let i = 1; i < msg.length; i += 2) this.#accept(s, msg[i] as Buffer, msg[i + 1] as Buffer, true)
+        for (let i = 1; i < msg.length; i += 2)
+          this.#accept(s, msg[i] as Buffer, msg[i + 1] as Buffer, true)
         return
       }
       if (cmd === PPX.GOODBYE && msg.length === 1) {
@@ -453,7 +491,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #run(job: Job): void {
     this.#running++
     this.#execute(job)
-      .catch((err: unknown) => this.emit("error", err instanceof Error ? err : new Error(String(err))))
+      .catch((err: unknown) =>
+        this.emit("error", err instanceof Error ? err : new Error(String(err))),
+      )
       .finally(() => {
         this.#running--
         const next = this.#queue.shift()
@@ -479,7 +519,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       endpoint: s.endpoint,
       signal: s.abort.signal,
       extend: () => {
-        if (job.ppx && s.generation === job.generation) s.writer?.write([FRAME_EXTEND, job.envelope])
+        if (job.ppx && s.generation === job.generation)
+          s.writer?.write([FRAME_EXTEND, job.envelope])
       },
     }
     let reply: Buffer

@@ -3,13 +3,20 @@ import { Sender, Worker, type SenderOptions, type WorkerOptions } from "../../pa
 
 /** Opens a sender on a free loopback port; closed when the test finishes. */
 export async function openSender(options: Partial<SenderOptions> = {}): Promise<Sender> {
-  const sender = await Sender.open({ bind: "tcp://127.0.0.1:*", heartbeatInterval: 100, ...options })
+  const sender = await Sender.open({
+    bind: "tcp://127.0.0.1:*",
+    heartbeatInterval: 100,
+    ...options,
+  })
   onTestFinished(() => sender.close())
   return sender
 }
 
 /** Opens an in-process worker with fast heartbeats; closed when the test finishes. */
-export async function openWorker(connect: string | string[], options: Partial<WorkerOptions> & Pick<WorkerOptions, "handler">): Promise<Worker> {
+export async function openWorker(
+  connect: string | string[],
+  options: Partial<WorkerOptions> & Pick<WorkerOptions, "handler">,
+): Promise<Worker> {
   const worker = await Worker.open({
     connect,
     heartbeatInterval: 100,
@@ -23,10 +30,15 @@ export async function openWorker(connect: string | string[], options: Partial<Wo
 }
 
 /** Resolves when `predicate` holds, polling each `interval` ms; rejects after `timeout` ms. */
-export async function until(predicate: () => boolean, timeout = 5000, what = "condition"): Promise<void> {
+export async function until(
+  predicate: () => boolean,
+  timeout = 5000,
+  what = "condition",
+): Promise<void> {
   const start = performance.now()
   while (!predicate()) {
-    if (performance.now() - start > timeout) throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
+    if (performance.now() - start > timeout)
+      throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 5))
   }
 }

@@ -7,7 +7,10 @@ export interface Child {
   /** Every IPC message received so far. */
   messages: Record<string, unknown>[]
   /** Resolves with the first IPC message (already received or future) that matches. */
-  waitFor(match: (m: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>
+  waitFor(
+    match: (m: Record<string, unknown>) => boolean,
+    timeoutMs?: number,
+  ): Promise<Record<string, unknown>>
   kill(signal?: NodeJS.Signals): Promise<void>
 }
 
@@ -18,7 +21,10 @@ export function forkFixture(file: string, args: string[]): Child {
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   })
   const messages: Record<string, unknown>[] = []
-  const waiters: { match: (m: Record<string, unknown>) => boolean; resolve: (m: Record<string, unknown>) => void }[] = []
+  const waiters: {
+    match: (m: Record<string, unknown>) => boolean
+    resolve: (m: Record<string, unknown>) => void
+  }[] = []
   child.on("message", (m: Record<string, unknown>) => {
     messages.push(m)
     for (const w of [...waiters]) {
@@ -44,7 +50,15 @@ export function forkFixture(file: string, args: string[]): Child {
       const found = messages.find(match)
       if (found) return Promise.resolve(found)
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`fixture ${file}: no matching message within ${timeoutMs} ms; got ${JSON.stringify(messages.slice(-5))}`)), timeoutMs)
+        const timer = setTimeout(
+          () =>
+            reject(
+              new Error(
+                `fixture ${file}: no matching message within ${timeoutMs} ms; got ${JSON.stringify(messages.slice(-5))}`,
+              ),
+            ),
+          timeoutMs,
+        )
         waiters.push({
           match,
           resolve: (m) => {
@@ -54,7 +68,11 @@ export function forkFixture(file: string, args: string[]): Child {
         })
         void exited.then(() => {
           clearTimeout(timer)
-          reject(new Error(`fixture ${file} exited before a matching message; got ${JSON.stringify(messages.slice(-5))}`))
+          reject(
+            new Error(
+              `fixture ${file} exited before a matching message; got ${JSON.stringify(messages.slice(-5))}`,
+            ),
+          )
         })
       })
     },

@@ -25,13 +25,26 @@ describe("Sender and Worker", () => {
     await sender.drained(signal())
     expect(seen.size).toBe(500)
     expect([...seen.values()].every((n) => n === 1)).toBe(true)
-    expect(sender.stats()).toMatchObject({ sent: 500, acked: 500, inFlight: 0, ready: 0, redelivered: 0, workers: 2 })
+    expect(sender.stats()).toMatchObject({
+      sent: 500,
+      acked: 500,
+      inFlight: 0,
+      ready: 0,
+      redelivered: 0,
+      workers: 2,
+    })
   })
 
   it("request() resolves with the worker's reply and handlers see id and attempt", async () => {
     const sender = await openSender()
-    await openWorker(sender.endpoint, { handler: (p, ctx) => ({ echo: p, id: ctx.id, attempt: ctx.attempt }) })
-    const reply = (await sender.request({ hello: "world" })) as { echo: unknown; id: string; attempt: number }
+    await openWorker(sender.endpoint, {
+      handler: (p, ctx) => ({ echo: p, id: ctx.id, attempt: ctx.attempt }),
+    })
+    const reply = (await sender.request({ hello: "world" })) as {
+      echo: unknown
+      id: string
+      attempt: number
+    }
     expect(reply.echo).toEqual({ hello: "world" })
     expect(reply.id).toMatch(/^[0-9a-f]{16}$/)
     expect(reply.attempt).toBe(1)
@@ -75,7 +88,10 @@ describe("Sender and Worker", () => {
   })
 
   it("retries a failing message with backoff, then dead-letters it; replay delivers it again", async () => {
-    const sender = await openSender({ maxAttempts: 3, retryBackoff: { initial: 20, max: 100, factor: 2, jitter: 0 } })
+    const sender = await openSender({
+      maxAttempts: 3,
+      retryBackoff: { initial: 20, max: 100, factor: 2, jitter: 0 },
+    })
     const attempts: { attempt: number; at: number }[] = []
     let fail = true
     await openWorker(sender.endpoint, {
@@ -114,7 +130,10 @@ describe("Sender and Worker", () => {
         throw new Error("nope")
       },
     })
-    await expect(sender.request("x")).rejects.toMatchObject({ code: "PIRATE_DEAD_LETTER", attempts: 2 })
+    await expect(sender.request("x")).rejects.toMatchObject({
+      code: "PIRATE_DEAD_LETTER",
+      attempts: 2,
+    })
   })
 
   it("rejects undecodable payloads to the dead letters at once, with the decode error", async () => {
@@ -135,7 +154,9 @@ describe("Sender and Worker", () => {
 
   it("request() times out and aborts with named errors; close() rejects pending requests", async () => {
     const sender = await openSender()
-    await expect(sender.request("nobody", { timeout: 50 })).rejects.toMatchObject({ code: "PIRATE_TIMEOUT" })
+    await expect(sender.request("nobody", { timeout: 50 })).rejects.toMatchObject({
+      code: "PIRATE_TIMEOUT",
+    })
     const ac = new AbortController()
     const p = sender.request("nobody", { signal: ac.signal })
     ac.abort(new Error("stop"))
@@ -228,10 +249,18 @@ describe("Sender and Worker", () => {
 
   it("validates options with errors that name them", () => {
     expect(() => new Sender({ bind: "nope" })).toThrow(TypeError)
-    expect(() => new Sender({ bind: "tcp://127.0.0.1:*", maxAttempts: 0 })).toThrow(/'maxAttempts' must be a positive integer, got 0/)
-    expect(() => new Sender({ bind: "tcp://127.0.0.1:*", durability: "disk" as never })).toThrow(/'durability'/)
-    expect(() => new Worker({ connect: "tcp://127.0.0.1:1", handler: "x" as never })).toThrow(/'handler' must be a function/)
-    expect(() => new Worker({ connect: "tcp://127.0.0.1:1", handler: () => 1, concurrency: 1.5 })).toThrow(/'concurrency'/)
+    expect(() => new Sender({ bind: "tcp://127.0.0.1:*", maxAttempts: 0 })).toThrow(
+      /'maxAttempts' must be a positive integer, got 0/,
+    )
+    expect(() => new Sender({ bind: "tcp://127.0.0.1:*", durability: "disk" as never })).toThrow(
+      /'durability'/,
+    )
+    expect(() => new Worker({ connect: "tcp://127.0.0.1:1", handler: "x" as never })).toThrow(
+      /'handler' must be a function/,
+    )
+    expect(
+      () => new Worker({ connect: "tcp://127.0.0.1:1", handler: () => 1, concurrency: 1.5 }),
+    ).toThrow(/'concurrency'/)
     expect(() => new Worker({ connect: [], handler: () => 1 })).toThrow(/'connect'/)
   })
 })
@@ -239,10 +268,17 @@ describe("Sender and Worker", () => {
 describe("failures of workers and senders", () => {
   it("gives the messages of a SIGKILLed worker to the others; none lost", async () => {
     const sender = await openSender()
-    const child = forkFixture("pp-worker.ts", [sender.endpoint, JSON.stringify({ hold: true, concurrency: 5 })])
+    const child = forkFixture("pp-worker.ts", [
+      sender.endpoint,
+      JSON.stringify({ hold: true, concurrency: 5 }),
+    ])
     await child.waitFor((m) => m["type"] === "ready")
     const ids = await Promise.all(Array.from({ length: 20 }, (_, i) => sender.send(i)))
-    await until(() => child.messages.filter((m) => m["type"] === "job").length === 5, 5000, "child holds 5")
+    await until(
+      () => child.messages.filter((m) => m["type"] === "job").length === 5,
+      5000,
+      "child holds 5",
+    )
     const done = new Map<string, number>()
     await openWorker(sender.endpoint, {
       concurrency: 4,
@@ -263,10 +299,17 @@ describe("failures of workers and senders", () => {
 
   it("detects a SIGSTOPped worker by its missing heartbeats and redelivers its messages", async () => {
     const sender = await openSender()
-    const child = forkFixture("pp-worker.ts", [sender.endpoint, JSON.stringify({ delay: 300, concurrency: 3, heartbeatInterval: 100, liveness: 3 })])
+    const child = forkFixture("pp-worker.ts", [
+      sender.endpoint,
+      JSON.stringify({ delay: 300, concurrency: 3, heartbeatInterval: 100, liveness: 3 }),
+    ])
     await child.waitFor((m) => m["type"] === "ready")
     const ids = await Promise.all(Array.from({ length: 3 }, (_, i) => sender.send(i)))
-    await until(() => child.messages.filter((m) => m["type"] === "job").length === 3, 5000, "child has 3")
+    await until(
+      () => child.messages.filter((m) => m["type"] === "job").length === 3,
+      5000,
+      "child has 3",
+    )
     child.process.kill("SIGSTOP")
     const stoppedAt = performance.now()
     const lost = once(sender, "worker:lost", signal())
@@ -275,12 +318,19 @@ describe("failures of workers and senders", () => {
     expect(event.reason).toMatch(/no heartbeat/)
     expect(detectedAfter).toBeGreaterThanOrEqual(150)
     const done: string[] = []
-    await openWorker(sender.endpoint, { concurrency: 3, handler: (_p, ctx) => void done.push(ctx.id) })
+    await openWorker(sender.endpoint, {
+      concurrency: 3,
+      handler: (_p, ctx) => void done.push(ctx.id),
+    })
     await sender.drained(signal())
     expect(done.sort()).toEqual(ids)
     // Let the stopped worker go on: whatever it sends now is stale and must not count.
     child.process.kill("SIGCONT")
-    await until(() => child.messages.filter((m) => m["type"] === "done").length === 3, 5000, "stopped worker finishes")
+    await until(
+      () => child.messages.filter((m) => m["type"] === "done").length === 3,
+      5000,
+      "stopped worker finishes",
+    )
     expect(await sender.request("after")).toBe(undefined)
     expect(sender.stats().acked).toBe(4)
   })
@@ -306,7 +356,10 @@ describe("failures of workers and senders", () => {
     const probe = await Sender.open({ bind: "tcp://127.0.0.1:*" })
     const deadEndpoint = probe.endpoint
     await probe.close()
-    const worker = await openWorker([deadEndpoint, a.endpoint], { handler: (p) => p, concurrency: 2 })
+    const worker = await openWorker([deadEndpoint, a.endpoint], {
+      handler: (p) => p,
+      concurrency: 2,
+    })
     expect(await a.request("via a")).toBe("via a")
     const b = await openSender({ bind: deadEndpoint })
     expect(await b.request("via b")).toBe("via b")

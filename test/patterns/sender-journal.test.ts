@@ -28,14 +28,21 @@ describe("Sender with a LevelDB journal", () => {
     it(`redelivers every message after a SIGKILL right after the sends resolved (${durability})`, async () => {
       const dir = await tempDir()
       const endpoint = await freeEndpoint()
-      const child = forkFixture("pp-sender.ts", [endpoint, dir, JSON.stringify({ durability, count: 300 })])
+      const child = forkFixture("pp-sender.ts", [
+        endpoint,
+        dir,
+        JSON.stringify({ durability, count: 300 }),
+      ])
       await child.waitFor((m) => m["type"] === "all-sent")
       await child.kill("SIGKILL")
 
       const sender = await openSender({ bind: endpoint, journal: dir })
       expect(sender.stats().backlog + sender.stats().ready).toBe(300)
       const got = new Set<number>()
-      await openWorker(sender.endpoint, { concurrency: 16, handler: (p) => void got.add((p as { n: number }).n) })
+      await openWorker(sender.endpoint, {
+        concurrency: 16,
+        handler: (p) => void got.add((p as { n: number }).n),
+      })
       await sender.drained(signal())
       expect(got.size).toBe(300)
       expect(Math.min(...got)).toBe(0)
@@ -47,7 +54,11 @@ describe("Sender with a LevelDB journal", () => {
   it("loses nothing when the sender is SIGKILLed while workers ack under load", async () => {
     const dir = await tempDir()
     const endpoint = await freeEndpoint()
-    const child = forkFixture("pp-sender.ts", [endpoint, dir, JSON.stringify({ durability: "os", count: 4000 })])
+    const child = forkFixture("pp-sender.ts", [
+      endpoint,
+      dir,
+      JSON.stringify({ durability: "os", count: 4000 }),
+    ])
     await child.waitFor((m) => m["type"] === "open")
     const processed: number[] = []
     await openWorker(endpoint, {
@@ -57,15 +68,21 @@ describe("Sender with a LevelDB journal", () => {
     })
     await until(() => processed.length >= 1000, 10_000, "1000 processed")
     await child.kill("SIGKILL")
-    const sentUpTo = Math.max(0, ...child.messages.filter((m) => m["type"] === "sent").map((m) => m["upTo"] as number))
+    const sentUpTo = Math.max(
+      0,
+      ...child.messages.filter((m) => m["type"] === "sent").map((m) => m["upTo"] as number),
+    )
     expect(sentUpTo).toBeGreaterThan(0)
 
     const sender = await openSender({ bind: endpoint, journal: dir })
     await sender.drained(signal())
     const unique = new Set(processed)
-    for (let n = 0; n < sentUpTo; n++) expect(unique.has(n), `message ${n} was sent but never processed`).toBe(true)
+    for (let n = 0; n < sentUpTo; n++)
+      expect(unique.has(n), `message ${n} was sent but never processed`).toBe(true)
     const duplicates = processed.length - unique.size
-    console.log(`sender crash under load: ${sentUpTo} sends resolved, ${processed.length} processed, ${duplicates} duplicates (in flight at the crash)`)
+    console.log(
+      `sender crash under load: ${sentUpTo} sends resolved, ${processed.length} processed, ${duplicates} duplicates (in flight at the crash)`,
+    )
     // Duplicates are only what was in flight (prefetched or unacked) at the crash.
     expect(duplicates).toBeLessThanOrEqual(32 + 64 * 2)
   })
@@ -73,7 +90,11 @@ describe("Sender with a LevelDB journal", () => {
   it("keeps attempts across a restart, so maxAttempts holds", async () => {
     const dir = await tempDir()
     const options = { journal: dir, maxAttempts: 3, retryBackoff: { initial: 1, max: 5 } }
-    const first = await Sender.open({ bind: "tcp://127.0.0.1:*", heartbeatInterval: 100, ...options })
+    const first = await Sender.open({
+      bind: "tcp://127.0.0.1:*",
+      heartbeatInterval: 100,
+      ...options,
+    })
     const attempts: number[] = []
     const failing = await openWorker(first.endpoint, {
       handler: (_p, ctx) => {
@@ -101,7 +122,12 @@ describe("Sender with a LevelDB journal", () => {
 
   it("keeps dead letters across a restart and replays them", async () => {
     const dir = await tempDir()
-    const first = await Sender.open({ bind: "tcp://127.0.0.1:*", heartbeatInterval: 100, journal: dir, maxAttempts: 1 })
+    const first = await Sender.open({
+      bind: "tcp://127.0.0.1:*",
+      heartbeatInterval: 100,
+      journal: dir,
+      maxAttempts: 1,
+    })
     const w = await openWorker(first.endpoint, {
       handler: () => {
         throw new Error("bad day")
@@ -118,7 +144,9 @@ describe("Sender with a LevelDB journal", () => {
     const letters = await second.deadLetters()
     expect(letters).toMatchObject([{ id, attempts: 1, lastError: "bad day" }])
     const got: unknown[] = []
-    await openWorker(second.endpoint, { handler: (p, ctx) => void got.push([p, ctx.id, ctx.attempt]) })
+    await openWorker(second.endpoint, {
+      handler: (p, ctx) => void got.push([p, ctx.id, ctx.attempt]),
+    })
     expect(await second.replay([id])).toEqual([id])
     await second.drained(signal())
     expect(got).toEqual([[{ job: 1 }, id, 1]])
@@ -128,7 +156,9 @@ describe("Sender with a LevelDB journal", () => {
   it("refuses a second sender on the same journal with PIRATE_JOURNAL_LOCKED", async () => {
     const dir = await tempDir()
     await openSender({ journal: dir })
-    const err = await Sender.open({ bind: "tcp://127.0.0.1:*", journal: dir }).catch((e: unknown) => e)
+    const err = await Sender.open({ bind: "tcp://127.0.0.1:*", journal: dir }).catch(
+      (e: unknown) => e,
+    )
     expect(err).toMatchObject({ code: "PIRATE_JOURNAL_LOCKED" })
     expect((err as Error).message).toContain(dir)
   })
