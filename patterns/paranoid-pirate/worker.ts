@@ -4,6 +4,7 @@ import { Backoff, validateBackoff, type BackoffOptions } from "../../lib/backoff
 import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
 import { debug } from "../../lib/debug.js"
 import { PirateError, errorMessage } from "../../lib/errors.js"
+import { DedupeStore, type DedupeOptions } from "../../lib/journal/dedupe.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import { Liveness } from "../../lib/liveness.js"
 import {
@@ -72,6 +73,13 @@ export interface WorkerOptions {
   maxMessageSize?: number
   /** Acks sent in one ZeroMQ message at most. @defaultValue 64 */
   maxBatch?: number
+  /**
+   * Remember completed messages (and their replies) in a LevelDB directory, so that a redelivered
+   * message that already completed here is acked with the recorded reply without running the
+   * handler again ("effectively once"; see the README for what this does and does not cover).
+   * @defaultValue off
+   */
+  dedupe?: string | DedupeOptions
 }
 
 export const WORKER_DEFAULTS = Object.freeze({
@@ -103,6 +111,8 @@ export interface WorkerStats {
   queued: number
   /** Sessions lost (heartbeat expiry or disconnect). */
   reconnects: number
+  /** Redeliveries of completed messages answered from the dedupe store without running the handler. */
+  deduplicated: number
   sessions: { endpoint: string; connected: boolean; protocol: "ppp" | "ppx" | "none" }[]
 }
 
@@ -121,6 +131,8 @@ interface Job {
   id: string
   attempt: number
   ppx: boolean
+  /** The envelope is one of our senders' (so `id` is a stable message id). */
+  ours: boolean
 }
 
 /** One connection to one sender: its socket, heartbeats, credit and reconnect backoff. */
@@ -188,7 +200,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #idle: (() => void)[] = []
   #closing = false
   #tick: NodeJS.Timeout | undefined
-  readonly #stats = { received: 0, acked: 0, nacked: 0, discarded: 0, dropped: 0, reconnects: 0 }
+  readonly #stats = {
+    received: 0,
+    acked: 0,
+    nacked: 0,
+    discarded: 0,
+    dropped: 0,
+    reconnects: 0,
+    deduplicated: 0,
+  }
+  readonly #dedupe: DedupeStore | undefined
+  /** Runs in progress by dedupe key, so that a redelivery while the first run is going joins it. */
+  readonly #inProgress = new Map<string, Promise<Buffer>>()
 
   /**
    * Validates options; does no I/O.
@@ -223,6 +246,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       maxMessageSize: o.maxMessageSize,
       maxBatch: o.maxBatch,
     }
+    this.#dedupe = options.dedupe === undefined ? undefined : new DedupeStore(options.dedupe)
   }
 
   /** Creates and opens a worker. */
@@ -239,6 +263,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Connects to every sender. Never waits for a sender to exist: READY goes out when it does. */
   open(): Promise<void> {
     return this.#life.open(async () => {
+      await this.#dedupe?.open()
       for (const endpoint of this.#endpoints) {
         const s = new Session(
           this,
@@ -287,6 +312,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         s.socket?.close()
       }
       this.#queue = []
+      await this.#dedupe?.close()
     })
   }
 
@@ -483,6 +509,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       id: env?.id ?? envelope.toString("hex"),
       attempt: env?.attempt ?? 1,
       ppx,
+      ours: env !== null,
     }
     if (this.#running < this.#o.concurrency) this.#run(job)
     else this.#queue.push(job)
@@ -525,7 +552,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     let reply: Buffer
     try {
-      reply = this.#codec.encode(await this.#handler(payload, ctx))
+      reply = await this.#complete(job, payload, ctx)
     } catch (err) {
       this.#stats.nacked++
       const error = err instanceof Error ? err : new Error(String(err))
@@ -548,6 +575,35 @@ export class Worker extends EventEmitter<WorkerEvents> {
     else if (!s.ackScheduled) {
       s.ackScheduled = true
       setImmediate(() => this.#flushAcks(s))
+    }
+  }
+
+  /** Runs the handler, or answers from the dedupe store when this message already completed here. */
+  async #complete(job: Job, payload: unknown, ctx: JobContext): Promise<Buffer> {
+    const dedupe = this.#dedupe
+    if (!dedupe || !job.ours) return this.#codec.encode(await this.#handler(payload, ctx))
+    // Ids are unique per sender; the endpoint tells senders apart.
+    const key = `${job.session.endpoint}|${job.id}`
+    const running = this.#inProgress.get(key)
+    if (running) {
+      this.#stats.deduplicated++
+      return running
+    }
+    const run = (async () => {
+      const recorded = await dedupe.get(key)
+      if (recorded !== undefined) {
+        this.#stats.deduplicated++
+        return recorded
+      }
+      const reply = this.#codec.encode(await this.#handler(payload, ctx))
+      await dedupe.put(key, reply)
+      return reply
+    })()
+    this.#inProgress.set(key, run)
+    try {
+      return await run
+    } finally {
+      this.#inProgress.delete(key)
     }
   }
 
