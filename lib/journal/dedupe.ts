@@ -88,7 +88,9 @@ export class DedupeStore {
       )
     }
     this.#db = db
-    for await (const _ of db.keys({ gt: RECORD, lt: "r;" })) this.#count++
+    const keys = db.keys({ gt: RECORD, lt: "r;" })
+    for (let batch = await keys.nextv(1000); batch.length > 0; batch = await keys.nextv(1000)) this.#count += batch.length
+    await keys.close()
     await this.#prune()
   }
 
