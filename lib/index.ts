@@ -21,3 +21,12 @@ export type {
   DeadLetter,
   Durability,
 } from "./journal/types.js"
+export {
+  LatencyHistogram,
+  renderPrometheus,
+  serveMetrics,
+  type LatencySummary,
+  type Metric,
+  type MetricsServer,
+} from "./metrics.js"
+export { DedupeStore, DEDUPE_DEFAULTS, type DedupeOptions } from "./journal/dedupe.js"

@@ -17,6 +17,7 @@ import type {
   JournalUpdate,
 } from "../../lib/journal/types.js"
 import { Liveness } from "../../lib/liveness.js"
+import { LatencyHistogram, type LatencySummary, type Metric } from "../../lib/metrics.js"
 import {
   FRAME_EMPTY,
   FRAME_GOODBYE,
@@ -91,6 +92,8 @@ export interface DispatcherStats {
   workers: number
   /** Workers lost (heartbeat expired, disconnected, unreachable) since open. */
   workersLost: number
+  /** Time from acceptance to ack of acked messages (ms), since open. */
+  latency: LatencySummary
 }
 
 type State = "appending" | "ready" | "inflight" | "delayed" | "done"
@@ -106,6 +109,8 @@ interface Message {
   /** Attempts started so far (the one in flight included). */
   attempt: number
   enqueuedAt: number
+  /** performance.now() when accepted, for the latency histogram. */
+  t0: number
   state: State
   durable: boolean
   lastError?: string
@@ -172,6 +177,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #refilling: Promise<void> | undefined
   #drainedWaiters: (() => void)[] = []
 
+  readonly #latency = new LatencyHistogram()
   readonly #stats = {
     sent: 0,
     acked: 0,
@@ -337,6 +343,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       payload,
       attempt: 0,
       enqueuedAt: Date.now(),
+      t0: performance.now(),
       state: "appending",
       durable,
     }
@@ -490,6 +497,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
             payload: e.payload,
             attempt: e.attempts,
             enqueuedAt: e.enqueuedAt,
+            t0: sinceEpoch(e.enqueuedAt),
             state: "ready",
             durable: this.#journal.persistent,
             recovered: true,
@@ -518,6 +526,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         payload: e.payload,
         attempt: 0,
         enqueuedAt: e.enqueuedAt,
+        t0: sinceEpoch(e.enqueuedAt),
         state: "ready",
         durable: this.#journal.persistent,
         recovered: true,
@@ -790,6 +799,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     if (!m || !w) return
     this.#release(w, m)
     this.#stats.acked++
+    this.#latency.record(performance.now() - m.t0)
     if (m.durable) this.#queueChange(() => this.#removeQueue.push(m.id))
     const waiter = m.waiter
     this.#finish(m)
@@ -1023,7 +1033,46 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       dropped: this.#stats.dropped,
       workers: this.#workers.size,
       workersLost: this.#stats.workersLost,
+      latency: this.#latency.summary(),
     }
+  }
+
+  /** The stats as metrics for the Prometheus text format (`prefix` e.g. "pirate_sender"). */
+  metrics(prefix: string): Metric[] {
+    const s = this.stats()
+    const g = (name: string, help: string, value: number): Metric => ({
+      name: `${prefix}_${name}`,
+      help,
+      type: "gauge",
+      value,
+    })
+    const c = (name: string, help: string, value: number): Metric => ({
+      name: `${prefix}_${name}_total`,
+      help,
+      type: "counter",
+      value,
+    })
+    return [
+      g("ready", "Messages waiting for a worker.", s.ready),
+      g("in_flight", "Messages handed to a worker and not yet acked.", s.inFlight),
+      g("delayed", "Messages waiting for their retry delay.", s.delayed),
+      g("backlog", "Pending messages on disk not yet loaded into memory.", s.backlog),
+      g("dead", "Dead letters in the journal.", s.dead),
+      g("workers", "Connected workers.", s.workers),
+      c("sent", "Messages accepted.", s.sent),
+      c("acked", "Messages acknowledged by a worker.", s.acked),
+      c("nacked", "Handler failures reported by workers.", s.nacked),
+      c("redelivered", "Messages delivered again after a failure or a lost worker.", s.redelivered),
+      c("stale_acks", "Acks ignored because their attempt was no longer in flight.", s.staleAcks),
+      c("dropped", "Malformed or unexpected frames dropped.", s.dropped),
+      c("workers_lost", "Workers lost.", s.workersLost),
+      {
+        name: `${prefix}_ack_latency_seconds`,
+        help: "Time from acceptance to ack.",
+        type: "summary",
+        value: s.latency,
+      },
+    ]
   }
 
   /** Workers by id with what they hold. */
@@ -1045,6 +1094,11 @@ function setRouterNotify(router: Router): void {
   } catch (err) {
     debug("ROUTER_NOTIFY unavailable, relying on heartbeats: %s", errorMessage(err))
   }
+}
+
+/** The performance.now() time of an epoch-ms timestamp. */
+function sinceEpoch(epochMs: number): number {
+  return performance.now() - (Date.now() - epochMs)
 }
 
 function byId(a: Message, b: Message): number {

@@ -3,6 +3,7 @@ import { Router } from "zeromq"
 import { debug } from "../../lib/debug.js"
 import { errorMessage } from "../../lib/errors.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
+import { renderPrometheus, type Metric } from "../../lib/metrics.js"
 import {
   FRAME_EMPTY,
   LPX_ERROR,
@@ -155,6 +156,27 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
   stats(): QueueStats {
     this.#life.assertOpen()
     return { ...(this.#core as Dispatcher).stats(), ...this.#counts }
+  }
+
+  /** The stats in the Prometheus text exposition format, for scraping. */
+  metrics(labels: Record<string, string> = {}): string {
+    this.#life.assertOpen()
+    const core = this.#core as Dispatcher
+    const c = (name: string, help: string, value: number): Metric => ({
+      name: `pirate_queue_${name}_total`,
+      help,
+      type: "counter",
+      value,
+    })
+    return renderPrometheus(
+      [
+        ...core.metrics("pirate_queue"),
+        c("requests", "Requests received from clients.", this.#counts.requests),
+        c("replies", "Replies sent to clients.", this.#counts.replies),
+        c("joined", "Client retries joined to a request in flight.", this.#counts.joined),
+      ],
+      labels,
+    )
   }
 
   workers(): ReturnType<Dispatcher["workers"]> {

@@ -3,6 +3,7 @@ import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
 import { PirateError } from "../../lib/errors.js"
 import type { DeadLetter, Journal } from "../../lib/journal/types.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
+import { renderPrometheus } from "../../lib/metrics.js"
 import { assertPositiveInt, endpointList } from "../../lib/validate.js"
 import {
   Dispatcher,
@@ -212,6 +213,14 @@ export class Sender extends EventEmitter<SenderEvents> {
   /** Counters and gauges. */
   stats(): SenderStats {
     return this.#open().stats()
+  }
+
+  /**
+   * The stats in the Prometheus text exposition format, for scraping (see `serveMetrics` in
+   * `zeromq-pirate/lib`, or `pirate queue --metrics-port`).
+   */
+  metrics(labels: Record<string, string> = {}): string {
+    return renderPrometheus(this.#open().metrics("pirate_sender"), labels)
   }
 
   /** Connected workers and what each holds. */

@@ -6,6 +6,12 @@ import { debug } from "../../lib/debug.js"
 import { PirateError, errorMessage } from "../../lib/errors.js"
 import { DedupeStore, type DedupeOptions } from "../../lib/journal/dedupe.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
+import {
+  LatencyHistogram,
+  renderPrometheus,
+  type LatencySummary,
+  type Metric,
+} from "../../lib/metrics.js"
 import { Liveness } from "../../lib/liveness.js"
 import {
   FRAME_ACKS,
@@ -113,6 +119,8 @@ export interface WorkerStats {
   reconnects: number
   /** Redeliveries of completed messages answered from the dedupe store without running the handler. */
   deduplicated: number
+  /** Handler run time of successful jobs (ms). */
+  handlerLatency: LatencySummary
   sessions: { endpoint: string; connected: boolean; protocol: "ppp" | "ppx" | "none" }[]
 }
 
@@ -210,6 +218,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     deduplicated: 0,
   }
   readonly #dedupe: DedupeStore | undefined
+  readonly #handlerLatency = new LatencyHistogram()
   /** Runs in progress by dedupe key, so that a redelivery while the first run is going joins it. */
   readonly #inProgress = new Map<string, Promise<Buffer>>()
 
@@ -325,12 +334,55 @@ export class Worker extends EventEmitter<WorkerEvents> {
       ...this.#stats,
       running: this.#running,
       queued: this.#queue.length,
+      handlerLatency: this.#handlerLatency.summary(),
       sessions: this.#sessions.map((s) => ({
         endpoint: s.endpoint,
         connected: s.connected,
         protocol: s.heard ? (s.ppx ? "ppx" : "ppp") : "none",
       })),
     }
+  }
+
+  /** The stats in the Prometheus text exposition format, for scraping. */
+  metrics(labels: Record<string, string> = {}): string {
+    const s = this.stats()
+    const c = (name: string, help: string, value: number): Metric => ({
+      name: `pirate_worker_${name}_total`,
+      help,
+      type: "counter",
+      value,
+    })
+    const g = (name: string, help: string, value: number): Metric => ({
+      name: `pirate_worker_${name}`,
+      help,
+      type: "gauge",
+      value,
+    })
+    return renderPrometheus(
+      [
+        c("received", "Messages received.", s.received),
+        c("acked", "Messages acked.", s.acked),
+        c("nacked", "Messages nacked or rejected.", s.nacked),
+        c("discarded", "Results discarded because their sender session was lost.", s.discarded),
+        c("dropped", "Malformed frames dropped.", s.dropped),
+        c("reconnects", "Sender sessions lost and reconnected.", s.reconnects),
+        c("deduplicated", "Redeliveries answered from the dedupe store.", s.deduplicated),
+        g("running", "Handlers running.", s.running),
+        g("queued", "Messages waiting for a handler slot.", s.queued),
+        g(
+          "senders_connected",
+          "Sender sessions connected.",
+          s.sessions.filter((x) => x.connected).length,
+        ),
+        {
+          name: "pirate_worker_handler_seconds",
+          help: "Handler run time of successful jobs.",
+          type: "summary",
+          value: s.handlerLatency,
+        },
+      ],
+      labels,
+    )
   }
 
   // ------------------------------------------------------------------------------------------
@@ -578,10 +630,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
   }
 
+  async #run_(payload: unknown, ctx: JobContext): Promise<Buffer> {
+    const t0 = performance.now()
+    const reply = this.#codec.encode(await this.#handler(payload, ctx))
+    this.#handlerLatency.record(performance.now() - t0)
+    return reply
+  }
+
   /** Runs the handler, or answers from the dedupe store when this message already completed here. */
   async #complete(job: Job, payload: unknown, ctx: JobContext): Promise<Buffer> {
     const dedupe = this.#dedupe
-    if (!dedupe || !job.ours) return this.#codec.encode(await this.#handler(payload, ctx))
+    if (!dedupe || !job.ours) return this.#run_(payload, ctx)
     // Ids are unique per sender; the endpoint tells senders apart.
     const key = `${job.session.endpoint}|${job.id}`
     const running = this.#inProgress.get(key)
@@ -595,7 +654,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.#stats.deduplicated++
         return recorded
       }
-      const reply = this.#codec.encode(await this.#handler(payload, ctx))
+      const reply = await this.#run_(payload, ctx)
       await dedupe.put(key, reply)
       return reply
     })()

@@ -1,0 +1,135 @@
+import { createServer, type Server } from "node:http"
+import * as hdr from "hdr-histogram-js"
+
+/** Latency percentiles in milliseconds. */
+export interface LatencySummary {
+  count: number
+  p50: number
+  p90: number
+  p99: number
+  max: number
+  mean: number
+}
+
+/**
+ * A latency histogram (HdrHistogram, 3 significant digits, 1 µs to 1 h) that records
+ * microseconds and reports milliseconds.
+ */
+export class LatencyHistogram {
+  readonly #h = hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 3_600_000_000,
+    numberOfSignificantValueDigits: 3,
+  })
+
+  /** Records one latency given in milliseconds. */
+  record(ms: number): void {
+    this.#h.recordValue(Math.min(3_600_000_000, Math.max(1, Math.round(ms * 1000))))
+  }
+
+  summary(): LatencySummary {
+    const h = this.#h
+    const count = h.totalCount
+    if (count === 0) return { count: 0, p50: 0, p90: 0, p99: 0, max: 0, mean: 0 }
+    return {
+      count,
+      p50: h.getValueAtPercentile(50) / 1000,
+      p90: h.getValueAtPercentile(90) / 1000,
+      p99: h.getValueAtPercentile(99) / 1000,
+      max: h.maxValue / 1000,
+      mean: h.mean / 1000,
+    }
+  }
+
+  reset(): void {
+    this.#h.reset()
+  }
+}
+
+/** One metric for the Prometheus text exposition format. */
+export interface Metric {
+  name: string
+  help: string
+  type: "counter" | "gauge" | "summary"
+  /** A number, or for summaries a latency summary (seconds are exported). */
+  value: number | LatencySummary
+}
+
+/** Renders metrics in the Prometheus text exposition format (version 0.0.4). */
+export function renderPrometheus(
+  metrics: readonly Metric[],
+  labels: Record<string, string> = {},
+): string {
+  const base = Object.entries(labels)
+    .map(
+      ([k, v]) => `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`,
+    )
+    .join(",")
+  const withLabels = (extra?: string): string => {
+    const all = [base, extra].filter((s) => s !== undefined && s !== "").join(",")
+    return all === "" ? "" : `{${all}}`
+  }
+  const lines: string[] = []
+  for (const m of metrics) {
+    lines.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`)
+    if (typeof m.value === "number") {
+      lines.push(`${m.name}${withLabels()} ${m.value}`)
+    } else {
+      const s = m.value
+      for (const [q, v] of [
+        ["0.5", s.p50],
+        ["0.9", s.p90],
+        ["0.99", s.p99],
+      ] as const) {
+        lines.push(`${m.name}${withLabels(`quantile="${q}"`)} ${v / 1000}`)
+      }
+      lines.push(
+        `${m.name}_sum${withLabels()} ${(s.mean * s.count) / 1000}`,
+        `${m.name}_count${withLabels()} ${s.count}`,
+      )
+    }
+  }
+  return lines.join("\n") + "\n"
+}
+
+/** A running metrics endpoint. */
+export interface MetricsServer {
+  /** e.g. `http://127.0.0.1:9464/metrics` */
+  url: string
+  close(): Promise<void>
+}
+
+/**
+ * Serves `GET /metrics` in the Prometheus text format from `render()`, for scraping.
+ * Binds 127.0.0.1 unless `host` says otherwise; `port: 0` picks a free port.
+ */
+export async function serveMetrics(
+  options: { port: number; host?: string },
+  render: () => string,
+): Promise<MetricsServer> {
+  const server: Server = createServer((req, res) => {
+    if (req.method === "GET" && (req.url === "/metrics" || req.url?.startsWith("/metrics?"))) {
+      let body: string
+      try {
+        body = render()
+      } catch (err) {
+        res.writeHead(500, { "content-type": "text/plain" }).end(String(err))
+        return
+      }
+      res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(body)
+      return
+    }
+    res.writeHead(404, { "content-type": "text/plain" }).end("not found: try /metrics\n")
+  })
+  const host = options.host ?? "127.0.0.1"
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject)
+    server.listen(options.port, host, () => resolve())
+  })
+  const address = server.address()
+  const port = typeof address === "object" && address !== null ? address.port : options.port
+  return {
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}/metrics`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  }
+}
