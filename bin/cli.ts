@@ -15,9 +15,16 @@ export interface Command {
 }
 
 type Options = NonNullable<ParseArgsConfig["options"]>
+type Parsed<O extends Options> = ReturnType<
+  typeof parseArgs<{ args: string[]; options: O; allowPositionals: boolean; strict: true }>
+>
 
 /** Parses `argv` strictly; unknown options throw `UsageError`. */
-export function parse<O extends Options>(argv: string[], options: O, allowPositionals = true) {
+export function parse<O extends Options>(
+  argv: string[],
+  options: O,
+  allowPositionals = true,
+): Parsed<O> {
   try {
     return parseArgs({ args: argv, options, allowPositionals, strict: true })
   } catch (err) {

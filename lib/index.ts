@@ -30,3 +30,10 @@ export {
   type MetricsServer,
 } from "./metrics.js"
 export { DedupeStore, DEDUPE_DEFAULTS, type DedupeOptions } from "./journal/dedupe.js"
+export {
+  generateKeyPair,
+  z85,
+  type KeyPair,
+  type CurveServerOptions,
+  type CurveClientOptions,
+} from "./security.js"

@@ -36,3 +36,11 @@ export { MemoryJournal } from "../lib/journal/memory.js"
 export { LevelJournal, type LevelJournalOptions } from "../lib/journal/level.js"
 export type { Journal, JournalEntry, DeadLetter, Durability } from "../lib/journal/types.js"
 export type { CodecOption, Codec } from "../lib/codec.js"
+export {
+  generateKeyPair,
+  type KeyPair,
+  type CurveServerOptions,
+  type CurveClientOptions,
+} from "../lib/security.js"
+export type { DedupeOptions } from "../lib/journal/dedupe.js"
+export type { QueueStats } from "./paranoid-pirate/queue.js"

@@ -33,6 +33,7 @@ import {
   type NackInfo,
 } from "../../lib/protocol.js"
 import { SocketWriter } from "../../lib/writer.js"
+import { applyCurveServer, type CurveServerOptions } from "../../lib/security.js"
 
 /** libzmq draft option ZMQ_ROUTER_NOTIFY and its "disconnect" flag. */
 const ZMQ_ROUTER_NOTIFY = 97
@@ -51,6 +52,7 @@ export interface DispatcherSettings {
   maxMessageSize: number
   sendTimeout: number
   random: () => number
+  curve: CurveServerOptions | undefined
 }
 
 /** Events of the core (re-emitted by `Sender` and `ParanoidPirateQueue`). */
@@ -92,6 +94,8 @@ export interface DispatcherStats {
   workers: number
   /** Workers lost (heartbeat expired, disconnected, unreachable) since open. */
   workersLost: number
+  /** Connections refused by the CURVE allow list, since open. */
+  denied: number
   /** Time from acceptance to ack of acked messages (ms), since open. */
   latency: LatencySummary
 }
@@ -141,6 +145,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #ids = new IdGenerator()
   #endpoint: string | undefined
   #closed = false
+  #unregisterCurve: (() => void) | undefined
 
   readonly #messages = new Map<string, Message>()
   /** Ready messages: `#front` (requeued, served first) then `#ready` in send order. */
@@ -187,6 +192,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     dropped: 0,
     dead: 0,
     workersLost: 0,
+    denied: 0,
   }
 
   constructor(name: string, settings: DispatcherSettings, journal: Journal) {
@@ -227,6 +233,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         // for hung workers.
         setRouterNotify(router)
       }
+      if (this.#s.curve) {
+        this.#unregisterCurve = await applyCurveServer(
+          router,
+          this.#s.curve,
+          () => this.#stats.denied++,
+        )
+      }
       await router.bind(bind)
       this.#router = router
       this.#endpoint = router.lastEndpoint ?? bind
@@ -259,6 +272,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       async () => {
         await this.#writer?.flushed()
         this.#router?.close()
+        this.#unregisterCurve?.()
       },
       () => this.#appending,
       () => this.#refilling,
@@ -1033,6 +1047,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       dropped: this.#stats.dropped,
       workers: this.#workers.size,
       workersLost: this.#stats.workersLost,
+      denied: this.#stats.denied,
       latency: this.#latency.summary(),
     }
   }
@@ -1066,6 +1081,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       c("stale_acks", "Acks ignored because their attempt was no longer in flight.", s.staleAcks),
       c("dropped", "Malformed or unexpected frames dropped.", s.dropped),
       c("workers_lost", "Workers lost.", s.workersLost),
+      c("denied", "Connections refused by the CURVE allow list.", s.denied),
       {
         name: `${prefix}_ack_latency_seconds`,
         help: "Time from acceptance to ack.",

@@ -13,6 +13,7 @@ import {
   encodeReplyStatus,
 } from "../../lib/protocol.js"
 import { SocketWriter } from "../../lib/writer.js"
+import { applyCurveServer } from "../../lib/security.js"
 import { endpointList } from "../../lib/validate.js"
 import {
   Dispatcher,
@@ -70,6 +71,7 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
   #frontend: Router | undefined
   #writer: SocketWriter | undefined
   #frontendEndpoint: string | undefined
+  #unregisterCurve: (() => void) | undefined
   /** Requests in flight by their Lazy Pirate request id. */
   readonly #byRequestId = new Map<string, Pending>()
   readonly #counts = { requests: 0, replies: 0, joined: 0 }
@@ -115,6 +117,8 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
         sendTimeout: this.#settings.sendTimeout,
       })
       try {
+        if (this.#settings.curve)
+          this.#unregisterCurve = await applyCurveServer(frontend, this.#settings.curve)
         await frontend.bind(this.#frontendBind)
       } catch (err) {
         frontend.close()
@@ -137,6 +141,7 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
       const errors: unknown[] = []
       try {
         this.#frontend?.close()
+        this.#unregisterCurve?.()
       } catch (err) {
         errors.push(err)
       }

@@ -8,6 +8,7 @@ import {
   assertPositiveInt,
   stripUndefined,
 } from "../../lib/validate.js"
+import { validateCurveServer, type CurveServerOptions } from "../../lib/security.js"
 import type { DispatcherSettings } from "./dispatcher.js"
 
 /** Options shared by `Sender` and `ParanoidPirateQueue` (the queue core). Durations are in ms. */
@@ -36,6 +37,8 @@ export interface CoreOptions {
   sendTimeout?: number
   /** Random source for retry jitter (tests). @defaultValue Math.random */
   random?: () => number
+  /** CURVE encryption and authentication: this side's key pair and the workers' (clients') allowed public keys. @defaultValue off */
+  curve?: CurveServerOptions
 }
 
 export const SENDER_DEFAULTS = Object.freeze({
@@ -88,6 +91,7 @@ export function resolveCore(options: CoreOptions): {
       maxMessageSize: o.maxMessageSize,
       sendTimeout: o.sendTimeout,
       random: o.random ?? Math.random,
+      curve: options.curve === undefined ? undefined : validateCurveServer(options.curve),
     },
   }
 }

@@ -35,6 +35,11 @@ import {
   stripUndefined,
 } from "../../lib/validate.js"
 import { SocketWriter } from "../../lib/writer.js"
+import {
+  applyCurveClient,
+  validateCurveClient,
+  type CurveClientOptions,
+} from "../../lib/security.js"
 
 /** What a handler gets besides the payload. */
 export interface JobContext {
@@ -86,6 +91,8 @@ export interface WorkerOptions {
    * @defaultValue off
    */
   dedupe?: string | DedupeOptions
+  /** CURVE encryption and authentication: this worker's key pair and the sender's public key. @defaultValue off */
+  curve?: CurveClientOptions
 }
 
 export const WORKER_DEFAULTS = Object.freeze({
@@ -218,6 +225,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     deduplicated: 0,
   }
   readonly #dedupe: DedupeStore | undefined
+  readonly #curve: CurveClientOptions | undefined
   readonly #handlerLatency = new LatencyHistogram()
   /** Runs in progress by dedupe key, so that a redelivery while the first run is going joins it. */
   readonly #inProgress = new Map<string, Promise<Buffer>>()
@@ -256,6 +264,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       maxBatch: o.maxBatch,
     }
     this.#dedupe = options.dedupe === undefined ? undefined : new DedupeStore(options.dedupe)
+    this.#curve = options.curve === undefined ? undefined : validateCurveClient(options.curve)
   }
 
   /** Creates and opens a worker. */
@@ -401,6 +410,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       reconnectInterval: 100,
       sendHighWaterMark: 100_000,
     })
+    if (this.#curve) applyCurveClient(socket, this.#curve)
     s.socket = socket
     s.writer = new SocketWriter(socket, (err) =>
       debug("worker: send to %s failed: %s", s.endpoint, errorMessage(err)),

@@ -1,0 +1,86 @@
+import { describe, expect, it } from "vitest"
+import { generateKeyPair } from "../../lib/security.js"
+import { Sender, Worker } from "../../patterns/index.js"
+import { openSender, openWorker, until } from "../helpers/paranoid.js"
+import { tcpProxy } from "../helpers/tcp-proxy.js"
+
+const signal = (ms = 8000): { signal: AbortSignal } => ({ signal: AbortSignal.timeout(ms) })
+
+describe("CURVE security", () => {
+  it("serves allowed workers only; a worker with another key gets nothing and is counted", async () => {
+    const server = generateKeyPair()
+    const allowed = generateKeyPair()
+    const stranger = generateKeyPair()
+    const sender = await openSender({ curve: { ...server, allow: [allowed.publicKey] } })
+    const strangerGot: unknown[] = []
+    const s = await openWorker(sender.endpoint, {
+      curve: { ...stranger, serverKey: server.publicKey },
+      handler: (p) => void strangerGot.push(p),
+    })
+    await until(() => sender.stats().denied >= 1, 5000, "a denied handshake")
+    const got: unknown[] = []
+    await openWorker(sender.endpoint, {
+      curve: { ...allowed, serverKey: server.publicKey },
+      handler: (p) => void got.push(p),
+      concurrency: 4,
+    })
+    await Promise.all(Array.from({ length: 50 }, (_, i) => sender.send(i)))
+    await sender.drained(signal())
+    expect(got).toHaveLength(50)
+    expect(strangerGot).toEqual([])
+    expect(s.stats().received).toBe(0)
+    expect(sender.stats().workers).toBe(1)
+  })
+
+  it("a plaintext worker cannot talk to a CURVE sender", async () => {
+    const server = generateKeyPair()
+    const client = generateKeyPair()
+    const sender = await openSender({ curve: server })
+    const plainGot: unknown[] = []
+    const plain = await openWorker(sender.endpoint, { handler: (p) => void plainGot.push(p) })
+    const got: unknown[] = []
+    await openWorker(sender.endpoint, {
+      curve: { ...client, serverKey: server.publicKey },
+      handler: (p) => void got.push(p),
+    })
+    await Promise.all(Array.from({ length: 20 }, (_, i) => sender.send(i)))
+    await sender.drained(signal())
+    expect(got).toHaveLength(20)
+    expect(plainGot).toEqual([])
+    expect(plain.stats().received).toBe(0)
+  })
+
+  it("keeps payloads unreadable on the wire (and they are readable without CURVE)", async () => {
+    const marker = "TOP-SECRET-PAYLOAD-7a3f"
+    for (const secure of [true, false]) {
+      const server = generateKeyPair()
+      const client = generateKeyPair()
+      const sender = await openSender(secure ? { curve: server } : {})
+      const proxy = await tcpProxy(sender.endpoint)
+      await openWorker(proxy.endpoint, {
+        ...(secure ? { curve: { ...client, serverKey: server.publicKey } } : {}),
+        handler: (p) => `${String(p)} done`,
+      })
+      expect(await sender.request(marker)).toBe(`${marker} done`)
+      expect(proxy.captured().includes(marker)).toBe(!secure)
+    }
+  })
+
+  it("rejects malformed keys at construction, naming the option", () => {
+    const k = generateKeyPair()
+    expect(
+      () => new Sender({ bind: "tcp://127.0.0.1:*", curve: { ...k, allow: ["short"] } }),
+    ).toThrow(/'curve.allow\[0\]'/)
+    expect(
+      () =>
+        new Worker({
+          connect: "tcp://127.0.0.1:1",
+          handler: () => 1,
+          curve: { ...k, serverKey: "x" },
+        }),
+    ).toThrow(/'curve.serverKey'/)
+    expect(
+      () => new Sender({ bind: "tcp://127.0.0.1:*", curve: { publicKey: k.publicKey } as never }),
+    ).toThrow(/'curve.secretKey'/)
+  })
+})
