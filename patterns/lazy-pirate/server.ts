@@ -1,0 +1,457 @@
+/**
+ * Lazy Pirate server: the REP side of the Guide's Lazy Pirate pattern, on a ROUTER so that
+ * handlers run concurrently, with an optional reply cache so that a retried request is not
+ * processed twice.
+ */
+import { EventEmitter, setMaxListeners } from "node:events"
+import { Router } from "zeromq"
+import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
+import { debug } from "../../lib/debug.js"
+import { PirateError, closedError } from "../../lib/errors.js"
+import {
+  LPX_ERROR,
+  LPX_OK,
+  decodeRequestHeader,
+  encodeRemoteError,
+  encodeReplyStatus,
+} from "../../lib/protocol.js"
+import { assertFunction, assertPositiveInt, describe, endpointList } from "../../lib/validate.js"
+
+/** What a handler learns about the request besides its payload. */
+export interface RequestContext {
+  /** The request id of an LPX/1 framed request (the same on every retry); `undefined` for a plain one. */
+  readonly id: string | undefined
+  /** True for a plain single-frame request (a REP-style client such as the Guide's lpclient). */
+  readonly raw: boolean
+  /** Aborted when the server closes: a long handler may stop early. */
+  readonly signal: AbortSignal
+}
+
+/** Answers one request; may be async. A thrown error becomes an error reply (`RemoteError` at the client). */
+export type RequestHandler = (payload: unknown, ctx: RequestContext) => unknown
+
+/** Reply cache settings; see {@link LazyPirateServerOptions.replyCache}. */
+export interface ReplyCacheOptions {
+  /** Replies remembered at most; the oldest go first. @defaultValue 1000 */
+  size?: number
+  /** How long a reply is remembered (ms). @defaultValue 60000 */
+  ttl?: number
+}
+
+/** Options of {@link LazyPirateServer}. `bind` and `handler` are required. */
+export interface LazyPirateServerOptions {
+  /** Endpoint to bind, e.g. `"tcp://*:5555"`; `"tcp://127.0.0.1:*"` picks a free port (see `endpoint`). */
+  bind: string
+  /** Computes the reply of a request. */
+  handler: RequestHandler
+  /** Handlers running at once; further requests wait (unread, in ZeroMQ's queues). @defaultValue 16 */
+  concurrency?: number
+  /**
+   * Remember replies by request id so that a retried request is answered again instead of
+   * running the handler twice (and a retry of a request still running joins it). Only for
+   * LPX/1 framed requests, which carry an id. `true` means `{ size: 1000, ttl: 60000 }`.
+   * @defaultValue false
+   */
+  replyCache?: boolean | ReplyCacheOptions
+  /** Payload codec: `"msgpack"`, `"raw"` (Buffers in and out) or your own. @defaultValue "msgpack" */
+  codec?: CodecOption
+  /** Largest request accepted (bytes); a larger one is dropped and its sender disconnected. @defaultValue 16 MiB */
+  maxMessageSize?: number
+  /** How long close() waits for running handlers to finish and send their replies (ms). @defaultValue 2000 */
+  closeTimeout?: number
+}
+
+/** Counters of a {@link LazyPirateServer}. */
+export interface LazyPirateServerStats {
+  /** Well-formed requests received (retries included). */
+  requests: number
+  /** Replies sent (error replies and cached replies included). */
+  replies: number
+  /** Requests whose handler failed, or whose payload or reply the codec refused. */
+  errors: number
+  /** Retries answered without running the handler: from the cache, or by joining the running first try. */
+  cacheHits: number
+  /** Malformed messages dropped (no envelope, wrong frame count, bad LPX header). */
+  dropped: number
+  /** Handlers running now. */
+  running: number
+}
+
+/** Events of a {@link LazyPirateServer}. */
+export interface LazyPirateServerEvents {
+  /** A handler failed (or the codec refused its payload or reply). `id` is `undefined` for a plain request, which gets no reply. */
+  "request:error": [{ id: string | undefined; raw: boolean; error: unknown }]
+  /** A malformed message was dropped. */
+  "request:dropped": [{ reason: string }]
+  /** The receive loop failed; the server no longer answers. */
+  error: [Error]
+}
+
+export const LAZY_PIRATE_SERVER_DEFAULTS = Object.freeze({
+  concurrency: 16,
+  replyCache: false,
+  maxMessageSize: 16 * 1024 * 1024,
+  closeTimeout: 2000,
+})
+
+export const REPLY_CACHE_DEFAULTS = Object.freeze({
+  size: 1000,
+  ttl: 60_000,
+}) satisfies Required<ReplyCacheOptions>
+
+/** Replies still queued in libzmq when the socket closes get this long to leave (ms). */
+const CLOSE_LINGER = 100
+const STATUS_OK = encodeReplyStatus(LPX_OK)
+const STATUS_ERROR = encodeReplyStatus(LPX_ERROR)
+
+type Status = "opening" | "open" | "closing" | "closed"
+
+/**
+ * Recent replies by request id. All entries share one ttl, so insertion order is expiry order:
+ * expired entries are pruned from the front, and the oldest goes first when the cache is full.
+ */
+class ReplyCache {
+  readonly #entries = new Map<string, { frames: Buffer[]; expires: number }>()
+  readonly #size: number
+  readonly #ttl: number
+  constructor(size: number, ttl: number) {
+    this.#size = size
+    this.#ttl = ttl
+  }
+  get(id: string, now: number): Buffer[] | undefined {
+    const entry = this.#entries.get(id)
+    if (entry === undefined) return undefined
+    if (entry.expires > now) return entry.frames
+    this.#entries.delete(id)
+    return undefined
+  }
+  set(id: string, frames: Buffer[], now: number): void {
+    this.#entries.delete(id)
+    this.#entries.set(id, { frames, expires: now + this.#ttl })
+    for (const [key, entry] of this.#entries) {
+      if (this.#entries.size <= this.#size && entry.expires > now) break
+      this.#entries.delete(key)
+    }
+  }
+}
+
+/**
+ * Lazy Pirate server: binds a ROUTER and answers each request with `handler`, running up to
+ * `concurrency` handlers at once.
+ *
+ * It answers both kinds of Lazy Pirate client: LPX/1 framed requests (`[header(id), body]`, from
+ * {@link LazyPirateClient} with its default codec) get `[status, body]` replies, and a handler
+ * error becomes an error reply; plain single-frame requests (any REQ client, such as the Guide's
+ * lpclient) get a single-frame reply, and a handler error there cannot be signalled: it is
+ * counted and emitted as `request:error`, and no reply is sent (the client times out).
+ *
+ * @example
+ * ```ts
+ * const server = await LazyPirateServer.open({
+ *   bind: "tcp://127.0.0.1:5555",
+ *   handler: async (req) => ({ echo: req }),
+ *   replyCache: { size: 1000, ttl: 60_000 },
+ * })
+ * // … later
+ * await server.close()
+ * ```
+ */
+export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
+  readonly #bind: string
+  readonly #handler: RequestHandler
+  readonly #concurrency: number
+  readonly #codec: Codec
+  readonly #maxMessageSize: number
+  readonly #closeTimeout: number
+  readonly #cache: ReplyCache | undefined
+  /** Envelopes waiting for the reply of a request id that is running (only with the cache). */
+  readonly #joined = new Map<string, Buffer[][]>()
+  readonly #abort = new AbortController()
+
+  #status: Status = "closed"
+  #opening: Promise<void> | undefined
+  #closing: Promise<void> | undefined
+  #router: Router | undefined
+  #endpoint: string | undefined
+  #loop: Promise<void> | undefined
+  #running = 0
+  /** Wakes the receive loop when it waits for a free handler slot. */
+  #slotFree: (() => void) | undefined
+  /** Wakes close() when everything running has finished and been written. */
+  #idle: (() => void) | undefined
+  #writing = false
+  readonly #outbox: Buffer[][] = []
+  readonly #stats = { requests: 0, replies: 0, errors: 0, cacheHits: 0, dropped: 0 }
+
+  /**
+   * Validates the options; does no I/O.
+   * @throws TypeError or RangeError naming the option that is wrong.
+   */
+  constructor(options: LazyPirateServerOptions) {
+    super()
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(`'options' must be an object, got ${describe(options)}`)
+    }
+    const o = { ...LAZY_PIRATE_SERVER_DEFAULTS, ...options }
+    const [bind] = endpointList("bind", o.bind)
+    if (typeof o.bind !== "string" || bind === undefined) {
+      throw new TypeError(`'bind' must be one endpoint, got ${describe(o.bind)}`)
+    }
+    assertFunction("handler", o.handler)
+    assertPositiveInt("concurrency", o.concurrency)
+    assertPositiveInt("maxMessageSize", o.maxMessageSize)
+    assertPositiveInt("closeTimeout", o.closeTimeout)
+    this.#bind = bind
+    this.#handler = o.handler
+    this.#concurrency = o.concurrency
+    this.#codec = resolveCodec(o.codec)
+    this.#maxMessageSize = o.maxMessageSize
+    this.#closeTimeout = o.closeTimeout
+    this.#cache = replyCache(o.replyCache)
+    // Every running handler may listen to ctx.signal: up to `concurrency` listeners is no leak.
+    setMaxListeners(0, this.#abort.signal)
+  }
+
+  /** `new LazyPirateServer(options)` and {@link open} in one step. */
+  static async open(options: LazyPirateServerOptions): Promise<LazyPirateServer> {
+    const server = new LazyPirateServer(options)
+    await server.open()
+    return server
+  }
+
+  /** `"closed"` before {@link open}, then `"opening"`, `"open"`, `"closing"`, `"closed"`. */
+  get status(): Status {
+    return this.#status
+  }
+
+  /**
+   * The bound address, with the port resolved (`tcp://127.0.0.1:*` → `tcp://127.0.0.1:40123`).
+   * @throws `PIRATE_NOT_OPEN` before {@link open} has resolved.
+   */
+  get endpoint(): string {
+    if (this.#endpoint === undefined) {
+      throw new PirateError("PIRATE_NOT_OPEN", "the server has no endpoint until open() resolves")
+    }
+    return this.#endpoint
+  }
+
+  /** A snapshot of the counters. */
+  stats(): LazyPirateServerStats {
+    return { ...this.#stats, running: this.#running }
+  }
+
+  /**
+   * Binds the socket and starts answering. Idempotent.
+   * @throws the bind error of zeromq (e.g. `EADDRINUSE`), or `PIRATE_CLOSED` after {@link close}.
+   */
+  open(): Promise<void> {
+    return (this.#opening ??= this.#open())
+  }
+
+  /**
+   * Stops answering: new requests are ignored, running handlers see `ctx.signal` abort and get up
+   * to `closeTimeout` ms to finish and send their replies, then the socket closes. Idempotent.
+   */
+  close(): Promise<void> {
+    return (this.#closing ??= this.#close())
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  async #open(): Promise<void> {
+    if (this.#closing) throw closedError("LazyPirateServer")
+    this.#status = "opening"
+    const router = new Router({ linger: 0, maxMessageSize: this.#maxMessageSize })
+    try {
+      await router.bind(this.#bind)
+    } catch (err) {
+      router.close()
+      this.#status = "closed"
+      throw err
+    }
+    this.#router = router
+    this.#endpoint = router.lastEndpoint ?? this.#bind
+    this.#loop = this.#receiveLoop(router).catch((err: unknown) => {
+      this.emit("error", err instanceof Error ? err : new Error(String(err)))
+    })
+    this.#status = "open"
+    debug("lazy pirate server: bound %s", this.#endpoint)
+  }
+
+  async #close(): Promise<void> {
+    await this.#opening?.catch(() => undefined)
+    const router = this.#router
+    if (router === undefined) {
+      this.#status = "closed"
+      return
+    }
+    this.#status = "closing"
+    this.#abort.abort(closedError("LazyPirateServer"))
+    this.#wakeLoop()
+    if (this.#running > 0 || this.#writing) {
+      let timer: NodeJS.Timeout | undefined
+      await new Promise<void>((resolve) => {
+        this.#idle = resolve
+        timer = setTimeout(resolve, this.#closeTimeout)
+      })
+      clearTimeout(timer)
+      this.#idle = undefined
+    }
+    router.linger = CLOSE_LINGER
+    router.close()
+    await this.#loop
+    this.#joined.clear()
+    this.#outbox.length = 0
+    this.#status = "closed"
+  }
+
+  async #receiveLoop(router: Router): Promise<void> {
+    for (;;) {
+      // Requests beyond `concurrency` stay unread: ZeroMQ queues them (and pushes back on peers).
+      if (this.#running >= this.#concurrency && !this.#closing) {
+        await new Promise<void>((resolve) => (this.#slotFree = resolve))
+      }
+      let msg: Buffer[]
+      try {
+        msg = await router.receive()
+      } catch (err) {
+        if (this.#closing) return
+        throw err
+      }
+      if (!this.#closing) this.#onMessage(msg)
+    }
+  }
+
+  #wakeLoop(): void {
+    const wake = this.#slotFree
+    this.#slotFree = undefined
+    wake?.()
+  }
+
+  #onMessage(msg: Buffer[]): void {
+    // [routing id, (more envelope frames,) "", body…]: a REQ client adds the empty delimiter.
+    let delimiter = 1
+    while (delimiter < msg.length && (msg[delimiter] as Buffer).length !== 0) delimiter++
+    const bodyFrames = msg.length - delimiter - 1
+    if (bodyFrames < 1 || bodyFrames > 2) {
+      this.#drop(delimiter >= msg.length ? "no envelope delimiter" : `${bodyFrames} body frames`)
+      return
+    }
+    let id: string | undefined
+    if (bodyFrames === 2) {
+      const header = decodeRequestHeader(msg[delimiter + 1])
+      if (header === null) {
+        this.#drop("a two-frame request without an LPX/1 header")
+        return
+      }
+      id = header
+    }
+    const envelope = msg.slice(0, delimiter + 1)
+    const body = msg[msg.length - 1] as Buffer
+    this.#stats.requests++
+    if (id !== undefined && this.#cache) {
+      const cached = this.#cache.get(id, performance.now())
+      if (cached) {
+        this.#stats.cacheHits++
+        this.#reply(envelope, cached)
+        return
+      }
+      const joined = this.#joined.get(id)
+      if (joined) {
+        // The first try is still running: answer this retry when it finishes, never run twice.
+        this.#stats.cacheHits++
+        joined.push(envelope)
+        return
+      }
+      this.#joined.set(id, [envelope])
+    }
+    this.#running++
+    void this.#run(envelope, id, body)
+  }
+
+  async #run(envelope: Buffer[], id: string | undefined, body: Buffer): Promise<void> {
+    const raw = id === undefined
+    let frames: Buffer[] | undefined
+    let failed = false
+    let error: unknown
+    try {
+      const payload = this.#codec.decode(body)
+      const result: unknown = await this.#handler(payload, { id, raw, signal: this.#abort.signal })
+      const encoded = this.#codec.encode(result)
+      frames = raw ? [encoded] : [STATUS_OK, encoded]
+    } catch (err) {
+      this.#stats.errors++
+      failed = true
+      error = err
+      debug("lazy pirate server: request %s failed: %O", id ?? "(plain)", err)
+      // A plain request has no way to carry an error: it gets no reply (its client times out).
+      if (!raw) frames = [STATUS_ERROR, encodeRemoteError(err)]
+    }
+    this.#running--
+    if (id !== undefined && this.#cache) {
+      if (frames) this.#cache.set(id, frames, performance.now())
+      const envelopes = this.#joined.get(id) ?? [envelope]
+      this.#joined.delete(id)
+      if (frames) for (const env of envelopes) this.#reply(env, frames)
+    } else if (frames) {
+      this.#reply(envelope, frames)
+    }
+    this.#wakeLoop()
+    this.#checkIdle()
+    if (failed) this.emit("request:error", { id, raw, error })
+  }
+
+  #drop(reason: string): void {
+    this.#stats.dropped++
+    debug("lazy pirate server: dropped a message: %s", reason)
+    this.emit("request:dropped", { reason })
+  }
+
+  #reply(envelope: Buffer[], frames: Buffer[]): void {
+    if (this.#router === undefined || this.#router.closed) return
+    this.#stats.replies++
+    const msg = envelope.concat(frames)
+    // One writer per socket: a second send() while one is pending throws EBUSY.
+    if (this.#writing) {
+      this.#outbox.push(msg)
+      return
+    }
+    this.#writing = true
+    void this.#flush(this.#router, msg)
+  }
+
+  async #flush(router: Router, first: Buffer[]): Promise<void> {
+    for (let msg: Buffer[] | undefined = first; msg; msg = this.#outbox.shift()) {
+      try {
+        // Without `mandatory` a ROUTER drops a reply to a vanished client instead of blocking:
+        // that is what we want for the abandoned tries of a Lazy Pirate client.
+        await router.send(msg)
+      } catch (err) {
+        if (router.closed) break
+        debug("lazy pirate server: send failed: %O", err)
+      }
+    }
+    this.#writing = false
+    this.#checkIdle()
+  }
+
+  #checkIdle(): void {
+    if (this.#idle && this.#running === 0 && !this.#writing) this.#idle()
+  }
+}
+
+function replyCache(option: unknown): ReplyCache | undefined {
+  if (option === false) return undefined
+  if (option === true) return new ReplyCache(REPLY_CACHE_DEFAULTS.size, REPLY_CACHE_DEFAULTS.ttl)
+  if (typeof option !== "object" || option === null || Array.isArray(option)) {
+    throw new TypeError(
+      `'replyCache' must be a boolean or an object such as { size: 1000, ttl: 60000 }, got ${describe(option)}`,
+    )
+  }
+  const o = { ...REPLY_CACHE_DEFAULTS, ...(option as ReplyCacheOptions) }
+  assertPositiveInt("replyCache.size", o.size)
+  assertPositiveInt("replyCache.ttl", o.ttl)
+  return new ReplyCache(o.size, o.ttl)
+}
