@@ -29,7 +29,10 @@ export function parse<O extends Options>(
     return parseArgs({ args: argv, options, allowPositionals, strict: true })
   } catch (err) {
     throw new UsageError(
-      err instanceof Error ? err.message.replace(/\. To specify.*$/s, "") : String(err),
+      // node's messages can run over several lines ("… To specify …"): keep the first sentence.
+      (err instanceof Error ? err.message : String(err))
+        .split("\n")[0]
+        ?.replace(/\. To specify.*$/, ""),
     )
   }
 }

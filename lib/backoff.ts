@@ -1,4 +1,10 @@
-import { assertNonNegativeInt, assertNumberInRange, assertPositiveInt } from "./validate.js"
+import {
+  assertNonNegativeInt,
+  assertNumberInRange,
+  assertPositiveInt,
+  describe,
+  stripUndefined,
+} from "./validate.js"
 
 /** Exponential backoff settings. All durations in ms. */
 export interface BackoffOptions {
@@ -34,7 +40,12 @@ export function backoffDelay(
 }
 
 export function validateBackoff(name: string, options: BackoffOptions): Required<BackoffOptions> {
-  const o = { ...BACKOFF_DEFAULTS, ...options }
+  if (typeof options !== "object" || options === null || Array.isArray(options)) {
+    throw new TypeError(
+      `'${name}' must be an object such as { initial, max, factor, jitter }, got ${describe(options)}`,
+    )
+  }
+  const o = { ...BACKOFF_DEFAULTS, ...stripUndefined(options) }
   assertNonNegativeInt(`${name}.initial`, o.initial)
   assertPositiveInt(`${name}.max`, o.max)
   assertNumberInRange(`${name}.factor`, o.factor, 1, 100)

@@ -78,6 +78,9 @@ export function decodeReady(frame: Buffer): Hello | null {
   if (frame.length < 5 || !frame.subarray(1, 4).equals(PPX_MAGIC)) {
     throw new PirateError("PIRATE_PROTOCOL", "READY frame with unknown trailing bytes")
   }
+  // The worker announces the highest PPX version it speaks; the sender answers with the lower of
+  // that and its own, so only version 0 is invalid.
+  if (frame[4] === 0) throw new PirateError("PIRATE_PROTOCOL", "READY announces PPX version 0")
   const meta = unpackMeta(frame.subarray(5))
   if (typeof meta !== "object" || meta === null)
     throw new PirateError("PIRATE_PROTOCOL", "READY metadata is not a map")

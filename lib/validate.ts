@@ -48,6 +48,16 @@ export function assertFunction(
     throw new TypeError(`'${name}' must be a function, got ${describe(value)}`)
 }
 
+/** Accepts exactly one endpoint (a string), for binding roles. */
+export function singleEndpoint(name: string, value: unknown): string {
+  if (typeof value !== "string") {
+    throw new TypeError(
+      `'${name}' must be one ZeroMQ endpoint such as "tcp://127.0.0.1:5555", got ${describe(value)}`,
+    )
+  }
+  return endpointList(name, value)[0] as string
+}
+
 /** Accepts one endpoint or a non-empty list; returns the list. */
 export function endpointList(name: string, value: unknown): string[] {
   const list = Array.isArray(value) ? (value as unknown[]) : [value]

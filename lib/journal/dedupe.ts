@@ -89,7 +89,8 @@ export class DedupeStore {
     }
     this.#db = db
     const keys = db.keys({ gt: RECORD, lt: "r;" })
-    for (let batch = await keys.nextv(1000); batch.length > 0; batch = await keys.nextv(1000)) this.#count += batch.length
+    for (let batch = await keys.nextv(1000); batch.length > 0; batch = await keys.nextv(1000))
+      this.#count += batch.length
     await keys.close()
     await this.#prune()
   }

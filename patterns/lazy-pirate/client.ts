@@ -23,6 +23,11 @@ import {
   encodeRequestHeader,
 } from "../../lib/protocol.js"
 import { assertPositiveInt, describe, endpointList } from "../../lib/validate.js"
+import {
+  applyCurveClient,
+  validateCurveClient,
+  type CurveClientOptions,
+} from "../../lib/security.js"
 
 /** Options of {@link LazyPirateClient}. `connect` is required; every other field is optional. */
 export interface LazyPirateClientOptions {
@@ -45,6 +50,8 @@ export interface LazyPirateClientOptions {
   concurrency?: number
   /** Largest reply accepted (bytes); a larger one is dropped by the socket. @defaultValue 16 MiB */
   maxMessageSize?: number
+  /** CURVE encryption and authentication: this client's key pair and the server's public key. @defaultValue off */
+  curve?: CurveClientOptions
 }
 
 /** Options of one {@link LazyPirateClient.request} call. */
@@ -142,6 +149,7 @@ export class LazyPirateClient extends EventEmitter<LazyPirateClientEvents> {
   readonly #framed: boolean
   readonly #concurrency: number
   readonly #maxMessageSize: number
+  readonly #curve: CurveClientOptions | undefined
 
   #status: Status = "closed"
   #opening: Promise<void> | undefined
@@ -187,6 +195,7 @@ export class LazyPirateClient extends EventEmitter<LazyPirateClientEvents> {
     this.#framed = framed
     this.#concurrency = o.concurrency
     this.#maxMessageSize = o.maxMessageSize
+    this.#curve = options.curve === undefined ? undefined : validateCurveClient(options.curve)
   }
 
   /** `new LazyPirateClient(options)` and {@link open} in one step. */
@@ -438,6 +447,7 @@ export class LazyPirateClient extends EventEmitter<LazyPirateClientEvents> {
   #newSocket(index: number): Request {
     // linger 0: a discarded socket must drop its unanswered request at once.
     const sock = new Request({ linger: 0, maxMessageSize: this.#maxMessageSize })
+    if (this.#curve) applyCurveClient(sock, this.#curve)
     try {
       sock.connect(this.endpoints[index] as string)
     } catch (err) {

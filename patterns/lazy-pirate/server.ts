@@ -16,6 +16,11 @@ import {
   encodeReplyStatus,
 } from "../../lib/protocol.js"
 import { assertFunction, assertPositiveInt, describe, endpointList } from "../../lib/validate.js"
+import {
+  applyCurveServer,
+  validateCurveServer,
+  type CurveServerOptions,
+} from "../../lib/security.js"
 
 /** What a handler learns about the request besides its payload. */
 export interface RequestContext {
@@ -59,6 +64,8 @@ export interface LazyPirateServerOptions {
   maxMessageSize?: number
   /** How long close() waits for running handlers to finish and send their replies (ms). @defaultValue 2000 */
   closeTimeout?: number
+  /** CURVE encryption and authentication: this server's key pair and the clients' allowed public keys. @defaultValue off */
+  curve?: CurveServerOptions
 }
 
 /** Counters of a {@link LazyPirateServer}. */
@@ -162,6 +169,8 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
   readonly #concurrency: number
   readonly #codec: Codec
   readonly #maxMessageSize: number
+  readonly #curve: CurveServerOptions | undefined
+  #unregisterCurve: (() => void) | undefined
   readonly #closeTimeout: number
   readonly #cache: ReplyCache | undefined
   /** Envelopes waiting for the reply of a request id that is running (only with the cache). */
@@ -206,6 +215,7 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
     this.#concurrency = o.concurrency
     this.#codec = resolveCodec(o.codec)
     this.#maxMessageSize = o.maxMessageSize
+    this.#curve = options.curve === undefined ? undefined : validateCurveServer(options.curve)
     this.#closeTimeout = o.closeTimeout
     this.#cache = replyCache(o.replyCache)
     // Every running handler may listen to ctx.signal: up to `concurrency` listeners is no leak.
@@ -265,8 +275,10 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
     this.#status = "opening"
     const router = new Router({ linger: 0, maxMessageSize: this.#maxMessageSize })
     try {
+      if (this.#curve) this.#unregisterCurve = await applyCurveServer(router, this.#curve)
       await router.bind(this.#bind)
     } catch (err) {
+      this.#unregisterCurve?.()
       router.close()
       this.#status = "closed"
       throw err
@@ -301,6 +313,7 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
     }
     router.linger = CLOSE_LINGER
     router.close()
+    this.#unregisterCurve?.()
     await this.#loop
     this.#joined.clear()
     this.#outbox.length = 0

@@ -120,6 +120,8 @@ interface Message {
   lastError?: string
   notBefore?: number
   worker?: WorkerPeer
+  /** performance.now() of the last dispatch. */
+  sentAt?: number
   deadline?: number
   waiter?: Waiter
   /** Accepted from the journal on open or by replay, not through `submit()`. */
@@ -157,6 +159,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #delayAt = Infinity
 
   readonly #workers = new Map<string, WorkerPeer>()
+  /** PPX workers lost while their connection may still be up (silent, unreachable). */
+  readonly #expired = new Set<string>()
   #rr: WorkerPeer[] = []
   #rrIndex = 0
 
@@ -271,6 +275,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     for (const step of [
       async () => {
         await this.#writer?.flushed()
+        // Unbind first: with peers connected, a closed socket can hold the port for a while, and a
+        // sender restarted on the same endpoint must be able to bind it at once.
+        if (this.#router && this.#endpoint)
+          await this.#router.unbind(this.#endpoint).catch(() => undefined)
         this.#router?.close()
         this.#unregisterCurve?.()
       },
@@ -417,7 +425,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
             { cause: err },
           )
           for (const w of waiters) w.reject(e)
-          for (const m of batch) if (m.state === "appending") this.#finish(m)
+          for (const m of batch) {
+            if (m.state !== "appending") continue
+            const waiter = m.waiter
+            this.#finish(m)
+            waiter?.reject(e)
+          }
           this.emit("error", e)
           continue
         }
@@ -628,6 +641,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       if (m.attempt > 1) this.#stats.redelivered++
       m.state = "inflight"
       m.worker = w
+      m.sentAt = now
       if (this.#s.ackTimeout > 0) m.deadline = now + this.#s.ackTimeout
       w.inflight.set(m.id, m)
       const env = encodeEnvelope(m.id, m.attempt)
@@ -677,7 +691,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       if (cmd === PPP.READY) return this.#onReady(routingId, key, first)
       if (first.length !== 1) return this.#drop("single frame with unknown command", key)
       if (cmd === PPP.HEARTBEAT) {
-        if (!w) this.#register(routingId, key, null) // a Guide worker: any sign of life means ready
+        if (!w)
+          this.#register(routingId, key, null) // a Guide worker: any sign of life means ready
+        else if (w.protocol === "ppp" && w.inflight.size > 0) this.#onIdleHeartbeat(w)
         return
       }
       if (cmd === PPX.GOODBYE) {
@@ -692,13 +708,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
     if (msg.length === 4 && msg[2]?.length === 0 && first.length > 1) {
       // PPP reply: [envelope, "", body]
-      return this.#onAck(w, first, msg[3] as Buffer)
+      return this.#onAck(w, key, first, msg[3] as Buffer)
     }
     if (first.length === 1) {
       const cmd = first[0]
       if (cmd === PPX.ACKS && msg.length >= 4 && msg.length % 2 === 0) {
         for (let i = 2; i < msg.length; i += 2)
-          this.#onAck(w, msg[i] as Buffer, msg[i + 1] as Buffer)
+          this.#onAck(w, key, msg[i] as Buffer, msg[i + 1] as Buffer)
         return
       }
       if (cmd === PPX.NACK && msg.length === 4) {
@@ -708,10 +724,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         } catch (err) {
           return this.#drop(errorMessage(err), key)
         }
-        return this.#onNack(w, msg[2] as Buffer, info)
+        return this.#onNack(w, key, msg[2] as Buffer, info)
       }
       if (cmd === PPX.EXTEND && msg.length >= 3) {
-        for (let i = 2; i < msg.length; i++) this.#onExtend(w, msg[i] as Buffer)
+        for (let i = 2; i < msg.length; i++) this.#onExtend(w, key, msg[i] as Buffer)
         return
       }
     }
@@ -736,6 +752,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       if (hello) {
         existing.protocol = "ppx"
         existing.credit = hello.credit
+        existing.liveness = new Liveness({
+          heartbeatInterval: hello.heartbeatInterval,
+          liveness: hello.liveness,
+        })
       }
       existing.goodbye = false
       if (hello) this.#welcome(existing)
@@ -779,10 +799,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   /** Finds the in-flight message an ack names; `undefined` (counted) for a stale or foreign one. */
-  #claim(w: WorkerPeer | undefined, envFrame: Buffer): Message | undefined {
+  #claim(w: WorkerPeer | undefined, key: string, envFrame: Buffer): Message | undefined {
     const env = decodeEnvelope(envFrame)
     if (!env) {
-      this.#drop("reply with an envelope that is not ours", w?.key)
+      this.#drop("reply with an envelope that is not ours", key)
       return undefined
     }
     const m = w?.inflight.get(env.id)
@@ -793,7 +813,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         this.#name,
         env.id,
         env.attempt,
-        w?.key ?? "unknown worker",
+        w ? key : `${key} (not a registered worker)`,
       )
       return undefined
     }
@@ -808,8 +828,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     else this.#scheduleDispatch()
   }
 
-  #onAck(w: WorkerPeer | undefined, envFrame: Buffer, body: Buffer): void {
-    const m = this.#claim(w, envFrame)
+  #onAck(w: WorkerPeer | undefined, key: string, envFrame: Buffer, body: Buffer): void {
+    const m = this.#claim(w, key, envFrame)
     if (!m || !w) return
     this.#release(w, m)
     this.#stats.acked++
@@ -820,18 +840,40 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     waiter?.resolve(body)
   }
 
-  #onNack(w: WorkerPeer | undefined, envFrame: Buffer, info: NackInfo): void {
-    const m = this.#claim(w, envFrame)
+  #onNack(w: WorkerPeer | undefined, key: string, envFrame: Buffer, info: NackInfo): void {
+    const m = this.#claim(w, key, envFrame)
     if (!m || !w) return
     this.#release(w, m)
     this.#stats.nacked++
     this.#fail(m, info.error, info.reject === true, info.delay)
   }
 
-  #onExtend(w: WorkerPeer | undefined, envFrame: Buffer): void {
+  /**
+   * A plain PPP worker heartbeats only between jobs. A heartbeat sent well after it was given a
+   * message means it is done with it without replying (its handler failed): retry elsewhere.
+   * Heartbeats that crossed the dispatch on the wire (sent within an interval of it) are not that.
+   */
+  #onIdleHeartbeat(w: WorkerPeer): void {
+    const now = performance.now()
+    const dropped = [...w.inflight.values()].filter(
+      (m) => now - (m.sentAt ?? now) > w.liveness.heartbeatInterval,
+    )
+    for (const m of dropped) {
+      this.#release(w, m)
+      this.#stats.nacked++
+      this.#fail(
+        m,
+        "the worker went idle without replying (a plain PPP worker's handler failed)",
+        false,
+      )
+    }
+  }
+
+  #onExtend(w: WorkerPeer | undefined, key: string, envFrame: Buffer): void {
     const env = decodeEnvelope(envFrame)
-    const m = env ? w?.inflight.get(env.id) : undefined
-    if (m && env && m.attempt === env.attempt && this.#s.ackTimeout > 0)
+    if (!env) return this.#drop("extend with an envelope that is not ours", key)
+    const m = w?.inflight.get(env.id)
+    if (m && m.attempt === env.attempt && this.#s.ackTimeout > 0)
       m.deadline = performance.now() + this.#s.ackTimeout
   }
 
@@ -915,6 +957,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   #lose(w: WorkerPeer, reason: string): void {
     if (this.#workers.get(w.key) !== w) return
+    if (w.protocol === "ppx" && reason !== "disconnected") {
+      this.#expired.add(w.key)
+      // Bounded: only the most recent ones matter (a worker comes back within seconds or never).
+      if (this.#expired.size > 1024)
+        this.#expired.delete(this.#expired.values().next().value as string)
+    }
     const held = [...w.inflight.values()]
     this.#remove(w)
     this.#stats.workersLost++

@@ -14,7 +14,7 @@ import {
 } from "../../lib/protocol.js"
 import { SocketWriter } from "../../lib/writer.js"
 import { applyCurveServer } from "../../lib/security.js"
-import { endpointList } from "../../lib/validate.js"
+import { singleEndpoint } from "../../lib/validate.js"
 import {
   Dispatcher,
   type DispatcherEvents,
@@ -40,6 +40,8 @@ export interface QueueStats extends DispatcherStats {
   replies: number
   /** Retries of a request still in flight, answered by the first run. */
   joined: number
+  /** Malformed client requests dropped. */
+  malformed: number
 }
 
 const OK_STATUS = encodeReplyStatus(LPX_OK)
@@ -74,14 +76,14 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
   #unregisterCurve: (() => void) | undefined
   /** Requests in flight by their Lazy Pirate request id. */
   readonly #byRequestId = new Map<string, Pending>()
-  readonly #counts = { requests: 0, replies: 0, joined: 0 }
+  readonly #counts = { requests: 0, replies: 0, joined: 0, malformed: 0 }
 
   constructor(options: ParanoidPirateQueueOptions) {
     super()
     if (typeof options !== "object" || options === null)
       throw new TypeError("ParanoidPirateQueue options must be an object")
-    this.#frontendBind = endpointList("frontend", options.frontend)[0] as string
-    this.#backendBind = endpointList("backend", options.backend)[0] as string
+    this.#frontendBind = singleEndpoint("frontend", options.frontend)
+    this.#backendBind = singleEndpoint("backend", options.backend)
     const { journal, settings } = resolveCore(options)
     this.#journal = journal
     this.#settings = settings
@@ -140,6 +142,8 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
     return this.#life.close(async () => {
       const errors: unknown[] = []
       try {
+        if (this.#frontend && this.#frontendEndpoint)
+          await this.#frontend.unbind(this.#frontendEndpoint).catch(() => undefined)
         this.#frontend?.close()
         this.#unregisterCurve?.()
       } catch (err) {
@@ -160,7 +164,9 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
 
   stats(): QueueStats {
     this.#life.assertOpen()
-    return { ...(this.#core as Dispatcher).stats(), ...this.#counts }
+    const core = (this.#core as Dispatcher).stats()
+    // Malformed client requests count as drops too, beside the backend's.
+    return { ...core, ...this.#counts, dropped: core.dropped + this.#counts.malformed }
   }
 
   /** The stats in the Prometheus text exposition format, for scraping. */
@@ -179,6 +185,7 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
         c("requests", "Requests received from clients.", this.#counts.requests),
         c("replies", "Replies sent to clients.", this.#counts.replies),
         c("joined", "Client retries joined to a request in flight.", this.#counts.joined),
+        c("malformed", "Malformed client requests dropped.", this.#counts.malformed),
       ],
       labels,
     )
@@ -207,12 +214,14 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
       // REQ clients: [client, "", body] or, framed, [client, "", header, body].
       const client = msg[0]
       if (!client || msg[1]?.length !== 0 || (msg.length !== 3 && msg.length !== 4)) {
+        this.#counts.malformed++
         debug("queue: dropped a malformed request of %d frames", msg.length)
         continue
       }
       const framed = msg.length === 4
       const requestId = framed ? decodeRequestHeader(msg[2]) : null
       if (framed && requestId === null) {
+        this.#counts.malformed++
         debug("queue: dropped a request with a bad header")
         continue
       }
@@ -249,13 +258,15 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
         }
         // A plain client has no error channel: it times out and retries or gives up.
       }
-      core.submit(body, {
+      const { accepted } = core.submit(body, {
         durable: this.#journal.persistent,
         waiter: {
           resolve: (reply) => settle(reply, undefined),
           reject: (err) => settle(undefined, err),
         },
       })
+      // A failed journal write also rejects the waiter (an error reply); nothing else to do here.
+      accepted.catch(() => undefined)
     }
   }
 }

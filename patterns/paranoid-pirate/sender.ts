@@ -4,7 +4,7 @@ import { PirateError } from "../../lib/errors.js"
 import type { DeadLetter, Journal } from "../../lib/journal/types.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import { renderPrometheus } from "../../lib/metrics.js"
-import { assertPositiveInt, endpointList } from "../../lib/validate.js"
+import { assertPositiveInt, singleEndpoint } from "../../lib/validate.js"
 import {
   Dispatcher,
   type DispatcherEvents,
@@ -67,7 +67,7 @@ export class Sender extends EventEmitter<SenderEvents> {
     super()
     if (typeof options !== "object" || options === null)
       throw new TypeError("Sender options must be an object")
-    this.#bind = endpointList("bind", options.bind)[0] as string
+    this.#bind = singleEndpoint("bind", options.bind)
     this.#codec = resolveCodec(options.codec)
     const { journal, settings } = resolveCore(options)
     this.#journal = journal

@@ -60,8 +60,11 @@ export function resolveCore(options: CoreOptions): {
 } {
   let journal: Journal
   if (options.journal === undefined) journal = new MemoryJournal()
-  else if (typeof options.journal === "string") journal = new LevelJournal(options.journal)
-  else if (typeof options.journal === "object" && typeof options.journal.append === "function")
+  else if (typeof options.journal === "string") {
+    if (options.journal === "")
+      throw new TypeError("'journal' must be a directory path or a Journal, got \"\"")
+    journal = new LevelJournal(options.journal)
+  } else if (typeof options.journal === "object" && typeof options.journal.append === "function")
     journal = options.journal
   else throw new TypeError("'journal' must be a directory path or a Journal")
   const o = { ...SENDER_DEFAULTS, ...stripUndefined(options) }

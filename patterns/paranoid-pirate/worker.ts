@@ -167,6 +167,8 @@ class Session {
   ackScheduled = false
   reconnectTimer: NodeJS.Timeout | undefined
   closed = false
+  /** Jobs of this session received in plain PPP and not finished yet. */
+  plainJobs = 0
 
   constructor(worker: Worker, endpoint: string, liveness: Liveness, backoff: Backoff) {
     this.worker = worker
@@ -404,6 +406,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     s.connected = false
     s.abort = new AbortController()
     s.acks = [FRAME_ACKS]
+    s.plainJobs = 0
     const socket = new Dealer({
       linger: 0,
       maxMessageSize: this.#o.maxMessageSize,
@@ -489,6 +492,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
         continue
       }
       if (!s.connected) s.liveness.seen() // not connected yet: the sender may not exist yet
+      // In plain PPP a worker is silent while busy: a heartbeat tells the queue it is idle again.
+      if (!s.ppx && s.plainJobs > 0) continue
       if (s.liveness.heartbeatDue()) {
         s.writer.write([FRAME_HEARTBEAT])
         s.liveness.sent()
@@ -524,11 +529,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const cmd = first[0]
       if (msg.length === 1 && cmd === PPP.HEARTBEAT) return this.#heard(s)
       if (cmd === PPX.WELCOME && msg.length === 2 && this.#o.protocol === "ppx") {
+        let version: number
         try {
-          decodeWelcome(msg[1])
+          version = decodeWelcome(msg[1]).version
         } catch (err) {
           return this.#drop(s, errorMessage(err))
         }
+        // A sender may only answer with a version we announced (1); anything else: stay plain PPP.
+        if (version !== PPX.VERSION)
+          return this.#drop(s, `WELCOME for unknown PPX version ${version}`)
         s.ppx = true
         return this.#heard(s)
       }
@@ -573,6 +582,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       ppx,
       ours: env !== null,
     }
+    if (!ppx) s.plainJobs++
     if (this.#running < this.#o.concurrency) this.#run(job)
     else this.#queue.push(job)
   }
@@ -585,6 +595,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       )
       .finally(() => {
         this.#running--
+        if (!job.ppx && job.session.generation === job.generation) job.session.plainJobs--
         const next = this.#queue.shift()
         if (next) this.#run(next)
         else if (this.#running === 0) for (const idle of this.#idle.splice(0)) idle()

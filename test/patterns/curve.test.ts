@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest"
 import { generateKeyPair } from "../../lib/security.js"
-import { Sender, Worker } from "../../patterns/index.js"
+import { LazyPirateClient, LazyPirateServer, Sender, Worker } from "../../patterns/index.js"
 import { openSender, openWorker, until } from "../helpers/paranoid.js"
 import { tcpProxy } from "../helpers/tcp-proxy.js"
 
@@ -63,6 +63,35 @@ describe("CURVE security", () => {
       })
       expect(await sender.request(marker)).toBe(`${marker} done`)
       expect(proxy.captured().includes(marker)).toBe(!secure)
+    }
+  })
+
+  it("protects Lazy Pirate request-reply: an allowed client is answered, a stranger times out", async () => {
+    const server = generateKeyPair()
+    const allowed = generateKeyPair()
+    const stranger = generateKeyPair()
+    const lp = await LazyPirateServer.open({
+      bind: "tcp://127.0.0.1:*",
+      curve: { ...server, allow: [allowed.publicKey] },
+      handler: (p) => p,
+    })
+    const good = new LazyPirateClient({
+      connect: lp.endpoint,
+      curve: { ...allowed, serverKey: server.publicKey },
+    })
+    const bad = new LazyPirateClient({
+      connect: lp.endpoint,
+      timeout: 200,
+      retries: 1,
+      curve: { ...stranger, serverKey: server.publicKey },
+    })
+    try {
+      expect(await good.request("hi")).toBe("hi")
+      await expect(bad.request("hi")).rejects.toMatchObject({ code: "PIRATE_TIMEOUT" })
+    } finally {
+      await good.close()
+      await bad.close()
+      await lp.close()
     }
   })
 

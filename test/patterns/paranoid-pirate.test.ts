@@ -229,6 +229,25 @@ describe("Sender and Worker", () => {
     expect(sender.stats()).toMatchObject({ acked: 1, redelivered: 1 })
   })
 
+  it("retries a message whose plain PPP worker failed without replying, and keeps using the worker", async () => {
+    const sender = await openSender({ retryBackoff: { initial: 1, max: 1 } })
+    const calls: string[] = []
+    await openWorker(sender.endpoint, {
+      protocol: "ppp",
+      handler: (p, ctx) => {
+        calls.push(`${String(p)}#${ctx.attempt}`)
+        if (p === "one" && ctx.attempt === 1) throw new Error("first try fails")
+        return p
+      },
+    })
+    await Promise.all([sender.send("one"), sender.send("two")])
+    await sender.drained(signal())
+    expect(calls).toContain("one#1")
+    expect(calls).toContain("one#2")
+    expect(calls).toContain("two#1")
+    expect(sender.stats()).toMatchObject({ acked: 2, nacked: 1 })
+  })
+
   it("counts and drops malformed frames without crashing", async () => {
     const sender = await openSender()
     const rogue = new Dealer({ linger: 0 })
@@ -363,8 +382,9 @@ describe("failures of workers and senders", () => {
     expect(await a.request("via a")).toBe("via a")
     const b = await openSender({ bind: deadEndpoint })
     expect(await b.request("via b")).toBe("via b")
+    const lost = once(worker, "sender:lost", signal())
     await b.close()
-    await once(worker, "sender:lost", signal())
+    await lost
     expect(await a.request("a still works")).toBe("a still works")
   })
 
