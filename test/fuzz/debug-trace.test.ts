@@ -75,10 +75,6 @@ it("NODE_DEBUG=pirate traces every dropped frame on stderr", () => {
   )
 })
 
-// BUG (minor; patterns/paranoid-pirate/dispatcher.ts #claim): a reply or nack with a foreign
-// envelope from a peer that is not a registered worker is traced as "dropped from ?": #claim
-// only knows the WorkerPeer, not the routing id that #onMessage had. Expected to pass once
-// #onMessage passes `key` down to #onAck/#onNack/#claim for the trace.
-it("every dropped line names the peer's routing id [BUG: '?' for an unregistered peer]", () => {
+it("every dropped line names the peer's routing id", () => {
   for (const line of droppedLines()) expect(line).toMatch(/dropped from [0-9a-f]+:/)
 })

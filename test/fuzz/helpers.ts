@@ -382,7 +382,7 @@ export function expectFromDispatcher(frames: readonly Buffer[]): DispatcherExpec
       return envOk(frames[1]) ? { ...none, stale: 1 } : drop
     }
     // EXTEND names envelopes to renew; one naming nothing is ignored (and not counted: see
-    // the BUG property "EXTEND with a foreign envelope" in sender.test.ts).
+    // the property "EXTEND with a foreign envelope" in sender.test.ts).
     if (f[0] === PPX.EXTEND && n >= 2) return { ...none, most: n - 1 }
   }
   return drop
