@@ -200,16 +200,13 @@ describe("wrong options fail at construction, naming the option", () => {
   it.each([
     ["Sender", { bind: [EP, "tcp://127.0.0.1:5556"] }, "'bind'"],
     ["ParanoidPirateQueue", { frontend: [EP, "tcp://127.0.0.1:5557"] }, "'frontend'"],
-  ] as const)(
-    "new %s with a list of endpoints to bind throws",
-    (name, patch, option) => {
-      expectRefusal(
-        thrown(() => roles[name].make(optionsOf(roles[name], patch))),
-        "TypeError",
-        option,
-      )
-    },
-  )
+  ] as const)("new %s with a list of endpoints to bind throws", (name, patch, option) => {
+    expectRefusal(
+      thrown(() => roles[name].make(optionsOf(roles[name], patch))),
+      "TypeError",
+      option,
+    )
+  })
 
   it.each([
     ["Sender", { retryBackoff: 1000 }, "'retryBackoff'"],
