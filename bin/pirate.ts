@@ -7,6 +7,7 @@ const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   queue: () => import("./commands/queue.js"),
   worker: () => import("./commands/worker.js"),
   journal: () => import("./commands/journal.js"),
+  keygen: () => import("./commands/keygen.js"),
   demo: () => import("./commands/demo.js"),
 }
 

@@ -3,6 +3,8 @@ import { ParanoidPirateQueue } from "../../patterns/paranoid-pirate/queue.js"
 import { errorMessage } from "../../lib/errors.js"
 import { UsageError, intOption, parse, type Command } from "../cli.js"
 import { optionError, runUntilSignal } from "./long-running.js"
+import { CURVE_OPTIONS, CURVE_SERVER_HELP, curveServer } from "./keys.js"
+import { serveMetrics, type MetricsServer } from "../../lib/metrics.js"
 
 const HELP = `Usage: pirate queue --frontend EP --backend EP [options]
 
@@ -27,6 +29,8 @@ Options:
       --max-attempts N         attempts of a request before it fails (default 5)
       --ack-timeout MS         give a request to another worker when its (live) worker has
                                not answered it within MS; 0 = never (default 0)
+${CURVE_SERVER_HELP}
+      --metrics-port N         serve Prometheus metrics on http://127.0.0.1:N/metrics
   -v, --verbose                log workers joining and leaving, retries and failures on
                                stderr
   -h, --help                   show this help
@@ -48,6 +52,8 @@ const OPTIONS = {
   "max-attempts": { type: "string" },
   "ack-timeout": { type: "string" },
   verbose: { type: "boolean", short: "v" },
+  "metrics-port": { type: "string" },
+  ...CURVE_OPTIONS,
 } as const
 
 export const command: Command = {
@@ -62,6 +68,8 @@ export const command: Command = {
     const liveness = intOption("liveness", values.liveness)
     const maxAttempts = intOption("max-attempts", values["max-attempts"])
     const ackTimeout = intOption("ack-timeout", values["ack-timeout"])
+    const metricsPort = intOption("metrics-port", values["metrics-port"])
+    const curve = curveServer(values)
 
     let queue: ParanoidPirateQueue
     try {
@@ -73,6 +81,7 @@ export const command: Command = {
         ...(liveness === undefined ? {} : { liveness }),
         ...(maxAttempts === undefined ? {} : { maxAttempts }),
         ...(ackTimeout === undefined ? {} : { ackTimeout }),
+        ...(curve === undefined ? {} : { curve }),
       })
     } catch (err) {
       throw optionError(err)
@@ -96,6 +105,7 @@ export const command: Command = {
       )
     }
 
+    let metrics: MetricsServer | undefined
     return runUntilSignal({
       name: "queue",
       start: async () => {
@@ -103,8 +113,15 @@ export const command: Command = {
         process.stdout.write(
           `queue frontend=${queue.frontendEndpoint} backend=${queue.backendEndpoint}\n`,
         )
+        if (metricsPort !== undefined) {
+          metrics = await serveMetrics({ port: metricsPort }, () => queue.metrics())
+          process.stdout.write(`queue metrics=${metrics.url}\n`)
+        }
       },
-      stop: () => queue.close(),
+      stop: async () => {
+        await metrics?.close()
+        await queue.close()
+      },
       onFatal: (report) =>
         queue.on("error", (err) => report(`the queue failed: ${errorMessage(err)}`)),
     })

@@ -2,6 +2,7 @@
 import { LazyPirateClient } from "../../patterns/lazy-pirate/client.js"
 import { RemoteError, RequestTimeoutError } from "../../lib/errors.js"
 import { UsageError, intOption, parse, type Command } from "../cli.js"
+import { CURVE_CLIENT_HELP, CURVE_OPTIONS, curveClient } from "./keys.js"
 
 const HELP = `Usage: pirate request --connect EP [--connect EP2 …] [options] PAYLOAD
 
@@ -20,6 +21,7 @@ Options:
                       framed (a LazyPirateServer), PAYLOAD is parsed as JSON when it
                       parses (else sent as a string) and the reply is printed as JSON
                       (binary values as text)
+${CURVE_CLIENT_HELP}
   -h, --help          show this help
 
 Exit status: 0 with a reply; 1 when no reply came after the last try or the
@@ -36,6 +38,7 @@ const OPTIONS = {
   timeout: { type: "string", short: "t" },
   retries: { type: "string", short: "r" },
   raw: { type: "boolean" },
+  ...CURVE_OPTIONS,
 } as const
 
 export const command: Command = {
@@ -54,6 +57,7 @@ export const command: Command = {
     const timeout = intOption("timeout", values.timeout)
     const retries = intOption("retries", values.retries)
     const raw = values.raw === true
+    const curve = curveClient(values)
 
     let client: LazyPirateClient
     try {
@@ -62,6 +66,7 @@ export const command: Command = {
         codec: raw ? "raw" : "msgpack",
         ...(timeout === undefined ? {} : { timeout }),
         ...(retries === undefined ? {} : { retries }),
+        ...(curve === undefined ? {} : { curve }),
       })
     } catch (err) {
       // The constructor names the option; say it the way the command line spells it.

@@ -6,6 +6,8 @@ import { Worker, type JobHandler } from "../../patterns/paranoid-pirate/worker.j
 import { errorMessage } from "../../lib/errors.js"
 import { UsageError, intOption, parse, type Command } from "../cli.js"
 import { optionError, runUntilSignal } from "./long-running.js"
+import { CURVE_CLIENT_HELP, CURVE_OPTIONS, curveClient } from "./keys.js"
+import { serveMetrics, type MetricsServer } from "../../lib/metrics.js"
 
 const HELP = `Usage: pirate worker --connect EP [--connect EP2 …] (--echo | --module FILE) [options]
 
@@ -44,6 +46,10 @@ Options:
       --liveness N             heartbeats missed before a sender is presumed dead (default 3)
       --close-timeout MS       how long running handlers may take to finish on exit
                                (default 10000)
+      --dedupe DIR             remember completed messages in DIR (LevelDB) and answer a
+                               redelivery of one from there without running the handler
+${CURVE_CLIENT_HELP}
+      --metrics-port N         serve Prometheus metrics on http://127.0.0.1:N/metrics
   -v, --verbose                log lost senders and failed jobs on stderr
   -h, --help                   show this help
 
@@ -68,6 +74,9 @@ const OPTIONS = {
   liveness: { type: "string" },
   "close-timeout": { type: "string" },
   verbose: { type: "boolean", short: "v" },
+  dedupe: { type: "string" },
+  "metrics-port": { type: "string" },
+  ...CURVE_OPTIONS,
 } as const
 
 export const command: Command = {
@@ -93,6 +102,8 @@ export const command: Command = {
     const heartbeatInterval = intOption("heartbeat-interval", values["heartbeat-interval"])
     const liveness = intOption("liveness", values.liveness)
     const closeTimeout = intOption("close-timeout", values["close-timeout"])
+    const metricsPort = intOption("metrics-port", values["metrics-port"])
+    const curve = curveClient(values)
 
     const handler = values.module === undefined ? echo : await loadHandler(values.module)
 
@@ -108,6 +119,8 @@ export const command: Command = {
         ...(heartbeatInterval === undefined ? {} : { heartbeatInterval }),
         ...(liveness === undefined ? {} : { liveness }),
         ...(closeTimeout === undefined ? {} : { closeTimeout }),
+        ...(values.dedupe === undefined ? {} : { dedupe: values.dedupe }),
+        ...(curve === undefined ? {} : { curve }),
       })
     } catch (err) {
       throw optionError(err)
@@ -128,6 +141,7 @@ export const command: Command = {
       )
     }
 
+    let metrics: MetricsServer | undefined
     return runUntilSignal({
       name: "worker",
       start: async () => {
@@ -135,8 +149,15 @@ export const command: Command = {
         process.stdout.write(
           `worker connect=${connect.join(",")} concurrency=${concurrency ?? 1}\n`,
         )
+        if (metricsPort !== undefined) {
+          metrics = await serveMetrics({ port: metricsPort }, () => worker.metrics())
+          process.stdout.write(`worker metrics=${metrics.url}\n`)
+        }
       },
-      stop: () => worker.close(),
+      stop: async () => {
+        await metrics?.close()
+        await worker.close()
+      },
       onFatal: (report) =>
         worker.on("error", (err) => report(`the worker failed: ${errorMessage(err)}`)),
     })
