@@ -1,0 +1,738 @@
+/**
+ * `pirate demo`: the README's main job. Runs a sender (with a LevelDB journal, also the producer)
+ * and workers as child processes, SIGKILLs a worker and then the sender mid-stream, restarts
+ * them, and proves at the end that every message whose `send()` resolved was processed.
+ */
+import { fork, type ChildProcess } from "node:child_process"
+import { mkdtemp, rm } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { createInterface } from "node:readline"
+import { debug } from "../../lib/debug.js"
+import { errorMessage } from "../../lib/errors.js"
+import type { SenderStats } from "../../patterns/index.js"
+import { UsageError, intOption, parse, type Command } from "../cli.js"
+import { Display, fmt, seconds, wrap, type DisplayMode, type Snapshot } from "../demo/display.js"
+import type {
+  CloseMessage,
+  ConnectMessage,
+  SenderConfig,
+  SenderMessage,
+  WorkerConfig,
+  WorkerMessage,
+} from "../demo/ipc.js"
+
+const HELP = `Usage: pirate demo [--messages N] [--workers N] [--quiet]
+
+Shows that nothing is lost when processes crash, with nothing to set up. As child
+processes it starts a sender (a Sender with a LevelDB journal in a temporary
+folder, which also produces a stream of numbered messages) and N workers (a
+Worker each, a few ms per message). Mid-stream it kills one worker with SIGKILL
+(its messages go to the others) and starts a replacement; later it kills the
+sender with SIGKILL and restarts it on the same journal and endpoint: the sender
+redelivers every message not acked, the producer goes on after the last message
+whose send() had resolved, and the workers reconnect by themselves. At the end it
+checks that every message whose send() resolved was processed at least once,
+counts the duplicates and explains them, and removes the temporary folder.
+
+Options:
+  -n, --messages N   messages to send (default 20000; about 20-30 s)
+  -w, --workers N    worker processes (default 3)
+  -q, --quiet        print the final summary only
+  -h, --help         show this help
+
+Progress is redrawn in place in a terminal and printed as a line per second
+otherwise. NODE_DEBUG=pirate traces the library (on stderr).
+
+Exit status: 0 when no message was lost; 1 when one was or the demo failed;
+130 when interrupted (Ctrl-C), after ending the child processes.
+`
+
+const OPTIONS = {
+  messages: { type: "string", short: "n" },
+  workers: { type: "string", short: "w" },
+  quiet: { type: "boolean", short: "q" },
+} as const
+
+/** Settings of the run: small heartbeat and reconnect delays make recovery snappy. */
+const HEARTBEAT_INTERVAL = 250
+const LIVENESS = 3
+const RECONNECT = 100
+const CONCURRENCY = 4
+const MIN_DELAY = 4
+const MAX_DELAY = 12
+/** Fractions of the messages processed at which the faults are injected. */
+const KILL_WORKER_AT = 0.25
+const KILL_SENDER_AT = 0.6
+const STATS_INTERVAL = 100
+/** The demo fails when nothing happens for this long. */
+const STALL_TIMEOUT = 20_000
+/** How long a child may take to close cleanly at the end before it is killed. */
+const CLOSE_TIMEOUT = 5_000
+/** Width of the summary. */
+const WIDTH = 79
+
+export const command: Command = {
+  summary: "crash demo: a sender and workers are SIGKILLed mid-stream, nothing is lost",
+  help: HELP,
+  async run(argv: string[]): Promise<number> {
+    const { values } = parse(argv, OPTIONS, false)
+    const messages = intOption("messages", values.messages, 20_000) as number
+    const workers = intOption("workers", values.workers, 3) as number
+    if (messages < 1) throw new UsageError(`--messages must be at least 1, got ${messages}`)
+    if (workers < 1 || workers > 64)
+      throw new UsageError(`--workers must be between 1 and 64, got ${workers}`)
+    const mode: DisplayMode =
+      values.quiet === true ? "quiet" : process.stdout.isTTY ? "tty" : "plain"
+    return new Demo({ messages, workers, mode }).run()
+  },
+}
+
+// ---------------------------------------------------------------------------------------------
+// child processes
+
+/** In a checkout this file is TypeScript run by tsx, and so are the children; built, plain JS. */
+const FROM_SOURCE = import.meta.url.endsWith(".ts")
+
+function programUrl(name: "sender" | "worker"): URL {
+  return new URL(`../demo/${name}${FROM_SOURCE ? ".ts" : ".js"}`, import.meta.url)
+}
+
+function childExecArgv(): string[] {
+  if (!FROM_SOURCE) return []
+  // Resolved from here rather than from the working directory, which may be anywhere.
+  let tsx = "tsx"
+  try {
+    tsx = import.meta.resolve("tsx")
+  } catch {
+    /* fall back to resolving it from the working directory */
+  }
+  return ["--import", tsx]
+}
+
+interface Proc {
+  name: string
+  child: ChildProcess
+  /** Resolves once the process exited and its IPC channel and pipes are closed. */
+  ended: Promise<void>
+  /** We killed or closed it: its exit is no failure. */
+  expected: boolean
+  running: boolean
+  /** A worker's session with the sender is up. */
+  connected: boolean
+  /** A worker said "closed": every report it made has been received. */
+  closed: boolean
+  killed: boolean
+  /** How it exited: "code 0", "SIGKILL", … */
+  exit?: string
+  /** Messages this worker reported processed. */
+  processed: number
+}
+
+/** One processing of a message, as a worker reported it. */
+interface Copy {
+  id: string
+  attempt: number
+}
+
+interface Faults {
+  worker?: { name: string; pid: number; at: number; requeued?: number; replacement: string }
+  sender?: { pid: number; at: number; confirmed: number; back?: number; recovered?: number }
+}
+
+class Interrupted extends Error {
+  override name = "Interrupted"
+}
+
+interface DemoOptions {
+  messages: number
+  workers: number
+  mode: DisplayMode
+}
+
+class Demo {
+  readonly #o: DemoOptions
+  readonly #display: Display
+  readonly #t0 = performance.now()
+  #dir: string | undefined
+  #failure: Error | undefined
+  readonly #waiters = new Set<() => void>()
+  #lastProgress = performance.now()
+
+  readonly #procs = new Set<Proc>()
+  readonly #workers: Proc[] = []
+  #sender: Proc | undefined
+  #senderUp = false
+  /** Killed and not yet back. */
+  #senderDown = false
+  #senderRuns = 0
+  #endpoint = "tcp://127.0.0.1:*"
+  #drained = false
+  /** The workers' reaction to the sender's crash was reported. */
+  #workersNoticed = false
+
+  /** Highest n such that the `send()` of every message up to n has resolved. */
+  #confirmed = 0
+  readonly #processed = new Map<number, Copy[]>()
+  #stats: SenderStats | undefined
+  #ackedBefore = 0
+  #redeliveredBefore = 0
+  #recovered = 0
+  readonly #faults: Faults = {}
+  /** What the workers are waiting for, to word their connection events. */
+  #expecting: "start" | "replacement" | "restart" | "none" = "start"
+
+  constructor(options: DemoOptions) {
+    this.#o = options
+    this.#display = new Display(options.mode, () => this.#snapshot())
+  }
+
+  async run(): Promise<number> {
+    const onSignal = (signal: NodeJS.Signals): void =>
+      this.#fail(new Interrupted(`interrupted by ${signal}`))
+    process.on("SIGINT", onSignal)
+    process.on("SIGTERM", onSignal)
+    const watchdog = setInterval(() => {
+      if (performance.now() - this.#lastProgress > STALL_TIMEOUT) {
+        this.#fail(new Error(`no progress for ${STALL_TIMEOUT / 1000} s (${this.#state()})`))
+      }
+    }, 1000)
+    let code: number
+    try {
+      await this.#script()
+      this.#display.stop(
+        `done: ${fmt(this.#o.messages)} sent, processed and acked; the journal is empty`,
+      )
+      code = this.#summary()
+    } catch (err) {
+      this.#display.stop()
+      if (err instanceof Interrupted) {
+        process.stdout.write(`\npirate demo: ${err.message}; ending the child processes\n`)
+        code = 130
+      } else {
+        process.stderr.write(`pirate demo: ${errorMessage(err)}\n`)
+        process.stderr.write(`pirate demo: state: ${this.#state()}\n`)
+        code = 1
+      }
+    } finally {
+      clearInterval(watchdog)
+      await this.#cleanup()
+      process.removeListener("SIGINT", onSignal)
+      process.removeListener("SIGTERM", onSignal)
+    }
+    return code
+  }
+
+  /** The demo, step by step. */
+  async #script(): Promise<void> {
+    const { messages, workers } = this.#o
+    this.#dir = await mkdtemp(join(tmpdir(), "pirate-demo-"))
+    const victim = workers >= 2 ? 2 : 1
+    if (this.#o.mode !== "quiet") {
+      process.stdout.write(
+        [
+          `pirate demo: ${count(messages, "message")}, 1 sender + ${count(workers, "worker")}, each in its own process`,
+          `  sender   a Sender that produces messages 1…${fmt(messages)}, durability "os"`,
+          `  journal  ${this.#journalDir()}`,
+          `  workers  concurrency ${CONCURRENCY}, ${MIN_DELAY}-${MAX_DELAY} ms per message, heartbeat ${HEARTBEAT_INTERVAL} ms`,
+          `  faults   SIGKILL worker ${victim} at ${KILL_WORKER_AT * 100}%, SIGKILL the sender at ${KILL_SENDER_AT * 100}%`,
+          "",
+          "",
+        ].join("\n"),
+      )
+    }
+    this.#display.start()
+
+    // The workers start loading while the sender binds; they get its endpoint once it has.
+    const senderReady = this.#startSender(1)
+    for (let i = 1; i <= workers; i++) this.#startWorker(`worker ${i}`)
+    await senderReady
+    const connect: ConnectMessage = { type: "connect", endpoint: this.#endpoint }
+    for (const w of this.#workers) w.child.send(connect)
+
+    // Fault 1: a worker dies while it holds messages; the sender gives them to the others.
+    await this.#until(() => this.#processed.size >= Math.ceil(messages * KILL_WORKER_AT))
+    const dead = this.#workers.find((w) => w.name === `worker ${victim}`) as Proc
+    const pid = dead.child.pid ?? 0
+    const replacement = `worker ${workers + 1}`
+    this.#faults.worker = { name: dead.name, pid, at: this.#elapsed(), replacement }
+    const deadEnded = this.#kill(dead)
+    this.#event(`✗ SIGKILL ${dead.name} (pid ${pid}) while it processes messages`)
+    await deadEnded
+    this.#expecting = "replacement"
+    this.#startWorker(replacement, this.#endpoint)
+    this.#event(`+ started ${replacement} to replace it`)
+
+    // Fault 2: the sender (and producer) dies; restarted on the same journal and endpoint.
+    await this.#until(() => this.#processed.size >= Math.ceil(messages * KILL_SENDER_AT))
+    const sender = this.#sender as Proc
+    const senderPid = sender.child.pid ?? 0
+    this.#expecting = "none"
+    this.#senderUp = false
+    this.#senderDown = true
+    this.#workersNoticed = false
+    const killedAt = this.#elapsed()
+    const senderEnded = this.#kill(sender)
+    this.#event(`✗ SIGKILL the sender (pid ${senderPid}) mid-stream`)
+    await senderEnded
+    // Its last reports (sends confirmed, stats) may have been in the pipe: read only now.
+    this.#ackedBefore += this.#stats?.acked ?? 0
+    this.#redeliveredBefore += this.#stats?.redelivered ?? 0
+    this.#stats = undefined
+    this.#faults.sender = { pid: senderPid, at: killedAt, confirmed: this.#confirmed }
+    // Restarted at once, as a supervisor would: the downtime is the time a process takes to start.
+    this.#expecting = "restart"
+    await this.#startSender(this.#confirmed + 1)
+    this.#faults.sender.back = this.#elapsed() - killedAt
+
+    await this.#until(() => this.#drained)
+    this.#expecting = "none"
+    this.#event(
+      `✓ ${messages === 1 ? "the message" : `all ${fmt(messages)} messages`} sent and acked; closing the workers and the sender`,
+    )
+    await this.#shutdown()
+  }
+
+  async #startSender(from: number): Promise<void> {
+    this.#senderRuns++
+    const config: SenderConfig = {
+      journal: this.#journalDir(),
+      bind: this.#endpoint,
+      from,
+      to: this.#o.messages,
+      window: Math.min(1000, Math.max(50, Math.round(this.#o.messages / 20))),
+      heartbeatInterval: HEARTBEAT_INTERVAL,
+      statsInterval: STATS_INTERVAL,
+    }
+    const proc = this.#spawn("sender", "sender", config)
+    proc.child.on("message", (m) => this.#onSender(proc, m as SenderMessage, from))
+    this.#sender = proc
+    await this.#until(() => this.#senderUp)
+  }
+
+  #startWorker(name: string, endpoint?: string): void {
+    const config: WorkerConfig = {
+      ...(endpoint === undefined ? {} : { endpoint }),
+      concurrency: CONCURRENCY,
+      minDelay: MIN_DELAY,
+      maxDelay: MAX_DELAY,
+      heartbeatInterval: HEARTBEAT_INTERVAL,
+      liveness: LIVENESS,
+      reconnect: RECONNECT,
+    }
+    const proc = this.#spawn(name, "worker", config)
+    proc.child.on("message", (m) => this.#onWorker(proc, m as WorkerMessage))
+    this.#workers.push(proc)
+  }
+
+  #onSender(proc: Proc, m: SenderMessage, from: number): void {
+    if (proc !== this.#sender) return
+    switch (m.type) {
+      case "ready":
+        this.#endpoint = m.endpoint
+        this.#senderUp = true
+        this.#senderDown = false
+        if (this.#senderRuns === 1) this.#event(`✓ sender bound to ${m.endpoint}`)
+        else {
+          this.#recovered += m.recovered
+          if (this.#faults.sender) this.#faults.sender.recovered = m.recovered
+          this.#event(
+            `↻ restarted the sender (pid ${proc.child.pid ?? 0}) on the same journal and endpoint`,
+          )
+          this.#event(
+            `↻ its journal held ${count(m.recovered, "unacked message")}: it redelivers them`,
+          )
+          this.#event(
+            from <= this.#o.messages
+              ? `↻ the producer goes on after #${fmt(from - 1)}, its last confirmed send()`
+              : "↻ the producer had sent everything already",
+          )
+        }
+        break
+      case "sent":
+        this.#confirmed = Math.max(this.#confirmed, m.upTo)
+        break
+      case "stats":
+        this.#stats = m.stats
+        break
+      case "worker:lost":
+        if (this.#faults.worker && this.#faults.worker.requeued === undefined)
+          this.#faults.worker.requeued = m.requeued
+        this.#event(
+          `↻ the sender lost a worker (${m.reason}) and requeued its ${count(m.requeued, "unacked message")}`,
+        )
+        break
+      case "drained":
+        this.#stats = m.stats
+        this.#drained = true
+        break
+      case "error":
+        this.#fail(new Error(`sender: ${m.message}`))
+        break
+    }
+    this.#changed()
+  }
+
+  #onWorker(proc: Proc, m: WorkerMessage): void {
+    switch (m.type) {
+      case "connected": {
+        proc.connected = true
+        const alive = this.#workers.filter((w) => w.running)
+        const connected = alive.filter((w) => w.connected).length
+        if (this.#expecting === "start" && connected === alive.length) {
+          this.#event(`✓ ${connected} workers connected`)
+          this.#expecting = "none"
+        } else if (
+          this.#expecting === "replacement" &&
+          proc.name === this.#faults.worker?.replacement
+        ) {
+          this.#event(`✓ ${proc.name} connected and takes its share`)
+          this.#expecting = "none"
+        } else if (this.#expecting === "restart" && connected === alive.length) {
+          this.#event(`✓ all ${connected} workers reconnected to the restarted sender`)
+          this.#expecting = "none"
+        }
+        break
+      }
+      case "lost":
+        proc.connected = false
+        if (this.#senderUp)
+          this.#event(`~ ${proc.name} lost the sender (${m.reason}); reconnecting`)
+        else if (!this.#workersNoticed) {
+          this.#workersNoticed = true
+          this.#event(`~ the workers noticed (${m.reason}); they reconnect with backoff`)
+        }
+        break
+      case "done":
+        for (const [n, id, attempt] of m.items) {
+          const copies = this.#processed.get(n)
+          if (copies) copies.push({ id, attempt })
+          else this.#processed.set(n, [{ id, attempt }])
+        }
+        proc.processed += m.items.length
+        this.#lastProgress = performance.now()
+        break
+      case "closed":
+        proc.closed = true
+        break
+      case "error":
+        this.#fail(new Error(`${proc.name}: ${m.message}`))
+        break
+    }
+    this.#changed()
+  }
+
+  #spawn(name: string, program: "sender" | "worker", config: SenderConfig | WorkerConfig): Proc {
+    const child = fork(programUrl(program), [JSON.stringify(config)], {
+      execArgv: childExecArgv(),
+      stdio: ["ignore", "pipe", "pipe", "ipc"],
+    })
+    const proc: Proc = {
+      name,
+      child,
+      ended: new Promise((resolve) => child.once("close", () => resolve())),
+      expected: false,
+      running: true,
+      connected: false,
+      closed: false,
+      killed: false,
+      processed: 0,
+    }
+    this.#procs.add(proc)
+    debug("demo: started %s, pid %d", name, child.pid ?? 0)
+    // Children print nothing of their own; pass on whatever they do print (warnings, NODE_DEBUG
+    // traces) without breaking the progress lines.
+    for (const stream of [child.stdout, child.stderr]) {
+      if (stream)
+        createInterface({ input: stream }).on("line", (line) =>
+          this.#display.passthrough(`[${name}] ${line}`),
+        )
+    }
+    child.on("error", (err) => this.#fail(new Error(`${name}: ${err.message}`)))
+    child.once("exit", (code, signal) => {
+      proc.exit = signal ?? `code ${code}`
+      proc.running = false
+      proc.connected = false
+      debug("demo: %s exited (%s)", name, signal ?? `code ${code}`)
+      if (proc === this.#sender) {
+        this.#senderUp = false
+        this.#senderDown = true
+      }
+      if (!proc.expected)
+        this.#fail(new Error(`${name} exited unexpectedly (${signal ?? `exit code ${code}`})`))
+      this.#changed()
+    })
+    void proc.ended.then(() => this.#procs.delete(proc))
+    return proc
+  }
+
+  /** A real crash: no close(), no flush. Resolves once the process is gone. */
+  async #kill(proc: Proc): Promise<void> {
+    proc.expected = true
+    proc.killed = true
+    proc.child.kill("SIGKILL")
+    await proc.ended
+    this.#lastProgress = performance.now()
+  }
+
+  /** Closes the workers (they finish and report what runs) and then the sender, cleanly. */
+  async #shutdown(): Promise<void> {
+    const close: CloseMessage = { type: "close" }
+    const workers = this.#workers.filter((w) => w.running)
+    for (const w of workers) {
+      w.expected = true
+      w.child.send(close)
+    }
+    await this.#until(
+      () => workers.every((w) => w.closed || !w.running),
+      CLOSE_TIMEOUT,
+      "the workers to close",
+    )
+    const sender = this.#sender
+    if (sender?.running) {
+      sender.expected = true
+      sender.child.send(close)
+      await this.#until(() => !sender.running, CLOSE_TIMEOUT, "the sender to close")
+    }
+    await Promise.all([...workers, ...(sender ? [sender] : [])].map((p) => p.ended))
+  }
+
+  /** Ends every child still running (SIGKILL) and removes the temporary folder. */
+  async #cleanup(): Promise<void> {
+    const left = [...this.#procs]
+    for (const p of left) {
+      p.expected = true
+      if (p.running) p.child.kill("SIGKILL")
+    }
+    await Promise.race([Promise.all(left.map((p) => p.ended)), sleep(3000)])
+    if (this.#dir !== undefined) {
+      try {
+        await rm(this.#dir, { recursive: true, force: true, maxRetries: 3 })
+      } catch (err) {
+        process.stderr.write(`pirate demo: could not remove ${this.#dir}: ${errorMessage(err)}\n`)
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // waiting
+
+  /** Resolves when `done()` holds; rejects when the demo fails (or after `timeout` ms). */
+  #until(done: () => boolean, timeout?: number, what?: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined
+      const check = (): void => {
+        const failure = this.#failure
+        if (failure) finish(() => reject(failure))
+        else if (done()) finish(resolve)
+      }
+      const finish = (settle: () => void): void => {
+        this.#waiters.delete(check)
+        clearTimeout(timer)
+        settle()
+      }
+      if (timeout !== undefined) {
+        timer = setTimeout(
+          () => finish(() => reject(new Error(`timed out waiting for ${what ?? "a child"}`))),
+          timeout,
+        )
+      }
+      this.#waiters.add(check)
+      check()
+    })
+  }
+
+  #changed(): void {
+    for (const check of [...this.#waiters]) check()
+  }
+
+  #fail(err: Error): void {
+    this.#failure ??= err
+    this.#changed()
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // output
+
+  #event(text: string): void {
+    this.#lastProgress = performance.now()
+    debug("demo: %s", text)
+    this.#display.event(text)
+  }
+
+  #elapsed(): number {
+    return (performance.now() - this.#t0) / 1000
+  }
+
+  /** The last sender, once it has exited (the one that was closed at the end). */
+  #closedSenders(): Proc[] {
+    return this.#sender && !this.#sender.running ? [this.#sender] : []
+  }
+
+  #journalDir(): string {
+    return join(this.#dir ?? tmpdir(), "journal")
+  }
+
+  #snapshot(): Snapshot {
+    const alive = this.#workers.filter((w) => w.running)
+    return {
+      sent: this.#confirmed,
+      processed: this.#processed.size,
+      total: this.#o.messages,
+      acked: this.#ackedBefore + (this.#stats?.acked ?? 0),
+      inFlight: this.#senderUp ? (this.#stats?.inFlight ?? 0) : 0,
+      redelivered: this.#redeliveredBefore + (this.#stats?.redelivered ?? 0) + this.#recovered,
+      workersConnected: alive.filter((w) => w.connected).length,
+      workersAlive: alive.length,
+      sender: this.#senderUp ? "up" : this.#senderDown ? "down" : "starting",
+      elapsed: this.#elapsed(),
+    }
+  }
+
+  #state(): string {
+    const s = this.#snapshot()
+    return `sent ${s.sent}, processed ${s.processed}/${s.total}, acked ${s.acked}, in flight ${s.inFlight}, workers ${s.workersConnected}/${s.workersAlive}, sender ${s.sender}`
+  }
+
+  /** Prints the summary; returns the exit status. */
+  #summary(): number {
+    const total = this.#o.messages
+    const elapsed = this.#elapsed()
+    const lost: number[] = []
+    for (let n = 1; n <= this.#confirmed; n++) if (!this.#processed.has(n)) lost.push(n)
+    const unconfirmed = total - this.#confirmed
+
+    // Why a message was processed more than once, from the copies the workers reported.
+    let dupMessages = 0
+    let extraRuns = 0
+    const why = { resent: 0, journal: 0, requeued: 0 }
+    for (const copies of this.#processed.values()) {
+      if (copies.length < 2) continue
+      dupMessages++
+      extraRuns += copies.length - 1
+      const ids = new Set(copies.map((c) => c.id))
+      const attempts = new Set(copies.map((c) => `${c.id}/${c.attempt}`))
+      // Two ids: the producer sent it again. The same attempt twice: the restarted sender
+      // redelivered it from the journal (attempts are journaled only on failure). A higher
+      // attempt: the sender requeued it after losing the worker that had it.
+      if (ids.size > 1) why.resent++
+      else if (attempts.size < copies.length) why.journal++
+      else why.requeued++
+    }
+
+    const f = this.#faults
+    const lines: string[] = ["", "Summary"]
+    const field = (label: string, text: string): void => {
+      lines.push(...wrap(text, WIDTH, `  ${label.padEnd(12)}`, " ".repeat(14)))
+    }
+    const item = (text: string, label?: string): void => {
+      const first = label === undefined ? " ".repeat(14) : `  ${label.padEnd(12)}`
+      lines.push(...wrap(`- ${text}`, WIDTH, first, " ".repeat(16)))
+    }
+    field("sent", `${count(this.#confirmed, "message")}, every send() resolved (journaled)`)
+    if (unconfirmed > 0)
+      lines.push(
+        ...wrap(`(${fmt(unconfirmed)} more were never confirmed as sent)`, WIDTH, " ".repeat(14)),
+      )
+    field("processed", `${count(this.#processed.size, "distinct message")} by the workers`)
+    field(
+      "lost",
+      lost.length === 0
+        ? "0: every message whose send() resolved was processed"
+        : `${fmt(lost.length)}: #${lost.slice(0, 10).join(", #")}${lost.length > 10 ? ", …" : ""}`,
+    )
+    if (dupMessages === 0) field("duplicates", "0")
+    else {
+      const times =
+        extraRuns === dupMessages ? "twice" : `more than once (${fmt(extraRuns)} extra runs)`
+      field(
+        "duplicates",
+        `${count(dupMessages, "message")} processed ${times}, as at-least-once delivery allows:`,
+      )
+      // Grammatical number: "1 … its ack … it", "12 … their acks … them".
+      const their = (n: number): [string, string] =>
+        n === 1 ? ["its ack", "it"] : ["their acks", "them"]
+      if (why.journal > 0) {
+        const [acks, them] = their(why.journal)
+        item(
+          `${fmt(why.journal)} in flight when the sender was killed: processed, but ${acks} did not reach it (or its journal) before it died, so the restarted sender redelivered ${them}`,
+        )
+      }
+      if (why.requeued > 0) {
+        const [acks, them] = their(why.requeued)
+        item(
+          `${fmt(why.requeued)} in flight at the killed worker: processed, but ${acks} never left it, so the sender gave ${them} to another worker`,
+        )
+      }
+      if (why.resent > 0) {
+        const [, them] = their(why.resent)
+        item(
+          `${fmt(why.resent)} sent twice by the producer: journaled just before the sender was killed, but not yet reported as sent, so the producer sent ${them} again`,
+        )
+      }
+    }
+    const faults: string[] = []
+    if (f.worker) {
+      const requeued =
+        f.worker.requeued === undefined
+          ? ""
+          : `; the sender requeued its ${count(f.worker.requeued, "unacked message")}`
+      faults.push(
+        `${seconds(f.worker.at)}: ${f.worker.name} killed with SIGKILL${requeued}; ${f.worker.replacement} replaced it`,
+      )
+    }
+    if (f.sender) {
+      const back =
+        f.sender.back === undefined
+          ? ""
+          : `; back ${seconds(f.sender.back)} later on the same journal`
+      const recovered =
+        f.sender.recovered === undefined
+          ? ""
+          : `, it redelivered the ${count(f.sender.recovered, "unacked message")} it held`
+      faults.push(
+        `${seconds(f.sender.at)}: the sender killed with SIGKILL after send() #${fmt(f.sender.confirmed)}${back}${recovered}`,
+      )
+    }
+    faults.forEach((text, i) => item(text, i === 0 ? "faults" : undefined))
+    field(
+      "workers",
+      this.#workers
+        .map((w) => `${w.name}: ${fmt(w.processed)}${w.killed ? " (killed)" : ""}`)
+        .join(" · "),
+    )
+    field(
+      "time",
+      total >= 100
+        ? `${seconds(elapsed)}, ${fmt(Math.round(total / elapsed))} messages/s with start-up and faults`
+        : seconds(elapsed),
+    )
+    // A child that crashed while closing cleanly at the end does not change what was processed
+    // (every worker report was in), but it is a bug worth seeing.
+    const closedBadly = [...this.#workers, ...this.#closedSenders()].filter(
+      (p) => !p.killed && p.exit !== undefined && p.exit !== "code 0",
+    )
+    for (const p of closedBadly) {
+      field("warning", `${p.name} crashed while closing cleanly at the end (${p.exit})`)
+    }
+    const ok = lost.length === 0 && unconfirmed === 0
+    lines.push(
+      "",
+      ok
+        ? "OK: nothing lost."
+        : `FAILED: ${lost.length > 0 ? `${count(lost.length, "message")} lost` : `${count(unconfirmed, "message")} never confirmed`}.`,
+      "",
+    )
+    process.stdout.write(lines.join("\n"))
+    return ok ? 0 : 1
+  }
+}
+
+/** "1 message", "2,000 messages". */
+function count(n: number, noun: string): string {
+  return `${fmt(n)} ${noun}${n === 1 ? "" : "s"}`
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref())
+}

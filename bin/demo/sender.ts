@@ -1,0 +1,104 @@
+/**
+ * The sender child of `pirate demo`: a `Sender` with a LevelDB journal that is also the producer.
+ * It sends messages `from…to` ({ n }) and tells the parent how far `send()` has resolved, so that
+ * after a crash the parent restarts it on the same journal to go on after the last confirmed one.
+ * argv[2]: a JSON `SenderConfig`.
+ */
+import { Sender } from "../../patterns/index.js"
+import { errorMessage } from "../../lib/errors.js"
+import type { CloseMessage, DemoPayload, SenderConfig, SenderMessage } from "./ipc.js"
+
+const config = JSON.parse(process.argv[2] ?? "{}") as SenderConfig
+
+/** Sends to the parent; dropped when the parent is gone (we exit on "disconnect" anyway). */
+function post(message: SenderMessage): void {
+  if (process.connected) process.send?.(message)
+}
+
+// Ctrl-C in a terminal reaches the whole process group: the parent decides when we stop.
+process.on("SIGINT", () => undefined)
+process.on("disconnect", () => process.exit(1))
+
+async function main(): Promise<void> {
+  const sender = await Sender.open({
+    bind: config.bind,
+    journal: config.journal,
+    durability: "os",
+    heartbeatInterval: config.heartbeatInterval,
+    window: config.window,
+  })
+  sender.on("worker:lost", ({ reason, requeued }) =>
+    post({ type: "worker:lost", reason, requeued }),
+  )
+  sender.on("error", (err) => post({ type: "error", message: errorMessage(err) }))
+
+  // Right after open, what is in the window or still on disk is what the journal held unacked.
+  const s = sender.stats()
+  post({
+    type: "ready",
+    endpoint: sender.endpoint,
+    recovered: s.ready + s.delayed + s.inFlight + s.backlog,
+  })
+
+  const timer = setInterval(
+    () => post({ type: "stats", stats: sender.stats() }),
+    config.statsInterval,
+  )
+  process.on("message", (m: CloseMessage) => {
+    if (m.type !== "close") return
+    clearInterval(timer)
+    sender.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        post({ type: "error", message: `close failed: ${errorMessage(err)}` })
+        process.exit(1)
+      },
+    )
+  })
+
+  await produce(sender)
+  await sender.drained()
+  post({ type: "drained", stats: sender.stats() })
+}
+
+/**
+ * Sends `from…to` with a few sends outstanding at a time; the sender's window adds backpressure.
+ * Reports the highest number up to which every `send()` has resolved, once per event loop turn.
+ */
+async function produce(sender: Sender): Promise<void> {
+  let confirmed = config.from - 1
+  const early = new Set<number>()
+  let reportScheduled = false
+  const report = (): void => {
+    reportScheduled = false
+    post({ type: "sent", upTo: confirmed })
+  }
+  const confirm = (n: number): void => {
+    if (n !== confirmed + 1) {
+      early.add(n)
+      return
+    }
+    confirmed = n
+    while (early.delete(confirmed + 1)) confirmed++
+    if (!reportScheduled) {
+      reportScheduled = true
+      setImmediate(report)
+    }
+  }
+
+  const outstanding: Promise<void>[] = []
+  for (let n = config.from; n <= config.to; n++) {
+    const payload: DemoPayload = { n }
+    outstanding.push(sender.send(payload).then(() => confirm(n)))
+    if (outstanding.length >= 64) await outstanding.shift()
+  }
+  await Promise.all(outstanding)
+  report()
+}
+
+main().catch((err: unknown) => {
+  post({ type: "error", message: errorMessage(err) })
+  process.exitCode = 1
+  // Let the IPC message go out, then leave even if sockets are still open.
+  setTimeout(() => process.exit(1), 100)
+})

@@ -1,0 +1,145 @@
+/**
+ * `pirate demo` end to end, as a user runs it (`node bin/pirate.js demo`), small and without a
+ * terminal: a worker and the sender are SIGKILLed mid-stream and nothing may be lost.
+ */
+import { spawn } from "node:child_process"
+import { once } from "node:events"
+import { existsSync } from "node:fs"
+import { dirname } from "node:path"
+import { fileURLToPath } from "node:url"
+import { describe, expect, it, type TestContext } from "vitest"
+
+const PIRATE = fileURLToPath(new URL("../../bin/pirate.js", import.meta.url))
+
+interface Run {
+  pid: number
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+}
+
+/**
+ * Runs the CLI to its end in a process group of its own (its children join it), which is killed
+ * if the test ends first. `interruptAfter`: Ctrl-C (SIGINT to the group) once stdout matches.
+ */
+async function pirate(
+  t: TestContext,
+  args: string[],
+  options: { interruptAfter?: RegExp | undefined } = {},
+): Promise<Run> {
+  const child = spawn(process.execPath, [PIRATE, ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, NODE_DEBUG: "" },
+    detached: true,
+  })
+  const pid = child.pid as number
+  const exited = once(child, "close") as Promise<[number | null, NodeJS.Signals | null]>
+  // The context's hook: with concurrent tests the global one may belong to another test.
+  t.onTestFinished(async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    try {
+      process.kill(-pid, "SIGKILL")
+    } catch {
+      /* already gone */
+    }
+    await exited
+  })
+  let stdout = ""
+  let stderr = ""
+  child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+    stdout += chunk
+    if (options.interruptAfter?.test(stdout)) {
+      options.interruptAfter = undefined
+      process.kill(-pid, "SIGINT")
+    }
+  })
+  child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk))
+  const [code, signal] = await exited
+  return { pid, code, signal, stdout, stderr }
+}
+
+/** True while a process of the group led by `pid` is left (the demo's children). */
+function groupAlive(pid: number): boolean {
+  try {
+    process.kill(-pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** The demo's temporary folder, as its header names it. */
+function journalFolder(stdout: string): string {
+  const match = /^ {2}journal {2}(.+)$/m.exec(stdout)
+  expect(match, stdout).not.toBeNull()
+  return dirname((match as RegExpExecArray)[1] as string)
+}
+
+describe("pirate demo", () => {
+  it("survives a SIGKILLed worker and a SIGKILLed sender without losing a message", async (t) => {
+    const run = await pirate(t, ["demo", "--messages", "2000"])
+    expect(run.stderr).toBe("")
+    expect(run.code, run.stdout).toBe(0)
+
+    const out = run.stdout
+    // Not a terminal: plain lines, no cursor movement.
+    expect(out).not.toContain("\u001b[")
+    // The faults were injected, and recovered from.
+    expect(out).toMatch(/SIGKILL worker 2 \(pid \d+\)/)
+    expect(out).toMatch(/started worker 4 to replace it/)
+    expect(out).toMatch(/SIGKILL the sender \(pid \d+\)/)
+    expect(out).toMatch(/restarted the sender \(pid \d+\) on the same journal/)
+    expect(out).toMatch(/its journal held [\d,]+ unacked messages/)
+
+    const summary = out.slice(out.indexOf("\nSummary\n"))
+    // The summary wraps long lines: look for phrases with the line breaks taken out.
+    const flat = summary.replace(/\s+/g, " ")
+    expect(summary).toMatch(/^ {2}sent {8}2,000 messages/m)
+    expect(summary).toMatch(/^ {2}processed {3}2,000 distinct messages/m)
+    expect(summary).toMatch(/^ {2}lost {8}0: /m)
+    expect(summary).toMatch(/^ {2}duplicates {2}\d/m)
+    expect(flat).toMatch(/worker 2 killed with SIGKILL/)
+    expect(flat).toMatch(
+      /the sender killed with SIGKILL after send\(\) #[\d,]+; back [\d.]+ s later/,
+    )
+    expect(flat).toMatch(/worker 2: [\d,]+ \(killed\)/)
+    expect(flat).toMatch(/OK: nothing lost\./)
+
+    // No child process is left, and the temporary journal folder is gone.
+    expect(groupAlive(run.pid)).toBe(false)
+    expect(existsSync(journalFolder(out))).toBe(false)
+  }, 25_000)
+
+  // Small ones, at the same time.
+  it.concurrent(
+    "prints only the summary with --quiet",
+    async (t) => {
+      const run = await pirate(t, ["demo", "--messages", "300", "--workers", "2", "--quiet"])
+      expect(run.code, run.stdout + run.stderr).toBe(0)
+      expect(run.stdout.trimStart()).toMatch(/^Summary\n/)
+      expect(run.stdout).toMatch(/^ {2}lost {8}0: /m)
+    },
+    40_000,
+  )
+
+  it.concurrent(
+    "ends its children and removes its folder on Ctrl-C (SIGINT)",
+    async (t) => {
+      const run = await pirate(t, ["demo", "--messages", "200000"], {
+        interruptAfter: /workers connected/,
+      })
+      expect(run.code).toBe(130)
+      expect(run.stdout).toMatch(/interrupted by SIGINT/)
+      expect(groupAlive(run.pid)).toBe(false)
+      expect(existsSync(journalFolder(run.stdout))).toBe(false)
+    },
+    40_000,
+  )
+
+  it.concurrent("rejects bad options with exit status 2", async (t) => {
+    const run = await pirate(t, ["demo", "--messages", "0"])
+    expect(run.code).toBe(2)
+    expect(run.stderr).toMatch(/--messages must be at least 1/)
+  })
+})
