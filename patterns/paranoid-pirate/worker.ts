@@ -45,7 +45,12 @@ import {
 export interface JobContext {
   /** The message id: stable across redeliveries and sender restarts (use it to deduplicate side effects). */
   id: string
-  /** 1 for the first delivery, 2 for the first redelivery, … (1 when a foreign PPP queue sent it). */
+  /**
+   * 1 for the first delivery, then one more for each attempt the sender knows failed (a nack, a
+   * lost worker, an ack timeout). A delivery cut off by a crash of the sender itself is not
+   * counted: after the restart the message comes again with the same number. 1 when a foreign
+   * PPP queue sent it.
+   */
   attempt: number
   /** The endpoint of the sender this job came from. */
   endpoint: string
