@@ -9,8 +9,9 @@
  * - `PIRATE_DEAD_LETTER`: a message was dead-lettered after too many attempts (or rejected).
  * - `PIRATE_JOURNAL_LOCKED`: another process holds the journal.
  * - `PIRATE_JOURNAL_CORRUPT`: the journal cannot be read.
+ * - `PIRATE_JOURNAL_IO`: the journal could not be written (disk full, permissions).
  * - `PIRATE_NOT_OPEN`: the object must be opened first.
- * - `PIRATE_NOT_FOUND`: no such message.
+ * - `PIRATE_NOT_FOUND`: no such journal or message.
  * - `PIRATE_DECODE`: a payload could not be decoded.
  * - `PIRATE_TOO_LARGE`: a message exceeds `maxMessageSize`.
  */
@@ -23,6 +24,7 @@ export type ErrorCode =
   | "PIRATE_DEAD_LETTER"
   | "PIRATE_JOURNAL_LOCKED"
   | "PIRATE_JOURNAL_CORRUPT"
+  | "PIRATE_JOURNAL_IO"
   | "PIRATE_NOT_OPEN"
   | "PIRATE_NOT_FOUND"
   | "PIRATE_DECODE"

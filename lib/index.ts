@@ -11,7 +11,11 @@ export { Backoff, backoffDelay, BACKOFF_DEFAULTS, type BackoffOptions } from "./
 export { Liveness, LIVENESS_DEFAULTS, type LivenessOptions } from "./liveness.js"
 export * as protocol from "./protocol.js"
 export { MemoryJournal } from "./journal/memory.js"
-export { LevelJournal, type LevelJournalOptions } from "./journal/level.js"
+export {
+  LevelJournal,
+  type LevelJournalOptions,
+  type LevelJournalRepairReport,
+} from "./journal/level.js"
 export { IdGenerator, isMessageId } from "./journal/ids.js"
 export type {
   Journal,

@@ -1,4 +1,5 @@
 import type { Writable } from "zeromq"
+import { Fifo } from "./fifo.js"
 
 type Frames = Buffer[]
 
@@ -9,8 +10,7 @@ type Frames = Buffer[]
 export class SocketWriter {
   readonly #socket: Writable
   readonly #onError: (err: unknown, frames: Frames) => void
-  #queue: Frames[] = []
-  #head = 0
+  readonly #queue = new Fifo<Frames>()
   #running: Promise<void> | undefined
 
   constructor(socket: Writable, onError: (err: unknown, frames: Frames) => void) {
@@ -20,7 +20,7 @@ export class SocketWriter {
 
   /** Number of messages waiting to be written. */
   get queued(): number {
-    return this.#queue.length - this.#head
+    return this.#queue.length
   }
 
   /** Queues a multipart message. Errors go to `onError`; they never throw here. */
@@ -36,32 +36,20 @@ export class SocketWriter {
 
   /** Drops everything not yet written. */
   clear(): void {
-    this.#queue = []
-    this.#head = 0
+    this.#queue.drain()
   }
 
   async #run(): Promise<void> {
     try {
-      while (this.#head < this.#queue.length) {
-        const frames = this.#queue[this.#head] as Frames
-        this.#queue[this.#head] = EMPTY
-        this.#head++
-        if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
-          this.#queue = this.#queue.slice(this.#head)
-          this.#head = 0
-        }
+      for (let frames = this.#queue.shift(); frames; frames = this.#queue.shift()) {
         try {
           await this.#socket.send(frames)
         } catch (err) {
           this.#onError(err, frames)
         }
       }
-      this.#queue = []
-      this.#head = 0
     } finally {
       this.#running = undefined
     }
   }
 }
-
-const EMPTY: Frames = []

@@ -1,28 +1,41 @@
 /** `zeromq-pirate`: reliable brokerless messaging over ZeroMQ. */
 export {
   LazyPirateClient,
+  LAZY_PIRATE_CLIENT_DEFAULTS,
   type LazyPirateClientOptions,
+  type LazyPirateClientStats,
+  type LazyPirateClientEvents,
   type RequestOptions,
 } from "./lazy-pirate/client.js"
 export {
   LazyPirateServer,
+  LAZY_PIRATE_SERVER_DEFAULTS,
+  REPLY_CACHE_DEFAULTS,
   type LazyPirateServerOptions,
+  type LazyPirateServerStats,
+  type LazyPirateServerEvents,
+  type ReplyCacheOptions,
+  type RequestContext,
   type RequestHandler,
 } from "./lazy-pirate/server.js"
 export {
   Sender,
+  SENDER_DEFAULTS,
   type SenderOptions,
   type SenderStats,
+  type SenderEvents,
   type SendOptions,
-  SENDER_DEFAULTS,
+  type RequestToWorkerOptions,
 } from "./paranoid-pirate/sender.js"
+export type { CoreOptions } from "./paranoid-pirate/settings.js"
 export {
   Worker,
+  WORKER_DEFAULTS,
   type WorkerOptions,
   type WorkerStats,
+  type WorkerEvents,
   type JobContext,
   type JobHandler,
-  WORKER_DEFAULTS,
 } from "./paranoid-pirate/worker.js"
 export { ParanoidPirateQueue, type ParanoidPirateQueueOptions } from "./paranoid-pirate/queue.js"
 export {

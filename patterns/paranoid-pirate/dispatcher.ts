@@ -33,6 +33,7 @@ import {
   type NackInfo,
 } from "../../lib/protocol.js"
 import { SocketWriter } from "../../lib/writer.js"
+import { Fifo } from "../../lib/fifo.js"
 import { applyCurveServer, type CurveServerOptions } from "../../lib/security.js"
 
 /** libzmq draft option ZMQ_ROUTER_NOTIFY and its "disconnect" flag. */
@@ -128,6 +129,13 @@ interface Message {
   recovered?: boolean
 }
 
+interface WindowWaiter {
+  resolve: () => void
+  reject: (err: Error) => void
+  /** Resolved or aborted: skip it. */
+  settled: boolean
+}
+
 interface WorkerPeer {
   key: string
   routingId: Buffer
@@ -150,10 +158,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #unregisterCurve: (() => void) | undefined
 
   readonly #messages = new Map<string, Message>()
-  /** Ready messages: `#front` (requeued, served first) then `#ready` in send order. */
-  #front: Message[] = []
-  #ready: Message[] = []
-  #readyHead = 0
+  /**
+   * Ready messages: `#front` (requeued, served first; a stack whose top is the next one) then
+   * `#ready` in send order. Entries whose state changed since are skipped when taken.
+   */
+  readonly #front: Message[] = []
+  readonly #ready = new Fifo<Message>()
   #delayed = new Set<Message>()
   #delayTimer: NodeJS.Timeout | undefined
   #delayAt = Infinity
@@ -178,7 +188,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #changing: Promise<void> | undefined
 
   /** Window accounting and producers waiting for room. */
-  #windowWaiters: { resolve: () => void; reject: (err: Error) => void }[] = []
+  readonly #windowWaiters = new Fifo<WindowWaiter>()
+  /** Producers waiting and not aborted. */
+  #waiting = 0
   #reserved = 0
   #backlogUntil: string | undefined
   #backlogAfter: string | undefined
@@ -269,7 +281,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     clearInterval(this.#tick)
     clearTimeout(this.#delayTimer)
     const closed = closedError(this.#name)
-    for (const w of this.#windowWaiters.splice(0)) w.reject(closed)
+    for (const w of this.#windowWaiters.drain()) if (!w.settled) w.reject(closed)
     for (const w of this.#workers.values())
       if (w.protocol === "ppx") this.#writer?.write([w.routingId, FRAME_GOODBYE])
     for (const step of [
@@ -311,19 +323,21 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    */
   reserve(signal?: AbortSignal): Promise<void> | undefined {
     if (this.#closed) throw closedError(this.#name)
-    if (this.#hasRoom() && this.#windowWaiters.length === 0) {
+    if (this.#hasRoom() && this.#waiting === 0) {
       this.#reserved++
       return undefined
     }
     signal?.throwIfAborted()
     return new Promise<void>((resolve, reject) => {
-      const entry = { resolve, reject }
+      const entry: WindowWaiter = { resolve, reject, settled: false }
       this.#windowWaiters.push(entry)
+      this.#waiting++
       signal?.addEventListener(
         "abort",
         () => {
-          const i = this.#windowWaiters.indexOf(entry)
-          if (i >= 0) this.#windowWaiters.splice(i, 1)
+          if (entry.settled) return
+          entry.settled = true // skipped by #admit()
+          this.#waiting--
           reject(
             new PirateError("PIRATE_ABORTED", "the operation was aborted", {
               cause: signal.reason,
@@ -341,9 +355,14 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   /** Hands free places in the window to waiting producers, oldest first. */
   #admit(): void {
-    while (this.#windowWaiters.length > 0 && this.#hasRoom()) {
+    while (this.#waiting > 0 && this.#hasRoom()) {
+      const w = this.#windowWaiters.shift()
+      if (!w) break
+      if (w.settled) continue
+      w.settled = true
+      this.#waiting--
       this.#reserved++
-      ;(this.#windowWaiters.shift() as { resolve: () => void }).resolve()
+      w.resolve()
     }
   }
 
@@ -419,11 +438,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         try {
           await this.#journal.append(entries, { sync })
         } catch (err) {
-          const e = new PirateError(
-            "PIRATE_JOURNAL_CORRUPT",
-            `journal write failed: ${errorMessage(err)}`,
-            { cause: err },
-          )
+          const e = journalWriteError(err)
           for (const w of waiters) w.reject(e)
           for (const m of batch) {
             if (m.state !== "appending") continue
@@ -454,34 +469,19 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #makeReadyFront(list: Message[]): void {
     if (list.length === 0) return
     list.sort(byId)
-    for (const m of list) m.state = "ready"
-    this.#front = list.concat(this.#front)
+    // Onto the stack in reverse, so that the oldest of them is served first.
+    for (let i = list.length - 1; i >= 0; i--) {
+      const m = list[i] as Message
+      m.state = "ready"
+      this.#front.push(m)
+    }
     this.#scheduleDispatch()
   }
 
   #takeReady(): Message | undefined {
-    while (this.#front.length > 0) {
-      const m = this.#front.shift() as Message
-      if (m.state === "ready") return m
-    }
-    while (this.#readyHead < this.#ready.length) {
-      const m = this.#ready[this.#readyHead] as Message
-      this.#readyHead++
-      if (m.state === "ready") {
-        this.#compactReady()
-        return m
-      }
-    }
-    this.#ready = []
-    this.#readyHead = 0
+    for (let m = this.#front.pop(); m; m = this.#front.pop()) if (m.state === "ready") return m
+    for (let m = this.#ready.shift(); m; m = this.#ready.shift()) if (m.state === "ready") return m
     return undefined
-  }
-
-  #compactReady(): void {
-    if (this.#readyHead > 4096 && this.#readyHead * 2 > this.#ready.length) {
-      this.#ready = this.#ready.slice(this.#readyHead)
-      this.#readyHead = 0
-    }
   }
 
   #readyCount(): number {
@@ -1029,14 +1029,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
           if (buries.length > 0) await this.#journal.bury(buries)
           if (removes.length > 0) await this.#journal.remove(removes)
         } catch (err) {
-          this.emit(
-            "error",
-            new PirateError(
-              "PIRATE_JOURNAL_CORRUPT",
-              `journal write failed: ${errorMessage(err)}`,
-              { cause: err },
-            ),
-          )
+          this.emit("error", journalWriteError(err))
         }
       }
     } finally {
@@ -1158,6 +1151,14 @@ function setRouterNotify(router: Router): void {
   } catch (err) {
     debug("ROUTER_NOTIFY unavailable, relying on heartbeats: %s", errorMessage(err))
   }
+}
+
+/** A failed journal write as a `PirateError` (kept as it is when it already is one). */
+function journalWriteError(err: unknown): PirateError {
+  if (err instanceof PirateError) return err
+  return new PirateError("PIRATE_JOURNAL_IO", `journal write failed: ${errorMessage(err)}`, {
+    cause: err,
+  })
 }
 
 /** The performance.now() time of an epoch-ms timestamp. */

@@ -239,8 +239,19 @@ export class Sender extends EventEmitter<SenderEvents> {
   async replay(ids: readonly string[]): Promise<string[]> {
     const core = this.#open()
     await core.flushJournal()
+    // Page through the dead letters (bounded memory) to find the ones asked for.
     const wanted = new Set(ids)
-    const letters = (await this.#journal.dead()).filter((d) => wanted.has(d.id))
+    const letters: DeadLetter[] = []
+    let after: string | undefined
+    while (letters.length < wanted.size) {
+      const page = await this.#journal.dead({
+        limit: 1000,
+        ...(after === undefined ? {} : { after }),
+      })
+      if (page.length === 0) break
+      for (const d of page) if (wanted.has(d.id)) letters.push(d)
+      after = page.at(-1)?.id
+    }
     const moved = new Set(await this.#journal.replay(letters.map((d) => d.id)))
     core.requeueReplayed(letters.filter((d) => moved.has(d.id)))
     return [...moved]

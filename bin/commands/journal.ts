@@ -1,0 +1,377 @@
+/** `pirate journal`: inspects a sender's journal; replays, purges or repairs dead letters. */
+import { readdir, stat } from "node:fs/promises"
+import { resolve } from "node:path"
+import { PirateError } from "../../lib/errors.js"
+import { isMessageId } from "../../lib/journal/ids.js"
+import { LevelJournal } from "../../lib/journal/level.js"
+import type { DeadLetter, JournalEntry } from "../../lib/journal/types.js"
+import { UsageError, intOption, parse, type Command } from "../cli.js"
+
+const HELP = `Usage: pirate journal stats   DIR [--json]
+       pirate journal pending DIR [--limit N] [--after ID] [--json]
+       pirate journal dead    DIR [--limit N] [--after ID] [--json]
+       pirate journal replay  DIR (ID… | --all) [--json]
+       pirate journal purge   DIR (ID… | --all) [--json]
+       pirate journal repair  DIR
+
+Inspects and edits the journal of a Sender (its LevelDB directory, the "journal"
+option). Only one process may hold a journal: while the sender runs, these commands
+fail with "held by a running sender" and change nothing; stop the sender, or use its
+API (e.g. to replay dead letters) instead.
+
+Subcommands:
+  stats     counts of pending messages and dead letters, the oldest pending
+            message and its age, the last id handed out
+  pending   one line per pending (unacknowledged) message, in id (send) order:
+            id, attempts, enqueued time, payload size, retry time, last error
+  dead      one line per dead letter: id, attempts, dead-letter time, payload
+            size, last error
+  replay    moves dead letters back to pending with their attempts reset; the
+            sender delivers them when it next starts. Prints how many were
+            replayed and names the ids that were not dead letters
+  purge     deletes dead letters for good
+  repair    repairs a damaged journal in place: keeps every entry LevelDB can
+            still read and moves damaged ones aside. Copy the directory first
+            (cp -a DIR DIR.bak): what cannot be read is gone
+
+DIR may come right after the subcommand or last ("pirate journal replay ID… DIR").
+A message id is 16 hex digits, and any other argument is the directory; write a
+directory named like an id as ./NAME.
+
+Options:
+      --json       stats: one JSON object; pending, dead: one JSON object per
+                   line; replay, purge: one JSON object with the outcome
+  -n, --limit N    pending, dead: print at most N entries (default: all)
+      --after ID   pending, dead: start after this id (to page through)
+      --all        replay, purge: every dead letter
+  -h, --help       show this help
+
+Exit status: 0 on success; 1 when the journal is missing, held by a sender or
+damaged, or when replay/purge found none of the ids among the dead letters (one
+line on stderr); 2 for a usage error.
+
+Examples:
+  pirate journal stats ./journal
+  pirate journal pending ./journal --limit 20
+  pirate journal dead ./journal --json | jq -r .lastError
+  pirate journal replay ./journal 0006189a2b3c4d5e 0006189a2b3c4d5f
+  pirate journal replay 0006189a2b3c4d5e ./journal
+  pirate journal purge ./journal --all
+`
+
+const OPTIONS = {
+  json: { type: "boolean" },
+  limit: { type: "string", short: "n" },
+  after: { type: "string" },
+  all: { type: "boolean" },
+} as const
+
+type Sub = "stats" | "pending" | "dead" | "replay" | "purge" | "repair"
+const SUBS: readonly Sub[] = ["stats", "pending", "dead", "replay", "purge", "repair"]
+const TAKES_IDS: readonly Sub[] = ["replay", "purge"]
+const PAGE = 1_000
+
+/** A message id is 16 hex digits (no type guard: a DIR is a string that is not one). */
+const looksLikeId = (arg: string): boolean => isMessageId(arg)
+
+export const command: Command = {
+  summary: "inspect a sender's journal; replay, purge or repair dead letters",
+  help: HELP,
+  async run(argv: string[]): Promise<number> {
+    const { values, positionals } = parse(argv, OPTIONS)
+    const [name, ...rest] = positionals
+    if (name === undefined) throw new UsageError(`expected a subcommand: ${SUBS.join(", ")}`)
+    if (!(SUBS as readonly string[]).includes(name)) {
+      throw new UsageError(`unknown subcommand "${name}"; expected one of ${SUBS.join(", ")}`)
+    }
+    const sub = name as Sub
+    const { dir, ids } = splitArguments(sub, rest, values.all === true)
+    const listing = sub === "pending" || sub === "dead"
+    if (!listing && values.limit !== undefined)
+      throw new UsageError("--limit applies to pending and dead")
+    if (!listing && values.after !== undefined)
+      throw new UsageError("--after applies to pending and dead")
+    if (values.after !== undefined && !looksLikeId(values.after)) {
+      throw new UsageError(`--after must be a message id (16 hex digits), got "${values.after}"`)
+    }
+    if (sub === "repair" && values.json === true)
+      throw new UsageError("--json does not apply to repair")
+    const limit = intOption("limit", values.limit) ?? Infinity
+    const json = values.json === true
+    const out = (output ??= new Output())
+
+    if (sub === "repair") return repair(dir, out)
+    await assertJournalExists(dir)
+    const journal = new LevelJournal(dir)
+    try {
+      await journal.open()
+    } catch (err) {
+      throw explain(err, dir)
+    }
+    try {
+      switch (sub) {
+        case "stats":
+          return await stats(journal, json, out)
+        case "pending":
+        case "dead":
+          return await list(journal, sub, { limit, after: values.after, json }, out)
+        case "replay":
+        case "purge":
+          return await edit(journal, sub, ids, json, out)
+      }
+    } finally {
+      await journal.close()
+    }
+  },
+}
+
+/** Finds DIR (first or last, not an id) and the ids among the arguments after the subcommand. */
+function splitArguments(sub: Sub, args: string[], all: boolean): { dir: string; ids: string[] } {
+  if (!TAKES_IDS.includes(sub)) {
+    if (all) throw new UsageError("--all applies to replay and purge")
+    if (args.length !== 1) {
+      throw new UsageError(`expected one argument DIR after "${sub}", got ${args.length}`)
+    }
+    return { dir: args[0] as string, ids: [] }
+  }
+  const dirs = args.filter((a) => !looksLikeId(a))
+  if (dirs.length === 0) {
+    throw new UsageError(
+      `expected the journal directory DIR; a name of 16 hex digits is read as a message id, so write it as ./NAME`,
+    )
+  }
+  if (dirs.length > 1) {
+    throw new UsageError(
+      `expected one DIR and message ids (16 hex digits), got ${dirs.map((d) => `"${d}"`).join(", ")}`,
+    )
+  }
+  const dir = dirs[0] ?? ""
+  if (args[0] !== dir && args.at(-1) !== dir) {
+    throw new UsageError(`DIR must come right after "${sub}" or last, got "${dir}" among the ids`)
+  }
+  const ids = args.filter((a) => a !== dir)
+  if (all && ids.length > 0) throw new UsageError("give either message ids or --all, not both")
+  if (!all && ids.length === 0) throw new UsageError(`expected message ids to ${sub}, or --all`)
+  return { dir, ids }
+}
+
+/** Read commands must not create an empty journal where there was none. */
+async function assertJournalExists(dir: string): Promise<void> {
+  const where = resolve(dir)
+  const info = await stat(where).catch(() => undefined)
+  if (info === undefined)
+    throw new Error(`there is no journal in ${where}: the directory does not exist`)
+  if (!info.isDirectory())
+    throw new Error(`${where} is not a directory; give the journal directory`)
+  // A damaged journal (CURRENT lost, tables left) is opened anyway: LevelJournal explains the damage.
+  const names = await readdir(where)
+  if (!names.includes("CURRENT") && !names.some((n) => /^\d+\.(log|ldb|sst)$/.test(n))) {
+    throw new Error(`there is no journal in ${where}; is this the sender's journal directory?`)
+  }
+}
+
+function explain(err: unknown, dir: string): unknown {
+  if (err instanceof PirateError && err.code === "PIRATE_JOURNAL_LOCKED") {
+    return new PirateError(
+      "PIRATE_JOURNAL_LOCKED",
+      `the journal in ${resolve(dir)} is held by a running sender; stop it or use the sender's API to replay`,
+      { cause: err },
+    )
+  }
+  return err
+}
+
+async function stats(journal: LevelJournal, json: boolean, out: Output): Promise<number> {
+  const counts = await journal.stats()
+  const lastId = await journal.lastId()
+  const [oldest] = await journal.pending({ limit: 1 })
+  const now = Date.now()
+  if (json) {
+    await out.line(
+      JSON.stringify({
+        path: journal.path,
+        pending: counts.pending,
+        dead: counts.dead,
+        lastId: lastId ?? null,
+        oldest: oldest
+          ? { id: oldest.id, enqueuedAt: oldest.enqueuedAt, ageMs: now - oldest.enqueuedAt }
+          : null,
+      }),
+    )
+    return 0
+  }
+  const rows: [string, string][] = [
+    ["journal", journal.path],
+    ["pending", String(counts.pending)],
+    ["dead", String(counts.dead)],
+    [
+      "oldest",
+      oldest
+        ? `${oldest.id}, enqueued ${iso(oldest.enqueuedAt)} (${age(now - oldest.enqueuedAt)} ago)`
+        : "-",
+    ],
+    ["last id", lastId ?? "-"],
+  ]
+  for (const [k, v] of rows) await out.line(`${k.padEnd(8)} ${v}`)
+  return 0
+}
+
+async function list(
+  journal: LevelJournal,
+  sub: "pending" | "dead",
+  o: { limit: number; after: string | undefined; json: boolean },
+  out: Output,
+): Promise<number> {
+  let after = o.after
+  let left = o.limit
+  // Page through: a journal may hold millions of entries.
+  while (left > 0 && !out.closed) {
+    const limit = Math.min(PAGE, left)
+    const page: (JournalEntry | DeadLetter)[] =
+      sub === "pending"
+        ? await journal.pending(after === undefined ? { limit } : { after, limit })
+        : await journal.dead(after === undefined ? { limit } : { after, limit })
+    for (const e of page) await out.line(o.json ? jsonLine(e) : textLine(e))
+    if (page.length < limit) break
+    left -= page.length
+    after = page.at(-1)?.id
+  }
+  return 0
+}
+
+function textLine(e: JournalEntry | DeadLetter): string {
+  const parts = [e.id, `attempts=${e.attempts}`, `enqueued=${iso(e.enqueuedAt)}`]
+  if ("deadAt" in e) parts.push(`dead=${iso(e.deadAt)}`)
+  parts.push(`size=${e.payload.length}`)
+  if (e.notBefore !== undefined) parts.push(`not-before=${iso(e.notBefore)}`)
+  if (e.lastError !== undefined) parts.push(`error=${JSON.stringify(e.lastError)}`)
+  return parts.join("  ")
+}
+
+function jsonLine(e: JournalEntry | DeadLetter): string {
+  return JSON.stringify({
+    id: e.id,
+    attempts: e.attempts,
+    enqueuedAt: e.enqueuedAt,
+    ...("deadAt" in e ? { deadAt: e.deadAt } : {}),
+    size: e.payload.length,
+    notBefore: e.notBefore ?? null,
+    lastError: e.lastError ?? null,
+  })
+}
+
+async function edit(
+  journal: LevelJournal,
+  sub: "replay" | "purge",
+  ids: string[],
+  json: boolean,
+  out: Output,
+): Promise<number> {
+  const all = ids.length === 0
+  let done: string[] = []
+  let asked = ids.length
+  if (all) {
+    // Each page is moved (or deleted) before the next one is read, so start from the top again.
+    for (;;) {
+      const page = (await journal.dead({ limit: PAGE })).map((d) => d.id)
+      if (page.length === 0) break
+      asked += page.length
+      const moved = await apply(journal, sub, page)
+      done.push(...moved)
+      if (moved.length < page.length) break // cannot happen, but never loop forever
+    }
+  } else {
+    done = await apply(journal, sub, ids)
+  }
+  const found = new Set(done)
+  const missing = [...new Set(ids)].filter((id) => !found.has(id))
+  const verb = sub === "replay" ? "replayed" : "purged"
+  if (json) {
+    await out.line(JSON.stringify({ [verb]: done, notDead: missing }))
+  } else {
+    await out.line(
+      all
+        ? `${verb} ${done.length} dead ${done.length === 1 ? "letter" : "letters"}`
+        : `${verb} ${done.length} of ${asked} (${missing.length} not found among the dead letters)`,
+    )
+    for (const id of missing) process.stderr.write(`pirate: ${id} is not a dead letter\n`)
+  }
+  return done.length > 0 || (all && asked === 0) ? 0 : 1
+}
+
+async function apply(
+  journal: LevelJournal,
+  sub: "replay" | "purge",
+  ids: string[],
+): Promise<string[]> {
+  if (sub === "replay") return journal.replay(ids)
+  // purgeDead() only counts, so purge one id at a time to name the ones that were not dead.
+  const purged: string[] = []
+  for (const id of new Set(ids)) if ((await journal.purgeDead([id])) === 1) purged.push(id)
+  return purged
+}
+
+async function repair(dir: string, out: Output): Promise<number> {
+  const where = resolve(dir)
+  const info = await stat(where).catch(() => undefined)
+  if (info === undefined)
+    throw new Error(`there is no journal in ${where}: the directory does not exist`)
+  let report
+  try {
+    report = await LevelJournal.repair(where)
+  } catch (err) {
+    throw explain(err, dir)
+  }
+  await out.line(
+    `repaired ${where}: ${report.pending} pending, ${report.dead} dead` +
+      (report.quarantined > 0
+        ? `, ${report.quarantined} damaged entries moved aside (keys q:…)`
+        : "") +
+      (report.levelRepaired ? "; LevelDB's repair ran: writes it could not read are gone" : ""),
+  )
+  return 0
+}
+
+function iso(ms: number): string {
+  const d = new Date(ms)
+  return Number.isNaN(d.getTime()) ? String(ms) : d.toISOString()
+}
+
+function age(ms: number): string {
+  if (ms < 0) return "0 s"
+  if (ms < 1_000) return `${Math.round(ms)} ms`
+  const s = Math.floor(ms / 1_000)
+  if (s < 60) return `${s} s`
+  const m = Math.floor(s / 60)
+  if (m < 60) return `${m} min ${s % 60} s`
+  const h = Math.floor(m / 60)
+  if (h < 48) return `${h} h ${m % 60} min`
+  return `${Math.floor(h / 24)} d ${h % 24} h`
+}
+
+let output: Output | undefined
+
+/** Writes lines to stdout with backpressure; stops quietly when the reader goes away (`| head`). */
+class Output {
+  closed = false
+  constructor() {
+    process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code !== "EPIPE") throw err
+      this.closed = true
+    })
+  }
+  async line(text: string): Promise<void> {
+    if (this.closed) return
+    if (!process.stdout.write(`${text}\n`)) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          process.stdout.off("drain", done)
+          process.stdout.off("error", done)
+          resolve()
+        }
+        process.stdout.on("drain", done)
+        process.stdout.on("error", done)
+      })
+    }
+  }
+}

@@ -1,0 +1,39 @@
+/**
+ * A first-in first-out queue with O(1) `push` and `shift`: an array with a head index that is
+ * compacted now and then (`Array.prototype.shift` is O(n), which hurts at tens of thousands).
+ */
+export class Fifo<T> {
+  #items: (T | undefined)[] = []
+  #head = 0
+
+  get length(): number {
+    return this.#items.length - this.#head
+  }
+
+  push(item: T): void {
+    this.#items.push(item)
+  }
+
+  shift(): T | undefined {
+    if (this.#head >= this.#items.length) return undefined
+    const item = this.#items[this.#head]
+    this.#items[this.#head] = undefined // let it be collected
+    this.#head++
+    if (this.#head === this.#items.length) {
+      this.#items = []
+      this.#head = 0
+    } else if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head)
+      this.#head = 0
+    }
+    return item
+  }
+
+  /** Removes and returns everything, oldest first. */
+  drain(): T[] {
+    const out = this.#items.slice(this.#head) as T[]
+    this.#items = []
+    this.#head = 0
+    return out
+  }
+}

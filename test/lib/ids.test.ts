@@ -1,0 +1,104 @@
+import { afterEach, describe, expect, test, vi } from "vitest"
+import { ID_LENGTH, IdGenerator, isMessageId } from "../../lib/journal/ids.js"
+
+afterEach(() => {
+  vi.restoreAllMocks()
+})
+
+const hex = (n: number): string => n.toString(16).padStart(ID_LENGTH, "0")
+
+describe("IdGenerator", () => {
+  test("ids are 16 lower-case hex digits", () => {
+    const ids = new IdGenerator()
+    for (let i = 0; i < 100; i++) expect(ids.next()).toMatch(/^[0-9a-f]{16}$/)
+  })
+
+  test("ids sort in creation order, as strings and as numbers, and are unique", () => {
+    const ids = new IdGenerator()
+    const made = Array.from({ length: 100_000 }, () => ids.next())
+    expect(new Set(made).size).toBe(made.length)
+    for (let i = 1; i < made.length; i++) {
+      expect(made[i]! > made[i - 1]!).toBe(true)
+      expect(parseInt(made[i]!, 16)).toBeGreaterThan(parseInt(made[i - 1]!, 16))
+    }
+  })
+
+  test("ids start at the clock in microseconds", () => {
+    vi.spyOn(Date, "now").mockReturnValue(1_700_000_000_000)
+    expect(new IdGenerator().next()).toBe(hex(1_700_000_000_000_000))
+  })
+
+  test("ids follow the clock when it is ahead of the counter", () => {
+    const now = vi.spyOn(Date, "now").mockReturnValue(1_700_000_000_000)
+    const ids = new IdGenerator()
+    ids.next()
+    now.mockReturnValue(1_700_000_000_005)
+    expect(ids.next()).toBe(hex(1_700_000_000_005_000))
+  })
+
+  test("ids keep growing when the clock goes backwards", () => {
+    const now = vi.spyOn(Date, "now").mockReturnValue(1_700_000_000_000)
+    const ids = new IdGenerator()
+    const a = ids.next()
+    now.mockReturnValue(1_600_000_000_000)
+    const b = ids.next()
+    expect(b > a).toBe(true)
+    expect(new IdGenerator(b).next() > b).toBe(true)
+  })
+
+  test("a floor above the clock is respected (ids stay unique across restarts)", () => {
+    vi.spyOn(Date, "now").mockReturnValue(1_700_000_000_000)
+    const floor = hex(1_800_000_000_000_000)
+    const ids = new IdGenerator(floor)
+    const first = ids.next()
+    expect(first).toBe(hex(1_800_000_000_000_001))
+    expect(ids.next()).toBe(hex(1_800_000_000_000_002))
+  })
+
+  test("a floor below the clock does not hold ids back", () => {
+    vi.spyOn(Date, "now").mockReturnValue(1_700_000_000_000)
+    expect(new IdGenerator(hex(5)).next()).toBe(hex(1_700_000_000_000_000))
+  })
+
+  test("a floor that is not an id is ignored", () => {
+    vi.spyOn(Date, "now").mockReturnValue(1_700_000_000_000)
+    for (const floor of ["", "zzzzzzzzzzzzzzzz", "FFFFFFFFFFFFFFFF", "123", hex(1) + "0"]) {
+      expect(new IdGenerator(floor).next()).toBe(hex(1_700_000_000_000_000))
+    }
+  })
+
+  test("a generator seeded with the last id of another never repeats its ids", () => {
+    const first = new IdGenerator()
+    const made = Array.from({ length: 1_000 }, () => first.next())
+    const second = new IdGenerator(made.at(-1))
+    const more = Array.from({ length: 1_000 }, () => second.next())
+    expect(more[0]! > made.at(-1)!).toBe(true)
+    expect(new Set([...made, ...more]).size).toBe(2_000)
+  })
+
+  test("ids stay exact well past today (below 2^53)", () => {
+    vi.spyOn(Date, "now").mockReturnValue(4_000_000_000_000) // year 2096
+    const ids = new IdGenerator()
+    const a = ids.next()
+    expect(parseInt(ids.next(), 16) - parseInt(a, 16)).toBe(1)
+  })
+})
+
+describe("isMessageId", () => {
+  test("accepts exactly 16 lower-case hex digits", () => {
+    expect(isMessageId(new IdGenerator().next())).toBe(true)
+    expect(isMessageId("0123456789abcdef")).toBe(true)
+    for (const bad of [
+      "0123456789ABCDEF",
+      "0123456789abcde",
+      "0123456789abcdef0",
+      "g123456789abcdef",
+      "",
+      42,
+      null,
+      undefined,
+    ]) {
+      expect(isMessageId(bad)).toBe(false)
+    }
+  })
+})

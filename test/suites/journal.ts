@@ -1,0 +1,564 @@
+/**
+ * The shared suite every `Journal` implementation runs (like abstract-level's test/index.js):
+ * `journalSuite("MemoryJournal", async () => ({ journal: new MemoryJournal() }))`.
+ */
+import { randomBytes } from "node:crypto"
+import fc from "fast-check"
+import { describe, expect, onTestFinished, test } from "vitest"
+import type { DeadLetter, Journal, JournalEntry } from "../../lib/journal/types.js"
+
+export interface JournalFixture {
+  /** A new, not yet opened journal on fresh storage. */
+  journal: Journal
+  /**
+   * For persistent journals: a new, not yet opened journal on the same storage. The suite closes
+   * the previous one first.
+   */
+  reopen?: () => Journal | Promise<Journal>
+}
+
+/** Makes a fixture; called once per test (or per property run), inside the test. */
+export type JournalFactory = () => Promise<JournalFixture>
+
+/** A message id in the format of `IdGenerator` (16 hex digits) from a small number. */
+export function id(n: number): string {
+  return n.toString(16).padStart(16, "0")
+}
+
+export function entry(n: number, extra: Partial<JournalEntry> = {}): JournalEntry {
+  return {
+    id: id(n),
+    payload: Buffer.from(`payload ${n}`),
+    attempts: 0,
+    enqueuedAt: 1_700_000_000_000 + n,
+    ...extra,
+  }
+}
+
+export function letter(
+  e: JournalEntry,
+  lastError = "boom",
+  deadAt = 1_800_000_000_000,
+): DeadLetter {
+  return { ...e, lastError, deadAt }
+}
+
+/** Opens a journal and closes it when the test finishes. */
+async function opened(journal: Journal): Promise<Journal> {
+  await journal.open()
+  onTestFinished(() => journal.close())
+  return journal
+}
+
+const ids = (entries: readonly { id: string }[]): string[] => entries.map((e) => e.id)
+
+export function journalSuite(name: string, factory: JournalFactory): void {
+  describe(`${name} (journal suite)`, () => {
+    async function setup(): Promise<{
+      journal: Journal
+      reopen: (() => Promise<Journal>) | undefined
+    }> {
+      const fixture = await factory()
+      let current = await opened(fixture.journal)
+      const make = fixture.reopen
+      const reopen =
+        make === undefined
+          ? undefined
+          : async (): Promise<Journal> => {
+              await current.close()
+              current = await opened(await make())
+              return current
+            }
+      return { journal: current, reopen }
+    }
+
+    test("a new journal is empty", async () => {
+      const { journal } = await setup()
+      expect(await journal.stats()).toEqual({ pending: 0, dead: 0 })
+      expect(await journal.lastId()).toBeUndefined()
+      expect(await journal.pending({ limit: 10 })).toEqual([])
+      expect(await journal.dead()).toEqual([])
+    })
+
+    test("open() and close() are idempotent", async () => {
+      const { journal } = await setup()
+      await Promise.all([journal.open(), journal.open()])
+      await journal.append([entry(1)], { sync: false })
+      await Promise.all([journal.close(), journal.close()])
+      await journal.close()
+    })
+
+    test("persistent says whether entries outlive the process", async () => {
+      const { journal, reopen } = await setup()
+      expect(journal.persistent).toBe(reopen !== undefined)
+    })
+
+    test("pending() returns appended entries in id order with every field", async () => {
+      const { journal } = await setup()
+      const a = entry(3)
+      const b = entry(1, { attempts: 2, lastError: "timeout", notBefore: 1_700_000_005_000 })
+      const c = entry(2, { lastError: "" })
+      await journal.append([a, b], { sync: false })
+      await journal.append([c], { sync: true })
+      const got = await journal.pending({ limit: 10 })
+      expect(ids(got)).toEqual([id(1), id(2), id(3)])
+      expect(got).toEqual([b, c, a])
+      expect(got[0]).not.toHaveProperty("dead")
+      expect(Object.keys(got[2]!).sort()).toEqual(["attempts", "enqueuedAt", "id", "payload"])
+      expect(await journal.stats()).toEqual({ pending: 3, dead: 0 })
+    })
+
+    test("an empty append changes nothing", async () => {
+      const { journal } = await setup()
+      await journal.append([], { sync: false })
+      await journal.append([], { sync: true })
+      expect(await journal.stats()).toEqual({ pending: 0, dead: 0 })
+      expect(await journal.lastId()).toBeUndefined()
+    })
+
+    test("pending() pages with after, until and limit", async () => {
+      const { journal } = await setup()
+      await journal.append(
+        Array.from({ length: 10 }, (_, i) => entry(i + 1)),
+        { sync: false },
+      )
+      expect(ids(await journal.pending({ limit: 3 }))).toEqual([id(1), id(2), id(3)])
+      expect(ids(await journal.pending({ after: id(3), limit: 3 }))).toEqual([id(4), id(5), id(6)])
+      expect(ids(await journal.pending({ after: id(8), limit: 5 }))).toEqual([id(9), id(10)])
+      expect(ids(await journal.pending({ after: id(10), limit: 5 }))).toEqual([])
+      expect(ids(await journal.pending({ until: id(2), limit: 5 }))).toEqual([id(1), id(2)])
+      expect(ids(await journal.pending({ after: id(4), until: id(6), limit: 10 }))).toEqual([
+        id(5),
+        id(6),
+      ])
+      expect(ids(await journal.pending({ after: id(4), until: id(9), limit: 2 }))).toEqual([
+        id(5),
+        id(6),
+      ])
+      expect(ids(await journal.pending({ after: id(6), until: id(6), limit: 2 }))).toEqual([])
+      expect(ids(await journal.pending({ until: id(0), limit: 2 }))).toEqual([])
+      expect(await journal.pending({ limit: 0 })).toEqual([])
+      // `after` need not be a stored id
+      expect(ids(await journal.pending({ after: "0000000000000004x", limit: 2 }))).toEqual([
+        id(5),
+        id(6),
+      ])
+      expect(await journal.pending({ limit: Infinity })).toHaveLength(10)
+    })
+
+    test("paging through many entries returns each once, in order", async () => {
+      const { journal } = await setup()
+      const n = 2_500
+      for (let i = 0; i < n; i += 500) {
+        await journal.append(
+          Array.from({ length: 500 }, (_, k) => entry(i + k + 1)),
+          { sync: false },
+        )
+      }
+      const seen: string[] = []
+      let after: string | undefined
+      for (;;) {
+        const page = await journal.pending(
+          after === undefined ? { limit: 333 } : { after, limit: 333 },
+        )
+        if (page.length === 0) break
+        seen.push(...ids(page))
+        after = page.at(-1)!.id
+      }
+      expect(seen).toEqual(Array.from({ length: n }, (_, i) => id(i + 1)))
+    })
+
+    test("remove() deletes entries and ignores unknown ids", async () => {
+      const { journal } = await setup()
+      await journal.append([entry(1), entry(2), entry(3)], { sync: false })
+      await journal.remove([id(2), id(9), id(2)])
+      expect(ids(await journal.pending({ limit: 10 }))).toEqual([id(1), id(3)])
+      expect(await journal.stats()).toEqual({ pending: 2, dead: 0 })
+      await journal.remove([id(2)])
+      await journal.remove([])
+      expect(await journal.stats()).toEqual({ pending: 2, dead: 0 })
+      await journal.remove([id(1), id(3)])
+      expect(await journal.stats()).toEqual({ pending: 0, dead: 0 })
+      expect(await journal.pending({ limit: 10 })).toEqual([])
+    })
+
+    test("update() records attempts, lastError and notBefore", async () => {
+      const { journal } = await setup()
+      const e = entry(1, { payload: Buffer.from([0, 1, 2, 255]) })
+      await journal.append([e, entry(2)], { sync: false })
+      await journal.update([
+        { id: id(1), attempts: 1, lastError: "worker lost", notBefore: 1_700_000_009_000 },
+      ])
+      expect((await journal.pending({ limit: 1 }))[0]).toEqual({
+        ...e,
+        attempts: 1,
+        lastError: "worker lost",
+        notBefore: 1_700_000_009_000,
+      })
+      // fields left out are cleared; payload and enqueuedAt stay
+      await journal.update([{ id: id(1), attempts: 2 }])
+      expect((await journal.pending({ limit: 1 }))[0]).toEqual({ ...e, attempts: 2 })
+      expect((await journal.pending({ after: id(1), limit: 1 }))[0]).toEqual(entry(2))
+      expect(await journal.stats()).toEqual({ pending: 2, dead: 0 })
+    })
+
+    test("update() never resurrects a removed entry and ignores unknown ids", async () => {
+      const { journal } = await setup()
+      await journal.append([entry(1), entry(2)], { sync: false })
+      await journal.remove([id(1)])
+      await journal.update([
+        { id: id(1), attempts: 3, lastError: "late" },
+        { id: id(7), attempts: 1 },
+        { id: id(2), attempts: 1, lastError: "x" },
+      ])
+      expect(await journal.pending({ limit: 10 })).toEqual([
+        { ...entry(2), attempts: 1, lastError: "x" },
+      ])
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 0 })
+      await journal.update([])
+    })
+
+    test("update() of a buried entry does not bring it back", async () => {
+      const { journal } = await setup()
+      await journal.append([entry(1)], { sync: false })
+      await journal.bury([letter(entry(1))])
+      await journal.update([{ id: id(1), attempts: 9 }])
+      expect(await journal.pending({ limit: 10 })).toEqual([])
+      expect(await journal.dead()).toEqual([letter(entry(1))])
+    })
+
+    test("bury() moves entries to the dead letters", async () => {
+      const { journal } = await setup()
+      await journal.append([entry(1), entry(2), entry(3)], { sync: false })
+      const d1 = letter({ ...entry(1), attempts: 5 }, "too many attempts", 1_800_000_000_001)
+      const d3 = letter(entry(3), "rejected: bad input", 1_800_000_000_003)
+      await journal.bury([d3, d1])
+      expect(ids(await journal.pending({ limit: 10 }))).toEqual([id(2)])
+      expect(await journal.dead()).toEqual([d1, d3])
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 2 })
+      // burying again (or an id that is not pending) counts each dead letter once
+      await journal.bury([d1, letter(entry(8))])
+      expect(ids(await journal.dead())).toEqual([id(1), id(3), id(8)])
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 3 })
+      await journal.bury([])
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 3 })
+    })
+
+    test("dead() pages with after and limit", async () => {
+      const { journal } = await setup()
+      const entries = Array.from({ length: 6 }, (_, i) => entry(i + 1))
+      await journal.append(entries, { sync: false })
+      await journal.bury(entries.map((e) => letter(e)))
+      expect(ids(await journal.dead({ limit: 2 }))).toEqual([id(1), id(2)])
+      expect(ids(await journal.dead({ after: id(2), limit: 2 }))).toEqual([id(3), id(4)])
+      expect(ids(await journal.dead({ after: id(4) }))).toEqual([id(5), id(6)])
+      expect(ids(await journal.dead({ after: id(6) }))).toEqual([])
+      expect(await journal.dead({ limit: 0 })).toEqual([])
+      expect(await journal.dead({})).toHaveLength(6)
+    })
+
+    test("replay() moves dead letters back with attempts reset and the same id", async () => {
+      const { journal } = await setup()
+      const e = entry(1, { payload: randomBytes(100) })
+      await journal.append([e, entry(2)], { sync: false })
+      await journal.update([
+        { id: id(1), attempts: 4, lastError: "nope", notBefore: 1_700_000_100_000 },
+      ])
+      await journal.bury([letter({ ...e, attempts: 5 }, "gave up")])
+      const moved = await journal.replay([id(9), id(1), id(2), id(1)])
+      expect(moved).toEqual([id(1)])
+      expect(await journal.dead()).toEqual([])
+      expect(await journal.pending({ limit: 10 })).toEqual([e, entry(2)])
+      expect(await journal.stats()).toEqual({ pending: 2, dead: 0 })
+      expect(await journal.replay([id(1)])).toEqual([])
+      expect(await journal.replay([])).toEqual([])
+    })
+
+    test("purgeDead() deletes dead letters and counts them", async () => {
+      const { journal } = await setup()
+      await journal.append([entry(1), entry(2), entry(3)], { sync: false })
+      await journal.bury([letter(entry(1)), letter(entry(2))])
+      expect(await journal.purgeDead([id(1), id(3), id(7), id(1)])).toBe(1)
+      expect(ids(await journal.dead())).toEqual([id(2)])
+      expect(ids(await journal.pending({ limit: 10 }))).toEqual([id(3)])
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 1 })
+      expect(await journal.purgeDead([id(2)])).toBe(1)
+      expect(await journal.purgeDead([])).toBe(0)
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 0 })
+    })
+
+    test("lastId() is the greatest id ever stored, even once everything is gone", async () => {
+      const { journal } = await setup()
+      await journal.append([entry(5), entry(2)], { sync: false })
+      expect(await journal.lastId()).toBe(id(5))
+      await journal.append([entry(3)], { sync: false })
+      expect(await journal.lastId()).toBe(id(5))
+      await journal.bury([letter(entry(9))])
+      expect(await journal.lastId()).toBe(id(9))
+      await journal.remove([id(5), id(2), id(3)])
+      expect(await journal.purgeDead([id(9)])).toBe(1)
+      expect(await journal.stats()).toEqual({ pending: 0, dead: 0 })
+      expect(await journal.lastId()).toBe(id(9))
+    })
+
+    test("re-appending a stored id replaces it and counts it once", async () => {
+      const { journal } = await setup()
+      await journal.append([entry(1), entry(2), entry(2, { attempts: 1 })], { sync: false })
+      expect(await journal.stats()).toEqual({ pending: 2, dead: 0 })
+      await journal.append([entry(1, { payload: Buffer.from("again") })], { sync: false })
+      expect(await journal.stats()).toEqual({ pending: 2, dead: 0 })
+      expect((await journal.pending({ limit: 1 }))[0]!.payload.toString()).toBe("again")
+    })
+
+    test("payloads round-trip byte for byte", async () => {
+      const { journal, reopen } = await setup()
+      const everyByte = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
+      const big = randomBytes(1024 * 1024)
+      const payloads = [
+        Buffer.alloc(0),
+        everyByte,
+        big,
+        Buffer.from("héllo ✓ 🏴‍☠️"),
+        Buffer.alloc(1000),
+      ]
+      await journal.append(
+        payloads.map((payload, i) => entry(i + 1, { payload })),
+        { sync: false },
+      )
+      await journal.bury([letter(entry(3, { payload: big }), "x".repeat(10_000))])
+      await journal.update([{ id: id(2), attempts: 1, lastError: "e\u0000\n\u{1F600}" }])
+      const check = async (j: Journal): Promise<void> => {
+        const got = await j.pending({ limit: 10 })
+        expect(ids(got)).toEqual([id(1), id(2), id(4), id(5)])
+        for (const e of got) expect(Buffer.isBuffer(e.payload)).toBe(true)
+        expect(got[0]!.payload).toHaveLength(0)
+        expect(got[1]!.payload.equals(everyByte)).toBe(true)
+        expect(got[1]!.lastError).toBe("e\u0000\n\u{1F600}")
+        expect(got[2]!.payload.equals(payloads[3]!)).toBe(true)
+        expect(got[3]!.payload.equals(Buffer.alloc(1000))).toBe(true)
+        const [d] = await j.dead()
+        expect(d!.payload.equals(big)).toBe(true)
+        expect(d!.lastError).toBe("x".repeat(10_000))
+        expect(await j.replay([id(3)])).toEqual([id(3)])
+        const [back] = await j.pending({ after: id(2), until: id(3), limit: 1 })
+        expect(back!.payload.equals(big)).toBe(true)
+        await j.bury([letter(entry(3, { payload: big }), "x".repeat(10_000))])
+      }
+      await check(journal)
+      if (reopen) await check(await reopen())
+    })
+
+    test("returned entries are copies", async () => {
+      const { journal } = await setup()
+      await journal.append([entry(1)], { sync: false })
+      await journal.bury([letter(entry(2))])
+      const [e] = await journal.pending({ limit: 1 })
+      e!.attempts = 99
+      const [d] = await journal.dead()
+      d!.lastError = "changed"
+      expect((await journal.pending({ limit: 1 }))[0]!.attempts).toBe(0)
+      expect((await journal.dead())[0]!.lastError).toBe("boom")
+    })
+
+    test("concurrent calls all take effect", async () => {
+      const { journal } = await setup()
+      await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          journal.append([entry(2 * i + 1), entry(2 * i + 2)], { sync: i % 2 === 0 }),
+        ),
+      )
+      await Promise.all([
+        journal.remove([id(1), id(2)]),
+        journal.update([{ id: id(3), attempts: 1 }]),
+        journal.bury([letter(entry(4))]),
+        journal.remove([id(5)]),
+      ])
+      expect(await journal.stats()).toEqual({ pending: 36, dead: 1 })
+      expect((await journal.pending({ limit: 1 }))[0]).toEqual({ ...entry(3), attempts: 1 })
+    })
+
+    test("matches a model under random operations", async () => {
+      const { reopen: canReopen } = await setup()
+      const op = fc.oneof(
+        fc.record({
+          t: fc.constant("append" as const),
+          ns: fc.array(fc.integer({ min: 1, max: 12 }), { maxLength: 4 }),
+          sync: fc.boolean(),
+        }),
+        fc.record({
+          t: fc.constant("remove" as const),
+          ns: fc.array(fc.integer({ min: 1, max: 12 }), { maxLength: 4 }),
+        }),
+        fc.record({
+          t: fc.constant("update" as const),
+          ns: fc.array(fc.integer({ min: 1, max: 12 }), { maxLength: 3 }),
+          attempts: fc.nat(9),
+          err: fc.option(fc.string({ maxLength: 8 }), { nil: undefined }),
+          notBefore: fc.option(fc.nat(), { nil: undefined }),
+        }),
+        fc.record({
+          t: fc.constant("bury" as const),
+          ns: fc.array(fc.integer({ min: 1, max: 12 }), { maxLength: 3 }),
+        }),
+        fc.record({
+          t: fc.constant("replay" as const),
+          ns: fc.array(fc.integer({ min: 1, max: 12 }), { maxLength: 3 }),
+        }),
+        fc.record({
+          t: fc.constant("purge" as const),
+          ns: fc.array(fc.integer({ min: 1, max: 12 }), { maxLength: 3 }),
+        }),
+        fc.record({ t: fc.constant("reopen" as const) }),
+      )
+      await fc.assert(
+        fc.asyncProperty(fc.array(op, { maxLength: 25 }), async (ops) => {
+          const fixture = await setup()
+          let journal = fixture.journal
+          const model = new ModelJournal()
+          for (const o of ops) {
+            switch (o.t) {
+              case "append": {
+                const es = o.ns.map((n) => entry(n, { payload: Buffer.from([n]) }))
+                await journal.append(es, { sync: o.sync })
+                model.append(es)
+                break
+              }
+              case "remove":
+                await journal.remove(o.ns.map(id))
+                model.remove(o.ns.map(id))
+                break
+              case "update": {
+                const us = o.ns.map((n) => ({
+                  id: id(n),
+                  attempts: o.attempts,
+                  ...(o.err === undefined ? {} : { lastError: o.err }),
+                  ...(o.notBefore === undefined ? {} : { notBefore: o.notBefore }),
+                }))
+                await journal.update(us)
+                model.update(us)
+                break
+              }
+              case "bury": {
+                const ds = o.ns.map((n) =>
+                  letter(model.pending.get(id(n)) ?? entry(n), `dead ${n}`),
+                )
+                await journal.bury(ds)
+                model.bury(ds)
+                break
+              }
+              case "replay":
+                expect(await journal.replay(o.ns.map(id))).toEqual(model.replay(o.ns.map(id)))
+                break
+              case "purge":
+                expect(await journal.purgeDead(o.ns.map(id))).toBe(model.purge(o.ns.map(id)))
+                break
+              case "reopen":
+                if (fixture.reopen) journal = await fixture.reopen()
+                break
+            }
+          }
+          expect(await journal.pending({ limit: 100 })).toEqual(model.sorted(model.pending))
+          expect(await journal.dead()).toEqual(model.sorted(model.dead))
+          expect(await journal.stats()).toEqual({
+            pending: model.pending.size,
+            dead: model.dead.size,
+          })
+          expect(await journal.lastId()).toBe(model.lastId)
+        }),
+        { numRuns: canReopen ? 25 : 100 },
+      )
+    })
+
+    test("everything survives close and reopen", async (ctx) => {
+      const { journal, reopen } = await setup()
+      if (reopen === undefined) {
+        ctx.skip()
+        return
+      }
+      await journal.append([entry(1), entry(2), entry(3), entry(4)], { sync: true })
+      await journal.update([
+        { id: id(2), attempts: 2, lastError: "crash", notBefore: 1_700_000_050_000 },
+      ])
+      await journal.bury([letter(entry(3), "poison", 1_800_000_000_333)])
+      await journal.remove([id(4)])
+      const pending = await journal.pending({ limit: 10 })
+      const dead = await journal.dead()
+      const again = await reopen()
+      expect(await again.pending({ limit: 10 })).toEqual(pending)
+      expect(await again.dead()).toEqual(dead)
+      expect(await again.stats()).toEqual({ pending: 2, dead: 1 })
+      expect(await again.lastId()).toBe(id(4))
+      // acked everything: the high-water mark still survives
+      await again.remove([id(1), id(2)])
+      await again.purgeDead([id(3)])
+      const third = await reopen()
+      expect(await third.stats()).toEqual({ pending: 0, dead: 0 })
+      expect(await third.lastId()).toBe(id(4))
+      await third.append([entry(5)], { sync: false })
+      expect(await third.lastId()).toBe(id(5))
+    })
+  })
+}
+
+/** The reference semantics the suite checks against. */
+class ModelJournal {
+  readonly pending = new Map<string, JournalEntry>()
+  readonly dead = new Map<string, DeadLetter>()
+  lastId: string | undefined
+
+  append(es: readonly JournalEntry[]): void {
+    for (const e of es) {
+      this.pending.set(e.id, { ...e })
+      this.#bump(e.id)
+    }
+  }
+  remove(ids: readonly string[]): void {
+    for (const i of ids) this.pending.delete(i)
+  }
+  update(
+    us: readonly { id: string; attempts: number; lastError?: string; notBefore?: number }[],
+  ): void {
+    for (const u of us) {
+      const e = this.pending.get(u.id)
+      if (!e) continue
+      const next: JournalEntry = {
+        id: e.id,
+        payload: e.payload,
+        attempts: u.attempts,
+        enqueuedAt: e.enqueuedAt,
+      }
+      if (u.lastError !== undefined) next.lastError = u.lastError
+      if (u.notBefore !== undefined) next.notBefore = u.notBefore
+      this.pending.set(e.id, next)
+    }
+  }
+  bury(ds: readonly DeadLetter[]): void {
+    for (const d of ds) {
+      this.pending.delete(d.id)
+      this.dead.set(d.id, { ...d })
+      this.#bump(d.id)
+    }
+  }
+  replay(ids: readonly string[]): string[] {
+    const moved: string[] = []
+    for (const i of ids) {
+      const d = this.dead.get(i)
+      if (!d) continue
+      this.dead.delete(i)
+      this.pending.set(i, { id: i, payload: d.payload, attempts: 0, enqueuedAt: d.enqueuedAt })
+      moved.push(i)
+    }
+    return moved
+  }
+  purge(ids: readonly string[]): number {
+    let n = 0
+    for (const i of ids) if (this.dead.delete(i)) n++
+    return n
+  }
+  sorted<T extends { id: string }>(map: Map<string, T>): T[] {
+    return [...map.values()].sort((a, b) => (a.id < b.id ? -1 : 1))
+  }
+  #bump(i: string): void {
+    if (this.lastId === undefined || i > this.lastId) this.lastId = i
+  }
+}
