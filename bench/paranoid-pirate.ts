@@ -1,0 +1,754 @@
+/**
+ * Paranoid Pirate benchmark: `npx tsx bench/paranoid-pirate.ts`
+ *
+ * Env: N (messages, default 50000), SIZE (payload bytes, default 256), RUNS (default 5),
+ * BENCH_QUICK=1 (reduced run, < 20 s), FAILOVER_RUNS (default 10, quick 3), FAILOVER_SENDER_HB
+ * (the failover sender's heartbeatInterval, default 100 like its workers), CONCURRENCY and
+ * PREFETCH (of the throughput workers, default 64 and 64), CASES (comma-separated groups —
+ * throughput, rtt, failover — or case names to run; default all groups), PIPELINE (sends
+ * outstanding at most in the pipelined send→ack case, default 256).
+ *
+ * Prints one JSON line per case per run, then one summary line per case (medians over the runs,
+ * and the ratio to the case's raw zeromq.js baseline). docs/bench-paranoid-pirate.md explains
+ * each case and records measured numbers.
+ */
+import { once, type EventEmitter } from "node:events"
+import { Dealer } from "zeromq"
+import { Sender, Worker } from "../patterns/index.js"
+import { forkFixture, killAll, sleep, withTimeout, type Child } from "./lib/children.js"
+import { latencySummaryUs, max, median, percentile, round } from "./lib/stats.js"
+
+const QUICK = process.env["BENCH_QUICK"] === "1"
+const N = intEnv("N", QUICK ? 10_000 : 50_000)
+const SIZE = intEnv("SIZE", 256)
+const RUNS = intEnv("RUNS", QUICK ? 2 : 5)
+const N_RT = Math.min(N, QUICK ? 1000 : 5000)
+const FAILOVER_RUNS = intEnv("FAILOVER_RUNS", QUICK ? 3 : 10)
+const WORKERS = 2
+const CONCURRENCY = intEnv("CONCURRENCY", 64)
+const PREFETCH = intEnv("PREFETCH", CONCURRENCY)
+const MULTIPART = 64
+/** Sends outstanding at most in the pipelined send→ack case. */
+const PIPELINE = intEnv("PIPELINE", 256)
+/** Messages a killed worker holds in the failover cases. */
+const HELD = 10
+/** Heartbeats of the failover cases: a hung worker is presumed dead after 3 × 100 ms. */
+const FAILOVER_HB = { heartbeatInterval: 100, liveness: 3 }
+/** The failover sender's own heartbeatInterval (its tick is a quarter of it): 100 unless set. */
+const FAILOVER_SENDER_HB = intEnv("FAILOVER_SENDER_HB", FAILOVER_HB.heartbeatInterval)
+const SELECTED = new Set(
+  (process.env["CASES"] ?? "throughput,rtt,failover").split(",").map((s) => s.trim()),
+)
+/** True when the group or the case itself was selected with CASES. */
+function wanted(group: string, name?: string): boolean {
+  return SELECTED.has(group) || (name !== undefined && SELECTED.has(name))
+}
+/** True when anything of the group was selected. */
+function anyOf(group: string, names: string[]): boolean {
+  return SELECTED.has(group) || names.some((n) => SELECTED.has(n))
+}
+
+/** Upper bound for any single timed phase: nothing here should take a minute. */
+const PHASE_MS = 120_000
+const SPAWN_MS = 30_000
+
+interface Row {
+  case: string
+  run: number
+  msgsPerSec: number | null
+  p50us: number | null
+  p99us: number | null
+  [k: string]: unknown
+}
+
+const rows = new Map<string, Row[]>()
+
+function emit(row: Row): void {
+  const list = rows.get(row.case) ?? []
+  list.push(row)
+  rows.set(row.case, list)
+  print({ bench: "paranoid-pirate", ...row })
+}
+
+function print(obj: object): void {
+  process.stdout.write(JSON.stringify(obj) + "\n")
+}
+
+function intEnv(name: string, fallback: number): number {
+  const raw = process.env[name]
+  if (raw === undefined || raw === "") return fallback
+  const n = Number(raw)
+  if (!Number.isInteger(n) || n <= 0)
+    throw new RangeError(`${name} must be a positive integer, got ${raw}`)
+  return n
+}
+
+const common = () => ({ n: N, size: SIZE, durability: "memory" })
+
+// -------------------------------------------------------------------------------------------
+// raw zeromq.js baselines
+
+interface RawSink {
+  child: Child
+  dealer: Dealer
+}
+
+async function openRawSink(): Promise<RawSink> {
+  const child = forkFixture("raw-sink.ts", [])
+  const { endpoint } = await child.next<{ type: string; endpoint: string }>(
+    (m) => m.type === "ready",
+    SPAWN_MS,
+    "raw sink ready",
+  )
+  const dealer = new Dealer({ linger: 0, sendTimeout: 10_000, receiveTimeout: 30_000 })
+  dealer.connect(endpoint)
+  return { child, dealer }
+}
+
+/** Sends `sends` messages of `frames` frames each, awaiting every send(); times until the sink counted them all. */
+interface OneWay {
+  msgsPerSec: number
+  /** CPU time of this process per message (µs). */
+  cpuUsPerMsg: number
+  /** CPU time of the receiving child(ren) per message (µs). */
+  peerCpuUsPerMsg: number
+}
+
+/** CPU time (µs, user + system) the children have used so far. */
+async function childrenCpu(children: Child[]): Promise<number> {
+  const answers = children.map((c) =>
+    c.next<{ type: string; us: number }>((m) => m.type === "cpu", 5000, "cpu usage"),
+  )
+  for (const c of children) c.send({ type: "cpu" })
+  return (await Promise.all(answers)).reduce((sum, m) => sum + m.us, 0)
+}
+
+function cpuNow(): number {
+  const { user, system } = process.cpuUsage()
+  return user + system
+}
+
+/** Sends `sends` messages of `frames` frames each, awaiting every send(); times until the sink counted them all. */
+async function rawOneWay(sink: RawSink, sends: number, frames: Buffer[]): Promise<OneWay> {
+  const peer0 = await childrenCpu([sink.child])
+  const cpu0 = cpuNow()
+  const t0 = performance.now()
+  for (let i = 0; i < sends; i++) await sink.dealer.send(frames)
+  await sink.dealer.send("END")
+  const [count] = await sink.dealer.receive()
+  const ms = performance.now() - t0
+  const cpu = cpuNow() - cpu0
+  const peer = (await childrenCpu([sink.child])) - peer0
+  const expected = sends * frames.length
+  if (Number(count?.toString()) !== expected)
+    throw new Error(`raw sink counted ${count?.toString() ?? "?"} of ${expected} frames`)
+  return oneWay(expected, ms, cpu, peer)
+}
+
+function oneWay(n: number, ms: number, cpuUs: number, peerCpuUs: number): OneWay {
+  return {
+    msgsPerSec: Math.round((n * 1000) / ms),
+    cpuUsPerMsg: round(cpuUs / n, 2),
+    peerCpuUsPerMsg: round(peerCpuUs / n, 2),
+  }
+}
+
+interface RawEcho {
+  child: Child
+  dealer: Dealer
+}
+
+async function openRawEcho(): Promise<RawEcho> {
+  const child = forkFixture("raw-echo.ts", [])
+  const { endpoint } = await child.next<{ type: string; endpoint: string }>(
+    (m) => m.type === "ready",
+    SPAWN_MS,
+    "raw echo ready",
+  )
+  const dealer = new Dealer({ linger: 0, sendTimeout: 10_000, receiveTimeout: 10_000 })
+  dealer.connect(endpoint)
+  return { child, dealer }
+}
+
+async function rawRoundTrips(
+  echo: RawEcho,
+  n: number,
+  payload: Buffer,
+): Promise<{ samples: number[]; ms: number }> {
+  const samples = new Array<number>(n)
+  const t0 = performance.now()
+  for (let i = 0; i < n; i++) {
+    const t = performance.now()
+    await echo.dealer.send(payload)
+    await echo.dealer.receive()
+    samples[i] = performance.now() - t
+  }
+  return { samples, ms: performance.now() - t0 }
+}
+
+// -------------------------------------------------------------------------------------------
+// Sender + Worker children
+
+interface WorkerChildOptions {
+  codec: "raw" | "msgpack"
+  concurrency: number
+  prefetch?: number
+  mode: "ack" | "echo" | "hold"
+  heartbeatInterval?: number
+  liveness?: number
+}
+
+/**
+ * Forks a worker child and resolves once the sender counts it as ready: the child reports
+ * "ready" when it hears the sender's WELCOME, which the sender sends after registering it.
+ */
+async function startWorker(sender: Sender, o: WorkerChildOptions): Promise<Child> {
+  const child = forkFixture("pp-worker.ts", [sender.endpoint, JSON.stringify(o)])
+  await child.next((m) => m.type === "ready", SPAWN_MS, "worker ready")
+  return child
+}
+
+interface Pp {
+  sender: Sender
+  workers: Child[]
+}
+
+async function openPp(
+  codec: "raw" | "msgpack",
+  workers: number,
+  o: Omit<WorkerChildOptions, "codec">,
+): Promise<Pp> {
+  const sender = await Sender.open({ bind: "tcp://127.0.0.1:*", codec })
+  const children = await Promise.all(
+    Array.from({ length: workers }, () => startWorker(sender, { codec, ...o })),
+  )
+  return { sender, workers: children }
+}
+
+async function closePp(pp: Pp): Promise<void> {
+  for (const w of pp.workers) w.send({ type: "close" })
+  await Promise.all(
+    pp.workers.map((w) =>
+      withTimeout(once(w.process, "exit"), 5000, "worker exit").catch(() => w.kill()),
+    ),
+  )
+  await pp.sender.close()
+}
+
+/** Fires `n` sends at once (the window applies backpressure) and times first send → drained(). */
+async function sendAck(pp: Pp, n: number, payload: unknown): Promise<OneWay> {
+  const ackedBefore = pp.sender.stats().acked
+  const peer0 = await childrenCpu(pp.workers)
+  const cpu0 = cpuNow()
+  const t0 = performance.now()
+  const sends = new Array<Promise<string>>(n)
+  for (let i = 0; i < n; i++) sends[i] = pp.sender.send(payload)
+  await withTimeout(Promise.all(sends), PHASE_MS, "send() of every message")
+  await withTimeout(pp.sender.drained(), PHASE_MS, "drained()")
+  const ms = performance.now() - t0
+  const cpu = cpuNow() - cpu0
+  const peer = (await childrenCpu(pp.workers)) - peer0
+  const acked = pp.sender.stats().acked - ackedBefore
+  if (acked !== n) throw new Error(`expected ${n} acks, got ${acked}`)
+  return oneWay(n, ms, cpu, peer)
+}
+
+/**
+ * Like {@link sendAck} with at most `depth` sends outstanding (`depth` lanes, each awaiting its
+ * send() before the next), so that at most `depth` producers ever wait for room in the window.
+ */
+async function sendAckPipelined(
+  pp: Pp,
+  n: number,
+  payload: unknown,
+  depth: number,
+): Promise<OneWay> {
+  const ackedBefore = pp.sender.stats().acked
+  const peer0 = await childrenCpu(pp.workers)
+  const cpu0 = cpuNow()
+  const t0 = performance.now()
+  let next = 0
+  const lane = async (): Promise<void> => {
+    while (next < n) {
+      next++
+      await pp.sender.send(payload)
+    }
+  }
+  const lanes = Array.from({ length: Math.min(depth, n) }, lane)
+  await withTimeout(Promise.all(lanes), PHASE_MS, "send() of every message")
+  await withTimeout(pp.sender.drained(), PHASE_MS, "drained()")
+  const ms = performance.now() - t0
+  const cpu = cpuNow() - cpu0
+  const peer = (await childrenCpu(pp.workers)) - peer0
+  const acked = pp.sender.stats().acked - ackedBefore
+  if (acked !== n) throw new Error(`expected ${n} acks, got ${acked}`)
+  return oneWay(n, ms, cpu, peer)
+}
+
+async function requestRoundTrips(
+  sender: Sender,
+  n: number,
+  payload: Buffer,
+): Promise<{ samples: number[]; ms: number }> {
+  const samples = new Array<number>(n)
+  const deadline = performance.now() + PHASE_MS
+  const t0 = performance.now()
+  for (let i = 0; i < n; i++) {
+    const t = performance.now()
+    await sender.request(payload)
+    samples[i] = performance.now() - t
+    if (t > deadline) throw new Error("request() round trips took longer than the phase limit")
+  }
+  return { samples, ms: performance.now() - t0 }
+}
+
+/** A msgpack object payload that encodes to about `size` bytes. */
+function objectPayload(size: number): { seq: number; task: string; file: string } {
+  // map(3) 1 + "seq" 4 + uint32 5 + "task" 5 + "resize" 7 + "file" 5 + str header (2–3) + body
+  const fixed = 1 + 4 + 5 + 5 + 7 + 5 + (size > 255 + 30 ? 3 : 2)
+  return { seq: 123_456_789, task: "resize", file: "x".repeat(Math.max(0, size - fixed)) }
+}
+
+// -------------------------------------------------------------------------------------------
+// cases
+
+async function throughput(): Promise<void> {
+  const payload = Buffer.alloc(SIZE, 0x61)
+  const multipart = Array.from({ length: MULTIPART }, () => payload)
+  const object = objectPayload(SIZE)
+  const workerOpts = { concurrency: CONCURRENCY, prefetch: PREFETCH, mode: "ack" } as const
+  const settings = { workers: WORKERS, concurrency: CONCURRENCY, prefetch: PREFETCH }
+  const wantAwait = wanted("throughput", "raw-send-await")
+  const wantMulti = wanted("throughput", "raw-send-multipart64")
+  const wantAckRaw = wanted("throughput", "send-ack-raw")
+  const wantPipe = wanted("throughput", "send-ack-raw-pipelined")
+  const wantAckPack = wanted("throughput", "send-ack-msgpack")
+  const [sink, ppRaw, ppPack] = await Promise.all([
+    wantAwait || wantMulti ? openRawSink() : undefined,
+    wantAckRaw || wantPipe ? openPp("raw", WORKERS, workerOpts) : undefined,
+    wantAckPack ? openPp("msgpack", WORKERS, workerOpts) : undefined,
+  ])
+  try {
+    const warm = Math.min(N, 5000)
+    const sends = Math.ceil(N / MULTIPART)
+    if (sink && wantAwait) await rawOneWay(sink, warm, [payload])
+    if (sink && wantMulti) await rawOneWay(sink, Math.ceil(warm / MULTIPART), multipart)
+    if (ppRaw && wantAckRaw) await sendAck(ppRaw, warm, payload)
+    if (ppRaw && wantPipe) await sendAckPipelined(ppRaw, warm, payload, PIPELINE)
+    if (ppPack) await sendAck(ppPack, warm, object)
+    for (let run = 0; run < RUNS; run++) {
+      if (sink && wantAwait) {
+        const r = await rawOneWay(sink, N, [payload])
+        emit({ case: "raw-send-await", run, ...r, p50us: null, p99us: null, ...common() })
+      }
+      if (sink && wantMulti) {
+        const r = await rawOneWay(sink, sends, multipart)
+        const n = sends * MULTIPART
+        emit({ case: "raw-send-multipart64", run, ...r, p50us: null, p99us: null, ...common(), n })
+      }
+      if (ppRaw && wantPipe) {
+        const r = await sendAckPipelined(ppRaw, N, payload, PIPELINE)
+        const pipeline = PIPELINE
+        const name = "send-ack-raw-pipelined"
+        emit({
+          case: name,
+          run,
+          ...r,
+          p50us: null,
+          p99us: null,
+          ...common(),
+          ...settings,
+          pipeline,
+        })
+      }
+      if (ppRaw && wantAckRaw) {
+        const r = await sendAck(ppRaw, N, payload)
+        emit({
+          case: "send-ack-raw",
+          run,
+          ...r,
+          p50us: null,
+          p99us: null,
+          ...common(),
+          ...settings,
+          codec: "raw",
+        })
+      }
+      if (ppPack) {
+        const r = await sendAck(ppPack, N, object)
+        emit({
+          case: "send-ack-msgpack",
+          run,
+          ...r,
+          p50us: null,
+          p99us: null,
+          ...common(),
+          ...settings,
+          codec: "msgpack",
+        })
+      }
+    }
+  } finally {
+    sink?.dealer.close()
+    await Promise.allSettled([
+      sink?.child.kill(),
+      ppRaw ? closePp(ppRaw) : undefined,
+      ppPack ? closePp(ppPack) : undefined,
+    ])
+  }
+}
+
+async function roundTrip(): Promise<void> {
+  const payload = Buffer.alloc(SIZE, 0x62)
+  const wantRaw = wanted("rtt", "raw-rtt")
+  const wantReq = wanted("rtt", "request-rtt")
+  const [echo, pp] = await Promise.all([
+    wantRaw ? openRawEcho() : undefined,
+    wantReq ? openPp("raw", 1, { concurrency: 1, mode: "echo" }) : undefined,
+  ])
+  try {
+    const warm = Math.min(1000, N_RT)
+    if (echo) await rawRoundTrips(echo, warm, payload)
+    if (pp) await requestRoundTrips(pp.sender, warm, payload)
+    for (let run = 0; run < RUNS; run++) {
+      if (echo) {
+        const r = await rawRoundTrips(echo, N_RT, payload)
+        const msgsPerSec = Math.round((N_RT * 1000) / r.ms)
+        emit({
+          case: "raw-rtt",
+          run,
+          msgsPerSec,
+          ...latencySummaryUs(r.samples),
+          ...common(),
+          n: N_RT,
+        })
+      }
+      if (pp) {
+        const r = await requestRoundTrips(pp.sender, N_RT, payload)
+        const msgsPerSec = Math.round((N_RT * 1000) / r.ms)
+        const rtt = latencySummaryUs(r.samples)
+        emit({ case: "request-rtt", run, msgsPerSec, ...rtt, ...common(), n: N_RT, codec: "raw" })
+      }
+    }
+  } finally {
+    echo?.dealer.close()
+    await Promise.allSettled([echo?.child.kill(), pp ? closePp(pp) : undefined])
+  }
+}
+
+interface Holder {
+  child: Child
+  /** Resolves once the child has loaded its modules (it connects only when told to). */
+  loaded: Promise<unknown>
+}
+
+/** Forks a worker child that will hold every job, without connecting it yet. */
+function forkHolder(sender: Sender): Holder {
+  const o = { codec: "raw", concurrency: HELD, mode: "hold", lazy: true, ...FAILOVER_HB }
+  const child = forkFixture("pp-worker.ts", [sender.endpoint, JSON.stringify(o)])
+  const loaded = child.next((m) => m.type === "loaded", SPAWN_MS, "holder loaded")
+  loaded.catch(() => undefined) // awaited later; a failure surfaces there
+  return { child, loaded }
+}
+
+interface WorkerEvent {
+  workerId: string
+  protocol?: string
+  requeued?: number
+}
+
+/** Resolves with the first `event` of `sender` that `match` accepts; rejects after `ms`. */
+function waitEvent(
+  sender: Sender,
+  event: "worker:ready" | "worker:lost",
+  match: (e: WorkerEvent) => boolean,
+  ms: number,
+): Promise<WorkerEvent & { at: number }> {
+  const emitter = sender as unknown as EventEmitter
+  let on: ((e: WorkerEvent) => void) | undefined
+  const seen = new Promise<WorkerEvent & { at: number }>((resolve) => {
+    on = (e) => {
+      if (!match(e)) return
+      resolve({ ...e, at: performance.now() })
+    }
+    emitter.on(event, on)
+  })
+  return withTimeout(seen, ms, `${event} event`).finally(() => {
+    if (on) emitter.off(event, on)
+  })
+}
+
+/** A worker was lost before the kill (a starved process missed its heartbeats): run again. */
+class SpuriousLoss extends Error {}
+
+/**
+ * One failover: a child worker holds HELD requests (its handler never finishes); a second worker
+ * (in this process) joins; then the first is killed with `signal`. Times, from the kill: the
+ * holder's `worker:lost` event, the first redelivered request answered, and the last one.
+ */
+async function failoverOnce(
+  sender: Sender,
+  holder: Holder,
+  signal: "SIGKILL" | "SIGSTOP",
+): Promise<{ lostMs: number; firstAckMs: number; allAckedMs: number; requeued: number }> {
+  const payload = Buffer.alloc(SIZE, 0x63)
+  const emitter = sender as unknown as EventEmitter
+  let survivor: Worker | undefined
+  let replies: Promise<number>[] = []
+  let early: string | undefined
+  const onEarlyLoss = (e: WorkerEvent & { reason?: string }): void => {
+    early ??= `${e.workerId}: ${e.reason ?? "?"}`
+  }
+  try {
+    await holder.loaded
+    // A PPX READY: a plain PPP registration would be some stale peer's heartbeat.
+    const registered = waitEvent(sender, "worker:ready", (e) => e.protocol === "ppx", SPAWN_MS)
+    holder.child.send({ type: "open" })
+    const { workerId } = await registered
+    await holder.child.next((m) => m.type === "ready", SPAWN_MS, "holder ready")
+    emitter.on("worker:lost", onEarlyLoss)
+    replies = Array.from({ length: HELD }, () =>
+      sender.request(payload, { timeout: 10_000 }).then(() => performance.now()),
+    )
+    for (let i = 0; i < HELD; i++)
+      await holder.child.next((m) => m.type === "held", 10_000, `held job ${i + 1}`)
+    survivor = new Worker({
+      connect: sender.endpoint,
+      codec: "raw",
+      concurrency: HELD,
+      ...FAILOVER_HB,
+      handler: (p) => p,
+    })
+    const joined = waitEvent(sender, "worker:ready", (e) => e.protocol === "ppx", 10_000)
+    await survivor.open()
+    await joined
+    emitter.off("worker:lost", onEarlyLoss)
+    if (early !== undefined) throw new SpuriousLoss(`worker lost before the kill (${early})`)
+    const lost = waitEvent(sender, "worker:lost", (e) => e.workerId === workerId, 10_000)
+    const t0 = performance.now()
+    holder.child.process.kill(signal)
+    const [event, acks] = await Promise.all([
+      lost,
+      withTimeout(Promise.all(replies), 10_000, "redelivered replies"),
+    ])
+    return {
+      lostMs: event.at - t0,
+      firstAckMs: Math.min(...acks) - t0,
+      allAckedMs: Math.max(...acks) - t0,
+      requeued: event.requeued ?? -1,
+    }
+  } finally {
+    emitter.off("worker:lost", onEarlyLoss)
+    // A stopped process is woken before the kill, as an operator would; SIGKILL works either way.
+    if (signal === "SIGSTOP") holder.child.process.kill("SIGCONT")
+    await holder.child.kill("SIGKILL")
+    // Requests of a discarded run must not linger into the next one.
+    if (replies.length > 0) {
+      const survivorOpen = survivor !== undefined
+      await withTimeout(Promise.allSettled(replies), 12_000, "requests of the run").catch(() => {
+        if (survivorOpen) throw new Error("requests of a failover run never settled")
+      })
+    }
+    await survivor?.close()
+  }
+}
+
+/** Holders forked and loaded together, so that no child loads while a run is timed. */
+const HOLDER_BATCH = 4
+/** Runs that are discarded and repeated at most, in all, because a worker was lost before the kill. */
+const MAX_SPURIOUS = 5
+
+async function failover(): Promise<void> {
+  const sender = await Sender.open({
+    bind: "tcp://127.0.0.1:*",
+    codec: "raw",
+    ...FAILOVER_HB,
+    heartbeatInterval: FAILOVER_SENDER_HB,
+  })
+  const expectedStopMs = FAILOVER_HB.heartbeatInterval * FAILOVER_HB.liveness
+  const killRuns = wanted("failover", "failover-sigkill") ? FAILOVER_RUNS : 0
+  const stopRuns = wanted("failover", "failover-sigstop") ? Math.min(FAILOVER_RUNS, RUNS) : 0
+  const plan: ("warm-up" | "SIGKILL" | "SIGSTOP")[] = [
+    "warm-up",
+    ...Array.from({ length: killRuns }, () => "SIGKILL" as const),
+    ...Array.from({ length: stopRuns }, () => "SIGSTOP" as const),
+  ]
+  const runs = { SIGKILL: 0, SIGSTOP: 0 }
+  let spurious = 0
+  let pool: Holder[] = []
+  try {
+    for (const step of plan) {
+      if (pool.length === 0) {
+        pool = Array.from({ length: HOLDER_BATCH }, () => forkHolder(sender))
+        await Promise.all(pool.map((h) => h.loaded))
+      }
+      const signal = step === "SIGSTOP" ? "SIGSTOP" : "SIGKILL"
+      let r: Awaited<ReturnType<typeof failoverOnce>> | undefined
+      while (r === undefined) {
+        const holder = pool.shift() ?? forkHolder(sender)
+        try {
+          r = await failoverOnce(sender, holder, signal)
+        } catch (err) {
+          if (!(err instanceof SpuriousLoss) || ++spurious > MAX_SPURIOUS) throw err
+          process.stderr.write(`bench: failover run repeated: ${err.message}\n`)
+        }
+      }
+      if (step === "warm-up") continue
+      const run = runs[signal]++
+      const common = {
+        msgsPerSec: null,
+        p50us: null,
+        p99us: null,
+        ...roundMs(r),
+        held: HELD,
+        repeatedSoFar: spurious,
+      }
+      if (signal === "SIGKILL") emit({ case: "failover-sigkill", run, ...common })
+      else
+        emit({
+          case: "failover-sigstop",
+          run,
+          ...common,
+          expectedMs: expectedStopMs,
+          ...FAILOVER_HB,
+          senderHeartbeatInterval: FAILOVER_SENDER_HB,
+        })
+    }
+  } finally {
+    await Promise.allSettled(pool.map((h) => h.child.kill()))
+    await sender.close()
+  }
+}
+
+function roundMs<T extends Record<string, number>>(r: T): T {
+  const out: Record<string, number> = {}
+  for (const [k, v] of Object.entries(r)) out[k] = round(v, 2)
+  return out as T
+}
+
+// -------------------------------------------------------------------------------------------
+// summary
+
+const BASELINE: Record<string, { of: string; metric: "msgsPerSec" | "p50us"; target?: number }> = {
+  "raw-send-multipart64": { of: "raw-send-await", metric: "msgsPerSec" },
+  "send-ack-raw": { of: "raw-send-await", metric: "msgsPerSec", target: 0.7 },
+  "send-ack-msgpack": { of: "raw-send-await", metric: "msgsPerSec", target: 0.7 },
+  "send-ack-raw-pipelined": { of: "raw-send-await", metric: "msgsPerSec", target: 0.7 },
+  "request-rtt": { of: "raw-rtt", metric: "p50us", target: 1.5 },
+}
+
+function medianOf(list: Row[], key: string): number | null {
+  const values = list.map((r) => r[key]).filter((v): v is number => typeof v === "number")
+  return values.length === 0 ? null : median(values)
+}
+
+function summarize(): void {
+  for (const [name, list] of rows) {
+    const summary: Record<string, unknown> = {
+      bench: "paranoid-pirate",
+      case: name,
+      summary: true,
+      runs: list.length,
+    }
+    if (name.startsWith("failover")) {
+      for (const key of ["lostMs", "firstAckMs", "allAckedMs"]) {
+        const values = list.map((r) => r[key] as number)
+        summary[`${key}P50`] = round(percentile(values, 50), 2)
+        summary[`${key}Max`] = round(max(values), 2)
+      }
+      const repeated = list.map((r) => r["repeatedSoFar"]).filter((v) => typeof v === "number")
+      summary["repeatedRuns"] = repeated.length > 0 ? Math.max(...repeated) : 0
+      if (name === "failover-sigstop")
+        summary["expectedMs"] = FAILOVER_HB.heartbeatInterval * FAILOVER_HB.liveness
+      if (name === "failover-sigkill") summary["target"] = "lostMs p50 <= 50"
+    } else {
+      for (const key of ["msgsPerSec", "p50us", "p99us"]) {
+        const m = medianOf(list, key)
+        summary[key] = m === null ? null : Math.round(m)
+      }
+      for (const key of ["cpuUsPerMsg", "peerCpuUsPerMsg"]) {
+        const m = medianOf(list, key)
+        if (m !== null) summary[key] = round(m, 2)
+      }
+      const base = BASELINE[name]
+      const baseRows = base ? rows.get(base.of) : undefined
+      if (base && baseRows) {
+        const mine = medianOf(list, base.metric)
+        const theirs = medianOf(baseRows, base.metric)
+        if (mine !== null && theirs !== null) {
+          const ratio = round(mine / theirs, 3)
+          summary["baseline"] = base.of
+          summary["ratio"] = ratio
+          // The baseline ran just before in the same run: the median of per-run ratios is less
+          // sensitive to a noisy machine than the ratio of medians.
+          const perRun: number[] = []
+          for (const r of list) {
+            const b = baseRows.find((x) => x.run === r.run)?.[base.metric]
+            const v = r[base.metric]
+            if (typeof b === "number" && typeof v === "number" && b > 0) perRun.push(v / b)
+          }
+          if (perRun.length > 0) summary["runRatioMedian"] = round(median(perRun), 3)
+          if (base.target !== undefined) {
+            summary["target"] = base.target
+            summary["meetsTarget"] =
+              base.metric === "msgsPerSec" ? ratio >= base.target : ratio <= base.target
+          }
+        }
+      }
+    }
+    print(summary)
+  }
+}
+
+// -------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  print({
+    bench: "paranoid-pirate",
+    config: true,
+    n: N,
+    size: SIZE,
+    runs: RUNS,
+    nRt: N_RT,
+    failoverRuns: FAILOVER_RUNS,
+    failoverSenderHeartbeat: FAILOVER_SENDER_HB,
+    workers: WORKERS,
+    concurrency: CONCURRENCY,
+    prefetch: PREFETCH,
+    pipeline: PIPELINE,
+    quick: QUICK,
+    node: process.version,
+  })
+  const throughputCases = [
+    "raw-send-await",
+    "raw-send-multipart64",
+    "send-ack-raw",
+    "send-ack-raw-pipelined",
+    "send-ack-msgpack",
+  ]
+  if (anyOf("throughput", throughputCases)) await throughput()
+  if (anyOf("rtt", ["raw-rtt", "request-rtt"])) await roundTrip()
+  if (anyOf("failover", ["failover-sigkill", "failover-sigstop"])) await failover()
+  summarize()
+}
+
+const overall = setTimeout(() => {
+  process.stderr.write("bench: overall time limit reached\n")
+  void killAll().finally(() => process.exit(2))
+}, 30 * 60_000)
+overall.unref()
+
+try {
+  await main()
+} catch (err) {
+  process.stderr.write(
+    `bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  )
+  process.exitCode = 1
+} finally {
+  await killAll()
+  await sleep(10)
+  clearTimeout(overall)
+}
+// Sockets and stray timers of a failed run must not keep the process alive.
+process.exit()
