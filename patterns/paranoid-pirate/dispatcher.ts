@@ -30,6 +30,8 @@ import {
   decodeReady,
   encodeEnvelope,
   encodeWelcome,
+  packTaskEnvelopes,
+  unpackEnvelopes,
   type NackInfo,
 } from "../../lib/protocol.js"
 import { SocketWriter } from "../../lib/writer.js"
@@ -635,7 +637,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   #sendBatch(w: WorkerPeer, batch: Message[]): void {
     const now = performance.now()
-    const frames: Buffer[] = w.protocol === "ppx" ? [w.routingId, FRAME_TASKS] : []
+    const ppx = w.protocol === "ppx"
+    const bodies: Buffer[] = []
     for (const m of batch) {
       m.attempt++
       if (m.attempt > 1) this.#stats.redelivered++
@@ -644,11 +647,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       m.sentAt = now
       if (this.#s.ackTimeout > 0) m.deadline = now + this.#s.ackTimeout
       w.inflight.set(m.id, m)
-      const env = encodeEnvelope(m.id, m.attempt)
-      if (w.protocol === "ppx") frames.push(env, m.payload)
-      else this.#writer?.write([w.routingId, env, FRAME_EMPTY, m.payload])
+      if (ppx) bodies.push(m.payload)
+      else
+        this.#writer?.write([w.routingId, encodeEnvelope(m.id, m.attempt), FRAME_EMPTY, m.payload])
     }
-    if (w.protocol === "ppx") this.#writer?.write(frames)
+    if (ppx) this.#writer?.write([w.routingId, FRAME_TASKS, packTaskEnvelopes(batch), ...bodies])
     w.liveness.sent()
   }
 
@@ -712,9 +715,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     }
     if (first.length === 1) {
       const cmd = first[0]
-      if (cmd === PPX.ACKS && msg.length >= 4 && msg.length % 2 === 0) {
-        for (let i = 2; i < msg.length; i += 2)
-          this.#onAck(w, key, msg[i] as Buffer, msg[i + 1] as Buffer)
+      if (cmd === PPX.ACKS && msg.length >= 4) {
+        // [0x12, envelopes, reply₁ … replyₙ]
+        const envelopes = unpackEnvelopes(msg[2], msg.length - 3)
+        if (!envelopes) return this.#drop("ACKS whose envelopes do not match its replies", key)
+        for (let i = 0; i < envelopes.length; i++)
+          this.#onAck(w, key, envelopes[i] as Buffer, msg[i + 3] as Buffer)
         return
       }
       if (cmd === PPX.NACK && msg.length === 4) {

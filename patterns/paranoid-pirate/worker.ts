@@ -25,6 +25,8 @@ import {
   decodeWelcome,
   encodeNack,
   encodeReady,
+  packEnvelopes,
+  unpackEnvelopes,
 } from "../../lib/protocol.js"
 import {
   assertFunction,
@@ -168,7 +170,9 @@ class Session {
   liveness: Liveness
   backoff: Backoff
   abort = new AbortController()
-  acks: Buffer[] = [FRAME_ACKS]
+  /** Acks waiting to go out in one ACKS: their envelopes and replies. */
+  ackEnvelopes: Buffer[] = []
+  ackReplies: Buffer[] = []
   ackScheduled = false
   reconnectTimer: NodeJS.Timeout | undefined
   closed = false
@@ -410,7 +414,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     s.heard = false
     s.connected = false
     s.abort = new AbortController()
-    s.acks = [FRAME_ACKS]
+    s.ackEnvelopes = []
+    s.ackReplies = []
     s.plainJobs = 0
     const socket = new Dealer({
       linger: 0,
@@ -546,9 +551,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
         s.ppx = true
         return this.#heard(s)
       }
-      if (cmd === PPX.TASKS && s.ppx && msg.length >= 3 && msg.length % 2 === 1) {
-        for (let i = 1; i < msg.length; i += 2)
-          this.#accept(s, msg[i] as Buffer, msg[i + 1] as Buffer, true)
+      if (cmd === PPX.TASKS && s.ppx && msg.length >= 3) {
+        // [0x11, envelopes, body₁ … bodyₙ]
+        const envelopes = unpackEnvelopes(msg[1], msg.length - 2)
+        if (!envelopes) return this.#drop(s, "TASKS whose envelopes do not match its bodies")
+        for (let i = 0; i < envelopes.length; i++)
+          this.#accept(s, envelopes[i] as Buffer, msg[i + 2] as Buffer, true)
         return
       }
       if (cmd === PPX.GOODBYE && msg.length === 1) {
@@ -648,8 +656,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
       s.liveness.sent()
       return
     }
-    s.acks.push(job.envelope, reply)
-    if (s.acks.length >= 1 + 2 * this.#o.maxBatch) this.#flushAcks(s)
+    s.ackEnvelopes.push(job.envelope)
+    s.ackReplies.push(reply)
+    if (s.ackReplies.length >= this.#o.maxBatch) this.#flushAcks(s)
     else if (!s.ackScheduled) {
       s.ackScheduled = true
       setImmediate(() => this.#flushAcks(s))
@@ -694,9 +703,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   #flushAcks(s: Session): void {
     s.ackScheduled = false
-    if (s.acks.length <= 1) return
-    const frames = s.acks
-    s.acks = [FRAME_ACKS]
+    if (s.ackReplies.length === 0) return
+    const frames = [FRAME_ACKS, packEnvelopes(s.ackEnvelopes), ...s.ackReplies]
+    s.ackEnvelopes = []
+    s.ackReplies = []
     s.writer?.write(frames)
     s.liveness.sent()
   }

@@ -25,6 +25,8 @@ import {
   PPP,
   PPX,
   decodeEnvelope,
+  packEnvelopes,
+  unpackEnvelopes,
   decodeNack,
   decodeReady,
   decodeRemoteError,
@@ -154,11 +156,15 @@ export const commandFrame: fc.Arbitrary<Buffer> = fc
  * run knows its ids): with its real attempt (`"same"`) or another one, optionally with byte
  * `tamper` flipped.
  */
-export type FrameSpec = Buffer | EnvelopeRef
+export type FrameSpec = Buffer | EnvelopeRef | PackedSpec
 export interface EnvelopeRef {
   readonly ref: number
   readonly attempt: number | "same"
   readonly tamper?: number
+}
+/** The packed envelopes frame of TASKS and ACKS, built from envelope specs. */
+export interface PackedSpec {
+  readonly pack: readonly FrameSpec[]
 }
 export type MessageSpec = readonly FrameSpec[]
 
@@ -187,6 +193,7 @@ export const envelopeSpec: fc.Arbitrary<FrameSpec> = fc.oneof(
 export function materialize(spec: MessageSpec, inflight: readonly Envelope[]): Buffer[] {
   return spec.map((f) => {
     if (Buffer.isBuffer(f)) return f
+    if ("pack" in f) return packAny(materialize(f.pack, inflight))
     const target = inflight.length > 0 ? inflight[f.ref % inflight.length] : undefined
     const id = target?.id ?? "0000000000000000"
     const attempt = f.attempt === "same" ? (target?.attempt ?? 1) : f.attempt
@@ -230,6 +237,11 @@ const commandWithFrames: fc.Arbitrary<Buffer[]> = fc
   .tuple(commandFrame, fc.array(bytes(), { maxLength: 5 }))
   .map(([c, rest]) => [c, ...rest])
 
+/** Packs envelopes as TASKS and ACKS carry them; an envelope too long to pack becomes garbage. */
+export function packAny(envelopes: readonly Buffer[]): Buffer {
+  return packEnvelopes(envelopes.map((e) => (e.length > 255 ? e.subarray(0, 255) : e)))
+}
+
 /** What a hostile worker may send to a sender or a queue's backend. */
 export const toSenderMessage: fc.Arbitrary<MessageSpec> = fc.oneof(
   randomMessage,
@@ -238,7 +250,7 @@ export const toSenderMessage: fc.Arbitrary<MessageSpec> = fc.oneof(
   readyFrame.map((f) => [f]),
   // PPP reply [envelope, "", body]
   fc.tuple(envelopeSpec, bytes()).map(([e, b]): MessageSpec => [e, FRAME_EMPTY, b]),
-  // ACKS [0x12, (envelope, reply)…], sometimes with a frame too many
+  // ACKS [0x12, envelopes, reply…], sometimes with a frame too many
   fc
     .tuple(
       fc.array(fc.tuple(envelopeSpec, bytes()), { maxLength: 3 }),
@@ -246,7 +258,8 @@ export const toSenderMessage: fc.Arbitrary<MessageSpec> = fc.oneof(
     )
     .map(([pairs, extra]): MessageSpec => [
       FRAME_ACKS,
-      ...pairs.flat(),
+      { pack: pairs.map(([e]) => e) },
+      ...pairs.map(([, r]) => r),
       ...(extra === undefined ? [] : [extra]),
     ]),
   // NACK [0x13, envelope, meta]
@@ -276,7 +289,7 @@ export const toWorkerMessage: fc.Arbitrary<MessageSpec> = fc.oneof(
       )
       .map((m): MessageSpec => [Buffer.from([PPX.WELCOME]), m]),
   },
-  // TASKS [0x11, (envelope, body)…], sometimes a frame too many
+  // TASKS [0x11, envelopes, body…], sometimes a frame too many
   {
     weight: 4,
     arbitrary: fc
@@ -286,7 +299,8 @@ export const toWorkerMessage: fc.Arbitrary<MessageSpec> = fc.oneof(
       )
       .map(([pairs, extra]): MessageSpec => [
         FRAME_TASKS,
-        ...pairs.flat(),
+        { pack: pairs.map(([e]) => e) },
+        ...pairs.map(([, b]) => b),
         ...(extra === undefined ? [] : [extra]),
       ]),
   },
@@ -367,11 +381,12 @@ export function expectFromDispatcher(frames: readonly Buffer[]): DispatcherExpec
   if (n === 3 && frames[1]?.length === 0 && f.length > 1)
     return envOk(f) ? { ...none, stale: 1 } : drop
   if (f.length === 1) {
-    if (f[0] === PPX.ACKS && n >= 3 && n % 2 === 1) {
-      const pairs = (n - 1) / 2
+    if (f[0] === PPX.ACKS && n >= 3) {
+      const envelopes = unpackEnvelopes(frames[1], n - 2)
+      if (!envelopes) return drop
       let bad = 0
-      for (let i = 1; i < n; i += 2) if (!envOk(frames[i])) bad++
-      return { dropped: bad, stale: pairs - bad, most: pairs, welcome: false }
+      for (const e of envelopes) if (!envOk(e)) bad++
+      return { dropped: bad, stale: envelopes.length - bad, most: envelopes.length, welcome: false }
     }
     if (f[0] === PPX.NACK && n === 3) {
       try {
@@ -406,7 +421,7 @@ export function expectFromWorker(frames: readonly Buffer[]): WorkerVerdict {
         return "dropped"
       }
     }
-    if (cmd === PPX.TASKS && n >= 3 && n % 2 === 1) return "tasks"
+    if (cmd === PPX.TASKS && n >= 3) return unpackEnvelopes(frames[1], n - 2) ? "tasks" : "dropped"
     if (cmd === PPX.GOODBYE && n === 1) return "goodbye"
   }
   return "dropped"

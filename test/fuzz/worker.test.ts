@@ -16,6 +16,8 @@ import {
   PPX,
   decodeNack,
   encodeEnvelope,
+  packEnvelopes,
+  unpackEnvelopes,
   type Envelope,
 } from "../../lib/protocol.js"
 import {
@@ -57,10 +59,9 @@ function readings(frames: readonly Buffer[]): Entry[][] {
   )
     return [[]]
   if (n === 3 && frames[1]?.length === 0) out.push([reply(f as Buffer, frames[2] as Buffer)])
-  if (f?.length === 1 && f[0] === PPX.ACKS && n >= 3 && n % 2 === 1) {
-    const entries: Entry[] = []
-    for (let i = 1; i < n; i += 2) entries.push(ack(frames[i] as Buffer, frames[i + 1] as Buffer))
-    out.push(entries)
+  if (f?.length === 1 && f[0] === PPX.ACKS && n >= 3) {
+    const envelopes = unpackEnvelopes(frames[1], n - 2) ?? []
+    out.push(envelopes.map((e, i) => ack(e, frames[i + 2] as Buffer)))
   }
   if (f?.length === 1 && f[0] === PPX.NACK && n === 3) {
     try {
@@ -166,7 +167,12 @@ describe("Worker under hostile input", () => {
     })
     seq++
     const startedBefore = started
-    await router.send([id, FRAME_TASKS, ...held.flatMap((h) => [h.frame, h.body])])
+    await router.send([
+      id,
+      FRAME_TASKS,
+      packEnvelopes(held.map((h) => h.frame)),
+      ...held.map((h) => h.body),
+    ])
     await eventually(() => started === startedBefore + 2, "2 jobs in flight")
     const heldAcks = held.map((h) => ack(h.frame, h.body))
 
@@ -186,12 +192,13 @@ describe("Worker under hostile input", () => {
           // A plain PPP task has no nack: a payload that fails gets no answer.
           if (e.kind === "ok") add(expected, reply(frames[0] as Buffer, e.reply))
         } else if (verdict === "tasks") {
-          for (let i = 1; i < frames.length; i += 2) {
-            const env = frames[i] as Buffer
-            const e = echoOf(frames[i + 1] as Buffer)
+          // [0x11, envelopes, body…]
+          const envelopes = unpackEnvelopes(frames[1], frames.length - 2) ?? []
+          envelopes.forEach((env, i) => {
+            const e = echoOf(frames[i + 2] as Buffer)
             if (e.kind === "ok") add(expected, ack(env, e.reply))
             else add(expected, nack(env, e.kind === "undecodable"))
-          }
+          })
         }
       }
       await router.send([id, ...frames])

@@ -4,7 +4,14 @@ import { join } from "node:path"
 import { describe, expect, it, onTestFinished } from "vitest"
 import { Router } from "zeromq"
 import { msgpackCodec } from "../../lib/codec.js"
-import { PPX, decodeEnvelope, encodeEnvelope, encodeWelcome } from "../../lib/protocol.js"
+import {
+  PPX,
+  decodeEnvelope,
+  encodeEnvelope,
+  encodeWelcome,
+  packEnvelopes,
+  unpackEnvelopes,
+} from "../../lib/protocol.js"
 import { Worker } from "../../patterns/index.js"
 import { forkFixture } from "../helpers/processes.js"
 
@@ -44,12 +51,18 @@ async function fakeSender(): Promise<{
       await router.send([
         worker,
         Buffer.from([PPX.TASKS]),
-        encodeEnvelope(id, attempt),
+        packEnvelopes([encodeEnvelope(id, attempt)]),
         msgpackCodec.encode(payload),
       ])
-      const ack = await next((m) => m[1]?.[0] === PPX.ACKS && decodeEnvelope(m[2])?.id === id)
-      expect(decodeEnvelope(ack[2])).toEqual({ id, attempt })
-      return msgpackCodec.decode(ack[3]!)
+      // ACKS: [0x12, envelopes, reply…]
+      const envelopesOf = (m: Buffer[]): Buffer[] =>
+        m[1]?.[0] === PPX.ACKS ? (unpackEnvelopes(m[2], m.length - 3) ?? []) : []
+      const indexOf = (m: Buffer[]): number =>
+        envelopesOf(m).findIndex((e) => decodeEnvelope(e)?.id === id)
+      const ack = await next((m) => indexOf(m) >= 0)
+      const i = indexOf(ack)
+      expect(decodeEnvelope(envelopesOf(ack)[i])).toEqual({ id, attempt })
+      return msgpackCodec.decode(ack[3 + i]!)
     },
   }
 }
