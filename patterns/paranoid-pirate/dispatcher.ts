@@ -178,6 +178,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   #dispatchScheduled = false
   #tick: NodeJS.Timeout | undefined
+  /** The heartbeat interval the tick is armed for. */
+  #tickFor = Infinity
 
   /** Group commit lanes. */
   #appendQueue: Message[] = []
@@ -263,11 +265,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       this.#endpoint = router.lastEndpoint ?? bind
       this.#writer = new SocketWriter(router, (err, frames) => this.#onSendError(err, frames))
       this.#receiveLoop(router).catch((err: unknown) => this.emit("error", toError(err)))
-      this.#tick = setInterval(
-        () => this.#onTick(),
-        Math.max(10, Math.floor(this.#s.heartbeatInterval / 4)),
-      )
-      this.#tick.unref()
+      this.#armTick(this.#s.heartbeatInterval)
       await this.#refill()
     } catch (err) {
       this.#router?.close()
@@ -762,6 +760,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
           heartbeatInterval: hello.heartbeatInterval,
           liveness: hello.liveness,
         })
+        if (hello.heartbeatInterval < this.#tickFor) this.#armTick(hello.heartbeatInterval)
       }
       existing.goodbye = false
       if (hello) this.#welcome(existing)
@@ -786,6 +785,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     }
     this.#workers.set(key, w)
     this.#rr.push(w)
+    if (w.liveness.heartbeatInterval < this.#tickFor) this.#armTick(w.liveness.heartbeatInterval)
     if (hello) this.#welcome(w)
     debug("%s: worker %s ready (%s, credit %d)", this.#name, key, w.protocol, w.credit)
     this.emit("worker:ready", { workerId: key, credit: w.credit, protocol: w.protocol })
@@ -919,6 +919,17 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   // ------------------------------------------------------------------------------------------
   // workers: heartbeats, loss
+
+  /**
+   * Runs the heartbeat and expiry checks four times per heartbeat interval of the fastest peer
+   * (the sender's own, or a worker's that announced a shorter one).
+   */
+  #armTick(heartbeatInterval: number): void {
+    clearInterval(this.#tick)
+    this.#tickFor = heartbeatInterval
+    this.#tick = setInterval(() => this.#onTick(), Math.max(10, Math.floor(heartbeatInterval / 4)))
+    this.#tick.unref()
+  }
 
   #onTick(): void {
     const now = performance.now()

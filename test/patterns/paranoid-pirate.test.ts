@@ -354,6 +354,23 @@ describe("failures of workers and senders", () => {
     expect(sender.stats().acked).toBe(4)
   })
 
+  it("follows the heartbeat interval a worker announces, even when shorter than the sender's", async () => {
+    const sender = await openSender({ heartbeatInterval: 5000 })
+    const child = forkFixture("pp-worker.ts", [
+      sender.endpoint,
+      JSON.stringify({ hold: true, heartbeatInterval: 50, liveness: 3 }),
+    ])
+    await child.waitFor((m) => m["type"] === "ready")
+    await sender.send("held")
+    await child.waitFor((m) => m["type"] === "job")
+    child.process.kill("SIGSTOP")
+    const stoppedAt = performance.now()
+    const [event] = (await once(sender, "worker:lost", signal())) as [{ reason: string }]
+    expect(event.reason).toMatch(/no heartbeat/)
+    // 3 × 50 ms plus a tick of 12 ms and scheduling, far below the sender's own 3 × 5 s
+    expect(performance.now() - stoppedAt).toBeLessThan(1500)
+  })
+
   it("workers notice a restarted sender, reconnect and resume", async () => {
     const first = await Sender.open({ bind: "tcp://127.0.0.1:*", heartbeatInterval: 100 })
     const endpoint = first.endpoint
