@@ -7,7 +7,7 @@ export default tseslint.config(
   ...tseslint.configs.strictTypeChecked,
   {
     languageOptions: {
-      parserOptions: { projectService: { allowDefaultProject: ["*.js"] } },
+      parserOptions: { projectService: { allowDefaultProject: ["*.js", "vitest.config.ts"] } },
     },
     rules: {
       "@typescript-eslint/switch-exhaustiveness-check": "error",

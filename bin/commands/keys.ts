@@ -19,7 +19,7 @@ export const CURVE_OPTIONS = {
 export const CURVE_SERVER_HELP = `      --curve-keys FILE        encrypt and authenticate with CURVE: this side's key pair,
                                a JSON file { "publicKey", "secretKey" } (pirate keygen)
       --curve-allow FILE       only peers whose public key is listed in FILE may connect
-                               (one Z85 key per line, # comments; or pirate keygen files'
+                               (one Z85 key per line, lines starting with # are comments; or pirate keygen files'
                                JSON); without it any peer that knows the public key may`
 
 export const CURVE_CLIENT_HELP = `      --curve-keys FILE        encrypt and authenticate with CURVE: this side's key pair,
@@ -68,10 +68,13 @@ export function readPublicKeys(flag: string, file: string): string[] {
       throw new UsageError(`--${flag}: ${file} is not valid JSON`)
     }
   }
-  return text
-    .split("\n")
-    .map((line) => line.replace(/#.*$/, "").trim())
-    .filter((line) => line !== "")
+  return (
+    text
+      .split("\n")
+      .map((line) => line.trim())
+      // Z85 keys may contain "#", so only whole lines are comments.
+      .filter((line) => line !== "" && !line.startsWith("#"))
+  )
 }
 
 type CurveValues = { "curve-keys"?: string; "curve-server-key"?: string; "curve-allow"?: string }
