@@ -19,8 +19,9 @@ export const CURVE_OPTIONS = {
 export const CURVE_SERVER_HELP = `      --curve-keys FILE        encrypt and authenticate with CURVE: this side's key pair,
                                a JSON file { "publicKey", "secretKey" } (pirate keygen)
       --curve-allow FILE       only peers whose public key is listed in FILE may connect
-                               (one Z85 key per line, lines starting with # are comments; or pirate keygen files'
-                               JSON); without it any peer that knows the public key may`
+                               (one Z85 key per line, lines starting with # are
+                               comments; or the JSON of pirate keygen files); without
+                               it any peer that knows the public key may connect`
 
 export const CURVE_CLIENT_HELP = `      --curve-keys FILE        encrypt and authenticate with CURVE: this side's key pair,
                                a JSON file { "publicKey", "secretKey" } (pirate keygen)
