@@ -127,8 +127,6 @@ interface Message {
   sentAt?: number
   deadline?: number
   waiter?: Waiter
-  /** Accepted from the journal on open or by replay, not through `submit()`. */
-  recovered?: boolean
 }
 
 interface WindowWaiter {
@@ -527,7 +525,6 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
             t0: sinceEpoch(e.enqueuedAt),
             state: "ready",
             durable: this.#journal.persistent,
-            recovered: true,
           }
           if (e.lastError !== undefined) m.lastError = e.lastError
           this.#messages.set(m.id, m)
@@ -556,7 +553,6 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         t0: sinceEpoch(e.enqueuedAt),
         state: "ready",
         durable: this.#journal.persistent,
-        recovered: true,
       }
       this.#messages.set(m.id, m)
       list.push(m)
