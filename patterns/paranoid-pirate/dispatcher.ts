@@ -134,6 +134,7 @@ interface WindowWaiter {
   reject: (err: Error) => void
   /** Resolved or aborted: skip it. */
   settled: boolean
+  signal: AbortSignal | undefined
 }
 
 interface WorkerPeer {
@@ -193,6 +194,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   readonly #windowWaiters = new Fifo<WindowWaiter>()
   /** Producers waiting and not aborted. */
   #waiting = 0
+  /** Waiting producers by the signal they gave, and that signal's one listener. */
+  readonly #bySignal = new Map<AbortSignal, Set<WindowWaiter>>()
+  readonly #signalListeners = new Map<AbortSignal, () => void>()
   #reserved = 0
   #backlogUntil: string | undefined
   #backlogAfter: string | undefined
@@ -280,6 +284,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     clearTimeout(this.#delayTimer)
     const closed = closedError(this.#name)
     for (const w of this.#windowWaiters.drain()) if (!w.settled) w.reject(closed)
+    for (const [signal, onAbort] of this.#signalListeners)
+      signal.removeEventListener("abort", onAbort)
+    this.#signalListeners.clear()
+    this.#bySignal.clear()
     for (const w of this.#workers.values())
       if (w.protocol === "ppx") this.#writer?.write([w.routingId, FRAME_GOODBYE])
     for (const step of [
@@ -327,24 +335,53 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     }
     signal?.throwIfAborted()
     return new Promise<void>((resolve, reject) => {
-      const entry: WindowWaiter = { resolve, reject, settled: false }
+      const entry: WindowWaiter = { resolve, reject, settled: false, signal }
       this.#windowWaiters.push(entry)
       this.#waiting++
-      signal?.addEventListener(
-        "abort",
-        () => {
-          if (entry.settled) return
-          entry.settled = true // skipped by #admit()
-          this.#waiting--
-          reject(
-            new PirateError("PIRATE_ABORTED", "the operation was aborted", {
-              cause: signal.reason,
-            }),
-          )
-        },
-        { once: true },
-      )
+      if (signal) this.#watchSignal(signal, entry)
     })
+  }
+
+  /**
+   * One abort listener per signal, however many producers wait with it (adding listeners to one
+   * signal one by one is quadratic), removed when its last waiter is settled.
+   */
+  #watchSignal(signal: AbortSignal, entry: WindowWaiter): void {
+    let waiters = this.#bySignal.get(signal)
+    if (!waiters) {
+      const set = new Set<WindowWaiter>()
+      waiters = set
+      this.#bySignal.set(signal, set)
+      const onAbort = (): void => {
+        this.#bySignal.delete(signal)
+        const err = new PirateError("PIRATE_ABORTED", "the operation was aborted", {
+          cause: signal.reason,
+        })
+        for (const w of set) {
+          if (w.settled) continue
+          w.settled = true // skipped by #admit()
+          this.#waiting--
+          w.reject(err)
+        }
+      }
+      this.#signalListeners.set(signal, onAbort)
+      signal.addEventListener("abort", onAbort, { once: true })
+    }
+    waiters.add(entry)
+  }
+
+  /** A waiter got its place: forget it, and its signal's listener when it was the last one. */
+  #unwatchSignal(entry: WindowWaiter): void {
+    const signal = entry.signal
+    if (!signal) return
+    const set = this.#bySignal.get(signal)
+    if (!set) return
+    set.delete(entry)
+    if (set.size > 0) return
+    this.#bySignal.delete(signal)
+    const onAbort = this.#signalListeners.get(signal)
+    this.#signalListeners.delete(signal)
+    if (onAbort) signal.removeEventListener("abort", onAbort)
   }
 
   #hasRoom(): boolean {
@@ -360,6 +397,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       w.settled = true
       this.#waiting--
       this.#reserved++
+      this.#unwatchSignal(w)
       w.resolve()
     }
   }

@@ -191,23 +191,23 @@ export class Sender extends EventEmitter<SenderEvents> {
     const { signal } = options
     if (!signal) return core.drained()
     signal.throwIfAborted()
-    await Promise.race([
-      core.drained(),
-      new Promise<never>((_, reject) =>
-        signal.addEventListener(
-          "abort",
-          () =>
+    let onAbort: (() => void) | undefined
+    try {
+      await Promise.race([
+        core.drained(),
+        new Promise<never>((_, reject) => {
+          onAbort = () =>
             reject(
               new PirateError("PIRATE_ABORTED", "the operation was aborted", {
                 cause: signal.reason,
               }),
-            ),
-          {
-            once: true,
-          },
-        ),
-      ),
-    ])
+            )
+          signal.addEventListener("abort", onAbort, { once: true })
+        }),
+      ])
+    } finally {
+      if (onAbort) signal.removeEventListener("abort", onAbort)
+    }
   }
 
   /** Counters and gauges. */

@@ -1,4 +1,4 @@
-import { once } from "node:events"
+import { getEventListeners, once } from "node:events"
 import { describe, expect, it, onTestFinished } from "vitest"
 import { Dealer } from "zeromq"
 import { Sender, Worker } from "../../patterns/index.js"
@@ -179,6 +179,27 @@ describe("Sender and Worker", () => {
     await openWorker(sender.endpoint, { handler: () => null })
     await Promise.all(sends)
     await sender.drained(signal())
+  })
+
+  it("lets many waiting sends share one AbortSignal: one listener, removed once they are in", async () => {
+    const sender = await openSender({ window: 10 })
+    const ac = new AbortController()
+    const sends = Array.from({ length: 2000 }, (_, i) => sender.send(i, { signal: ac.signal }))
+    expect(getEventListeners(ac.signal, "abort")).toHaveLength(1)
+    await openWorker(sender.endpoint, { handler: () => null, concurrency: 8 })
+    await Promise.all(sends)
+    expect(getEventListeners(ac.signal, "abort")).toHaveLength(0)
+
+    const blocked = new AbortController()
+    const stuck = await openSender({ window: 2 })
+    const waiting = Array.from({ length: 50 }, (_, i) => stuck.send(i, { signal: blocked.signal }))
+    blocked.abort(new Error("enough"))
+    const results = await Promise.allSettled(waiting)
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(2)
+    const codes = results.flatMap((r) =>
+      r.status === "rejected" ? [(r.reason as { code?: string }).code] : [],
+    )
+    expect(codes).toEqual(Array.from({ length: 48 }, () => "PIRATE_ABORTED"))
   })
 
   it("redelivers a message whose live worker never acks within ackTimeout; extend() renews it", async () => {
