@@ -1,0 +1,595 @@
+/**
+ * What does durability cost? Work-queue throughput of a `Sender` with 2 worker processes, end to
+ * end (first `send()` to the last ack, `await sender.drained()`), at each durability level:
+ * `memory` (no journal), `os` and `fsync` (a `LevelJournal` in a fresh temp dir per run), against
+ * the ceiling LevelDB itself sets: raw `level` batch puts of the same values, measured in the same
+ * run (`level-raw-os`: sync false, `level-raw-fsync`: sync true, both through a chained batch;
+ * `level-raw-os-array`: the array form `db.batch(ops, { sync })`, for comparison).
+ *
+ *   npx tsx bench/journal.ts                 (docs/bench-journal.md explains every field)
+ *   env: N (50000 messages), SIZE (256 bytes), RUNS (5), BATCH (1000, raw level batch size),
+ *        CONCURRENCY (64: each worker's concurrency and prefetch), WARMUP (5000),
+ *        BENCH_QUICK=1 (N 10000, RUNS 3, WARMUP 2000, no restart case: well under 30 s),
+ *        BIG (1 runs the restart case, 0 skips it; on by default), BIG_N (1000000 pending),
+ *        BIG_DELIVER (20000), BIG_RUNS (3), CASES (comma-separated subset, e.g. "os,fsync" or
+ *        "restart-1m"), CPU_PROF_DIR (the child processes write `--cpu-prof` profiles there)
+ *
+ * The restart case builds a journal of BIG_N pending SIZE-byte messages once, then per run, on a
+ * fresh copy of it: a worker process waits on a free loopback port, a fresh sender process opens
+ * the journal and binds that port, and the bench measures `Sender.open()`, the time until the
+ * worker gets the first message and until it has handled BIG_DELIVER, and the sender's peak RSS.
+ *
+ * Prints JSON lines: one per case per run, then one per case with the medians (`stat: "median"`),
+ * the ratio to its LevelDB ceiling and its target. Cases of one run are interleaved, so that the
+ * noise of a shared machine falls on every case alike.
+ */
+import { fork, type ChildProcess } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import { rmSync } from "node:fs"
+import { cp, mkdtemp, rm } from "node:fs/promises"
+import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { Level } from "level"
+import { Sender, type Durability } from "../patterns/index.js"
+
+const QUICK = process.env["BENCH_QUICK"] === "1"
+const N = envInt("N", QUICK ? 10_000 : 50_000)
+const SIZE = envInt("SIZE", 256)
+const RUNS = envInt("RUNS", QUICK ? 3 : 5)
+const BATCH = envInt("BATCH", 1000)
+const CONCURRENCY = envInt("CONCURRENCY", 64)
+const WARMUP = envInt("WARMUP", QUICK ? 2000 : 5000)
+const BIG = process.env["BIG"] === undefined ? !QUICK : process.env["BIG"] === "1"
+const BIG_N = envInt("BIG_N", 1_000_000)
+const BIG_DELIVER = envInt("BIG_DELIVER", 20_000)
+const BIG_RUNS = envInt("BIG_RUNS", 3)
+/** Comma-separated subset of the cases to run (default: all). */
+const CASES = process.env["CASES"]?.split(",").map((c) => c.trim())
+/** When set, the child processes write V8 CPU profiles there (`--cpu-prof`). */
+const CPU_PROF_DIR = process.env["CPU_PROF_DIR"]
+const WORKERS = 2
+/** Distinct random payloads cycled through (see `payloads()`). */
+const POOL = 1024
+
+/** Targets from the issue (msgs/s end to end; restart: ms and MB). */
+const TARGETS: Partial<Record<string, number>> = { os: 40_000, fsync: 30_000 }
+const BIG_TARGETS = { firstMessageMs: 1000, peakRssMb: 200 }
+/** Which raw LevelDB rate bounds each case. */
+const CEILING: Record<string, string> = {
+  memory: "level-raw-os",
+  os: "level-raw-os",
+  fsync: "level-raw-fsync",
+}
+
+const BIND = "tcp://127.0.0.1:*"
+const BENCH = "journal"
+
+interface Result {
+  case: string
+  msgsPerSec: number
+  [key: string]: unknown
+}
+
+// ---------------------------------------------------------------------------------------------
+// child processes: every one tracked, killed at the end, on error and on Ctrl-C
+
+interface Child {
+  readonly pid: number
+  /** The next IPC message of `type` (buffered ones first); rejects after `ms` or on exit. */
+  next<T extends { type: string }>(type: string, ms: number): Promise<T>
+  send(message: object): void
+  kill(): Promise<void>
+}
+
+const children = new Set<ChildProcess>()
+/** Temp directories not removed yet: the exit hook removes them on an early exit. */
+const tempDirs = new Set<string>()
+process.once("exit", () => {
+  for (const c of children) c.kill("SIGKILL")
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true })
+})
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    for (const c of children) c.kill("SIGKILL")
+    process.exit(130)
+  })
+}
+
+function forkFixture(file: string, args: string[]): Child {
+  const child = fork(new URL(`./journal-fixtures/${file}`, import.meta.url), args, {
+    execArgv: [
+      "--import",
+      "tsx",
+      ...(CPU_PROF_DIR !== undefined ? ["--cpu-prof", `--cpu-prof-dir=${CPU_PROF_DIR}`] : []),
+    ],
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  })
+  children.add(child)
+  const exited = new Promise<void>((resolve) =>
+    child.once("exit", () => {
+      children.delete(child)
+      resolve()
+    }),
+  )
+  const inbox: { type: string }[] = []
+  const waiting: { type: string; resolve: (m: { type: string }) => void }[] = []
+  child.on("message", (m: { type: string; message?: string }) => {
+    if (m.type === "error") console.error(`${file} (${String(child.pid)}): ${m.message ?? "?"}`)
+    const i = waiting.findIndex((w) => w.type === m.type)
+    if (i >= 0) waiting.splice(i, 1)[0]?.resolve(m)
+    else inbox.push(m)
+  })
+  return {
+    pid: child.pid ?? -1,
+    next<T extends { type: string }>(type: string, ms: number): Promise<T> {
+      const i = inbox.findIndex((m) => m.type === type)
+      if (i >= 0) return Promise.resolve(inbox.splice(i, 1)[0] as T)
+      return new Promise<T>((resolve, reject) => {
+        const fail = (why: string): void => {
+          const j = waiting.indexOf(entry)
+          if (j >= 0) waiting.splice(j, 1)
+          clearTimeout(timer)
+          child.off("exit", onExit)
+          reject(new Error(`${file} (${String(child.pid)}) ${why} while waiting for "${type}"`))
+        }
+        const onExit = (code: number | null, signal: string | null): void =>
+          fail(`exited (${String(code ?? signal)})`)
+        const entry = {
+          type,
+          resolve: (m: { type: string }) => {
+            clearTimeout(timer)
+            child.off("exit", onExit)
+            resolve(m as T)
+          },
+        }
+        const timer = setTimeout(() => fail(`sent nothing for ${ms} ms`), ms)
+        waiting.push(entry)
+        child.once("exit", onExit)
+      })
+    },
+    send(message: object): void {
+      if (child.connected) child.send(message)
+    },
+    async kill(): Promise<void> {
+      // Closing the IPC channel lets a fixture exit by itself (and write its CPU profile).
+      if (child.connected) child.disconnect()
+      await bounded(exited, 2000, `the exit of ${file}`).catch(() => undefined)
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+      await bounded(exited, 5000, `the exit of ${file}`)
+    },
+  }
+}
+
+async function killAll(): Promise<void> {
+  await Promise.all(
+    [...children].map(async (c) => {
+      const gone = new Promise<void>((resolve) => c.once("exit", () => resolve()))
+      c.kill("SIGKILL")
+      await bounded(gone, 5000, `the exit of child ${String(c.pid)}`).catch(() => undefined)
+    }),
+  )
+}
+
+// ---------------------------------------------------------------------------------------------
+// cases
+
+/**
+ * Raw LevelDB: `n` puts of SIZE-byte values under journal-like keys, in batches of BATCH, through
+ * a chained batch (`db.batch().put(…).write({ sync })`, the fastest way through `level`), or with
+ * `api: "array"` through `db.batch(ops, { sync })`, the form `LevelJournal` uses today.
+ */
+async function levelRaw(sync: boolean, api: "chained" | "array", n: number): Promise<Result> {
+  const dir = await tempDir("level")
+  const db = new Level<string, Buffer>(dir, { keyEncoding: "utf8", valueEncoding: "buffer" })
+  try {
+    await db.open()
+    const values = payloads(SIZE)
+    const base = Date.now() * 1000
+    const key = (i: number): string => `p:${(base + i).toString(16).padStart(16, "0")}`
+    const cpu = process.cpuUsage()
+    const start = performance.now()
+    for (let done = 0; done < n;) {
+      const end = Math.min(n, done + BATCH)
+      if (api === "chained") {
+        const batch = db.batch()
+        for (; done < end; done++) batch.put(key(done), values[done % POOL] as Buffer)
+        await batch.write({ sync })
+      } else {
+        const ops: { type: "put"; key: string; value: Buffer }[] = []
+        for (; done < end; done++)
+          ops.push({ type: "put", key: key(done), value: values[done % POOL] as Buffer })
+        await db.batch(ops, { sync })
+      }
+    }
+    const ms = performance.now() - start
+    return {
+      case: `level-raw-${sync ? "fsync" : "os"}${api === "array" ? "-array" : ""}`,
+      n,
+      size: SIZE,
+      batch: BATCH,
+      api,
+      sync,
+      ms: round(ms, 1),
+      msgsPerSec: Math.round((n * 1000) / ms),
+      cpuUsPerMsg: cpuPerMsg(process.cpuUsage(cpu), n),
+    }
+  } finally {
+    await db.close()
+    await removeDir(dir)
+  }
+}
+
+/** A sender in this process, WORKERS worker processes, n messages end to end. */
+async function endToEnd(durability: Durability, n: number, workers: Child[]): Promise<Result> {
+  const dir = durability === "memory" ? undefined : await tempDir("journal")
+  const sender = await Sender.open({
+    bind: BIND,
+    codec: "raw",
+    durability,
+    ...(dir !== undefined ? { journal: dir } : {}),
+  })
+  let connected = false
+  const closeWorkers = async (): Promise<number> => {
+    const closed = await Promise.all(
+      workers.map(async (w) => {
+        const reply = w.next<{ type: "closed"; cpuUs: number }>("closed", 15_000)
+        w.send({ type: "close" })
+        return (await reply).cpuUs
+      }),
+    )
+    return closed.reduce((a, b) => a + b, 0)
+  }
+  try {
+    connected = true
+    await Promise.all(
+      workers.map(async (w) => {
+        const ready = w.next("ready", 10_000)
+        w.send({ type: "connect", endpoint: sender.endpoint })
+        await ready
+      }),
+    )
+    const bodies = payloads(SIZE)
+    // One deadline for the whole run. It is not passed to each send(): every waiting send() adds
+    // an abort listener to it, and AbortSignal's EventTarget makes that quadratic (see the docs).
+    const limit = Math.max(60_000, n)
+    const cpu = process.cpuUsage()
+    const start = performance.now()
+    const sends: Promise<string>[] = []
+    for (let i = 0; i < n; i++) sends.push(sender.send(bodies[i % POOL]))
+    await bounded(Promise.all(sends), limit, `${durability}: ${n} sends accepted`)
+    const accepted = performance.now()
+    await sender.drained({ signal: AbortSignal.timeout(limit) })
+    const ms = performance.now() - start
+    const senderCpu = process.cpuUsage(cpu)
+    const stats = sender.stats()
+    if (stats.acked !== n) throw new Error(`${durability}: ${stats.acked} of ${n} acked`)
+    connected = false
+    const workerCpuUs = await closeWorkers()
+    return {
+      case: durability,
+      n,
+      size: SIZE,
+      workers: workers.length,
+      concurrency: CONCURRENCY,
+      sync: durability === "fsync",
+      ms: round(ms, 1),
+      acceptedMs: round(accepted - start, 1),
+      msgsPerSec: Math.round((n * 1000) / ms),
+      cpuUsPerMsg: cpuPerMsg(senderCpu, n),
+      workerCpuUsPerMsg: round(workerCpuUs / n, 2),
+      // Acceptance to ack, per message (the sender's histogram): mostly time spent queued in the
+      // window behind the messages sent before it, as every send() is issued at once.
+      p50us: Math.round(stats.latency.p50 * 1000),
+      p99us: Math.round(stats.latency.p99 * 1000),
+      redelivered: stats.redelivered,
+    }
+  } finally {
+    if (connected) await closeWorkers()
+    await sender.close()
+    if (dir !== undefined) await removeDir(dir)
+  }
+}
+
+interface RestartReport {
+  type: "result"
+  rssBeforeMb: number
+  peakRssMb: number
+  maxRssMb: number
+  peakAnonMb: number
+  samples: number
+  backlog: number
+  now: Record<string, number>
+}
+
+/**
+ * Time to first redelivery and peak RSS after a restart with BIG_N pending messages: a fresh
+ * sender process opens a copy of the built journal while a worker already waits on its port.
+ */
+async function restart(source: string, run: number, worker: Child): Promise<Result> {
+  const dir = await tempDir("restart")
+  let sender: Child | undefined
+  try {
+    await cp(source, dir, { recursive: true })
+    const endpoint = `tcp://127.0.0.1:${await freePort()}`
+    const first = worker.next<{ type: "first"; at: number }>("first", 60_000)
+    const counted = worker.next<{ type: "counted"; at: number }>("counted", 120_000)
+    // Awaited below; handled now so that an early failure leaves no unhandled rejection behind.
+    first.catch(() => undefined)
+    counted.catch(() => undefined)
+    const connected = worker.next("connected", 10_000)
+    worker.send({ type: "connect", endpoint, count: BIG_DELIVER })
+    await connected
+    sender = forkFixture("restart-sender.ts", [dir, endpoint])
+    const opened = await sender.next<{ type: "opened"; t0: number; openMs: number }>(
+      "opened",
+      60_000,
+    )
+    const firstMs = (await first).at - opened.t0
+    const deliveredMs = (await counted).at - opened.t0
+    const reported = sender.next<RestartReport>("result", 10_000)
+    sender.send({ type: "report" })
+    const report = await reported
+    return {
+      case: "restart-1m",
+      run,
+      pending: BIG_N,
+      size: SIZE,
+      delivered: BIG_DELIVER,
+      openMs: round(opened.openMs, 1),
+      firstMessageMs: round(firstMs, 1),
+      deliveredMs: round(deliveredMs, 1),
+      msgsPerSec: Math.round((BIG_DELIVER * 1000) / deliveredMs),
+      rssBeforeOpenMb: report.rssBeforeMb,
+      peakRssMb: report.peakRssMb,
+      maxRssMb: report.maxRssMb,
+      peakAnonMb: report.peakAnonMb,
+      rssSamples: report.samples,
+      backlogAfter: report.backlog,
+      memoryAfter: report.now,
+    }
+  } finally {
+    await sender?.kill()
+    const closed = worker.next("closed", 15_000)
+    worker.send({ type: "close" })
+    await closed.catch(() => undefined)
+    await removeDir(dir)
+  }
+}
+
+async function buildJournal(): Promise<{ dir: string; root: string }> {
+  const root = await tempDir("big")
+  const dir = join(root, "journal")
+  const builder = forkFixture("build-journal.ts", [dir, String(BIG_N), String(SIZE)])
+  try {
+    const built = await builder.next<{ type: "built"; ms: number; pending: number }>(
+      "built",
+      600_000,
+    )
+    if (built.pending !== BIG_N) throw new Error(`built ${built.pending} of ${BIG_N}`)
+    print({
+      bench: BENCH,
+      case: "restart-1m-build",
+      pending: BIG_N,
+      size: SIZE,
+      ms: round(built.ms),
+    })
+  } finally {
+    await builder.kill()
+  }
+  return { dir, root }
+}
+
+// ---------------------------------------------------------------------------------------------
+// main
+
+async function main(): Promise<void> {
+  print({
+    bench: BENCH,
+    config: {
+      n: N,
+      size: SIZE,
+      runs: RUNS,
+      batch: BATCH,
+      workers: WORKERS,
+      concurrency: CONCURRENCY,
+    },
+    warmup: WARMUP,
+    cases: CASES ?? "all",
+    big:
+      BIG && (CASES === undefined || CASES.includes("restart-1m"))
+        ? { pending: BIG_N, deliver: BIG_DELIVER, runs: BIG_RUNS }
+        : false,
+    node: process.version,
+  })
+  const workers = Array.from({ length: WORKERS }, () =>
+    forkFixture("worker.ts", [JSON.stringify({ concurrency: CONCURRENCY, prefetch: CONCURRENCY })]),
+  )
+  await Promise.all(workers.map((w) => w.next("started", 30_000)))
+
+  const cases: { name: string; run: (n: number) => Promise<Result> }[] = [
+    { name: "level-raw-os", run: (n) => levelRaw(false, "chained", n) },
+    { name: "level-raw-fsync", run: (n) => levelRaw(true, "chained", n) },
+    { name: "level-raw-os-array", run: (n) => levelRaw(false, "array", n) },
+    { name: "memory", run: (n) => endToEnd("memory", n, workers) },
+    { name: "os", run: (n) => endToEnd("os", n, workers) },
+    { name: "fsync", run: (n) => endToEnd("fsync", n, workers) },
+  ]
+  const selected = cases.filter((c) => CASES === undefined || CASES.includes(c.name))
+  for (const c of selected) await c.run(WARMUP)
+
+  const results = new Map<string, Result[]>(selected.map((c) => [c.name, []]))
+  for (let run = 1; run <= RUNS; run++) {
+    for (const c of selected) {
+      const r = await c.run(N)
+      results.get(c.name)?.push(r)
+      print({ bench: BENCH, ...r, run })
+    }
+  }
+  const medians = new Map<string, number>()
+  for (const c of selected) {
+    const rs = results.get(c.name) ?? []
+    const rate = median(rs.map((r) => r.msgsPerSec))
+    medians.set(c.name, rate)
+    const ceiling = CEILING[c.name]
+    const ceilingRate = ceiling !== undefined ? medians.get(ceiling) : undefined
+    const target = TARGETS[c.name]
+    const memoryRate = medians.get("memory")
+    print({
+      bench: BENCH,
+      case: c.name,
+      stat: "median",
+      runs: rs.length,
+      n: N,
+      size: SIZE,
+      msgsPerSec: Math.round(rate),
+      min: Math.min(...rs.map((r) => r.msgsPerSec)),
+      max: Math.max(...rs.map((r) => r.msgsPerSec)),
+      ...medianOf(rs, ["cpuUsPerMsg", "workerCpuUsPerMsg", "p50us", "p99us"]),
+      ...(ceiling !== undefined && ceilingRate !== undefined
+        ? { ceiling, vsCeiling: round(rate / ceilingRate, 3) }
+        : {}),
+      ...(c.name !== "memory" && memoryRate !== undefined && CEILING[c.name] !== undefined
+        ? { vsMemory: round(rate / memoryRate, 3) }
+        : {}),
+      ...(target !== undefined ? { target, meetsTarget: rate >= target } : {}),
+    })
+  }
+
+  if (BIG && (CASES === undefined || CASES.includes("restart-1m"))) {
+    const bigStart = performance.now()
+    const { dir, root } = await buildJournal()
+    try {
+      const rs: Result[] = []
+      for (let run = 1; run <= BIG_RUNS; run++) {
+        const r = await restart(dir, run, workers[0] as Child)
+        rs.push(r)
+        print({ bench: BENCH, ...r })
+      }
+      const m = (key: string): number => median(rs.map((r) => r[key] as number))
+      print({
+        bench: BENCH,
+        case: "restart-1m",
+        stat: "median",
+        runs: rs.length,
+        pending: BIG_N,
+        openMs: round(m("openMs"), 1),
+        firstMessageMs: round(m("firstMessageMs"), 1),
+        deliveredMs: round(m("deliveredMs"), 1),
+        msgsPerSec: Math.round(m("msgsPerSec")),
+        rssBeforeOpenMb: round(m("rssBeforeOpenMb"), 1),
+        peakRssMb: round(m("peakRssMb"), 1),
+        maxRssMb: round(m("maxRssMb"), 1),
+        peakAnonMb: round(m("peakAnonMb"), 1),
+        targets: BIG_TARGETS,
+        meetsTargets:
+          m("firstMessageMs") < BIG_TARGETS.firstMessageMs && m("maxRssMb") < BIG_TARGETS.peakRssMb,
+        // The whole restart case, build included (it is on by default only while this stays
+        // well under a minute).
+        caseMs: Math.round(performance.now() - bigStart),
+      })
+    } finally {
+      await removeDir(root)
+    }
+  }
+  await Promise.all(workers.map((w) => w.kill()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+/**
+ * POOL random payloads: random, so that LevelDB's Snappy compression finds nothing to squeeze
+ * (a repeated or patterned payload would shrink its tables several times), and many, so that
+ * no 4 KiB table block holds two copies of one.
+ */
+function payloads(size: number): Buffer[] {
+  return Array.from({ length: POOL }, () => randomBytes(size))
+}
+
+async function tempDir(name: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), `pirate-bench-${name}-`))
+  tempDirs.add(dir)
+  return dir
+}
+
+async function removeDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true })
+  tempDirs.delete(dir)
+}
+
+/** A free loopback port, from the OS's ephemeral range (released again before use). */
+async function freePort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", resolve)
+  })
+  const address = server.address()
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  if (address === null || typeof address === "string") throw new Error("no port")
+  return address.port
+}
+
+async function bounded<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)
+  })
+  try {
+    return await Promise.race([promise, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** The medians of the numeric fields `keys` that the results have. */
+function medianOf(results: readonly Result[], keys: readonly string[]): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const key of keys) {
+    const values = results.map((r) => r[key]).filter((v): v is number => typeof v === "number")
+    if (values.length > 0) out[key] = round(median(values), 2)
+  }
+  return out
+}
+
+/** Process CPU time (user + system, every thread) per message, in µs. */
+function cpuPerMsg(usage: NodeJS.CpuUsage, n: number): number {
+  return round((usage.user + usage.system) / n, 2)
+}
+
+function median(values: readonly number[]): number {
+  if (values.length === 0) return Number.NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
+}
+
+function round(value: number, digits = 0): number {
+  const f = 10 ** digits
+  return Math.round(value * f) / f
+}
+
+function envInt(name: string, fallback: number): number {
+  const raw = process.env[name]
+  if (raw === undefined || raw === "") return fallback
+  const value = Number(raw)
+  if (!Number.isSafeInteger(value) || value <= 0)
+    throw new RangeError(`${name} must be a positive integer, got ${raw}`)
+  return value
+}
+
+function print(line: object): void {
+  process.stdout.write(`${JSON.stringify(line)}\n`)
+}
+
+try {
+  await main()
+} catch (err) {
+  console.error(err instanceof Error ? (err.stack ?? err.message) : String(err))
+  process.exitCode = 1
+} finally {
+  await killAll()
+}
