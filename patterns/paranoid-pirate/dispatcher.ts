@@ -726,9 +726,16 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       if (cmd === PPP.READY) return this.#onReady(routingId, key, first)
       if (first.length !== 1) return this.#drop("single frame with unknown command", key)
       if (cmd === PPP.HEARTBEAT) {
-        if (!w)
+        if (w) {
+          if (w.protocol === "ppp" && w.inflight.size > 0) this.#onIdleHeartbeat(w)
+        } else if (this.#expired.has(key)) {
+          // A PPX worker we gave up on (it was silent) is back on the same connection: have it
+          // reconnect and announce itself again rather than serve it as a plain PPP worker.
+          this.#expired.delete(key)
+          this.#writer?.write([routingId, FRAME_GOODBYE])
+        } else {
           this.#register(routingId, key, null) // a Guide worker: any sign of life means ready
-        else if (w.protocol === "ppp" && w.inflight.size > 0) this.#onIdleHeartbeat(w)
+        }
         return
       }
       if (cmd === PPX.GOODBYE) {

@@ -521,6 +521,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
         throw err
       }
       if (s.generation !== generation) return
+      if (s.connected && s.liveness.expired()) {
+        // Silent for longer than the expiry (this process was frozen, or the network was cut):
+        // the sender has given up on this session, whatever is still queued on the socket.
+        this.#lost(s, `no heartbeat for ${Math.round(s.liveness.silence())} ms`)
+        return
+      }
       s.connected = true
       s.liveness.seen()
       s.backoff.reset()

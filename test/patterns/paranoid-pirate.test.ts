@@ -364,13 +364,18 @@ describe("failures of workers and senders", () => {
     })
     await sender.drained(signal())
     expect(done.sort()).toEqual(ids)
-    // Let the stopped worker go on: whatever it sends now is stale and must not count.
+    // Let the stopped worker go on: whatever it sends now is stale and must not count, and it
+    // comes back as the PPX worker it is (announcing itself again), never as a plain PPP one.
+    const back: { protocol: string }[] = []
+    sender.on("worker:ready", (e) => back.push(e))
     child.process.kill("SIGCONT")
     await until(
       () => child.messages.filter((m) => m["type"] === "done").length === 3,
       5000,
       "stopped worker finishes",
     )
+    await until(() => back.length > 0, 5000, "the stopped worker back")
+    expect(back.map((e) => e.protocol)).toEqual(["ppx"])
     expect(await sender.request("after")).toBe(undefined)
     expect(sender.stats().acked).toBe(4)
   })
