@@ -120,13 +120,34 @@ interface Message {
   t0: number
   state: State
   durable: boolean
-  lastError?: string
-  notBefore?: number
-  worker?: WorkerPeer
+  lastError: string | undefined
+  notBefore: number | undefined
+  worker: WorkerPeer | undefined
   /** performance.now() of the last dispatch. */
-  sentAt?: number
-  deadline?: number
-  waiter?: Waiter
+  sentAt: number
+  deadline: number | undefined
+  waiter: Waiter | undefined
+}
+
+/** A message with every field set, so that all messages share one shape (fast property access). */
+function message(
+  fields: Pick<Message, "id" | "payload" | "attempt" | "enqueuedAt" | "t0" | "state" | "durable">,
+): Message {
+  return {
+    id: fields.id,
+    payload: fields.payload,
+    attempt: fields.attempt,
+    enqueuedAt: fields.enqueuedAt,
+    t0: fields.t0,
+    state: fields.state,
+    durable: fields.durable,
+    lastError: undefined,
+    notBefore: undefined,
+    worker: undefined,
+    sentAt: 0,
+    deadline: undefined,
+    waiter: undefined,
+  }
 }
 
 interface WindowWaiter {
@@ -313,7 +334,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     }
     for (const m of this.#messages.values()) {
       if (m.waiter) m.waiter.reject(closed)
-      delete m.waiter
+      m.waiter = undefined
     }
     for (const w of this.#appendWaiters.splice(0)) w.reject(closed)
     for (const d of this.#drainedWaiters.splice(0)) d()
@@ -415,7 +436,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const id = this.#ids.next()
     // Only a persistent journal keeps pending messages; a memory journal only keeps dead letters.
     const durable = options.durable && this.#journal.persistent
-    const m: Message = {
+    const m = message({
       id,
       payload,
       attempt: 0,
@@ -423,13 +444,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       t0: performance.now(),
       state: "appending",
       durable,
-    }
-    if (options.waiter) m.waiter = options.waiter
+    })
+    m.waiter = options.waiter
     this.#messages.set(id, m)
     this.#stats.sent++
     if (!durable) {
       this.#makeReady(m)
-      return { id, accepted: Promise.resolve() }
+      return { id, accepted: ACCEPTED }
     }
     this.#appendQueue.push(m)
     const sync = this.#s.durability === "fsync"
@@ -448,11 +469,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   cancel(id: string): void {
     const m = this.#messages.get(id)
     if (!m) return
-    delete m.waiter
+    m.waiter = undefined
     if (m.state === "ready" || m.state === "delayed") {
       this.#delayed.delete(m)
       this.#finish(m)
-      if (m.durable) this.#queueChange(() => this.#removeQueue.push(m.id))
+      if (m.durable) this.#remove_(m.id)
     }
   }
 
@@ -555,7 +576,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         for (const e of page) {
           this.#backlogAfter = e.id
           if (this.#messages.has(e.id)) continue
-          const m: Message = {
+          const m = message({
             id: e.id,
             payload: e.payload,
             attempt: e.attempts,
@@ -563,8 +584,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
             t0: sinceEpoch(e.enqueuedAt),
             state: "ready",
             durable: this.#journal.persistent,
-          }
-          if (e.lastError !== undefined) m.lastError = e.lastError
+          })
+          m.lastError = e.lastError
           this.#messages.set(m.id, m)
           if (e.notBefore !== undefined && e.notBefore > now) this.#delay(m, e.notBefore)
           else this.#makeReady(m)
@@ -583,7 +604,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const list: Message[] = []
     for (const e of entries) {
       if (this.#messages.has(e.id)) continue
-      const m: Message = {
+      const m = message({
         id: e.id,
         payload: e.payload,
         attempt: 0,
@@ -591,7 +612,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         t0: sinceEpoch(e.enqueuedAt),
         state: "ready",
         durable: this.#journal.persistent,
-      }
+      })
       this.#messages.set(m.id, m)
       list.push(m)
     }
@@ -620,7 +641,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       const at = m.notBefore ?? 0
       if (at <= now) {
         this.#delayed.delete(m)
-        delete m.notBefore
+        m.notBefore = undefined
         due.push(m)
       } else if (at < next) next = at
     }
@@ -869,8 +890,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   #release(w: WorkerPeer, m: Message): void {
     w.inflight.delete(m.id)
-    delete m.worker
-    delete m.deadline
+    m.worker = undefined
+    m.deadline = undefined
     if (w.goodbye && w.inflight.size === 0) this.#remove(w)
     else this.#scheduleDispatch()
   }
@@ -881,7 +902,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#release(w, m)
     this.#stats.acked++
     this.#latency.record(performance.now() - m.t0)
-    if (m.durable) this.#queueChange(() => this.#removeQueue.push(m.id))
+    if (m.durable) this.#remove_(m.id)
     const waiter = m.waiter
     this.#finish(m)
     waiter?.resolve(body)
@@ -1026,8 +1047,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#stats.workersLost++
     debug("%s: worker %s lost (%s), requeueing %d", this.#name, w.key, reason, held.length)
     for (const m of held) {
-      delete m.worker
-      delete m.deadline
+      m.worker = undefined
+      m.deadline = undefined
     }
     // Requeue all at the front in id order, then check attempts one by one.
     const back: Message[] = []
@@ -1065,6 +1086,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   // ------------------------------------------------------------------------------------------
   // journal changes (acks, failures, dead letters), batched
+
+  /** Queues the deletion of an acked message from the journal (no closure: this is per ack). */
+  #remove_(id: string): void {
+    this.#removeQueue.push(id)
+    this.#changing ??= this.#changeLoop()
+  }
 
   #queueChange(push: () => void): void {
     push()
@@ -1218,6 +1245,8 @@ function journalWriteError(err: unknown): PirateError {
     cause: err,
   })
 }
+
+const ACCEPTED = Promise.resolve()
 
 /** The performance.now() time of an epoch-ms timestamp. */
 function sinceEpoch(epochMs: number): number {
