@@ -53,3 +53,27 @@ export class SocketWriter {
     }
   }
 }
+
+/**
+ * Binds, retrying for up to `ms` while the address is in use: a socket closed in this process
+ * releases its port a little later (libzmq closes listeners in the background), and a role
+ * restarted on the same endpoint should not fail because of that. A port held by another
+ * process still fails, after the wait.
+ */
+export async function bindRetrying(
+  socket: { bind(address: string): Promise<void> },
+  address: string,
+  ms = 1000,
+): Promise<void> {
+  const until = performance.now() + ms
+  for (;;) {
+    try {
+      await socket.bind(address)
+      return
+    } catch (err) {
+      const inUse = (err as { code?: string }).code === "EADDRINUSE"
+      if (!inUse || performance.now() >= until) throw err
+      await new Promise((resolve) => setTimeout(resolve, 25))
+    }
+  }
+}

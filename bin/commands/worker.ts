@@ -145,10 +145,11 @@ export const command: Command = {
     return runUntilSignal({
       name: "worker",
       start: async () => {
-        await worker.open()
+        // Before open(): a sender may answer (the "ready" line) as soon as the worker connects.
         process.stdout.write(
           `worker connect=${connect.join(",")} concurrency=${concurrency ?? 1}\n`,
         )
+        await worker.open()
         if (metricsPort !== undefined) {
           metrics = await serveMetrics({ port: metricsPort }, () => worker.metrics())
           process.stdout.write(`worker metrics=${metrics.url}\n`)

@@ -5,6 +5,7 @@
  */
 import { EventEmitter, setMaxListeners } from "node:events"
 import { Router } from "zeromq"
+import { bindRetrying } from "../../lib/writer.js"
 import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
 import { debug } from "../../lib/debug.js"
 import { PirateError, closedError } from "../../lib/errors.js"
@@ -276,7 +277,7 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
     const router = new Router({ linger: 0, maxMessageSize: this.#maxMessageSize })
     try {
       if (this.#curve) this.#unregisterCurve = await applyCurveServer(router, this.#curve)
-      await router.bind(this.#bind)
+      await bindRetrying(router, this.#bind)
     } catch (err) {
       this.#unregisterCurve?.()
       router.close()

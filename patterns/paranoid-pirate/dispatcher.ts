@@ -34,7 +34,7 @@ import {
   unpackEnvelopes,
   type NackInfo,
 } from "../../lib/protocol.js"
-import { SocketWriter } from "../../lib/writer.js"
+import { SocketWriter, bindRetrying } from "../../lib/writer.js"
 import { Fifo } from "../../lib/fifo.js"
 import { applyCurveServer, type CurveServerOptions } from "../../lib/security.js"
 
@@ -283,7 +283,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
           () => this.#stats.denied++,
         )
       }
-      await router.bind(bind)
+      await bindRetrying(router, bind)
       this.#router = router
       this.#endpoint = router.lastEndpoint ?? bind
       this.#writer = new SocketWriter(router, (err, frames) => this.#onSendError(err, frames))
@@ -316,8 +316,6 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         await this.#writer?.flushed()
         // Unbind first: with peers connected, a closed socket can hold the port for a while, and a
         // sender restarted on the same endpoint must be able to bind it at once.
-        if (this.#router && this.#endpoint)
-          await this.#router.unbind(this.#endpoint).catch(() => undefined)
         this.#router?.close()
         this.#unregisterCurve?.()
       },

@@ -12,7 +12,7 @@ import {
   encodeRemoteError,
   encodeReplyStatus,
 } from "../../lib/protocol.js"
-import { SocketWriter } from "../../lib/writer.js"
+import { SocketWriter, bindRetrying } from "../../lib/writer.js"
 import { applyCurveServer } from "../../lib/security.js"
 import { singleEndpoint } from "../../lib/validate.js"
 import {
@@ -121,7 +121,7 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
       try {
         if (this.#settings.curve)
           this.#unregisterCurve = await applyCurveServer(frontend, this.#settings.curve)
-        await frontend.bind(this.#frontendBind)
+        await bindRetrying(frontend, this.#frontendBind)
       } catch (err) {
         frontend.close()
         await core.close()
@@ -142,8 +142,6 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
     return this.#life.close(async () => {
       const errors: unknown[] = []
       try {
-        if (this.#frontend && this.#frontendEndpoint)
-          await this.#frontend.unbind(this.#frontendEndpoint).catch(() => undefined)
         this.#frontend?.close()
         this.#unregisterCurve?.()
       } catch (err) {
