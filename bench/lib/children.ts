@@ -28,8 +28,14 @@ export interface Child {
  * closes, so a parent that dies without cleaning up leaves nothing running for long.
  */
 export function forkFixture(file: string, args: string[]): Child {
+  return forkModule(new URL(`../fixtures/${file}`, import.meta.url), args)
+}
+
+/** Like {@link forkFixture} for a fixture anywhere (e.g. `bench/peers/fixtures/`), by its URL. */
+export function forkModule(module: URL, args: string[]): Child {
   hookExit()
-  const child = fork(new URL(`../fixtures/${file}`, import.meta.url), args, {
+  const file = module.pathname.split("/").pop() ?? module.pathname
+  const child = fork(module, args, {
     // BENCH_CHILD_NODE_ARGS adds node flags to every child, e.g. "--cpu-prof --cpu-prof-dir=prof"
     // (NODE_OPTIONS refuses --cpu-prof); a child writes its profile when it exits by itself.
     execArgv: ["--import", "tsx", ...childNodeArgs()],
