@@ -13,7 +13,6 @@
  * - `PIRATE_NOT_OPEN`: the object must be opened first.
  * - `PIRATE_NOT_FOUND`: no such journal or message.
  * - `PIRATE_DECODE`: a payload could not be decoded.
- * - `PIRATE_TOO_LARGE`: a message exceeds `maxMessageSize`.
  */
 export type ErrorCode =
   | "PIRATE_CLOSED"
@@ -28,7 +27,6 @@ export type ErrorCode =
   | "PIRATE_NOT_OPEN"
   | "PIRATE_NOT_FOUND"
   | "PIRATE_DECODE"
-  | "PIRATE_TOO_LARGE"
 
 /** Every operational failure of this library is a `PirateError` with a stable {@link ErrorCode}. */
 export class PirateError extends Error {
