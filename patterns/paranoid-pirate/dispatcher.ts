@@ -314,8 +314,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     for (const step of [
       async () => {
         await this.#writer?.flushed()
-        // Unbind first: with peers connected, a closed socket can hold the port for a while, and a
-        // sender restarted on the same endpoint must be able to bind it at once.
+        // No unbind() before close(): libzmq 4.3.5 can abort (pipe.cpp assertion) when an unbound
+        // socket's pipes are still terminating as it closes. A restart on the same endpoint
+        // retries its bind while the port is released (bindRetrying).
         this.#router?.close()
         this.#unregisterCurve?.()
       },
