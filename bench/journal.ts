@@ -23,6 +23,7 @@
  * the ratio to its LevelDB ceiling and its target. Cases of one run are interleaved, so that the
  * noise of a shared machine falls on every case alike.
  */
+import { fileURLToPath } from "node:url"
 import { fork, type ChildProcess } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { rmSync } from "node:fs"
@@ -96,11 +97,31 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   })
 }
 
-function forkFixture(file: string, args: string[]): Child {
-  const child = fork(new URL(`./journal-fixtures/${file}`, import.meta.url), args, {
+/**
+ * Bundles a fixture into plain JavaScript (inside the repository, so that its packages resolve),
+ * for a child whose memory is measured: loaded through tsx, a process carries ~28 MB of
+ * TypeScript tooling that no user of the package runs with.
+ */
+async function compiledFixture(file: string): Promise<URL> {
+  const { build } = await import("esbuild")
+  const out = new URL(`./results/.compiled/${file.replace(/\.ts$/, ".mjs")}`, import.meta.url)
+  await build({
+    entryPoints: [fileURLToPath(new URL(`./journal-fixtures/${file}`, import.meta.url))],
+    outfile: fileURLToPath(out),
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    packages: "external",
+    logLevel: "error",
+  })
+  return out
+}
+
+function forkFixture(file: string, args: string[], compiled?: URL): Child {
+  const child = fork(compiled ?? new URL(`./journal-fixtures/${file}`, import.meta.url), args, {
     execArgv: [
-      "--import",
-      "tsx",
+      ...(compiled ? [] : ["--import", "tsx"]),
       ...(CPU_PROF_DIR !== undefined ? ["--cpu-prof", `--cpu-prof-dir=${CPU_PROF_DIR}`] : []),
     ],
     stdio: ["ignore", "inherit", "inherit", "ipc"],
@@ -320,7 +341,11 @@ async function restart(source: string, run: number, worker: Child): Promise<Resu
     const connected = worker.next("connected", 10_000)
     worker.send({ type: "connect", endpoint, count: BIG_DELIVER })
     await connected
-    sender = forkFixture("restart-sender.ts", [dir, endpoint])
+    sender = forkFixture(
+      "restart-sender.ts",
+      [dir, endpoint],
+      await compiledFixture("restart-sender.ts"),
+    )
     const opened = await sender.next<{ type: "opened"; t0: number; openMs: number }>(
       "opened",
       60_000,
