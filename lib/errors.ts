@@ -103,6 +103,11 @@ export function abortedError(signal: AbortSignal): PirateError {
   return new PirateError("PIRATE_ABORTED", "the operation was aborted", { cause: signal.reason })
 }
 
+/** Any thrown value as an Error (for "error" events and rejections). */
+export function toError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err))
+}
+
 /** A short printable message of any thrown value. */
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message

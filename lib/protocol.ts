@@ -16,7 +16,7 @@
  *   GOODBYE  both [0x15]                        (closing: send me nothing new)
  */
 import { packMeta, unpackMeta } from "./codec.js"
-import { PirateError } from "./errors.js"
+import { PirateError, toError } from "./errors.js"
 
 export const PPP = Object.freeze({ READY: 0x01, HEARTBEAT: 0x02 } as const)
 
@@ -250,7 +250,7 @@ export function decodeReplyStatus(frame: Buffer | undefined): number | null {
 }
 
 export function encodeRemoteError(err: unknown): Buffer {
-  const e = err instanceof Error ? err : new Error(String(err))
+  const e = toError(err)
   return packMeta({ message: e.message, name: e.name })
 }
 

@@ -8,7 +8,7 @@ import { Router } from "zeromq"
 import { bindRetrying } from "../../lib/writer.js"
 import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
 import { debug } from "../../lib/debug.js"
-import { PirateError, closedError } from "../../lib/errors.js"
+import { PirateError, closedError, toError } from "../../lib/errors.js"
 import {
   LPX_ERROR,
   LPX_OK,
@@ -287,7 +287,7 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
     this.#router = router
     this.#endpoint = router.lastEndpoint ?? this.#bind
     this.#loop = this.#receiveLoop(router).catch((err: unknown) => {
-      this.emit("error", err instanceof Error ? err : new Error(String(err)))
+      this.emit("error", toError(err))
     })
     this.#status = "open"
     debug("lazy pirate server: bound %s", this.#endpoint)

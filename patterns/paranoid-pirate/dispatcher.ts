@@ -7,7 +7,14 @@ import { EventEmitter } from "node:events"
 import { Router, capability } from "zeromq"
 import { backoffDelay, type BackoffOptions } from "../../lib/backoff.js"
 import { debug } from "../../lib/debug.js"
-import { DeadLetterError, PirateError, closedError, errorMessage } from "../../lib/errors.js"
+import {
+  DeadLetterError,
+  PirateError,
+  abortedError,
+  closedError,
+  errorMessage,
+  toError,
+} from "../../lib/errors.js"
 import { IdGenerator } from "../../lib/journal/ids.js"
 import type {
   DeadLetter,
@@ -374,9 +381,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       this.#bySignal.set(signal, set)
       const onAbort = (): void => {
         this.#bySignal.delete(signal)
-        const err = new PirateError("PIRATE_ABORTED", "the operation was aborted", {
-          cause: signal.reason,
-        })
+        const err = abortedError(signal)
         for (const w of set) {
           if (w.settled) continue
           w.settled = true // skipped by #admit()
@@ -1254,8 +1259,4 @@ function sinceEpoch(epochMs: number): number {
 
 function byId(a: Message, b: Message): number {
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0
-}
-
-function toError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err))
 }

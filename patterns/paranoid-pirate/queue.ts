@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events"
 import { Router } from "zeromq"
 import { debug } from "../../lib/debug.js"
-import { errorMessage } from "../../lib/errors.js"
+import { errorMessage, toError } from "../../lib/errors.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import { renderPrometheus, type Metric } from "../../lib/metrics.js"
 import {
@@ -132,9 +132,7 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
       this.#writer = new SocketWriter(frontend, (err) =>
         debug("queue: reply to a client failed: %s", errorMessage(err)),
       )
-      this.#frontendLoop(frontend, core).catch((err: unknown) =>
-        this.emit("error", err instanceof Error ? err : new Error(String(err))),
-      )
+      this.#frontendLoop(frontend, core).catch((err: unknown) => this.emit("error", toError(err)))
     })
   }
 

@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events"
 import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
-import { PirateError } from "../../lib/errors.js"
+import { PirateError, abortedError } from "../../lib/errors.js"
 import type { DeadLetter, Journal } from "../../lib/journal/types.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import { renderPrometheus } from "../../lib/metrics.js"
@@ -167,11 +167,7 @@ export class Sender extends EventEmitter<SenderEvents> {
       if (signal) {
         onAbort = () => {
           core.cancel(id)
-          reject(
-            new PirateError("PIRATE_ABORTED", "the operation was aborted", {
-              cause: signal.reason,
-            }),
-          )
+          reject(abortedError(signal))
         }
         if (signal.aborted) onAbort()
         else signal.addEventListener("abort", onAbort, { once: true })
@@ -196,12 +192,7 @@ export class Sender extends EventEmitter<SenderEvents> {
       await Promise.race([
         core.drained(),
         new Promise<never>((_, reject) => {
-          onAbort = () =>
-            reject(
-              new PirateError("PIRATE_ABORTED", "the operation was aborted", {
-                cause: signal.reason,
-              }),
-            )
+          onAbort = () => reject(abortedError(signal))
           signal.addEventListener("abort", onAbort, { once: true })
         }),
       ])

@@ -3,7 +3,7 @@ import { Dealer } from "zeromq"
 import { Backoff, validateBackoff, type BackoffOptions } from "../../lib/backoff.js"
 import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
 import { debug } from "../../lib/debug.js"
-import { PirateError, errorMessage } from "../../lib/errors.js"
+import { PirateError, errorMessage, toError } from "../../lib/errors.js"
 import { DedupeStore, type DedupeOptions } from "../../lib/journal/dedupe.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import {
@@ -445,7 +445,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     s.liveness.seen()
     s.liveness.sent()
     this.#receiveLoop(s, socket, generation).catch((err: unknown) =>
-      this.emit("error", err instanceof Error ? err : new Error(String(err))),
+      this.emit("error", toError(err)),
     )
   }
 
@@ -609,9 +609,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #run(job: Job): void {
     this.#running++
     this.#execute(job)
-      .catch((err: unknown) =>
-        this.emit("error", err instanceof Error ? err : new Error(String(err))),
-      )
+      .catch((err: unknown) => this.emit("error", toError(err)))
       .finally(() => {
         this.#running--
         if (!job.ppx && job.session.generation === job.generation) job.session.plainJobs--
@@ -647,7 +645,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       reply = await this.#complete(job, payload, ctx)
     } catch (err) {
       this.#stats.nacked++
-      const error = err instanceof Error ? err : new Error(String(err))
+      const error = toError(err)
       this.emit("job:failed", { id: job.id, attempt: job.attempt, error })
       this.#nack(job, errorMessage(err), false)
       return
