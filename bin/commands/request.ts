@@ -3,6 +3,7 @@ import { LazyPirateClient } from "../../patterns/lazy-pirate/client.js"
 import { RemoteError, RequestTimeoutError } from "../../lib/errors.js"
 import { UsageError, intOption, parse, type Command } from "../cli.js"
 import { CURVE_CLIENT_HELP, CURVE_OPTIONS, curveClient } from "./keys.js"
+import { optionError } from "./long-running.js"
 
 const HELP = `Usage: pirate request --connect EP [--connect EP2 …] [options] PAYLOAD
 
@@ -69,11 +70,7 @@ export const command: Command = {
         ...(curve === undefined ? {} : { curve }),
       })
     } catch (err) {
-      // The constructor names the option; say it the way the command line spells it.
-      if (err instanceof TypeError || err instanceof RangeError) {
-        throw new UsageError(err.message.replace(/'(\w+)'/, "--$1"))
-      }
-      throw err
+      throw optionError(err) // the constructor names the option; say it as the command line does
     }
 
     const controller = new AbortController()
