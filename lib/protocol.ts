@@ -9,8 +9,8 @@
  * PPX/1 (only after the worker announced it in its READY frame and the sender answered WELCOME):
  *   READY    w→s  single frame 0x01 "PPX" 0x01 msgpack{credit, heartbeatInterval, liveness}
  *   WELCOME  s→w  [0x10, msgpack{version, heartbeatInterval, liveness}]
- *   TASKS    s→w  [0x11, envelopes, body₁, body₂, …]    (envelopes: n × [length u8][envelope])
- *   ACKS     w→s  [0x12, envelopes, reply₁, reply₂, …]
+ *   TASKS    s→w  [0x11, envelopes, bodies]     (envelopes: n × [length u8][envelope])
+ *   ACKS     w→s  [0x12, envelopes, replies]    (bodies, replies: n × [length u32 BE][bytes])
  *   NACK     w→s  [0x13, envelope, msgpack{error, reject?, delay?}]
  *   EXTEND   w→s  [0x14, envelope, …]          (the job is still running: renew its ack deadline)
  *   GOODBYE  both [0x15]                        (closing: send me nothing new)
@@ -47,6 +47,8 @@ export interface Hello {
   credit: number
   heartbeatInterval: number
   liveness: number
+  /** The largest frame the worker takes (its `maxMessageSize`); no limit when absent. */
+  maxMessageSize?: number | undefined
 }
 
 /** What the sender answers. */
@@ -54,7 +56,12 @@ export interface Welcome {
   version: number
   heartbeatInterval: number
   liveness: number
+  /** The largest frame the sender takes (its `maxMessageSize`); no limit when absent. */
+  maxMessageSize?: number | undefined
 }
+
+/** Largest `maxMessageSize` a READY or WELCOME may announce: 2^53 − 1. */
+const MAX_ANNOUNCED_SIZE = Number.MAX_SAFE_INTEGER
 
 export interface NackInfo {
   error: string
@@ -66,7 +73,25 @@ export interface NackInfo {
 
 export function encodeReady(hello?: Hello): Buffer {
   if (!hello) return FRAME_READY
-  return Buffer.concat([FRAME_READY, PPX_MAGIC, Buffer.from([PPX.VERSION]), packMeta(hello)])
+  return Buffer.concat([
+    FRAME_READY,
+    PPX_MAGIC,
+    Buffer.from([PPX.VERSION]),
+    packMeta(withoutUndefined(hello)),
+  ])
+}
+
+/** msgpack has no `undefined`: leave absent keys out rather than send them as nil. */
+function withoutUndefined<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T
+}
+
+/**
+ * The largest packed bodies (or replies) frame to send a peer that announced `maxMessageSize`:
+ * {@link PACK_BYTES}, or less when the peer takes less.
+ */
+export function packLimit(maxMessageSize: number | undefined): number {
+  return maxMessageSize === undefined ? PACK_BYTES : Math.min(PACK_BYTES, maxMessageSize)
 }
 
 /**
@@ -94,11 +119,24 @@ export function decodeReady(frame: Buffer): Hello | null {
       "READY metadata lacks credit, heartbeatInterval or liveness",
     )
   }
-  return { credit, heartbeatInterval, liveness }
+  const hello: Hello = { credit, heartbeatInterval, liveness }
+  const maxMessageSize = announcedSize(m, "READY")
+  if (maxMessageSize !== undefined) hello.maxMessageSize = maxMessageSize
+  return hello
+}
+
+/** The optional `maxMessageSize` key: absent, or an integer from 1 to 2^53 − 1. */
+function announcedSize(m: Record<string, unknown>, what: string): number | undefined {
+  const raw = m["maxMessageSize"]
+  if (raw === undefined) return undefined
+  const size = intIn(raw, 1, MAX_ANNOUNCED_SIZE)
+  if (size === undefined)
+    throw new PirateError("PIRATE_PROTOCOL", `${what} announces an invalid maxMessageSize`)
+  return size
 }
 
 export function encodeWelcome(w: Welcome): Buffer[] {
-  return [Buffer.from([PPX.WELCOME]), packMeta(w)]
+  return [Buffer.from([PPX.WELCOME]), packMeta(withoutUndefined(w))]
 }
 
 export function decodeWelcome(frame: Buffer | undefined): Welcome {
@@ -115,7 +153,10 @@ export function decodeWelcome(frame: Buffer | undefined): Welcome {
       "WELCOME metadata lacks version, heartbeatInterval or liveness",
     )
   }
-  return { version, heartbeatInterval, liveness }
+  const welcome: Welcome = { version, heartbeatInterval, liveness }
+  const maxMessageSize = announcedSize(m, "WELCOME")
+  if (maxMessageSize !== undefined) welcome.maxMessageSize = maxMessageSize
+  return welcome
 }
 
 export function encodeNack(envelope: Buffer, info: NackInfo): Buffer[] {
@@ -167,16 +208,7 @@ export function encodeEnvelope(id: string, attempt: number): Buffer {
  * the envelope. One frame instead of one per message halves the frames a batch costs.
  */
 export function packEnvelopes(envelopes: readonly Buffer[]): Buffer {
-  let size = 0
-  for (const e of envelopes) size += 1 + e.length
-  const out = Buffer.allocUnsafe(size)
-  let at = 0
-  for (const e of envelopes) {
-    if (e.length > 255) throw new RangeError(`an envelope is at most 255 bytes, got ${e.length}`)
-    out[at++] = e.length
-    at += e.copy(out, at)
-  }
-  return out
+  return packRecords(envelopes, 1)
 }
 
 /** Packs our own envelopes (id, attempt) for TASKS, without a Buffer per envelope. */
@@ -196,20 +228,70 @@ export function packTaskEnvelopes(tasks: readonly Envelope[]): Buffer {
 }
 
 /**
- * Splits a packed envelopes frame into exactly `count` envelopes (views into the frame), or
- * returns `null` when it does not hold exactly that many well-formed records.
+ * Splits a packed envelopes frame into its envelopes (views into the frame). Returns `null` when
+ * it holds no record, a malformed one, or not exactly `count` of them when `count` is given.
  */
-export function unpackEnvelopes(frame: Buffer | undefined, count: number): Buffer[] | null {
-  if (!frame || count < 1) return null
+export function unpackEnvelopes(frame: Buffer | undefined, count = Infinity): Buffer[] | null {
+  return unpackRecords(frame, count, 1)
+}
+
+/**
+ * Most bytes a packed bodies or replies frame carries: a batch is cut before a message that
+ * would take it past this, so one large message never drags a batch of small ones with it. A
+ * single message larger than this travels alone.
+ */
+export const PACK_BYTES = 1024 * 1024
+
+/**
+ * Packs the bodies of a batch (TASKS) or its replies (ACKS) into one frame: each as a 4-byte
+ * big-endian length followed by its bytes. One frame per batch instead of one per message: a
+ * ZeroMQ frame costs the receiving process more than copying a few hundred bytes does.
+ */
+export function packBodies(bodies: readonly Buffer[]): Buffer {
+  return packRecords(bodies, 4)
+}
+
+/**
+ * Splits a packed bodies frame into exactly `count` bodies (views into the frame), or returns
+ * `null` when it does not hold exactly that many.
+ */
+export function unpackBodies(frame: Buffer | undefined, count: number): Buffer[] | null {
+  return unpackRecords(frame, count, 4)
+}
+
+/**
+ * Length-prefixed records one after the other. `width` 1: envelopes (1 to 255 bytes each);
+ * `width` 4: bodies (a 4-byte big-endian length, empty bodies allowed).
+ */
+function packRecords(records: readonly Buffer[], width: 1 | 4): Buffer {
+  let size = 0
+  for (const r of records) size += width + r.length
+  const out = Buffer.allocUnsafe(size)
+  let at = 0
+  for (const r of records) {
+    if (width === 1) {
+      if (r.length > 255) throw new RangeError(`an envelope is at most 255 bytes, got ${r.length}`)
+      out[at] = r.length
+    } else out.writeUInt32BE(r.length, at)
+    at += width + r.copy(out, at + width)
+  }
+  return out
+}
+
+/** The records of a frame packed by {@link packRecords}; `null` unless it splits cleanly into `count`. */
+function unpackRecords(frame: Buffer | undefined, count: number, width: 1 | 4): Buffer[] | null {
+  if (!frame || count < 1 || (width === 1 && frame.length === 0)) return null
   const out: Buffer[] = []
   let at = 0
   while (at < frame.length) {
-    const length = frame[at] as number
-    if (length === 0 || at + 1 + length > frame.length || out.length === count) return null
-    out.push(frame.subarray(at + 1, at + 1 + length))
-    at += 1 + length
+    if (at + width > frame.length || out.length === count) return null
+    const length = width === 1 ? (frame[at] as number) : frame.readUInt32BE(at)
+    const end = at + width + length
+    if ((width === 1 && length === 0) || end > frame.length) return null
+    out.push(frame.subarray(at + width, end))
+    at = end
   }
-  return out.length === count ? out : null
+  return count === Infinity || out.length === count ? out : null
 }
 
 /** Returns `null` for anything that is not one of our envelopes. */

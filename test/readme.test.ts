@@ -38,11 +38,15 @@ describe("README examples", () => {
         )
       const file = join(dir, "example.mts") // ESM, for top-level await
       await writeFile(file, program)
-      const { stdout } = await promisify(execFile)(process.execPath, ["--import", import.meta.resolve("tsx"), file], {
-        cwd: dir,
-        timeout: 25_000,
-        env: { ...process.env, NODE_OPTIONS: "" },
-      })
+      const { stdout } = await promisify(execFile)(
+        process.execPath,
+        ["--import", import.meta.resolve("tsx"), file],
+        {
+          cwd: dir,
+          timeout: 25_000,
+          env: { ...process.env, NODE_OPTIONS: "" },
+        },
+      )
       expect(stdout.length).toBeGreaterThan(0) // every example prints what it got
     },
   )

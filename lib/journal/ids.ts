@@ -6,18 +6,39 @@
  */
 export const ID_LENGTH = 16
 
+/** "00" … "ff": the last two digits of an id, looked up rather than formatted. */
+const HEX_BYTE = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"))
+
 export class IdGenerator {
+  /** The number of the next id. */
   #next: number
+  /** The first 14 digits of the next id: they change once every 256 ids. */
+  #prefix = ""
+  /** The next id's lowest byte; 256 when `#prefix` must be computed again. */
+  #low = 256
+
   constructor(floor?: string) {
     const fromClock = Date.now() * 1000
     const fromFloor =
       floor !== undefined && /^[0-9a-f]{16}$/.test(floor) ? parseInt(floor, 16) + 1 : 0
     this.#next = Math.max(fromClock, fromFloor)
   }
+
   next(): string {
     const now = Date.now() * 1000
-    if (now > this.#next) this.#next = now
-    return (this.#next++).toString(16).padStart(ID_LENGTH, "0")
+    if (now > this.#next) {
+      this.#next = now
+      this.#low = 256
+    }
+    // Formatting a number above 2^32 in hex is slow; do it once per 256 ids.
+    if (this.#low === 256) {
+      this.#prefix = Math.floor(this.#next / 256)
+        .toString(16)
+        .padStart(ID_LENGTH - 2, "0")
+      this.#low = this.#next % 256
+    }
+    this.#next++
+    return this.#prefix + (HEX_BYTE[this.#low++] as string)
   }
 }
 

@@ -30,6 +30,8 @@ import {
   FRAME_GOODBYE,
   FRAME_HEARTBEAT,
   FRAME_TASKS,
+  packBodies,
+  packLimit,
   PPP,
   PPX,
   decodeEnvelope,
@@ -38,6 +40,7 @@ import {
   encodeEnvelope,
   encodeWelcome,
   packTaskEnvelopes,
+  unpackBodies,
   unpackEnvelopes,
   type NackInfo,
 } from "../../lib/protocol.js"
@@ -170,6 +173,8 @@ interface WorkerPeer {
   routingId: Buffer
   protocol: "ppp" | "ppx"
   credit: number
+  /** Largest packed bodies frame to send it (see `packLimit()`). */
+  packLimit: number
   inflight: Map<string, Message>
   liveness: Liveness
   goodbye: boolean
@@ -681,9 +686,15 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       }
       const n = Math.min(free, this.#s.maxBatch)
       const batch: Message[] = []
+      let bytes = 0
       while (batch.length < n) {
         const m = this.#takeReady()
         if (!m) break
+        bytes += 4 + m.payload.length
+        if (bytes > w.packLimit && batch.length > 0) {
+          this.#front.push(m) // still ready: first of the next batch
+          break
+        }
         batch.push(m)
       }
       if (batch.length === 0) return
@@ -708,7 +719,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       else
         this.#writer?.write([w.routingId, encodeEnvelope(m.id, m.attempt), FRAME_EMPTY, m.payload])
     }
-    if (ppx) this.#writer?.write([w.routingId, FRAME_TASKS, packTaskEnvelopes(batch), ...bodies])
+    if (ppx)
+      this.#writer?.write([w.routingId, FRAME_TASKS, packTaskEnvelopes(batch), packBodies(bodies)])
     w.liveness.sent()
   }
 
@@ -779,12 +791,14 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     }
     if (first.length === 1) {
       const cmd = first[0]
-      if (cmd === PPX.ACKS && msg.length >= 4) {
-        // [0x12, envelopes, reply₁ … replyₙ]
-        const envelopes = unpackEnvelopes(msg[2], msg.length - 3)
-        if (!envelopes) return this.#drop("ACKS whose envelopes do not match its replies", key)
+      if (cmd === PPX.ACKS && msg.length === 4) {
+        // [0x12, envelopes, replies]
+        const envelopes = unpackEnvelopes(msg[2])
+        const replies = envelopes && unpackBodies(msg[3], envelopes.length)
+        if (!envelopes || !replies)
+          return this.#drop("ACKS whose envelopes do not match its replies", key)
         for (let i = 0; i < envelopes.length; i++)
-          this.#onAck(w, key, envelopes[i] as Buffer, msg[i + 3] as Buffer)
+          this.#onAck(w, key, envelopes[i] as Buffer, replies[i] as Buffer)
         return
       }
       if (cmd === PPX.NACK && msg.length === 4) {
@@ -822,6 +836,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       if (hello) {
         existing.protocol = "ppx"
         existing.credit = hello.credit
+        existing.packLimit = packLimit(hello.maxMessageSize)
         existing.liveness = new Liveness({
           heartbeatInterval: hello.heartbeatInterval,
           liveness: hello.liveness,
@@ -842,6 +857,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       routingId: Buffer.from(routingId),
       protocol: hello ? "ppx" : "ppp",
       credit: hello ? hello.credit : 1,
+      packLimit: packLimit(hello?.maxMessageSize),
       inflight: new Map(),
       liveness: new Liveness({
         heartbeatInterval: hello?.heartbeatInterval ?? this.#s.heartbeatInterval,
@@ -865,6 +881,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         version: PPX.VERSION,
         heartbeatInterval: w.liveness.heartbeatInterval,
         liveness: w.liveness.liveness,
+        maxMessageSize: this.#s.maxMessageSize,
       }),
     ])
     w.liveness.sent()

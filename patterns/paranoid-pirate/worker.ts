@@ -23,9 +23,14 @@ import {
   PPX,
   decodeEnvelope,
   decodeWelcome,
+  type Welcome,
   encodeNack,
   encodeReady,
+  PACK_BYTES,
+  packBodies,
   packEnvelopes,
+  packLimit,
+  unpackBodies,
   unpackEnvelopes,
 } from "../../lib/protocol.js"
 import {
@@ -173,6 +178,10 @@ class Session {
   /** Acks waiting to go out in one ACKS: their envelopes and replies. */
   ackEnvelopes: Buffer[] = []
   ackReplies: Buffer[] = []
+  /** Bytes the packed replies of those acks take. */
+  ackBytes = 0
+  /** Largest packed replies frame the sender takes (see `packLimit()`). */
+  packLimit = PACK_BYTES
   ackScheduled = false
   reconnectTimer: NodeJS.Timeout | undefined
   closed = false
@@ -416,6 +425,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     s.abort = new AbortController()
     s.ackEnvelopes = []
     s.ackReplies = []
+    s.ackBytes = 0
+    s.packLimit = PACK_BYTES
     s.plainJobs = 0
     const socket = new Dealer({
       linger: 0,
@@ -439,6 +450,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
             credit: this.#o.prefetch,
             heartbeatInterval: this.#o.heartbeatInterval,
             liveness: this.#o.liveness,
+            maxMessageSize: this.#o.maxMessageSize,
           }
         : undefined
     s.writer.write([encodeReady(hello)])
@@ -545,24 +557,27 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const cmd = first[0]
       if (msg.length === 1 && cmd === PPP.HEARTBEAT) return this.#heard(s)
       if (cmd === PPX.WELCOME && msg.length === 2 && this.#o.protocol === "ppx") {
-        let version: number
+        let welcome: Welcome
         try {
-          version = decodeWelcome(msg[1]).version
+          welcome = decodeWelcome(msg[1])
         } catch (err) {
           return this.#drop(s, errorMessage(err))
         }
         // A sender may only answer with a version we announced (1); anything else: stay plain PPP.
-        if (version !== PPX.VERSION)
-          return this.#drop(s, `WELCOME for unknown PPX version ${version}`)
+        if (welcome.version !== PPX.VERSION)
+          return this.#drop(s, `WELCOME for unknown PPX version ${welcome.version}`)
         s.ppx = true
+        s.packLimit = packLimit(welcome.maxMessageSize)
         return this.#heard(s)
       }
-      if (cmd === PPX.TASKS && s.ppx && msg.length >= 3) {
-        // [0x11, envelopes, body₁ … bodyₙ]
-        const envelopes = unpackEnvelopes(msg[1], msg.length - 2)
-        if (!envelopes) return this.#drop(s, "TASKS whose envelopes do not match its bodies")
+      if (cmd === PPX.TASKS && s.ppx && msg.length === 3) {
+        // [0x11, envelopes, bodies]
+        const envelopes = unpackEnvelopes(msg[1])
+        const bodies = envelopes && unpackBodies(msg[2], envelopes.length)
+        if (!envelopes || !bodies)
+          return this.#drop(s, "TASKS whose envelopes do not match its bodies")
         for (let i = 0; i < envelopes.length; i++)
-          this.#accept(s, envelopes[i] as Buffer, msg[i + 2] as Buffer, true)
+          this.#accept(s, envelopes[i] as Buffer, bodies[i] as Buffer, true)
         return
       }
       if (cmd === PPX.GOODBYE && msg.length === 1) {
@@ -660,8 +675,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       s.liveness.sent()
       return
     }
+    if (s.ackBytes + 4 + reply.length > s.packLimit) this.#flushAcks(s)
     s.ackEnvelopes.push(job.envelope)
     s.ackReplies.push(reply)
+    s.ackBytes += 4 + reply.length
     if (s.ackReplies.length >= this.#o.maxBatch) this.#flushAcks(s)
     else if (!s.ackScheduled) {
       s.ackScheduled = true
@@ -708,9 +725,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #flushAcks(s: Session): void {
     s.ackScheduled = false
     if (s.ackReplies.length === 0) return
-    const frames = [FRAME_ACKS, packEnvelopes(s.ackEnvelopes), ...s.ackReplies]
+    const frames = [FRAME_ACKS, packEnvelopes(s.ackEnvelopes), packBodies(s.ackReplies)]
     s.ackEnvelopes = []
     s.ackReplies = []
+    s.ackBytes = 0
     s.writer?.write(frames)
     s.liveness.sent()
   }

@@ -26,8 +26,13 @@ const sender = await Sender.open({ bind: "tcp://127.0.0.1:*" })
 const peer = new Dealer({ linger: 0 })
 peer.connect(sender.endpoint)
 await peer.send(Buffer.from([0x99]))
-// ACKS [0x12, envelopes, reply] whose one (well-packed) envelope is not the sender's
-await peer.send([Buffer.from([0x12]), Buffer.from("\\x0fnot an envelope", "latin1"), Buffer.from("reply")])
+// ACKS [0x12, envelopes, replies], well packed (one envelope, one 5-byte reply), whose envelope
+// is not the sender's
+await peer.send([
+  Buffer.from([0x12]),
+  Buffer.from("\\x0fnot an envelope", "latin1"),
+  Buffer.from("\\x00\\x00\\x00\\x05reply", "latin1"),
+])
 const deadline = Date.now() + 5000
 while (sender.stats().dropped < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
 process.stdout.write(JSON.stringify({ dropped: sender.stats().dropped }))

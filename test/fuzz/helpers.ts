@@ -25,6 +25,7 @@ import {
   PPP,
   PPX,
   decodeEnvelope,
+  packBodies,
   packEnvelopes,
   unpackEnvelopes,
   decodeNack,
@@ -242,6 +243,65 @@ export function packAny(envelopes: readonly Buffer[]): Buffer {
   return packEnvelopes(envelopes.map((e) => (e.length > 255 ? e.subarray(0, 255) : e)))
 }
 
+/**
+ * The packed bodies frame of TASKS (replies frame of ACKS) for `bodies`: mostly right, often
+ * damaged: a record too few or too many, cut short (inside a length prefix or a body), a length
+ * prefix claiming more than the frame holds, trailing bytes, random bytes.
+ */
+export function packedBodies(bodies: readonly Buffer[]): fc.Arbitrary<Buffer> {
+  const packed = packBodies(bodies)
+  const damaged: fc.Arbitrary<Buffer>[] = [
+    fc.constant(packBodies(bodies.slice(1))),
+    bytes(8).map((b) => packBodies([...bodies, b])),
+    fc.nat({ max: Math.max(0, packed.length - 1) }).map((n) => packed.subarray(0, n)),
+    // a dangling, partial length prefix
+    fc.integer({ min: 1, max: 3 }).map((n) => Buffer.concat([packed, Buffer.alloc(n)])),
+    bytes(8)
+      .filter((b) => b.length > 0)
+      .map((b) => Buffer.concat([packed, b])),
+    bytes(),
+  ]
+  if (bodies.length > 0) {
+    // record i's length prefix claims 1 … 2³² − 1 − length more bytes than it has
+    damaged.push(
+      fc.tuple(fc.nat(bodies.length - 1), uint32).map(([i, extra]) => {
+        const out = Buffer.from(packed)
+        let at = 0
+        for (let k = 0; k < i; k++) at += 4 + (bodies[k] as Buffer).length
+        const length = (bodies[i] as Buffer).length
+        out.writeUInt32BE(length + 1 + (extra % (0xffff_ffff - length)), at)
+        return out
+      }),
+    )
+  }
+  return fc.oneof(
+    { weight: damaged.length, arbitrary: fc.constant(packed) },
+    ...damaged.map((arbitrary) => ({ weight: 1, arbitrary })),
+  )
+}
+
+/**
+ * A TASKS or ACKS message `[command, envelopes, bodies]` for `pairs` of (envelope, body): the
+ * bodies frame as {@link packedBodies} makes it, or a frame too many, a frame too few, or one
+ * frame per body (the draft format).
+ */
+function batchMessage(
+  command: Buffer,
+  pairs: readonly (readonly [FrameSpec, Buffer])[],
+): fc.Arbitrary<MessageSpec> {
+  const pack: PackedSpec = { pack: pairs.map(([e]) => e) }
+  const bodies = pairs.map(([, b]) => b)
+  return fc.oneof(
+    { weight: 6, arbitrary: packedBodies(bodies).map((b): MessageSpec => [command, pack, b]) },
+    {
+      weight: 1,
+      arbitrary: bytes().map((extra): MessageSpec => [command, pack, packBodies(bodies), extra]),
+    },
+    { weight: 1, arbitrary: fc.constant<MessageSpec>([command, pack]) },
+    { weight: 1, arbitrary: fc.constant<MessageSpec>([command, pack, ...bodies]) },
+  )
+}
+
 /** What a hostile worker may send to a sender or a queue's backend. */
 export const toSenderMessage: fc.Arbitrary<MessageSpec> = fc.oneof(
   randomMessage,
@@ -250,18 +310,10 @@ export const toSenderMessage: fc.Arbitrary<MessageSpec> = fc.oneof(
   readyFrame.map((f) => [f]),
   // PPP reply [envelope, "", body]
   fc.tuple(envelopeSpec, bytes()).map(([e, b]): MessageSpec => [e, FRAME_EMPTY, b]),
-  // ACKS [0x12, envelopes, reply…], sometimes with a frame too many
+  // ACKS [0x12, envelopes, replies], often damaged (see batchMessage)
   fc
-    .tuple(
-      fc.array(fc.tuple(envelopeSpec, bytes()), { maxLength: 3 }),
-      fc.option(bytes(), { nil: undefined }),
-    )
-    .map(([pairs, extra]): MessageSpec => [
-      FRAME_ACKS,
-      { pack: pairs.map(([e]) => e) },
-      ...pairs.map(([, r]) => r),
-      ...(extra === undefined ? [] : [extra]),
-    ]),
+    .array(fc.tuple(envelopeSpec, bytes()), { minLength: 1, maxLength: 3 })
+    .chain((pairs) => batchMessage(FRAME_ACKS, pairs)),
   // NACK [0x13, envelope, meta]
   fc.tuple(envelopeSpec, nackMeta).map(([e, m]): MessageSpec => [FRAME_NACK, e, m]),
   // EXTEND [0x14, envelope…]
@@ -289,20 +341,12 @@ export const toWorkerMessage: fc.Arbitrary<MessageSpec> = fc.oneof(
       )
       .map((m): MessageSpec => [Buffer.from([PPX.WELCOME]), m]),
   },
-  // TASKS [0x11, envelopes, body…], sometimes a frame too many
+  // TASKS [0x11, envelopes, bodies], often damaged (see batchMessage)
   {
     weight: 4,
     arbitrary: fc
-      .tuple(
-        fc.array(fc.tuple(envelopeSpec, msgpackish), { maxLength: 3 }),
-        fc.option(bytes(), { nil: undefined }),
-      )
-      .map(([pairs, extra]): MessageSpec => [
-        FRAME_TASKS,
-        { pack: pairs.map(([e]) => e) },
-        ...pairs.map(([, b]) => b),
-        ...(extra === undefined ? [] : [extra]),
-      ]),
+      .array(fc.tuple(envelopeSpec, msgpackish), { minLength: 1, maxLength: 3 })
+      .chain((pairs) => batchMessage(FRAME_TASKS, pairs)),
   },
   // PPP request [envelope, "", body]
   {
@@ -343,6 +387,31 @@ export const toServerMessage: fc.Arbitrary<Buffer[]> = fc.oneof(
 // ---------------------------------------------------------------------------------------------
 // models
 
+/**
+ * The model of a packed bodies (or replies) frame, written apart from `unpackBodies` so that the
+ * fuzzers check it too: the bodies when `frame` is exactly `count` records of a 4-byte
+ * big-endian length and that many bytes, else `null`.
+ */
+export function bodiesOf(frame: Buffer | undefined, count: number): Buffer[] | null {
+  if (frame === undefined) return null
+  const bodies: Buffer[] = []
+  let rest = frame
+  while (rest.length > 0) {
+    if (rest.length < 4 || rest.readUInt32BE(0) > rest.length - 4) return null
+    bodies.push(rest.subarray(4, 4 + rest.readUInt32BE(0)))
+    rest = rest.subarray(4 + rest.readUInt32BE(0))
+  }
+  return count >= 1 && bodies.length === count ? bodies : null
+}
+
+/** The (envelope, body) pairs of a well-formed TASKS or ACKS `[command, envelopes, bodies]`. */
+export function batchOf(frames: readonly Buffer[]): [Buffer, Buffer][] | null {
+  if (frames.length !== 3) return null
+  const envelopes = unpackEnvelopes(frames[1])
+  const bodies = envelopes && bodiesOf(frames[2], envelopes.length)
+  return envelopes && bodies ? envelopes.map((e, i) => [e, bodies[i] as Buffer]) : null
+}
+
 /** What the queue core (sender, queue backend) must do with one message from a peer. */
 export interface DispatcherExpectation {
   /** Drops it must count at least (definitely malformed). */
@@ -381,12 +450,13 @@ export function expectFromDispatcher(frames: readonly Buffer[]): DispatcherExpec
   if (n === 3 && frames[1]?.length === 0 && f.length > 1)
     return envOk(f) ? { ...none, stale: 1 } : drop
   if (f.length === 1) {
-    if (f[0] === PPX.ACKS && n >= 3) {
-      const envelopes = unpackEnvelopes(frames[1], n - 2)
-      if (!envelopes) return drop
+    if (f[0] === PPX.ACKS) {
+      // [0x12, envelopes, replies]: anything else is dropped whole
+      const acks = batchOf(frames)
+      if (!acks) return drop
       let bad = 0
-      for (const e of envelopes) if (!envOk(e)) bad++
-      return { dropped: bad, stale: envelopes.length - bad, most: envelopes.length, welcome: false }
+      for (const [e] of acks) if (!envOk(e)) bad++
+      return { dropped: bad, stale: acks.length - bad, most: acks.length, welcome: false }
     }
     if (f[0] === PPX.NACK && n === 3) {
       try {
@@ -421,7 +491,7 @@ export function expectFromWorker(frames: readonly Buffer[]): WorkerVerdict {
         return "dropped"
       }
     }
-    if (cmd === PPX.TASKS && n >= 3) return unpackEnvelopes(frames[1], n - 2) ? "tasks" : "dropped"
+    if (cmd === PPX.TASKS) return batchOf(frames) ? "tasks" : "dropped"
     if (cmd === PPX.GOODBYE && n === 1) return "goodbye"
   }
   return "dropped"

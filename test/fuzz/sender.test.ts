@@ -8,6 +8,7 @@ import { Dealer } from "zeromq"
 import { Sender, Worker } from "../../patterns/index.js"
 import {
   FRAME_ACKS,
+  packBodies,
   packEnvelopes,
   FRAME_EMPTY,
   FRAME_EXTEND,
@@ -139,7 +140,7 @@ describe("Sender under hostile input", () => {
       forger.connect(sender.endpoint)
       await handshake
       await forger.send([envelope, FRAME_EMPTY, packMeta("forged")])
-      await forger.send([FRAME_ACKS, packEnvelopes([envelope]), packMeta("forged")])
+      await forger.send([FRAME_ACKS, packEnvelopes([envelope]), packBodies([packMeta("forged")])])
       await forger.send([FRAME_NACK, envelope, packMeta({ error: "forged", reject: true })])
       await forger.send(encodeReady({ credit: 1, heartbeatInterval: 60_000, liveness: 3 }))
       // Without `handover` the ROUTER keeps the first peer and never reads the impostor's

@@ -16,12 +16,13 @@ import {
   PPX,
   decodeNack,
   encodeEnvelope,
+  packBodies,
   packEnvelopes,
-  unpackEnvelopes,
   type Envelope,
 } from "../../lib/protocol.js"
 import {
   Inbox,
+  batchOf,
   echoOf,
   eventually,
   expectFromWorker,
@@ -59,9 +60,10 @@ function readings(frames: readonly Buffer[]): Entry[][] {
   )
     return [[]]
   if (n === 3 && frames[1]?.length === 0) out.push([reply(f as Buffer, frames[2] as Buffer)])
-  if (f?.length === 1 && f[0] === PPX.ACKS && n >= 3) {
-    const envelopes = unpackEnvelopes(frames[1], n - 2) ?? []
-    out.push(envelopes.map((e, i) => ack(e, frames[i + 2] as Buffer)))
+  if (f?.length === 1 && f[0] === PPX.ACKS) {
+    // [0x12, envelopes, replies]; a malformed ACKS is read as nothing but "unexpected"
+    const acks = batchOf(frames)
+    if (acks) out.push(acks.map(([e, r]) => ack(e, r)))
   }
   if (f?.length === 1 && f[0] === PPX.NACK && n === 3) {
     try {
@@ -171,7 +173,7 @@ describe("Worker under hostile input", () => {
       id,
       FRAME_TASKS,
       packEnvelopes(held.map((h) => h.frame)),
-      ...held.map((h) => h.body),
+      packBodies(held.map((h) => h.body)),
     ])
     await eventually(() => started === startedBefore + 2, "2 jobs in flight")
     const heldAcks = held.map((h) => ack(h.frame, h.body))
@@ -192,13 +194,12 @@ describe("Worker under hostile input", () => {
           // A plain PPP task has no nack: a payload that fails gets no answer.
           if (e.kind === "ok") add(expected, reply(frames[0] as Buffer, e.reply))
         } else if (verdict === "tasks") {
-          // [0x11, envelopes, body…]
-          const envelopes = unpackEnvelopes(frames[1], frames.length - 2) ?? []
-          envelopes.forEach((env, i) => {
-            const e = echoOf(frames[i + 2] as Buffer)
+          // [0x11, envelopes, bodies]
+          for (const [env, body] of batchOf(frames) ?? []) {
+            const e = echoOf(body)
             if (e.kind === "ok") add(expected, ack(env, e.reply))
             else add(expected, nack(env, e.kind === "undecodable"))
-          })
+          }
         }
       }
       await router.send([id, ...frames])

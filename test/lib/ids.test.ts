@@ -23,6 +23,19 @@ describe("IdGenerator", () => {
     }
   })
 
+  test("with the clock standing still, ids count up by one, across every 256-id block", () => {
+    vi.spyOn(Date, "now").mockReturnValue(1_700_000_000_000)
+    const ids = new IdGenerator(hex(1_800_000_000_000_000 - 300)) // the floor: a block boundary ahead
+    let last = ids.next()
+    expect(last).toBe(hex(1_800_000_000_000_000 - 299))
+    for (let i = 0; i < 1000; i++) {
+      const id = ids.next()
+      expect(parseInt(id, 16) - parseInt(last, 16), `${last} → ${id}`).toBe(1)
+      expect(id).toBe(hex(parseInt(id, 16)))
+      last = id
+    }
+  })
+
   test("ids start at the clock in microseconds", () => {
     vi.spyOn(Date, "now").mockReturnValue(1_700_000_000_000)
     expect(new IdGenerator().next()).toBe(hex(1_700_000_000_000_000))

@@ -8,6 +8,7 @@ import {
   LPX_ERROR,
   LPX_OK,
   MAX_ID_LENGTH,
+  PACK_BYTES,
   PPP,
   PPX,
   decodeEnvelope,
@@ -17,6 +18,7 @@ import {
   decodeReplyStatus,
   decodeRequestHeader,
   decodeWelcome,
+  packLimit,
   encodeEnvelope,
   encodeNack,
   encodeReady,
@@ -25,6 +27,10 @@ import {
   encodeRequestHeader,
   encodeWelcome,
   isCommand,
+  packBodies,
+  packEnvelopes,
+  unpackBodies,
+  unpackEnvelopes,
 } from "../../lib/protocol.js"
 
 const protocolError: unknown = expect.objectContaining({ code: "PIRATE_PROTOCOL" })
@@ -62,6 +68,14 @@ describe("READY", () => {
     expect(decodeReady(frame)).toEqual(hello)
   })
 
+  it("may announce the worker's maxMessageSize; an absent one is left out, not sent as nil", () => {
+    const hello = { credit: 8, heartbeatInterval: 1000, liveness: 3, maxMessageSize: 8192 }
+    expect(decodeReady(encodeReady(hello))).toEqual(hello)
+    const without = encodeReady({ ...hello, maxMessageSize: undefined })
+    expect(decodeReady(without)).toEqual({ credit: 8, heartbeatInterval: 1000, liveness: 3 })
+    expect(without.includes(Buffer.from("maxMessageSize"))).toBe(false)
+  })
+
   it("rejects damaged READY frames with PIRATE_PROTOCOL", () => {
     const ppx = Buffer.from([0x01, 0x50, 0x50, 0x58, 0x01])
     const bad = [
@@ -74,6 +88,12 @@ describe("READY", () => {
       Buffer.concat([ppx, packMeta({ credit: 1, heartbeatInterval: 1.5, liveness: 3 })]),
       Buffer.concat([ppx, packMeta({ credit: 1, heartbeatInterval: 1000 })]),
       Buffer.concat([ppx, packMeta({ credit: 70_000, heartbeatInterval: 1000, liveness: 3 })]),
+      ...[0, -1, 1.5, "8192", null].map((maxMessageSize) =>
+        Buffer.concat([
+          ppx,
+          packMeta({ credit: 1, heartbeatInterval: 1000, liveness: 3, maxMessageSize }),
+        ]),
+      ),
     ]
     for (const frame of bad) expect(() => decodeReady(frame)).toThrow(protocolError)
   })
@@ -86,6 +106,14 @@ describe("WELCOME", () => {
     expect(frames).toHaveLength(2)
     expect(isCommand(frames[0], PPX.WELCOME)).toBe(true)
     expect(decodeWelcome(frames[1])).toEqual(welcome)
+    const limited = { ...welcome, maxMessageSize: 1 << 20 }
+    expect(decodeWelcome(encodeWelcome(limited)[1])).toEqual(limited)
+  })
+
+  it("packLimit: PACK_BYTES, or the peer's maxMessageSize when that is smaller", () => {
+    expect(packLimit(undefined)).toBe(PACK_BYTES)
+    expect(packLimit(8192)).toBe(8192)
+    expect(packLimit(PACK_BYTES * 16)).toBe(PACK_BYTES)
   })
 
   it("rejects garbage with PIRATE_PROTOCOL", () => {
@@ -98,6 +126,7 @@ describe("WELCOME", () => {
       packMeta({ version: 0, heartbeatInterval: 500, liveness: 4 }),
       packMeta({ version: 1, heartbeatInterval: "500", liveness: 4 }),
       packMeta({ version: 1, heartbeatInterval: 500 }),
+      packMeta({ version: 1, heartbeatInterval: 500, liveness: 4, maxMessageSize: 0 }),
     ]
     for (const frame of bad) expect(() => decodeWelcome(frame)).toThrow(protocolError)
   })
@@ -160,6 +189,137 @@ describe("envelope", () => {
       Buffer.from("a client address from a foreign queue"),
     ]
     for (const frame of bad) expect(decodeEnvelope(frame)).toBeNull()
+  })
+})
+
+describe("packed envelopes", () => {
+  const a = encodeEnvelope("0000000000000001", 1)
+  const b = encodeEnvelope("0000000000000002", 3)
+
+  it("without a count, unpacks any number of records (at least one)", () => {
+    expect(unpackEnvelopes(packEnvelopes([a]))).toEqual([a])
+    expect(unpackEnvelopes(packEnvelopes([a, b, a]))).toEqual([a, b, a])
+    const many = Array.from({ length: 300 }, (_, i) => encodeEnvelope(i.toString(16), i))
+    expect(unpackEnvelopes(packEnvelopes(many))).toEqual(many)
+    expect(unpackEnvelopes(Buffer.from([1, 0x7f]))).toEqual([Buffer.from([0x7f])])
+  })
+
+  it("with a count, requires exactly that many", () => {
+    const frame = packEnvelopes([a, b])
+    expect(unpackEnvelopes(frame, 2)).toEqual([a, b])
+    expect(unpackEnvelopes(frame, 1)).toBeNull()
+    expect(unpackEnvelopes(frame, 3)).toBeNull()
+    expect(unpackEnvelopes(frame, 0)).toBeNull()
+  })
+
+  it("returns null for an empty, missing or malformed frame, with or without a count", () => {
+    const frame = packEnvelopes([a, b])
+    const bad = [
+      undefined,
+      Buffer.alloc(0), // no record
+      Buffer.from([0]), // a zero-length record
+      Buffer.concat([frame, Buffer.from([0])]),
+      frame.subarray(0, frame.length - 1), // the last record cut short
+      Buffer.concat([frame, Buffer.from([5, 1, 2])]), // a length past the end
+    ]
+    for (const f of bad) {
+      expect(unpackEnvelopes(f)).toBeNull()
+      expect(unpackEnvelopes(f, 2)).toBeNull()
+      expect(unpackEnvelopes(f, 3)).toBeNull()
+    }
+  })
+
+  it("round-trips any non-empty list of envelopes (property)", () => {
+    const envelope = fc.uint8Array({ minLength: 1, maxLength: 255 }).map((u) => Buffer.from(u))
+    fc.assert(
+      fc.property(fc.array(envelope, { minLength: 1, maxLength: 20 }), (envelopes) => {
+        expect(unpackEnvelopes(packEnvelopes(envelopes))).toEqual(envelopes)
+        expect(unpackEnvelopes(packEnvelopes(envelopes), envelopes.length)).toEqual(envelopes)
+      }),
+    )
+  })
+})
+
+describe("packed bodies (TASKS bodies, ACKS replies)", () => {
+  const u32 = (n: number): Buffer => {
+    const b = Buffer.alloc(4)
+    b.writeUInt32BE(n)
+    return b
+  }
+
+  it("each body is a 4-byte big-endian length and its bytes", () => {
+    const frame = packBodies([Buffer.from("ab"), Buffer.alloc(0), Buffer.from([0xff])])
+    expect([...frame]).toEqual([0, 0, 0, 2, 0x61, 0x62, 0, 0, 0, 0, 0, 0, 0, 1, 0xff])
+    expect(packBodies([])).toHaveLength(0)
+    expect(packBodies([Buffer.alloc(300)]).subarray(0, 4)).toEqual(u32(300))
+  })
+
+  it("round-trips, empty bodies included", () => {
+    const bodies = [
+      Buffer.from("first"),
+      Buffer.alloc(0),
+      Buffer.from([0, 0, 0, 0]),
+      Buffer.alloc(0),
+    ]
+    expect(unpackBodies(packBodies(bodies), 4)).toEqual(bodies)
+    expect(unpackBodies(packBodies([Buffer.alloc(0)]), 1)).toEqual([Buffer.alloc(0)])
+    const big = Buffer.alloc(PACK_BYTES + 1, 0x61)
+    const unpacked = unpackBodies(packBodies([big]), 1)
+    expect(unpacked).toHaveLength(1)
+    expect(unpacked?.[0]?.equals(big)).toBe(true)
+  })
+
+  it("round-trips any list of bodies (property)", () => {
+    const body = fc.uint8Array({ maxLength: 300 }).map((u) => Buffer.from(u))
+    fc.assert(
+      fc.property(fc.array(body, { minLength: 1, maxLength: 20 }), (bodies) => {
+        expect(unpackBodies(packBodies(bodies), bodies.length)).toEqual(bodies)
+      }),
+    )
+  })
+
+  it("requires exactly `count` bodies", () => {
+    const frame = packBodies([Buffer.from("a"), Buffer.from("b")])
+    expect(unpackBodies(frame, 2)).toHaveLength(2)
+    expect(unpackBodies(frame, 1)).toBeNull()
+    expect(unpackBodies(frame, 3)).toBeNull()
+    expect(unpackBodies(frame, 0)).toBeNull()
+    expect(unpackBodies(Buffer.alloc(0), 1)).toBeNull()
+    expect(unpackBodies(undefined, 1)).toBeNull()
+  })
+
+  it("returns null for truncated or oversized length prefixes and for trailing bytes", () => {
+    const frame = packBodies([Buffer.from("abc"), Buffer.from("de")])
+    const bad = [
+      frame.subarray(0, 2), // a length prefix cut short
+      frame.subarray(0, 9), // the second length prefix cut short
+      frame.subarray(0, frame.length - 1), // the last body cut short
+      Buffer.concat([u32(4), Buffer.from("abc"), u32(2), Buffer.from("de")]), // a length too big
+      Buffer.concat([u32(3), Buffer.from("abc"), u32(3), Buffer.from("de")]),
+      Buffer.concat([u32(0xffff_ffff), Buffer.from("abcde")]),
+      Buffer.concat([frame, Buffer.from([0])]), // trailing bytes
+      Buffer.concat([frame, Buffer.from([0, 0, 0])]),
+      Buffer.concat([frame, u32(0)]), // a third (empty) body
+      Buffer.concat([frame, Buffer.from("garbage")]),
+    ]
+    for (const f of bad) expect(unpackBodies(f, 2), f.toString("hex")).toBeNull()
+    expect(unpackBodies(frame, 2)).toEqual([Buffer.from("abc"), Buffer.from("de")])
+  })
+
+  it("a strict prefix or an extension of a packed frame never unpacks to the same count (property)", () => {
+    const body = fc.uint8Array({ maxLength: 40 }).map((u) => Buffer.from(u))
+    fc.assert(
+      fc.property(
+        fc.array(body, { minLength: 1, maxLength: 6 }),
+        fc.nat(),
+        fc.uint8Array({ minLength: 1, maxLength: 8 }),
+        (bodies, cut, tail) => {
+          const frame = packBodies(bodies)
+          expect(unpackBodies(frame.subarray(0, cut % frame.length), bodies.length)).toBeNull()
+          expect(unpackBodies(Buffer.concat([frame, tail]), bodies.length)).toBeNull()
+        },
+      ),
+    )
   })
 })
 

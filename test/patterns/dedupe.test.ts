@@ -9,7 +9,9 @@ import {
   decodeEnvelope,
   encodeEnvelope,
   encodeWelcome,
+  packBodies,
   packEnvelopes,
+  unpackBodies,
   unpackEnvelopes,
 } from "../../lib/protocol.js"
 import { Worker } from "../../patterns/index.js"
@@ -52,17 +54,21 @@ async function fakeSender(): Promise<{
         worker,
         Buffer.from([PPX.TASKS]),
         packEnvelopes([encodeEnvelope(id, attempt)]),
-        msgpackCodec.encode(payload),
+        packBodies([msgpackCodec.encode(payload)]),
       ])
-      // ACKS: [0x12, envelopes, reply…]
+      // ACKS: [routing id, 0x12, envelopes, replies]
+      const isAcks = (m: Buffer[]): boolean => m.length === 4 && m[1]?.[0] === PPX.ACKS
       const envelopesOf = (m: Buffer[]): Buffer[] =>
-        m[1]?.[0] === PPX.ACKS ? (unpackEnvelopes(m[2], m.length - 3) ?? []) : []
+        isAcks(m) ? (unpackEnvelopes(m[2]) ?? []) : []
       const indexOf = (m: Buffer[]): number =>
         envelopesOf(m).findIndex((e) => decodeEnvelope(e)?.id === id)
       const ack = await next((m) => indexOf(m) >= 0)
+      const envelopes = envelopesOf(ack)
       const i = indexOf(ack)
-      expect(decodeEnvelope(envelopesOf(ack)[i])).toEqual({ id, attempt })
-      return msgpackCodec.decode(ack[3 + i]!)
+      expect(decodeEnvelope(envelopes[i])).toEqual({ id, attempt })
+      const replies = unpackBodies(ack[3], envelopes.length)
+      expect(replies, "the ACKS holds one reply per envelope").not.toBeNull()
+      return msgpackCodec.decode(replies![i]!)
     },
   }
 }

@@ -2,7 +2,17 @@ import { getEventListeners, once } from "node:events"
 import { describe, expect, it, onTestFinished } from "vitest"
 import { Dealer } from "zeromq"
 import { Sender, Worker } from "../../patterns/index.js"
-import { decodeEnvelope } from "../../lib/protocol.js"
+import {
+  PACK_BYTES,
+  PPX,
+  decodeEnvelope,
+  encodeEnvelope,
+  encodeReady,
+  packBodies,
+  packEnvelopes,
+  unpackBodies,
+  unpackEnvelopes,
+} from "../../lib/protocol.js"
 import { openSender, openWorker, until } from "../helpers/paranoid.js"
 import { forkFixture } from "../helpers/processes.js"
 
@@ -85,6 +95,92 @@ describe("Sender and Worker", () => {
     }
     await sender.drained(signal())
     expect(peak).toBe(3)
+  })
+
+  it("cuts a batch before its packed bodies would exceed PACK_BYTES; one larger body travels alone", async () => {
+    const sender = await openSender({ codec: "raw" })
+    const KiB = 1024
+    // All ready before the worker arrives, so that one dispatch could take them in one batch.
+    const payloads = [600, 600, 600, 1, 1, 1100].map((k, i) => Buffer.alloc(k * KiB, 0x61 + i))
+    for (const p of payloads) await sender.send(p)
+    await until(() => sender.stats().ready === payloads.length, 5000, "all ready")
+    // A raw DEALER plays a PPX worker whose credit could take them all at once.
+    const peer = new Dealer({ linger: 0, receiveTimeout: 5000 })
+    onTestFinished(() => peer.close())
+    peer.connect(sender.endpoint)
+    await peer.send(encodeReady({ credit: 64, heartbeatInterval: 60_000, liveness: 3 }))
+    const batches: { envelopes: Buffer[]; bodies: Buffer[]; packed: number }[] = []
+    let received = 0
+    for (let i = 0; i < 100 && received < payloads.length; i++) {
+      const msg = await peer.receive()
+      if (msg[0]?.length !== 1 || msg[0][0] !== PPX.TASKS) continue // WELCOME, HEARTBEAT
+      expect(msg, "TASKS is [0x11, envelopes, bodies]").toHaveLength(3)
+      const envelopes = unpackEnvelopes(msg[1])
+      expect(envelopes, "a well-formed envelopes frame").not.toBeNull()
+      const bodies = unpackBodies(msg[2], envelopes!.length)
+      expect(bodies, "one body per envelope").not.toBeNull()
+      batches.push({ envelopes: envelopes!, bodies: bodies!, packed: msg[2]!.length })
+      received += bodies!.length
+    }
+    const sizes = batches.map((b) => b.bodies.map((x) => x.length / KiB))
+    expect(received, `bodies received, in batches ${JSON.stringify(sizes)}`).toBe(payloads.length)
+    expect(batches.length, JSON.stringify(sizes)).toBeGreaterThan(1)
+    for (const b of batches) {
+      if (b.bodies.length > 1)
+        expect(b.packed, JSON.stringify(sizes)).toBeLessThanOrEqual(PACK_BYTES)
+    }
+    // Cut only where needed: the small ones ride along with a large one.
+    expect(
+      batches.some((b) => b.bodies.length > 1),
+      JSON.stringify(sizes),
+    ).toBe(true)
+    const all = batches.flatMap((b) => b.bodies)
+    // Each payload exactly once (each is filled with its own byte).
+    const key = (b: Buffer): string => `${b[0]}:${b.length}`
+    expect(all.map(key).sort()).toEqual(payloads.map(key).sort())
+    for (const p of payloads) expect(all.some((b) => b.equals(p))).toBe(true)
+    // Ack them all in one ACKS [0x12, envelopes, replies]: the sender takes every ack.
+    const envelopes = batches.flatMap((b) => b.envelopes)
+    const replies = envelopes.map((e) => Buffer.from(`re ${decodeEnvelope(e)?.id}`))
+    await peer.send([Buffer.from([PPX.ACKS]), packEnvelopes(envelopes), packBodies(replies)])
+    await until(() => sender.stats().acked === payloads.length, 5000, "all acked")
+    expect(sender.stats()).toMatchObject({ inFlight: 0, ready: 0, dropped: 0, staleAcks: 0 })
+  })
+
+  it("packs no more into one TASKS frame than the worker's maxMessageSize", async () => {
+    const sender = await openSender({ codec: "raw" })
+    // 10 × 2000 bytes, all ready at once: one batch would make a 20 KB bodies frame.
+    for (let i = 0; i < 10; i++) await sender.send(Buffer.alloc(2000, i))
+    const seen: number[] = []
+    await openWorker(sender.endpoint, {
+      codec: "raw",
+      concurrency: 16,
+      maxMessageSize: 8192,
+      handler: (p) => {
+        seen.push((p as Buffer)[0] as number)
+        return Buffer.alloc(0)
+      },
+    })
+    await sender.drained(signal())
+    expect(seen.sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    expect(sender.stats()).toMatchObject({ acked: 10, workersLost: 0, redelivered: 0, dead: 0 })
+  })
+
+  it("packs no more into one ACKS frame than the sender's maxMessageSize", async () => {
+    const sender = await openSender({ codec: "raw", maxMessageSize: 8192 })
+    // Replies of 2000 bytes that all complete in one turn: one ACKS would carry 20 KB of them.
+    await openWorker(sender.endpoint, {
+      codec: "raw",
+      concurrency: 16,
+      handler: (p) => Buffer.alloc(2000, (p as Buffer)[0]),
+    })
+    const replies = (await Promise.all(
+      Array.from({ length: 10 }, (_, i) => sender.request(Buffer.from([i]), { timeout: 5000 })),
+    )) as Buffer[]
+    expect(replies.map((r) => [r.length, r[0]])).toEqual(
+      Array.from({ length: 10 }, (_, i) => [2000, i]),
+    )
+    expect(sender.stats()).toMatchObject({ workersLost: 0, redelivered: 0, dropped: 0 })
   })
 
   it("retries a failing message with backoff, then dead-letters it; replay delivers it again", async () => {
@@ -274,15 +370,33 @@ describe("Sender and Worker", () => {
     const rogue = new Dealer({ linger: 0 })
     onTestFinished(() => rogue.close())
     rogue.connect(sender.endpoint)
+    const env1 = encodeEnvelope("0000000000000001", 1)
+    const env2 = encodeEnvelope("0000000000000002", 1)
+    const x = Buffer.from("x")
     const junk: Buffer[][] = [
       [Buffer.from([0x7f])],
       [Buffer.from([0x01, 0x50, 0x50, 0x58, 0x01, 0xc1])], // READY claiming PPX with bad metadata
       [Buffer.from("garbage"), Buffer.from("more")],
       [Buffer.from([0x12]), Buffer.from("not an envelope"), Buffer.from("x")],
       [Buffer.from([0x13]), Buffer.from("x"), Buffer.from([0xc1])],
+      // ACKS [0x12, envelopes, replies] whose replies do not match its envelopes, and one in the
+      // draft format (a frame per reply)
+      [Buffer.from([0x12]), packEnvelopes([env1]), packBodies([])],
+      [
+        Buffer.from([0x12]),
+        packEnvelopes([env1]),
+        packBodies([Buffer.from("a"), Buffer.from("b")]),
+      ],
+      [
+        Buffer.from([0x12]),
+        packEnvelopes([env1]),
+        Buffer.concat([packBodies([x]), Buffer.from([0])]),
+      ],
+      [Buffer.from([0x12]), packEnvelopes([env1, env2]), x, x],
     ]
     for (const frames of junk) await rogue.send(frames)
-    await until(() => sender.stats().dropped >= 5, 2000, "drops")
+    await until(() => sender.stats().dropped >= junk.length, 2000, "drops")
+    expect(sender.stats().dropped, "each counted once").toBe(junk.length)
     await openWorker(sender.endpoint, { handler: (p) => p })
     expect(await sender.request("still fine")).toBe("still fine")
   })

@@ -90,7 +90,11 @@ describe("Sender with a LevelDB journal", () => {
   it("keeps attempts across a restart, so maxAttempts holds", async () => {
     const dir = await tempDir()
     // Retries 500 ms then 1 s apart: time enough to stop the first sender after two attempts.
-    const options = { journal: dir, maxAttempts: 3, retryBackoff: { initial: 500, max: 5000, jitter: 0 } }
+    const options = {
+      journal: dir,
+      maxAttempts: 3,
+      retryBackoff: { initial: 500, max: 5000, jitter: 0 },
+    }
     const first = await Sender.open({
       bind: "tcp://127.0.0.1:*",
       heartbeatInterval: 100,
