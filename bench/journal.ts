@@ -23,7 +23,6 @@
  * the ratio to its LevelDB ceiling and its target. Cases of one run are interleaved, so that the
  * noise of a shared machine falls on every case alike.
  */
-import { fileURLToPath } from "node:url"
 import { fork, type ChildProcess } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { rmSync } from "node:fs"
@@ -32,7 +31,10 @@ import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Level } from "level"
-import { Sender, type Durability } from "../patterns/index.js"
+import type { Durability } from "../patterns/index.js"
+import { compiled, loadLibrary } from "./lib/compiled.js"
+
+const { Sender } = await loadLibrary()
 
 const QUICK = process.env["BENCH_QUICK"] === "1"
 const N = envInt("N", QUICK ? 10_000 : 50_000)
@@ -97,33 +99,10 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   })
 }
 
-/**
- * Bundles a fixture into plain JavaScript (inside the repository, so that its packages resolve),
- * for a child whose memory is measured: loaded through tsx, a process carries ~28 MB of
- * TypeScript tooling that no user of the package runs with.
- */
-async function compiledFixture(file: string): Promise<URL> {
-  const { build } = await import("esbuild")
-  const out = new URL(`./results/.compiled/${file.replace(/\.ts$/, ".mjs")}`, import.meta.url)
-  await build({
-    entryPoints: [fileURLToPath(new URL(`./journal-fixtures/${file}`, import.meta.url))],
-    outfile: fileURLToPath(out),
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    packages: "external",
-    logLevel: "error",
-  })
-  return out
-}
-
-function forkFixture(file: string, args: string[], compiled?: URL): Child {
-  const child = fork(compiled ?? new URL(`./journal-fixtures/${file}`, import.meta.url), args, {
-    execArgv: [
-      ...(compiled ? [] : ["--import", "tsx"]),
-      ...(CPU_PROF_DIR !== undefined ? ["--cpu-prof", `--cpu-prof-dir=${CPU_PROF_DIR}`] : []),
-    ],
+/** Forks `bench/journal-fixtures/<file>`, compiled to JavaScript as users run it (./lib/compiled.ts). */
+function forkFixture(file: string, args: string[]): Child {
+  const child = fork(compiled(new URL(`./journal-fixtures/${file}`, import.meta.url)), args, {
+    execArgv: CPU_PROF_DIR !== undefined ? ["--cpu-prof", `--cpu-prof-dir=${CPU_PROF_DIR}`] : [],
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   })
   children.add(child)
@@ -341,11 +320,7 @@ async function restart(source: string, run: number, worker: Child): Promise<Resu
     const connected = worker.next("connected", 10_000)
     worker.send({ type: "connect", endpoint, count: BIG_DELIVER })
     await connected
-    sender = forkFixture(
-      "restart-sender.ts",
-      [dir, endpoint],
-      await compiledFixture("restart-sender.ts"),
-    )
+    sender = forkFixture("restart-sender.ts", [dir, endpoint])
     const opened = await sender.next<{ type: "opened"; t0: number; openMs: number }>(
       "opened",
       60_000,

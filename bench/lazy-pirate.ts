@@ -12,7 +12,9 @@ import { fork, type ChildProcess } from "node:child_process"
 import { once } from "node:events"
 import { fileURLToPath } from "node:url"
 import { Reply, Request } from "zeromq"
-import { LazyPirateClient, LazyPirateServer } from "../patterns/index.js"
+import { loadLibrary } from "./lib/compiled.js"
+
+const { LazyPirateClient, LazyPirateServer } = await loadLibrary()
 
 const BIND = "tcp://127.0.0.1:*"
 

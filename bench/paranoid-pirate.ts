@@ -14,9 +14,12 @@
  */
 import { once, type EventEmitter } from "node:events"
 import { Dealer } from "zeromq"
-import { Sender, Worker } from "../patterns/index.js"
+import type * as Pirate from "../patterns/index.js"
+import { loadLibrary } from "./lib/compiled.js"
 import { forkFixture, killAll, sleep, withTimeout, type Child } from "./lib/children.js"
 import { latencySummaryUs, max, median, percentile, round } from "./lib/stats.js"
+
+const { Sender, Worker } = await loadLibrary()
 
 const QUICK = process.env["BENCH_QUICK"] === "1"
 const N = intEnv("N", QUICK ? 10_000 : 50_000)
@@ -202,14 +205,14 @@ interface WorkerChildOptions {
  * Forks a worker child and resolves once the sender counts it as ready: the child reports
  * "ready" when it hears the sender's WELCOME, which the sender sends after registering it.
  */
-async function startWorker(sender: Sender, o: WorkerChildOptions): Promise<Child> {
+async function startWorker(sender: Pirate.Sender, o: WorkerChildOptions): Promise<Child> {
   const child = forkFixture("pp-worker.ts", [sender.endpoint, JSON.stringify(o)])
   await child.next((m) => m.type === "ready", SPAWN_MS, "worker ready")
   return child
 }
 
 interface Pp {
-  sender: Sender
+  sender: Pirate.Sender
   workers: Child[]
 }
 
@@ -286,7 +289,7 @@ async function sendAckPipelined(
 }
 
 async function requestRoundTrips(
-  sender: Sender,
+  sender: Pirate.Sender,
   n: number,
   payload: Buffer,
 ): Promise<{ samples: number[]; ms: number }> {
@@ -443,7 +446,7 @@ interface Holder {
 }
 
 /** Forks a worker child that will hold every job, without connecting it yet. */
-function forkHolder(sender: Sender): Holder {
+function forkHolder(sender: Pirate.Sender): Holder {
   const o = { codec: "raw", concurrency: HELD, mode: "hold", lazy: true, ...FAILOVER_HB }
   const child = forkFixture("pp-worker.ts", [sender.endpoint, JSON.stringify(o)])
   const loaded = child.next((m) => m.type === "loaded", SPAWN_MS, "holder loaded")
@@ -459,7 +462,7 @@ interface WorkerEvent {
 
 /** Resolves with the first `event` of `sender` that `match` accepts; rejects after `ms`. */
 function waitEvent(
-  sender: Sender,
+  sender: Pirate.Sender,
   event: "worker:ready" | "worker:lost",
   match: (e: WorkerEvent) => boolean,
   ms: number,
@@ -487,13 +490,13 @@ class SpuriousLoss extends Error {}
  * holder's `worker:lost` event, the first redelivered request answered, and the last one.
  */
 async function failoverOnce(
-  sender: Sender,
+  sender: Pirate.Sender,
   holder: Holder,
   signal: "SIGKILL" | "SIGSTOP",
 ): Promise<{ lostMs: number; firstAckMs: number; allAckedMs: number; requeued: number }> {
   const payload = Buffer.alloc(SIZE, 0x63)
   const emitter = sender as unknown as EventEmitter
-  let survivor: Worker | undefined
+  let survivor: Pirate.Worker | undefined
   let replies: Promise<number>[] = []
   let early: string | undefined
   const onEarlyLoss = (e: WorkerEvent & { reason?: string }): void => {

@@ -1,8 +1,10 @@
 /**
- * Child processes for the benchmarks: forked TypeScript fixtures (run through tsx), tracked so
- * that every one of them is killed at the end, on error and on Ctrl-C too.
+ * Child processes for the benchmarks: forked fixtures (compiled to JavaScript first, see
+ * ./compiled.ts), tracked so that every one of them is killed at the end, on error and on Ctrl-C
+ * too.
  */
 import { fork, type ChildProcess } from "node:child_process"
+import { compiled } from "./compiled.js"
 
 const children = new Set<ChildProcess>()
 let hooked = false
@@ -24,7 +26,7 @@ export interface Child {
 }
 
 /**
- * Forks `bench/fixtures/<file>` with tsx. The fixtures exit by themselves when the IPC channel
+ * Forks `bench/fixtures/<file>`, compiled. The fixtures exit by themselves when the IPC channel
  * closes, so a parent that dies without cleaning up leaves nothing running for long.
  */
 export function forkFixture(file: string, args: string[]): Child {
@@ -35,10 +37,10 @@ export function forkFixture(file: string, args: string[]): Child {
 export function forkModule(module: URL, args: string[]): Child {
   hookExit()
   const file = module.pathname.split("/").pop() ?? module.pathname
-  const child = fork(module, args, {
+  const child = fork(compiled(module), args, {
     // BENCH_CHILD_NODE_ARGS adds node flags to every child, e.g. "--cpu-prof --cpu-prof-dir=prof"
     // (NODE_OPTIONS refuses --cpu-prof); a child writes its profile when it exits by itself.
-    execArgv: ["--import", "tsx", ...childNodeArgs()],
+    execArgv: childNodeArgs(),
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   })
   children.add(child)

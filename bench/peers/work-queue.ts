@@ -41,10 +41,13 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import type { ChannelModel, ConfirmChannel } from "amqplib"
 import type { JetStreamClient, JetStreamManager, NatsConnection } from "nats"
-import { Sender } from "../../patterns/index.js"
+import type * as Pirate from "../../patterns/index.js"
+import { loadLibrary } from "../lib/compiled.js"
 import { forkModule, killAll, sleep, withTimeout, type Child } from "../lib/children.js"
 import { median, percentileSorted, round } from "../lib/stats.js"
 import { HOST, SETUP_HINT, probePeers, redisConfig, type PeerName } from "./probe.js"
+
+const { Sender } = await loadLibrary()
 
 const QUICK = process.env["BENCH_QUICK"] === "1"
 const N = envInt("N", QUICK ? 5_000 : 50_000)
@@ -148,7 +151,7 @@ function pirateCase(durability: "os" | "fsync"): Case {
         : 'LevelJournal, durability "fsync" (fdatasync before send() resolves)',
     async open() {
       const dir = await mkdtemp(join(tmpdir(), "pirate-bench-peers-"))
-      let sender: Sender | undefined
+      let sender: Pirate.Sender | undefined
       try {
         sender = await Sender.open({
           bind: `tcp://${HOST}:*`,

@@ -518,9 +518,17 @@ export class LevelJournal implements Journal {
   }
 }
 
-// LevelDB maps the table files it has open into memory; bounding them bounds the RSS that reading
-// a large journal adds (a million entries: ~460 MB with the default 1000, ~175 MB with 64).
-const OPEN_OPTIONS = { keyEncoding: "utf8", valueEncoding: "buffer", maxOpenFiles: 64 } as const
+// LevelDB maps the table files it has open into memory (mmap), so the pages of them it has read
+// count in the process's RSS. What bounds that is the number of tables open at once times their
+// size: LevelDB keeps at most maxOpenFiles − 10 tables open (it raises maxOpenFiles to at least
+// 74) and cuts tables at maxFileSize. A million pending entries: ~460 MB RSS with the defaults
+// (1000 files of 2 MiB), under 200 MB with 64 files of 1 MiB, at the same write throughput.
+const OPEN_OPTIONS = {
+  keyEncoding: "utf8",
+  valueEncoding: "buffer",
+  maxOpenFiles: 64,
+  maxFileSize: 1024 * 1024,
+} as const
 
 function howToRecover(dir: string): string {
   return `copy the directory aside (cp -a ${dir} ${dir}.bak), then run "npx pirate journal repair ${dir}" (it keeps what can still be read), or move the directory away and start with a new journal`
