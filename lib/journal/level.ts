@@ -520,14 +520,17 @@ export class LevelJournal implements Journal {
 
 // LevelDB maps the table files it has open into memory (mmap), so the pages of them it has read
 // count in the process's RSS. What bounds that is the number of tables open at once times their
-// size: LevelDB keeps at most maxOpenFiles − 10 tables open (it raises maxOpenFiles to at least
-// 74) and cuts tables at maxFileSize. A million pending entries: ~460 MB RSS with the defaults
-// (1000 files of 2 MiB), under 200 MB with 64 files of 1 MiB, at the same write throughput.
+// size: LevelDB keeps up to maxOpenFiles − 10 tables open (it raises maxOpenFiles to at least 74),
+// compaction cuts tables at maxFileSize, and a flushed memtable (writeBufferSize) makes one table.
+// A sender restarted on a million pending entries peaked at ~460 MB RSS with LevelDB's defaults
+// (1000 files, 2 MiB tables, 4 MiB memtable), ~205 MB with 64 files, and 140–180 MB with the
+// values below, at the same write throughput (bench/journal.ts, docs/bench-journal.md).
 const OPEN_OPTIONS = {
   keyEncoding: "utf8",
   valueEncoding: "buffer",
   maxOpenFiles: 64,
   maxFileSize: 1024 * 1024,
+  writeBufferSize: 2 * 1024 * 1024,
 } as const
 
 function howToRecover(dir: string): string {
