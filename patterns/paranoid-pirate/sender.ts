@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events"
 import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
-import { PirateError, abortedError } from "../../lib/errors.js"
+import { PirateError, abortedError, toError } from "../../lib/errors.js"
 import type { DeadLetter, Journal } from "../../lib/journal/types.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import { renderPrometheus } from "../../lib/metrics.js"
@@ -128,14 +128,16 @@ export class Sender extends EventEmitter<SenderEvents> {
    * @returns the message id, once the message is as durable as `durability` says.
    * @throws PirateError `PIRATE_CLOSED`, `PIRATE_ABORTED`; TypeError when the codec cannot encode the payload.
    */
-  async send(payload: unknown, options: SendOptions = {}): Promise<string> {
-    const core = this.#open()
-    const frame = this.#codec.encode(payload)
-    const wait = core.reserve(options.signal)
-    if (wait) await wait
-    const { id, accepted } = core.submit(frame, { durable: true })
-    await accepted
-    return id
+  send(payload: unknown, options: SendOptions = {}): Promise<string> {
+    let frame: Buffer
+    let core: Dispatcher
+    try {
+      core = this.#open()
+      frame = this.#codec.encode(payload)
+    } catch (err) {
+      return Promise.reject(toError(err))
+    }
+    return core.send(frame, options.signal)
   }
 
   /**
