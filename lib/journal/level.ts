@@ -277,11 +277,16 @@ export class LevelJournal implements Journal {
         db,
         wanted.map((id) => DEAD + id),
       )
+      // An id can be pending and dead at once (appended again after it was buried): replaying
+      // it replaces the pending entry, which must not count it twice.
+      const pending = await db.hasMany(wanted.map((id) => PENDING + id))
       const ops: Op[] = []
       const moved: string[] = []
+      let added = 0
       wanted.forEach((id, i) => {
         const value = values[i]
         if (value === undefined) return
+        if (!pending[i]) added++
         const d = this.#decode(DEAD + id, value, KIND_DEAD)
         const entry = { id, payload: d.payload, attempts: 0, enqueuedAt: d.enqueuedAt }
         ops.push({ type: "del", key: DEAD + id })
@@ -294,7 +299,7 @@ export class LevelJournal implements Journal {
       })
       if (moved.length === 0) return moved
       const next = {
-        pending: this.#pending + moved.length,
+        pending: this.#pending + added,
         dead: this.#dead - moved.length,
         lastId: this.#lastId,
       }

@@ -274,6 +274,17 @@ export function journalSuite(name: string, factory: JournalFactory): void {
       expect(await journal.replay([])).toEqual([])
     })
 
+    test("replay() of an id that is also pending (appended again after it was buried) counts it once", async () => {
+      const { journal, reopen } = await setup()
+      await journal.bury([letter(entry(1), "gave up")])
+      await journal.append([entry(1)], { sync: false })
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 1 })
+      expect(await journal.replay([id(1)])).toEqual([id(1)])
+      expect(ids(await journal.pending({ limit: 10 }))).toEqual([id(1)])
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 0 })
+      if (reopen) expect(await (await reopen()).stats()).toEqual({ pending: 1, dead: 0 })
+    })
+
     test("purgeDead() deletes dead letters and counts them", async () => {
       const { journal } = await setup()
       await journal.append([entry(1), entry(2), entry(3)], { sync: false })
