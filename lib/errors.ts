@@ -9,7 +9,8 @@
  * - `PIRATE_DEAD_LETTER`: a message was dead-lettered after too many attempts (or rejected).
  * - `PIRATE_JOURNAL_LOCKED`: another process holds the journal.
  * - `PIRATE_JOURNAL_CORRUPT`: the journal cannot be read.
- * - `PIRATE_JOURNAL_IO`: the journal could not be written (disk full, permissions).
+ * - `PIRATE_JOURNAL_IO`: the journal could not be opened or written, though not damaged (disk
+ *   full, permissions, a path that is not a directory).
  * - `PIRATE_NOT_OPEN`: the object must be opened first.
  * - `PIRATE_NOT_FOUND`: no such journal or message.
  * - `PIRATE_DECODE`: a payload could not be decoded.

@@ -396,7 +396,7 @@ export class LevelJournal implements Journal {
     try {
       await mkdir(this.path, { recursive: true }).catch((err: unknown) => {
         throw new PirateError(
-          "PIRATE_JOURNAL_CORRUPT",
+          "PIRATE_JOURNAL_IO",
           `cannot create the journal directory ${this.path}: ${errorMessage(err)}; check the path and its permissions`,
           { cause: err },
         )
@@ -561,7 +561,7 @@ function openFailure(dir: string, err: unknown): PirateError {
     )
   }
   return new PirateError(
-    "PIRATE_JOURNAL_CORRUPT",
+    "PIRATE_JOURNAL_IO",
     `cannot open the journal in ${dir}: ${message}; check that the directory is readable and writable and that the disk is not full`,
     { cause },
   )
@@ -711,7 +711,7 @@ async function inspectDir(
     names = await readdir(dir)
   } catch (err) {
     throw new PirateError(
-      "PIRATE_JOURNAL_CORRUPT",
+      "PIRATE_JOURNAL_IO",
       `cannot read the journal directory ${dir}: ${errorMessage(err)}; check the path and its permissions`,
       { cause: err },
     )
@@ -773,7 +773,11 @@ async function verifyLogs(dir: string): Promise<void> {
       // Another process holding the journal may just have rolled its log; open() will then
       // report the lock.
       if ((err as NodeJS.ErrnoException).code === "ENOENT") continue
-      throw err
+      throw new PirateError(
+        "PIRATE_JOURNAL_IO",
+        `cannot read ${file}: ${errorMessage(err)}; check the journal directory's permissions`,
+        { cause: err },
+      )
     }
     const problem = checkLog(buf)
     if (problem !== undefined) {

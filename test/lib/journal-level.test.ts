@@ -440,8 +440,9 @@ describe("LevelJournal", () => {
       const base = await tempDir()
       await writeFile(join(base, "file"), "")
       const journal = new LevelJournal(join(base, "file", "journal"))
+      // Not damage: nothing to repair, so not PIRATE_JOURNAL_CORRUPT.
       await expect(journal.open()).rejects.toMatchObject({
-        code: "PIRATE_JOURNAL_CORRUPT",
+        code: "PIRATE_JOURNAL_IO",
         message: expect.stringContaining("cannot create the journal directory") as string,
       })
       await mkdir(join(base, "ok"))
