@@ -22,7 +22,7 @@ import {
   decodeReplyStatus,
   encodeRequestHeader,
 } from "../../lib/protocol.js"
-import { assertPositiveInt, describe, endpointList } from "../../lib/validate.js"
+import { assertPositiveInt, describe, endpointList, stripUndefined } from "../../lib/validate.js"
 import {
   applyCurveClient,
   validateCurveClient,
@@ -173,7 +173,7 @@ export class LazyPirateClient extends EventEmitter<LazyPirateClientEvents> {
     if (typeof options !== "object" || options === null) {
       throw new TypeError(`'options' must be an object, got ${describe(options)}`)
     }
-    const o = { ...LAZY_PIRATE_CLIENT_DEFAULTS, ...options }
+    const o = { ...LAZY_PIRATE_CLIENT_DEFAULTS, ...stripUndefined(options) }
     this.endpoints = Object.freeze([...endpointList("connect", o.connect)])
     for (const ep of this.endpoints) {
       // zmq_connect() would throw EINVAL later: say it now, naming the option.

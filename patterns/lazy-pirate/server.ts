@@ -16,7 +16,13 @@ import {
   encodeRemoteError,
   encodeReplyStatus,
 } from "../../lib/protocol.js"
-import { assertFunction, assertPositiveInt, describe, endpointList } from "../../lib/validate.js"
+import {
+  assertFunction,
+  assertPositiveInt,
+  describe,
+  endpointList,
+  stripUndefined,
+} from "../../lib/validate.js"
 import {
   applyCurveServer,
   validateCurveServer,
@@ -202,7 +208,7 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
     if (typeof options !== "object" || options === null) {
       throw new TypeError(`'options' must be an object, got ${describe(options)}`)
     }
-    const o = { ...LAZY_PIRATE_SERVER_DEFAULTS, ...options }
+    const o = { ...LAZY_PIRATE_SERVER_DEFAULTS, ...stripUndefined(options) }
     const [bind] = endpointList("bind", o.bind)
     if (typeof o.bind !== "string" || bind === undefined) {
       throw new TypeError(`'bind' must be one endpoint, got ${describe(o.bind)}`)
@@ -464,7 +470,7 @@ function replyCache(option: unknown): ReplyCache | undefined {
       `'replyCache' must be a boolean or an object such as { size: 1000, ttl: 60000 }, got ${describe(option)}`,
     )
   }
-  const o = { ...REPLY_CACHE_DEFAULTS, ...(option as ReplyCacheOptions) }
+  const o = { ...REPLY_CACHE_DEFAULTS, ...stripUndefined(option as ReplyCacheOptions) }
   assertPositiveInt("replyCache.size", o.size)
   assertPositiveInt("replyCache.ttl", o.ttl)
   return new ReplyCache(o.size, o.ttl)

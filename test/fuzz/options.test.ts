@@ -223,6 +223,16 @@ describe("wrong options fail at construction, naming the option", () => {
     },
   )
 
+  it.each([
+    ["Sender", { window: undefined, heartbeatInterval: undefined, codec: undefined }],
+    ["ParanoidPirateQueue", { liveness: undefined, maxAttempts: undefined }],
+    ["Worker", { concurrency: undefined, prefetch: undefined, reconnect: undefined }],
+    ["LazyPirateServer", { concurrency: undefined, replyCache: undefined, codec: undefined }],
+    ["LazyPirateClient", { timeout: undefined, retries: undefined, framed: undefined }],
+  ] as const)("new %s takes an option given as undefined as its default", (name, patch) => {
+    expect(() => roles[name].make(optionsOf(roles[name], patch))).not.toThrow()
+  })
+
   it("new Sender({ journal: '' }) names 'journal'", () => {
     expectRefusal(
       thrown(() => roles.Sender.make({ bind: EP, journal: "" })),
