@@ -23,7 +23,6 @@
  * the ratio to its LevelDB ceiling and its target. Cases of one run are interleaved, so that the
  * noise of a shared machine falls on every case alike.
  */
-import { fork, type ChildProcess } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { rmSync } from "node:fs"
 import { cp, mkdtemp, rm } from "node:fs/promises"
@@ -32,7 +31,8 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Level } from "level"
 import type { Durability } from "../patterns/index.js"
-import { compiled, loadLibrary } from "./lib/compiled.js"
+import { forkModule, killAll } from "./lib/children.js"
+import { loadLibrary } from "./lib/compiled.js"
 
 const { Sender } = await loadLibrary()
 
@@ -75,100 +75,40 @@ interface Result {
 }
 
 // ---------------------------------------------------------------------------------------------
-// child processes: every one tracked, killed at the end, on error and on Ctrl-C
+// child processes (bench/lib/children.ts: every one tracked, killed at the end, on error and on
+// Ctrl-C) and temporary directories
 
 interface Child {
   readonly pid: number
   /** The next IPC message of `type` (buffered ones first); rejects after `ms` or on exit. */
   next<T extends { type: string }>(type: string, ms: number): Promise<T>
   send(message: object): void
+  /** Lets the fixture exit by itself (writing its CPU profile), SIGKILL if it does not. */
   kill(): Promise<void>
 }
 
-const children = new Set<ChildProcess>()
 /** Temp directories not removed yet: the exit hook removes them on an early exit. */
 const tempDirs = new Set<string>()
 process.once("exit", () => {
-  for (const c of children) c.kill("SIGKILL")
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true })
 })
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.once(signal, () => {
-    for (const c of children) c.kill("SIGKILL")
-    process.exit(130)
-  })
-}
+// CPU_PROF_DIR: the fixtures write V8 CPU profiles there.
+if (CPU_PROF_DIR !== undefined)
+  process.env["BENCH_CHILD_NODE_ARGS"] = `--cpu-prof --cpu-prof-dir=${CPU_PROF_DIR}`
 
 /** Forks `bench/journal-fixtures/<file>`, compiled to JavaScript as users run it (./lib/compiled.ts). */
 function forkFixture(file: string, args: string[]): Child {
-  const child = fork(compiled(new URL(`./journal-fixtures/${file}`, import.meta.url)), args, {
-    execArgv: CPU_PROF_DIR !== undefined ? ["--cpu-prof", `--cpu-prof-dir=${CPU_PROF_DIR}`] : [],
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
-  })
-  children.add(child)
-  const exited = new Promise<void>((resolve) =>
-    child.once("exit", () => {
-      children.delete(child)
-      resolve()
-    }),
-  )
-  const inbox: { type: string }[] = []
-  const waiting: { type: string; resolve: (m: { type: string }) => void }[] = []
-  child.on("message", (m: { type: string; message?: string }) => {
+  const child = forkModule(new URL(`./journal-fixtures/${file}`, import.meta.url), args)
+  child.process.on("message", (m: { type: string; message?: string }) => {
     if (m.type === "error") console.error(`${file} (${String(child.pid)}): ${m.message ?? "?"}`)
-    const i = waiting.findIndex((w) => w.type === m.type)
-    if (i >= 0) waiting.splice(i, 1)[0]?.resolve(m)
-    else inbox.push(m)
   })
   return {
-    pid: child.pid ?? -1,
-    next<T extends { type: string }>(type: string, ms: number): Promise<T> {
-      const i = inbox.findIndex((m) => m.type === type)
-      if (i >= 0) return Promise.resolve(inbox.splice(i, 1)[0] as T)
-      return new Promise<T>((resolve, reject) => {
-        const fail = (why: string): void => {
-          const j = waiting.indexOf(entry)
-          if (j >= 0) waiting.splice(j, 1)
-          clearTimeout(timer)
-          child.off("exit", onExit)
-          reject(new Error(`${file} (${String(child.pid)}) ${why} while waiting for "${type}"`))
-        }
-        const onExit = (code: number | null, signal: string | null): void =>
-          fail(`exited (${String(code ?? signal)})`)
-        const entry = {
-          type,
-          resolve: (m: { type: string }) => {
-            clearTimeout(timer)
-            child.off("exit", onExit)
-            resolve(m as T)
-          },
-        }
-        const timer = setTimeout(() => fail(`sent nothing for ${ms} ms`), ms)
-        waiting.push(entry)
-        child.once("exit", onExit)
-      })
-    },
-    send(message: object): void {
-      if (child.connected) child.send(message)
-    },
-    async kill(): Promise<void> {
-      // Closing the IPC channel lets a fixture exit by itself (and write its CPU profile).
-      if (child.connected) child.disconnect()
-      await bounded(exited, 2000, `the exit of ${file}`).catch(() => undefined)
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
-      await bounded(exited, 5000, `the exit of ${file}`)
-    },
+    pid: child.pid,
+    next: <T extends { type: string }>(type: string, ms: number) =>
+      child.next<T>((m: T) => m.type === type, ms, `"${type}" from ${file}`),
+    send: (message) => child.send(message),
+    kill: () => child.end(),
   }
-}
-
-async function killAll(): Promise<void> {
-  await Promise.all(
-    [...children].map(async (c) => {
-      const gone = new Promise<void>((resolve) => c.once("exit", () => resolve()))
-      c.kill("SIGKILL")
-      await bounded(gone, 5000, `the exit of child ${String(c.pid)}`).catch(() => undefined)
-    }),
-  )
 }
 
 // ---------------------------------------------------------------------------------------------
