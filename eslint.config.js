@@ -2,7 +2,7 @@ import js from "@eslint/js"
 import tseslint from "typescript-eslint"
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "bin/pirate.js", "bench/results/**"] },
+  { ignores: ["dist/**", "node_modules/**", "bin/pirate.js", "bench/results/**", ".tmp/**"] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {

@@ -207,8 +207,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #delayAt = Infinity
 
   readonly #workers = new Map<string, WorkerPeer>()
-  /** PPX workers lost while their connection may still be up (silent, unreachable). */
-  readonly #expired = new Set<string>()
+  /**
+   * PPX workers no longer registered whose connection may still be up: "expired" (lost while
+   * silent or unreachable) or "departed" (forgotten after their GOODBYE). A HEARTBEAT from one of
+   * them must not register it as a plain PPP worker. Bounded: only recent ones matter.
+   */
+  readonly #gone = new Map<string, "expired" | "departed">()
   #rr: WorkerPeer[] = []
   #rrIndex = 0
 
@@ -794,6 +798,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     if (msg.length === 2 && first.length === 0) {
       // ROUTER_NOTIFY: the peer's connection dropped.
       if (w) this.#lose(w, "disconnected")
+      else this.#gone.delete(key)
       return
     }
     if (w) w.liveness.seen()
@@ -805,11 +810,14 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       if (cmd === PPP.HEARTBEAT) {
         if (w) {
           if (w.protocol === "ppp" && w.inflight.size > 0) this.#onIdleHeartbeat(w)
-        } else if (this.#expired.has(key)) {
+        } else if (this.#gone.get(key) === "expired") {
           // A PPX worker we gave up on (it was silent) is back on the same connection: have it
           // reconnect and announce itself again rather than serve it as a plain PPP worker.
-          this.#expired.delete(key)
+          this.#gone.delete(key)
           this.#writer?.write([routingId, FRAME_GOODBYE])
+        } else if (this.#gone.get(key) === "departed") {
+          // A worker that said GOODBYE and still heartbeats while it closes: it wants nothing.
+          debug("%s: heartbeat from %s, which said goodbye: ignored", this.#name, key)
         } else {
           this.#register(routingId, key, null) // a Guide worker: any sign of life means ready
         }
@@ -818,7 +826,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       if (cmd === PPX.GOODBYE) {
         if (w) {
           w.goodbye = true
-          if (w.inflight.size === 0) this.#remove(w)
+          if (w.inflight.size === 0) this.#depart(w)
         }
         return
       }
@@ -892,6 +900,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   #register(routingId: Buffer, key: string, hello: ReturnType<typeof decodeReady>): void {
+    this.#gone.delete(key)
     const w: WorkerPeer = {
       key,
       routingId: Buffer.from(routingId),
@@ -953,7 +962,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     w.inflight.delete(m.id)
     m.worker = undefined
     m.deadline = undefined
-    if (w.goodbye && w.inflight.size === 0) this.#remove(w)
+    if (w.goodbye && w.inflight.size === 0) this.#depart(w)
     else this.#scheduleDispatch()
   }
 
@@ -1097,12 +1106,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   #lose(w: WorkerPeer, reason: string): void {
     if (this.#workers.get(w.key) !== w) return
-    if (w.protocol === "ppx" && reason !== "disconnected") {
-      this.#expired.add(w.key)
-      // Bounded: only the most recent ones matter (a worker comes back within seconds or never).
-      if (this.#expired.size > 1024)
-        this.#expired.delete(this.#expired.values().next().value as string)
-    }
+    if (w.protocol === "ppx" && reason !== "disconnected") this.#forget(w.key, "expired")
     const held = [...w.inflight.values()]
     this.#remove(w)
     this.#stats.workersLost++
@@ -1134,6 +1138,19 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#workers.delete(w.key)
     const i = this.#rr.indexOf(w)
     if (i >= 0) this.#rr.splice(i, 1)
+  }
+
+  /** A worker that said GOODBYE holds nothing any more: forget it. */
+  #depart(w: WorkerPeer): void {
+    this.#remove(w)
+    this.#forget(w.key, "departed")
+  }
+
+  #forget(key: string, why: "expired" | "departed"): void {
+    this.#gone.delete(key)
+    this.#gone.set(key, why)
+    // Bounded: only the most recent ones matter (a worker comes back within seconds or never).
+    if (this.#gone.size > 1024) this.#gone.delete(this.#gone.keys().next().value as string)
   }
 
   #onSendError(err: unknown, frames: Buffer[]): void {

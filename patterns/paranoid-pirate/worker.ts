@@ -235,6 +235,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #idle: (() => void)[] = []
   #closing = false
   #tick: NodeJS.Timeout | undefined
+  /** The heartbeat interval the tick runs for. */
+  #tickFor = Infinity
   readonly #stats = {
     received: 0,
     acked: 0,
@@ -315,11 +317,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.#sessions.push(s)
         this.#connect(s)
       }
-      this.#tick = setInterval(
-        () => this.#onTick(),
-        Math.max(10, Math.floor(this.#o.heartbeatInterval / 4)),
-      )
-      this.#tick.unref()
+      this.#armTick(this.#o.heartbeatInterval)
     })
   }
 
@@ -417,8 +415,26 @@ export class Worker extends EventEmitter<WorkerEvents> {
   // ------------------------------------------------------------------------------------------
   // sessions
 
+  /** Checks liveness and heartbeats four times per interval (the shortest one in use). */
+  #armTick(heartbeatInterval: number): void {
+    if (this.#tick !== undefined && heartbeatInterval >= this.#tickFor) return
+    clearInterval(this.#tick)
+    this.#tickFor = heartbeatInterval
+    this.#tick = setInterval(() => this.#onTick(), Math.max(10, Math.floor(heartbeatInterval / 4)))
+    this.#tick.unref()
+  }
+
   #connect(s: Session): void {
     s.generation++
+    // Our own heartbeat settings until a WELCOME says otherwise.
+    if (
+      s.liveness.heartbeatInterval !== this.#o.heartbeatInterval ||
+      s.liveness.liveness !== this.#o.liveness
+    )
+      s.liveness = new Liveness({
+        heartbeatInterval: this.#o.heartbeatInterval,
+        liveness: this.#o.liveness,
+      })
     s.ppx = false
     s.heard = false
     s.connected = false
@@ -568,6 +584,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
           return this.#drop(s, `WELCOME for unknown PPX version ${welcome.version}`)
         s.ppx = true
         s.packLimit = packLimit(welcome.maxMessageSize)
+        // The session's heartbeat settings are the WELCOME's from now on.
+        const { heartbeatInterval, liveness } = welcome
+        if (
+          heartbeatInterval !== s.liveness.heartbeatInterval ||
+          liveness !== s.liveness.liveness
+        ) {
+          s.liveness = new Liveness({ heartbeatInterval, liveness })
+          if (!this.#closing) this.#armTick(heartbeatInterval)
+        }
         return this.#heard(s)
       }
       if (cmd === PPX.TASKS && s.ppx && msg.length === 3) {

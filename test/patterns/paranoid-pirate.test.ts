@@ -1,13 +1,15 @@
 import { getEventListeners, once } from "node:events"
 import { describe, expect, it, onTestFinished } from "vitest"
-import { Dealer } from "zeromq"
+import { Dealer, Router } from "zeromq"
 import { Sender, Worker } from "../../patterns/index.js"
 import {
   PACK_BYTES,
   PPX,
   decodeEnvelope,
+  decodeReady,
   encodeEnvelope,
   encodeReady,
+  encodeWelcome,
   packBodies,
   packEnvelopes,
   unpackBodies,
@@ -181,6 +183,58 @@ describe("Sender and Worker", () => {
       Array.from({ length: 10 }, (_, i) => [2000, i]),
     )
     expect(sender.stats()).toMatchObject({ workersLost: 0, redelivered: 0, dropped: 0 })
+  })
+
+  it("a worker that said GOODBYE and still heartbeats is not registered again as a plain PPP worker", async () => {
+    const sender = await openSender({ codec: "raw" })
+    const ready: { protocol: string; credit: number }[] = []
+    sender.on("worker:ready", (e) => ready.push(e))
+    const lost: unknown[] = []
+    sender.on("worker:lost", (e) => lost.push(e))
+    const peer = new Dealer({ linger: 0, receiveTimeout: 5000 })
+    onTestFinished(() => peer.close())
+    peer.connect(sender.endpoint)
+    const hello = encodeReady({ credit: 4, heartbeatInterval: 60_000, liveness: 3 })
+    await peer.send(hello)
+    const [welcome] = await peer.receive()
+    expect(welcome?.[0]).toBe(PPX.WELCOME)
+    // Closing with nothing held: GOODBYE, then a heartbeat on its way out (as a worker whose
+    // heartbeat timer fires before it closes its socket would send).
+    await peer.send(Buffer.from([PPX.GOODBYE]))
+    await peer.send(Buffer.from([0x02]))
+    // Messages of one connection are handled in order: once this READY registers it again,
+    // the heartbeat before it has been handled too.
+    const again = once(sender, "worker:ready", signal())
+    await peer.send(hello)
+    await again
+    expect(ready.map((e) => e.protocol)).toEqual(["ppx", "ppx"])
+    expect(lost).toEqual([])
+    expect(sender.stats()).toMatchObject({ workers: 1, workersLost: 0 })
+  })
+
+  it("a worker takes the heartbeat settings of the WELCOME it gets", async () => {
+    // A raw ROUTER plays the sender and answers a worker announcing one heartbeat a minute with
+    // 100 ms × 3: the worker must heartbeat and give the sender up at that pace, not a minute's.
+    const router = new Router({ linger: 0, receiveTimeout: 5000 })
+    onTestFinished(() => router.close())
+    await router.bind("tcp://127.0.0.1:*")
+    const worker = await openWorker(router.lastEndpoint as string, {
+      codec: "raw",
+      heartbeatInterval: 60_000,
+      liveness: 3,
+      handler: () => Buffer.alloc(0),
+    })
+    const [id, ready] = await router.receive()
+    expect(decodeReady(ready as Buffer)).toMatchObject({ heartbeatInterval: 60_000, liveness: 3 })
+    const lost = once(worker, "sender:lost", signal(5000))
+    await router.send([
+      id as Buffer,
+      ...encodeWelcome({ version: PPX.VERSION, heartbeatInterval: 100, liveness: 3 }),
+    ])
+    const [, heartbeat] = await router.receive()
+    expect([...(heartbeat as Buffer)]).toEqual([0x02])
+    const [event] = (await lost) as [{ reason: string }]
+    expect(event.reason).toMatch(/no heartbeat for \d+ ms/)
   })
 
   it("retries a failing message with backoff, then dead-letters it; replay delivers it again", async () => {
