@@ -825,6 +825,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       }
       if (cmd === PPX.GOODBYE) {
         if (w) {
+          // Confirm: nothing follows this GOODBYE on the connection, so the worker may close
+          // once it has acked what it holds.
+          if (!w.goodbye && w.protocol === "ppx") this.#writer?.write([routingId, FRAME_GOODBYE])
           w.goodbye = true
           if (w.inflight.size === 0) this.#depart(w)
         }

@@ -182,6 +182,9 @@ class Session {
   ackBytes = 0
   /** Largest packed replies frame the sender takes (see `packLimit()`). */
   packLimit = PACK_BYTES
+  /** Closing: we said GOODBYE on this session; the sender's GOODBYE in answer confirms it. */
+  goodbyeSent = false
+  goodbyeConfirmed = false
   ackScheduled = false
   reconnectTimer: NodeJS.Timeout | undefined
   closed = false
@@ -232,7 +235,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #sessions: Session[] = []
   #queue: Job[] = []
   #running = 0
-  #idle: (() => void)[] = []
+  /** Checks of close(), run whenever a job ends or a session's goodbye is settled. */
+  #closeChecks: (() => void)[] = []
   #closing = false
   #tick: NodeJS.Timeout | undefined
   /** The heartbeat interval the tick runs for. */
@@ -323,21 +327,33 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /**
    * Stops taking work: says GOODBYE, lets running and prefetched jobs finish (aborting them after
-   * `closeTimeout`), sends their acks, then closes the sockets.
+   * `closeTimeout`) together with any that were on their way when the sender read the GOODBYE
+   * (its GOODBYE in answer says nothing more follows), sends their acks, then closes the sockets.
    */
   close(): Promise<void> {
     return this.#life.close(async () => {
       this.#closing = true
-      for (const s of this.#sessions) if (s.ppx && s.connected) s.writer?.write([FRAME_GOODBYE])
-      if (this.#running > 0 || this.#queue.length > 0) {
+      for (const s of this.#sessions) {
+        if (!s.ppx || !s.connected) continue
+        s.writer?.write([FRAME_GOODBYE])
+        s.goodbyeSent = true
+      }
+      if (!this.#closeable()) {
         let timer: NodeJS.Timeout | undefined
         const timedOut = new Promise<void>(
           (resolve) => (timer = setTimeout(resolve, this.#o.closeTimeout)),
         )
-        await Promise.race([new Promise<void>((resolve) => this.#idle.push(resolve)), timedOut])
+        const done = new Promise<void>((resolve) =>
+          this.#closeChecks.push(() => {
+            if (this.#closeable()) resolve()
+          }),
+        )
+        await Promise.race([done, timedOut])
         clearTimeout(timer)
-        for (const s of this.#sessions)
-          s.abort.abort(new PirateError("PIRATE_CLOSED", "worker closed"))
+        this.#closeChecks = []
+        if (this.#running > 0 || this.#queue.length > 0)
+          for (const s of this.#sessions)
+            s.abort.abort(new PirateError("PIRATE_CLOSED", "worker closed"))
       }
       clearInterval(this.#tick)
       for (const s of this.#sessions) {
@@ -354,6 +370,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close()
+  }
+
+  /** Closing can finish: no job runs or waits, and every GOODBYE we said was answered. */
+  #closeable(): boolean {
+    if (this.#running > 0 || this.#queue.length > 0) return false
+    return this.#sessions.every((s) => !s.goodbyeSent || s.goodbyeConfirmed || !s.connected)
+  }
+
+  #checkClose(): void {
+    for (const check of this.#closeChecks) check()
   }
 
   stats(): WorkerStats {
@@ -443,6 +469,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     s.ackReplies = []
     s.ackBytes = 0
     s.packLimit = PACK_BYTES
+    s.goodbyeSent = false
+    s.goodbyeConfirmed = false
     s.plainJobs = 0
     const socket = new Dealer({
       linger: 0,
@@ -515,7 +543,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.#queue = this.#queue.filter((j) => j.session !== s)
     this.#stats.discarded += before - this.#queue.length
     this.emit("sender:lost", { endpoint: s.endpoint, reason, reconnectIn: wait })
-    if (this.#closing) return
+    if (this.#closing) return this.#checkClose()
     s.reconnectTimer = setTimeout(() => {
       s.reconnectTimer = undefined
       if (!s.closed && !this.#closing) this.#connect(s)
@@ -606,6 +634,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
         return
       }
       if (cmd === PPX.GOODBYE && msg.length === 1) {
+        if (s.goodbyeSent) {
+          // The answer to ours: the sender sends nothing after it. Finish what we hold.
+          s.goodbyeConfirmed = true
+          return this.#checkClose()
+        }
         // The sender is shutting down: reconnect from scratch (quickly; a restart is likely).
         s.backoff.reset()
         return this.#lost(s, "sender said goodbye")
@@ -655,7 +688,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         if (!job.ppx && job.session.generation === job.generation) job.session.plainJobs--
         const next = this.#queue.shift()
         if (next) this.#run(next)
-        else if (this.#running === 0) for (const idle of this.#idle.splice(0)) idle()
+        else if (this.#running === 0) this.#checkClose()
       })
   }
 

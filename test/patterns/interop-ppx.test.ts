@@ -243,6 +243,9 @@ describe("our Sender with a Python PPX/1 worker written from docs/protocol.md", 
     expect(ofType(leaving.events, "goodbye")).toEqual([
       { event: "goodbye", from: "worker", held: 4 },
     ])
+    expect(ofType(leaving.events, "goodbye-confirmed")).toEqual([
+      { event: "goodbye-confirmed", held: 4 },
+    ])
     expect(sum(sizes(leaving, "acks"))).toBe(4)
     expect(ofType(leaving.events, "exit")).toEqual([expect.objectContaining({ acked: 4 })])
 
@@ -286,6 +289,8 @@ describe("our Sender with a Python PPX/1 worker written from docs/protocol.md", 
     await idle.kill("SIGTERM")
     expect(await idle.exited).toBe(0)
     expect(ofType(idle.events, "goodbye")).toEqual([{ event: "goodbye", from: "worker", held: 0 }])
+    // The sender answered the GOODBYE with its own: nothing follows it.
+    expect(ofType(idle.events, "goodbye-confirmed")).toHaveLength(1)
     await vi.waitFor(() => expect(sender.workers()).toEqual([]))
     // Its disconnect comes after the sender forgot it: no loss. A HEARTBEAT sent after the
     // GOODBYE would have registered it again as a plain worker, then lost it.

@@ -201,6 +201,9 @@ describe("Sender and Worker", () => {
     // Closing with nothing held: GOODBYE, then a heartbeat on its way out (as a worker whose
     // heartbeat timer fires before it closes its socket would send).
     await peer.send(Buffer.from([PPX.GOODBYE]))
+    // The sender answers with its own GOODBYE: nothing follows it on this connection.
+    const [confirm] = await peer.receive()
+    expect([...(confirm as Buffer)]).toEqual([PPX.GOODBYE])
     await peer.send(Buffer.from([0x02]))
     // Messages of one connection are handled in order: once this READY registers it again,
     // the heartbeat before it has been handled too.
@@ -235,6 +238,58 @@ describe("Sender and Worker", () => {
     expect([...(heartbeat as Buffer)]).toEqual([0x02])
     const [event] = (await lost) as [{ reason: string }]
     expect(event.reason).toMatch(/no heartbeat for \d+ ms/)
+  })
+
+  it("a closing worker handles the tasks the sender wrote before it read the GOODBYE", async () => {
+    // A raw ROUTER plays the sender. The worker, idle, is closed: it says GOODBYE. The "sender"
+    // then writes one more TASKS (as a sender does that dispatched before it read the GOODBYE),
+    // and only then answers GOODBYE. The worker must run that task and ack it before it closes.
+    const router = new Router({ linger: 0, receiveTimeout: 5000 })
+    onTestFinished(() => router.close())
+    await router.bind("tcp://127.0.0.1:*")
+    const handled: string[] = []
+    const worker = await openWorker(router.lastEndpoint as string, {
+      codec: "raw",
+      handler: (p) => {
+        handled.push(String(p))
+        return Buffer.from(`done ${String(p)}`)
+      },
+    })
+    const [id, ready] = await router.receive()
+    const hello = decodeReady(ready as Buffer)
+    await router.send([
+      id as Buffer,
+      ...encodeWelcome({
+        version: PPX.VERSION,
+        heartbeatInterval: hello?.heartbeatInterval ?? 100,
+        liveness: hello?.liveness ?? 3,
+      }),
+    ])
+    await once(worker, "sender:ready", signal())
+    const closed = worker.close()
+    const frames = async (): Promise<Buffer[]> => {
+      for (let i = 0; i < 100; i++) {
+        const [, ...rest] = await router.receive()
+        if (!(rest.length === 1 && rest[0]?.[0] === 0x02)) return rest // skip heartbeats
+      }
+      throw new Error("only heartbeats")
+    }
+    expect(await frames()).toEqual([Buffer.from([PPX.GOODBYE])])
+    const envelope = encodeEnvelope("00000000000000a1", 1)
+    await router.send([
+      id as Buffer,
+      Buffer.from([PPX.TASKS]),
+      packEnvelopes([envelope]),
+      packBodies([Buffer.from("late")]),
+    ])
+    await router.send([id as Buffer, Buffer.from([PPX.GOODBYE])])
+    const acks = await frames()
+    expect(acks[0]?.[0]).toBe(PPX.ACKS)
+    expect(unpackEnvelopes(acks[1])).toEqual([envelope])
+    expect(unpackBodies(acks[2], 1)).toEqual([Buffer.from("done late")])
+    await closed
+    expect(handled).toEqual(["late"])
+    expect(worker.stats()).toMatchObject({ acked: 1, discarded: 0 })
   })
 
   it("retries a failing message with backoff, then dead-letters it; replay delivers it again", async () => {
