@@ -25,6 +25,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Level } from "level"
 import { IdGenerator, LevelJournal, type JournalEntry } from "../lib/index.js"
+import { median } from "./lib/stats.js"
 
 const N = Number(process.env["N"] ?? 50_000)
 const SIZE = Number(process.env["SIZE"] ?? 256)
@@ -49,12 +50,6 @@ interface Result {
 
 function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN
-}
-
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(s.length / 2)
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
 }
 
 function makeEntries(n: number, ids: IdGenerator): JournalEntry[] {

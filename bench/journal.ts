@@ -31,8 +31,10 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Level } from "level"
 import type { Durability } from "../patterns/index.js"
-import { forkModule, killAll } from "./lib/children.js"
+import { forkModule, killAll, withTimeout } from "./lib/children.js"
 import { loadLibrary } from "./lib/compiled.js"
+import { envInt, printLine } from "./lib/env.js"
+import { median, medianOf, round } from "./lib/stats.js"
 
 const { Sender } = await loadLibrary()
 
@@ -197,7 +199,7 @@ async function endToEnd(durability: Durability, n: number, workers: Child[]): Pr
     const start = performance.now()
     const sends: Promise<string>[] = []
     for (let i = 0; i < n; i++) sends.push(sender.send(bodies[i % POOL]))
-    await bounded(Promise.all(sends), limit, `${durability}: ${n} sends accepted`)
+    await withTimeout(Promise.all(sends), limit, `${durability}: ${n} sends accepted`)
     const accepted = performance.now()
     await sender.drained({ signal: AbortSignal.timeout(limit) })
     const ms = performance.now() - start
@@ -307,7 +309,7 @@ async function buildJournal(): Promise<{ dir: string; root: string }> {
       600_000,
     )
     if (built.pending !== BIG_N) throw new Error(`built ${built.pending} of ${BIG_N}`)
-    print({
+    printLine({
       bench: BENCH,
       case: "restart-1m-build",
       pending: BIG_N,
@@ -324,7 +326,7 @@ async function buildJournal(): Promise<{ dir: string; root: string }> {
 // main
 
 async function main(): Promise<void> {
-  print({
+  printLine({
     bench: BENCH,
     config: {
       n: N,
@@ -363,7 +365,7 @@ async function main(): Promise<void> {
     for (const c of selected) {
       const r = await c.run(N)
       results.get(c.name)?.push(r)
-      print({ bench: BENCH, ...r, run })
+      printLine({ bench: BENCH, ...r, run })
     }
   }
   const medians = new Map<string, number>()
@@ -375,7 +377,7 @@ async function main(): Promise<void> {
     const ceilingRate = ceiling !== undefined ? medians.get(ceiling) : undefined
     const target = TARGETS[c.name]
     const memoryRate = medians.get("memory")
-    print({
+    printLine({
       bench: BENCH,
       case: c.name,
       stat: "median",
@@ -404,10 +406,10 @@ async function main(): Promise<void> {
       for (let run = 1; run <= BIG_RUNS; run++) {
         const r = await restart(dir, run, workers[0] as Child)
         rs.push(r)
-        print({ bench: BENCH, ...r })
+        printLine({ bench: BENCH, ...r })
       }
       const m = (key: string): number => median(rs.map((r) => r[key] as number))
-      print({
+      printLine({
         bench: BENCH,
         case: "restart-1m",
         stat: "median",
@@ -471,58 +473,9 @@ async function freePort(): Promise<number> {
   return address.port
 }
 
-async function bounded<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)
-  })
-  try {
-    return await Promise.race([promise, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-/** The medians of the numeric fields `keys` that the results have. */
-function medianOf(results: readonly Result[], keys: readonly string[]): Record<string, number> {
-  const out: Record<string, number> = {}
-  for (const key of keys) {
-    const values = results.map((r) => r[key]).filter((v): v is number => typeof v === "number")
-    if (values.length > 0) out[key] = round(median(values), 2)
-  }
-  return out
-}
-
 /** Process CPU time (user + system, every thread) per message, in µs. */
 function cpuPerMsg(usage: NodeJS.CpuUsage, n: number): number {
   return round((usage.user + usage.system) / n, 2)
-}
-
-function median(values: readonly number[]): number {
-  if (values.length === 0) return Number.NaN
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = sorted.length >> 1
-  return sorted.length % 2 === 1
-    ? (sorted[mid] as number)
-    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
-}
-
-function round(value: number, digits = 0): number {
-  const f = 10 ** digits
-  return Math.round(value * f) / f
-}
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name]
-  if (raw === undefined || raw === "") return fallback
-  const value = Number(raw)
-  if (!Number.isSafeInteger(value) || value <= 0)
-    throw new RangeError(`${name} must be a positive integer, got ${raw}`)
-  return value
-}
-
-function print(line: object): void {
-  process.stdout.write(`${JSON.stringify(line)}\n`)
 }
 
 try {

@@ -13,6 +13,8 @@ import { once } from "node:events"
 import { fileURLToPath } from "node:url"
 import { Reply, Request } from "zeromq"
 import { loadLibrary } from "./lib/compiled.js"
+import { envInt } from "./lib/env.js"
+import { median } from "./lib/stats.js"
 
 const { LazyPirateClient, LazyPirateServer } = await loadLibrary()
 
@@ -98,21 +100,8 @@ async function startServer(role: Role): Promise<{ child: ChildProcess; endpoint:
   return { child, endpoint: msg.endpoint }
 }
 
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name]
-  const n = raw === undefined ? fallback : Number(raw)
-  if (!Number.isInteger(n) || n < 1) throw new RangeError(`${name} must be a positive integer`)
-  return n
-}
-
 function quantile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN
-}
-
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b)
-  const mid = s.length >> 1
-  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2
 }
 
 const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits

@@ -17,28 +17,29 @@ import { Dealer } from "zeromq"
 import type * as Pirate from "../patterns/index.js"
 import { loadLibrary } from "./lib/compiled.js"
 import { forkFixture, killAll, sleep, withTimeout, type Child } from "./lib/children.js"
+import { envInt, printLine } from "./lib/env.js"
 import { latencySummaryUs, max, median, percentile, round } from "./lib/stats.js"
 
 const { Sender, Worker } = await loadLibrary()
 
 const QUICK = process.env["BENCH_QUICK"] === "1"
-const N = intEnv("N", QUICK ? 10_000 : 50_000)
-const SIZE = intEnv("SIZE", 256)
-const RUNS = intEnv("RUNS", QUICK ? 2 : 5)
+const N = envInt("N", QUICK ? 10_000 : 50_000)
+const SIZE = envInt("SIZE", 256)
+const RUNS = envInt("RUNS", QUICK ? 2 : 5)
 const N_RT = Math.min(N, QUICK ? 1000 : 5000)
-const FAILOVER_RUNS = intEnv("FAILOVER_RUNS", QUICK ? 3 : 10)
+const FAILOVER_RUNS = envInt("FAILOVER_RUNS", QUICK ? 3 : 10)
 const WORKERS = 2
-const CONCURRENCY = intEnv("CONCURRENCY", 64)
-const PREFETCH = intEnv("PREFETCH", CONCURRENCY)
+const CONCURRENCY = envInt("CONCURRENCY", 64)
+const PREFETCH = envInt("PREFETCH", CONCURRENCY)
 const MULTIPART = 64
 /** Sends outstanding at most in the pipelined send→ack case. */
-const PIPELINE = intEnv("PIPELINE", 256)
+const PIPELINE = envInt("PIPELINE", 256)
 /** Messages a killed worker holds in the failover cases. */
 const HELD = 10
 /** Heartbeats of the failover cases: a hung worker is presumed dead after 3 × 100 ms. */
 const FAILOVER_HB = { heartbeatInterval: 100, liveness: 3 }
 /** The failover sender's own heartbeatInterval (its tick is a quarter of it): 100 unless set. */
-const FAILOVER_SENDER_HB = intEnv("FAILOVER_SENDER_HB", FAILOVER_HB.heartbeatInterval)
+const FAILOVER_SENDER_HB = envInt("FAILOVER_SENDER_HB", FAILOVER_HB.heartbeatInterval)
 const SELECTED = new Set(
   (process.env["CASES"] ?? "throughput,rtt,failover").split(",").map((s) => s.trim()),
 )
@@ -70,20 +71,7 @@ function emit(row: Row): void {
   const list = rows.get(row.case) ?? []
   list.push(row)
   rows.set(row.case, list)
-  print({ bench: "paranoid-pirate", ...row })
-}
-
-function print(obj: object): void {
-  process.stdout.write(JSON.stringify(obj) + "\n")
-}
-
-function intEnv(name: string, fallback: number): number {
-  const raw = process.env[name]
-  if (raw === undefined || raw === "") return fallback
-  const n = Number(raw)
-  if (!Number.isInteger(n) || n <= 0)
-    throw new RangeError(`${name} must be a positive integer, got ${raw}`)
-  return n
+  printLine({ bench: "paranoid-pirate", ...row })
 }
 
 const common = () => ({ n: N, size: SIZE, durability: "memory" })
@@ -699,14 +687,14 @@ function summarize(): void {
         }
       }
     }
-    print(summary)
+    printLine(summary)
   }
 }
 
 // -------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  print({
+  printLine({
     bench: "paranoid-pirate",
     config: true,
     n: N,

@@ -48,3 +48,16 @@ export function round(value: number, digits = 0): number {
   const f = 10 ** digits
   return Math.round(value * f) / f
 }
+
+/** The medians of the numeric fields `keys` that the results have, rounded to 2 decimals. */
+export function medianOf(
+  results: readonly Record<string, unknown>[],
+  keys: readonly string[],
+): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const key of keys) {
+    const values = results.map((r) => r[key]).filter((v): v is number => typeof v === "number")
+    if (values.length > 0) out[key] = round(median(values), 2)
+  }
+  return out
+}

@@ -44,7 +44,8 @@ import type { JetStreamClient, JetStreamManager, NatsConnection } from "nats"
 import type * as Pirate from "../../patterns/index.js"
 import { loadLibrary } from "../lib/compiled.js"
 import { forkModule, killAll, sleep, withTimeout, type Child } from "../lib/children.js"
-import { median, percentileSorted, round } from "../lib/stats.js"
+import { envInt, printLine } from "../lib/env.js"
+import { median, medianOf, percentileSorted, round } from "../lib/stats.js"
 import { HOST, SETUP_HINT, probePeers, redisConfig, type PeerName } from "./probe.js"
 
 const { Sender } = await loadLibrary()
@@ -531,12 +532,12 @@ async function main(): Promise<number> {
     if (peer && !peer.up) {
       const reason = `${peer.server} does not answer on ${HOST}:${peer.port}: ${SETUP_HINT}`
       process.stderr.write(`peers: skipping ${c.name}: ${reason}\n`)
-      print({ bench: BENCH, case: c.name, skipped: true, reason })
+      printLine({ bench: BENCH, case: c.name, skipped: true, reason })
       continue
     }
     cases.push(c)
   }
-  print({
+  printLine({
     bench: BENCH,
     config: true,
     n: N,
@@ -557,7 +558,7 @@ async function main(): Promise<number> {
     const message = err instanceof Error ? err.message : String(err)
     failed.set(c.name, message)
     process.stderr.write(`peers: ${c.name} failed (run ${run}): ${message}\n`)
-    print({ bench: BENCH, case: c.name, run, error: message })
+    printLine({ bench: BENCH, case: c.name, run, error: message })
   }
   for (const c of cases) {
     try {
@@ -578,7 +579,7 @@ async function main(): Promise<number> {
       try {
         const r = await runOnce(c, N, run)
         results.get(c.name)?.push(r)
-        print({ bench: BENCH, ...r })
+        printLine({ bench: BENCH, ...r })
       } catch (err) {
         fail(c, run, err)
       }
@@ -647,7 +648,7 @@ function summarize(
       }
     }
     summaries.push(summary)
-    print(summary)
+    printLine(summary)
   }
   process.stdout.write(`\n${table(summaries, failed)}\n`)
 }
@@ -682,28 +683,6 @@ function table(summaries: Record<string, unknown>[], failed: Map<string, string>
 
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-function medianOf(results: readonly Result[], keys: readonly string[]): Record<string, number> {
-  const out: Record<string, number> = {}
-  for (const key of keys) {
-    const values = results.map((r) => r[key]).filter((v): v is number => typeof v === "number")
-    if (values.length > 0) out[key] = round(median(values), 2)
-  }
-  return out
-}
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name]
-  if (raw === undefined || raw === "") return fallback
-  const value = Number(raw)
-  if (!Number.isSafeInteger(value) || value <= 0)
-    throw new RangeError(`${name} must be a positive integer, got ${raw}`)
-  return value
-}
-
-function print(line: object): void {
-  process.stdout.write(`${JSON.stringify(line)}\n`)
-}
 
 const overall = setTimeout(() => {
   process.stderr.write("peers: overall time limit (60 min) reached\n")
