@@ -589,20 +589,7 @@ export class Inbox extends EventEmitter<{ message: [Buffer[]] }> {
     what: string,
     timeout = 5000,
   ): Promise<void> {
-    if (this.count(match) >= n) return Promise.resolve()
-    return new Promise((resolve, reject) => {
-      const onMessage = (): void => {
-        if (this.count(match) < n) return
-        clearTimeout(timer)
-        this.off("message", onMessage)
-        resolve()
-      }
-      const timer = setTimeout(() => {
-        this.off("message", onMessage)
-        reject(new Error(`timed out after ${timeout} ms waiting for ${what}`))
-      }, timeout)
-      this.on("message", onMessage)
-    })
+    return this.#until(() => this.count(match) >= n, what, timeout)
   }
 
   /** Resolves with the first message (from index `from` on) that matches. */
@@ -613,11 +600,16 @@ export class Inbox extends EventEmitter<{ message: [Buffer[]] }> {
     from = 0,
   ): Promise<Buffer[]> {
     const found = (): Buffer[] | undefined => this.messages.slice(from).find(match)
-    const now = found()
-    if (now) return now
-    await new Promise<void>((resolve, reject) => {
-      const onMessage = (m: Buffer[]): void => {
-        if (!match(m)) return
+    await this.#until(() => found() !== undefined, what, timeout)
+    return found() as Buffer[]
+  }
+
+  /** Resolves once `done()` holds, checked now and at every message; rejects after `timeout` ms. */
+  #until(done: () => boolean, what: string, timeout: number): Promise<void> {
+    if (done()) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const onMessage = (): void => {
+        if (!done()) return
         clearTimeout(timer)
         this.off("message", onMessage)
         resolve()
@@ -628,7 +620,6 @@ export class Inbox extends EventEmitter<{ message: [Buffer[]] }> {
       }, timeout)
       this.on("message", onMessage)
     })
-    return found() as Buffer[]
   }
 }
 
