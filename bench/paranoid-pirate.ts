@@ -79,24 +79,24 @@ const common = () => ({ n: N, size: SIZE, durability: "memory" })
 // -------------------------------------------------------------------------------------------
 // raw zeromq.js baselines
 
-interface RawSink {
+/** A raw zeromq.js fixture child (`raw-sink.ts`, `raw-echo.ts`) and the DEALER connected to it. */
+interface RawPeer {
   child: Child
   dealer: Dealer
 }
 
-async function openRawSink(): Promise<RawSink> {
-  const child = forkFixture("raw-sink.ts", [])
+async function openRawPeer(fixture: string, receiveTimeout: number): Promise<RawPeer> {
+  const child = forkFixture(fixture, [])
   const { endpoint } = await child.next<{ type: string; endpoint: string }>(
     (m) => m.type === "ready",
     SPAWN_MS,
-    "raw sink ready",
+    `${fixture} ready`,
   )
-  const dealer = new Dealer({ linger: 0, sendTimeout: 10_000, receiveTimeout: 30_000 })
+  const dealer = new Dealer({ linger: 0, sendTimeout: 10_000, receiveTimeout })
   dealer.connect(endpoint)
   return { child, dealer }
 }
 
-/** Sends `sends` messages of `frames` frames each, awaiting every send(); times until the sink counted them all. */
 interface OneWay {
   msgsPerSec: number
   /** CPU time of this process per message (µs). */
@@ -120,7 +120,7 @@ function cpuNow(): number {
 }
 
 /** Sends `sends` messages of `frames` frames each, awaiting every send(); times until the sink counted them all. */
-async function rawOneWay(sink: RawSink, sends: number, frames: Buffer[]): Promise<OneWay> {
+async function rawOneWay(sink: RawPeer, sends: number, frames: Buffer[]): Promise<OneWay> {
   const peer0 = await childrenCpu([sink.child])
   const cpu0 = cpuNow()
   const t0 = performance.now()
@@ -144,25 +144,8 @@ function oneWay(n: number, ms: number, cpuUs: number, peerCpuUs: number): OneWay
   }
 }
 
-interface RawEcho {
-  child: Child
-  dealer: Dealer
-}
-
-async function openRawEcho(): Promise<RawEcho> {
-  const child = forkFixture("raw-echo.ts", [])
-  const { endpoint } = await child.next<{ type: string; endpoint: string }>(
-    (m) => m.type === "ready",
-    SPAWN_MS,
-    "raw echo ready",
-  )
-  const dealer = new Dealer({ linger: 0, sendTimeout: 10_000, receiveTimeout: 10_000 })
-  dealer.connect(endpoint)
-  return { child, dealer }
-}
-
 async function rawRoundTrips(
-  echo: RawEcho,
+  echo: RawPeer,
   n: number,
   payload: Buffer,
 ): Promise<{ samples: number[]; ms: number }> {
@@ -315,7 +298,7 @@ async function throughput(): Promise<void> {
   const wantPipe = wanted("throughput", "send-ack-raw-pipelined")
   const wantAckPack = wanted("throughput", "send-ack-msgpack")
   const [sink, ppRaw, ppPack] = await Promise.all([
-    wantAwait || wantMulti ? openRawSink() : undefined,
+    wantAwait || wantMulti ? openRawPeer("raw-sink.ts", 30_000) : undefined,
     wantAckRaw || wantPipe ? openPp("raw", WORKERS, workerOpts) : undefined,
     wantAckPack ? openPp("msgpack", WORKERS, workerOpts) : undefined,
   ])
@@ -394,7 +377,7 @@ async function roundTrip(): Promise<void> {
   const wantRaw = wanted("rtt", "raw-rtt")
   const wantReq = wanted("rtt", "request-rtt")
   const [echo, pp] = await Promise.all([
-    wantRaw ? openRawEcho() : undefined,
+    wantRaw ? openRawPeer("raw-echo.ts", 10_000) : undefined,
     wantReq ? openPp("raw", 1, { concurrency: 1, mode: "echo" }) : undefined,
   ])
   try {
