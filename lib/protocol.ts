@@ -17,6 +17,7 @@
  */
 import { packMeta, unpackMeta } from "./codec.js"
 import { PirateError, toError } from "./errors.js"
+import { stripUndefined } from "./validate.js"
 
 export const PPP = Object.freeze({ READY: 0x01, HEARTBEAT: 0x02 } as const)
 
@@ -77,13 +78,9 @@ export function encodeReady(hello?: Hello): Buffer {
     FRAME_READY,
     PPX_MAGIC,
     Buffer.from([PPX.VERSION]),
-    packMeta(withoutUndefined(hello)),
+    // msgpack has no `undefined`: absent keys are left out rather than sent as nil.
+    packMeta(stripUndefined(hello)),
   ])
-}
-
-/** msgpack has no `undefined`: leave absent keys out rather than send them as nil. */
-function withoutUndefined<T extends object>(o: T): T {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T
 }
 
 /**
@@ -136,7 +133,7 @@ function announcedSize(m: Record<string, unknown>, what: string): number | undef
 }
 
 export function encodeWelcome(w: Welcome): Buffer[] {
-  return [Buffer.from([PPX.WELCOME]), packMeta(withoutUndefined(w))]
+  return [Buffer.from([PPX.WELCOME]), packMeta(stripUndefined(w))]
 }
 
 export function decodeWelcome(frame: Buffer | undefined): Welcome {
