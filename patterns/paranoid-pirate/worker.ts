@@ -235,8 +235,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #sessions: Session[] = []
   #queue: Job[] = []
   #running = 0
-  /** Checks of close(), run whenever a job ends or a session's goodbye is settled. */
-  #closeChecks: (() => void)[] = []
+  /** Resolves close()'s wait once closing can finish (see `#checkClose()`). */
+  #onCloseable: (() => void) | undefined
   #closing = false
   #tick: NodeJS.Timeout | undefined
   /** The heartbeat interval the tick runs for. */
@@ -343,14 +343,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
         const timedOut = new Promise<void>(
           (resolve) => (timer = setTimeout(resolve, this.#o.closeTimeout)),
         )
-        const done = new Promise<void>((resolve) =>
-          this.#closeChecks.push(() => {
-            if (this.#closeable()) resolve()
-          }),
-        )
+        const done = new Promise<void>((resolve) => (this.#onCloseable = resolve))
         await Promise.race([done, timedOut])
         clearTimeout(timer)
-        this.#closeChecks = []
+        this.#onCloseable = undefined
         if (this.#running > 0 || this.#queue.length > 0)
           for (const s of this.#sessions)
             s.abort.abort(new PirateError("PIRATE_CLOSED", "worker closed"))
@@ -378,8 +374,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return this.#sessions.every((s) => !s.goodbyeSent || s.goodbyeConfirmed || !s.connected)
   }
 
+  /** Run whenever a job ends or a session's goodbye is settled. */
   #checkClose(): void {
-    for (const check of this.#closeChecks) check()
+    if (this.#onCloseable && this.#closeable()) this.#onCloseable()
   }
 
   stats(): WorkerStats {
