@@ -269,8 +269,8 @@ export class LevelJournal implements Journal {
     return rows.map(([key, value]) => this.#decode(key, value, KIND_DEAD) as DeadLetter)
   }
 
-  async replay(ids: readonly string[]): Promise<string[]> {
-    const wanted = unique(ids)
+  async replay(ids: readonly string[]): Promise<JournalEntry[]> {
+    const wanted = unique(ids).sort() // code-unit order, as LevelDB's keys and `<` sort
     if (wanted.length === 0) return []
     return this.#write(async (db) => {
       const values = await getMany(
@@ -281,7 +281,7 @@ export class LevelJournal implements Journal {
       // it replaces the pending entry, which must not count it twice.
       const pending = await db.hasMany(wanted.map((id) => PENDING + id))
       const ops: Op[] = []
-      const moved: string[] = []
+      const moved: JournalEntry[] = []
       let added = 0
       wanted.forEach((id, i) => {
         const value = values[i]
@@ -295,7 +295,7 @@ export class LevelJournal implements Journal {
           key: PENDING + id,
           value: encodeEntry(KIND_PENDING, entry, undefined),
         })
-        moved.push(id)
+        moved.push(entry)
       })
       if (moved.length === 0) return moved
       const next = {
