@@ -9,7 +9,7 @@ import { mkdtemp, open, readdir, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { promisify } from "node:util"
-import { describe, expect, onTestFinished, test } from "vitest"
+import { describe, expect, onTestFinished, test, type TestContext } from "vitest"
 import { LevelJournal } from "../../lib/journal/level.js"
 import type { JournalEntry } from "../../lib/journal/types.js"
 import { IdGenerator } from "../../lib/journal/ids.js"
@@ -51,6 +51,24 @@ async function appendUntilFailure(
   return { resolved, failure: undefined }
 }
 
+/** A journal directory and a filler file's path on a new 8 MiB tmpfs. */
+async function smallDisk(ctx: TestContext): Promise<{ dir: string; filler: string }> {
+  const disk = await tmpfs(ctx, 8)
+  return { dir: join(disk, "journal"), filler: join(disk, "filler") }
+}
+
+/**
+ * Opens a journal on a new 8 MiB tmpfs, fills the disk with a filler file but for `free` bytes,
+ * then appends entries of `size` random bytes until one fails.
+ */
+async function fillUntilFailure(ctx: TestContext, free: number, size: number) {
+  const { dir, filler } = await smallDisk(ctx)
+  const journal = await openJournal(dir)
+  await writeFile(filler, Buffer.alloc(8 * MiB - free))
+  const entry = entries(size)
+  return { dir, filler, journal, entry, ...(await appendUntilFailure(journal, entry)) }
+}
+
 async function pendingIds(journal: LevelJournal): Promise<string[]> {
   return (await journal.pending({ limit: Infinity })).map((e) => e.id)
 }
@@ -85,9 +103,7 @@ async function fillFreeKill(
 
 describe("LevelJournal write failures", { timeout: 15_000 }, () => {
   test("an append that finds the disk full rejects PIRATE_JOURNAL_FULL; once space is freed appends resolve again, and all of them survive a SIGKILL", async (ctx) => {
-    const disk = await tmpfs(ctx, 8)
-    const dir = join(disk, "journal")
-    const filler = join(disk, "filler")
+    const { dir, filler } = await smallDisk(ctx)
     const { failed, resolved } = await fillFreeKill(
       dir,
       () => writeFile(filler, Buffer.alloc(7 * MiB)),
@@ -118,16 +134,14 @@ describe("LevelJournal write failures", { timeout: 15_000 }, () => {
   })
 
   test("a memtable flush that finds the disk full: writes reject PIRATE_JOURNAL_FULL, and once space is freed they succeed in the same process, a failed remove included", async (ctx) => {
-    const disk = await tmpfs(ctx, 8)
-    const dir = join(disk, "journal")
-    const filler = join(disk, "filler")
-    const journal = await openJournal(dir)
     // 3 MiB free: room for LevelDB's first log (its 2 MiB memtable), not for that log and the
     // table the memtable is then flushed to. The appends that follow the switch to a new log may
     // meet the full disk before the flush does, or after: the flush fails either way.
-    await writeFile(filler, Buffer.alloc(5 * MiB))
-    const entry = entries(16 * 1024)
-    const { resolved, failure } = await appendUntilFailure(journal, entry)
+    const { dir, filler, journal, entry, resolved, failure } = await fillUntilFailure(
+      ctx,
+      3 * MiB,
+      16 * 1024,
+    )
     expect(failure).toMatchObject({ code: "PIRATE_JOURNAL_FULL" })
     expect((failure as Error).message).toContain(dir)
     expect((failure as Error).cause).toBeInstanceOf(Error)
@@ -153,13 +167,11 @@ describe("LevelJournal write failures", { timeout: 15_000 }, () => {
   })
 
   test("the reopen after a failed write still refuses a log damaged in its middle", async (ctx) => {
-    const disk = await tmpfs(ctx, 8)
-    const dir = join(disk, "journal")
-    const filler = join(disk, "filler")
-    const journal = await openJournal(dir)
-    await writeFile(filler, Buffer.alloc(7 * MiB))
-    const entry = entries(4096)
-    const { resolved, failure } = await appendUntilFailure(journal, entry)
+    const { dir, filler, journal, entry, resolved, failure } = await fillUntilFailure(
+      ctx,
+      MiB,
+      4096,
+    )
     expect(failure).toMatchObject({ code: "PIRATE_JOURNAL_FULL" })
     const [log, ...others] = (await readdir(dir)).filter((n) => n.endsWith(".log"))
     expect(others).toEqual([])
