@@ -412,7 +412,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   #dispatch(): void {
-    if (!this.#closed) this.#sessions.dispatch(this.#ready)
+    if (this.#closed) return
+    this.#workers.deal(this.#ready.size, this.#s.maxBatch)
+    this.#sessions.dispatch(this.#ready)
   }
 
   // ------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-/** Worker sessions: the registry, fair round-robin choice by credit, and recently gone workers. */
+/** Worker sessions: the registry, a fair share of each dispatch pass, and recently gone workers. */
 import { Liveness } from "../../../lib/liveness.js"
 import { packLimit, type decodeReady } from "../../../lib/protocol.js"
 import type { WorkerPeer } from "./message.js"
@@ -13,10 +13,28 @@ export interface WorkerInfo {
   inFlight: number
 }
 
+/** A worker's share of one dispatch pass. */
+interface Share {
+  worker: WorkerPeer
+  /** Its index in the ring. */
+  at: number
+  /** What it can take in this pass: its free credit, at most a batch. */
+  cap: number
+  share: number
+}
+
+function freeCredit(w: WorkerPeer): number {
+  return w.goodbye ? 0 : w.credit - w.inflight.size
+}
+
 export class WorkerRegistry {
   readonly #byKey = new Map<string, WorkerPeer>()
   #ring: WorkerPeer[] = []
+  /** Where the next turn starts in `#ring`. */
   #next = 0
+  /** The shares of the current dispatch pass (see `deal()`), handed out from `#planned` on. */
+  #plan: Share[] = []
+  #planned = 0
   /**
    * PPX workers no longer registered whose connection may still be up: "expired" (lost while
    * silent or unreachable) or "departed" (forgotten after their GOODBYE). A HEARTBEAT from one of
@@ -91,15 +109,68 @@ export class WorkerRegistry {
   }
 
   /**
-   * The next worker with free credit, in turn: each call starts after the worker it returned
-   * last, so work spreads over ready workers whatever their number.
+   * Plans one dispatch pass over `ready` messages: they are dealt one at a time, like cards, to
+   * the workers with free credit (at most `maxBatch` each), in turn from the worker after the one
+   * that got the last message of the previous pass. `nextFree()` then hands out each worker's
+   * share as one batch. Dealing one message at a time is what keeps the spread even whatever the
+   * number of workers and however messages arrive: filling one worker's credit per turn would give
+   * the first worker of every pass a whole batch while a message that arrives alone goes to the
+   * next one, and so load the same worker again and again.
+   */
+  deal(ready: number, maxBatch: number): void {
+    this.#plan = []
+    this.#planned = 0
+    const n = this.#ring.length
+    if (ready <= 0 || n === 0) return
+    const order: Share[] = []
+    let capacity = 0
+    for (let i = 0; i < n; i++) {
+      const at = (this.#next + i) % n
+      const worker = this.#ring[at] as WorkerPeer
+      const cap = Math.min(freeCredit(worker), maxBatch)
+      if (cap <= 0) continue
+      order.push({ worker, at, cap, share: 0 })
+      capacity += cap
+    }
+    if (order.length === 0) return
+    let last: Share
+    if (ready >= capacity) {
+      // Enough for everyone: each takes all it can, the turn goes round once.
+      for (const s of order) s.share = s.cap
+      last = order[order.length - 1] as Share
+    } else {
+      // At most maxBatch rounds: each gives one message to every worker with room left.
+      let left = ready
+      last = order[0] as Share
+      while (left > 0)
+        for (const s of order) {
+          if (s.share === s.cap) continue
+          s.share++
+          last = s
+          if (--left === 0) break
+        }
+    }
+    this.#next = (last.at + 1) % n
+    this.#plan = order.filter((s) => s.share > 0)
+  }
+
+  /**
+   * The next worker to hand messages to and how many (`free`): the shares planned by `deal()`
+   * first, then (when the plan is used up, e.g. a batch was cut short by its size) any worker with
+   * free credit, in turn.
    */
   nextFree(): { worker: WorkerPeer; free: number } | undefined {
+    while (this.#planned < this.#plan.length) {
+      const s = this.#plan[this.#planned++] as Share
+      const free = freeCredit(s.worker)
+      if (free > 0 && this.#byKey.get(s.worker.key) === s.worker)
+        return { worker: s.worker, free: Math.min(s.share, free) }
+    }
     const n = this.#ring.length
     for (let i = 0; i < n; i++) {
       const at = (this.#next + i) % n
       const w = this.#ring[at] as WorkerPeer
-      const free = w.goodbye ? 0 : w.credit - w.inflight.size
+      const free = freeCredit(w)
       if (free > 0) {
         this.#next = (at + 1) % n
         return { worker: w, free }
