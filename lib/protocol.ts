@@ -59,6 +59,12 @@ export interface Welcome {
   liveness: number
   /** The largest frame the sender takes (its `maxMessageSize`); no limit when absent. */
   maxMessageSize?: number | undefined
+  /**
+   * The sender's identity, stable across its restarts (kept with its journal): 1 to 64 printable
+   * ASCII characters. Message ids are unique per sender, so a worker that remembers completed
+   * messages keys them on this and the message id.
+   */
+  sender?: string | undefined
 }
 
 /** Largest `maxMessageSize` a READY or WELCOME may announce: 2^53 − 1. */
@@ -132,6 +138,9 @@ function announcedSize(m: Record<string, unknown>, what: string): number | undef
   return size
 }
 
+/** A sender id: 1 to 64 printable ASCII characters (no space). */
+const SENDER = /^[\x21-\x7e]{1,64}$/
+
 export function encodeWelcome(w: Welcome): Buffer[] {
   return [Buffer.from([PPX.WELCOME]), packMeta(stripUndefined(w))]
 }
@@ -153,6 +162,12 @@ export function decodeWelcome(frame: Buffer | undefined): Welcome {
   const welcome: Welcome = { version, heartbeatInterval, liveness }
   const maxMessageSize = announcedSize(m, "WELCOME")
   if (maxMessageSize !== undefined) welcome.maxMessageSize = maxMessageSize
+  const sender = m["sender"]
+  if (sender !== undefined) {
+    if (typeof sender !== "string" || !SENDER.test(sender))
+      throw new PirateError("PIRATE_PROTOCOL", "WELCOME announces an invalid sender id")
+    welcome.sender = sender
+  }
   return welcome
 }
 

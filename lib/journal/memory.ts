@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto"
 import type { DeadLetter, Journal, JournalEntry, JournalStats, JournalUpdate } from "./types.js"
 
 /** Keeps messages in this process's memory: fast, and lost with the process. */
@@ -6,6 +7,8 @@ export class MemoryJournal implements Journal {
   readonly #pending = new Map<string, JournalEntry>()
   readonly #dead = new Map<string, DeadLetter>()
   #lastId: string | undefined
+  /** New with each instance, as its messages are: nothing it held outlives the process. */
+  readonly #senderId = randomBytes(16).toString("hex")
 
   async open(): Promise<void> {}
   async close(): Promise<void> {}
@@ -72,6 +75,10 @@ export class MemoryJournal implements Journal {
     let n = 0
     for (const id of ids) if (this.#dead.delete(id)) n++
     return n
+  }
+
+  async senderId(): Promise<string> {
+    return this.#senderId
   }
 
   async lastId(): Promise<string | undefined> {

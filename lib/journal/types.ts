@@ -72,6 +72,13 @@ export interface Journal {
   replay(ids: readonly string[]): Promise<JournalEntry[]>
   /** Deletes dead letters; returns how many were deleted. */
   purgeDead(ids: readonly string[]): Promise<number>
+  /**
+   * The identity of the sender that owns this journal, announced to workers in WELCOME (their
+   * dedupe stores key on it): 32 lower-case hex digits, the same for the journal's whole life.
+   * Optional: without it a `LevelJournal` keeps the id in a `SENDER_ID` file in its directory,
+   * and any other journal gets a new id each time its sender opens.
+   */
+  senderId?(): Promise<string>
   /** The greatest id ever stored (pending, dead or acked), so ids stay unique across restarts. */
   lastId(): Promise<string | undefined>
   stats(): Promise<JournalStats>

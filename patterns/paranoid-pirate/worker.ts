@@ -170,6 +170,8 @@ class Session {
   socket: Dealer | undefined
   writer: SocketWriter | undefined
   ppx = false
+  /** The identity the sender announced in its WELCOME (dedupe keys on it), if any. */
+  sender: string | undefined
   connected = false
   heard = false
   liveness: Liveness
@@ -459,6 +461,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         liveness: this.#o.liveness,
       })
     s.ppx = false
+    s.sender = undefined
     s.heard = false
     s.connected = false
     s.abort = new AbortController()
@@ -608,6 +611,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         if (welcome.version !== PPX.VERSION)
           return this.#drop(s, `WELCOME for unknown PPX version ${welcome.version}`)
         s.ppx = true
+        s.sender = welcome.sender
         s.packLimit = packLimit(welcome.maxMessageSize)
         // The session's heartbeat settings are the WELCOME's from now on.
         const { heartbeatInterval, liveness } = welcome
@@ -752,8 +756,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
   async #complete(job: Job, payload: unknown, ctx: JobContext): Promise<Buffer> {
     const dedupe = this.#dedupe
     if (!dedupe || !job.ours) return this.#run_(payload, ctx)
-    // Ids are unique per sender; the endpoint tells senders apart.
-    const key = `${job.session.endpoint}|${job.id}`
+    // Ids are unique per sender: key on the identity it announced in WELCOME, so that any
+    // address of the same sender finds its records and two senders never share one. A sender
+    // that announced none (plain PPP, a foreign queue) is told apart by its endpoint.
+    const s = job.session
+    const sender = s.generation === job.generation ? s.sender : undefined
+    const key = sender === undefined ? `${s.endpoint}|${job.id}` : `sender:${sender}|${job.id}`
     const running = this.#inProgress.get(key)
     if (running) {
       this.#stats.deduplicated++

@@ -108,6 +108,8 @@ describe("WELCOME", () => {
     expect(decodeWelcome(frames[1])).toEqual(welcome)
     const limited = { ...welcome, maxMessageSize: 1 << 20 }
     expect(decodeWelcome(encodeWelcome(limited)[1])).toEqual(limited)
+    const named = { ...welcome, sender: "0123456789abcdef0123456789abcdef" }
+    expect(decodeWelcome(encodeWelcome(named)[1])).toEqual(named)
   })
 
   it("packLimit: PACK_BYTES, or the peer's maxMessageSize when that is smaller", () => {
@@ -127,6 +129,10 @@ describe("WELCOME", () => {
       packMeta({ version: 1, heartbeatInterval: "500", liveness: 4 }),
       packMeta({ version: 1, heartbeatInterval: 500 }),
       packMeta({ version: 1, heartbeatInterval: 500, liveness: 4, maxMessageSize: 0 }),
+      packMeta({ version: 1, heartbeatInterval: 500, liveness: 4, sender: "" }),
+      packMeta({ version: 1, heartbeatInterval: 500, liveness: 4, sender: "a b" }),
+      packMeta({ version: 1, heartbeatInterval: 500, liveness: 4, sender: "x".repeat(65) }),
+      packMeta({ version: 1, heartbeatInterval: 500, liveness: 4, sender: 7 }),
     ]
     for (const frame of bad) expect(() => decodeWelcome(frame)).toThrow(protocolError)
   })

@@ -1,3 +1,4 @@
+import { once } from "node:events"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -14,7 +15,9 @@ import {
   unpackBodies,
   unpackEnvelopes,
 } from "../../lib/protocol.js"
+import { bindRetrying } from "../../lib/writer.js"
 import { Worker } from "../../patterns/index.js"
+import { until } from "../helpers/paranoid.js"
 import { forkFixture } from "../helpers/processes.js"
 
 async function tempDir(): Promise<string> {
@@ -23,15 +26,19 @@ async function tempDir(): Promise<string> {
   return dir
 }
 
-/** A raw ROUTER that plays a PPX sender, so the test decides exactly what is redelivered. */
-async function fakeSender(): Promise<{
+/**
+ * A raw ROUTER that plays a PPX sender, so the test decides exactly what is redelivered. It
+ * announces `sender` as its identity in WELCOME (none by default) and binds `bind`.
+ */
+async function fakeSender(options: { sender?: string; bind?: string } = {}): Promise<{
   endpoint: string
   waitForWorker(): Promise<Buffer>
   deliver(worker: Buffer, id: string, attempt: number, payload: unknown): Promise<unknown>
+  close(): void
 }> {
   const router = new Router({ linger: 0 })
   onTestFinished(() => router.close())
-  await router.bind("tcp://127.0.0.1:*")
+  await bindRetrying(router, options.bind ?? "tcp://127.0.0.1:*")
   const next = async (match: (msg: Buffer[]) => boolean): Promise<Buffer[]> => {
     for (let i = 0; i < 1000; i++) {
       const msg = await router.receive()
@@ -45,7 +52,12 @@ async function fakeSender(): Promise<{
       const [id] = await next((m) => m[1]?.[0] === 0x01)
       await router.send([
         id!,
-        ...encodeWelcome({ version: 1, heartbeatInterval: 100, liveness: 3 }),
+        ...encodeWelcome({
+          version: 1,
+          heartbeatInterval: 100,
+          liveness: 3,
+          sender: options.sender,
+        }),
       ])
       return id!
     },
@@ -70,6 +82,7 @@ async function fakeSender(): Promise<{
       expect(replies, "the ACKS holds one reply per envelope").not.toBeNull()
       return msgpackCodec.decode(replies![i]!)
     },
+    close: () => router.close(),
   }
 }
 
@@ -112,6 +125,106 @@ describe("Worker dedupe (effectively once)", () => {
     expect(second.messages.filter((m) => m["type"] === "run")).toEqual([
       { type: "run", payload: 7 },
     ])
+  })
+
+  it("keys completions on the sender's identity: another spelling of its address finds them", async () => {
+    const dir = await tempDir()
+    const sender = await fakeSender({ sender: "5e4de7000000000000000000000000a1" })
+    const port = new URL(sender.endpoint).port
+    const runs: unknown[] = []
+    const handler = (p: unknown): unknown => {
+      runs.push(p)
+      return { doubled: (p as number) * 2 }
+    }
+    const first = await Worker.open({ connect: `tcp://127.0.0.1:${port}`, dedupe: dir, handler })
+    let w = await sender.waitForWorker()
+    expect(await sender.deliver(w, "00000000000000f1", 1, 4)).toEqual({ doubled: 8 })
+    await first.close()
+
+    // The same worker and store, restarted with the sender's address spelled another way.
+    const second = await Worker.open({ connect: `tcp://localhost:${port}`, dedupe: dir, handler })
+    onTestFinished(() => second.close())
+    w = await sender.waitForWorker()
+    expect(await sender.deliver(w, "00000000000000f1", 2, 4)).toEqual({ doubled: 8 })
+    expect(runs).toEqual([4])
+    expect(second.stats()).toMatchObject({ deduplicated: 1 })
+  })
+
+  it("never answers one sender's message with another sender's record of the same id", async () => {
+    const dir = await tempDir()
+    const a = await fakeSender({ sender: "5e4de7000000000000000000000000aa" })
+    const runs: unknown[] = []
+    const worker = await Worker.open({
+      connect: a.endpoint,
+      dedupe: dir,
+      heartbeatInterval: 100,
+      reconnect: { initial: 20, max: 100 },
+      handler: (p) => {
+        runs.push(p)
+        return { doubled: (p as number) * 2 }
+      },
+    })
+    onTestFinished(() => worker.close())
+    expect(await a.deliver(await a.waitForWorker(), "00000000000000f2", 1, 3)).toEqual({
+      doubled: 6,
+    })
+    // Another sender takes over the address and, by chance, has a message with the same id.
+    a.close()
+    const b = await fakeSender({ sender: "5e4de7000000000000000000000000bb", bind: a.endpoint })
+    expect(await b.deliver(await b.waitForWorker(), "00000000000000f2", 1, 5)).toEqual({
+      doubled: 10,
+    })
+    expect(runs).toEqual([3, 5])
+    expect(worker.stats()).toMatchObject({ deduplicated: 0 })
+  })
+
+  it("keys on the identity a Sender keeps in its journal: after a SIGKILL and restart, through another address, nothing runs twice", async () => {
+    const dir = await tempDir()
+    const journal = await tempDir()
+    const first = forkFixture("pp-sender.ts", ["tcp://127.0.0.1:*", journal, '{"count":1}'])
+    const { endpoint } = (await first.waitFor((m) => m["type"] === "open")) as { endpoint: string }
+    const port = new URL(endpoint).port
+    let runs = 0
+    let release = (): void => undefined
+    const released = new Promise<void>((resolve) => (release = resolve))
+    let started = (): void => undefined
+    const running = new Promise<void>((resolve) => (started = resolve))
+    const worker = await Worker.open({
+      connect: `tcp://127.0.0.1:${port}`,
+      dedupe: dir,
+      heartbeatInterval: 100,
+      handler: async (p) => {
+        runs++
+        started()
+        await released
+        return p
+      },
+    })
+    onTestFinished(() => worker.close())
+    await running
+    // The sender dies before the ack: its restart redelivers the message.
+    const lost = once(worker, "sender:lost", { signal: AbortSignal.timeout(5000) })
+    await first.kill("SIGKILL")
+    await lost
+    release()
+    await until(() => worker.stats().discarded === 1, 5000, "the run to finish")
+    await worker.close()
+
+    const second = forkFixture("pp-sender.ts", [endpoint, journal, "{}"])
+    await second.waitFor((m) => m["type"] === "open")
+    const again = await Worker.open({
+      connect: `tcp://localhost:${port}`,
+      dedupe: dir,
+      heartbeatInterval: 100,
+      handler: (p) => {
+        runs++
+        return p
+      },
+    })
+    onTestFinished(() => again.close())
+    await until(() => again.stats().acked === 1, 5000, "the redelivery to be acked")
+    expect(again.stats()).toMatchObject({ deduplicated: 1 })
+    expect(runs).toBe(1)
   })
 
   it("forgets the oldest completions beyond maxEntries", async () => {

@@ -10,6 +10,7 @@ import type { Router } from "zeromq"
 import { debug } from "../../../lib/debug.js"
 import { PirateError, closedError, errorMessage, toError } from "../../../lib/errors.js"
 import { IdGenerator } from "../../../lib/journal/ids.js"
+import { journalSenderId } from "../../../lib/journal/sender-id.js"
 import type { Journal, JournalEntry } from "../../../lib/journal/types.js"
 import type { Metric } from "../../../lib/metrics.js"
 import { FRAME_GOODBYE } from "../../../lib/protocol.js"
@@ -41,6 +42,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #writer: SocketWriter | undefined
   #ids = new IdGenerator()
   #endpoint: string | undefined
+  /** Announced in WELCOME: workers key their dedupe records on it. */
+  #senderId: string | undefined
   #closed = false
   #unregisterCurve: (() => void) | undefined
 
@@ -103,6 +106,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       lanes: this.#lanes,
       workers: this.#workers,
       delayed: this.#delayed,
+      senderId: () => this.#senderId,
       write: (frames) => this.#writer?.write(frames),
       makeReadyFront: (list) => this.#makeReadyFront(list),
       finish: (m) => this.#finish(m),
@@ -123,6 +127,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     let router: Router | undefined
     try {
       this.#ids = new IdGenerator(await this.#journal.lastId())
+      this.#senderId = await journalSenderId(this.#journal)
       const js = await this.#journal.stats()
       this.#n.dead = js.dead
       if (js.pending > 0) {

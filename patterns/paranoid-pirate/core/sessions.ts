@@ -37,6 +37,8 @@ export interface SessionsHost {
   readonly lanes: JournalLanes
   readonly workers: WorkerRegistry
   readonly delayed: DelayQueue
+  /** The sender's identity, announced in WELCOME. */
+  senderId(): string | undefined
   write(frames: Buffer[]): void
   /** Back to the ready queue, ahead of new messages. */
   makeReadyFront(list: Message[]): void
@@ -229,6 +231,7 @@ export class Sessions implements InboundHandler {
         heartbeatInterval: w.liveness.heartbeatInterval,
         liveness: w.liveness.liveness,
         maxMessageSize: this.#h.settings.maxMessageSize,
+        sender: this.#h.senderId(),
       }),
     ])
     w.liveness.sent()
