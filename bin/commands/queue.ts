@@ -22,7 +22,8 @@ Options:
   -f, --frontend EP            endpoint to bind for clients, e.g. tcp://*:5555 (required)
   -b, --backend EP             endpoint to bind for workers, e.g. tcp://*:5556 (required)
   -j, --journal DIR            keep pending requests in a LevelDB journal in DIR, so that a
-                               restarted queue still runs them (their clients get no reply)
+                               restarted queue still runs them and answers the clients
+                               that are still retrying
       --heartbeat-interval MS  heartbeat period towards plain PPP workers (default 1000;
                                PPX workers announce their own)
       --liveness N             heartbeats a worker may miss before it is lost (default 3)

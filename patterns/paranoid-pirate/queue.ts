@@ -21,9 +21,11 @@ import {
   type DispatcherEvents,
   type DispatcherSettings,
   type DispatcherStats,
+  type Waiter,
 } from "./core/index.js"
 import { resolveCore, type CoreOptions } from "./settings.js"
-import type { Journal } from "../../lib/journal/types.js"
+import type { Journal, JournalEntry } from "../../lib/journal/types.js"
+import { decodeRequestRecord, encodeRequestRecord } from "../../lib/request-record.js"
 
 /** Options of {@link ParanoidPirateQueue}. Durations are in ms. */
 export interface ParanoidPirateQueueOptions extends CoreOptions {
@@ -48,10 +50,18 @@ const OK_STATUS = encodeReplyStatus(LPX_OK)
 const ERROR_STATUS = encodeReplyStatus(LPX_ERROR)
 
 interface Pending {
-  /** Where the reply goes: the latest client socket that asked (Lazy Pirate retries from a new one). */
-  client: Buffer
+  /**
+   * Where the reply goes: the latest client socket that asked (Lazy Pirate retries from a new
+   * one); none yet for a request recovered from the journal after a restart.
+   */
+  client: Buffer | undefined
   framed: boolean
+  /** Recovered from the journal: its reply is kept a while for a retry that comes late. */
+  recovered: boolean
 }
+
+/** How long the reply to a recovered request waits for its client's retry (ms). */
+const RECOVERED_REPLY_TTL = 60_000
 
 /**
  * The Guide's Paranoid Pirate queue as a standalone process, on the same core as `Sender`: a
@@ -76,6 +86,11 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
   #unregisterCurve: (() => void) | undefined
   /** Requests in flight by their Lazy Pirate request id. */
   readonly #byRequestId = new Map<string, Pending>()
+  /**
+   * Replies to requests recovered from the journal, by request id, for a client's retry that
+   * comes after the reply (in insertion order, which is expiry order).
+   */
+  readonly #recoveredReplies = new Map<string, { frames: Buffer[]; expires: number }>()
   readonly #counts = { requests: 0, replies: 0, joined: 0, malformed: 0 }
 
   constructor(options: ParanoidPirateQueueOptions) {
@@ -109,7 +124,9 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
 
   open(): Promise<void> {
     return this.#life.open(async () => {
-      const core = new Dispatcher("queue", this.#settings, this.#journal)
+      const core = new Dispatcher("queue", this.#settings, this.#journal, (entry) =>
+        this.#restore(entry),
+      )
       forward(core, this)
       await core.open(this.#backendBind)
       this.#core = core
@@ -223,46 +240,86 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
       }
       this.#counts.requests++
       const body = msg[msg.length - 1] as Buffer
-      if (requestId !== null) {
-        const pending = this.#byRequestId.get(requestId)
-        if (pending) {
-          // A Lazy Pirate retry of a request still in flight: answer the newest socket once.
-          pending.client = Buffer.from(client)
-          this.#counts.joined++
-          continue
-        }
-      }
+      if (requestId !== null && this.#join(requestId, client)) continue
       try {
         await core.reserve()
       } catch {
         return // closed
       }
-      const target: Pending = { client: Buffer.from(client), framed }
+      const target: Pending = { client: Buffer.from(client), framed, recovered: false }
       if (requestId !== null) this.#byRequestId.set(requestId, target)
-      const settle = (reply: Buffer | undefined, err: Error | undefined): void => {
-        if (requestId !== null) this.#byRequestId.delete(requestId)
-        if (reply !== undefined) {
-          this.#counts.replies++
-          this.#writer?.write(
-            target.framed
-              ? [target.client, FRAME_EMPTY, OK_STATUS, reply]
-              : [target.client, FRAME_EMPTY, reply],
-          )
-        } else if (target.framed) {
-          this.#counts.replies++
-          this.#writer?.write([target.client, FRAME_EMPTY, ERROR_STATUS, encodeRemoteError(err)])
-        }
-        // A plain client has no error channel: it times out and retries or gives up.
-      }
       const { accepted } = core.submit(body, {
         durable: this.#journal.persistent,
-        waiter: {
-          resolve: (reply) => settle(reply, undefined),
-          reject: (err) => settle(undefined, err),
-        },
+        waiter: this.#waiter(requestId, target),
+        // The request id goes to the journal with the body: a restarted queue can then join the
+        // client's retry to the recovered request instead of running it again.
+        ...(this.#journal.persistent ? { stored: encodeRequestRecord(requestId, body) } : {}),
       })
       // A failed journal write also rejects the waiter (an error reply); nothing else to do here.
       accepted.catch(() => undefined)
     }
+  }
+
+  /**
+   * A Lazy Pirate retry of a request still in flight (answered once, to the newest socket) or of a
+   * recovered request already answered (answered again from the kept reply). False for a new one.
+   */
+  #join(requestId: string, client: Buffer): boolean {
+    const pending = this.#byRequestId.get(requestId)
+    if (pending) {
+      pending.client = Buffer.from(client)
+      this.#counts.joined++
+      return true
+    }
+    const now = performance.now()
+    for (const [id, kept] of this.#recoveredReplies) {
+      if (kept.expires > now) break
+      this.#recoveredReplies.delete(id)
+    }
+    const kept = this.#recoveredReplies.get(requestId)
+    if (!kept) return false
+    this.#counts.joined++
+    this.#counts.replies++
+    this.#writer?.write([client, FRAME_EMPTY, ...kept.frames])
+    return true
+  }
+
+  /** Who waits for a request's reply: its client (the latest socket that asked), if any. */
+  #waiter(requestId: string | null, target: Pending): Waiter {
+    const settle = (frames: Buffer[] | undefined): void => {
+      if (requestId !== null) {
+        this.#byRequestId.delete(requestId)
+        // The client of a recovered request may still be retrying (it may even have asked just
+        // before this reply, from a socket it has given up on): keep the reply for its retry.
+        if (target.recovered && frames)
+          this.#recoveredReplies.set(requestId, {
+            frames,
+            expires: performance.now() + RECOVERED_REPLY_TTL,
+          })
+      }
+      if (!frames || !target.client) return
+      this.#counts.replies++
+      this.#writer?.write([target.client, FRAME_EMPTY, ...frames])
+    }
+    return {
+      resolve: (reply) => settle(target.framed ? [OK_STATUS, reply] : [reply]),
+      // A plain client has no error channel: it times out and retries or gives up.
+      reject: (err) => settle(target.framed ? [ERROR_STATUS, encodeRemoteError(err)] : undefined),
+    }
+  }
+
+  /**
+   * A request read back from the journal at a restart: the body goes to a worker, and a framed
+   * one waits, under its request id, for its client's retry.
+   */
+  #restore(entry: JournalEntry): { payload: Buffer; waiter: Waiter | undefined } {
+    const record = decodeRequestRecord(entry.payload)
+    if (!record) return { payload: entry.payload, waiter: undefined }
+    const { requestId, body } = record
+    if (requestId === undefined || this.#byRequestId.has(requestId))
+      return { payload: body, waiter: undefined } // a plain request: its client cannot be found
+    const target: Pending = { client: undefined, framed: true, recovered: true }
+    this.#byRequestId.set(requestId, target)
+    return { payload: body, waiter: this.#waiter(requestId, target) }
   }
 }

@@ -34,10 +34,18 @@ export const internals = Symbol("zeromq-pirate.internals")
 
 const ACCEPTED = Promise.resolve()
 
+/**
+ * Turns a message read back from the journal (at open, or paged in later) into what goes to the
+ * workers and who waits for its reply: a queue journals its requests with their request ids and
+ * unwraps them here.
+ */
+export type RestoreHook = (entry: JournalEntry) => { payload: Buffer; waiter: Waiter | undefined }
+
 export class Dispatcher extends EventEmitter<DispatcherEvents> {
   readonly #s: DispatcherSettings
   readonly #journal: Journal
   readonly #name: string
+  readonly #restore: RestoreHook | undefined
   #router: Router | undefined
   #writer: SocketWriter | undefined
   #ids = new IdGenerator()
@@ -64,9 +72,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     () => this.emit("drained", {}),
   )
 
-  constructor(name: string, settings: DispatcherSettings, journal: Journal) {
+  constructor(name: string, settings: DispatcherSettings, journal: Journal, restore?: RestoreHook) {
     super()
     this.#name = name
+    this.#restore = restore
     this.#s = settings
     this.#journal = journal
     this.#adm = new Admission(
@@ -216,15 +225,16 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   /**
    * Accepts a message whose place was reserved, journals it when durable (group commit) and makes
-   * it ready; `accepted` resolves once as durable as configured.
+   * it ready; `accepted` resolves once as durable as configured. `stored` is what to journal when
+   * it is not the payload itself (see `RestoreHook`).
    */
   submit(
     payload: Buffer,
-    options: { durable: boolean; waiter?: Waiter },
+    options: { durable: boolean; waiter?: Waiter; stored?: Buffer },
   ): { id: string; accepted: Promise<void> } {
     if (this.#closed) throw closedError(this.#name)
     this.#adm.useReservation()
-    return this.#enter(payload, options.durable, options.waiter)
+    return this.#enter(payload, options.durable, options.waiter, options.stored)
   }
 
   #accept(frame: Buffer): Promise<string> {
@@ -236,6 +246,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     payload: Buffer,
     wantDurable: boolean,
     waiter: Waiter | undefined,
+    stored = payload,
   ): { id: string; accepted: Promise<void> } {
     const id = this.#ids.next()
     // Only a persistent journal keeps pending messages; a memory journal only keeps dead letters.
@@ -258,7 +269,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       this.#makeReady(m)
       return { id, accepted: ACCEPTED }
     }
-    return { id, accepted: this.#journalNew(m, id, payload, m.enqueuedAt) }
+    return { id, accepted: this.#journalNew(m, id, stored, m.enqueuedAt) }
   }
 
   /** A send that waits on disk: journaled, counted as backlog, not kept in memory. */
@@ -384,7 +395,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   #load(e: JournalEntry, now: number): void {
-    const m = fromEntry(e, this.#journal.persistent)
+    const restored = this.#restore?.(e)
+    const m = fromEntry(
+      restored ? { ...e, payload: restored.payload } : e,
+      this.#journal.persistent,
+    )
+    m.waiter = restored?.waiter
     this.#messages.set(m.id, m)
     if (e.notBefore !== undefined && e.notBefore > now) this.#delayed.add(m, e.notBefore)
     else this.#makeReady(m)

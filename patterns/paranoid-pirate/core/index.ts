@@ -1,5 +1,6 @@
 /** The queue core shared by `Sender` and `ParanoidPirateQueue`. */
-export { Dispatcher, internals } from "./dispatcher.js"
+export { Dispatcher, internals, type RestoreHook } from "./dispatcher.js"
+export type { Waiter } from "./message.js"
 export { forward } from "./forward.js"
 export type { DispatcherEvents, DispatcherSettings } from "./types.js"
 export type { DispatcherStats } from "./counters.js"
