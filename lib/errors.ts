@@ -4,6 +4,7 @@
  * - `PIRATE_CLOSED`: the object was closed (or closes) while the call was pending.
  * - `PIRATE_ABORTED`: the caller's `AbortSignal` fired.
  * - `PIRATE_TIMEOUT`: a request got no reply after every try.
+ * - `PIRATE_BUSY`: the server refused the request without running it (too many waiting).
  * - `PIRATE_PROTOCOL`: a peer broke the wire protocol.
  * - `PIRATE_REMOTE`: the remote handler failed; `message` is the remote error message.
  * - `PIRATE_DEAD_LETTER`: a message was dead-lettered after too many attempts (or rejected).
@@ -21,6 +22,7 @@ export type ErrorCode =
   | "PIRATE_CLOSED"
   | "PIRATE_ABORTED"
   | "PIRATE_TIMEOUT"
+  | "PIRATE_BUSY"
   | "PIRATE_PROTOCOL"
   | "PIRATE_REMOTE"
   | "PIRATE_DEAD_LETTER"

@@ -343,18 +343,36 @@ export function decodeReplyStatus(frame: Buffer | undefined): number | null {
   return frame[4] ?? null
 }
 
-export function encodeRemoteError(err: unknown): Buffer {
+/**
+ * The body of an LPX/1 error reply. `code` is for the server's own refusals (e.g. `PIRATE_BUSY`),
+ * never a handler's error: a client maps a code it knows to its own error.
+ */
+export function encodeRemoteError(err: unknown, code?: string): Buffer {
   const e = toError(err)
-  return packMeta({ message: e.message, name: e.name })
+  return packMeta(
+    code === undefined
+      ? { message: e.message, name: e.name }
+      : { message: e.message, name: e.name, code },
+  )
 }
 
-export function decodeRemoteError(frame: Buffer | undefined): { message: string; name?: string } {
+export function decodeRemoteError(frame: Buffer | undefined): {
+  message: string
+  name?: string
+  code?: string
+} {
   try {
     const m = frame ? unpackMeta(frame) : undefined
     if (typeof m === "object" && m !== null) {
       const r = m as Record<string, unknown>
       const message = typeof r["message"] === "string" ? r["message"] : "remote error"
-      return typeof r["name"] === "string" ? { message, name: r["name"] } : { message }
+      const name = r["name"]
+      const code = r["code"]
+      return {
+        message,
+        ...(typeof name === "string" ? { name } : {}),
+        ...(typeof code === "string" ? { code } : {}),
+      }
     }
   } catch {
     /* fall through: an unreadable error body still is an error */

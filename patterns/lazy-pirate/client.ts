@@ -255,6 +255,7 @@ export class LazyPirateClient extends EventEmitter<LazyPirateClientEvents> {
    * @throws TypeError or RangeError (synchronously) for wrong options or a payload the codec refuses.
    * @throws `PIRATE_TIMEOUT` ({@link RequestTimeoutError}) when no try got a reply,
    *   `PIRATE_REMOTE` ({@link RemoteError}) when the server's handler failed,
+   *   `PIRATE_BUSY` when the server refused the request unrun (too many waiting: try later),
    *   `PIRATE_ABORTED` when `signal` fired, `PIRATE_CLOSED` when the client is (or gets) closed,
    *   `PIRATE_DECODE` when the reply cannot be decoded, `PIRATE_PROTOCOL` when a framed request
    *   got a reply that is not LPX/1 (the server is a plain REP server: use `codec: "raw"`).
@@ -463,6 +464,8 @@ export class LazyPirateClient extends EventEmitter<LazyPirateClientEvents> {
     if (status === LPX_OK && reply.length === 2) return this.#codec.decode(reply[1] as Buffer)
     if (status === LPX_ERROR) {
       const remote = decodeRemoteError(reply[1])
+      // The server refused the request without running it: not the handler's failure.
+      if (remote.code === "PIRATE_BUSY") throw new PirateError("PIRATE_BUSY", remote.message)
       throw new RemoteError(remote.message, remote.name)
     }
     throw new PirateError(

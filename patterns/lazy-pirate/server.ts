@@ -16,8 +16,10 @@ import {
   encodeRemoteError,
   encodeReplyStatus,
 } from "../../lib/protocol.js"
+import { Fifo } from "../../lib/fifo.js"
 import {
   assertFunction,
+  assertNonNegativeInt,
   assertPositiveInt,
   describe,
   endpointList,
@@ -56,8 +58,18 @@ export interface LazyPirateServerOptions {
   bind: string
   /** Computes the reply of a request. */
   handler: RequestHandler
-  /** Handlers running at once; further requests wait (unread, in ZeroMQ's queues). @defaultValue 16 */
+  /**
+   * Handlers running at once. The server keeps reading while they run: retries are answered from
+   * the reply cache or joined to their running request, and new requests wait their turn (see
+   * `maxQueued`). @defaultValue 16
+   */
   concurrency?: number
+  /**
+   * New requests waiting for a free handler at most; beyond it a framed request is refused at
+   * once with a `PIRATE_BUSY` error reply (a plain one, which cannot carry an error, is dropped and
+   * times out). Retries that join a waiting or running request do not count. @defaultValue 1000
+   */
+  maxQueued?: number
   /**
    * Remember replies by request id so that a retried request is answered again instead of
    * running the handler twice (and a retry of a request still running joins it). Only for
@@ -89,6 +101,10 @@ export interface LazyPirateServerStats {
   dropped: number
   /** Handlers running now. */
   running: number
+  /** Requests waiting for a free handler now. */
+  queued: number
+  /** New requests refused because `maxQueued` requests were waiting (`PIRATE_BUSY`). */
+  refused: number
 }
 
 /** Events of a {@link LazyPirateServer}. */
@@ -103,6 +119,7 @@ export interface LazyPirateServerEvents {
 
 export const LAZY_PIRATE_SERVER_DEFAULTS = Object.freeze({
   concurrency: 16,
+  maxQueued: 1000,
   replyCache: false,
   maxMessageSize: 16 * 1024 * 1024,
   closeTimeout: 2000,
@@ -117,6 +134,13 @@ export const REPLY_CACHE_DEFAULTS = Object.freeze({
 const CLOSE_LINGER = 100
 const STATUS_OK = encodeReplyStatus(LPX_OK)
 const STATUS_ERROR = encodeReplyStatus(LPX_ERROR)
+
+/** A request waiting for a free handler. */
+interface Queued {
+  envelope: Buffer[]
+  id: string | undefined
+  body: Buffer
+}
 
 type Status = "opening" | "open" | "closing" | "closed"
 
@@ -174,14 +198,17 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
   readonly #bind: string
   readonly #handler: RequestHandler
   readonly #concurrency: number
+  readonly #maxQueued: number
   readonly #codec: Codec
   readonly #maxMessageSize: number
   readonly #curve: CurveServerOptions | undefined
   #unregisterCurve: (() => void) | undefined
   readonly #closeTimeout: number
   readonly #cache: ReplyCache | undefined
-  /** Envelopes waiting for the reply of a request id that is running (only with the cache). */
+  /** Envelopes waiting for the reply of a request id that is running or queued (only with the cache). */
   readonly #joined = new Map<string, Buffer[][]>()
+  /** New requests waiting for a free handler, oldest first. */
+  readonly #queue = new Fifo<Queued>()
   readonly #abort = new AbortController()
 
   #status: Status = "closed"
@@ -191,13 +218,11 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
   #endpoint: string | undefined
   #loop: Promise<void> | undefined
   #running = 0
-  /** Wakes the receive loop when it waits for a free handler slot. */
-  #slotFree: (() => void) | undefined
   /** Wakes close() when everything running has finished and been written. */
   #idle: (() => void) | undefined
   #writing = false
   readonly #outbox: Buffer[][] = []
-  readonly #stats = { requests: 0, replies: 0, errors: 0, cacheHits: 0, dropped: 0 }
+  readonly #stats = { requests: 0, replies: 0, errors: 0, cacheHits: 0, dropped: 0, refused: 0 }
 
   /**
    * Validates the options; does no I/O.
@@ -215,11 +240,13 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
     }
     assertFunction("handler", o.handler)
     assertPositiveInt("concurrency", o.concurrency)
+    assertNonNegativeInt("maxQueued", o.maxQueued)
     assertPositiveInt("maxMessageSize", o.maxMessageSize)
     assertPositiveInt("closeTimeout", o.closeTimeout)
     this.#bind = bind
     this.#handler = o.handler
     this.#concurrency = o.concurrency
+    this.#maxQueued = o.maxQueued
     this.#codec = resolveCodec(o.codec)
     this.#maxMessageSize = o.maxMessageSize
     this.#curve = options.curve === undefined ? undefined : validateCurveServer(options.curve)
@@ -254,7 +281,7 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
 
   /** A snapshot of the counters. */
   stats(): LazyPirateServerStats {
-    return { ...this.#stats, running: this.#running }
+    return { ...this.#stats, running: this.#running, queued: this.#queue.length }
   }
 
   /**
@@ -308,7 +335,8 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
     }
     this.#status = "closing"
     this.#abort.abort(closedError("LazyPirateServer"))
-    this.#wakeLoop()
+    // Requests that never started are dropped: their clients retry, elsewhere if they can.
+    for (const q of this.#queue.drain()) if (q.id !== undefined) this.#joined.delete(q.id)
     if (this.#running > 0 || this.#writing) {
       let timer: NodeJS.Timeout | undefined
       await new Promise<void>((resolve) => {
@@ -329,10 +357,8 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
 
   async #receiveLoop(router: Router): Promise<void> {
     for (;;) {
-      // Requests beyond `concurrency` stay unread: ZeroMQ queues them (and pushes back on peers).
-      if (this.#running >= this.#concurrency && !this.#closing) {
-        await new Promise<void>((resolve) => (this.#slotFree = resolve))
-      }
+      // Always reading, however many handlers run: a retry must reach the reply cache or its
+      // running request, or its client times out although the answer is (or will be) here.
       let msg: Buffer[]
       try {
         msg = await router.receive()
@@ -342,12 +368,6 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
       }
       if (!this.#closing) this.#onMessage(msg)
     }
-  }
-
-  #wakeLoop(): void {
-    const wake = this.#slotFree
-    this.#slotFree = undefined
-    wake?.()
   }
 
   #onMessage(msg: Buffer[]): void {
@@ -380,15 +400,34 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
       }
       const joined = this.#joined.get(id)
       if (joined) {
-        // The first try is still running: answer this retry when it finishes, never run twice.
+        // The first try is running or waiting: answer this retry with it, never run twice.
         this.#stats.cacheHits++
         joined.push(envelope)
         return
       }
-      this.#joined.set(id, [envelope])
     }
+    if (this.#running < this.#concurrency) return this.#start(envelope, id, body)
+    if (this.#queue.length >= this.#maxQueued) return this.#refuse(envelope, id)
+    if (id !== undefined && this.#cache) this.#joined.set(id, [envelope])
+    this.#queue.push({ envelope, id, body })
+  }
+
+  #start(envelope: Buffer[], id: string | undefined, body: Buffer): void {
+    if (id !== undefined && this.#cache && !this.#joined.has(id)) this.#joined.set(id, [envelope])
     this.#running++
     void this.#run(envelope, id, body)
+  }
+
+  /** Too much waiting already: a framed request learns at once that it was not run. */
+  #refuse(envelope: Buffer[], id: string | undefined): void {
+    this.#stats.refused++
+    debug("lazy pirate server: refused request %s: %d waiting", id ?? "(plain)", this.#maxQueued)
+    if (id === undefined) return // no error channel: the client times out
+    const busy = new PirateError(
+      "PIRATE_BUSY",
+      `the server is busy: ${this.#concurrency} requests running and ${this.#maxQueued} waiting; try again later`,
+    )
+    this.#reply(envelope, [STATUS_ERROR, encodeRemoteError(busy, busy.code)])
   }
 
   async #run(envelope: Buffer[], id: string | undefined, body: Buffer): Promise<void> {
@@ -418,7 +457,8 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
     } else if (frames) {
       this.#reply(envelope, frames)
     }
-    this.#wakeLoop()
+    const next = this.#closing ? undefined : this.#queue.shift()
+    if (next) this.#start(next.envelope, next.id, next.body)
     this.#checkIdle()
     if (failed) this.emit("request:error", { id, raw, error })
   }

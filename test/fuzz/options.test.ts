@@ -147,6 +147,7 @@ const rows: Row[] = [
   ["LazyPirateServer", { handler: undefined }, "TypeError", "'handler'"],
   ["LazyPirateServer", { concurrency: 0 }, "RangeError", "'concurrency'"],
   ["LazyPirateServer", { maxMessageSize: 0 }, "RangeError", "'maxMessageSize'"],
+  ["LazyPirateServer", { maxQueued: -1 }, "RangeError", "'maxQueued'"],
   ["LazyPirateServer", { closeTimeout: 0 }, "RangeError", "'closeTimeout'"],
   ["LazyPirateServer", { replyCache: "yes" }, "TypeError", "'replyCache'"],
   ["LazyPirateServer", { replyCache: { size: 0 } }, "RangeError", "'replyCache.size'"],
