@@ -19,6 +19,7 @@ import {
   FRAME_EXTEND,
   FRAME_GOODBYE,
   FRAME_HEARTBEAT,
+  FRAME_STARTED,
   PPP,
   PPX,
   decodeEnvelope,
@@ -180,6 +181,10 @@ class Session {
   ackReplies: Buffer[] = []
   /** Bytes the packed replies of those acks take. */
   ackBytes = 0
+  /** The sender asked to be told when handlers start (STARTED; it has ack deadlines). */
+  reportStarts = false
+  /** Envelopes of the tasks whose handlers started, to go out in one STARTED. */
+  startEnvelopes: Buffer[] = []
   /** Largest packed replies frame the sender takes (see `packLimit()`). */
   packLimit = PACK_BYTES
   /** Closing: we said GOODBYE on this session; the sender's GOODBYE in answer confirms it. */
@@ -465,6 +470,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     s.ackEnvelopes = []
     s.ackReplies = []
     s.ackBytes = 0
+    s.reportStarts = false
+    s.startEnvelopes = []
     s.packLimit = PACK_BYTES
     s.goodbyeSent = false
     s.goodbyeConfirmed = false
@@ -492,6 +499,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
             heartbeatInterval: this.#o.heartbeatInterval,
             liveness: this.#o.liveness,
             maxMessageSize: this.#o.maxMessageSize,
+            started: true as const,
           }
         : undefined
     s.writer.write([encodeReady(hello)])
@@ -609,6 +617,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           return this.#drop(s, `WELCOME for unknown PPX version ${welcome.version}`)
         s.ppx = true
         s.packLimit = packLimit(welcome.maxMessageSize)
+        s.reportStarts = welcome.started === true
         // The session's heartbeat settings are the WELCOME's from now on.
         const { heartbeatInterval, liveness } = welcome
         if (
@@ -678,6 +687,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   #run(job: Job): void {
     this.#running++
+    const s = job.session
+    if (job.ppx && s.reportStarts && s.generation === job.generation) {
+      // The sender's ack deadline for this task runs from now (it may have waited here).
+      s.startEnvelopes.push(job.envelope)
+      this.#scheduleFlush(s)
+    }
     this.#execute(job)
       .catch((err: unknown) => this.emit("error", toError(err)))
       .finally(() => {
@@ -735,10 +750,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     s.ackReplies.push(reply)
     s.ackBytes += 4 + reply.length
     if (s.ackReplies.length >= this.#o.maxBatch) this.#flushAcks(s)
-    else if (!s.ackScheduled) {
-      s.ackScheduled = true
-      setImmediate(() => this.#flushAcks(s))
-    }
+    else this.#scheduleFlush(s)
+  }
+
+  /** Sends what is pending (STARTED, ACKS) at the end of this turn of the event loop. */
+  #scheduleFlush(s: Session): void {
+    if (s.ackScheduled) return
+    s.ackScheduled = true
+    setImmediate(() => this.#flushAcks(s))
   }
 
   async #run_(payload: unknown, ctx: JobContext): Promise<Buffer> {
@@ -779,6 +798,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   #flushAcks(s: Session): void {
     s.ackScheduled = false
+    if (s.startEnvelopes.length > 0) {
+      // Before the acks: a task's STARTED always reaches the sender ahead of its answer.
+      s.writer?.write([FRAME_STARTED, packEnvelopes(s.startEnvelopes)])
+      s.startEnvelopes = []
+      s.liveness.sent()
+    }
     if (s.ackReplies.length === 0) return
     const frames = [FRAME_ACKS, packEnvelopes(s.ackEnvelopes), packBodies(s.ackReplies)]
     s.ackEnvelopes = []

@@ -105,6 +105,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       delayed: this.#delayed,
       write: (frames) => this.#writer?.write(frames),
       makeReadyFront: (list) => this.#makeReadyFront(list),
+      withdraw: (m) => this.#withdraw(m),
       finish: (m) => this.#finish(m),
       scheduleDispatch: () => this.#scheduleDispatch(),
       emit,
@@ -347,12 +348,17 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     if (!m) return
     m.waiter = undefined
     if (m.state !== "ready" && m.state !== "delayed") return
+    this.#withdraw(m)
+    this.#finish(m)
+    if (m.durable) this.#lanes.remove(m.id)
+  }
+
+  /** Takes a ready or delayed message out of its queue. */
+  #withdraw(m: Message): void {
     if (m.state === "ready") {
       m.state = "done"
       this.#ready.discard()
-    } else this.#delayed.delete(m)
-    this.#finish(m)
-    if (m.durable) this.#lanes.remove(m.id)
+    } else if (m.state === "delayed") this.#delayed.delete(m)
   }
 
   // ------------------------------------------------------------------------------------------

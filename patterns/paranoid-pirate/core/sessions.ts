@@ -40,6 +40,8 @@ export interface SessionsHost {
   write(frames: Buffer[]): void
   /** Back to the ready queue, ahead of new messages. */
   makeReadyFront(list: Message[]): void
+  /** Takes a message out of the ready or delay queue (a late ack settled it). */
+  withdraw(m: Message): void
   /** The message left the window. */
   finish(m: Message): void
   scheduleDispatch(): void
@@ -90,6 +92,7 @@ export class Sessions implements InboundHandler {
     // A second READY from the same connection: take the new settings, keep what it holds.
     if (hello) {
       this.#h.workers.update(existing, hello)
+      this.#setStarts(existing, hello)
       if (hello.heartbeatInterval < this.#tickFor) this.#armTick(hello.heartbeatInterval)
       this.#welcome(existing)
     }
@@ -123,14 +126,15 @@ export class Sessions implements InboundHandler {
     // has acked what it holds.
     if (!w.goodbye && w.protocol === "ppx") this.#h.write([routingId, FRAME_GOODBYE])
     w.goodbye = true
-    if (w.inflight.size === 0) this.#depart(w)
+    if (holds(w) === 0) this.#depart(w)
   }
 
   ack(key: string, envelope: Buffer, body: Buffer): void {
     const w = this.#h.workers.get(key)
-    const m = this.#claim(w, key, envelope)
+    const m = this.#claim(w, key, envelope, true)
     if (!m || !w) return
-    this.#release(w, m)
+    if (m.state === "inflight") this.#release(w, m)
+    else this.#h.withdraw(m) // a late ack, taken: nobody else has had the message since
     const n = this.#h.counters
     n.acked++
     n.latency.record(performance.now() - m.t0)
@@ -142,7 +146,7 @@ export class Sessions implements InboundHandler {
 
   nack(key: string, envelope: Buffer, info: NackInfo): void {
     const w = this.#h.workers.get(key)
-    const m = this.#claim(w, key, envelope)
+    const m = this.#claim(w, key, envelope, false)
     if (!m || !w) return
     this.#release(w, m)
     this.#h.counters.nacked++
@@ -150,11 +154,25 @@ export class Sessions implements InboundHandler {
   }
 
   extend(key: string, envelope: Buffer): void {
+    const m = this.#timed(key, envelope, "EXTEND")
+    if (m) m.deadline = performance.now() + this.#h.settings.ackTimeout
+  }
+
+  started(key: string, envelope: Buffer): void {
+    const m = this.#timed(key, envelope, "STARTED")
+    // The deadline runs from the start of the handler; an EXTEND that came first stands.
+    if (m && m.deadline === undefined) m.deadline = performance.now() + this.#h.settings.ackTimeout
+  }
+
+  /** The in-flight message an EXTEND or STARTED names, when the queue has ack deadlines. */
+  #timed(key: string, envelope: Buffer, what: string): Message | undefined {
     const env = decodeEnvelope(envelope)
-    if (!env) return this.drop("extend with an envelope that is not ours", key)
+    if (!env) {
+      this.drop(`${what} with an envelope that is not ours`, key)
+      return undefined
+    }
     const m = this.#h.workers.get(key)?.inflight.get(env.id)
-    if (m && m.attempt === env.attempt && this.#h.settings.ackTimeout > 0)
-      m.deadline = performance.now() + this.#h.settings.ackTimeout
+    return m && m.attempt === env.attempt && this.#h.settings.ackTimeout > 0 ? m : undefined
   }
 
   drop(reason: string, key?: string): void {
@@ -192,6 +210,9 @@ export class Sessions implements InboundHandler {
   #sendBatch(w: WorkerPeer, batch: Message[]): void {
     const now = performance.now()
     const ppx = w.protocol === "ppx"
+    const { ackTimeout } = this.#h.settings
+    // A worker that reports starts may hold a task behind a busy handler: its deadline waits.
+    const deadline = ackTimeout > 0 && !w.starts ? now + ackTimeout : undefined
     const bodies: Buffer[] = []
     for (const m of batch) {
       m.attempt++
@@ -199,7 +220,7 @@ export class Sessions implements InboundHandler {
       m.state = "inflight"
       m.worker = w
       m.sentAt = now
-      if (this.#h.settings.ackTimeout > 0) m.deadline = now + this.#h.settings.ackTimeout
+      m.deadline = deadline
       w.inflight.set(m.id, m)
       if (ppx) bodies.push(m.payload)
       else this.#h.write([w.routingId, encodeEnvelope(m.id, m.attempt), FRAME_EMPTY, m.payload])
@@ -214,6 +235,7 @@ export class Sessions implements InboundHandler {
   #register(routingId: Buffer, key: string, hello: Hello): void {
     const s = this.#h.settings
     const w = this.#h.workers.add(routingId, key, hello, s)
+    this.#setStarts(w, hello)
     if (w.liveness.heartbeatInterval < this.#tickFor) this.#armTick(w.liveness.heartbeatInterval)
     if (hello) this.#welcome(w)
     debug("%s: worker %s ready (%s, credit %d)", this.#h.name, key, w.protocol, w.credit)
@@ -229,41 +251,75 @@ export class Sessions implements InboundHandler {
         heartbeatInterval: w.liveness.heartbeatInterval,
         liveness: w.liveness.liveness,
         maxMessageSize: this.#h.settings.maxMessageSize,
+        started: w.starts || undefined,
       }),
     ])
     w.liveness.sent()
   }
 
+  /**
+   * Ack deadlines run from the start of the handler when the worker can say when that is (it
+   * announced `started`) and there are deadlines at all; else from the dispatch.
+   */
+  #setStarts(w: WorkerPeer, hello: Hello): void {
+    const starts = hello?.started === true && this.#h.settings.ackTimeout > 0
+    if (w.starts && !starts) {
+      // No STARTED will come any more: what is waiting for one is timed from now.
+      const deadline = performance.now() + this.#h.settings.ackTimeout
+      for (const m of w.inflight.values()) m.deadline ??= deadline
+    }
+    w.starts = starts
+  }
+
   // ------------------------------------------------------------------------------------------
   // outcomes
 
-  /** Finds the in-flight message an ack names; `undefined` (counted) for a stale or foreign one. */
-  #claim(w: WorkerPeer | undefined, key: string, envFrame: Buffer): Message | undefined {
+  /**
+   * Finds the in-flight message an ack names; `undefined` (counted) for a stale or foreign one.
+   * The answer for an attempt whose deadline had passed frees that worker's slot; with `late`
+   * (an ack) it returns the message when nobody else has had it since (it waits, ready).
+   */
+  #claim(
+    w: WorkerPeer | undefined,
+    key: string,
+    envFrame: Buffer,
+    late: boolean,
+  ): Message | undefined {
     const env = decodeEnvelope(envFrame)
     if (!env) {
       this.drop("reply with an envelope that is not ours", key)
       return undefined
     }
     const m = w?.inflight.get(env.id)
-    if (!m || m.attempt !== env.attempt || m.state !== "inflight") {
-      this.#h.counters.staleAcks++
-      debug(
-        "%s: stale ack for %s attempt %d from %s",
-        this.#h.name,
-        env.id,
-        env.attempt,
-        w ? key : `${key} (not a registered worker)`,
-      )
-      return undefined
+    if (m && m.attempt === env.attempt && m.state === "inflight") return m
+    const slot = overdueKey(env.id, env.attempt)
+    const o = w?.overdue.get(slot)
+    if (w && o) {
+      w.overdue.delete(slot)
+      this.#freed(w)
+      if (late && o.attempt === env.attempt && o.state === "ready") return o
     }
-    return m
+    this.#h.counters.staleAcks++
+    debug(
+      "%s: stale ack for %s attempt %d from %s",
+      this.#h.name,
+      env.id,
+      env.attempt,
+      w ? key : `${key} (not a registered worker)`,
+    )
+    return undefined
   }
 
   #release(w: WorkerPeer, m: Message): void {
     w.inflight.delete(m.id)
     m.worker = undefined
     m.deadline = undefined
-    if (w.goodbye && w.inflight.size === 0) this.#depart(w)
+    this.#freed(w)
+  }
+
+  /** A slot of the worker is free again. */
+  #freed(w: WorkerPeer): void {
+    if (w.goodbye && holds(w) === 0) this.#depart(w)
     else this.#h.scheduleDispatch()
   }
 
@@ -377,7 +433,12 @@ export class Sessions implements InboundHandler {
         this.lose(w, `no ack within ${ackTimeout} ms`)
         continue
       }
-      for (const m of expired) this.#release(w, m)
+      // Its handler may still run: the message goes back to the queue, but keeps its slot here
+      // until the worker answers for that attempt (a late ack is taken if nobody else has it).
+      for (const m of expired) {
+        w.inflight.delete(m.id)
+        w.overdue.set(overdueKey(m.id, m.attempt), m)
+      }
       this.#requeue(expired, `no ack within ${ackTimeout} ms`)
     }
   }
@@ -401,4 +462,14 @@ export class Sessions implements InboundHandler {
     this.#h.workers.delete(w)
     this.#h.workers.forget(w.key, "departed")
   }
+}
+
+/** The key of an attempt in `WorkerPeer.overdue`: the same message may be overdue twice there. */
+function overdueKey(id: string, attempt: number): string {
+  return `${attempt}:${id}`
+}
+
+/** Messages a worker holds: in flight, and overdue ones its handlers still run. */
+function holds(w: WorkerPeer): number {
+  return w.inflight.size + w.overdue.size
 }

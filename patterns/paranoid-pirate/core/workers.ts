@@ -60,6 +60,8 @@ export class WorkerRegistry {
       credit: hello ? hello.credit : 1,
       packLimit: packLimit(hello?.maxMessageSize),
       inflight: new Map(),
+      overdue: new Map(),
+      starts: false,
       liveness: new Liveness({
         heartbeatInterval: hello?.heartbeatInterval ?? defaults.heartbeatInterval,
         liveness: hello?.liveness ?? defaults.liveness,
@@ -99,7 +101,7 @@ export class WorkerRegistry {
     for (let i = 0; i < n; i++) {
       const at = (this.#next + i) % n
       const w = this.#ring[at] as WorkerPeer
-      const free = w.goodbye ? 0 : w.credit - w.inflight.size
+      const free = w.goodbye ? 0 : w.credit - w.inflight.size - w.overdue.size
       if (free > 0) {
         this.#next = (at + 1) % n
         return { worker: w, free }
