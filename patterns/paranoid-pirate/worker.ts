@@ -3,7 +3,7 @@ import { Dealer } from "zeromq"
 import { Backoff, validateBackoff, type BackoffOptions } from "../../lib/backoff.js"
 import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
 import { debug } from "../../lib/debug.js"
-import { PirateError, errorMessage, toError } from "../../lib/errors.js"
+import { PirateError, errorMessage, toError, tooLargeError } from "../../lib/errors.js"
 import { DedupeStore, type DedupeOptions } from "../../lib/journal/dedupe.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import {
@@ -187,6 +187,8 @@ class Session {
   startEnvelopes: Buffer[] = []
   /** Largest packed replies frame the sender takes (see `packLimit()`). */
   packLimit = PACK_BYTES
+  /** The largest frame the sender takes (its WELCOME's `maxMessageSize`). */
+  senderMax = Infinity
   /** Closing: we said GOODBYE on this session; the sender's GOODBYE in answer confirms it. */
   goodbyeSent = false
   goodbyeConfirmed = false
@@ -473,6 +475,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     s.reportStarts = false
     s.startEnvelopes = []
     s.packLimit = PACK_BYTES
+    s.senderMax = Infinity
     s.goodbyeSent = false
     s.goodbyeConfirmed = false
     s.plainJobs = 0
@@ -617,6 +620,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           return this.#drop(s, `WELCOME for unknown PPX version ${welcome.version}`)
         s.ppx = true
         s.packLimit = packLimit(welcome.maxMessageSize)
+        s.senderMax = welcome.maxMessageSize ?? Infinity
         s.reportStarts = welcome.started === true
         // The session's heartbeat settings are the WELCOME's from now on.
         const { heartbeatInterval, liveness } = welcome
@@ -729,10 +733,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     try {
       reply = await this.#complete(job, payload, ctx)
     } catch (err) {
-      this.#stats.nacked++
-      const error = toError(err)
-      this.emit("job:failed", { id: job.id, attempt: job.attempt, error })
-      this.#nack(job, errorMessage(err), false)
+      this.#failed(job, toError(err), errorMessage(err))
+      return
+    }
+    if (job.ppx && reply.length + 4 > s.senderMax) {
+      // Sent, it would make the sender's socket drop the connection and with it everything else
+      // in flight here: a nack of this message alone instead.
+      const error = tooLargeError("the reply for the sender", reply.length, s.senderMax)
+      this.#failed(job, error, `${error.code}: ${error.message}`)
       return
     }
     if (s.generation !== job.generation) {
@@ -758,6 +766,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (s.ackScheduled) return
     s.ackScheduled = true
     setImmediate(() => this.#flushAcks(s))
+  }
+
+  /** The handler failed (or its reply cannot be sent): nack. */
+  #failed(job: Job, error: Error, reason: string): void {
+    this.#stats.nacked++
+    this.emit("job:failed", { id: job.id, attempt: job.attempt, error })
+    this.#nack(job, reason, false)
   }
 
   async #run_(payload: unknown, ctx: JobContext): Promise<Buffer> {

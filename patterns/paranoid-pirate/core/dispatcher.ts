@@ -8,7 +8,13 @@
 import { EventEmitter } from "node:events"
 import type { Router } from "zeromq"
 import { debug } from "../../../lib/debug.js"
-import { PirateError, closedError, errorMessage, toError } from "../../../lib/errors.js"
+import {
+  PirateError,
+  closedError,
+  errorMessage,
+  toError,
+  tooLargeError,
+} from "../../../lib/errors.js"
 import { IdGenerator } from "../../../lib/journal/ids.js"
 import type { Journal, JournalEntry } from "../../../lib/journal/types.js"
 import type { Metric } from "../../../lib/metrics.js"
@@ -199,7 +205,19 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   /** A durable send: resolves with its id once as durable as configured (see `Admission`). */
   send(frame: Buffer, signal?: AbortSignal): Promise<string> {
+    const tooLarge = this.tooLarge(frame)
+    if (tooLarge) return Promise.reject(tooLarge)
     return this.#adm.send(frame, signal)
+  }
+
+  /**
+   * `PIRATE_TOO_LARGE` for a payload larger than this side's own `maxMessageSize` allows (its
+   * workers' limits match it by default): such a message is refused before it is journaled.
+   */
+  tooLarge(frame: Buffer): PirateError | undefined {
+    const max = this.#s.maxMessageSize
+    if (frame.length + 4 <= max) return undefined
+    return tooLargeError(`a payload for this ${this.#name}`, frame.length, max)
   }
 
   /**

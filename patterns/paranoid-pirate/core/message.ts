@@ -39,6 +39,8 @@ export interface WorkerPeer {
   credit: number
   /** Largest packed bodies frame to send it (see `packLimit()`). */
   packLimit: number
+  /** The largest frame it takes (its announced `maxMessageSize`; Infinity when unknown). */
+  maxMessageSize: number
   inflight: Map<string, Message>
   /**
    * Messages whose ack deadline passed while this (live, PPX) worker still ran them: given back

@@ -183,26 +183,44 @@ export class Sessions implements InboundHandler {
   // ------------------------------------------------------------------------------------------
   // dispatch
 
-  /** Hands ready messages to workers with free credit, in turn, in batches. */
+  /**
+   * Hands ready messages to workers with free credit, in turn, in batches. A message larger than
+   * a worker takes (its announced `maxMessageSize`) is never sent to it, where libzmq would drop
+   * the connection and everything else in flight on it: it stays ready for a worker that takes
+   * it.
+   */
   dispatch(ready: ReadyQueue): void {
-    while (ready.size > 0) {
+    const { maxBatch } = this.#h.settings
+    // Turns in a row that sent nothing: one per worker means nothing ready fits a free worker.
+    for (let idle = 0; ready.size > 0 && idle < this.#h.workers.size;) {
       const next = this.#h.workers.nextFree()
       if (!next) return
       const { worker: w, free } = next
-      const n = Math.min(free, this.#h.settings.maxBatch)
+      const n = Math.min(free, maxBatch)
       const batch: Message[] = []
+      const skipped: Message[] = [] // too large for this worker; looked at no more than a batch
       let bytes = 0
-      while (batch.length < n) {
+      while (batch.length < n && skipped.length < maxBatch) {
         const m = ready.take()
         if (!m) break
-        bytes += 4 + m.payload.length
-        if (bytes > w.packLimit && batch.length > 0) {
+        const size = 4 + m.payload.length
+        if (size > w.maxMessageSize) {
+          skipped.push(m)
+          continue
+        }
+        if (bytes + size > w.packLimit && batch.length > 0) {
           ready.putBack(m) // still ready: first of the next batch
           break
         }
+        bytes += size
         batch.push(m)
       }
-      if (batch.length === 0) return
+      for (let i = skipped.length - 1; i >= 0; i--) ready.putBack(skipped[i] as Message)
+      if (batch.length === 0) {
+        idle++
+        continue
+      }
+      idle = 0
       this.#sendBatch(w, batch)
     }
   }

@@ -59,6 +59,7 @@ export class WorkerRegistry {
       protocol: hello ? "ppx" : "ppp",
       credit: hello ? hello.credit : 1,
       packLimit: packLimit(hello?.maxMessageSize),
+      maxMessageSize: hello?.maxMessageSize ?? Infinity,
       inflight: new Map(),
       overdue: new Map(),
       starts: false,
@@ -78,6 +79,7 @@ export class WorkerRegistry {
     w.protocol = "ppx"
     w.credit = hello.credit
     w.packLimit = packLimit(hello.maxMessageSize)
+    w.maxMessageSize = hello.maxMessageSize ?? Infinity
     w.liveness = new Liveness({
       heartbeatInterval: hello.heartbeatInterval,
       liveness: hello.liveness,
