@@ -45,6 +45,7 @@ import {
 import { SocketWriter } from "../../lib/writer.js"
 import {
   applyCurveClient,
+  handshakeRefusal,
   validateCurveClient,
   type CurveClientOptions,
 } from "../../lib/security.js"
@@ -516,6 +517,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Follows the socket's connection state: liveness counts only while connected. */
   async #watch(s: Session, socket: Dealer, generation: number): Promise<void> {
     const events = socket.events
+    // Set when the security handshake failed: the disconnect that follows says why.
+    let refused: string | undefined
     try {
       while (!events.closed) {
         const event = await events.receive()
@@ -525,8 +528,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
           s.liveness.seen()
         } else if (event.type === "disconnect") {
           s.connected = false
-          this.#lost(s, "disconnected")
+          this.#lost(s, refused ?? "disconnected")
           return
+        } else {
+          refused = handshakeRefusal(event, this.#curve !== undefined) ?? refused
+          if (refused) debug("worker: %s: %s", s.endpoint, refused)
         }
       }
     } catch {

@@ -19,7 +19,7 @@ import { IdGenerator } from "../../../lib/journal/ids.js"
 import type { Journal, JournalEntry } from "../../../lib/journal/types.js"
 import type { Metric } from "../../../lib/metrics.js"
 import { FRAME_GOODBYE } from "../../../lib/protocol.js"
-import { applyCurveServer } from "../../../lib/security.js"
+import { applyCurveServer, watchRefusals } from "../../../lib/security.js"
 import { SocketWriter, bindRetrying } from "../../../lib/writer.js"
 import { Admission } from "./admission.js"
 import { Counters, statsMetrics, type DispatcherStats } from "./counters.js"
@@ -138,8 +138,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       }
       router = workerRouter(this.#s)
       const r = router
-      if (this.#s.curve)
-        this.#unregisterCurve = await applyCurveServer(r, this.#s.curve, () => this.#n.denied++)
+      if (this.#s.curve) {
+        this.#unregisterCurve = await applyCurveServer(r, this.#s.curve)
+        // Every refused handshake, the ZAP handler's denials included, is reported here once.
+        void watchRefusals(r, () => this.#n.denied++)
+      }
       await bindRetrying(router, bind)
       this.#router = router
       this.#endpoint = router.lastEndpoint ?? bind
