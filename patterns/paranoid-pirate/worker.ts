@@ -124,7 +124,7 @@ export const WORKER_DEFAULTS = Object.freeze({
 export interface WorkerStats {
   /** Messages received. */
   received: number
-  /** Messages acked (handler returned). */
+  /** Messages acked (handler returned) on a session that was still current. */
   acked: number
   /** Messages nacked (handler threw) or rejected (payload could not be decoded). */
   nacked: number
@@ -566,11 +566,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   #onTick(): void {
     for (const s of this.#sessions) {
-      if (!s.writer) continue
-      if (s.connected && s.liveness.expired()) {
-        this.#lost(s, `no heartbeat for ${Math.round(s.liveness.silence())} ms`)
-        continue
-      }
+      if (!s.writer || this.#expired(s)) continue
       if (!s.connected) s.liveness.seen() // not connected yet: the sender may not exist yet
       // In plain PPP a worker is silent while busy: a heartbeat tells the queue it is idle again.
       if (!s.ppx && s.plainJobs > 0) continue
@@ -590,18 +586,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
         if (socket.closed || (err as { code?: string }).code === "EAGAIN") return
         throw err
       }
-      if (s.generation !== generation) return
-      if (s.connected && s.liveness.expired()) {
-        // Silent for longer than the expiry (this process was frozen, or the network was cut):
-        // the sender has given up on this session, whatever is still queued on the socket.
-        this.#lost(s, `no heartbeat for ${Math.round(s.liveness.silence())} ms`)
-        return
-      }
+      if (s.generation !== generation || this.#expired(s)) return
       s.connected = true
       s.liveness.seen()
       s.backoff.reset()
       this.#onMessage(s, msg)
     }
+  }
+
+  /**
+   * True, with the session lost, when the sender has been silent for longer than the expiry while
+   * connected (this process was frozen, or the network was cut): the sender has given up on the
+   * session, whatever is still queued on the socket, and would take no answer sent on it.
+   */
+  #expired(s: Session): boolean {
+    if (!s.connected || !s.liveness.expired()) return false
+    this.#lost(s, `no heartbeat for ${Math.round(s.liveness.silence())} ms`)
+    return true
   }
 
   #onMessage(s: Session, msg: Buffer[]): void {
@@ -749,7 +750,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.#failed(job, error, `${error.code}: ${error.message}`)
       return
     }
-    if (s.generation !== job.generation) {
+    // A job that ends as this process wakes from a freeze must not count an ack nobody takes.
+    if (this.#expired(s) || s.generation !== job.generation) {
       this.#stats.discarded++
       return
     }
@@ -836,7 +838,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   #nack(job: Job, error: string, reject: boolean): void {
     const s = job.session
-    if (s.generation !== job.generation) {
+    if (this.#expired(s) || s.generation !== job.generation) {
       this.#stats.discarded++
       return
     }
