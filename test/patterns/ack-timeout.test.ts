@@ -5,24 +5,15 @@
  */
 import { once } from "node:events"
 import { describe, expect, it } from "vitest"
-import type { Sender } from "../../patterns/index.js"
-import { openSender, openWorker } from "../helpers/paranoid.js"
+import { openSender, openWorker, watchEvents } from "../helpers/paranoid.js"
 
 const signal = (ms = 8000): { signal: AbortSignal } => ({ signal: AbortSignal.timeout(ms) })
-
-/** Every `message:dead` and `message:requeued` event, by message id. */
-function watch(sender: Sender): { dead: string[]; requeued: string[] } {
-  const seen = { dead: [] as string[], requeued: [] as string[] }
-  sender.on("message:dead", (e) => seen.dead.push(e.id))
-  sender.on("message:requeued", (e) => seen.requeued.push(e.id))
-  return seen
-}
 
 describe("ackTimeout", () => {
   for (const prefetch of [1, 10]) {
     it(`a slow job does not make fast ones late (concurrency 1, prefetch ${prefetch})`, async () => {
       const sender = await openSender({ ackTimeout: 500, retryBackoff: { initial: 10, max: 10 } })
-      const seen = watch(sender)
+      const seen = watchEvents(sender)
       const runs = new Map<string, number[]>()
       await openWorker(sender.endpoint, {
         concurrency: 1,
@@ -48,7 +39,7 @@ describe("ackTimeout", () => {
 
   it("gives a slot whose deadline passed no new work while its handler runs; another worker takes the message", async () => {
     const sender = await openSender({ ackTimeout: 200 })
-    const seen = watch(sender)
+    const seen = watchEvents(sender)
     let release = (): void => undefined
     const hung = new Promise<void>((r) => (release = r))
     const first: string[] = []

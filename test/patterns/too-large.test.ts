@@ -5,19 +5,10 @@
  */
 import { once } from "node:events"
 import { describe, expect, it } from "vitest"
-import type { Sender } from "../../patterns/index.js"
-import { openSender, openWorker } from "../helpers/paranoid.js"
+import { openSender, openWorker, watchEvents } from "../helpers/paranoid.js"
 
 const MiB = 1024 * 1024
 const signal = (ms = 8000): { signal: AbortSignal } => ({ signal: AbortSignal.timeout(ms) })
-
-/** Every `message:requeued` and `worker:lost` event. */
-function watch(sender: Sender): { requeued: string[]; lost: string[] } {
-  const seen = { requeued: [] as string[], lost: [] as string[] }
-  sender.on("message:requeued", (e) => seen.requeued.push(e.id))
-  sender.on("worker:lost", (e) => seen.lost.push(e.reason))
-  return seen
-}
 
 describe("oversized messages", () => {
   it("send() and request() of 20 MiB, over the default 16 MiB limit, reject at once with PIRATE_TOO_LARGE", async () => {
@@ -41,7 +32,7 @@ describe("oversized messages", () => {
       maxAttempts: 2,
       retryBackoff: { initial: 1, max: 1 },
     })
-    const seen = watch(sender)
+    const seen = watchEvents(sender)
     let release = (): void => undefined
     const gate = new Promise<void>((r) => (release = r))
     let bigRuns = 0
@@ -73,13 +64,14 @@ describe("oversized messages", () => {
     expect(err.message).toMatch(/PIRATE_TOO_LARGE.*17825792 bytes/)
     expect(bigRuns).toBe(2) // once per attempt
     expect(smallAttempts).toEqual([1])
-    expect(seen).toEqual({ requeued: [], lost: [] })
+    expect(seen).toMatchObject({ requeued: [], lost: [] })
+    expect(seen.dead).toHaveLength(1)
     expect(sender.stats()).toMatchObject({ acked: 1, dead: 1, workersLost: 0 })
   })
 
   it("never hands a worker a message over its maxMessageSize: it waits for a worker that takes it", async () => {
     const sender = await openSender({ codec: "raw" })
-    const seen = watch(sender)
+    const seen = watchEvents(sender)
     const small: string[] = []
     await openWorker(sender.endpoint, {
       codec: "raw",
@@ -105,6 +97,6 @@ describe("oversized messages", () => {
     })
     await sender.drained(signal())
     expect(big).toEqual([100 * 1024])
-    expect(seen).toEqual({ requeued: [], lost: [] })
+    expect(seen).toEqual({ dead: [], requeued: [], lost: [] })
   })
 })
