@@ -17,6 +17,8 @@
  * - `PIRATE_NOT_OPEN`: the object must be opened first.
  * - `PIRATE_NOT_FOUND`: no such journal or message.
  * - `PIRATE_DECODE`: a payload could not be decoded.
+ * - `PIRATE_TOO_LARGE`: a message (or a reply) is larger than its receiver takes
+ *   (`maxMessageSize`); the message says its size and the limit.
  */
 export type ErrorCode =
   | "PIRATE_CLOSED"
@@ -33,6 +35,7 @@ export type ErrorCode =
   | "PIRATE_NOT_OPEN"
   | "PIRATE_NOT_FOUND"
   | "PIRATE_DECODE"
+  | "PIRATE_TOO_LARGE"
 
 /** Every operational failure of this library is a `PirateError` with a stable {@link ErrorCode}. */
 export class PirateError extends Error {
@@ -97,6 +100,18 @@ export class DeadLetterError extends PirateError {
     this.id = id
     this.attempts = attempts
   }
+}
+
+/**
+ * Error for a payload or reply of `size` bytes that does not fit in a frame of a receiver whose
+ * `maxMessageSize` is `maxMessageSize`: a packed frame puts 4 bytes of length before each one.
+ * `what` names it and its receiver, e.g. "a payload for this sender".
+ */
+export function tooLargeError(what: string, size: number, maxMessageSize: number): PirateError {
+  return new PirateError(
+    "PIRATE_TOO_LARGE",
+    `${what} of ${size} bytes is too large: the limit is ${maxMessageSize - 4} bytes (maxMessageSize ${maxMessageSize}, less 4 bytes of framing)`,
+  )
 }
 
 /** Error for a call on a closed object. */

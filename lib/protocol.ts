@@ -14,6 +14,8 @@
  *   NACK     w→s  [0x13, envelope, msgpack{error, reject?, delay?}]
  *   EXTEND   w→s  [0x14, envelope, …]          (the job is still running: renew its ack deadline)
  *   GOODBYE  both [0x15]                        (closing: send me nothing new)
+ *   STARTED  w→s  [0x16, envelopes]             (these tasks' handlers started; only when both
+ *                                               said `started: true` in READY and WELCOME)
  */
 import { packMeta, unpackMeta } from "./codec.js"
 import { PirateError, toError } from "./errors.js"
@@ -29,6 +31,7 @@ export const PPX = Object.freeze({
   NACK: 0x13,
   EXTEND: 0x14,
   GOODBYE: 0x15,
+  STARTED: 0x16,
 } as const)
 
 const PPX_MAGIC = Buffer.from("PPX")
@@ -42,6 +45,7 @@ export const FRAME_ACKS = Buffer.from([PPX.ACKS])
 export const FRAME_NACK = Buffer.from([PPX.NACK])
 export const FRAME_EXTEND = Buffer.from([PPX.EXTEND])
 export const FRAME_GOODBYE = Buffer.from([PPX.GOODBYE])
+export const FRAME_STARTED = Buffer.from([PPX.STARTED])
 
 /** What an extension worker announces in its READY frame. */
 export interface Hello {
@@ -50,6 +54,8 @@ export interface Hello {
   liveness: number
   /** The largest frame the worker takes (its `maxMessageSize`); no limit when absent. */
   maxMessageSize?: number | undefined
+  /** The worker can tell when a task's handler starts (STARTED), if the queue asks. */
+  started?: true | undefined
 }
 
 /** What the sender answers. */
@@ -65,6 +71,8 @@ export interface Welcome {
    * messages keys them on this and the message id.
    */
   sender?: string | undefined
+  /** Send STARTED when a task's handler starts (the queue has ack deadlines). */
+  started?: true | undefined
 }
 
 /** Largest `maxMessageSize` a READY or WELCOME may announce: 2^53 − 1. */
@@ -125,6 +133,7 @@ export function decodeReady(frame: Buffer): Hello | null {
   const hello: Hello = { credit, heartbeatInterval, liveness }
   const maxMessageSize = announcedSize(m, "READY")
   if (maxMessageSize !== undefined) hello.maxMessageSize = maxMessageSize
+  if (m["started"] === true) hello.started = true
   return hello
 }
 
@@ -168,6 +177,7 @@ export function decodeWelcome(frame: Buffer | undefined): Welcome {
       throw new PirateError("PIRATE_PROTOCOL", "WELCOME announces an invalid sender id")
     welcome.sender = sender
   }
+  if (m["started"] === true) welcome.started = true
   return welcome
 }
 

@@ -3,7 +3,7 @@
  * client public keys enforced by a ZAP handler (RFC 27/ZAP).
  */
 import { randomUUID } from "node:crypto"
-import { Router, curveKeyPair, type Socket } from "zeromq"
+import { Router, curveKeyPair, type Event, type Socket } from "zeromq"
 import { debug } from "./debug.js"
 import { describe } from "./validate.js"
 
@@ -79,12 +79,11 @@ export function applyCurveClient(socket: Socket, curve: CurveClientOptions): voi
 /**
  * Makes a binding socket a CURVE server. With an allow list, registers it with this process's
  * ZAP handler under a domain of its own. Call before `bind()`; call the returned function when
- * the socket closes. `onDenied` is called for each refused handshake.
+ * the socket closes. {@link watchRefusals} reports refused handshakes.
  */
 export async function applyCurveServer(
   socket: Socket,
   curve: CurveServerOptions,
-  onDenied?: (publicKey: string) => void,
 ): Promise<() => void> {
   socket.curveServer = true
   socket.curveSecretKey = curve.secretKey
@@ -92,7 +91,53 @@ export async function applyCurveServer(
   if (!curve.allow) return () => undefined
   const domain = `pirate-${randomUUID()}`
   socket.zapDomain = domain
-  return zap.register(domain, new Set(curve.allow), onDenied)
+  return zap.register(domain, new Set(curve.allow))
+}
+
+/**
+ * Calls `onRefused` for each connection whose security handshake this binding socket refused:
+ * a peer without CURVE or with another mechanism, a CURVE peer that does not know the server's
+ * key (its HELLO does not decrypt), a key the ZAP handler denied. libzmq reports each through
+ * the socket's monitor; a peer that merely hangs up during the handshake is not counted. Runs
+ * until the socket closes.
+ */
+export async function watchRefusals(
+  socket: Socket,
+  onRefused: (event: Event) => void,
+): Promise<void> {
+  const events = socket.events
+  try {
+    while (!events.closed) {
+      const event = await events.receive()
+      if (event.type === "handshake:error:protocol" || event.type === "handshake:error:auth")
+        onRefused(event)
+    }
+  } catch {
+    /* the socket was closed */
+  }
+}
+
+/**
+ * Why a connecting socket's security handshake failed, in words for its user, from the socket's
+ * monitor event; `undefined` for any other event. `curve`: this side uses CURVE.
+ */
+export function handshakeRefusal(event: Event, curve: boolean): string | undefined {
+  const by = "refused by the sender's CURVE policy"
+  if (event.type === "handshake:error:auth") {
+    const status = event.error.status
+    return `${by} (ZAP status ${status}${status === 400 ? ": this public key is not allowed" : ""})`
+  }
+  if (event.type === "handshake:error:protocol") {
+    if (event.error.code !== "ERR_ZMTP_MECHANISM_MISMATCH")
+      return `${by}: the CURVE handshake failed (${event.error.code})`
+    return curve
+      ? "the handshake failed: the sender does not use CURVE"
+      : `${by}: it requires CURVE (set the 'curve' option)`
+  }
+  // A CURVE server that cannot read our HELLO (a wrong server key) just hangs up.
+  if (event.type === "handshake:error:other" && curve)
+    return `${by}, or a wrong serverKey: the sender closed the connection during the CURVE handshake`
+  return undefined
 }
 
 /**
@@ -101,10 +146,7 @@ export async function applyCurveServer(
  * that are not ours) are allowed, so the handler never changes how other sockets authenticate.
  */
 class ZapHandler {
-  readonly #domains = new Map<
-    string,
-    { allow: Set<string>; onDenied: ((key: string) => void) | undefined }
-  >()
+  readonly #domains = new Map<string, Set<string>>()
   #router: Router | undefined
   #starting: Promise<void> | undefined
 
@@ -113,12 +155,8 @@ class ZapHandler {
     return this.#domains.size
   }
 
-  async register(
-    domain: string,
-    allow: Set<string>,
-    onDenied?: (key: string) => void,
-  ): Promise<() => void> {
-    this.#domains.set(domain, { allow, onDenied })
+  async register(domain: string, allow: Set<string>): Promise<() => void> {
+    this.#domains.set(domain, allow)
     await (this.#starting ??= this.#start())
     return () => {
       this.#domains.delete(domain)
@@ -151,16 +189,13 @@ class ZapHandler {
       const [id, , version, requestId, domainFrame, address, , mechanism, credential] = msg
       if (!id || !requestId) continue
       const domain = domainFrame?.toString() ?? ""
-      const entry = this.#domains.get(domain)
+      const allow = this.#domains.get(domain)
       let allowed = true
       let key = ""
-      if (entry) {
+      if (allow) {
         key = credential && credential.length === 32 ? z85(credential) : ""
-        allowed = mechanism?.toString() === "CURVE" && entry.allow.has(key)
-        if (!allowed) {
-          debug("zap: denied %s from %s", key || "(no key)", address?.toString() ?? "?")
-          entry.onDenied?.(key)
-        }
+        allowed = mechanism?.toString() === "CURVE" && allow.has(key)
+        if (!allowed) debug("zap: denied %s from %s", key || "(no key)", address?.toString() ?? "?")
       }
       const reply = [
         id,

@@ -132,8 +132,9 @@ export class Sender extends EventEmitter<SenderEvents> {
    * the window): see `stats().waiting` and the `backpressure` event.
    * @returns the message id, once the message is as durable as `durability` says.
    * @throws PirateError `PIRATE_CLOSED`, `PIRATE_ABORTED`, `PIRATE_JOURNAL_FULL` (disk full: the
-   *   message was not kept; retry once space is freed), `PIRATE_JOURNAL_IO`; TypeError when the
-   *   codec cannot encode the payload.
+   *   message was not kept; retry once space is freed), `PIRATE_JOURNAL_IO`, `PIRATE_TOO_LARGE`
+   *   (the encoded payload is over `maxMessageSize` less 4 bytes); TypeError when the codec
+   *   cannot encode the payload.
    */
   send(payload: unknown, options: SendOptions = {}): Promise<string> {
     let frame: Buffer
@@ -151,11 +152,14 @@ export class Sender extends EventEmitter<SenderEvents> {
    * Sends a message and resolves with the worker's reply. Requests are kept in memory only (their
    * caller would not survive a restart either) and wait for room in the window; they are still
    * redelivered if a worker is lost. `timeout` covers the whole wait, for room and for the reply.
-   * @throws PirateError `PIRATE_TIMEOUT`, `PIRATE_ABORTED`, `PIRATE_CLOSED`, `PIRATE_DEAD_LETTER`, `PIRATE_DECODE`
+   * @throws PirateError `PIRATE_TIMEOUT`, `PIRATE_ABORTED`, `PIRATE_CLOSED`, `PIRATE_DEAD_LETTER`,
+   *   `PIRATE_DECODE`, `PIRATE_TOO_LARGE`
    */
   async request(payload: unknown, options: RequestToWorkerOptions = {}): Promise<unknown> {
     const core = this.#open()
     const frame = this.#codec.encode(payload)
+    const tooLarge = core.tooLarge(frame)
+    if (tooLarge) throw tooLarge
     const { signal, timeout } = options
     if (timeout !== undefined) assertPositiveInt("timeout", timeout)
     if (signal?.aborted) throw abortedError(signal)

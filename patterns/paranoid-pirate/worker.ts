@@ -3,7 +3,7 @@ import { Dealer } from "zeromq"
 import { Backoff, validateBackoff, type BackoffOptions } from "../../lib/backoff.js"
 import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
 import { debug } from "../../lib/debug.js"
-import { PirateError, errorMessage, toError } from "../../lib/errors.js"
+import { PirateError, errorMessage, toError, tooLargeError } from "../../lib/errors.js"
 import { DedupeStore, type DedupeOptions } from "../../lib/journal/dedupe.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import {
@@ -19,6 +19,7 @@ import {
   FRAME_EXTEND,
   FRAME_GOODBYE,
   FRAME_HEARTBEAT,
+  FRAME_STARTED,
   PPP,
   PPX,
   decodeEnvelope,
@@ -44,6 +45,7 @@ import {
 import { SocketWriter } from "../../lib/writer.js"
 import {
   applyCurveClient,
+  handshakeRefusal,
   validateCurveClient,
   type CurveClientOptions,
 } from "../../lib/security.js"
@@ -122,7 +124,7 @@ export const WORKER_DEFAULTS = Object.freeze({
 export interface WorkerStats {
   /** Messages received. */
   received: number
-  /** Messages acked (handler returned). */
+  /** Messages acked (handler returned) on a session that was still current. */
   acked: number
   /** Messages nacked (handler threw) or rejected (payload could not be decoded). */
   nacked: number
@@ -182,8 +184,14 @@ class Session {
   ackReplies: Buffer[] = []
   /** Bytes the packed replies of those acks take. */
   ackBytes = 0
+  /** The sender asked to be told when handlers start (STARTED; it has ack deadlines). */
+  reportStarts = false
+  /** Envelopes of the tasks whose handlers started, to go out in one STARTED. */
+  startEnvelopes: Buffer[] = []
   /** Largest packed replies frame the sender takes (see `packLimit()`). */
   packLimit = PACK_BYTES
+  /** The largest frame the sender takes (its WELCOME's `maxMessageSize`). */
+  senderMax = Infinity
   /** Closing: we said GOODBYE on this session; the sender's GOODBYE in answer confirms it. */
   goodbyeSent = false
   goodbyeConfirmed = false
@@ -468,7 +476,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     s.ackEnvelopes = []
     s.ackReplies = []
     s.ackBytes = 0
+    s.reportStarts = false
+    s.startEnvelopes = []
     s.packLimit = PACK_BYTES
+    s.senderMax = Infinity
     s.goodbyeSent = false
     s.goodbyeConfirmed = false
     s.plainJobs = 0
@@ -495,6 +506,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
             heartbeatInterval: this.#o.heartbeatInterval,
             liveness: this.#o.liveness,
             maxMessageSize: this.#o.maxMessageSize,
+            started: true as const,
           }
         : undefined
     s.writer.write([encodeReady(hello)])
@@ -508,6 +520,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Follows the socket's connection state: liveness counts only while connected. */
   async #watch(s: Session, socket: Dealer, generation: number): Promise<void> {
     const events = socket.events
+    // Set when the security handshake failed: the disconnect that follows says why.
+    let refused: string | undefined
     try {
       while (!events.closed) {
         const event = await events.receive()
@@ -517,8 +531,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
           s.liveness.seen()
         } else if (event.type === "disconnect") {
           s.connected = false
-          this.#lost(s, "disconnected")
+          this.#lost(s, refused ?? "disconnected")
           return
+        } else {
+          refused = handshakeRefusal(event, this.#curve !== undefined) ?? refused
+          if (refused) debug("worker: %s: %s", s.endpoint, refused)
         }
       }
     } catch {
@@ -552,11 +569,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   #onTick(): void {
     for (const s of this.#sessions) {
-      if (!s.writer) continue
-      if (s.connected && s.liveness.expired()) {
-        this.#lost(s, `no heartbeat for ${Math.round(s.liveness.silence())} ms`)
-        continue
-      }
+      if (!s.writer || this.#expired(s)) continue
       if (!s.connected) s.liveness.seen() // not connected yet: the sender may not exist yet
       // In plain PPP a worker is silent while busy: a heartbeat tells the queue it is idle again.
       if (!s.ppx && s.plainJobs > 0) continue
@@ -576,18 +589,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
         if (socket.closed || (err as { code?: string }).code === "EAGAIN") return
         throw err
       }
-      if (s.generation !== generation) return
-      if (s.connected && s.liveness.expired()) {
-        // Silent for longer than the expiry (this process was frozen, or the network was cut):
-        // the sender has given up on this session, whatever is still queued on the socket.
-        this.#lost(s, `no heartbeat for ${Math.round(s.liveness.silence())} ms`)
-        return
-      }
+      if (s.generation !== generation || this.#expired(s)) return
       s.connected = true
       s.liveness.seen()
       s.backoff.reset()
       this.#onMessage(s, msg)
     }
+  }
+
+  /**
+   * True, with the session lost, when the sender has been silent for longer than the expiry while
+   * connected (this process was frozen, or the network was cut): the sender has given up on the
+   * session, whatever is still queued on the socket, and would take no answer sent on it.
+   */
+  #expired(s: Session): boolean {
+    if (!s.connected || !s.liveness.expired()) return false
+    this.#lost(s, `no heartbeat for ${Math.round(s.liveness.silence())} ms`)
+    return true
   }
 
   #onMessage(s: Session, msg: Buffer[]): void {
@@ -613,6 +631,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
         s.ppx = true
         s.sender = welcome.sender
         s.packLimit = packLimit(welcome.maxMessageSize)
+        s.senderMax = welcome.maxMessageSize ?? Infinity
+        s.reportStarts = welcome.started === true
         // The session's heartbeat settings are the WELCOME's from now on.
         const { heartbeatInterval, liveness } = welcome
         if (
@@ -682,6 +702,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   #run(job: Job): void {
     this.#running++
+    const s = job.session
+    if (job.ppx && s.reportStarts && s.generation === job.generation) {
+      // The sender's ack deadline for this task runs from now (it may have waited here).
+      s.startEnvelopes.push(job.envelope)
+      this.#scheduleFlush(s)
+    }
     this.#execute(job)
       .catch((err: unknown) => this.emit("error", toError(err)))
       .finally(() => {
@@ -718,13 +744,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
     try {
       reply = await this.#complete(job, payload, ctx)
     } catch (err) {
-      this.#stats.nacked++
-      const error = toError(err)
-      this.emit("job:failed", { id: job.id, attempt: job.attempt, error })
-      this.#nack(job, errorMessage(err), false)
+      this.#failed(job, toError(err), errorMessage(err))
       return
     }
-    if (s.generation !== job.generation) {
+    if (job.ppx && reply.length + 4 > s.senderMax) {
+      // Sent, it would make the sender's socket drop the connection and with it everything else
+      // in flight here: a nack of this message alone instead.
+      const error = tooLargeError("the reply for the sender", reply.length, s.senderMax)
+      this.#failed(job, error, `${error.code}: ${error.message}`)
+      return
+    }
+    // A job that ends as this process wakes from a freeze must not count an ack nobody takes.
+    if (this.#expired(s) || s.generation !== job.generation) {
       this.#stats.discarded++
       return
     }
@@ -739,10 +770,21 @@ export class Worker extends EventEmitter<WorkerEvents> {
     s.ackReplies.push(reply)
     s.ackBytes += 4 + reply.length
     if (s.ackReplies.length >= this.#o.maxBatch) this.#flushAcks(s)
-    else if (!s.ackScheduled) {
-      s.ackScheduled = true
-      setImmediate(() => this.#flushAcks(s))
-    }
+    else this.#scheduleFlush(s)
+  }
+
+  /** Sends what is pending (STARTED, ACKS) at the end of this turn of the event loop. */
+  #scheduleFlush(s: Session): void {
+    if (s.ackScheduled) return
+    s.ackScheduled = true
+    setImmediate(() => this.#flushAcks(s))
+  }
+
+  /** The handler failed (or its reply cannot be sent): nack. */
+  #failed(job: Job, error: Error, reason: string): void {
+    this.#stats.nacked++
+    this.emit("job:failed", { id: job.id, attempt: job.attempt, error })
+    this.#nack(job, reason, false)
   }
 
   async #run_(payload: unknown, ctx: JobContext): Promise<Buffer> {
@@ -787,6 +829,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   #flushAcks(s: Session): void {
     s.ackScheduled = false
+    if (s.startEnvelopes.length > 0) {
+      // Before the acks: a task's STARTED always reaches the sender ahead of its answer.
+      s.writer?.write([FRAME_STARTED, packEnvelopes(s.startEnvelopes)])
+      s.startEnvelopes = []
+      s.liveness.sent()
+    }
     if (s.ackReplies.length === 0) return
     const frames = [FRAME_ACKS, packEnvelopes(s.ackEnvelopes), packBodies(s.ackReplies)]
     s.ackEnvelopes = []
@@ -798,7 +846,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   #nack(job: Job, error: string, reject: boolean): void {
     const s = job.session
-    if (s.generation !== job.generation) {
+    if (this.#expired(s) || s.generation !== job.generation) {
       this.#stats.discarded++
       return
     }

@@ -29,6 +29,19 @@ export async function openWorker(
   return worker
 }
 
+/** The ids (or reasons) of the sender's `message:dead`, `message:requeued` and `worker:lost` events. */
+export function watchEvents(sender: Sender): {
+  dead: string[]
+  requeued: string[]
+  lost: string[]
+} {
+  const seen = { dead: [] as string[], requeued: [] as string[], lost: [] as string[] }
+  sender.on("message:dead", (e) => seen.dead.push(e.id))
+  sender.on("message:requeued", (e) => seen.requeued.push(e.id))
+  sender.on("worker:lost", (e) => seen.lost.push(e.reason))
+  return seen
+}
+
 /** Resolves when `predicate` holds, polling each `interval` ms; rejects after `timeout` ms. */
 export async function until(
   predicate: () => boolean,

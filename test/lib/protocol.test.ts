@@ -48,7 +48,7 @@ describe("PPP commands", () => {
   })
 
   it("PPX command bytes do not collide with PPP's", () => {
-    const bytes = [PPX.WELCOME, PPX.TASKS, PPX.ACKS, PPX.NACK, PPX.EXTEND, PPX.GOODBYE]
+    const bytes = [PPX.WELCOME, PPX.TASKS, PPX.ACKS, PPX.NACK, PPX.EXTEND, PPX.GOODBYE, PPX.STARTED]
     expect(new Set([...bytes, PPP.READY, PPP.HEARTBEAT]).size).toBe(bytes.length + 2)
   })
 })
@@ -74,6 +74,17 @@ describe("READY", () => {
     const without = encodeReady({ ...hello, maxMessageSize: undefined })
     expect(decodeReady(without)).toEqual({ credit: 8, heartbeatInterval: 1000, liveness: 3 })
     expect(without.includes(Buffer.from("maxMessageSize"))).toBe(false)
+  })
+
+  it("may say the worker can report starts (started: true); any other value reads as absent", () => {
+    const hello = { credit: 8, heartbeatInterval: 1000, liveness: 3 }
+    expect(decodeReady(encodeReady({ ...hello, started: true }))).toEqual({
+      ...hello,
+      started: true,
+    })
+    const ppx = Buffer.from([0x01, 0x50, 0x50, 0x58, 0x01])
+    for (const started of [false, 1, "yes"])
+      expect(decodeReady(Buffer.concat([ppx, packMeta({ ...hello, started })]))).toEqual(hello)
   })
 
   it("rejects damaged READY frames with PIRATE_PROTOCOL", () => {
@@ -110,6 +121,8 @@ describe("WELCOME", () => {
     expect(decodeWelcome(encodeWelcome(limited)[1])).toEqual(limited)
     const named = { ...welcome, sender: "0123456789abcdef0123456789abcdef" }
     expect(decodeWelcome(encodeWelcome(named)[1])).toEqual(named)
+    const timed = { ...welcome, started: true as const }
+    expect(decodeWelcome(encodeWelcome(timed)[1])).toEqual(timed)
   })
 
   it("packLimit: PACK_BYTES, or the peer's maxMessageSize when that is smaller", () => {

@@ -1,3 +1,4 @@
+import { once } from "node:events"
 import { describe, expect, it } from "vitest"
 import { generateKeyPair } from "../../lib/security.js"
 import { LazyPirateClient, LazyPirateServer, Sender, Worker } from "../../patterns/index.js"
@@ -48,6 +49,33 @@ describe("CURVE security", () => {
     expect(got).toHaveLength(20)
     expect(plainGot).toEqual([])
     expect(plain.stats().received).toBe(0)
+  })
+
+  it("counts plaintext, wrong-server-key and unlisted attempts in denied; the refused worker says why", async () => {
+    const server = generateKeyPair()
+    const allowed = generateKeyPair()
+    const sender = await openSender({ curve: { ...server, allow: [allowed.publicKey] } })
+    const cases = [
+      { curve: undefined, reason: /refused by the sender's CURVE policy: it requires CURVE/ },
+      {
+        curve: { ...allowed, serverKey: generateKeyPair().publicKey },
+        reason: /refused by the sender's CURVE policy, or a wrong serverKey/,
+      },
+      {
+        curve: { ...generateKeyPair(), serverKey: server.publicKey },
+        reason:
+          /refused by the sender's CURVE policy \(ZAP status 400: this public key is not allowed\)/,
+      },
+    ]
+    for (const { curve, reason } of cases) {
+      const before = sender.stats().denied
+      const w = await openWorker(sender.endpoint, { ...(curve ? { curve } : {}), handler: () => 1 })
+      const [lost] = (await once(w, "sender:lost", signal())) as [{ reason: string }]
+      expect(lost.reason).toMatch(reason)
+      await until(() => sender.stats().denied > before, 5000, "a denied handshake")
+      await w.close()
+    }
+    expect(sender.stats().workers).toBe(0)
   })
 
   it("keeps payloads unreadable on the wire (and they are readable without CURVE)", async () => {

@@ -266,6 +266,8 @@ describe("our Sender with a Python PPX/1 worker written from docs/protocol.md", 
     // The rest waits for the next worker.
     const next = ppxWorker(sender.endpoint, "--credit", "4")
     await sender.drained({ signal: AbortSignal.timeout(5000) })
+    // Its acks may reach the sender before its stdout line reaches the test.
+    await vi.waitFor(() => expect(tasksOf(next)).toHaveLength(4), { timeout: 5000 })
     expect(tasksOf(next).map((t) => [t.id, t.attempt])).toEqual(ids.slice(4).map((id) => [id, 1]))
     expect(sender.stats()).toMatchObject({ acked: 8, redelivered: 0, workersLost: 0 })
     // Its disconnect after GOODBYE did not count as a loss, nor did it come back as a plain worker.

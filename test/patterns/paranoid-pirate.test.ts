@@ -1,7 +1,7 @@
 import { getEventListeners, once } from "node:events"
 import { describe, expect, it, onTestFinished } from "vitest"
 import { Dealer, Router } from "zeromq"
-import { Sender, Worker } from "../../patterns/index.js"
+import { Sender, Worker, type WorkerStats } from "../../patterns/index.js"
 import {
   PACK_BYTES,
   PPX,
@@ -16,9 +16,19 @@ import {
   unpackEnvelopes,
 } from "../../lib/protocol.js"
 import { openSender, openWorker, until } from "../helpers/paranoid.js"
-import { forkFixture } from "../helpers/processes.js"
+import { forkFixture, type Child } from "../helpers/processes.js"
 
 const signal = (ms = 8000): { signal: AbortSignal } => ({ signal: AbortSignal.timeout(ms) })
+
+/** The stats of the worker in a `pp-worker.ts` child. */
+async function childStats(child: Child): Promise<WorkerStats> {
+  const asked = child.messages.length
+  child.process.send({ type: "stats" })
+  const answer = await child.waitFor(
+    (m) => m["type"] === "stats" && child.messages.indexOf(m) >= asked,
+  )
+  return answer["stats"] as WorkerStats
+}
 
 describe("Sender and Worker", () => {
   it("delivers every message once to connected workers and drains", async () => {
@@ -581,7 +591,7 @@ describe("failures of workers and senders", () => {
     expect(event.reason).toMatch(/no heartbeat/)
     expect(detectedAfter).toBeGreaterThanOrEqual(150)
     const done: string[] = []
-    await openWorker(sender.endpoint, {
+    const other = await openWorker(sender.endpoint, {
       concurrency: 3,
       handler: (_p, ctx) => void done.push(ctx.id),
     })
@@ -600,7 +610,28 @@ describe("failures of workers and senders", () => {
     await until(() => back.length > 0, 5000, "the stopped worker back")
     expect(back.map((e) => e.protocol)).toEqual(["ppx"])
     expect(await sender.request("after")).toBe(undefined)
-    expect(sender.stats().acked).toBe(4)
+    expect(sender.stats()).toMatchObject({ acked: 4, staleAcks: 0 })
+    // Its three results came too late: thrown away, not counted as acked.
+    const stats = await childStats(child)
+    expect(stats.acked + other.stats().acked).toBe(4)
+    expect(stats.discarded).toBe(3)
+  })
+
+  it("a worker frozen past its liveness counts no ack that the sender would not take", async () => {
+    const sender = await openSender()
+    const child = forkFixture("pp-worker.ts", [
+      sender.endpoint,
+      JSON.stringify({ freeze: 800, heartbeatInterval: 100, liveness: 3, reconnectInitial: 50 }),
+    ])
+    await child.waitFor((m) => m["type"] === "ready")
+    const lost = once(sender, "worker:lost", signal())
+    await sender.send("freeze") // its first attempt blocks the child's event loop for 800 ms
+    const [event] = (await lost) as [{ reason: string }]
+    expect(event.reason).toMatch(/no heartbeat/)
+    // It wakes up, finds its session expired, reconnects and runs the second attempt.
+    await sender.drained(signal())
+    expect(sender.stats()).toMatchObject({ acked: 1, redelivered: 1, staleAcks: 0 })
+    expect(await childStats(child)).toMatchObject({ acked: 1, discarded: 1 })
   })
 
   it("follows the heartbeat interval a worker announces, even when shorter than the sender's", async () => {

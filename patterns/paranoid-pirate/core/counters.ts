@@ -33,7 +33,10 @@ export interface DispatcherStats {
   workers: number
   /** Workers lost (heartbeat expired, disconnected, unreachable) since open. */
   workersLost: number
-  /** Connections refused by the CURVE allow list, since open. */
+  /**
+   * Connection attempts refused by the CURVE policy since open: keys not on the allow list,
+   * peers without CURVE, peers with a wrong server key.
+   */
   denied: number
   /** Time from acceptance to ack of acked messages (ms), since open. */
   latency: LatencySummary
@@ -108,7 +111,7 @@ export function statsMetrics(prefix: string, s: DispatcherStats): Metric[] {
     c("stale_acks", "Acks ignored because their attempt was no longer in flight.", s.staleAcks),
     c("dropped", "Malformed or unexpected frames dropped.", s.dropped),
     c("workers_lost", "Workers lost.", s.workersLost),
-    c("denied", "Connections refused by the CURVE allow list.", s.denied),
+    c("denied", "Connection attempts refused by the CURVE policy.", s.denied),
     {
       name: `${prefix}_ack_latency_seconds`,
       help: "Time from acceptance to ack.",

@@ -8,13 +8,19 @@
 import { EventEmitter } from "node:events"
 import type { Router } from "zeromq"
 import { debug } from "../../../lib/debug.js"
-import { PirateError, closedError, errorMessage, toError } from "../../../lib/errors.js"
+import {
+  PirateError,
+  closedError,
+  errorMessage,
+  toError,
+  tooLargeError,
+} from "../../../lib/errors.js"
 import { IdGenerator } from "../../../lib/journal/ids.js"
 import { journalSenderId } from "../../../lib/journal/sender-id.js"
 import type { Journal, JournalEntry } from "../../../lib/journal/types.js"
 import type { Metric } from "../../../lib/metrics.js"
 import { FRAME_GOODBYE } from "../../../lib/protocol.js"
-import { applyCurveServer } from "../../../lib/security.js"
+import { applyCurveServer, watchRefusals } from "../../../lib/security.js"
 import { SocketWriter, bindRetrying } from "../../../lib/writer.js"
 import { Admission } from "./admission.js"
 import { Counters, statsMetrics, type DispatcherStats } from "./counters.js"
@@ -118,6 +124,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       senderId: () => this.#senderId,
       write: (frames) => this.#writer?.write(frames),
       makeReadyFront: (list) => this.#makeReadyFront(list),
+      withdraw: (m) => this.#withdraw(m),
       finish: (m) => this.#finish(m),
       scheduleDispatch: () => this.#scheduleDispatch(),
       emit,
@@ -145,8 +152,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       }
       router = workerRouter(this.#s)
       const r = router
-      if (this.#s.curve)
-        this.#unregisterCurve = await applyCurveServer(r, this.#s.curve, () => this.#n.denied++)
+      if (this.#s.curve) {
+        this.#unregisterCurve = await applyCurveServer(r, this.#s.curve)
+        // Every refused handshake, the ZAP handler's denials included, is reported here once.
+        void watchRefusals(r, () => this.#n.denied++)
+      }
       await bindRetrying(router, bind)
       this.#router = router
       this.#endpoint = router.lastEndpoint ?? bind
@@ -212,7 +222,19 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   /** A durable send: resolves with its id once as durable as configured (see `Admission`). */
   send(frame: Buffer, signal?: AbortSignal): Promise<string> {
+    const tooLarge = this.tooLarge(frame)
+    if (tooLarge) return Promise.reject(tooLarge)
     return this.#adm.send(frame, signal)
+  }
+
+  /**
+   * `PIRATE_TOO_LARGE` for a payload larger than this side's own `maxMessageSize` allows (its
+   * workers' limits match it by default): such a message is refused before it is journaled.
+   */
+  tooLarge(frame: Buffer): PirateError | undefined {
+    const max = this.#s.maxMessageSize
+    if (frame.length + 4 <= max) return undefined
+    return tooLargeError(`a payload for this ${this.#name}`, frame.length, max)
   }
 
   /**
@@ -363,12 +385,17 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     if (!m) return
     m.waiter = undefined
     if (m.state !== "ready" && m.state !== "delayed") return
+    this.#withdraw(m)
+    this.#finish(m)
+    if (m.durable) this.#lanes.remove(m.id)
+  }
+
+  /** Takes a ready or delayed message out of its queue. */
+  #withdraw(m: Message): void {
     if (m.state === "ready") {
       m.state = "done"
       this.#ready.discard()
-    } else this.#delayed.delete(m)
-    this.#finish(m)
-    if (m.durable) this.#lanes.remove(m.id)
+    } else if (m.state === "delayed") this.#delayed.delete(m)
   }
 
   // ------------------------------------------------------------------------------------------

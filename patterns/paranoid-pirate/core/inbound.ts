@@ -24,6 +24,8 @@ export interface InboundHandler {
   ack(key: string, envelope: Buffer, body: Buffer): void
   nack(key: string, envelope: Buffer, info: NackInfo): void
   extend(key: string, envelope: Buffer): void
+  /** STARTED: the handler of the task this envelope names started. */
+  started(key: string, envelope: Buffer): void
   drop(reason: string, key?: string): void
 }
 
@@ -92,6 +94,13 @@ export function dispatchInbound(msg: Buffer[], h: InboundHandler): void {
         return h.drop(errorMessage(err), key)
       }
       return h.nack(key, msg[2] as Buffer, info)
+    }
+    if (cmd === PPX.STARTED && msg.length === 3) {
+      // [0x16, envelopes]
+      const envelopes = unpackEnvelopes(msg[2])
+      if (!envelopes) return h.drop("STARTED whose envelopes do not split", key)
+      for (const envelope of envelopes) h.started(key, envelope)
+      return
     }
     if (cmd === PPX.EXTEND && msg.length >= 3) {
       for (let i = 2; i < msg.length; i++) h.extend(key, msg[i] as Buffer)

@@ -39,7 +39,18 @@ export interface WorkerPeer {
   credit: number
   /** Largest packed bodies frame to send it (see `packLimit()`). */
   packLimit: number
+  /** The largest frame it takes (its announced `maxMessageSize`; Infinity when unknown). */
+  maxMessageSize: number
   inflight: Map<string, Message>
+  /**
+   * Messages whose ack deadline passed while this (live, PPX) worker still ran them: given back
+   * to the ready queue, they keep their slot here (counted against the credit) until the worker
+   * answers for that attempt, so that a busy handler slot is handed no new work. Keyed by
+   * attempt and id.
+   */
+  overdue: Map<string, Message>
+  /** It reports when handlers start (STARTED): ack deadlines run from then, not from dispatch. */
+  starts: boolean
   liveness: Liveness
   goodbye: boolean
 }

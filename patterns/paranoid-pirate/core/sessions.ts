@@ -42,6 +42,8 @@ export interface SessionsHost {
   write(frames: Buffer[]): void
   /** Back to the ready queue, ahead of new messages. */
   makeReadyFront(list: Message[]): void
+  /** Takes a message out of the ready or delay queue (a late ack settled it). */
+  withdraw(m: Message): void
   /** The message left the window. */
   finish(m: Message): void
   scheduleDispatch(): void
@@ -92,6 +94,7 @@ export class Sessions implements InboundHandler {
     // A second READY from the same connection: take the new settings, keep what it holds.
     if (hello) {
       this.#h.workers.update(existing, hello)
+      this.#setStarts(existing, hello)
       if (hello.heartbeatInterval < this.#tickFor) this.#armTick(hello.heartbeatInterval)
       this.#welcome(existing)
     }
@@ -125,14 +128,15 @@ export class Sessions implements InboundHandler {
     // has acked what it holds.
     if (!w.goodbye && w.protocol === "ppx") this.#h.write([routingId, FRAME_GOODBYE])
     w.goodbye = true
-    if (w.inflight.size === 0) this.#depart(w)
+    if (holds(w) === 0) this.#depart(w)
   }
 
   ack(key: string, envelope: Buffer, body: Buffer): void {
     const w = this.#h.workers.get(key)
-    const m = this.#claim(w, key, envelope)
+    const m = this.#claim(w, key, envelope, true)
     if (!m || !w) return
-    this.#release(w, m)
+    if (m.state === "inflight") this.#release(w, m)
+    else this.#h.withdraw(m) // a late ack, taken: nobody else has had the message since
     const n = this.#h.counters
     n.acked++
     n.latency.record(performance.now() - m.t0)
@@ -144,7 +148,7 @@ export class Sessions implements InboundHandler {
 
   nack(key: string, envelope: Buffer, info: NackInfo): void {
     const w = this.#h.workers.get(key)
-    const m = this.#claim(w, key, envelope)
+    const m = this.#claim(w, key, envelope, false)
     if (!m || !w) return
     this.#release(w, m)
     this.#h.counters.nacked++
@@ -152,11 +156,25 @@ export class Sessions implements InboundHandler {
   }
 
   extend(key: string, envelope: Buffer): void {
+    const m = this.#timed(key, envelope, "EXTEND")
+    if (m) m.deadline = performance.now() + this.#h.settings.ackTimeout
+  }
+
+  started(key: string, envelope: Buffer): void {
+    const m = this.#timed(key, envelope, "STARTED")
+    // The deadline runs from the start of the handler; an EXTEND that came first stands.
+    if (m && m.deadline === undefined) m.deadline = performance.now() + this.#h.settings.ackTimeout
+  }
+
+  /** The in-flight message an EXTEND or STARTED names, when the queue has ack deadlines. */
+  #timed(key: string, envelope: Buffer, what: string): Message | undefined {
     const env = decodeEnvelope(envelope)
-    if (!env) return this.drop("extend with an envelope that is not ours", key)
+    if (!env) {
+      this.drop(`${what} with an envelope that is not ours`, key)
+      return undefined
+    }
     const m = this.#h.workers.get(key)?.inflight.get(env.id)
-    if (m && m.attempt === env.attempt && this.#h.settings.ackTimeout > 0)
-      m.deadline = performance.now() + this.#h.settings.ackTimeout
+    return m && m.attempt === env.attempt && this.#h.settings.ackTimeout > 0 ? m : undefined
   }
 
   drop(reason: string, key?: string): void {
@@ -167,26 +185,44 @@ export class Sessions implements InboundHandler {
   // ------------------------------------------------------------------------------------------
   // dispatch
 
-  /** Hands ready messages to workers with free credit, in turn, in batches. */
+  /**
+   * Hands ready messages to workers with free credit, in turn, in batches. A message larger than
+   * a worker takes (its announced `maxMessageSize`) is never sent to it, where libzmq would drop
+   * the connection and everything else in flight on it: it stays ready for a worker that takes
+   * it.
+   */
   dispatch(ready: ReadyQueue): void {
-    while (ready.size > 0) {
+    const { maxBatch } = this.#h.settings
+    // Turns in a row that sent nothing: one per worker means nothing ready fits a free worker.
+    for (let idle = 0; ready.size > 0 && idle < this.#h.workers.size;) {
       const next = this.#h.workers.nextFree()
       if (!next) return
       const { worker: w, free } = next
-      const n = Math.min(free, this.#h.settings.maxBatch)
+      const n = Math.min(free, maxBatch)
       const batch: Message[] = []
+      const skipped: Message[] = [] // too large for this worker; looked at no more than a batch
       let bytes = 0
-      while (batch.length < n) {
+      while (batch.length < n && skipped.length < maxBatch) {
         const m = ready.take()
         if (!m) break
-        bytes += 4 + m.payload.length
-        if (bytes > w.packLimit && batch.length > 0) {
+        const size = 4 + m.payload.length
+        if (size > w.maxMessageSize) {
+          skipped.push(m)
+          continue
+        }
+        if (bytes + size > w.packLimit && batch.length > 0) {
           ready.putBack(m) // still ready: first of the next batch
           break
         }
+        bytes += size
         batch.push(m)
       }
-      if (batch.length === 0) return
+      for (let i = skipped.length - 1; i >= 0; i--) ready.putBack(skipped[i] as Message)
+      if (batch.length === 0) {
+        idle++
+        continue
+      }
+      idle = 0
       this.#sendBatch(w, batch)
     }
   }
@@ -194,6 +230,9 @@ export class Sessions implements InboundHandler {
   #sendBatch(w: WorkerPeer, batch: Message[]): void {
     const now = performance.now()
     const ppx = w.protocol === "ppx"
+    const { ackTimeout } = this.#h.settings
+    // A worker that reports starts may hold a task behind a busy handler: its deadline waits.
+    const deadline = ackTimeout > 0 && !w.starts ? now + ackTimeout : undefined
     const bodies: Buffer[] = []
     for (const m of batch) {
       m.attempt++
@@ -201,7 +240,7 @@ export class Sessions implements InboundHandler {
       m.state = "inflight"
       m.worker = w
       m.sentAt = now
-      if (this.#h.settings.ackTimeout > 0) m.deadline = now + this.#h.settings.ackTimeout
+      m.deadline = deadline
       w.inflight.set(m.id, m)
       if (ppx) bodies.push(m.payload)
       else this.#h.write([w.routingId, encodeEnvelope(m.id, m.attempt), FRAME_EMPTY, m.payload])
@@ -216,6 +255,7 @@ export class Sessions implements InboundHandler {
   #register(routingId: Buffer, key: string, hello: Hello): void {
     const s = this.#h.settings
     const w = this.#h.workers.add(routingId, key, hello, s)
+    this.#setStarts(w, hello)
     if (w.liveness.heartbeatInterval < this.#tickFor) this.#armTick(w.liveness.heartbeatInterval)
     if (hello) this.#welcome(w)
     debug("%s: worker %s ready (%s, credit %d)", this.#h.name, key, w.protocol, w.credit)
@@ -232,41 +272,75 @@ export class Sessions implements InboundHandler {
         liveness: w.liveness.liveness,
         maxMessageSize: this.#h.settings.maxMessageSize,
         sender: this.#h.senderId(),
+        started: w.starts || undefined,
       }),
     ])
     w.liveness.sent()
   }
 
+  /**
+   * Ack deadlines run from the start of the handler when the worker can say when that is (it
+   * announced `started`) and there are deadlines at all; else from the dispatch.
+   */
+  #setStarts(w: WorkerPeer, hello: Hello): void {
+    const starts = hello?.started === true && this.#h.settings.ackTimeout > 0
+    if (w.starts && !starts) {
+      // No STARTED will come any more: what is waiting for one is timed from now.
+      const deadline = performance.now() + this.#h.settings.ackTimeout
+      for (const m of w.inflight.values()) m.deadline ??= deadline
+    }
+    w.starts = starts
+  }
+
   // ------------------------------------------------------------------------------------------
   // outcomes
 
-  /** Finds the in-flight message an ack names; `undefined` (counted) for a stale or foreign one. */
-  #claim(w: WorkerPeer | undefined, key: string, envFrame: Buffer): Message | undefined {
+  /**
+   * Finds the in-flight message an ack names; `undefined` (counted) for a stale or foreign one.
+   * The answer for an attempt whose deadline had passed frees that worker's slot; with `late`
+   * (an ack) it returns the message when nobody else has had it since (it waits, ready).
+   */
+  #claim(
+    w: WorkerPeer | undefined,
+    key: string,
+    envFrame: Buffer,
+    late: boolean,
+  ): Message | undefined {
     const env = decodeEnvelope(envFrame)
     if (!env) {
       this.drop("reply with an envelope that is not ours", key)
       return undefined
     }
     const m = w?.inflight.get(env.id)
-    if (!m || m.attempt !== env.attempt || m.state !== "inflight") {
-      this.#h.counters.staleAcks++
-      debug(
-        "%s: stale ack for %s attempt %d from %s",
-        this.#h.name,
-        env.id,
-        env.attempt,
-        w ? key : `${key} (not a registered worker)`,
-      )
-      return undefined
+    if (m && m.attempt === env.attempt && m.state === "inflight") return m
+    const slot = overdueKey(env.id, env.attempt)
+    const o = w?.overdue.get(slot)
+    if (w && o) {
+      w.overdue.delete(slot)
+      this.#freed(w)
+      if (late && o.attempt === env.attempt && o.state === "ready") return o
     }
-    return m
+    this.#h.counters.staleAcks++
+    debug(
+      "%s: stale ack for %s attempt %d from %s",
+      this.#h.name,
+      env.id,
+      env.attempt,
+      w ? key : `${key} (not a registered worker)`,
+    )
+    return undefined
   }
 
   #release(w: WorkerPeer, m: Message): void {
     w.inflight.delete(m.id)
     m.worker = undefined
     m.deadline = undefined
-    if (w.goodbye && w.inflight.size === 0) this.#depart(w)
+    this.#freed(w)
+  }
+
+  /** A slot of the worker is free again. */
+  #freed(w: WorkerPeer): void {
+    if (w.goodbye && holds(w) === 0) this.#depart(w)
     else this.#h.scheduleDispatch()
   }
 
@@ -380,7 +454,12 @@ export class Sessions implements InboundHandler {
         this.lose(w, `no ack within ${ackTimeout} ms`)
         continue
       }
-      for (const m of expired) this.#release(w, m)
+      // Its handler may still run: the message goes back to the queue, but keeps its slot here
+      // until the worker answers for that attempt (a late ack is taken if nobody else has it).
+      for (const m of expired) {
+        w.inflight.delete(m.id)
+        w.overdue.set(overdueKey(m.id, m.attempt), m)
+      }
       this.#requeue(expired, `no ack within ${ackTimeout} ms`)
     }
   }
@@ -404,4 +483,14 @@ export class Sessions implements InboundHandler {
     this.#h.workers.delete(w)
     this.#h.workers.forget(w.key, "departed")
   }
+}
+
+/** The key of an attempt in `WorkerPeer.overdue`: the same message may be overdue twice there. */
+function overdueKey(id: string, attempt: number): string {
+  return `${attempt}:${id}`
+}
+
+/** Messages a worker holds: in flight, and overdue ones its handlers still run. */
+function holds(w: WorkerPeer): number {
+  return w.inflight.size + w.overdue.size
 }

@@ -24,7 +24,7 @@ interface Share {
 }
 
 function freeCredit(w: WorkerPeer): number {
-  return w.goodbye ? 0 : w.credit - w.inflight.size
+  return w.goodbye ? 0 : w.credit - w.inflight.size - w.overdue.size
 }
 
 export class WorkerRegistry {
@@ -77,7 +77,10 @@ export class WorkerRegistry {
       protocol: hello ? "ppx" : "ppp",
       credit: hello ? hello.credit : 1,
       packLimit: packLimit(hello?.maxMessageSize),
+      maxMessageSize: hello?.maxMessageSize ?? Infinity,
       inflight: new Map(),
+      overdue: new Map(),
+      starts: false,
       liveness: new Liveness({
         heartbeatInterval: hello?.heartbeatInterval ?? defaults.heartbeatInterval,
         liveness: hello?.liveness ?? defaults.liveness,
@@ -94,6 +97,7 @@ export class WorkerRegistry {
     w.protocol = "ppx"
     w.credit = hello.credit
     w.packLimit = packLimit(hello.maxMessageSize)
+    w.maxMessageSize = hello.maxMessageSize ?? Infinity
     w.liveness = new Liveness({
       heartbeatInterval: hello.heartbeatInterval,
       liveness: hello.liveness,
