@@ -304,10 +304,14 @@ function cell(s: string): string {
 
 function caseLabel(l: Line): string {
   const parts: string[] = []
+  if (typeof l["codec"] === "string") parts.push(l["codec"])
   if (num(l["batch"]) !== undefined) parts.push(`batch ${String(l["batch"])}`)
   if (typeof l["sync"] === "boolean") parts.push(l["sync"] ? "sync" : "no sync")
   const name = typeof l["case"] === "string" ? l["case"] : "?"
-  return parts.length > 0 ? `${name} (${parts.join(", ")})` : name
+  // The phase (publish-only, drain, end-to-end) unless the case name says it already.
+  const phase =
+    typeof l["phase"] === "string" && !name.startsWith(l["phase"]) ? `${l["phase"]}: ` : ""
+  return parts.length > 0 ? `${phase}${name} (${parts.join(", ")})` : `${phase}${name}`
 }
 
 /** The ratios a line carries, each with what it is relative to. */
@@ -321,6 +325,13 @@ function ratios(l: Line): string {
   }
   const p50 = num(l["ratio_p50"])
   if (p50 !== undefined) out.push(`p50 ${fmt(p50, 3)} × zeromq-req-rep`)
+  const best = num(l["vsBestPeer"])
+  if (best !== undefined) {
+    const perRun = num(l["vsBestPeerRun"])
+    out.push(
+      `${fmt(best, 2)} × the best peer, ${str(l["bestPeer"], "?")}${perRun !== undefined ? ` (per run ${fmt(perRun, 2)})` : ""}`,
+    )
+  }
   const ceiling = num(l["vsCeiling"])
   if (ceiling !== undefined) out.push(`${fmt(ceiling, 3)} × ${str(l["ceiling"], "ceiling")}`)
   for (const [key, label] of [
@@ -344,6 +355,8 @@ function notes(l: Line): string {
     out.push(`target ${str(l["target"], "?")}: ${l["meetsTarget"] ? "met" : "missed"}`)
   else if (typeof l["meetsTargets"] === "boolean")
     out.push(`targets ${l["meetsTargets"] ? "met" : "missed"}`)
+  const rss = num(l["maxRssMbWorst"])
+  if (rss !== undefined) out.push(`sender peak RSS ${fmt(rss)} MB (worst run)`)
   const rate = num(l["msgsPerSec"]) ?? num(l["rps"])
   if (rate === undefined || l["case"] === "restart-1m") {
     const skip = new Set(["runs", "n", "size", "pending", "target", "expectedMs", "repeatedRuns"])
