@@ -26,7 +26,7 @@ export function parse<O extends Options>(
   allowPositionals = true,
 ): Parsed<O> {
   try {
-    return parseArgs({ args: argv, options, allowPositionals, strict: true })
+    return parseArgs({ args: glueValues(argv, options), allowPositionals, options, strict: true })
   } catch (err) {
     throw new UsageError(
       // node's messages can run over several lines ("… To specify …"): keep the first sentence.
@@ -35,6 +35,43 @@ export function parse<O extends Options>(
         ?.replace(/\. To specify.*$/, ""),
     )
   }
+}
+
+/**
+ * Joins `--name VALUE` into `--name=VALUE` for string options, so that a value starting with a
+ * dash is taken as the value: a Z85 key such as `-x2…` (`--curve-server-key "$(cat a.pub)"`), a
+ * negative number. node's parseArgs refuses it as ambiguous otherwise.
+ */
+function glueValues(argv: string[], options: Options): string[] {
+  const out: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string
+    if (arg === "--") {
+      out.push(...argv.slice(i))
+      break
+    }
+    const next = argv[i + 1]
+    const long = arg.startsWith("--") && !arg.includes("=") ? arg.slice(2) : undefined
+    const short =
+      /^-[^-]$/.test(arg) && Object.entries(options).find(([, o]) => o.short === arg.slice(1))?.[0]
+    const name = long ?? (short || undefined)
+    if (
+      name !== undefined &&
+      options[name]?.type === "string" &&
+      next?.startsWith("-") &&
+      !isOption(next, options)
+    ) {
+      out.push(`--${name}=${next}`)
+      i++
+    } else out.push(arg)
+  }
+  return out
+}
+
+/** True when `arg` names one of `options` (`--name`, `--name=…`, `-x`). */
+function isOption(arg: string, options: Options): boolean {
+  if (arg.startsWith("--")) return (arg.slice(2).split("=")[0] ?? "") in options
+  return arg.length === 2 && Object.values(options).some((o) => o.short === arg[1])
 }
 
 /** Reads an integer option. */

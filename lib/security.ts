@@ -108,6 +108,11 @@ class ZapHandler {
   #router: Router | undefined
   #starting: Promise<void> | undefined
 
+  /** Domains registered (tests: a closed or failed server leaves none behind). */
+  get size(): number {
+    return this.#domains.size
+  }
+
   async register(
     domain: string,
     allow: Set<string>,
@@ -177,6 +182,11 @@ class ZapHandler {
 }
 
 const zap = new ZapHandler()
+
+/** ZAP domains registered in this process (white-box tests of bounded state). */
+export function zapDomainCount(): number {
+  return zap.size
+}
 
 const Z85_CHARS =
   "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"

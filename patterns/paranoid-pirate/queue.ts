@@ -17,11 +17,11 @@ import { applyCurveServer } from "../../lib/security.js"
 import { singleEndpoint } from "../../lib/validate.js"
 import {
   Dispatcher,
+  forward,
   type DispatcherEvents,
   type DispatcherSettings,
   type DispatcherStats,
-} from "./dispatcher.js"
-import { forward } from "./sender.js"
+} from "./core/index.js"
 import { resolveCore, type CoreOptions } from "./settings.js"
 import type { Journal } from "../../lib/journal/types.js"
 

@@ -7,10 +7,12 @@ import { renderPrometheus } from "../../lib/metrics.js"
 import { assertPositiveInt, singleEndpoint } from "../../lib/validate.js"
 import {
   Dispatcher,
+  forward,
+  internals,
   type DispatcherEvents,
   type DispatcherSettings,
   type DispatcherStats,
-} from "./dispatcher.js"
+} from "./core/index.js"
 import { SENDER_DEFAULTS, resolveCore, type CoreOptions } from "./settings.js"
 
 /** Options of {@link Sender}. Durations are in ms. */
@@ -124,9 +126,14 @@ export class Sender extends EventEmitter<SenderEvents> {
   }
 
   /**
-   * Sends a message to some worker, at least once. Waits while the window is full.
+   * Sends a message to some worker, at least once. With a persistent journal it never waits for
+   * the in-memory window: what does not fit waits on disk (the backlog) and is delivered in send
+   * order. It waits only at `maxBacklog`/`maxBacklogBytes` (or, without a persistent journal, at
+   * the window): see `stats().waiting` and the `backpressure` event.
    * @returns the message id, once the message is as durable as `durability` says.
-   * @throws PirateError `PIRATE_CLOSED`, `PIRATE_ABORTED`; TypeError when the codec cannot encode the payload.
+   * @throws PirateError `PIRATE_CLOSED`, `PIRATE_ABORTED`, `PIRATE_JOURNAL_FULL` (disk full: the
+   *   message was not kept; retry once space is freed), `PIRATE_JOURNAL_IO`; TypeError when the
+   *   codec cannot encode the payload.
    */
   send(payload: unknown, options: SendOptions = {}): Promise<string> {
     let frame: Buffer
@@ -142,69 +149,68 @@ export class Sender extends EventEmitter<SenderEvents> {
 
   /**
    * Sends a message and resolves with the worker's reply. Requests are kept in memory only (their
-   * caller would not survive a restart either); they are still redelivered if a worker is lost.
+   * caller would not survive a restart either) and wait for room in the window; they are still
+   * redelivered if a worker is lost. `timeout` covers the whole wait, for room and for the reply.
    * @throws PirateError `PIRATE_TIMEOUT`, `PIRATE_ABORTED`, `PIRATE_CLOSED`, `PIRATE_DEAD_LETTER`, `PIRATE_DECODE`
    */
   async request(payload: unknown, options: RequestToWorkerOptions = {}): Promise<unknown> {
     const core = this.#open()
     const frame = this.#codec.encode(payload)
-    if (options.timeout !== undefined) assertPositiveInt("timeout", options.timeout)
-    const wait = core.reserve(options.signal)
-    if (wait) await wait
-    let id = ""
-    const reply = new Promise<Buffer>((resolve, reject) => {
-      id = core.submit(frame, { durable: false, waiter: { resolve, reject } }).id
-    })
     const { signal, timeout } = options
-    if (!signal && timeout === undefined) return this.#codec.decode(await reply)
-    let timer: NodeJS.Timeout | undefined
-    let onAbort: (() => void) | undefined
-    const stop = new Promise<never>((_, reject) => {
-      if (timeout !== undefined) {
-        timer = setTimeout(() => {
-          core.cancel(id)
-          reject(new PirateError("PIRATE_TIMEOUT", `no reply from a worker within ${timeout} ms`))
-        }, timeout)
-      }
-      if (signal) {
-        onAbort = () => {
-          core.cancel(id)
-          reject(abortedError(signal))
-        }
-        if (signal.aborted) onAbort()
-        else signal.addEventListener("abort", onAbort, { once: true })
-      }
-    })
+    if (timeout !== undefined) assertPositiveInt("timeout", timeout)
+    signal?.throwIfAborted()
+    // One signal for both waits: the caller's abort or the timeout, whichever comes first.
+    const stop = new AbortController()
+    const timedOut = new PirateError(
+      "PIRATE_TIMEOUT",
+      `no reply from a worker within ${timeout} ms`,
+    )
+    const timer =
+      timeout === undefined ? undefined : setTimeout(() => stop.abort(timedOut), timeout)
+    const onAbort = (): void => stop.abort(abortedError(signal as AbortSignal))
+    signal?.addEventListener("abort", onAbort, { once: true })
+    let id: string | undefined
     try {
-      return this.#codec.decode(await Promise.race([reply, stop]))
+      const room = core.reserve(stop.signal)
+      if (room) await room
+      const reply = new Promise<Buffer>((resolve, reject) => {
+        id = core.submit(frame, { durable: false, waiter: { resolve, reject } }).id
+      })
+      const stopped = new Promise<never>((_, reject) => {
+        const fail = (): void => reject(toError(stop.signal.reason))
+        if (stop.signal.aborted) fail()
+        else stop.signal.addEventListener("abort", fail, { once: true })
+      })
+      return this.#codec.decode(await Promise.race([reply, stopped]))
+    } catch (err) {
+      if (stop.signal.aborted) {
+        if (id !== undefined) core.cancel(id)
+        throw toError(stop.signal.reason)
+      }
+      throw err
     } finally {
       clearTimeout(timer)
-      if (onAbort) signal?.removeEventListener("abort", onAbort)
+      signal?.removeEventListener("abort", onAbort)
+      stop.abort() // lets go of the listeners on it
     }
   }
 
-  /** Resolves when nothing is ready, delayed, in flight or waiting on disk. */
-  async drained(options: { signal?: AbortSignal } = {}): Promise<void> {
-    const core = this.#open()
-    const { signal } = options
-    if (!signal) return core.drained()
-    signal.throwIfAborted()
-    let onAbort: (() => void) | undefined
+  /**
+   * Resolves when nothing is ready, delayed, in flight or waiting on disk.
+   * @throws PirateError `PIRATE_CLOSED` when the sender closes first with messages pending,
+   *   `PIRATE_ABORTED` when `signal` fires.
+   */
+  drained(options: { signal?: AbortSignal } = {}): Promise<void> {
     try {
-      await Promise.race([
-        core.drained(),
-        new Promise<never>((_, reject) => {
-          onAbort = () => reject(abortedError(signal))
-          signal.addEventListener("abort", onAbort, { once: true })
-        }),
-      ])
-    } finally {
-      if (onAbort) signal.removeEventListener("abort", onAbort)
+      return this.#open().drained(options.signal)
+    } catch (err) {
+      return Promise.reject(toError(err))
     }
   }
 
-  /** Counters and gauges. */
+  /** Counters and gauges; after `close()`, the final figures. */
   stats(): SenderStats {
+    if (this.#core && this.status === "closed") return this.#core.stats()
     return this.#open().stats()
   }
 
@@ -255,22 +261,13 @@ export class Sender extends EventEmitter<SenderEvents> {
     return this.#codec.decode(payload)
   }
 
+  /** Sizes of the core's internal structures (tests of bounded memory); not a public API. */
+  [internals](): Record<string, number> {
+    return (this.#core as Dispatcher)[internals]()
+  }
+
   #open(): Dispatcher {
     this.#life.assertOpen()
     return this.#core as Dispatcher
   }
-}
-
-/** Re-emits every core event on the public object. */
-export function forward(core: Dispatcher, target: EventEmitter): void {
-  const names: (keyof DispatcherEvents)[] = [
-    "worker:ready",
-    "worker:lost",
-    "message:requeued",
-    "message:nacked",
-    "message:dead",
-    "drained",
-    "error",
-  ]
-  for (const name of names) core.on(name, (payload: unknown) => target.emit(name, payload))
 }

@@ -9,7 +9,7 @@ import {
   stripUndefined,
 } from "../../lib/validate.js"
 import { validateCurveServer, type CurveServerOptions } from "../../lib/security.js"
-import type { DispatcherSettings } from "./dispatcher.js"
+import type { DispatcherSettings } from "./core/index.js"
 
 /** Options shared by `Sender` and `ParanoidPirateQueue` (the queue core). Durations are in ms. */
 export interface CoreOptions {
@@ -27,8 +27,19 @@ export interface CoreOptions {
   retryBackoff?: BackoffOptions
   /** Redeliver a message its (live) worker has not acked for this long; 0 = never. @defaultValue 0 */
   ackTimeout?: number
-  /** Messages kept in memory at most (ready, in flight, delayed); producers wait while it is full. @defaultValue 10000 */
+  /**
+   * Messages kept in memory at most (ready, in flight, delayed). With a persistent journal, sends
+   * beyond it wait on disk (the backlog) and are paged in as it frees; without one, and for
+   * `request()`, producers wait while it is full. @defaultValue 10000
+   */
   window?: number
+  /**
+   * Messages waiting on disk for the window at most (persistent journal); `send()` waits
+   * (backpressure) while the backlog is this long. @defaultValue Infinity
+   */
+  maxBacklog?: number
+  /** Payload bytes waiting on disk for the window at most; `send()` waits beyond. @defaultValue Infinity */
+  maxBacklogBytes?: number
   /** Messages sent to a worker in one ZeroMQ message at most (PPX workers). @defaultValue 64 */
   maxBatch?: number
   /** Largest inbound ZeroMQ message (bytes); larger ones are dropped and their peer disconnected. @defaultValue 16 MiB */
@@ -48,6 +59,8 @@ export const SENDER_DEFAULTS = Object.freeze({
   retryBackoff: Object.freeze({ initial: 500, max: 30_000, factor: 2, jitter: 0.2 }),
   ackTimeout: 0,
   window: 10_000,
+  maxBacklog: Infinity,
+  maxBacklogBytes: Infinity,
   maxBatch: 64,
   maxMessageSize: 16 * 1024 * 1024,
   sendTimeout: 1000,
@@ -75,6 +88,8 @@ export function resolveCore(options: CoreOptions): {
   assertPositiveInt("maxAttempts", o.maxAttempts)
   assertNonNegativeInt("ackTimeout", o.ackTimeout)
   assertPositiveInt("window", o.window)
+  assertLimit("maxBacklog", o.maxBacklog)
+  assertLimit("maxBacklogBytes", o.maxBacklogBytes)
   assertPositiveInt("maxBatch", o.maxBatch)
   assertPositiveInt("maxMessageSize", o.maxMessageSize)
   assertPositiveInt("sendTimeout", o.sendTimeout)
@@ -89,6 +104,8 @@ export function resolveCore(options: CoreOptions): {
       retryBackoff: validateBackoff("retryBackoff", o.retryBackoff),
       ackTimeout: o.ackTimeout,
       window: o.window,
+      maxBacklog: o.maxBacklog,
+      maxBacklogBytes: o.maxBacklogBytes,
       maxBatch: o.maxBatch,
       durability,
       maxMessageSize: o.maxMessageSize,
@@ -97,4 +114,9 @@ export function resolveCore(options: CoreOptions): {
       curve: options.curve === undefined ? undefined : validateCurveServer(options.curve),
     },
   }
+}
+
+/** A positive integer or `Infinity` (no limit). */
+function assertLimit(name: string, value: unknown): asserts value is number {
+  if (value !== Infinity) assertPositiveInt(name, value)
 }

@@ -1,0 +1,119 @@
+/** The core's counters and gauges, as `stats()` and as Prometheus metrics. */
+import { LatencyHistogram, type LatencySummary, type Metric } from "../../../lib/metrics.js"
+
+/** A snapshot of the core's counters. */
+export interface DispatcherStats {
+  /** Messages waiting for a worker. */
+  ready: number
+  /** Messages handed to a worker and not yet acked. */
+  inFlight: number
+  /** Messages waiting for their retry delay. */
+  delayed: number
+  /** Pending messages on disk, not in memory: they are paged in, oldest first, as the window frees. */
+  backlog: number
+  /** Payload bytes of the backlog (estimated for a backlog found at open, exact for what was sent since). */
+  backlogBytes: number
+  /** Producers waiting for room (`maxBacklog`, `maxBacklogBytes`, or the window). */
+  waiting: number
+  /** Dead letters in the journal. */
+  dead: number
+  /** Messages accepted since open. */
+  sent: number
+  /** Messages acknowledged since open. */
+  acked: number
+  /** Handler failures reported by workers since open. */
+  nacked: number
+  /** Messages handed out again after a lost worker, an ack timeout or a nack, since open. */
+  redelivered: number
+  /** Acks ignored because they named an attempt no longer in flight. */
+  staleAcks: number
+  /** Malformed or unexpected frames dropped. */
+  dropped: number
+  /** Connected workers. */
+  workers: number
+  /** Workers lost (heartbeat expired, disconnected, unreachable) since open. */
+  workersLost: number
+  /** Connections refused by the CURVE allow list, since open. */
+  denied: number
+  /** Time from acceptance to ack of acked messages (ms), since open. */
+  latency: LatencySummary
+}
+
+/** The gauges the core measures when asked. */
+export type Gauges = Pick<
+  DispatcherStats,
+  "ready" | "inFlight" | "delayed" | "backlog" | "backlogBytes" | "waiting" | "workers"
+>
+
+export class Counters {
+  sent = 0
+  acked = 0
+  nacked = 0
+  redelivered = 0
+  staleAcks = 0
+  dropped = 0
+  dead = 0
+  workersLost = 0
+  denied = 0
+  readonly latency = new LatencyHistogram()
+
+  stats(gauges: Gauges): DispatcherStats {
+    return {
+      ready: gauges.ready,
+      inFlight: gauges.inFlight,
+      delayed: gauges.delayed,
+      backlog: gauges.backlog,
+      backlogBytes: gauges.backlogBytes,
+      waiting: gauges.waiting,
+      dead: this.dead,
+      sent: this.sent,
+      acked: this.acked,
+      nacked: this.nacked,
+      redelivered: this.redelivered,
+      staleAcks: this.staleAcks,
+      dropped: this.dropped,
+      workers: gauges.workers,
+      workersLost: this.workersLost,
+      denied: this.denied,
+      latency: this.latency.summary(),
+    }
+  }
+}
+
+/** The stats as metrics for the Prometheus text format (`prefix` e.g. "pirate_sender"). */
+export function statsMetrics(prefix: string, s: DispatcherStats): Metric[] {
+  const metric =
+    (type: "gauge" | "counter") =>
+    (name: string, help: string, value: number): Metric => ({
+      name: type === "counter" ? `${prefix}_${name}_total` : `${prefix}_${name}`,
+      help,
+      type,
+      value,
+    })
+  const g = metric("gauge")
+  const c = metric("counter")
+  return [
+    g("ready", "Messages waiting for a worker.", s.ready),
+    g("in_flight", "Messages handed to a worker and not yet acked.", s.inFlight),
+    g("delayed", "Messages waiting for their retry delay.", s.delayed),
+    g("backlog", "Pending messages on disk not yet loaded into memory.", s.backlog),
+    g("backlog_bytes", "Payload bytes of the backlog on disk.", s.backlogBytes),
+    g("waiting", "Producers waiting for room.", s.waiting),
+    g("dead", "Dead letters in the journal.", s.dead),
+    g("workers", "Connected workers.", s.workers),
+    c("sent", "Messages accepted.", s.sent),
+    c("acked", "Messages acknowledged by a worker.", s.acked),
+    c("nacked", "Handler failures reported by workers.", s.nacked),
+    c("redelivered", "Messages delivered again after a failure or a lost worker.", s.redelivered),
+    c("stale_acks", "Acks ignored because their attempt was no longer in flight.", s.staleAcks),
+    c("dropped", "Malformed or unexpected frames dropped.", s.dropped),
+    c("workers_lost", "Workers lost.", s.workersLost),
+    c("denied", "Connections refused by the CURVE allow list.", s.denied),
+    {
+      name: `${prefix}_ack_latency_seconds`,
+      help: "Time from acceptance to ack.",
+      type: "summary",
+      value: s.latency,
+    },
+  ]
+}

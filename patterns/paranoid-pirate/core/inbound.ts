@@ -1,0 +1,79 @@
+/**
+ * Reads what workers send (PPP and the PPX/1 extension, docs/protocol.md) and calls the core's
+ * handler for each. A malformed message is dropped with a reason, never thrown.
+ */
+import { errorMessage } from "../../../lib/errors.js"
+import {
+  PPP,
+  PPX,
+  decodeNack,
+  unpackBodies,
+  unpackEnvelopes,
+  type NackInfo,
+} from "../../../lib/protocol.js"
+
+export interface InboundHandler {
+  /** ROUTER_NOTIFY: the peer's connection dropped. */
+  disconnected(key: string): void
+  /** Any message from a peer: it is alive. */
+  seen(key: string): void
+  ready(routingId: Buffer, key: string, frame: Buffer): void
+  heartbeat(routingId: Buffer, key: string): void
+  goodbye(routingId: Buffer, key: string): void
+  ack(key: string, envelope: Buffer, body: Buffer): void
+  nack(key: string, envelope: Buffer, info: NackInfo): void
+  extend(key: string, envelope: Buffer): void
+  drop(reason: string, key?: string): void
+}
+
+/** Hands one message from the ROUTER (`[routingId, …frames]`) to the handler. */
+export function dispatchInbound(msg: Buffer[], h: InboundHandler): void {
+  const routingId = msg[0]
+  const first = msg[1]
+  if (routingId === undefined || first === undefined)
+    return h.drop("message without routing id or body")
+  const key = routingId.toString("hex")
+  if (msg.length === 2 && first.length === 0) return h.disconnected(key)
+  h.seen(key)
+
+  if (msg.length === 2 && first.length >= 1) {
+    const cmd = first[0]
+    if (cmd === PPP.READY) return h.ready(routingId, key, first)
+    if (first.length !== 1) return h.drop("single frame with unknown command", key)
+    if (cmd === PPP.HEARTBEAT) return h.heartbeat(routingId, key)
+    if (cmd === PPX.GOODBYE) return h.goodbye(routingId, key)
+    return h.drop(`unknown command 0x${cmd?.toString(16) ?? "?"}`, key)
+  }
+
+  if (msg.length === 4 && msg[2]?.length === 0 && first.length > 1) {
+    // PPP reply: [envelope, "", body]
+    return h.ack(key, first, msg[3] as Buffer)
+  }
+  if (first.length === 1) {
+    const cmd = first[0]
+    if (cmd === PPX.ACKS && msg.length === 4) {
+      // [0x12, envelopes, replies]
+      const envelopes = unpackEnvelopes(msg[2])
+      const replies = envelopes && unpackBodies(msg[3], envelopes.length)
+      if (!envelopes || !replies)
+        return h.drop("ACKS whose envelopes do not match its replies", key)
+      for (let i = 0; i < envelopes.length; i++)
+        h.ack(key, envelopes[i] as Buffer, replies[i] as Buffer)
+      return
+    }
+    if (cmd === PPX.NACK && msg.length === 4) {
+      let info: NackInfo
+      try {
+        info = decodeNack(msg[3])
+      } catch (err) {
+        return h.drop(errorMessage(err), key)
+      }
+      return h.nack(key, msg[2] as Buffer, info)
+    }
+    if (cmd === PPX.EXTEND && msg.length >= 3) {
+      for (let i = 2; i < msg.length; i++) h.extend(key, msg[i] as Buffer)
+      return
+    }
+  }
+  h.drop(`malformed message of ${msg.length - 1} frames`, key)
+}

@@ -1,0 +1,192 @@
+/**
+ * The journal lanes: new messages go to the journal in group commits (one write for every send of
+ * a turn of the event loop), and acks, failed attempts and dead letters in batched changes. A
+ * change that cannot be written is kept and retried, so an ack is never dropped because the disk
+ * was full for a while.
+ */
+import { debug } from "../../../lib/debug.js"
+import { PirateError, errorMessage } from "../../../lib/errors.js"
+import type {
+  DeadLetter,
+  Journal,
+  JournalEntry,
+  JournalUpdate,
+} from "../../../lib/journal/types.js"
+import type { Message } from "./message.js"
+
+/** A new message on its way to the journal. */
+export interface AppendItem {
+  entry: JournalEntry
+  /** The message in memory; absent for a send that waits on disk (backlog). */
+  message: Message | undefined
+  /** Resolved once written, or rejected; absent when the caller did not wait (durability "memory"). */
+  settle: ((err: Error | undefined) => void) | undefined
+}
+
+export interface LanesHost {
+  /** A batch was written. */
+  appended(items: AppendItem[]): void
+  /** A batch could not be written; `err` is a `PirateError` naming the journal. */
+  appendFailed(items: AppendItem[], err: PirateError): void
+  /** Changes could not be written and will be retried; nobody waits for them. */
+  changeFailed(err: PirateError): void
+  /** Both lanes are idle. */
+  idle(): void
+}
+
+const RETRY_FIRST = 50
+const RETRY_MAX = 2000
+
+export class JournalLanes {
+  readonly #journal: Journal
+  readonly #sync: boolean
+  readonly #host: LanesHost
+  #appendQueue: AppendItem[] = []
+  #appending: Promise<void> | undefined
+  #removes: string[] = []
+  #updates: JournalUpdate[] = []
+  #buries: DeadLetter[] = []
+  #changing: Promise<void> | undefined
+  #retryTimer: NodeJS.Timeout | undefined
+  #wakeRetry: (() => void) | undefined
+  #closing = false
+
+  constructor(journal: Journal, sync: boolean, host: LanesHost) {
+    this.#journal = journal
+    this.#sync = sync
+    this.#host = host
+  }
+
+  get idle(): boolean {
+    return this.#appending === undefined && this.#changing === undefined
+  }
+
+  /** Messages queued or being written. */
+  get appendsPending(): number {
+    return this.#appendQueue.length
+  }
+
+  append(item: AppendItem): void {
+    this.#appendQueue.push(item)
+    this.#appending ??= this.#appendLoop()
+  }
+
+  remove(id: string): void {
+    this.#removes.push(id)
+    this.#changing ??= this.#changeLoop()
+  }
+
+  update(u: JournalUpdate): void {
+    this.#updates.push(u)
+    this.#changing ??= this.#changeLoop()
+  }
+
+  bury(d: DeadLetter): void {
+    this.#buries.push(d)
+    this.#changing ??= this.#changeLoop()
+  }
+
+  /** Resolves once everything queued so far is written (or given up on while closing). */
+  async flush(): Promise<void> {
+    while (this.#appending ?? this.#changing) {
+      await this.#appending
+      await this.#changing
+    }
+  }
+
+  /** Stops retrying failed changes after one more try; then `flush()` settles. */
+  close(): void {
+    this.#closing = true
+    this.#wakeRetry?.()
+  }
+
+  sizes(): Record<string, number> {
+    return {
+      appendQueue: this.#appendQueue.length,
+      changeQueue: this.#removes.length + this.#updates.length + this.#buries.length,
+    }
+  }
+
+  async #appendLoop(): Promise<void> {
+    try {
+      while (this.#appendQueue.length > 0) {
+        const batch = this.#appendQueue
+        this.#appendQueue = []
+        try {
+          await this.#journal.append(
+            batch.map((i) => i.entry),
+            { sync: this.#sync },
+          )
+        } catch (err) {
+          this.#host.appendFailed(batch, journalWriteError(err))
+          continue
+        }
+        this.#host.appended(batch)
+      }
+    } finally {
+      this.#appending = undefined
+      if (this.idle) this.#host.idle()
+    }
+  }
+
+  async #changeLoop(): Promise<void> {
+    // Let the acks of this turn of the event loop gather into one batch.
+    await new Promise<void>((r) => setImmediate(r))
+    let wait = RETRY_FIRST
+    try {
+      while (this.#removes.length + this.#updates.length + this.#buries.length > 0) {
+        const removes = this.#removes
+        const updates = this.#updates
+        const buries = this.#buries
+        this.#removes = []
+        this.#updates = []
+        this.#buries = []
+        try {
+          // Each step is idempotent, so a retry may repeat one that had been written.
+          if (updates.length > 0) await this.#journal.update(updates)
+          if (buries.length > 0) await this.#journal.bury(buries)
+          if (removes.length > 0) await this.#journal.remove(removes)
+          wait = RETRY_FIRST
+        } catch (err) {
+          const e = journalWriteError(err)
+          if (this.#closing) {
+            debug("journal changes given up on at close: %s", e.message)
+            this.#host.changeFailed(e)
+            return
+          }
+          // Keep them, in order, ahead of what came meanwhile, and try again.
+          this.#removes = removes.concat(this.#removes)
+          this.#updates = updates.concat(this.#updates)
+          this.#buries = buries.concat(this.#buries)
+          if (wait === RETRY_FIRST) this.#host.changeFailed(e) // once per episode
+          await new Promise<void>((resolve) => {
+            this.#wakeRetry = resolve
+            this.#retryTimer = setTimeout(resolve, wait)
+          })
+          clearTimeout(this.#retryTimer)
+          this.#wakeRetry = undefined
+          wait = Math.min(wait * 2, RETRY_MAX)
+        }
+      }
+    } finally {
+      this.#changing = undefined
+      if (this.idle) this.#host.idle()
+    }
+  }
+}
+
+/** A failed journal write as a `PirateError` (kept as it is when it already is one). */
+export function journalWriteError(err: unknown): PirateError {
+  if (err instanceof PirateError) return err
+  const code = (err as { code?: unknown } | undefined)?.code
+  const text = errorMessage(err)
+  if (code === "ENOSPC" || /ENOSPC|no space left|disk full/i.test(text))
+    return new PirateError(
+      "PIRATE_JOURNAL_FULL",
+      `journal write failed, the disk is full: ${text}`,
+      {
+        cause: err,
+      },
+    )
+  return new PirateError("PIRATE_JOURNAL_IO", `journal write failed: ${text}`, { cause: err })
+}

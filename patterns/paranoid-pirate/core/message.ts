@@ -1,0 +1,74 @@
+/** A message's life inside the core, and the small helpers every part of the core shares. */
+import type { Liveness } from "../../../lib/liveness.js"
+
+export type State = "appending" | "ready" | "inflight" | "delayed" | "done"
+
+/** Who waits for a message's reply (`request()`, a queue's client). */
+export interface Waiter {
+  resolve: (reply: Buffer) => void
+  reject: (err: Error) => void
+}
+
+/** A message held in memory (the window): ready, in flight, delayed or being journaled. */
+export interface Message {
+  id: string
+  payload: Buffer
+  /** Attempts started so far (the one in flight included). */
+  attempt: number
+  enqueuedAt: number
+  /** performance.now() when accepted, for the latency histogram. */
+  t0: number
+  state: State
+  /** Kept in a persistent journal: its ack, retries and dead letter are journaled too. */
+  durable: boolean
+  lastError: string | undefined
+  notBefore: number | undefined
+  worker: WorkerPeer | undefined
+  /** performance.now() of the last dispatch. */
+  sentAt: number
+  deadline: number | undefined
+  waiter: Waiter | undefined
+}
+
+/** A connected worker and what it holds. */
+export interface WorkerPeer {
+  key: string
+  routingId: Buffer
+  protocol: "ppp" | "ppx"
+  credit: number
+  /** Largest packed bodies frame to send it (see `packLimit()`). */
+  packLimit: number
+  inflight: Map<string, Message>
+  liveness: Liveness
+  goodbye: boolean
+}
+
+/** A message with every field set, so that all messages share one shape (fast property access). */
+export function message(
+  fields: Pick<Message, "id" | "payload" | "attempt" | "enqueuedAt" | "t0" | "state" | "durable">,
+): Message {
+  return {
+    id: fields.id,
+    payload: fields.payload,
+    attempt: fields.attempt,
+    enqueuedAt: fields.enqueuedAt,
+    t0: fields.t0,
+    state: fields.state,
+    durable: fields.durable,
+    lastError: undefined,
+    notBefore: undefined,
+    worker: undefined,
+    sentAt: 0,
+    deadline: undefined,
+    waiter: undefined,
+  }
+}
+
+/** The performance.now() time of an epoch-ms timestamp. */
+export function sinceEpoch(epochMs: number): number {
+  return performance.now() - (Date.now() - epochMs)
+}
+
+export function byId(a: Message, b: Message): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0
+}

@@ -1,0 +1,353 @@
+/**
+ * Worker sessions and what becomes of the messages they hold: READY, heartbeats both ways, acks,
+ * nacks with retry backoff or dead letter, ack deadlines, GOODBYE, and the loss of a worker,
+ * whose messages go back to the front of the ready queue for the others.
+ */
+import { backoffDelay } from "../../../lib/backoff.js"
+import { debug } from "../../../lib/debug.js"
+import { DeadLetterError, errorMessage } from "../../../lib/errors.js"
+import type { DeadLetter } from "../../../lib/journal/types.js"
+import {
+  FRAME_GOODBYE,
+  FRAME_HEARTBEAT,
+  PPX,
+  decodeEnvelope,
+  decodeReady,
+  encodeWelcome,
+  type NackInfo,
+} from "../../../lib/protocol.js"
+import type { Counters } from "./counters.js"
+import type { InboundHandler } from "./inbound.js"
+import type { JournalLanes } from "./lanes.js"
+import { byId, type Message, type WorkerPeer } from "./message.js"
+import type { DelayQueue } from "./ready.js"
+import type { DispatcherEvents, DispatcherSettings } from "./types.js"
+import type { Hello, WorkerRegistry } from "./workers.js"
+
+/** What the sessions need of the core. */
+export interface SessionsHost {
+  readonly name: string
+  readonly settings: DispatcherSettings
+  readonly counters: Counters
+  readonly lanes: JournalLanes
+  readonly workers: WorkerRegistry
+  readonly delayed: DelayQueue
+  write(frames: Buffer[]): void
+  /** Back to the ready queue, ahead of new messages. */
+  makeReadyFront(list: Message[]): void
+  /** The message left the window. */
+  finish(m: Message): void
+  scheduleDispatch(): void
+  emit<K extends keyof DispatcherEvents>(event: K, ...args: DispatcherEvents[K]): boolean
+}
+
+export class Sessions implements InboundHandler {
+  readonly #h: SessionsHost
+  #tick: NodeJS.Timeout | undefined
+  /** The heartbeat interval the tick is armed for. */
+  #tickFor = Infinity
+
+  constructor(host: SessionsHost) {
+    this.#h = host
+  }
+
+  /** Starts the heartbeat and deadline checks. */
+  start(): void {
+    this.#armTick(this.#h.settings.heartbeatInterval)
+  }
+
+  stop(): void {
+    clearInterval(this.#tick)
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // inbound
+
+  disconnected(key: string): void {
+    const w = this.#h.workers.get(key)
+    if (w) this.lose(w, "disconnected")
+    else this.#h.workers.clearGone(key)
+  }
+
+  seen(key: string): void {
+    this.#h.workers.get(key)?.liveness.seen()
+  }
+
+  ready(routingId: Buffer, key: string, frame: Buffer): void {
+    let hello: Hello
+    try {
+      hello = decodeReady(frame)
+    } catch (err) {
+      return this.drop(errorMessage(err), key)
+    }
+    const existing = this.#h.workers.get(key)
+    if (!existing) return this.#register(routingId, key, hello)
+    // A second READY from the same connection: take the new settings, keep what it holds.
+    if (hello) {
+      this.#h.workers.update(existing, hello)
+      if (hello.heartbeatInterval < this.#tickFor) this.#armTick(hello.heartbeatInterval)
+      this.#welcome(existing)
+    }
+    existing.goodbye = false
+    this.#h.scheduleDispatch()
+  }
+
+  heartbeat(routingId: Buffer, key: string): void {
+    const { workers } = this.#h
+    const w = workers.get(key)
+    if (w) {
+      if (w.protocol === "ppp" && w.inflight.size > 0) this.#onIdleHeartbeat(w)
+      return
+    }
+    const gone = workers.gone(key)
+    if (gone === "expired") {
+      // A PPX worker we gave up on (it was silent) is back on the same connection: have it
+      // reconnect and announce itself again rather than serve it as a plain PPP worker.
+      workers.clearGone(key)
+      this.#h.write([routingId, FRAME_GOODBYE])
+    } else if (gone === "departed") {
+      // A worker that said GOODBYE and still heartbeats while it closes: it wants nothing.
+      debug("%s: heartbeat from %s, which said goodbye: ignored", this.#h.name, key)
+    } else this.#register(routingId, key, null) // a Guide worker: any sign of life means ready
+  }
+
+  goodbye(routingId: Buffer, key: string): void {
+    const w = this.#h.workers.get(key)
+    if (!w) return
+    // Confirm: nothing follows this GOODBYE on the connection, so the worker may close once it
+    // has acked what it holds.
+    if (!w.goodbye && w.protocol === "ppx") this.#h.write([routingId, FRAME_GOODBYE])
+    w.goodbye = true
+    if (w.inflight.size === 0) this.#depart(w)
+  }
+
+  ack(key: string, envelope: Buffer, body: Buffer): void {
+    const w = this.#h.workers.get(key)
+    const m = this.#claim(w, key, envelope)
+    if (!m || !w) return
+    this.#release(w, m)
+    const n = this.#h.counters
+    n.acked++
+    n.latency.record(performance.now() - m.t0)
+    if (m.durable) this.#h.lanes.remove(m.id)
+    const waiter = m.waiter
+    this.#h.finish(m)
+    waiter?.resolve(body)
+  }
+
+  nack(key: string, envelope: Buffer, info: NackInfo): void {
+    const w = this.#h.workers.get(key)
+    const m = this.#claim(w, key, envelope)
+    if (!m || !w) return
+    this.#release(w, m)
+    this.#h.counters.nacked++
+    this.#fail(m, info.error, info.reject === true, info.delay)
+  }
+
+  extend(key: string, envelope: Buffer): void {
+    const env = decodeEnvelope(envelope)
+    if (!env) return this.drop("extend with an envelope that is not ours", key)
+    const m = this.#h.workers.get(key)?.inflight.get(env.id)
+    if (m && m.attempt === env.attempt && this.#h.settings.ackTimeout > 0)
+      m.deadline = performance.now() + this.#h.settings.ackTimeout
+  }
+
+  drop(reason: string, key?: string): void {
+    this.#h.counters.dropped++
+    debug("%s: dropped from %s: %s", this.#h.name, key ?? "?", reason)
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // registration
+
+  #register(routingId: Buffer, key: string, hello: Hello): void {
+    const s = this.#h.settings
+    const w = this.#h.workers.add(routingId, key, hello, s)
+    if (w.liveness.heartbeatInterval < this.#tickFor) this.#armTick(w.liveness.heartbeatInterval)
+    if (hello) this.#welcome(w)
+    debug("%s: worker %s ready (%s, credit %d)", this.#h.name, key, w.protocol, w.credit)
+    this.#h.emit("worker:ready", { workerId: key, credit: w.credit, protocol: w.protocol })
+    this.#h.scheduleDispatch()
+  }
+
+  #welcome(w: WorkerPeer): void {
+    this.#h.write([
+      w.routingId,
+      ...encodeWelcome({
+        version: PPX.VERSION,
+        heartbeatInterval: w.liveness.heartbeatInterval,
+        liveness: w.liveness.liveness,
+        maxMessageSize: this.#h.settings.maxMessageSize,
+      }),
+    ])
+    w.liveness.sent()
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // outcomes
+
+  /** Finds the in-flight message an ack names; `undefined` (counted) for a stale or foreign one. */
+  #claim(w: WorkerPeer | undefined, key: string, envFrame: Buffer): Message | undefined {
+    const env = decodeEnvelope(envFrame)
+    if (!env) {
+      this.drop("reply with an envelope that is not ours", key)
+      return undefined
+    }
+    const m = w?.inflight.get(env.id)
+    if (!m || m.attempt !== env.attempt || m.state !== "inflight") {
+      this.#h.counters.staleAcks++
+      debug(
+        "%s: stale ack for %s attempt %d from %s",
+        this.#h.name,
+        env.id,
+        env.attempt,
+        w ? key : `${key} (not a registered worker)`,
+      )
+      return undefined
+    }
+    return m
+  }
+
+  #release(w: WorkerPeer, m: Message): void {
+    w.inflight.delete(m.id)
+    m.worker = undefined
+    m.deadline = undefined
+    if (w.goodbye && w.inflight.size === 0) this.#depart(w)
+    else this.#h.scheduleDispatch()
+  }
+
+  /**
+   * A plain PPP worker heartbeats only between jobs. A heartbeat sent well after it was given a
+   * message means it is done with it without replying (its handler failed): retry elsewhere.
+   * Heartbeats that crossed the dispatch on the wire (sent within an interval of it) are not that.
+   */
+  #onIdleHeartbeat(w: WorkerPeer): void {
+    const now = performance.now()
+    const dropped = [...w.inflight.values()].filter(
+      (m) => now - m.sentAt > w.liveness.heartbeatInterval,
+    )
+    for (const m of dropped) {
+      this.#release(w, m)
+      this.#h.counters.nacked++
+      this.#fail(
+        m,
+        "the worker went idle without replying (a plain PPP worker's handler failed)",
+        false,
+      )
+    }
+  }
+
+  /** An attempt failed: retry after a backoff, or dead-letter when attempts are used up. */
+  #fail(m: Message, error: string, reject: boolean, delay?: number): void {
+    const s = this.#h.settings
+    m.lastError = error
+    if (reject || m.attempt >= s.maxAttempts) return this.#bury(m, error)
+    const wait = delay ?? backoffDelay(m.attempt, s.retryBackoff, s.random)
+    this.#h.emit("message:nacked", { id: m.id, attempt: m.attempt, error, delay: wait })
+    const notBefore = Date.now() + wait
+    if (m.durable)
+      this.#h.lanes.update({ id: m.id, attempts: m.attempt, lastError: error, notBefore })
+    if (wait === 0) this.#h.makeReadyFront([m])
+    else this.#h.delayed.add(m, notBefore)
+  }
+
+  #bury(m: Message, error: string): void {
+    this.#h.counters.dead++
+    debug("%s: message %s dead after %d attempts: %s", this.#h.name, m.id, m.attempt, error)
+    // Every dead letter is kept, in a memory journal too, so it can be listed and replayed.
+    const letter: DeadLetter = {
+      id: m.id,
+      payload: m.payload,
+      attempts: m.attempt,
+      lastError: error,
+      enqueuedAt: m.enqueuedAt,
+      deadAt: Date.now(),
+    }
+    this.#h.lanes.bury(letter)
+    const waiter = m.waiter
+    this.#h.finish(m)
+    this.#h.emit("message:dead", { id: m.id, attempts: m.attempt, error })
+    waiter?.reject(new DeadLetterError(m.id, m.attempt, error))
+  }
+
+  /** Back to the front after a lost attempt; dead-lettered when attempts are used up. */
+  #requeue(list: Message[], reason: string): Message[] {
+    const back: Message[] = []
+    for (const m of list) {
+      m.worker = undefined
+      m.deadline = undefined
+      m.lastError = reason
+      this.#h.emit("message:requeued", { id: m.id, attempt: m.attempt, reason })
+      if (m.attempt >= this.#h.settings.maxAttempts) this.#bury(m, reason)
+      else {
+        if (m.durable) this.#h.lanes.update({ id: m.id, attempts: m.attempt, lastError: reason })
+        back.push(m)
+      }
+    }
+    this.#h.makeReadyFront(back)
+    return back
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // heartbeats and loss
+
+  /**
+   * Runs the heartbeat and expiry checks four times per heartbeat interval of the fastest peer
+   * (the sender's own, or a worker's that announced a shorter one).
+   */
+  #armTick(heartbeatInterval: number): void {
+    clearInterval(this.#tick)
+    this.#tickFor = heartbeatInterval
+    this.#tick = setInterval(() => this.#onTick(), Math.max(10, Math.floor(heartbeatInterval / 4)))
+    this.#tick.unref()
+  }
+
+  #onTick(): void {
+    const now = performance.now()
+    const { ackTimeout } = this.#h.settings
+    for (const w of [...this.#h.workers.values()]) {
+      // A plain PPP worker sends nothing while it works: alive until its ack deadline.
+      const busyPlain = w.protocol === "ppp" && w.inflight.size > 0
+      if (!busyPlain && w.liveness.expired()) {
+        this.lose(w, `no heartbeat for ${Math.round(w.liveness.silence())} ms`)
+        continue
+      }
+      if (w.liveness.heartbeatDue()) {
+        this.#h.write([w.routingId, FRAME_HEARTBEAT])
+        w.liveness.sent()
+      }
+      if (ackTimeout === 0) continue
+      const expired: Message[] = []
+      for (const m of w.inflight.values())
+        if (m.deadline !== undefined && m.deadline <= now) expired.push(m)
+      if (expired.length === 0) continue
+      if (w.protocol === "ppp") {
+        // A plain worker says nothing while busy: past the deadline it is presumed hung.
+        this.lose(w, `no ack within ${ackTimeout} ms`)
+        continue
+      }
+      for (const m of expired) this.#release(w, m)
+      this.#requeue(expired, `no ack within ${ackTimeout} ms`)
+    }
+  }
+
+  /** A worker is gone (silent, disconnected, unreachable): its messages go to the others. */
+  lose(w: WorkerPeer, reason: string): void {
+    const { workers } = this.#h
+    if (workers.get(w.key) !== w) return
+    if (w.protocol === "ppx" && reason !== "disconnected") workers.forget(w.key, "expired")
+    const held = [...w.inflight.values()]
+    workers.delete(w)
+    this.#h.counters.workersLost++
+    debug("%s: worker %s lost (%s), requeueing %d", this.#h.name, w.key, reason, held.length)
+    held.sort(byId)
+    const back = this.#requeue(held, `worker lost: ${reason}`)
+    this.#h.emit("worker:lost", { workerId: w.key, reason, requeued: back.length })
+  }
+
+  /** A worker that said GOODBYE holds nothing any more: forget it. */
+  #depart(w: WorkerPeer): void {
+    this.#h.workers.delete(w)
+    this.#h.workers.forget(w.key, "departed")
+  }
+}
