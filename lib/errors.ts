@@ -9,10 +9,10 @@
  * - `PIRATE_DEAD_LETTER`: a message was dead-lettered after too many attempts (or rejected).
  * - `PIRATE_JOURNAL_LOCKED`: another process holds the journal.
  * - `PIRATE_JOURNAL_CORRUPT`: the journal cannot be read.
- * - `PIRATE_JOURNAL_IO`: the journal could not be opened or written, though not damaged
- *   (permissions, an I/O error, a path that is not a directory).
- * - `PIRATE_JOURNAL_FULL`: the journal could not be written because its disk is full; sends
- *   that resolved before are kept, and writes work again once space is freed.
+ * - `PIRATE_JOURNAL_FULL`: the journal could not be opened or written because its disk is full
+ *   (ENOSPC, or a quota); the journal takes writes again once space is freed.
+ * - `PIRATE_JOURNAL_IO`: the journal could not be opened, read or written, though not damaged
+ *   (permissions, a path that is not a directory, a failing disk).
  * - `PIRATE_NOT_OPEN`: the object must be opened first.
  * - `PIRATE_NOT_FOUND`: no such journal or message.
  * - `PIRATE_DECODE`: a payload could not be decoded.
@@ -26,8 +26,8 @@ export type ErrorCode =
   | "PIRATE_DEAD_LETTER"
   | "PIRATE_JOURNAL_LOCKED"
   | "PIRATE_JOURNAL_CORRUPT"
-  | "PIRATE_JOURNAL_IO"
   | "PIRATE_JOURNAL_FULL"
+  | "PIRATE_JOURNAL_IO"
   | "PIRATE_NOT_OPEN"
   | "PIRATE_NOT_FOUND"
   | "PIRATE_DECODE"

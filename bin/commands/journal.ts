@@ -304,7 +304,10 @@ async function apply(
   sub: "replay" | "purge",
   ids: string[],
 ): Promise<string[]> {
-  if (sub === "replay") return journal.replay(ids)
+  if (sub === "replay") {
+    const moved = new Set((await journal.replay(ids)).map((e) => e.id))
+    return [...new Set(ids)].filter((id) => moved.has(id)) // in the order asked, as printed
+  }
   // purgeDead() only counts, so purge one id at a time to name the ones that were not dead.
   const purged: string[] = []
   for (const id of new Set(ids)) if ((await journal.purgeDead([id])) === 1) purged.push(id)

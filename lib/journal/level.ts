@@ -2,6 +2,7 @@ import { mkdir, readFile, readdir, stat } from "node:fs/promises"
 import { join, resolve } from "node:path"
 import { crc32 } from "node:zlib"
 import { Level } from "level"
+import { debug } from "../debug.js"
 import { PirateError, closedError, errorMessage } from "../errors.js"
 import { assertNonNegativeInt, describe } from "../validate.js"
 import type { DeadLetter, Journal, JournalEntry, JournalStats, JournalUpdate } from "./types.js"
@@ -67,6 +68,11 @@ type State = "new" | "opening" | "open" | "closing" | "closed"
  * batch that also carries the counters and the greatest id ever stored, so `stats()` and `lastId()`
  * need no scan when the journal opens, even with a million pending entries.
  *
+ * A write that fails rejects with `PIRATE_JOURNAL_FULL` (the disk is full) or `PIRATE_JOURNAL_IO`
+ * and changes nothing that a later call sees; the journal reopens LevelDB before its next write,
+ * so writes succeed again once the cause is gone, without a restart. A rejected write may be
+ * retried as it was (when a synced write fails at the sync, it may have been kept after all).
+ *
  * @example
  * ```ts
  * const journal = new LevelJournal("./journal")
@@ -82,6 +88,14 @@ export class LevelJournal implements Journal {
   readonly path: string
   #state: State = "new"
   #db: Db | undefined
+  // Set when a write failed. LevelDB may then hold a torn record at the end of its log (a record
+  // written after it would sit behind the tear, where the next open stops reading or this
+  // journal's log check refuses to open), or a sticky background error (a table write that hit a
+  // full disk fails every later write, even once there is room). So the next write first closes
+  // the database and opens it again: LevelDB then recovers the log into a table, dropping the
+  // torn record as a crash would, and starts a fresh log.
+  #stale = false
+  #reopening: Promise<Db> | undefined
   #opening: Promise<void> | undefined
   #closing: Promise<void> | undefined
   // Writes run one at a time: each reads what it must (existence, old values) and writes the
@@ -115,7 +129,8 @@ export class LevelJournal implements Journal {
    * Opens (creating when missing) the journal. Idempotent; a failed open may be retried.
    *
    * @throws PirateError `PIRATE_JOURNAL_LOCKED` when another process or `LevelJournal` holds it;
-   *   `PIRATE_JOURNAL_CORRUPT` when it is damaged or cannot be read; `PIRATE_CLOSED` after `close()`.
+   *   `PIRATE_JOURNAL_CORRUPT` when it is damaged or cannot be read; `PIRATE_JOURNAL_FULL` when its
+   *   disk is full; `PIRATE_JOURNAL_IO` for another I/O failure; `PIRATE_CLOSED` after `close()`.
    */
   open(): Promise<void> {
     if (this.#closing) return Promise.reject(closedError("the journal"))
@@ -269,8 +284,8 @@ export class LevelJournal implements Journal {
     return rows.map(([key, value]) => this.#decode(key, value, KIND_DEAD) as DeadLetter)
   }
 
-  async replay(ids: readonly string[]): Promise<string[]> {
-    const wanted = unique(ids)
+  async replay(ids: readonly string[]): Promise<JournalEntry[]> {
+    const wanted = unique(ids).sort() // code-unit order, as LevelDB's keys and `<` sort
     if (wanted.length === 0) return []
     return this.#write(async (db) => {
       const values = await getMany(
@@ -281,7 +296,7 @@ export class LevelJournal implements Journal {
       // it replaces the pending entry, which must not count it twice.
       const pending = await db.hasMany(wanted.map((id) => PENDING + id))
       const ops: Op[] = []
-      const moved: string[] = []
+      const moved: JournalEntry[] = []
       let added = 0
       wanted.forEach((id, i) => {
         const value = values[i]
@@ -295,7 +310,7 @@ export class LevelJournal implements Journal {
           key: PENDING + id,
           value: encodeEntry(KIND_PENDING, entry, undefined),
         })
-        moved.push(id)
+        moved.push(entry)
       })
       if (moved.length === 0) return moved
       const next = {
@@ -392,42 +407,84 @@ export class LevelJournal implements Journal {
   async #open(): Promise<void> {
     if (this.#closing) throw closedError("the journal")
     this.#state = "opening"
-    let db: Db | undefined
     try {
       await mkdir(this.path, { recursive: true }).catch((err: unknown) => {
         throw new PirateError(
-          "PIRATE_JOURNAL_IO",
-          `cannot create the journal directory ${this.path}: ${errorMessage(err)}; check the path and its permissions`,
+          isDiskFull(err) ? "PIRATE_JOURNAL_FULL" : "PIRATE_JOURNAL_IO",
+          `cannot create the journal directory ${this.path}: ${errorMessage(err)}; check the path, its permissions and the space left on its disk`,
           { cause: err },
         )
       })
-      await assertJournalDir(this.path)
-      await verifyLogs(this.path)
-      db = new Level<string, Buffer>(this.path, OPEN_OPTIONS)
-      try {
-        await db.open()
-      } catch (err) {
-        db = undefined
-        throw openFailure(this.path, err)
-      }
+      this.#db = await this.#load("open")
+      if (!this.#closing) this.#state = "open"
+    } catch (err) {
+      this.#state = this.#closing ? "closing" : "new"
+      this.#opening = undefined // a failed open may be retried (e.g. once the other sender exits)
+      throw err
+    }
+  }
+
+  /**
+   * Checks the directory and its logs, opens the database and loads the counters from it: for
+   * `open()`, and again after a failed write. Closes what it opened when it fails.
+   */
+  async #load(doing: "open" | "reopen"): Promise<Db> {
+    await assertJournalDir(this.path)
+    await verifyLogs(this.path)
+    // A reopen never creates: the journal it reopens must still be there.
+    const createIfMissing = doing === "open"
+    const db = new Level<string, Buffer>(this.path, { ...OPEN_OPTIONS, createIfMissing })
+    try {
+      await db.open()
+    } catch (err) {
+      throw levelFailure(this.path, doing, err)
+    }
+    try {
       let meta = await readMeta(db, this.path)
       if (meta === undefined) {
         // A new journal, or one written without counters: count once and store them.
         const scan = await scanAll(db, this.path, false)
         meta = { v: FORMAT, lastId: scan.lastId ?? null, pending: scan.pending, dead: scan.dead }
-        await db.batch([metaOp({ ...meta, lastId: scan.lastId })], { sync: true })
+        await db
+          .batch([metaOp({ ...meta, lastId: scan.lastId })], { sync: true })
+          .catch((err: unknown) => {
+            throw levelFailure(this.path, doing, err)
+          })
       }
       this.#pending = meta.pending
       this.#dead = meta.dead
       this.#lastId = meta.lastId ?? undefined
-      this.#db = db
-      if (!this.#closing) this.#state = "open"
+      return db
     } catch (err) {
-      if (db !== undefined) await db.close().catch(() => undefined)
-      this.#state = this.#closing ? "closing" : "new"
-      this.#opening = undefined // a failed open may be retried (e.g. once the other sender exits)
+      await db.close().catch(() => undefined)
       throw err
     }
+  }
+
+  /**
+   * Closes the database and opens it again (see `#stale`), once for every caller that needs it
+   * meanwhile. Reads in progress on the old database finish first; reads that start meanwhile
+   * wait for the new one. When it fails, the journal stays without a database and the next call
+   * that needs one tries again.
+   */
+  #reopen(): Promise<Db> {
+    return (this.#reopening ??= (async () => {
+      try {
+        const old = this.#db
+        this.#db = undefined
+        if (old !== undefined) {
+          debug("journal %s: reopening LevelDB after a failed write", this.path)
+          await Promise.allSettled(this.#reads)
+          await old.close().catch(() => undefined)
+        }
+        const db = await this.#load("reopen")
+        this.#db = db
+        this.#stale = false
+        return db
+      } finally {
+        this.#reopening = undefined
+      }
+    })())
   }
 
   async #close(): Promise<void> {
@@ -435,6 +492,7 @@ export class LevelJournal implements Journal {
     this.#state = "closing"
     if (opening) await opening.catch(() => undefined)
     await this.#tail
+    await this.#reopening?.catch(() => undefined)
     await Promise.allSettled(this.#reads)
     const db = this.#db
     this.#db = undefined
@@ -445,41 +503,51 @@ export class LevelJournal implements Journal {
     }
   }
 
-  /** The open database, waiting for an open in progress. */
-  async #ready(): Promise<Db> {
+  /** Waits for an open or a reopen in progress; throws unless the journal is open. */
+  async #ready(): Promise<void> {
     if (this.#state === "opening" && this.#opening) await this.#opening.catch(() => undefined)
+    await this.#reopening?.catch(() => undefined)
     if (this.#closing) throw closedError("the journal")
-    if (this.#db === undefined) {
+    if (this.#state !== "open") {
       throw new PirateError("PIRATE_NOT_OPEN", "the journal is not open; call open() first")
     }
-    return this.#db
   }
 
   /**
-   * Runs one write after the previous one (see `#tail`). When the journal is open it queues the
-   * write synchronously, so a `close()` called next waits for it.
+   * Runs one write after the previous one (see `#tail`), on a reopened database after a failed
+   * write. When the journal is open it queues the write synchronously, so a `close()` called next
+   * waits for it.
    */
   async #write<T>(fn: (db: Db) => Promise<T>): Promise<T> {
-    const db = this.#state === "open" && this.#db ? this.#db : await this.#ready()
-    const run = this.#tail.then(() => fn(db))
+    if (this.#state !== "open") await this.#ready()
+    const run = this.#tail.then(async () =>
+      fn(this.#db !== undefined && !this.#stale ? this.#db : await this.#reopen()),
+    )
     this.#tail = run.catch(() => undefined)
     try {
       return await run
     } catch (err) {
-      throw this.#operational(err)
+      throw this.#operational(err, "write to")
     }
   }
 
+  /** Runs a read on the database (a stale one serves reads well), waiting for a reopen. */
   async #read<T>(fn: (db: Db) => Promise<T>): Promise<T> {
-    const db = this.#state === "open" && this.#db ? this.#db : await this.#ready()
-    const run = fn(db)
-    this.#reads.add(run)
-    try {
-      return await run
-    } catch (err) {
-      throw this.#operational(err)
-    } finally {
-      this.#reads.delete(run)
+    for (;;) {
+      const db = this.#db
+      if (this.#state === "open" && db !== undefined && !this.#reopening) {
+        const run = fn(db) // registered at once, so that a reopen waits for it
+        this.#reads.add(run)
+        try {
+          return await run
+        } catch (err) {
+          throw this.#operational(err, "read")
+        } finally {
+          this.#reads.delete(run)
+        }
+      }
+      await this.#ready()
+      if (this.#db === undefined) await this.#reopen() // the last one failed: try again
     }
   }
 
@@ -492,7 +560,12 @@ export class LevelJournal implements Journal {
       if (op.type === "put") batch.put(op.key, op.value)
       else batch.del(op.key)
     }
-    await batch.write({ sync })
+    try {
+      await batch.write({ sync })
+    } catch (err) {
+      this.#stale = true
+      throw err
+    }
     this.#pending = next.pending
     this.#dead = next.dead
     this.#lastId = next.lastId
@@ -508,17 +581,11 @@ export class LevelJournal implements Journal {
     return entry
   }
 
-  #operational(err: unknown): unknown {
+  #operational(err: unknown, doing: "read" | "write to"): unknown {
     if (err instanceof PirateError) return err
-    const code = levelCode(err)
-    if (code === "LEVEL_CORRUPTION") {
-      return new PirateError(
-        "PIRATE_JOURNAL_CORRUPT",
-        `the journal in ${this.path} is damaged (${levelMessage(err)}); ${howToRecover(this.path)}`,
-        { cause: err },
-      )
-    }
-    if (code === "LEVEL_DATABASE_NOT_OPEN" && this.#closing) return closedError("the journal")
+    if (levelCode(err) === "LEVEL_DATABASE_NOT_OPEN" && this.#closing)
+      return closedError("the journal")
+    if (isDiskFull(err) || fromLevelDb(err)) return levelFailure(this.path, doing, err)
     return err
   }
 }
@@ -542,7 +609,26 @@ function howToRecover(dir: string): string {
   return `copy the directory aside (cp -a ${dir} ${dir}.bak), then run "npx pirate journal repair ${dir}" (it keeps what can still be read), or move the directory away and start with a new journal`
 }
 
+/** What a journal was doing when LevelDB failed, for the messages of its errors. */
+type Doing = "open" | "reopen" | "read" | "write to"
+
+const THEN: Record<Doing, string> = {
+  open: "then open it again",
+  reopen: "then retry: the journal tries to reopen it on the next call, no restart needed",
+  read: "then retry",
+  "write to": "then retry: the journal reopens its database for the next write, no restart needed",
+}
+
 function openFailure(dir: string, err: unknown): PirateError {
+  return levelFailure(dir, "open", err)
+}
+
+/**
+ * A LevelDB failure as the `PirateError` it means: `PIRATE_JOURNAL_LOCKED`, `PIRATE_JOURNAL_CORRUPT`
+ * (damage: there is something to repair), `PIRATE_JOURNAL_FULL` (the disk or a quota is full),
+ * else `PIRATE_JOURNAL_IO`. `cause` is the level (or system) error.
+ */
+function levelFailure(dir: string, doing: Doing, err: unknown): PirateError {
   const code = levelCode(err)
   const cause = innermostLevelError(err)
   if (code === "LEVEL_LOCKED") {
@@ -553,6 +639,13 @@ function openFailure(dir: string, err: unknown): PirateError {
     )
   }
   const message = levelMessage(err)
+  if (isDiskFull(err)) {
+    return new PirateError(
+      "PIRATE_JOURNAL_FULL",
+      `cannot ${doing} the journal in ${dir}: its disk is full (${message}); free space on that disk or move the journal to a bigger one, ${THEN[doing]}`,
+      { cause },
+    )
+  }
   if (code === "LEVEL_CORRUPTION" || /No such file|not found/i.test(message)) {
     return new PirateError(
       "PIRATE_JOURNAL_CORRUPT",
@@ -562,8 +655,34 @@ function openFailure(dir: string, err: unknown): PirateError {
   }
   return new PirateError(
     "PIRATE_JOURNAL_IO",
-    `cannot open the journal in ${dir}: ${message}; check that the directory is readable and writable and that the disk is not full`,
+    `cannot ${doing} the journal in ${dir} (${message}); check the disk and that the directory is readable and writable, ${THEN[doing]}`,
     { cause },
+  )
+}
+
+/** True for ENOSPC and EDQUOT, as a system error or in a LevelDB status message. */
+function isDiskFull(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause) {
+    const code = (e as NodeJS.ErrnoException).code
+    if (code === "ENOSPC" || code === "EDQUOT") return true
+    if (
+      /No space left|not enough space on the disk|quota exceeded|disk (is )?full/i.test(e.message)
+    )
+      return true
+  }
+  return false
+}
+
+/**
+ * True for a failure LevelDB reported (classic-level gives some a `LEVEL_` code and leaves the
+ * others their status message), as opposed to an error of this library's own.
+ */
+function fromLevelDb(err: unknown): boolean {
+  const inner = innermostLevelError(err)
+  return (
+    levelCode(err)?.startsWith("LEVEL_") === true ||
+    (inner instanceof Error &&
+      /^(IO error|NotFound|Corruption|Invalid argument|Not implemented): /.test(inner.message))
   )
 }
 

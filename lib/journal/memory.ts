@@ -55,14 +55,15 @@ export class MemoryJournal implements Journal {
     }))
   }
 
-  async replay(ids: readonly string[]): Promise<string[]> {
-    const moved: string[] = []
-    for (const id of ids) {
+  async replay(ids: readonly string[]): Promise<JournalEntry[]> {
+    const moved: JournalEntry[] = []
+    for (const id of [...new Set(ids)].sort()) {
       const d = this.#dead.get(id)
       if (!d) continue
       this.#dead.delete(id)
-      this.#pending.set(id, { id, payload: d.payload, attempts: 0, enqueuedAt: d.enqueuedAt })
-      moved.push(id)
+      const entry = { id, payload: d.payload, attempts: 0, enqueuedAt: d.enqueuedAt }
+      this.#pending.set(id, entry)
+      moved.push({ ...entry })
     }
     return moved
   }

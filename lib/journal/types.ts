@@ -66,10 +66,10 @@ export interface Journal {
   /** Dead letters in id order with id > `after`, at most `limit` (default: all). */
   dead(options?: { after?: string; limit?: number }): Promise<DeadLetter[]>
   /**
-   * Moves dead letters back to pending with attempts reset to 0 and no error; returns the ids that
-   * were found and moved (ids that are not dead letters are skipped).
+   * Moves dead letters back to pending with attempts reset to 0 and no error; returns the entries
+   * that were moved, as they now are, in id order (ids that are not dead letters are skipped).
    */
-  replay(ids: readonly string[]): Promise<string[]>
+  replay(ids: readonly string[]): Promise<JournalEntry[]>
   /** Deletes dead letters; returns how many were deleted. */
   purgeDead(ids: readonly string[]): Promise<number>
   /** The greatest id ever stored (pending, dead or acked), so ids stay unique across restarts. */

@@ -158,7 +158,7 @@ export class Sender extends EventEmitter<SenderEvents> {
     const frame = this.#codec.encode(payload)
     const { signal, timeout } = options
     if (timeout !== undefined) assertPositiveInt("timeout", timeout)
-    signal?.throwIfAborted()
+    if (signal?.aborted) throw abortedError(signal)
     // One signal for both waits: the caller's abort or the timeout, whichever comes first.
     const stop = new AbortController()
     const timedOut = new PirateError(
@@ -238,22 +238,9 @@ export class Sender extends EventEmitter<SenderEvents> {
   async replay(ids: readonly string[]): Promise<string[]> {
     const core = this.#open()
     await core.flushJournal()
-    // Page through the dead letters (bounded memory) to find the ones asked for.
-    const wanted = new Set(ids)
-    const letters: DeadLetter[] = []
-    let after: string | undefined
-    while (letters.length < wanted.size) {
-      const page = await this.#journal.dead({
-        limit: 1000,
-        ...(after === undefined ? {} : { after }),
-      })
-      if (page.length === 0) break
-      for (const d of page) if (wanted.has(d.id)) letters.push(d)
-      after = page.at(-1)?.id
-    }
-    const moved = new Set(await this.#journal.replay(letters.map((d) => d.id)))
-    core.requeueReplayed(letters.filter((d) => moved.has(d.id)))
-    return [...moved]
+    const entries = await this.#journal.replay(ids)
+    core.requeueReplayed(entries)
+    return entries.map((e) => e.id)
   }
 
   /** Decodes a payload with this sender's codec (for dead letters). */

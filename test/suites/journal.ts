@@ -266,7 +266,7 @@ export function journalSuite(name: string, factory: JournalFactory): void {
       ])
       await journal.bury([letter({ ...e, attempts: 5 }, "gave up")])
       const moved = await journal.replay([id(9), id(1), id(2), id(1)])
-      expect(moved).toEqual([id(1)])
+      expect(moved).toEqual([e])
       expect(await journal.dead()).toEqual([])
       expect(await journal.pending({ limit: 10 })).toEqual([e, entry(2)])
       expect(await journal.stats()).toEqual({ pending: 2, dead: 0 })
@@ -274,12 +274,22 @@ export function journalSuite(name: string, factory: JournalFactory): void {
       expect(await journal.replay([])).toEqual([])
     })
 
+    test("replay() returns the moved entries in id order, whatever the order asked", async () => {
+      const { journal } = await setup()
+      const letters = [3, 1, 2].map((n) => letter(entry(n, { attempts: n, notBefore: n }), `e${n}`))
+      await journal.bury(letters)
+      const moved = await journal.replay([id(3), id(7), id(1), id(2)])
+      expect(moved).toEqual([entry(1), entry(2), entry(3)])
+      moved[0]!.attempts = 99
+      expect(await journal.pending({ limit: 10 })).toEqual([entry(1), entry(2), entry(3)])
+    })
+
     test("replay() of an id that is also pending (appended again after it was buried) counts it once", async () => {
       const { journal, reopen } = await setup()
       await journal.bury([letter(entry(1), "gave up")])
       await journal.append([entry(1)], { sync: false })
       expect(await journal.stats()).toEqual({ pending: 1, dead: 1 })
-      expect(await journal.replay([id(1)])).toEqual([id(1)])
+      expect(ids(await journal.replay([id(1)]))).toEqual([id(1)])
       expect(ids(await journal.pending({ limit: 10 }))).toEqual([id(1)])
       expect(await journal.stats()).toEqual({ pending: 1, dead: 0 })
       if (reopen) expect(await (await reopen()).stats()).toEqual({ pending: 1, dead: 0 })
@@ -350,7 +360,8 @@ export function journalSuite(name: string, factory: JournalFactory): void {
         const [d] = await j.dead()
         expect(d!.payload.equals(big)).toBe(true)
         expect(d!.lastError).toBe("x".repeat(10_000))
-        expect(await j.replay([id(3)])).toEqual([id(3)])
+        const [replayed] = await j.replay([id(3)])
+        expect(replayed!.payload.equals(big)).toBe(true)
         const [back] = await j.pending({ after: id(2), until: id(3), limit: 1 })
         expect(back!.payload.equals(big)).toBe(true)
         await j.bury([letter(entry(3, { payload: big }), "x".repeat(10_000))])
@@ -550,16 +561,17 @@ class ModelJournal {
       this.#bump(d.id)
     }
   }
-  replay(ids: readonly string[]): string[] {
-    const moved: string[] = []
+  replay(ids: readonly string[]): JournalEntry[] {
+    const moved = new Map<string, JournalEntry>()
     for (const i of ids) {
       const d = this.dead.get(i)
       if (!d) continue
       this.dead.delete(i)
-      this.pending.set(i, { id: i, payload: d.payload, attempts: 0, enqueuedAt: d.enqueuedAt })
-      moved.push(i)
+      const e = { id: i, payload: d.payload, attempts: 0, enqueuedAt: d.enqueuedAt }
+      this.pending.set(i, e)
+      moved.set(i, { ...e })
     }
-    return moved
+    return this.sorted(moved)
   }
   purge(ids: readonly string[]): number {
     let n = 0

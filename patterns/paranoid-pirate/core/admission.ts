@@ -181,7 +181,7 @@ export class Admission {
    */
   reserve(signal: AbortSignal | undefined): Promise<void> | undefined {
     if (this.#closed) throw this.#closed
-    signal?.throwIfAborted()
+    if (signal?.aborted) throw abortedError(signal)
     if (this.#windowQ.live === 0 && this.windowRoom()) {
       this.#reserved++
       return undefined

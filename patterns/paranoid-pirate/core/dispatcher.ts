@@ -6,41 +6,27 @@
  * ready and delay queues, worker sessions, the journal lanes, the counters, the inbound reader.
  */
 import { EventEmitter } from "node:events"
-import { Router, capability } from "zeromq"
+import type { Router } from "zeromq"
 import { debug } from "../../../lib/debug.js"
-import {
-  PirateError,
-  abortedError,
-  closedError,
-  errorMessage,
-  toError,
-} from "../../../lib/errors.js"
+import { PirateError, closedError, errorMessage, toError } from "../../../lib/errors.js"
 import { IdGenerator } from "../../../lib/journal/ids.js"
 import type { Journal, JournalEntry } from "../../../lib/journal/types.js"
 import type { Metric } from "../../../lib/metrics.js"
-import {
-  FRAME_EMPTY,
-  FRAME_GOODBYE,
-  FRAME_TASKS,
-  encodeEnvelope,
-  packBodies,
-  packTaskEnvelopes,
-} from "../../../lib/protocol.js"
+import { FRAME_GOODBYE } from "../../../lib/protocol.js"
 import { applyCurveServer } from "../../../lib/security.js"
 import { SocketWriter, bindRetrying } from "../../../lib/writer.js"
 import { Admission } from "./admission.js"
 import { Counters, statsMetrics, type DispatcherStats } from "./counters.js"
-import { dispatchInbound } from "./inbound.js"
+import { receiveLoop } from "./inbound.js"
 import { JournalLanes, type AppendItem } from "./lanes.js"
-import { message, sinceEpoch, type Message, type Waiter, type WorkerPeer } from "./message.js"
+import { fromEntry, message, type Message, type Waiter } from "./message.js"
 import { DelayQueue, ReadyQueue } from "./ready.js"
+import { BacklogPager } from "./pager.js"
+import { DrainWatch } from "./drain-watch.js"
+import { workerRouter } from "./router.js"
 import { Sessions } from "./sessions.js"
 import type { DispatcherEvents, DispatcherSettings } from "./types.js"
-import { WorkerRegistry } from "./workers.js"
-
-/** libzmq draft option ZMQ_ROUTER_NOTIFY and its "disconnect" flag. */
-const ZMQ_ROUTER_NOTIFY = 97
-const ZMQ_NOTIFY_DISCONNECT = 2
+import { WorkerRegistry, type WorkerInfo } from "./workers.js"
 
 /** Reads the sizes of a core's internal structures (tests of bounded memory). */
 export const internals = Symbol("zeromq-pirate.internals")
@@ -69,12 +55,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #dispatchScheduled = false
   /** The greatest id given to a message that went into the window (not to disk). */
   #lastWindowId: string | undefined
-  #refilling: Promise<void> | undefined
-  #refillRetry: NodeJS.Timeout | undefined
-  /** The backlog found at open has an estimated size in bytes until its first page is read. */
-  #bytesEstimated = false
-  #drainedWaiters = new Set<{ resolve: () => void; reject: (err: Error) => void }>()
-  #wasDrained = true
+  readonly #pager: BacklogPager
+  readonly #drain = new DrainWatch(
+    () => this.#isDrained(),
+    () => this.emit("drained", {}),
+  )
 
   constructor(name: string, settings: DispatcherSettings, journal: Journal) {
     super()
@@ -95,6 +80,20 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       appendFailed: (items, err) => this.#appendFailed(items, err),
       changeFailed: (err) => this.emit("error", err),
       idle: () => this.#checkDrained(),
+    })
+    this.#pager = new BacklogPager({
+      journal,
+      admission: this.#adm,
+      window: settings.window,
+      inWindow: () => this.#messages.size,
+      has: (id) => this.#messages.has(id),
+      load: (e, now) => this.#load(e, now),
+      closed: () => this.#closed,
+      paged: () => {
+        this.#adm.admit()
+        this.#checkDrained()
+      },
+      error: (err) => this.emit("error", err),
     })
     const emit = this.emit.bind(this)
     this.#sessions = new Sessions({
@@ -127,23 +126,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       const js = await this.#journal.stats()
       this.#n.dead = js.dead
       if (js.pending > 0) {
-        this.#adm.count = js.pending
-        this.#adm.until = await this.#journal.lastId()
-        this.#bytesEstimated = true
-        this.#wasDrained = false
+        this.#pager.found(js.pending, await this.#journal.lastId())
+        this.#drain.busy()
       }
-      router = new Router({
-        linger: 0,
-        mandatory: true,
-        sendTimeout: this.#s.sendTimeout,
-        maxMessageSize: this.#s.maxMessageSize,
-        sendHighWaterMark: 100_000,
-        receiveHighWaterMark: 100_000,
-      })
-      // Tells us at once when a worker's connection drops (crash, kill), so its messages are
-      // redelivered without waiting for the heartbeat timeout. Heartbeats remain the authority
-      // for hung workers.
-      if (capability.draft) setRouterNotify(router)
+      router = workerRouter(this.#s)
       const r = router
       if (this.#s.curve)
         this.#unregisterCurve = await applyCurveServer(r, this.#s.curve, () => this.#n.denied++)
@@ -151,9 +137,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       this.#router = router
       this.#endpoint = router.lastEndpoint ?? bind
       this.#writer = new SocketWriter(router, (err, frames) => this.#onSendError(err, frames))
-      this.#receiveLoop(router).catch((err: unknown) => this.emit("error", toError(err)))
+      receiveLoop(router, this.#sessions, () => this.#closed).catch((err: unknown) =>
+        this.emit("error", toError(err)),
+      )
       this.#sessions.start()
-      await this.#refill()
+      await this.#pager.start()
     } catch (err) {
       // Leave nothing behind: a failed open may be retried with another endpoint.
       this.#closed = true
@@ -171,7 +159,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#closed = true
     const errors: unknown[] = []
     this.#sessions.stop()
-    clearTimeout(this.#refillRetry)
+    this.#pager.stop()
     this.#delayed.stop()
     const closed = closedError(this.#name)
     this.#adm.close(closed)
@@ -187,7 +175,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         this.#router?.close()
         this.#unregisterCurve?.()
       },
-      () => this.#refilling,
+      () => this.#pager.running,
       () => this.#lanes.flush(),
       () => this.#journal.close(),
     ]) {
@@ -201,12 +189,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       m.waiter?.reject(closed)
       m.waiter = undefined
     }
-    const drained = this.#isDrained()
-    for (const d of this.#drainedWaiters) {
-      if (drained) d.resolve()
-      else d.reject(closed)
-    }
-    this.#drainedWaiters.clear()
+    this.#drain.close(closed)
     if (errors.length > 0) throw new AggregateError(errors, `${this.#name} close failed`)
   }
 
@@ -265,7 +248,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#messages.set(id, m)
     this.#lastWindowId = id
     this.#n.sent++
-    this.#wasDrained = false
+    this.#drain.busy()
     if (!durable) {
       this.#makeReady(m)
       return { id, accepted: ACCEPTED }
@@ -284,7 +267,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     adm.spilling++
     adm.spillingBytes += frame.length
     this.#n.sent++
-    this.#wasDrained = false
+    this.#drain.busy()
     const accepted = this.#journalNew(undefined, id, frame, Date.now())
     return accepted === ACCEPTED ? Promise.resolve(id) : accepted.then(() => id)
   }
@@ -318,7 +301,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       }
       settle?.(undefined)
     }
-    this.#maybeRefill()
+    this.#pager.poke()
     adm.admit()
   }
 
@@ -390,80 +373,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #finish(m: Message): void {
     m.state = "done"
     this.#messages.delete(m.id)
-    this.#maybeRefill()
+    this.#pager.poke()
     this.#adm.admit()
     this.#checkDrained()
   }
 
-  #maybeRefill(): void {
-    // Page in by halves of the window, not one message per ack.
-    if (this.#adm.count > 0 && !this.#closed && this.#messages.size <= this.#s.window / 2)
-      this.#refilling ??= this.#refill()
-  }
-
-  /** Loads backlog from the journal into the window, oldest first. */
-  async #refill(): Promise<void> {
-    const adm = this.#adm
-    try {
-      while (adm.count > 0 && !this.#closed) {
-        const room = adm.pageRoom()
-        if (room <= 0) return
-        const until = adm.until
-        const range = { after: adm.after, until }
-        const page = await this.#journal.pending({ ...defined(range), limit: room })
-        let loaded = 0
-        let bytes = 0
-        const now = Date.now()
-        for (const e of page) {
-          adm.after = e.id
-          bytes += e.payload.length
-          if (this.#messages.has(e.id)) continue
-          loaded++
-          this.#load(e, now)
-        }
-        if (this.#bytesEstimated && page.length > 0) {
-          // A backlog found at open: its size in bytes is estimated from its first page.
-          this.#bytesEstimated = false
-          adm.bytes = Math.round((bytes / page.length) * adm.count)
-        }
-        adm.bytes = Math.max(0, adm.bytes - bytes)
-        if (page.length < room && adm.until === until) {
-          adm.count = 0 // everything up to `until` is in memory, and nothing was added
-          adm.bytes = 0
-        } else adm.count = Math.max(0, adm.count - loaded)
-        if (adm.count === 0 && page.length === room) {
-          // Exactly a page left, or counts that drifted: ask the journal.
-          const more = await this.#journal.pending({
-            ...defined({ after: adm.after, until: adm.until }),
-            limit: 1,
-          })
-          if (more.length > 0) adm.count = 1
-        }
-      }
-    } catch (err) {
-      if (this.#closed) return
-      // Nobody waits for a page: report it and try again shortly.
-      this.emit("error", toError(err))
-      this.#refillRetry = setTimeout(() => this.#maybeRefill(), 1000)
-      this.#refillRetry.unref()
-    } finally {
-      this.#refilling = undefined
-      this.#adm.admit()
-      this.#checkDrained()
-    }
-  }
-
   #load(e: JournalEntry, now: number): void {
-    const m = message({
-      id: e.id,
-      payload: e.payload,
-      attempt: e.attempts,
-      enqueuedAt: e.enqueuedAt,
-      t0: sinceEpoch(e.enqueuedAt),
-      state: "ready",
-      durable: this.#journal.persistent,
-    })
-    m.lastError = e.lastError
+    const m = fromEntry(e, this.#journal.persistent)
     this.#messages.set(m.id, m)
     if (e.notBefore !== undefined && e.notBefore > now) this.#delayed.add(m, e.notBefore)
     else this.#makeReady(m)
@@ -474,20 +390,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const list: Message[] = []
     for (const e of entries) {
       if (this.#messages.has(e.id)) continue
-      const m = message({
-        id: e.id,
-        payload: e.payload,
-        attempt: 0,
-        enqueuedAt: e.enqueuedAt,
-        t0: sinceEpoch(e.enqueuedAt),
-        state: "ready",
-        durable: this.#journal.persistent,
-      })
+      const m = fromEntry({ ...e, attempts: 0 }, this.#journal.persistent)
       this.#messages.set(m.id, m)
       list.push(m)
     }
     this.#n.dead = Math.max(0, this.#n.dead - list.length)
-    if (list.length > 0) this.#wasDrained = false
+    if (list.length > 0) this.#drain.busy()
     this.#makeReadyFront(list)
   }
 
@@ -504,68 +412,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   #dispatch(): void {
-    while (!this.#closed && this.#ready.size > 0) {
-      const next = this.#workers.nextFree()
-      if (!next) return
-      const { worker: w, free } = next
-      const n = Math.min(free, this.#s.maxBatch)
-      const batch: Message[] = []
-      let bytes = 0
-      while (batch.length < n) {
-        const m = this.#ready.take()
-        if (!m) break
-        bytes += 4 + m.payload.length
-        if (bytes > w.packLimit && batch.length > 0) {
-          this.#ready.putBack(m) // still ready: first of the next batch
-          break
-        }
-        batch.push(m)
-      }
-      if (batch.length === 0) return
-      this.#sendBatch(w, batch)
-    }
-  }
-
-  #sendBatch(w: WorkerPeer, batch: Message[]): void {
-    const now = performance.now()
-    const ppx = w.protocol === "ppx"
-    const bodies: Buffer[] = []
-    for (const m of batch) {
-      m.attempt++
-      if (m.attempt > 1) this.#n.redelivered++
-      m.state = "inflight"
-      m.worker = w
-      m.sentAt = now
-      if (this.#s.ackTimeout > 0) m.deadline = now + this.#s.ackTimeout
-      w.inflight.set(m.id, m)
-      if (ppx) bodies.push(m.payload)
-      else
-        this.#writer?.write([w.routingId, encodeEnvelope(m.id, m.attempt), FRAME_EMPTY, m.payload])
-    }
-    if (ppx)
-      this.#writer?.write([w.routingId, FRAME_TASKS, packTaskEnvelopes(batch), packBodies(bodies)])
-    w.liveness.sent()
+    if (!this.#closed) this.#sessions.dispatch(this.#ready)
   }
 
   // ------------------------------------------------------------------------------------------
   // receiving
-
-  async #receiveLoop(router: Router): Promise<void> {
-    for (;;) {
-      let msg: Buffer[]
-      try {
-        msg = await router.receive()
-      } catch (err) {
-        if (this.#closed || (err as { code?: string }).code === "EAGAIN") return
-        throw err
-      }
-      try {
-        dispatchInbound(msg, this.#sessions)
-      } catch (err) {
-        this.#sessions.drop(`unexpected error handling a frame: ${errorMessage(err)}`)
-      }
-    }
-  }
 
   #onSendError(err: unknown, frames: Buffer[]): void {
     if (this.#closed) return
@@ -584,27 +435,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    * `PIRATE_CLOSED` when the core closes first with messages pending, `PIRATE_ABORTED` on abort.
    */
   drained(signal?: AbortSignal): Promise<void> {
-    if (this.#isDrained()) return Promise.resolve()
-    if (this.#closed) return Promise.reject(closedError(this.#name))
-    if (signal?.aborted) return Promise.reject(abortedError(signal))
-    return new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => {
-        this.#drainedWaiters.delete(entry)
-        reject(abortedError(signal as AbortSignal))
-      }
-      const entry = {
-        resolve: () => {
-          signal?.removeEventListener("abort", onAbort)
-          resolve()
-        },
-        reject: (err: Error) => {
-          signal?.removeEventListener("abort", onAbort)
-          reject(err)
-        },
-      }
-      this.#drainedWaiters.add(entry)
-      signal?.addEventListener("abort", onAbort, { once: true })
-    })
+    return this.#drain.wait(signal, this.#closed ? closedError(this.#name) : undefined)
   }
 
   #isDrained(): boolean {
@@ -616,15 +447,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     )
   }
 
-  /** Resolves waiters and emits `drained` each time the core becomes drained. */
   #checkDrained(): void {
-    const drained = this.#isDrained()
-    if (drained && !this.#wasDrained) {
-      for (const d of this.#drainedWaiters) d.resolve()
-      this.#drainedWaiters.clear()
-      this.emit("drained", {})
-    }
-    this.#wasDrained = drained
+    this.#drain.check()
   }
 
   /** Resolves once every journal write queued so far is done. */
@@ -654,13 +478,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   /** Workers by id with what they hold. */
-  workers(): { workerId: string; protocol: "ppp" | "ppx"; credit: number; inFlight: number }[] {
-    return [...this.#workers.values()].map((w) => ({
-      workerId: w.key,
-      protocol: w.protocol,
-      credit: w.credit,
-      inFlight: w.inflight.size,
-    }))
+  workers(): WorkerInfo[] {
+    return this.#workers.list()
   }
 
   /** Sizes of every internal map and queue: all 0 when nothing is pending and nobody waits. */
@@ -669,46 +488,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       messages: this.#messages.size,
       ready: this.#ready.held,
       delayed: this.#delayed.size,
-      drainedWaiters: this.#drainedWaiters.size,
+      drainedWaiters: this.#drain.size,
       backlog: this.#adm.count,
       ...this.#adm.sizes(),
       ...this.#lanes.sizes(),
     }
   }
-}
-
-/** Re-emits every core event on the public object. */
-export function forward(core: Dispatcher, target: EventEmitter): void {
-  const names: (keyof DispatcherEvents)[] = [
-    "worker:ready",
-    "worker:lost",
-    "message:requeued",
-    "message:nacked",
-    "message:dead",
-    "backpressure",
-    "drained",
-    "error",
-  ]
-  for (const name of names) core.on(name, (payload: unknown) => target.emit(name, payload))
-}
-
-function setRouterNotify(router: Router): void {
-  // zeromq.js exposes raw option setters as protected methods; the option is a libzmq draft.
-  const raw = router as unknown as { setInt32Option(option: number, value: number): void }
-  try {
-    raw.setInt32Option(ZMQ_ROUTER_NOTIFY, ZMQ_NOTIFY_DISCONNECT)
-  } catch (err) {
-    debug("ROUTER_NOTIFY unavailable, relying on heartbeats: %s", errorMessage(err))
-  }
-}
-
-/** The range fields that are set (exactOptionalPropertyTypes). */
-function defined(range: { after: string | undefined; until: string | undefined }): {
-  after?: string
-  until?: string
-} {
-  const out: { after?: string; until?: string } = {}
-  if (range.after !== undefined) out.after = range.after
-  if (range.until !== undefined) out.until = range.until
-  return out
 }

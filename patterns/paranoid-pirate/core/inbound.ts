@@ -2,6 +2,7 @@
  * Reads what workers send (PPP and the PPX/1 extension, docs/protocol.md) and calls the core's
  * handler for each. A malformed message is dropped with a reason, never thrown.
  */
+import type { Router } from "zeromq"
 import { errorMessage } from "../../../lib/errors.js"
 import {
   PPP,
@@ -24,6 +25,28 @@ export interface InboundHandler {
   nack(key: string, envelope: Buffer, info: NackInfo): void
   extend(key: string, envelope: Buffer): void
   drop(reason: string, key?: string): void
+}
+
+/** Reads the ROUTER until it closes, handing each message to the handler. */
+export async function receiveLoop(
+  router: Router,
+  h: InboundHandler,
+  closed: () => boolean,
+): Promise<void> {
+  for (;;) {
+    let msg: Buffer[]
+    try {
+      msg = await router.receive()
+    } catch (err) {
+      if (closed() || (err as { code?: string }).code === "EAGAIN") return
+      throw err
+    }
+    try {
+      dispatchInbound(msg, h)
+    } catch (err) {
+      h.drop(`unexpected error handling a frame: ${errorMessage(err)}`)
+    }
+  }
 }
 
 /** Hands one message from the ROUTER (`[routingId, …frames]`) to the handler. */

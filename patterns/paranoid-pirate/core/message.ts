@@ -1,4 +1,5 @@
 /** A message's life inside the core, and the small helpers every part of the core shares. */
+import type { JournalEntry } from "../../../lib/journal/types.js"
 import type { Liveness } from "../../../lib/liveness.js"
 
 export type State = "appending" | "ready" | "inflight" | "delayed" | "done"
@@ -62,6 +63,21 @@ export function message(
     deadline: undefined,
     waiter: undefined,
   }
+}
+
+/** A message read back from the journal (a restart's backlog, a replayed dead letter). */
+export function fromEntry(e: JournalEntry, durable: boolean): Message {
+  const m = message({
+    id: e.id,
+    payload: e.payload,
+    attempt: e.attempts,
+    enqueuedAt: e.enqueuedAt,
+    t0: sinceEpoch(e.enqueuedAt),
+    state: "ready",
+    durable,
+  })
+  m.lastError = e.lastError
+  return m
 }
 
 /** The performance.now() time of an epoch-ms timestamp. */

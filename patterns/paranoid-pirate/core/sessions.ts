@@ -8,8 +8,13 @@ import { debug } from "../../../lib/debug.js"
 import { DeadLetterError, errorMessage } from "../../../lib/errors.js"
 import type { DeadLetter } from "../../../lib/journal/types.js"
 import {
+  FRAME_EMPTY,
   FRAME_GOODBYE,
   FRAME_HEARTBEAT,
+  FRAME_TASKS,
+  encodeEnvelope,
+  packBodies,
+  packTaskEnvelopes,
   PPX,
   decodeEnvelope,
   decodeReady,
@@ -20,7 +25,7 @@ import type { Counters } from "./counters.js"
 import type { InboundHandler } from "./inbound.js"
 import type { JournalLanes } from "./lanes.js"
 import { byId, type Message, type WorkerPeer } from "./message.js"
-import type { DelayQueue } from "./ready.js"
+import type { DelayQueue, ReadyQueue } from "./ready.js"
 import type { DispatcherEvents, DispatcherSettings } from "./types.js"
 import type { Hello, WorkerRegistry } from "./workers.js"
 
@@ -155,6 +160,52 @@ export class Sessions implements InboundHandler {
   drop(reason: string, key?: string): void {
     this.#h.counters.dropped++
     debug("%s: dropped from %s: %s", this.#h.name, key ?? "?", reason)
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // dispatch
+
+  /** Hands ready messages to workers with free credit, in turn, in batches. */
+  dispatch(ready: ReadyQueue): void {
+    while (ready.size > 0) {
+      const next = this.#h.workers.nextFree()
+      if (!next) return
+      const { worker: w, free } = next
+      const n = Math.min(free, this.#h.settings.maxBatch)
+      const batch: Message[] = []
+      let bytes = 0
+      while (batch.length < n) {
+        const m = ready.take()
+        if (!m) break
+        bytes += 4 + m.payload.length
+        if (bytes > w.packLimit && batch.length > 0) {
+          ready.putBack(m) // still ready: first of the next batch
+          break
+        }
+        batch.push(m)
+      }
+      if (batch.length === 0) return
+      this.#sendBatch(w, batch)
+    }
+  }
+
+  #sendBatch(w: WorkerPeer, batch: Message[]): void {
+    const now = performance.now()
+    const ppx = w.protocol === "ppx"
+    const bodies: Buffer[] = []
+    for (const m of batch) {
+      m.attempt++
+      if (m.attempt > 1) this.#h.counters.redelivered++
+      m.state = "inflight"
+      m.worker = w
+      m.sentAt = now
+      if (this.#h.settings.ackTimeout > 0) m.deadline = now + this.#h.settings.ackTimeout
+      w.inflight.set(m.id, m)
+      if (ppx) bodies.push(m.payload)
+      else this.#h.write([w.routingId, encodeEnvelope(m.id, m.attempt), FRAME_EMPTY, m.payload])
+    }
+    if (ppx) this.#h.write([w.routingId, FRAME_TASKS, packTaskEnvelopes(batch), packBodies(bodies)])
+    w.liveness.sent()
   }
 
   // ------------------------------------------------------------------------------------------

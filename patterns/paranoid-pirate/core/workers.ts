@@ -5,6 +5,14 @@ import type { WorkerPeer } from "./message.js"
 
 export type Hello = ReturnType<typeof decodeReady>
 
+/** A worker as `workers()` lists it. */
+export interface WorkerInfo {
+  workerId: string
+  protocol: "ppp" | "ppx"
+  credit: number
+  inFlight: number
+}
+
 export class WorkerRegistry {
   readonly #byKey = new Map<string, WorkerPeer>()
   #ring: WorkerPeer[] = []
@@ -26,6 +34,15 @@ export class WorkerRegistry {
 
   values(): IterableIterator<WorkerPeer> {
     return this.#byKey.values()
+  }
+
+  list(): WorkerInfo[] {
+    return [...this.#byKey.values()].map((w) => ({
+      workerId: w.key,
+      protocol: w.protocol,
+      credit: w.credit,
+      inFlight: w.inflight.size,
+    }))
   }
 
   /** Registers a worker: a PPX one with its READY's settings, a plain PPP one with `defaults`. */

@@ -1,0 +1,37 @@
+import { execFile } from "node:child_process"
+import { mkdtemp, rm } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { promisify } from "node:util"
+import { onTestFinished, type TestContext } from "vitest"
+import { errorMessage } from "../../lib/errors.js"
+
+const run = promisify(execFile)
+
+/**
+ * Mounts a tmpfs of `sizeMiB` under a new temporary directory, for tests that fill a disk, and
+ * unmounts it when the test finishes. Where mounting is not permitted (not root, no
+ * CAP_SYS_ADMIN) the test is skipped, saying why; under `CI=true` it fails instead, so that a CI
+ * that lost the permission does not pass by skipping.
+ *
+ * @returns the mount point
+ */
+export async function tmpfs(ctx: TestContext, sizeMiB: number): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "pirate-tmpfs-"))
+  try {
+    await run("mount", ["-t", "tmpfs", "-o", `size=${sizeMiB}m`, "tmpfs", dir])
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true })
+    const said = (err as { stderr?: string }).stderr?.trim() || errorMessage(err)
+    const reason = `cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): ${said.split("\n")[0] ?? ""}`
+    if (process.env["CI"] === "true") throw new Error(reason, { cause: err })
+    console.warn(`${ctx.task.name}: skipped, ${reason}`)
+    ctx.skip(reason)
+  }
+  onTestFinished(async () => {
+    // Lazy: a journal or a child process of the test may still hold files in it.
+    await run("umount", ["--lazy", dir])
+    await rm(dir, { recursive: true, force: true })
+  })
+  return dir
+}
