@@ -6,13 +6,25 @@
  * run (`level-raw-os`: sync false, `level-raw-fsync`: sync true, both through a chained batch;
  * `level-raw-os-array`: the array form `db.batch(ops, { sync })`, for comparison).
  *
+ * Store and forward, at each durability level with a `LevelJournal` (`memory`, `os`, `fsync`) and
+ * each codec (the default, msgpack, and "raw"): publish-only (no worker: N sends, PUBLISH_BATCH at a
+ * time, each batch awaited), then drain (that sender closed, a new one opened on its journal, 2
+ * worker processes connect; `Sender.open()` → `drained()`). And offline-1m: a sender process
+ * sends OFFLINE_N messages with no worker (default codec and durability), reporting its peak RSS,
+ * then a fresh sender process drains them to the 2 workers.
+ *
  *   npx tsx bench/journal.ts                 (docs/bench-journal.md explains every field)
  *   env: N (50000 messages), SIZE (256 bytes), RUNS (5), BATCH (1000, raw level batch size),
  *        CONCURRENCY (64: each worker's concurrency and prefetch), WARMUP (5000),
  *        BENCH_QUICK=1 (N 10000, RUNS 3, WARMUP 2000, no restart case: well under 30 s),
  *        BIG (1 runs the restart case, 0 skips it; on by default), BIG_N (1000000 pending),
- *        BIG_DELIVER (20000), BIG_RUNS (3), CASES (comma-separated subset, e.g. "os,fsync" or
- *        "restart-1m"), CPU_PROF_DIR (the child processes write `--cpu-prof` profiles there)
+ *        BIG_DELIVER (20000), BIG_RUNS (3), PUBLISH_BATCH (1000: sends awaited together in
+ *        publish-only and offline-1m), OFFLINE (1 runs offline-1m, 0 skips it; on by default,
+ *        off in quick mode), OFFLINE_N (1000000), OFFLINE_RUNS (RUNS), WINDOW (the senders'
+ *        `window`; default: the library's), CASES (comma-separated subset, e.g. "os,fsync",
+ *        "publish-drain" (all six publish-drain-<durability>[-raw] cases), "publish-drain-os",
+ *        "restart-1m" or "offline-1m"), CPU_PROF_DIR (the child processes write `--cpu-prof`
+ *        profiles there)
  *
  * The restart case builds a journal of BIG_N pending SIZE-byte messages once, then per run, on a
  * fresh copy of it: a worker process waits on a free loopback port, a fresh sender process opens
@@ -20,7 +32,7 @@
  * worker gets the first message and until it has handled BIG_DELIVER, and the sender's peak RSS.
  *
  * Prints JSON lines: one per case per run, then one per case with the medians (`stat: "median"`),
- * the ratio to its LevelDB ceiling and its target. Cases of one run are interleaved, so that the
+ * the ratio to its LevelDB ceiling and its target (offline-1m: peak RSS < 200 MB). Cases of one run are interleaved, so that the
  * noise of a shared machine falls on every case alike.
  */
 import { randomBytes } from "node:crypto"
@@ -30,7 +42,7 @@ import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Level } from "level"
-import type { Durability } from "../patterns/index.js"
+import type { Durability, Sender as SenderType } from "../patterns/index.js"
 import { forkModule, killAll, withTimeout } from "./lib/children.js"
 import { loadLibrary } from "./lib/compiled.js"
 import { envInt, printLine } from "./lib/env.js"
@@ -49,6 +61,11 @@ const BIG = process.env["BIG"] === undefined ? !QUICK : process.env["BIG"] === "
 const BIG_N = envInt("BIG_N", 1_000_000)
 const BIG_DELIVER = envInt("BIG_DELIVER", 20_000)
 const BIG_RUNS = envInt("BIG_RUNS", 3)
+const PUBLISH_BATCH = envInt("PUBLISH_BATCH", 1000)
+const OFFLINE = process.env["OFFLINE"] === undefined ? !QUICK : process.env["OFFLINE"] === "1"
+const OFFLINE_N = envInt("OFFLINE_N", 1_000_000)
+const OFFLINE_RUNS = envInt("OFFLINE_RUNS", RUNS)
+const WINDOW = process.env["WINDOW"] ? envInt("WINDOW", 1) : undefined
 /** Comma-separated subset of the cases to run (default: all). */
 const CASES = process.env["CASES"]?.split(",").map((c) => c.trim())
 /** When set, the child processes write V8 CPU profiles there (`--cpu-prof`). */
@@ -60,12 +77,17 @@ const POOL = 1024
 /** Targets from the issue (msgs/s end to end; restart: ms and MB). */
 const TARGETS: Partial<Record<string, number>> = { os: 40_000, fsync: 30_000 }
 const BIG_TARGETS = { firstMessageMs: 1000, peakRssMb: 200 }
-/** Which raw LevelDB rate bounds each case. */
+const OFFLINE_TARGETS = { maxRssMb: 200 }
+/** Which raw LevelDB rate bounds each case (publish-only: with either codec). */
 const CEILING: Record<string, string> = {
   memory: "level-raw-os",
   os: "level-raw-os",
   fsync: "level-raw-fsync",
+  "publish-only-memory": "level-raw-os",
+  "publish-only-os": "level-raw-os",
+  "publish-only-fsync": "level-raw-fsync",
 }
+type CodecName = "msgpack" | "raw"
 
 const BIND = "tcp://127.0.0.1:*"
 const BENCH = "journal"
@@ -172,25 +194,9 @@ async function endToEnd(durability: Durability, n: number, workers: Child[]): Pr
     ...(dir !== undefined ? { journal: dir } : {}),
   })
   let connected = false
-  const closeWorkers = async (): Promise<number> => {
-    const closed = await Promise.all(
-      workers.map(async (w) => {
-        const reply = w.next<{ type: "closed"; cpuUs: number }>("closed", 15_000)
-        w.send({ type: "close" })
-        return (await reply).cpuUs
-      }),
-    )
-    return closed.reduce((a, b) => a + b, 0)
-  }
   try {
     connected = true
-    await Promise.all(
-      workers.map(async (w) => {
-        const ready = w.next("ready", 10_000)
-        w.send({ type: "connect", endpoint: sender.endpoint })
-        await ready
-      }),
-    )
+    await connectWorkers(workers, sender.endpoint, "raw")
     const bodies = payloads(SIZE)
     // One deadline for the whole run. It is not passed to each send(): every waiting send() adds
     // an abort listener to it, and AbortSignal's EventTarget makes that quadratic (see the docs).
@@ -207,9 +213,10 @@ async function endToEnd(durability: Durability, n: number, workers: Child[]): Pr
     const stats = sender.stats()
     if (stats.acked !== n) throw new Error(`${durability}: ${stats.acked} of ${n} acked`)
     connected = false
-    const workerCpuUs = await closeWorkers()
+    const workerCpuUs = await closeWorkers(workers)
     return {
       case: durability,
+      phase: "end-to-end",
       n,
       size: SIZE,
       workers: workers.length,
@@ -227,9 +234,245 @@ async function endToEnd(durability: Durability, n: number, workers: Child[]): Pr
       redelivered: stats.redelivered,
     }
   } finally {
-    if (connected) await closeWorkers()
+    if (connected) await closeWorkers(workers)
     await sender.close()
     if (dir !== undefined) await removeDir(dir)
+  }
+}
+
+/** The options of every sender of the store-and-forward cases. */
+function storeOptions(
+  durability: Durability,
+  codec: CodecName,
+  dir: string,
+): Parameters<typeof Sender.open>[0] {
+  return {
+    bind: BIND,
+    codec,
+    durability,
+    journal: dir,
+    ...(WINDOW !== undefined ? { window: WINDOW } : {}),
+  }
+}
+
+/** Connects every worker to `endpoint`; resolves once the sender answered each of them. */
+async function connectWorkers(workers: Child[], endpoint: string, codec: CodecName): Promise<void> {
+  await Promise.all(
+    workers.map(async (w) => {
+      // Both answers are taken, so that none is left over for a later wait.
+      const connected = w.next("connected", 10_000)
+      const ready = w.next("ready", 30_000)
+      w.send({ type: "connect", endpoint, codec })
+      await Promise.all([connected, ready])
+    }),
+  )
+}
+
+/** Closes every worker (GOODBYE, acks flushed); resolves with their CPU time since the connect. */
+async function closeWorkers(workers: Child[]): Promise<number> {
+  const closed = await Promise.all(
+    workers.map(async (w) => {
+      const reply = w.next<{ type: "closed"; cpuUs: number }>("closed", 15_000)
+      w.send({ type: "close" })
+      return (await reply).cpuUs
+    }),
+  )
+  return closed.reduce((a, b) => a + b, 0)
+}
+
+/**
+ * Store and forward: publish-only (a sender in this process with a LevelJournal and no worker,
+ * `n` sends PUBLISH_BATCH at a time, each batch awaited; then the sender is closed), then drain
+ * (a new sender on that journal, WORKERS worker processes connect; `Sender.open()` → `drained()`).
+ */
+async function publishAndDrain(
+  durability: Durability,
+  codec: CodecName,
+  n: number,
+  workers: Child[],
+): Promise<Result[]> {
+  const dir = await tempDir("store")
+  const options = storeOptions(durability, codec, dir)
+  const suffix = `${durability}${codec === "raw" ? "-raw" : ""}`
+  const common = { durability, codec, n, size: SIZE, sync: durability === "fsync" }
+  const limit = Math.max(60_000, n)
+  let sender: SenderType | undefined = await Sender.open(options)
+  let connected = false
+  try {
+    const bodies = payloads(SIZE)
+    const deadline = performance.now() + limit
+    let cpu = process.cpuUsage()
+    const start = performance.now()
+    for (let i = 0; i < n;) {
+      const sends: Promise<string>[] = []
+      for (const end = Math.min(n, i + PUBLISH_BATCH); i < end; i++)
+        sends.push(sender.send(bodies[i % POOL]))
+      await Promise.all(sends)
+      if (performance.now() > deadline)
+        throw new Error(`publish-only-${suffix}: ${i} of ${n} sends within ${limit} ms`)
+    }
+    const ms = performance.now() - start
+    const publishCpu = process.cpuUsage(cpu)
+    const { backlog } = sender.stats()
+    const closing = performance.now()
+    const s = sender
+    sender = undefined
+    await s.close()
+    const closeMs = performance.now() - closing
+    const published: Result = {
+      case: `publish-only-${suffix}`,
+      phase: "publish-only",
+      ...common,
+      batch: PUBLISH_BATCH,
+      ms: round(ms, 1),
+      msgsPerSec: Math.round((n * 1000) / ms),
+      // Messages on disk only when the last send resolved (store and forward).
+      backlog,
+      closeMs: round(closeMs, 1),
+      cpuUsPerMsg: cpuPerMsg(publishCpu, n),
+    }
+
+    cpu = process.cpuUsage()
+    const t0 = performance.now()
+    sender = await Sender.open(options)
+    const openMs = performance.now() - t0
+    const d = sender
+    connected = true
+    const ready = connectWorkers(workers, d.endpoint, codec)
+    ready.catch(() => undefined) // awaited below
+    await d.drained({ signal: AbortSignal.timeout(limit) })
+    const drainMs = performance.now() - t0
+    const drainCpu = process.cpuUsage(cpu)
+    await ready
+    const { acked } = d.stats()
+    if (acked !== n) throw new Error(`drain-${suffix}: ${acked} of ${n} acked`)
+    connected = false
+    const workerCpuUs = await closeWorkers(workers)
+    return [
+      published,
+      {
+        case: `drain-${suffix}`,
+        phase: "drain",
+        ...common,
+        workers: workers.length,
+        concurrency: CONCURRENCY,
+        ms: round(drainMs, 1),
+        openMs: round(openMs, 1),
+        msgsPerSec: Math.round((n * 1000) / drainMs),
+        cpuUsPerMsg: cpuPerMsg(drainCpu, n),
+        workerCpuUsPerMsg: round(workerCpuUs / n, 2),
+      },
+    ]
+  } finally {
+    if (connected) await closeWorkers(workers).catch(() => undefined)
+    await sender?.close()
+    await removeDir(dir)
+  }
+}
+
+interface OfflineMemory {
+  rssBeforeMb: number
+  peakRssMb: number
+  maxRssMb: number
+  peakAnonMb: number
+  samples: number
+}
+
+/**
+ * offline-1m: a sender process (default codec and durability) sends OFFLINE_N messages with no
+ * worker, PUBLISH_BATCH at a time, and closes; then a fresh sender process opens the journal,
+ * bound to a port where the WORKERS workers already wait, and runs until drained. Each sender
+ * process reports its peak RSS.
+ */
+async function offline(run: number, workers: Child[]): Promise<Result[]> {
+  const dir = await tempDir("offline")
+  const settings = { ...(WINDOW !== undefined ? { window: WINDOW } : {}) }
+  let sender: Child | undefined
+  let connected = false
+  try {
+    sender = forkFixture("offline-sender.ts", [
+      dir,
+      JSON.stringify({
+        mode: "publish",
+        n: OFFLINE_N,
+        size: SIZE,
+        batch: PUBLISH_BATCH,
+        ...settings,
+      }),
+    ])
+    const pub = await sender.next<
+      OfflineMemory & {
+        type: "published"
+        ms: number
+        closeMs: number
+        backlog: number
+        cpuUs: number
+      }
+    >("published", 660_000)
+    await sender.kill()
+    sender = undefined
+
+    const endpoint = `tcp://127.0.0.1:${await freePort()}`
+    connected = true
+    await Promise.all(
+      workers.map(async (w) => {
+        const waiting = w.next("connected", 10_000)
+        w.send({ type: "connect", endpoint, codec: "msgpack" })
+        await waiting
+      }),
+    )
+    sender = forkFixture("offline-sender.ts", [
+      dir,
+      JSON.stringify({ mode: "drain", endpoint, ...settings }),
+    ])
+    const drained = await sender.next<
+      OfflineMemory & { type: "drained"; openMs: number; ms: number; acked: number; cpuUs: number }
+    >("drained", 660_000)
+    // Every worker said "ready" once the sender answered it: take those messages.
+    await Promise.all(workers.map((w) => w.next("ready", 10_000)))
+    if (drained.acked !== OFFLINE_N)
+      throw new Error(`offline-1m drain: ${drained.acked} of ${OFFLINE_N} acked`)
+    connected = false
+    const workerCpuUs = await closeWorkers(workers)
+    const memory = (m: OfflineMemory): Record<string, number> => ({
+      rssBeforeMb: m.rssBeforeMb,
+      peakRssMb: m.peakRssMb,
+      maxRssMb: m.maxRssMb,
+      peakAnonMb: m.peakAnonMb,
+      rssSamples: m.samples,
+    })
+    const common = { run, n: OFFLINE_N, size: SIZE, codec: "msgpack", durability: "os" }
+    return [
+      {
+        case: "offline-1m-publish",
+        phase: "publish-only",
+        ...common,
+        batch: PUBLISH_BATCH,
+        ms: round(pub.ms, 1),
+        msgsPerSec: Math.round((OFFLINE_N * 1000) / pub.ms),
+        backlog: pub.backlog,
+        closeMs: round(pub.closeMs, 1),
+        cpuUsPerMsg: round(pub.cpuUs / OFFLINE_N, 2),
+        ...memory(pub),
+      },
+      {
+        case: "offline-1m-drain",
+        phase: "drain",
+        ...common,
+        workers: workers.length,
+        concurrency: CONCURRENCY,
+        ms: round(drained.ms, 1),
+        openMs: round(drained.openMs, 1),
+        msgsPerSec: Math.round((OFFLINE_N * 1000) / drained.ms),
+        cpuUsPerMsg: round(drained.cpuUs / OFFLINE_N, 2),
+        workerCpuUsPerMsg: round(workerCpuUs / OFFLINE_N, 2),
+        ...memory(drained),
+      },
+    ]
+  } finally {
+    await sender?.kill()
+    if (connected) await closeWorkers(workers).catch(() => undefined)
+    await removeDir(dir)
   }
 }
 
@@ -342,6 +585,12 @@ async function main(): Promise<void> {
       BIG && (CASES === undefined || CASES.includes("restart-1m"))
         ? { pending: BIG_N, deliver: BIG_DELIVER, runs: BIG_RUNS }
         : false,
+    offline:
+      OFFLINE && (CASES === undefined || CASES.includes("offline-1m"))
+        ? { n: OFFLINE_N, runs: OFFLINE_RUNS }
+        : false,
+    publishBatch: PUBLISH_BATCH,
+    ...(WINDOW !== undefined ? { window: WINDOW } : {}),
     node: process.version,
   })
   const workers = Array.from({ length: WORKERS }, () =>
@@ -349,49 +598,75 @@ async function main(): Promise<void> {
   )
   await Promise.all(workers.map((w) => w.next("started", 30_000)))
 
-  const cases: { name: string; run: (n: number) => Promise<Result> }[] = [
+  const cases: { name: string; run: (n: number) => Promise<Result | Result[]> }[] = [
     { name: "level-raw-os", run: (n) => levelRaw(false, "chained", n) },
     { name: "level-raw-fsync", run: (n) => levelRaw(true, "chained", n) },
     { name: "level-raw-os-array", run: (n) => levelRaw(false, "array", n) },
     { name: "memory", run: (n) => endToEnd("memory", n, workers) },
     { name: "os", run: (n) => endToEnd("os", n, workers) },
     { name: "fsync", run: (n) => endToEnd("fsync", n, workers) },
+    // Store and forward: each case prints publish-only-<durability>[-raw] and drain-<…>.
+    ...(["memory", "os", "fsync"] as const).flatMap((d) =>
+      (["msgpack", "raw"] as const).map((codec) => ({
+        name: `publish-drain-${d}${codec === "raw" ? "-raw" : ""}`,
+        run: (n: number) => publishAndDrain(d, codec, n, workers),
+      })),
+    ),
   ]
-  const selected = cases.filter((c) => CASES === undefined || CASES.includes(c.name))
+  const selected = cases.filter(
+    (c) =>
+      CASES === undefined ||
+      CASES.includes(c.name) ||
+      (CASES.includes("publish-drain") && c.name.startsWith("publish-drain-")),
+  )
   for (const c of selected) await c.run(WARMUP)
 
-  const results = new Map<string, Result[]>(selected.map((c) => [c.name, []]))
+  // By the case names of the results (a publish-drain case gives two).
+  const results = new Map<string, Result[]>()
   for (let run = 1; run <= RUNS; run++) {
     for (const c of selected) {
-      const r = await c.run(N)
-      results.get(c.name)?.push(r)
-      printLine({ bench: BENCH, ...r, run })
+      const out = await c.run(N)
+      for (const r of Array.isArray(out) ? out : [out]) {
+        results.set(r.case, [...(results.get(r.case) ?? []), r])
+        printLine({ bench: BENCH, ...r, run })
+      }
     }
   }
   const medians = new Map<string, number>()
-  for (const c of selected) {
-    const rs = results.get(c.name) ?? []
+  for (const [name, rs] of results) {
     const rate = median(rs.map((r) => r.msgsPerSec))
-    medians.set(c.name, rate)
-    const ceiling = CEILING[c.name]
+    medians.set(name, rate)
+    const ceiling = CEILING[name.replace(/-raw$/, "")]
     const ceilingRate = ceiling !== undefined ? medians.get(ceiling) : undefined
-    const target = TARGETS[c.name]
+    const target = TARGETS[name]
     const memoryRate = medians.get("memory")
+    const first = rs[0]
     printLine({
       bench: BENCH,
-      case: c.name,
+      case: name,
       stat: "median",
+      ...(first?.["phase"] !== undefined
+        ? { phase: first["phase"], durability: first["durability"], codec: first["codec"] }
+        : {}),
       runs: rs.length,
       n: N,
       size: SIZE,
       msgsPerSec: Math.round(rate),
       min: Math.min(...rs.map((r) => r.msgsPerSec)),
       max: Math.max(...rs.map((r) => r.msgsPerSec)),
-      ...medianOf(rs, ["cpuUsPerMsg", "workerCpuUsPerMsg", "p50us", "p99us"]),
+      ...medianOf(rs, [
+        "cpuUsPerMsg",
+        "workerCpuUsPerMsg",
+        "p50us",
+        "p99us",
+        "backlog",
+        "closeMs",
+        "openMs",
+      ]),
       ...(ceiling !== undefined && ceilingRate !== undefined
         ? { ceiling, vsCeiling: round(rate / ceilingRate, 3) }
         : {}),
-      ...(c.name !== "memory" && memoryRate !== undefined && CEILING[c.name] !== undefined
+      ...((name === "os" || name === "fsync") && memoryRate !== undefined
         ? { vsMemory: round(rate / memoryRate, 3) }
         : {}),
       ...(target !== undefined ? { target, meetsTarget: rate >= target } : {}),
@@ -432,6 +707,50 @@ async function main(): Promise<void> {
       })
     } finally {
       await removeDir(root)
+    }
+  }
+
+  if (OFFLINE && (CASES === undefined || CASES.includes("offline-1m"))) {
+    const rs = new Map<string, Result[]>()
+    for (let run = 1; run <= OFFLINE_RUNS; run++) {
+      for (const r of await offline(run, workers)) {
+        rs.set(r.case, [...(rs.get(r.case) ?? []), r])
+        printLine({ bench: BENCH, ...r })
+      }
+    }
+    for (const [name, list] of rs) {
+      const m = (key: string): number => median(list.map((r) => r[key] as number))
+      const worst = Math.max(...list.map((r) => r["maxRssMb"] as number))
+      const publish = name === "offline-1m-publish"
+      printLine({
+        bench: BENCH,
+        case: name,
+        stat: "median",
+        phase: list[0]?.["phase"],
+        runs: list.length,
+        n: OFFLINE_N,
+        size: SIZE,
+        msgsPerSec: Math.round(m("msgsPerSec")),
+        min: Math.min(...list.map((r) => r.msgsPerSec)),
+        max: Math.max(...list.map((r) => r.msgsPerSec)),
+        ms: round(m("ms"), 1),
+        ...medianOf(list, [
+          "backlog",
+          "closeMs",
+          "openMs",
+          "cpuUsPerMsg",
+          "workerCpuUsPerMsg",
+          "rssBeforeMb",
+          "peakRssMb",
+          "peakAnonMb",
+          "maxRssMb",
+        ]),
+        // The kernel's peak RSS of the sender process, the highest of the runs.
+        maxRssMbWorst: worst,
+        ...(publish
+          ? { targets: OFFLINE_TARGETS, meetsTargets: worst < OFFLINE_TARGETS.maxRssMb }
+          : {}),
+      })
     }
   }
   await Promise.all(workers.map((w) => w.kill()))

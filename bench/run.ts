@@ -5,7 +5,7 @@
  *   BENCH_QUICK=1 npm run bench            # reduced runs, under a minute in all
  *   npm run bench -- journal peers         # only these scripts (by name)
  *
- * env: BENCH_QUICK=1; BENCH_TIMEOUT_S (per script: 600, quick 120). Every other variable (N,
+ * env: BENCH_QUICK=1; BENCH_TIMEOUT_S (per script: 600, journal and peers 1200; quick 120). Every other variable (N,
  * SIZE, RUNS…) goes through to the scripts; with BENCH_QUICK=1 the runner adds each script's
  * reduced settings (below) where the variable is not set already.
  *
@@ -25,7 +25,8 @@ import cliProgress from "cli-progress"
 import { PEERS, SETUP_HINT, probePeers } from "./peers/probe.js"
 
 const QUICK = process.env["BENCH_QUICK"] === "1"
-const TIMEOUT_S = Number(process.env["BENCH_TIMEOUT_S"] ?? (QUICK ? 120 : 600))
+const TIMEOUT_S =
+  process.env["BENCH_TIMEOUT_S"] !== undefined ? Number(process.env["BENCH_TIMEOUT_S"]) : undefined
 const ROOT = fileURLToPath(new URL("..", import.meta.url))
 const RESULTS = fileURLToPath(new URL("./results/", import.meta.url))
 /** Lines of a failed script's stderr shown after the table. */
@@ -37,6 +38,8 @@ interface Script {
   file: string
   /** The reduced run's settings (each script's own knobs), where the environment has none. */
   quick: Record<string, string>
+  /** Its time limit (s) in a full run, unless BENCH_TIMEOUT_S says otherwise. @defaultValue 600 */
+  timeoutS?: number
   /** Why it cannot run now, if it cannot (a skip, not a failure). */
   skip?(): Promise<string | undefined>
 }
@@ -61,6 +64,8 @@ const SCRIPTS: Script[] = [
     name: "journal",
     file: "journal.ts",
     quick: { BENCH_QUICK: "1", N: "5000", RUNS: "2", WARMUP: "1000" },
+    // The 1M-message cases (restart, offline publish and drain) take minutes.
+    timeoutS: 1200,
     skip: () =>
       Promise.resolve(
         existsSync(new URL("./journal.ts", import.meta.url))
@@ -72,6 +77,8 @@ const SCRIPTS: Script[] = [
     name: "peers",
     file: "peers/work-queue.ts",
     quick: { BENCH_QUICK: "1" },
+    // Three phases for 12 cases, 5 rounds: minutes when the brokers are slow.
+    timeoutS: 1200,
     skip: async () => {
       const up = await probePeers()
       if (up.some((p) => p.up)) return undefined
@@ -187,6 +194,7 @@ function runScript(
   onTick: (elapsedMs: number, lines: number) => void,
 ): Promise<Outcome> {
   const start = performance.now()
+  const timeoutS = TIMEOUT_S ?? (QUICK ? 120 : (script.timeoutS ?? 600))
   const env: NodeJS.ProcessEnv = { ...(QUICK ? script.quick : {}), ...process.env }
   const child = spawn(process.execPath, ["--import", "tsx", `bench/${script.file}`], {
     cwd: ROOT,
@@ -236,10 +244,10 @@ function runScript(
   let timedOut = false
   const timer = setTimeout(() => {
     timedOut = true
-    tail.push(`bench: ${script.file} timed out after ${TIMEOUT_S} s: killed`)
+    tail.push(`bench: ${script.file} timed out after ${timeoutS} s: killed`)
     signalGroup(child, "SIGTERM")
     setTimeout(() => signalGroup(child, "SIGKILL"), 5000).unref()
-  }, TIMEOUT_S * 1000)
+  }, timeoutS * 1000)
   const ticker = setInterval(() => onTick(performance.now() - start, lines.length), 1000)
   return new Promise((resolve) => {
     const finish = (code: number | null, signal: NodeJS.Signals | null, error?: Error): void => {
@@ -304,10 +312,14 @@ function cell(s: string): string {
 
 function caseLabel(l: Line): string {
   const parts: string[] = []
+  if (typeof l["codec"] === "string") parts.push(l["codec"])
   if (num(l["batch"]) !== undefined) parts.push(`batch ${String(l["batch"])}`)
   if (typeof l["sync"] === "boolean") parts.push(l["sync"] ? "sync" : "no sync")
   const name = typeof l["case"] === "string" ? l["case"] : "?"
-  return parts.length > 0 ? `${name} (${parts.join(", ")})` : name
+  // The phase (publish-only, drain, end-to-end) unless the case name says it already.
+  const phase =
+    typeof l["phase"] === "string" && !name.startsWith(l["phase"]) ? `${l["phase"]}: ` : ""
+  return parts.length > 0 ? `${phase}${name} (${parts.join(", ")})` : `${phase}${name}`
 }
 
 /** The ratios a line carries, each with what it is relative to. */
@@ -321,6 +333,13 @@ function ratios(l: Line): string {
   }
   const p50 = num(l["ratio_p50"])
   if (p50 !== undefined) out.push(`p50 ${fmt(p50, 3)} × zeromq-req-rep`)
+  const best = num(l["vsBestPeer"])
+  if (best !== undefined) {
+    const perRun = num(l["vsBestPeerRun"])
+    out.push(
+      `${fmt(best, 2)} × the best peer, ${str(l["bestPeer"], "?")}${perRun !== undefined ? ` (per run ${fmt(perRun, 2)})` : ""}`,
+    )
+  }
   const ceiling = num(l["vsCeiling"])
   if (ceiling !== undefined) out.push(`${fmt(ceiling, 3)} × ${str(l["ceiling"], "ceiling")}`)
   for (const [key, label] of [
@@ -344,6 +363,8 @@ function notes(l: Line): string {
     out.push(`target ${str(l["target"], "?")}: ${l["meetsTarget"] ? "met" : "missed"}`)
   else if (typeof l["meetsTargets"] === "boolean")
     out.push(`targets ${l["meetsTargets"] ? "met" : "missed"}`)
+  const rss = num(l["maxRssMbWorst"])
+  if (rss !== undefined) out.push(`sender peak RSS ${fmt(rss)} MB (worst run)`)
   const rate = num(l["msgsPerSec"]) ?? num(l["rps"])
   if (rate === undefined || l["case"] === "restart-1m") {
     const skip = new Set(["runs", "n", "size", "pending", "target", "expectedMs", "repeatedRuns"])

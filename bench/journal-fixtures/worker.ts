@@ -1,11 +1,11 @@
 /**
- * A worker process for `bench/journal.ts`: one `Worker` at a time (codec "raw", replies an empty
- * frame at once), reused across the runs so that its JIT stays warm.
+ * A worker process for `bench/journal.ts`: one `Worker` at a time (codec "raw" unless told
+ * otherwise, replies an empty frame at once), reused across the runs so that its JIT stays warm.
  *
  * argv: JSON `{ concurrency, prefetch }`.
  * IPC from the parent:
- *   `{ type: "connect", endpoint, count? }` closes the previous worker and opens a new one on
- *     `endpoint`; answers `{ type: "connected" }` at once (the worker never waits for its sender)
+ *   `{ type: "connect", endpoint, count?, codec? }` closes the previous worker and opens a new one
+ *     on `endpoint`, with `codec` ("raw" by default, or "msgpack"); answers `{ type: "connected" }` at once (the worker never waits for its sender)
  *     and `{ type: "ready" }` when the sender answered. With `count` it also reports
  *     `{ type: "first", at }` when the first job arrives and `{ type: "counted", at }` when the
  *     count-th job is done (`at`: epoch ms, sub-ms precision).
@@ -20,7 +20,9 @@ interface Options {
   prefetch: number
 }
 
-type Command = { type: "connect"; endpoint: string; count?: number } | { type: "close" }
+type Command =
+  | { type: "connect"; endpoint: string; count?: number; codec?: "raw" | "msgpack" }
+  | { type: "close" }
 
 const options = JSON.parse(process.argv[2] ?? "{}") as Options
 const ACK = Buffer.alloc(0)
@@ -35,13 +37,17 @@ function now(): number {
   return performance.timeOrigin + performance.now()
 }
 
-async function connect(endpoint: string, count: number | undefined): Promise<void> {
+async function connect(
+  endpoint: string,
+  count: number | undefined,
+  codec: "raw" | "msgpack",
+): Promise<void> {
   await worker?.close()
   cpu = process.cpuUsage()
   let done = 0
   const w = new Worker({
     connect: endpoint,
-    codec: "raw",
+    codec,
     concurrency: options.concurrency,
     prefetch: options.prefetch,
     handler: () => {
@@ -71,7 +77,11 @@ async function close(): Promise<void> {
 process.on("disconnect", () => process.exit(0))
 process.on("message", (m: Command) => {
   const done =
-    m.type === "connect" ? connect(m.endpoint, m.count) : m.type === "close" ? close() : undefined
+    m.type === "connect"
+      ? connect(m.endpoint, m.count, m.codec ?? "raw")
+      : m.type === "close"
+        ? close()
+        : undefined
   done?.catch((err: unknown) => {
     tell({ type: "error", message: err instanceof Error ? err.message : String(err) })
   })

@@ -1,25 +1,42 @@
 /**
- * zeromq-pirate against what users would pick instead, on one durable work-queue workload:
- * N messages of SIZE bytes, 2 worker processes that ack at once (prefetch / concurrency 64 each),
- * every system configured not to lose an acknowledged publication, timed end to end from the
- * first publication to the last ack. Each system runs in every round, in turn (the order rotates),
- * so the ratios come from one run on one machine.
+ * zeromq-pirate against what users would pick instead, on one durable work queue of N messages
+ * of SIZE bytes with 2 worker processes that ack at once (prefetch / concurrency 64 each), every
+ * system configured not to lose an acknowledged publication, in three phases:
+ *
+ *   publish-only  no consumer connected: the producer publishes N messages, PUBLISH_BATCH (1000)
+ *                 at a time, each batch awaited (confirmed) before the next; first publication →
+ *                 last confirmation
+ *   drain         consumers start on the backlog publish-only left (zeromq-pirate: that sender
+ *                 is closed, a restarted sender opens the same journal and 2 workers connect;
+ *                 a peer: 2 consumers on the existing queue); consumer start → last ack
+ *   end-to-end    consumers first, then N publications (≤ OUTSTANDING unconfirmed); first
+ *                 publication → last ack
+ *
+ * Each system runs in every round, in turn (the order rotates), so the ratios come from one run on
+ * one machine.
  *
  *   bash bench/peers/setup.sh              # installs + starts RabbitMQ, NATS, Redis on 127.0.0.1
  *   npx tsx bench/peers/work-queue.ts      # docs/benchmarks.md explains every case and field
  *   bash bench/peers/stop.sh
  *
- * env: N (50000), SIZE (256, at least 8), RUNS (5: with 5 cases, each runs once in every position
- *      of the rotating order), WARMUP (5000 messages per case, once),
- *      PREFETCH (64: per worker), OUTSTANDING (1000: publications awaiting their confirmation at
- *      most, for every system), BULK (100: jobs per BullMQ addBulk), SYSTEMS (comma-separated
- *      case names or groups: pirate, rabbitmq, nats, bullmq; default all; "rabbitmq-quorum" adds
- *      a quorum-queue case), PEERS_DIR (/tmp/zeromq-pirate-peers: where setup.sh keeps the
- *      servers' pid files, read for their CPU time), BENCH_QUICK=1 (N 5000, RUNS 1, WARMUP 3000).
+ * env: N (50000), SIZE (256, at least 8), RUNS (5: each case runs once in every round, the order
+ *      rotating), WARMUP (5000 messages per case, once), PHASES (comma-separated: publish-only,
+ *      drain, end-to-end; default all; drain needs publish-only), PUBLISH_BATCH (1000: publications
+ *      awaited together in publish-only), PREFETCH (64: per worker), OUTSTANDING (1000:
+ *      end-to-end publications awaiting their confirmation at most, for every system), BULK (100:
+ *      jobs per BullMQ addBulk), SYSTEMS (comma-separated case names or groups: pirate, rabbitmq,
+ *      nats, bullmq; default all; "rabbitmq-quorum" adds a quorum-queue case), WINDOW (the
+ *      zeromq-pirate senders' `window`; default: the library's), PEERS_DIR
+ *      (/tmp/zeromq-pirate-peers: where setup.sh keeps the servers' pid files, read for their CPU
+ *      time), BENCH_QUICK=1 (N 5000, RUNS 1, WARMUP 3000).
  *
  * Cases:
  *   zeromq-pirate-os / -fsync  Sender (this process) with a LevelJournal in a fresh temp dir,
- *                              durability "os" / "fsync"; 2 Worker processes
+ *                              durability "os" / "fsync"; 2 Worker processes. publish-only and
+ *                              drain: with the default codec (msgpack) and with codec "raw";
+ *                              end-to-end: codec "raw"
+ *   zeromq-pirate-memory       publish-only and drain only: the same with durability "memory"
+ *                              (send() resolves at once, the journal is written behind it)
  *   rabbitmq                   durable classic queue, persistent messages, a ConfirmChannel
  *                              (publish resolves on the broker's confirm), consumers with
  *                              manual ack and prefetch 64 each
@@ -29,10 +46,11 @@
  *   bullmq                     Redis with appendonly yes + appendfsync everysec; Queue.addBulk of
  *                              BULK jobs (removeOnComplete), 2 Worker processes, concurrency 64
  *
- * Prints JSON lines: a config line, one line per case per run (`skipped: true` for a system whose
- * server does not answer), one `summary: true` line per case (medians; for a peer, the ratios
- * zeromq-pirate ÷ peer), then a Markdown table. Exits 1 when a case failed. Loopback only; every
- * wait is bounded; every child process is killed at the end.
+ * Prints JSON lines: a config line, one line per phase per case per run (`skipped: true` for a
+ * system whose server does not answer), one `summary: true` line per phase and case (medians; for
+ * zeromq-pirate the ratio to the best peer of that phase, `vsBestPeer`, and the phase's target;
+ * for a peer, the ratios zeromq-pirate ÷ peer), then a Markdown table. Exits 1 when a case
+ * failed. Loopback only; every wait is bounded; every child process is killed at the end.
  */
 import { randomBytes } from "node:crypto"
 import { readFileSync } from "node:fs"
@@ -59,12 +77,27 @@ const WARMUP = envInt("WARMUP", QUICK ? 3_000 : 5_000)
 const PREFETCH = envInt("PREFETCH", 64)
 const OUTSTANDING = envInt("OUTSTANDING", 1_000)
 const BULK = envInt("BULK", 100)
+const PUBLISH_BATCH = envInt("PUBLISH_BATCH", 1_000)
+const WINDOW = process.env["WINDOW"] ? envInt("WINDOW", 1) : undefined
 const WORKERS = 2
 const PEERS_DIR = process.env["PEERS_DIR"] ?? "/tmp/zeromq-pirate-peers"
 const SELECTED = (process.env["SYSTEMS"] ?? "pirate,rabbitmq,nats,bullmq")
   .split(",")
   .map((s) => s.trim())
   .filter((s) => s !== "")
+const PHASE_NAMES = ["publish-only", "drain", "end-to-end"] as const
+type Phase = (typeof PHASE_NAMES)[number]
+const PHASES = (process.env["PHASES"] ?? PHASE_NAMES.join(","))
+  .split(",")
+  .map((s) => s.trim())
+  .filter((s) => s !== "")
+for (const p of PHASES)
+  if (!(PHASE_NAMES as readonly string[]).includes(p))
+    throw new RangeError(`PHASES: unknown phase ${p}; known: ${PHASE_NAMES.join(", ")}`)
+if (PHASES.includes("drain") && !PHASES.includes("publish-only"))
+  throw new RangeError("PHASES: drain consumes what publish-only left: select publish-only too")
+/** Targets of the issue: zeromq-pirate's median ÷ the best peer's median, at least. */
+const TARGETS: Partial<Record<Phase, number>> = { "publish-only": 5, drain: 2 }
 /** One run's limit: generous (a broker may manage a few thousand messages a second here). */
 const RUN_MS = Math.max(120_000, N * 3)
 const SPAWN_MS = 60_000
@@ -77,6 +110,7 @@ const BENCH = "peers"
 if (SIZE < 8) throw new RangeError("SIZE must be at least 8 (a message carries its 8-byte stamp)")
 
 type Fixture = "pirate" | PeerName
+type CodecName = "msgpack" | "raw"
 
 /** One run's queue (stream, sender…): what the workers consume, how to publish into it. */
 interface Session {
@@ -88,6 +122,14 @@ interface Session {
   publish(first: number, count: number): Promise<unknown>
   /** After the last confirmation: waits until everything is acked where the publisher sees it. */
   settle?(ms: number): Promise<void>
+  /** Figures of the publisher after publish-only (zeromq-pirate: its backlog on disk). */
+  figures?(): Record<string, number>
+  /**
+   * Between publish-only and drain: stops the publisher and starts the consuming side again on
+   * the same data (zeromq-pirate: closes the sender, keeping its journal, then opens a new one on
+   * it, timed as part of the drain); resolves with the new target.
+   */
+  restart?(): Promise<{ target: string; openMs: number; closeMs: number }>
   /** Deletes the queue (stream, keys, journal) of the run. */
   close(): Promise<void>
 }
@@ -96,6 +138,10 @@ interface Case {
   name: string
   /** The group SYSTEMS selects it by, and the worker fixture it uses. */
   fixture: Fixture
+  /** zeromq-pirate: the codec of its sender and workers. */
+  codec?: CodecName
+  /** The phases it runs in. */
+  phases: readonly Phase[]
   /** What a confirmed publication survives, as configured here. */
   durability: string
   /** Whether a publication is synced to the disk before it is confirmed. */
@@ -109,7 +155,9 @@ interface Case {
 }
 
 interface Result {
+  phase: Phase
   case: string
+  run: number
   msgsPerSec: number
   [key: string]: unknown
 }
@@ -141,36 +189,65 @@ function unique(prefix: string, sep: string): string {
 // ---------------------------------------------------------------------------------------------
 // the systems
 
-function pirateCase(durability: "os" | "fsync"): Case {
+const PEER_PHASES: readonly Phase[] = PHASE_NAMES
+
+const PIRATE_DURABILITY = {
+  memory:
+    'LevelJournal, durability "memory" (send() resolves at once; written to the OS behind it)',
+  os: 'LevelJournal, durability "os" (written to the OS, no fsync)',
+  fsync: 'LevelJournal, durability "fsync" (fdatasync before send() resolves)',
+} as const
+
+function pirateCase(
+  durability: "memory" | "os" | "fsync",
+  codec: CodecName,
+  phases: readonly Phase[],
+): Case {
   return {
     name: `zeromq-pirate-${durability}`,
     fixture: "pirate",
+    codec,
+    phases,
     sync: durability === "fsync",
-    durability:
-      durability === "os"
-        ? 'LevelJournal, durability "os" (written to the OS, no fsync)'
-        : 'LevelJournal, durability "fsync" (fdatasync before send() resolves)',
+    durability: PIRATE_DURABILITY[durability],
     async open() {
       const dir = await mkdtemp(join(tmpdir(), "pirate-bench-peers-"))
-      let sender: Pirate.Sender | undefined
-      try {
-        sender = await Sender.open({
+      const openSender = (): Promise<Pirate.Sender> =>
+        Sender.open({
           bind: `tcp://${HOST}:*`,
-          codec: "raw",
+          codec,
           durability,
           journal: dir,
+          ...(WINDOW !== undefined ? { window: WINDOW } : {}),
         })
+      let s: Pirate.Sender
+      try {
+        s = await openSender()
       } catch (err) {
         await rm(dir, { recursive: true, force: true })
         throw err
       }
-      const s = sender
       return {
         target: s.endpoint,
         batch: 1,
         publish: (i) => s.send(body(i)),
         async settle(ms) {
           await s.drained({ signal: AbortSignal.timeout(ms) })
+        },
+        figures() {
+          const stats = s.stats()
+          return { backlog: stats.backlog }
+        },
+        async restart() {
+          const t0 = performance.now()
+          await s.close()
+          const t1 = performance.now()
+          s = await openSender()
+          return {
+            target: s.endpoint,
+            closeMs: round(t1 - t0, 1),
+            openMs: round(performance.now() - t1, 1),
+          }
         },
         async close() {
           await s.close()
@@ -187,6 +264,7 @@ function rabbitmqCase(queueType: "classic" | "quorum"): Case {
   return {
     name: queueType === "classic" ? "rabbitmq" : "rabbitmq-quorum",
     fixture: "rabbitmq",
+    phases: PEER_PHASES,
     sync: true,
     durability:
       queueType === "classic"
@@ -235,6 +313,7 @@ function natsCase(): Case {
   return {
     name: "nats-jetstream",
     fixture: "nats",
+    phases: PEER_PHASES,
     sync: false,
     durability:
       "stream with file storage (written to the OS on store; nats-server 2.9 syncs its files periodically)",
@@ -284,6 +363,7 @@ function bullmqCase(): Case {
   return {
     name: "bullmq",
     fixture: "bullmq",
+    phases: PEER_PHASES,
     sync: false,
     durability: "Redis AOF, appendfsync everysec (written to the OS at once, synced every second)",
     pidFile: "redis.pid",
@@ -326,8 +406,13 @@ function bullmqCase(): Case {
 }
 
 const ALL_CASES: Case[] = [
-  pirateCase("os"),
-  pirateCase("fsync"),
+  // end-to-end as it always ran: codec "raw"
+  pirateCase("os", "raw", ["end-to-end"]),
+  pirateCase("fsync", "raw", ["end-to-end"]),
+  // store and forward: the default codec, and "raw"
+  ...(["os", "fsync", "memory"] as const).flatMap((d) =>
+    (["msgpack", "raw"] as const).map((codec) => pirateCase(d, codec, ["publish-only", "drain"])),
+  ),
   rabbitmqCase("classic"),
   rabbitmqCase("quorum"),
   natsCase(),
@@ -455,19 +540,160 @@ function serverCpuUs(pidFile: string | undefined): number | undefined {
   }
 }
 
-async function runOnce(c: Case, n: number, run: number): Promise<Result> {
+/** CPU time per message (µs) of the benchmark's process, the workers and the server. */
+function cpuFigures(
+  n: number,
+  publisherUs: number,
+  workerUs: number | undefined,
+  serverUs: number | undefined,
+): Record<string, number> {
+  const perMsg = (us: number): number => round(us / n, 2)
+  return {
+    cpuUsPerMsg: perMsg(publisherUs),
+    ...(workerUs !== undefined ? { workerCpuUsPerMsg: perMsg(workerUs) } : {}),
+    ...(serverUs !== undefined ? { serverCpuUsPerMsg: perMsg(serverUs) } : {}),
+    totalCpuUsPerMsg: perMsg(publisherUs + (workerUs ?? 0) + (serverUs ?? 0)),
+  }
+}
+
+function cpuSince(cpu0: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(cpu0)
+  return used.user + used.system
+}
+
+function serverCpuSince(c: Case, server0: number | undefined): number | undefined {
+  const server1 = serverCpuUs(c.pidFile)
+  return server0 !== undefined && server1 !== undefined ? server1 - server0 : undefined
+}
+
+/** Starts every worker on `target` and resolves once all of them consume. */
+async function startWorkers(workers: Child[], c: Case, target: string): Promise<void> {
+  await Promise.all(
+    workers.map((w) => {
+      const ready = w.next((m) => m.type === "consuming", SPAWN_MS, `${c.name} consuming`)
+      w.send({ type: "start", target, ...(c.codec !== undefined ? { codec: c.codec } : {}) })
+      return ready
+    }),
+  )
+}
+
+async function stopWorkers(workers: Child[]): Promise<Stopped[]> {
+  return Promise.all(workers.map((w) => ask<Stopped>(w, "stop", "stopped", 30_000)))
+}
+
+/** Publishes `n` messages PUBLISH_BATCH at a time, each batch confirmed before the next. */
+async function publishInBatches(session: Session, n: number, deadline: number): Promise<void> {
+  for (let i = 0; i < n;) {
+    const end = Math.min(n, i + PUBLISH_BATCH)
+    const confirmations: Promise<unknown>[] = []
+    for (; i < end;) {
+      const k = Math.min(session.batch, end - i)
+      confirmations.push(session.publish(i, k))
+      i += k
+    }
+    await Promise.all(confirmations)
+    if (performance.now() > deadline) throw new Error("publishing took longer than the run's limit")
+  }
+}
+
+/**
+ * publish-only (no consumer), then, when PHASES has it, drain: the consumers start on the backlog
+ * publish-only left. Returns one result per phase.
+ */
+async function publishAndDrain(c: Case, n: number, run: number): Promise<Result[]> {
+  const session = await c.open()
+  const results: Result[] = []
+  const common = {
+    case: c.name,
+    ...(c.codec !== undefined ? { codec: c.codec } : {}),
+    run,
+    n,
+    size: SIZE,
+    sync: c.sync,
+  }
+  let workers: Child[] = []
+  let consuming = false
+  try {
+    let server0 = serverCpuUs(c.pidFile)
+    let cpu0 = process.cpuUsage()
+    let deadline = performance.now() + RUN_MS
+    const t0 = now()
+    await withTimeout(
+      publishInBatches(session, n, deadline),
+      RUN_MS,
+      `${c.name}: ${n} publications`,
+    )
+    const ms = now() - t0
+    results.push({
+      phase: "publish-only",
+      ...common,
+      batch: PUBLISH_BATCH,
+      ms: round(ms, 1),
+      msgsPerSec: Math.round((n * 1000) / ms),
+      ...(session.figures?.() ?? {}),
+      ...cpuFigures(n, cpuSince(cpu0), undefined, serverCpuSince(c, server0)),
+    })
+    if (!PHASES.includes("drain")) return results
+
+    workers = await workersOf(c.fixture)
+    server0 = serverCpuUs(c.pidFile)
+    deadline = performance.now() + RUN_MS
+    cpu0 = process.cpuUsage()
+    // zeromq-pirate: the sender is closed first, untimed (restart() reports how long it took).
+    const restarted = await session.restart?.()
+    const d0 = now() - (restarted?.openMs ?? 0)
+    const settled = session
+      .settle?.(Math.max(1000, Math.round(deadline - performance.now())))
+      .then(() => now())
+    // Awaited below; handled now so that an early failure leaves no unhandled rejection behind.
+    settled?.catch(() => undefined)
+    consuming = true
+    await startWorkers(workers, c, restarted?.target ?? session.target)
+    const settledAt = await settled
+    await awaitCount(workers, n, deadline)
+    const publisherUs = cpuSince(cpu0)
+    const serverUs = serverCpuSince(c, server0)
+    consuming = false
+    const stops = await stopWorkers(workers)
+    const delivered = stops.reduce((a, s) => a + s.count, 0)
+    const lastAck = Math.max(...stops.map((s) => s.lastAt))
+    // As in end-to-end: for a peer, the last ack a worker sent; for zeromq-pirate, drained().
+    const dms = (settledAt ?? lastAck) - d0
+    results.push({
+      phase: "drain",
+      ...common,
+      workers: WORKERS,
+      prefetch: PREFETCH,
+      ms: round(dms, 1),
+      ...(restarted !== undefined
+        ? { openMs: restarted.openMs, closeBeforeMs: restarted.closeMs }
+        : {}),
+      lastAckMs: round(lastAck - d0, 1),
+      msgsPerSec: Math.round((n * 1000) / dms),
+      delivered,
+      ...cpuFigures(
+        n,
+        publisherUs,
+        stops.reduce((a, s) => a + s.cpuUs, 0),
+        serverUs,
+      ),
+    })
+    return results
+  } finally {
+    if (consuming)
+      await Promise.allSettled(workers.map((w) => ask<Stopped>(w, "stop", "stopped", 30_000)))
+    await withTimeout(session.close(), 60_000, `${c.name}: cleanup`)
+  }
+}
+
+/** Consumers first, then `n` publications (≤ OUTSTANDING unconfirmed), to the last ack. */
+async function endToEnd(c: Case, n: number, run: number): Promise<Result> {
   const workers = await workersOf(c.fixture)
   const session = await c.open()
   let consuming = false
   try {
-    await Promise.all(
-      workers.map((w) => {
-        const ready = w.next((m) => m.type === "consuming", SPAWN_MS, `${c.name} consuming`)
-        w.send({ type: "start", target: session.target })
-        return ready
-      }),
-    )
     consuming = true
+    await startWorkers(workers, c, session.target)
     const server0 = serverCpuUs(c.pidFile)
     const cpu0 = process.cpuUsage()
     const deadline = performance.now() + RUN_MS
@@ -477,10 +703,10 @@ async function runOnce(c: Case, n: number, run: number): Promise<Result> {
     await session.settle?.(Math.max(1000, Math.round(deadline - performance.now())))
     const settled = now()
     await awaitCount(workers, n, deadline)
-    const cpu = process.cpuUsage(cpu0)
-    const server1 = serverCpuUs(c.pidFile)
+    const publisherUs = cpuSince(cpu0)
+    const serverUs = serverCpuSince(c, server0)
     consuming = false
-    const stops = await Promise.all(workers.map((w) => ask<Stopped>(w, "stop", "stopped", 30_000)))
+    const stops = await stopWorkers(workers)
     const delivered = stops.reduce((a, s) => a + s.count, 0)
     const lastAck = Math.max(...stops.map((s) => s.lastAt))
     // The end: for a peer, the last ack sent by a worker (after every confirmation); for
@@ -488,12 +714,10 @@ async function runOnce(c: Case, n: number, run: number): Promise<Result> {
     const end = session.settle ? settled : Math.max(published, lastAck)
     const ms = end - t0
     const latency = stops.flatMap((s) => s.latencyUs).sort((a, b) => a - b)
-    const perMsg = (us: number): number => round(us / n, 2)
-    const publisherCpu = cpu.user + cpu.system
-    const workerCpu = stops.reduce((a, s) => a + s.cpuUs, 0)
-    const serverCpu = server0 !== undefined && server1 !== undefined ? server1 - server0 : undefined
     return {
+      phase: "end-to-end",
       case: c.name,
+      ...(c.codec !== undefined ? { codec: c.codec } : {}),
       run,
       n,
       size: SIZE,
@@ -509,10 +733,12 @@ async function runOnce(c: Case, n: number, run: number): Promise<Result> {
       // Publication (stamped in the message) to handling by a worker, per message.
       p50us: percentileSorted(latency, 50),
       p99us: percentileSorted(latency, 99),
-      cpuUsPerMsg: perMsg(publisherCpu),
-      workerCpuUsPerMsg: perMsg(workerCpu),
-      ...(serverCpu !== undefined ? { serverCpuUsPerMsg: perMsg(serverCpu) } : {}),
-      totalCpuUsPerMsg: perMsg(publisherCpu + workerCpu + (serverCpu ?? 0)),
+      ...cpuFigures(
+        n,
+        publisherUs,
+        stops.reduce((a, s) => a + s.cpuUs, 0),
+        serverUs,
+      ),
     }
   } finally {
     if (consuming)
@@ -524,69 +750,117 @@ async function runOnce(c: Case, n: number, run: number): Promise<Result> {
 // ---------------------------------------------------------------------------------------------
 // main
 
+/** A case in the output and in the maps: its name, and the codec for zeromq-pirate. */
+function label(c: Case): string {
+  return c.codec !== undefined ? `${c.name} (${c.codec})` : c.name
+}
+
+/** One case's results of one phase. */
+function keyOf(phase: Phase, c: Case): string {
+  return `${phase}: ${label(c)}`
+}
+
 async function main(): Promise<number> {
   const probed = await probePeers()
   const cases: Case[] = []
   for (const c of ALL_CASES.filter(selected)) {
+    if (!c.phases.some((p) => PHASES.includes(p))) continue
     const peer = probed.find((p) => p.name === c.fixture)
     if (peer && !peer.up) {
       const reason = `${peer.server} does not answer on ${HOST}:${peer.port}: ${SETUP_HINT}`
-      process.stderr.write(`peers: skipping ${c.name}: ${reason}\n`)
+      process.stderr.write(`peers: skipping ${label(c)}: ${reason}\n`)
       printLine({ bench: BENCH, case: c.name, skipped: true, reason })
       continue
     }
     cases.push(c)
   }
+  const stored = PHASES.includes("publish-only")
+    ? cases.filter((c) => c.phases.includes("publish-only"))
+    : []
+  const e2e = PHASES.includes("end-to-end")
+    ? cases.filter((c) => c.phases.includes("end-to-end"))
+    : []
   printLine({
     bench: BENCH,
     config: true,
+    phases: PHASES,
     n: N,
     size: SIZE,
     runs: RUNS,
     warmup: WARMUP,
     workers: WORKERS,
     prefetch: PREFETCH,
+    publishBatch: PUBLISH_BATCH,
     outstanding: OUTSTANDING,
     bulk: BULK,
-    cases: cases.map((c) => c.name),
+    ...(WINDOW !== undefined ? { window: WINDOW } : {}),
+    cases: [...new Set(cases.map(label))],
     quick: QUICK,
     node: process.version,
   })
 
+  /** Failed units (a case's publish-only + drain, or its end-to-end), not run again. */
   const failed = new Map<string, string>()
-  const fail = (c: Case, run: number | "warmup", err: unknown): void => {
+  const fail = (unit: string, run: number | "warmup", err: unknown): void => {
     const message = err instanceof Error ? err.message : String(err)
-    failed.set(c.name, message)
-    process.stderr.write(`peers: ${c.name} failed (run ${run}): ${message}\n`)
-    printLine({ bench: BENCH, case: c.name, run, error: message })
+    failed.set(unit, message)
+    process.stderr.write(`peers: ${unit} failed (run ${run}): ${message}\n`)
+    printLine({ bench: BENCH, case: unit, run, error: message })
   }
+  const connected = new Set<Case>()
   for (const c of cases) {
     try {
       await withTimeout(c.connect?.() ?? Promise.resolve(), 30_000, `${c.name}: connect`)
+      connected.add(c)
       await workersOf(c.fixture)
-      await runOnce(c, WARMUP, 0)
     } catch (err) {
-      fail(c, "warmup", err)
+      fail(`${PHASES.join("+")}: ${label(c)}`, "warmup", err)
     }
   }
+  const storedUnit = (c: Case): string =>
+    PHASES.includes("drain")
+      ? keyOf("publish-only", c).replace(":", " + drain:")
+      : keyOf("publish-only", c)
+  for (const c of stored) {
+    if (!connected.has(c)) continue
+    await publishAndDrain(c, WARMUP, 0).catch((err: unknown) => fail(storedUnit(c), "warmup", err))
+  }
+  for (const c of e2e) {
+    if (!connected.has(c)) continue
+    await endToEnd(c, WARMUP, 0).catch((err: unknown) =>
+      fail(keyOf("end-to-end", c), "warmup", err),
+    )
+  }
 
-  const results = new Map<string, Result[]>(cases.map((c) => [c.name, []]))
+  const results = new Map<string, Result[]>()
+  const keep = (c: Case, r: Result): void => {
+    const key = keyOf(r.phase, c)
+    results.set(key, [...(results.get(key) ?? []), r])
+    printLine({ bench: BENCH, ...r })
+  }
   for (let run = 1; run <= RUNS; run++) {
     // Every case once per round, starting with another one each round.
-    for (let k = 0; k < cases.length; k++) {
-      const c = cases[(run - 1 + k) % cases.length] as Case
-      if (failed.has(c.name)) continue
+    for (let k = 0; k < stored.length; k++) {
+      const c = stored[(run - 1 + k) % stored.length] as Case
+      if (!connected.has(c) || failed.has(storedUnit(c))) continue
       try {
-        const r = await runOnce(c, N, run)
-        results.get(c.name)?.push(r)
-        printLine({ bench: BENCH, ...r })
+        for (const r of await publishAndDrain(c, N, run)) keep(c, r)
       } catch (err) {
-        fail(c, run, err)
+        fail(storedUnit(c), run, err)
+      }
+    }
+    for (let k = 0; k < e2e.length; k++) {
+      const c = e2e[(run - 1 + k) % e2e.length] as Case
+      if (!connected.has(c) || failed.has(keyOf("end-to-end", c))) continue
+      try {
+        keep(c, await endToEnd(c, N, run))
+      } catch (err) {
+        fail(keyOf("end-to-end", c), run, err)
       }
     }
   }
 
-  summarize(cases, results, failed)
+  summarize([...new Set([...stored, ...e2e])], results, failed)
   await Promise.allSettled(
     cases.map((c) => withTimeout(c.disconnect?.() ?? Promise.resolve(), 10_000, "disconnect")),
   )
@@ -596,59 +870,98 @@ async function main(): Promise<number> {
 // ---------------------------------------------------------------------------------------------
 // summary
 
-const PIRATE = ["zeromq-pirate-os", "zeromq-pirate-fsync"] as const
+/** The end-to-end zeromq-pirate cases every peer is compared with, and their fields. */
+const PIRATE_E2E = [
+  ["zeromq-pirate-os", "pirateOs"],
+  ["zeromq-pirate-fsync", "pirateFsync"],
+] as const
 
 function summarize(
   cases: Case[],
   results: Map<string, Result[]>,
   failed: Map<string, string>,
 ): void {
-  const medians = new Map<string, number>()
-  for (const [name, rs] of results)
-    if (rs.length > 0) medians.set(name, median(rs.map((r) => r.msgsPerSec)))
   const summaries: Record<string, unknown>[] = []
-  for (const c of cases) {
-    const rs = results.get(c.name) ?? []
-    if (rs.length === 0) continue
-    const rate = medians.get(c.name) as number
-    const summary: Record<string, unknown> = {
-      bench: BENCH,
-      case: c.name,
-      summary: true,
-      runs: rs.length,
-      n: N,
-      size: SIZE,
-      sync: c.sync,
-      msgsPerSec: Math.round(rate),
-      min: Math.min(...rs.map((r) => r.msgsPerSec)),
-      max: Math.max(...rs.map((r) => r.msgsPerSec)),
-      ...medianOf(rs, [
-        "p50us",
-        "p99us",
-        "cpuUsPerMsg",
-        "workerCpuUsPerMsg",
-        "serverCpuUsPerMsg",
-        "totalCpuUsPerMsg",
-      ]),
-      durability: c.durability,
-    }
-    if (c.fixture !== "pirate") {
-      for (const p of PIRATE) {
-        const mine = medians.get(p)
-        if (mine === undefined) continue
-        const key = p === "zeromq-pirate-os" ? "pirateOs" : "pirateFsync"
-        summary[`${key}Ratio`] = round(mine / rate, 3)
-        // Both ran in every round, one after the other: the median of the per-round ratios.
-        const perRun: number[] = []
-        for (const r of rs) {
-          const theirs = results.get(p)?.find((x) => x["run"] === r["run"])
-          if (theirs) perRun.push(theirs.msgsPerSec / r.msgsPerSec)
-        }
-        if (perRun.length > 0) summary[`${key}RunRatio`] = round(median(perRun), 3)
+  for (const phase of PHASE_NAMES) {
+    if (!PHASES.includes(phase)) continue
+    // zeromq-pirate first, then the peers.
+    const inPhase = cases
+      .filter((c) => c.phases.includes(phase) && (results.get(keyOf(phase, c)) ?? []).length > 0)
+      .sort((a, b) => Number(a.fixture !== "pirate") - Number(b.fixture !== "pirate"))
+    const rs = (c: Case): Result[] => results.get(keyOf(phase, c)) ?? []
+    const rate = (c: Case): number => median(rs(c).map((r) => r.msgsPerSec))
+    const peers = inPhase.filter((c) => c.fixture !== "pirate")
+    const best = peers.reduce<Case | undefined>(
+      (b, c) => (b === undefined || rate(c) > rate(b) ? c : b),
+      undefined,
+    )
+    /** The best peer's rate in each round (the peers that ran in it). */
+    const bestOfRound = new Map<number, number>()
+    for (const c of peers)
+      for (const r of rs(c))
+        bestOfRound.set(r.run, Math.max(bestOfRound.get(r.run) ?? 0, r.msgsPerSec))
+    const target = TARGETS[phase]
+    for (const c of inPhase) {
+      const mine = rate(c)
+      const summary: Record<string, unknown> = {
+        bench: BENCH,
+        phase,
+        case: c.name,
+        ...(c.codec !== undefined ? { codec: c.codec } : {}),
+        summary: true,
+        runs: rs(c).length,
+        n: N,
+        size: SIZE,
+        sync: c.sync,
+        ...(phase === "publish-only" ? { batch: PUBLISH_BATCH } : {}),
+        msgsPerSec: Math.round(mine),
+        min: Math.min(...rs(c).map((r) => r.msgsPerSec)),
+        max: Math.max(...rs(c).map((r) => r.msgsPerSec)),
+        ...medianOf(rs(c), [
+          "backlog",
+          "openMs",
+          "p50us",
+          "p99us",
+          "cpuUsPerMsg",
+          "workerCpuUsPerMsg",
+          "serverCpuUsPerMsg",
+          "totalCpuUsPerMsg",
+        ]),
+        durability: c.durability,
       }
+      if (c.fixture === "pirate" && best !== undefined) {
+        const vs = mine / rate(best)
+        const perRound: number[] = []
+        for (const r of rs(c)) {
+          const b = bestOfRound.get(r.run)
+          if (b !== undefined && b > 0) perRound.push(r.msgsPerSec / b)
+        }
+        summary["bestPeer"] = best.name
+        summary["bestPeerMsgsPerSec"] = Math.round(rate(best))
+        summary["vsBestPeer"] = round(vs, 3)
+        if (perRound.length > 0) summary["vsBestPeerRun"] = round(median(perRound), 3)
+        if (target !== undefined) {
+          summary["target"] = `≥ ${target}× the best peer`
+          summary["meetsTarget"] = vs >= target
+        }
+      }
+      if (c.fixture !== "pirate" && phase === "end-to-end") {
+        for (const [name, key] of PIRATE_E2E) {
+          const p = inPhase.find((x) => x.name === name)
+          if (p === undefined) continue
+          summary[`${key}Ratio`] = round(rate(p) / mine, 3)
+          // Both ran in every round, one after the other: the median of the per-round ratios.
+          const perRun: number[] = []
+          for (const r of rs(c)) {
+            const theirs = rs(p).find((x) => x.run === r.run)
+            if (theirs) perRun.push(theirs.msgsPerSec / r.msgsPerSec)
+          }
+          if (perRun.length > 0) summary[`${key}RunRatio`] = round(median(perRun), 3)
+        }
+      }
+      summaries.push(summary)
+      printLine(summary)
     }
-    summaries.push(summary)
-    printLine(summary)
   }
   process.stdout.write(`\n${table(summaries, failed)}\n`)
 }
@@ -656,24 +969,28 @@ function summarize(
 function table(summaries: Record<string, unknown>[], failed: Map<string, string>): string {
   const fmt = (v: unknown, digits = 0): string =>
     typeof v === "number" ? v.toLocaleString("en-US", { maximumFractionDigits: digits }) : "—"
-  const ratio = (v: unknown, perRun: unknown): string =>
-    typeof v === "number"
-      ? `${fmt(v, 2)}×${typeof perRun === "number" ? ` (${fmt(perRun, 2)}×)` : ""}`
-      : "—"
   const lines = [
-    `N=${N} × ${SIZE} B, ${WORKERS} worker processes, prefetch ${PREFETCH}, ≤ ${OUTSTANDING} unconfirmed publications, medians of ${RUNS} run(s); ratios: of the medians (median of the per-round ratios)`,
+    `N=${N} × ${SIZE} B, ${WORKERS} worker processes, prefetch ${PREFETCH}; publish-only: batches of ${PUBLISH_BATCH} awaited; end-to-end: ≤ ${OUTSTANDING} unconfirmed publications; medians of ${RUNS} run(s); ÷ best peer: of the medians (median of the per-round ratios)`,
     "",
-    "| system | msgs/s (median) | min – max | zeromq-pirate os ÷ it | zeromq-pirate fsync ÷ it | CPU µs/msg, all processes (server) | p50 / p99 µs |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| phase | system | msgs/s (median) | min – max | ÷ best peer | target | CPU µs/msg, all processes (server) |",
+    "| --- | --- | ---: | ---: | ---: | --- | ---: |",
   ]
   for (const s of summaries) {
     const server =
       typeof s["serverCpuUsPerMsg"] === "number" ? ` (${fmt(s["serverCpuUsPerMsg"], 1)})` : ""
+    const vs =
+      typeof s["vsBestPeer"] === "number"
+        ? `${fmt(s["vsBestPeer"], 2)}× (${fmt(s["vsBestPeerRun"], 2)}×)`
+        : "—"
+    const target =
+      typeof s["meetsTarget"] === "boolean"
+        ? `${String(s["target"])}: ${s["meetsTarget"] ? "met" : "missed"}`
+        : ""
+    const system =
+      typeof s["codec"] === "string" ? `${String(s["case"])} (${s["codec"]})` : String(s["case"])
     lines.push(
-      `| ${String(s["case"])} | ${fmt(s["msgsPerSec"])} | ${fmt(s["min"])} – ${fmt(s["max"])} | ` +
-        `${ratio(s["pirateOsRatio"], s["pirateOsRunRatio"])} | ` +
-        `${ratio(s["pirateFsyncRatio"], s["pirateFsyncRunRatio"])} | ` +
-        `${fmt(s["totalCpuUsPerMsg"], 1)}${server} | ${fmt(s["p50us"])} / ${fmt(s["p99us"])} |`,
+      `| ${String(s["phase"])} | ${system} | ${fmt(s["msgsPerSec"])} | ${fmt(s["min"])} – ${fmt(s["max"])} | ` +
+        `${vs} | ${target} | ${fmt(s["totalCpuUsPerMsg"], 1)}${server} |`,
     )
   }
   for (const [name, why] of failed)
