@@ -99,6 +99,7 @@ describe("LazyPirateServer under load", () => {
     const body = msgpackCodec.encode("queued")
     const firstTry = rawSocket(server.endpoint)
     await firstTry.send([header, body]) // waits
+    await until(() => server.stats().queued === 1) // in the queue before "third"
     const third = client.request("third") // waits
     third.catch(() => undefined) // awaited below
     await until(() => server.stats().queued === 2)
