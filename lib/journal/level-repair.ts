@@ -2,22 +2,25 @@
  * `LevelJournal.repair()`: repairs a damaged journal in place and reports every entry it could
  * not keep.
  *
- * What it compares: the counters the journal stored last (in its newest readable state record,
- * which its log may still hold when LevelDB is about to drop it) against what is left after
- * LevelDB replayed its logs (or after LevelDB's own repair); the writes LevelDB drops from a
- * damaged log, read before LevelDB deletes it; and every key and value, checked against each
- * other. Entries that can be put back are put back: a value carries its id and kind under its
- * own checksum, so a damaged key is restored from it, and a write dropped from the log whose
- * values pass their checksums is written again.
+ * Before LevelDB touches anything, it reads the logs (what LevelDB will drop of them, and what
+ * can still be read of that) and every table file (LevelDB checks neither block checksums nor
+ * key order, and aborts the process when it copies a table whose keys are out of order, as its
+ * compactions and its own repair do). A damaged table is moved aside, into `damaged-<time>/` in
+ * the journal's directory, LevelDB's repair rebuilds the database without it, and the newest
+ * versions it held go back in. Then every key and value is checked against each other: a value
+ * carries its id and kind under its own checksum, so a damaged key is put back from it, and a
+ * write dropped from the log whose values pass their checksums is written again. What cannot
+ * be checked is moved aside under `q:` keys. Last, it compares the counters the journal stored
+ * last (in its newest readable state record, which a dropped log record may still hold) with
+ * what is left, so that entries lost without a readable id are counted too.
  */
-import { readdir } from "node:fs/promises"
+import { mkdir, readFile, readdir, rename, stat } from "node:fs/promises"
 import { join } from "node:path"
 import { Level } from "level"
 import { PirateError } from "../errors.js"
 import { OPEN_OPTIONS, inspectDir, notAJournal, type Db } from "./level-db.js"
-import { levelCode, openFailure } from "./level-errors.js"
+import { levelCode, levelFailure, openFailure } from "./level-errors.js"
 import {
-  DEAD,
   META,
   PENDING,
   QUARANTINE,
@@ -31,10 +34,11 @@ import {
   isStoredId,
   keyHash,
   maxId,
+  removeKey,
   type Counters,
 } from "./level-format.js"
 import { readLogHistory, type LogHistory } from "./level-log.js"
-import { readTable } from "./level-table.js"
+import { readTable, type EntryReader, type TableEntry } from "./level-table.js"
 
 /** An entry a repair could not keep. */
 export interface LostEntry {
@@ -83,7 +87,12 @@ export interface LevelJournalRepairReport {
    * 4242`, `000007.ldb: data block at offset 8192: checksum mismatch`.
    */
   damage: string[]
-  /** True when LevelDB's own repair had to run (the database would not open or read). */
+  /**
+   * Damaged table files moved aside (paths relative to the journal's directory); what they held
+   * that could be checked was put back.
+   */
+  movedAside: string[]
+  /** True when LevelDB's own repair had to run (a damaged table, or a database that would not open). */
   levelRepaired: boolean
   /** What the repair cannot vouch for; each one also means that entries may have been lost. */
   warnings: string[]
@@ -92,13 +101,15 @@ export interface LevelJournalRepairReport {
 /** Where a key ends up: a value to write, or undefined to delete it. */
 type Change = Buffer | undefined
 
+/** Where a record comes from: LevelDB's view of the database, or a damaged table moved aside. */
+type Source = "db" | "table"
+
 /** The state of a repair in progress: counters, changes and findings. */
 class Repair {
+  readonly db: Db
   readonly changes = new Map<string, Change>()
   readonly lost = new Map<string, LostEntry>()
   readonly unkeyed: LostEntry[] = []
-  /** The keys LevelDB's iterator returned (the others in the tables are hidden from it). */
-  readonly seen = new Set<string>()
   pending = 0
   dead = 0
   keySum = 0
@@ -107,25 +118,23 @@ class Repair {
   recovered = 0
   redelivered = 0
   quarantined = 0
-  /** The sum of every entry-shaped key as the scan found it, before any change. */
+  /** The sum of every entry-shaped key as LevelDB returned it, before any change. */
   foundSum = 0
   /** What that sum should have been, as far as the changes tell. */
   expectedSumDelta = 0
   quarantinedStrange = false
-  /** Damage found in the files, one line per place. */
-  readonly damage: string[] = []
-
-  readonly db: Db
+  /** The newest state record of the damaged tables, when it is newer than the database's. */
+  tableMeta: Buffer | undefined
 
   constructor(db: Db) {
     this.db = db
   }
 
   /** Counts a key that holds a good entry. */
-  count(key: string): void {
-    if (key.startsWith(PENDING)) this.pending++
-    else this.dead++
-    this.keySum = addKey(this.keySum, key)
+  count(key: string, delta: 1 | -1 = 1): void {
+    if (key.startsWith(PENDING)) this.pending += delta
+    else this.dead += delta
+    this.keySum = delta === 1 ? addKey(this.keySum, key) : removeKey(this.keySum, key)
   }
 
   seeId(id: string | undefined): void {
@@ -151,6 +160,12 @@ class Repair {
     this.seeId(key.slice(2))
   }
 
+  /** Deletes an entry (that a deletion in a damaged table had deleted). */
+  async remove(key: string): Promise<void> {
+    if (await this.#counted(key)) this.count(key, -1)
+    this.changes.set(key, undefined)
+  }
+
   /** The value a key holds once the changes so far are made. */
   async current(key: string): Promise<Buffer | undefined> {
     if (this.changes.has(key)) return this.changes.get(key)
@@ -160,7 +175,6 @@ class Repair {
   /** True when the key holds an entry the repair counts (so far). */
   async #counted(key: string): Promise<boolean> {
     if (this.changes.has(key)) return this.changes.get(key) !== undefined
-    if (!this.seen.has(key)) return false
     const value = await this.current(key)
     return value !== undefined && typeof decodeEntry(key, value) !== "string"
   }
@@ -179,26 +193,41 @@ export async function repairJournal(dir: string): Promise<LevelJournalRepairRepo
   if (!found.current && found.foreign.length > 0) throw notAJournal(dir, found.foreign)
   // Read the logs first: LevelDB replays them on open, drops what it cannot read, deletes them.
   const history = await readLogHistory(dir)
+  const tables = await checkTables(dir)
   let levelRepaired = false
-  let db = await openOrRepair(dir, () => (levelRepaired = true))
+  let movedAside: string[] = []
+  let db: Db
+  if (tables.damaged.length > 0) {
+    // Never let LevelDB copy a damaged table (see the top); it is kept aside as evidence.
+    await assertNotHeld(dir)
+    movedAside = await moveAside(
+      dir,
+      tables.damaged.map((t) => t.name),
+    )
+    await runLevelRepair(dir)
+    levelRepaired = true
+    db = await open(dir)
+  } else {
+    db = await openOrRepair(dir, () => (levelRepaired = true))
+  }
   try {
     let repair: Repair
     try {
-      repair = await scan(db, dir)
+      repair = await scan(db)
     } catch (err) {
-      // A damaged table: LevelDB's repair keeps what it can read of it.
+      // LevelDB could not read its database: its repair keeps what it can read.
       if (levelRepaired || !isCorruption(err)) throw openFailure(dir, err)
       await db.close()
       await runLevelRepair(dir)
       levelRepaired = true
       db = await open(dir)
-      repair = await scan(db, dir).catch((err2: unknown) => {
+      repair = await scan(db).catch((err2: unknown) => {
         throw openFailure(dir, err2)
       })
     }
-    const stored = await storedMeta(db, history)
+    await putBackTables(repair, dir, tables)
+    const stored = await storedMeta(db, history, repair.tableMeta)
     await replayDropped(repair, history)
-    const before = stored && { pending: stored.pending, dead: stored.dead }
     repair.seeId(stored?.lastId)
     const counters: Counters = {
       pending: repair.pending,
@@ -244,14 +273,15 @@ export async function repairJournal(dir: string): Promise<LevelJournalRepairRepo
     return {
       pending: repair.pending,
       dead: repair.dead,
-      before,
+      before: stored && { pending: stored.pending, dead: stored.dead },
       lost: lostEntries.length + unidentified,
       lostEntries,
       recovered: repair.recovered,
       redelivered: repair.redelivered,
       quarantined: repair.quarantined,
       droppedLogBytes: history.droppedBytes,
-      damage: [...history.problems, ...repair.damage],
+      damage: [...history.problems, ...tables.damaged.flatMap((t) => t.problems)],
+      movedAside,
       levelRepaired,
       warnings,
     }
@@ -280,6 +310,26 @@ async function openOrRepair(dir: string, repaired: () => void): Promise<Db> {
   }
 }
 
+/**
+ * Refuses a journal that a process holds (LevelDB's LOCK), before files are moved. Linux tells
+ * without opening the database (/proc/locks lists the inode of every lock); elsewhere an open
+ * tells, and LevelDB may then start a compaction (one that meets the damaged table aborts).
+ */
+async function assertNotHeld(dir: string): Promise<void> {
+  const locks = await readFile("/proc/locks", "utf8").catch(() => undefined)
+  if (locks === undefined) {
+    await (await open(dir)).close()
+    return
+  }
+  const ino = await stat(join(dir, "LOCK")).then(
+    (s) => s.ino,
+    () => undefined,
+  )
+  if (ino !== undefined && locks.split("\n").some((l) => l.includes(`:${ino} `))) {
+    throw levelFailure(dir, "open", Object.assign(new Error("locked"), { code: "LEVEL_LOCKED" }))
+  }
+}
+
 async function open(dir: string): Promise<Db> {
   const db = new Level<string, Buffer>(dir, { ...OPEN_OPTIONS, createIfMissing: false })
   try {
@@ -298,20 +348,123 @@ function isCorruption(err: unknown): boolean {
   return levelCode(err) === "LEVEL_CORRUPTION" || /Corruption/.test(String(err))
 }
 
+// ---------------------------------------------------------------------------------------------
+// the table files
+
+interface DamagedTable {
+  name: string
+  /** One line per problem, each starting with the file's name. */
+  problems: string[]
+  entries: TableEntry[]
+}
+
+interface TableCheck {
+  damaged: DamagedTable[]
+  /** The sound tables and the greatest sequence number in each. */
+  sound: { name: string; maxSequence: number }[]
+}
+
+/** Reads every table; keeps the entries of the damaged ones only. */
+async function checkTables(dir: string): Promise<TableCheck> {
+  const check: TableCheck = { damaged: [], sound: [] }
+  for (const name of (await readdir(dir)).filter((n) => /^\d+\.(ldb|sst)$/.test(n))) {
+    const table = await readTable(join(dir, name), JOURNAL_ENTRIES)
+    if (table.problems.length === 0) {
+      check.sound.push({ name, maxSequence: table.maxSequence })
+      continue
+    }
+    const problems = table.problems.slice(0, 5).map((p) => `${name}: ${p}`)
+    if (table.problems.length > 5) problems.push(`${name}: ${table.problems.length - 5} more`)
+    check.damaged.push({ name, problems, entries: table.entries })
+  }
+  return check
+}
+
+/** How a table of a journal is read: its values name their keys, and its keys have shapes. */
+const JOURNAL_ENTRIES: EntryReader = {
+  keyOf: keyNamedBy,
+  plausible: (key, value) =>
+    isEntryKey(key) || isQuarantineKey(key) || key === META || keyNamedBy(value) !== undefined,
+}
+
+/** Moves files into a new `damaged-<time>` directory of `dir`; returns their new paths there. */
+async function moveAside(dir: string, names: string[]): Promise<string[]> {
+  const aside = `damaged-${new Date().toISOString().replace(/[:.]/g, "-")}`
+  await mkdir(join(dir, aside))
+  for (const name of names) await rename(join(dir, name), join(dir, aside, name))
+  return names.map((name) => `${aside}/${name}`)
+}
+
+/**
+ * Puts back what the damaged tables held: for each key, their newest version, unless a sound
+ * table holds a newer one. A put goes back when its value checks out (under the key it names);
+ * a deletion is made again, so that an older version in a sound table does not come back.
+ */
+async function putBackTables(repair: Repair, dir: string, tables: TableCheck): Promise<void> {
+  const newest = new Map<string, TableEntry>()
+  for (const table of tables.damaged) {
+    for (const e of table.entries) {
+      const known = newest.get(e.key)
+      if (known === undefined || known.sequence < e.sequence) newest.set(e.key, e)
+    }
+  }
+  if (newest.size === 0) return
+  const targets = new Map<string, string>()
+  for (const [key, e] of newest) targets.set(key, keyNamedBy(e.value) ?? key)
+  const oldest = Math.min(...[...newest.values()].map((e) => e.sequence))
+  const live = await sequences(dir, tables.sound, new Set(targets.values()), oldest)
+  const moves: Move[] = []
+  for (const [key, e] of newest) {
+    const target = targets.get(key) ?? key
+    if ((live.get(target) ?? -1) > e.sequence) continue // a newer version is in a sound table
+    if (key === META) {
+      repair.tableMeta = e.value
+      continue
+    }
+    if (e.value === undefined) {
+      if (isEntryKey(key) && (await repair.current(key)) !== undefined) await repair.remove(key)
+      continue
+    }
+    await examine(repair, key, e.value, "table", moves)
+  }
+  await applyMoves(repair, moves)
+}
+
+/** The newest sequence number of each of `keys` in the sound tables that may hold one after `from`. */
+async function sequences(
+  dir: string,
+  sound: TableCheck["sound"],
+  keys: Set<string>,
+  from: number,
+): Promise<Map<string, number>> {
+  const out = new Map<string, number>()
+  for (const table of sound) {
+    if (table.maxSequence <= from) continue
+    for (const e of (await readTable(join(dir, table.name))).entries) {
+      if (keys.has(e.key) && (out.get(e.key) ?? -1) < e.sequence) out.set(e.key, e.sequence)
+    }
+  }
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------
+// entries
+
 /** A key to put back under the key its value names. */
 interface Move {
   from: string
   to: string
   value: Buffer
   id: string
+  /** True when the value is the newest version of `to` (from a damaged table). */
+  newest: boolean
 }
 
 /**
- * Reads every entry, through LevelDB and then from the table files for what LevelDB's iterator
- * does not reach: counts the good ones, moves damaged ones aside, puts back hidden entries and
- * entries whose key is damaged (under the key their value names).
+ * Reads every entry through LevelDB: counts the good ones, moves damaged ones aside, and puts
+ * back entries whose key is damaged (under the key their value names).
  */
-async function scan(db: Db, dir: string): Promise<Repair> {
+async function scan(db: Db): Promise<Repair> {
   const repair = new Repair(db)
   const moves: Move[] = []
   const it = db.iterator()
@@ -319,49 +472,48 @@ async function scan(db: Db, dir: string): Promise<Repair> {
     for (;;) {
       const rows = await it.nextv(1_000)
       if (rows.length === 0) break
-      for (const [key, value] of rows) {
-        repair.seen.add(key)
-        await examine(repair, key, value, true, moves)
-      }
+      for (const [key, value] of rows) await examine(repair, key, value, "db", moves)
     }
   } finally {
     await it.close()
   }
-  for (const [key, value] of await hiddenEntries(dir, repair.seen, repair.damage)) {
-    await examine(repair, key, value, false, moves)
-  }
-  // A damaged key goes back to the key its value names, unless a good entry is there already.
-  for (const move of moves) {
-    repair.seeId(move.id)
-    repair.expectedSumDelta += keyHash(move.to)
-    if ((await repair.current(move.to)) !== undefined) {
-      repair.quarantine(move.from, move.value, undefined) // a good entry is there already
-    } else {
-      if (!repair.changes.has(move.from)) repair.changes.set(move.from, undefined)
-      await repair.restore(move.to, move.value)
-    }
-  }
+  await applyMoves(repair, moves)
   return repair
 }
 
+/** A damaged key goes back to the key its value names, unless a good entry is there already. */
+async function applyMoves(repair: Repair, moves: Move[]): Promise<void> {
+  for (const move of moves) {
+    repair.seeId(move.id)
+    if (!move.newest && (await repair.current(move.to)) !== undefined) {
+      repair.quarantine(move.from, move.value, undefined) // a duplicate
+      continue
+    }
+    repair.expectedSumDelta += keyHash(move.to)
+    if (!repair.changes.has(move.from)) repair.changes.set(move.from, undefined)
+    await repair.restore(move.to, move.value)
+  }
+}
+
 /**
- * Sorts one record out: a good entry is counted (or, when LevelDB's iterator did not reach it,
- * written again); one whose value names another key is to move there; the rest is moved aside.
+ * Sorts one record out: a good entry is counted (or, from a damaged table, written again); one
+ * whose value names another key is to move there; the rest is moved aside, and lost unless an
+ * older version of it is left.
  */
 async function examine(
   repair: Repair,
   key: string,
   value: Buffer,
-  visible: boolean,
+  source: Source,
   moves: Move[],
 ): Promise<void> {
   if (key === META || isQuarantineKey(key)) return
   const entryKey = isEntryKey(key)
   if (entryKey) {
-    repair.foundSum = addKey(repair.foundSum, key)
+    if (source === "db") repair.foundSum = addKey(repair.foundSum, key)
     repair.seeId(key.slice(2))
     if (typeof decodeEntry(key, value) !== "string") {
-      if (visible) repair.count(key)
+      if (source === "db") repair.count(key)
       else await repair.restore(key, value)
       return
     }
@@ -371,8 +523,14 @@ async function examine(
   const shown = /^[^:]:([0-9a-f]{16})$/.exec(key)?.[1]
   const id = typeof identity === "string" ? undefined : (identity.id ?? shown)
   if (typeof identity !== "string" && id !== undefined && identity.prefix + id !== key) {
-    moves.push({ from: key, to: identity.prefix + id, value, id })
-    if (entryKey) repair.expectedSumDelta -= keyHash(key)
+    moves.push({ from: key, to: identity.prefix + id, value, id, newest: source === "table" })
+    if (entryKey && source === "db") repair.expectedSumDelta -= keyHash(key)
+    return
+  }
+  if (source === "table" && entryKey && (await repair.current(key)) !== undefined) {
+    // Only a newer version is damaged: the entry stays as it was before it.
+    repair.changes.set(QUARANTINE + key, value)
+    repair.quarantined++
     return
   }
   if (!entryKey) repair.quarantinedStrange = true
@@ -399,42 +557,17 @@ function stateOf(prefix: string): "pending" | "dead" {
   return prefix === PENDING ? "pending" : "dead"
 }
 
-/**
- * The entries of the table files that LevelDB's iterator did not return (`seen` holds what it
- * did): for each key, its newest version, when that is a put. Notes damaged blocks in `damage`.
- */
-async function hiddenEntries(
-  dir: string,
-  seen: Set<string>,
-  damage: string[],
-): Promise<[string, Buffer][]> {
-  const tables = (await readdir(dir)).filter((n) => /^\d+\.(ldb|sst)$/.test(n))
-  // Newest first, so that a deletion is usually met before the older puts it hides.
-  tables.sort((a, b) => parseInt(b, 10) - parseInt(a, 10))
-  const newest = new Map<string, { sequence: number; value: Buffer | undefined }>()
-  for (const name of tables) {
-    const table = await readTable(join(dir, name))
-    for (const problem of table.problems) damage.push(`${name}: ${problem}`)
-    for (const e of table.entries) {
-      if (seen.has(e.key)) continue
-      const known = newest.get(e.key)
-      if (known !== undefined && known.sequence >= e.sequence) continue
-      // A copy: a view would keep the whole file in memory.
-      newest.set(e.key, { sequence: e.sequence, value: e.value && Buffer.from(e.value) })
-    }
-  }
-  const out: [string, Buffer][] = []
-  for (const [key, { value }] of newest) if (value !== undefined) out.push([key, value])
-  return out.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-}
+// ---------------------------------------------------------------------------------------------
+// the logs
 
 /**
  * The counters before the repair: the newest state record in the logs (which may be in a record
- * LevelDB dropped), else the one in the database.
+ * LevelDB dropped), else the one of a damaged table when it is newer, else the database's.
  */
 async function storedMeta(
   db: Db,
   history: LogHistory,
+  fromTable: Buffer | undefined,
 ): Promise<(Omit<Counters, "keySum"> & { keySum?: number }) | undefined> {
   for (let i = history.ops.length - 1; i >= 0; i--) {
     const op = history.ops[i]
@@ -442,7 +575,7 @@ async function storedMeta(
     const meta = decodeMeta(op.value)
     if (typeof meta !== "string") return meta
   }
-  const raw: Buffer | undefined = await db.get(META).catch(() => undefined)
+  const raw: Buffer | undefined = fromTable ?? (await db.get(META).catch(() => undefined))
   const meta = raw && decodeMeta(raw)
   return typeof meta === "object" ? meta : undefined
 }
@@ -469,16 +602,15 @@ async function replayDropped(repair: Repair, history: LogHistory): Promise<void>
       if (now !== undefined) repair.redelivered++
       continue
     }
-    const entry = decodeEntry(key, op.value)
-    const identity = identifyValue(op.value)
-    if (typeof entry !== "string" && typeof identity === "object" && identity.id !== undefined) {
+    if (keyNamedBy(op.value) === key && typeof decodeEntry(key, op.value) !== "string") {
       if (now === undefined || !now.equals(op.value)) await repair.restore(key, op.value)
       continue
     }
     if (now === undefined && !repair.lost.has(key)) {
+      const entry = decodeEntry(key, op.value)
       repair.lost.set(key, {
         id: key.slice(2),
-        state: key.startsWith(DEAD) ? "dead" : "pending",
+        state: stateOf(key.slice(0, 2)),
         reason:
           typeof entry === "string"
             ? `its write was in a damaged log record, and its value there is damaged too (${entry})`

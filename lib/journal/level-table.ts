@@ -27,17 +27,40 @@ export interface TableEntry {
   value: Buffer | undefined
 }
 
+/** See {@link readTable}. */
+export interface EntryReader {
+  keyOf: (value: Buffer) => string | undefined
+  plausible: (key: string, value: Buffer) => boolean
+}
+
+const ANY: EntryReader = { keyOf: () => undefined, plausible: () => true }
+
 /** What a table holds, and what is wrong with it. */
 export interface TableRead {
   entries: TableEntry[]
-  /** Damage found: blocks whose checksum fails (still read), or that cannot be read at all. */
+  /**
+   * Damage found: blocks whose checksum fails (still read), blocks that cannot be read, keys out
+   * of order. LevelDB must not meet such a table again: it asserts that a table it writes is in
+   * order, and classic-level's build aborts the process when a compaction (or its repair) copies
+   * one whose keys are not.
+   */
   problems: string[]
+  /** The greatest sequence number in the table. */
+  maxSequence: number
 }
 
-/** Reads every entry of a table file, in file order. */
-export async function readTable(file: string): Promise<TableRead> {
+/**
+ * Reads every entry of a table file, in file order.
+ *
+ * @param reader - what the caller knows of its keys and values: `keyOf`, the user key a value
+ *   names (a journal value carries its id under its own checksum), lets reading resume in a block
+ *   damaged mid-way, at the next entry whose value names its key (its key's first bytes are
+ *   shared with a key that cannot be read); `plausible` tells whether an entry read from a block
+ *   whose checksum fails can be what was written, or is bytes read out of step
+ */
+export async function readTable(file: string, reader: EntryReader = ANY): Promise<TableRead> {
   const buf = await readFile(file)
-  const out: TableRead = { entries: [], problems: [] }
+  const out: TableRead = { entries: [], problems: [], maxSequence: 0 }
   if (buf.length < FOOTER || !hasMagic(buf)) {
     out.problems.push("not a table (bad magic number)")
     return out
@@ -45,16 +68,28 @@ export async function readTable(file: string): Promise<TableRead> {
   let index: Buffer
   try {
     const footer = new Cursor(buf, buf.length - FOOTER)
-    footer.handle() // the meta index: only the filter, which a repair does not need
-    index = block(buf, footer.handle(), "index", out.problems)
+    const meta = block(buf, footer.handle(), "meta index", out.problems).data
+    index = block(buf, footer.handle(), "index", out.problems).data
+    // The meta blocks (the Bloom filter) are only checked: a damaged filter makes LevelDB miss keys.
+    for (const [name, handle] of blockEntries(meta, out.problems, "meta index", ANY)) {
+      block(buf, new Cursor(handle, 0).handle(), name.toString("latin1"), out.problems)
+    }
   } catch (err) {
     out.problems.push(`unreadable index: ${(err as Error).message}`)
     return out
   }
-  for (const [, handle] of blockEntries(index, out.problems, "index")) {
+  let previous: Buffer | undefined
+  for (const [, handle] of blockEntries(index, out.problems, "index", ANY)) {
     try {
-      const data = block(buf, new Cursor(handle, 0).handle(), "data", out.problems)
-      for (const [key, value] of blockEntries(data, out.problems, "data")) {
+      const read = block(buf, new Cursor(handle, 0).handle(), "data", out.problems)
+      const check = read.damaged ? reader : { ...reader, plausible: ANY.plausible }
+      for (const [key, value] of blockEntries(
+        read.data,
+        out.problems,
+        "data",
+        check,
+        read.partial,
+      )) {
         if (key.length < 8) {
           out.problems.push(`a key of ${key.length} bytes`)
           continue
@@ -62,17 +97,32 @@ export async function readTable(file: string): Promise<TableRead> {
         const low = key.readUInt32LE(key.length - 8)
         const high = key.readUInt32LE(key.length - 4)
         const type = low & 0xff
-        out.entries.push({
-          key: key.toString("utf8", 0, key.length - 8),
-          sequence: high * 2 ** 24 + (low >>> 8),
-          value: type === 1 ? value : undefined,
-        })
+        const sequence = high * 2 ** 24 + (low >>> 8)
+        if (previous !== undefined && compareInternal(previous, key) >= 0) {
+          out.problems.push(`key out of order: ${JSON.stringify(userKey(key))}`)
+        }
+        previous = key
+        out.maxSequence = Math.max(out.maxSequence, sequence)
+        out.entries.push({ key: userKey(key), sequence, value: type === 1 ? value : undefined })
       }
     } catch (err) {
       out.problems.push(`unreadable data block: ${(err as Error).message}`)
     }
   }
   return out
+}
+
+function userKey(key: Buffer): string {
+  return key.toString("utf8", 0, key.length - 8)
+}
+
+/** LevelDB's order of internal keys: user key (bytes) ascending, then sequence descending. */
+function compareInternal(a: Buffer, b: Buffer): number {
+  const byKey = Buffer.compare(a.subarray(0, a.length - 8), b.subarray(0, b.length - 8))
+  if (byKey !== 0) return byKey
+  // The trailers, fixed64 little-endian [sequence << 8 | type], compared as numbers.
+  const high = b.readUInt32LE(b.length - 4) - a.readUInt32LE(a.length - 4)
+  return high !== 0 ? high : b.readUInt32LE(b.length - 8) - a.readUInt32LE(a.length - 8)
 }
 
 function hasMagic(buf: Buffer): boolean {
@@ -82,56 +132,99 @@ function hasMagic(buf: Buffer): boolean {
   )
 }
 
-/** The contents of the block at `handle`, uncompressed; notes a failed checksum. */
+/** The contents of the block at `handle`, uncompressed, and whether its checksum fails. */
 function block(
   buf: Buffer,
   handle: { offset: number; size: number },
   what: string,
   problems: string[],
-): Buffer {
+): { data: Buffer; damaged: boolean; partial: boolean } {
   const { offset, size } = handle
   if (offset + size + TRAILER > buf.length) throw new Error(`${what} block past the end`)
   const stored = unmask(buf.readUInt32LE(offset + size + 1))
-  if (stored !== crc32c(buf, offset, offset + size + 1)) {
-    problems.push(`${what} block at offset ${offset}: checksum mismatch`)
-  }
+  const damaged = stored !== crc32c(buf, offset, offset + size + 1)
+  if (damaged) problems.push(`${what} block at offset ${offset}: checksum mismatch`)
   const data = buf.subarray(offset, offset + size)
   const type = buf[offset + size]
-  if (type === 0) return data
-  if (type === 1) return unsnappy(data)
-  throw new Error(`bad block type ${type}`)
+  if (type === 0) return { data, damaged, partial: false }
+  if (type !== 1) throw new Error(`bad block type ${type}`)
+  const { out, error } = unsnappy(data)
+  // What was decoded before the damage is still good; the entry cut short there is not read.
+  if (error !== undefined) problems.push(`${what} block at offset ${offset}: ${error}`)
+  return { data: out, damaged, partial: error !== undefined }
 }
 
-/** The [key, value] entries of a block; stops (noting why) where it stops making sense. */
-function blockEntries(data: Buffer, problems: string[], what: string): [Buffer, Buffer][] {
+/**
+ * The [key, value] entries of a block (of what is left of it, when `partial`, up to the last
+ * whole entry). Where an entry makes no sense (the block is damaged), it
+ * notes why and looks further on for an entry whose value names its key (`reader.keyOf`), to go
+ * on from there; without one, the rest of the block is not read.
+ */
+function blockEntries(
+  data: Buffer,
+  problems: string[],
+  what: string,
+  reader: EntryReader,
+  partial = false,
+): [Buffer, Buffer][] {
   const out: [Buffer, Buffer][] = []
-  if (data.length < 4) {
-    problems.push(`${what} block too short`)
-    return out
-  }
-  const restarts = data.readUInt32LE(data.length - 4)
-  const end = data.length - 4 * (restarts + 1)
-  if (end < 0) {
-    problems.push(`${what} block with a bad restart count`)
-    return out
+  // A block cut short (its decompression failed) has lost the restart offsets at its end.
+  let end = data.length
+  if (!partial) {
+    const restarts = data.length < 4 ? -1 : data.readUInt32LE(data.length - 4)
+    end = data.length - 4 * (restarts + 1)
+    if (restarts < 0 || end < 0) {
+      problems.push(`${what} block with a bad restart count`)
+      return out
+    }
   }
   const c = new Cursor(data, 0)
-  let key = Buffer.alloc(0)
-  try {
-    while (c.off < end) {
-      const shared = c.varint()
-      const unshared = c.varint()
-      const valueLength = c.varint()
-      if (shared > key.length || c.off + unshared + valueLength > end) {
-        throw new Error("an entry runs past its block")
-      }
-      key = Buffer.concat([key.subarray(0, shared), c.take(unshared)])
-      out.push([key, c.take(valueLength)])
+  let key: Buffer | undefined = Buffer.alloc(0)
+  while (c.off < end) {
+    const at = c.off
+    const entry = readEntry(c, end, key, reader)
+    if (entry !== undefined) {
+      key = entry[0]
+      out.push(entry)
+      continue
     }
-  } catch (err) {
-    problems.push(`${what} block: ${(err as Error).message}`)
+    if (key !== undefined) problems.push(`${what} block: an entry at offset ${at} makes no sense`)
+    key = undefined // from here on, only an entry whose value names its key can be read
+    c.off = at + 1
   }
   return out
+}
+
+/**
+ * The entry at the cursor, or undefined when it makes no sense. With `previous` undefined (after
+ * damage), only an entry whose value names its key qualifies; its sequence number and type, the
+ * last 8 bytes of the key, are its own.
+ */
+function readEntry(
+  c: Cursor,
+  end: number,
+  previous: Buffer | undefined,
+  reader: EntryReader,
+): [Buffer, Buffer] | undefined {
+  try {
+    const shared = c.varint()
+    const unshared = c.varint()
+    const valueLength = c.varint()
+    if (c.off + unshared + valueLength > end) return undefined
+    const suffix = c.take(unshared)
+    const value = c.take(valueLength)
+    if (previous !== undefined) {
+      if (shared > previous.length) return undefined
+      const key = Buffer.concat([previous.subarray(0, shared), suffix])
+      if (key.length < 8 || !reader.plausible(userKey(key), value)) return undefined
+      return [key, value]
+    }
+    const named = unshared >= 8 ? reader.keyOf(value) : undefined
+    if (named === undefined) return undefined
+    return [Buffer.concat([Buffer.from(named), suffix.subarray(unshared - 8)]), value]
+  } catch {
+    return undefined
+  }
 }
 
 /** Reads varints and handles from a buffer. */
@@ -168,13 +261,25 @@ class Cursor {
   }
 }
 
-/** Snappy decompression (google/snappy: format_description.txt). */
-export function unsnappy(src: Buffer): Buffer {
+/**
+ * Snappy decompression (google/snappy: format_description.txt). On damage it returns what it
+ * decoded up to there, and why it stopped.
+ */
+export function unsnappy(src: Buffer): { out: Buffer; error: string | undefined } {
   const c = new Cursor(src, 0)
-  const length = c.varint()
-  if (length > 64 * 1024 * 1024) throw new Error("snappy block too large")
+  let length: number
+  try {
+    length = c.varint()
+  } catch {
+    return { out: Buffer.alloc(0), error: "bad snappy length" }
+  }
+  if (length > 64 * 1024 * 1024) return { out: Buffer.alloc(0), error: "snappy block too large" }
   const out = Buffer.alloc(length)
   let o = 0
+  const stop = (error: string): { out: Buffer; error: string } => ({
+    out: out.subarray(0, o),
+    error,
+  })
   while (c.off < src.length) {
     const tag = src[c.off++] ?? 0
     let n: number
@@ -184,12 +289,14 @@ export function unsnappy(src: Buffer): Buffer {
         n = tag >>> 2
         if (n >= 60) {
           const bytes = n - 59
+          if (c.off + bytes > src.length) return stop("truncated snappy literal")
           n = src.readUIntLE(c.off, bytes)
           c.off += bytes
         }
         n += 1
-        if (o + n > length) throw new Error("snappy literal past the end")
-        c.take(n).copy(out, o)
+        if (o + n > length || c.off + n > src.length) return stop("snappy literal past the end")
+        src.copy(out, o, c.off, c.off + n)
+        c.off += n
         o += n
         continue
       }
@@ -199,17 +306,19 @@ export function unsnappy(src: Buffer): Buffer {
         break
       case 2:
         n = (tag >>> 2) + 1
+        if (c.off + 2 > src.length) return stop("truncated snappy copy")
         distance = src.readUInt16LE(c.off)
         c.off += 2
         break
       default:
         n = (tag >>> 2) + 1
+        if (c.off + 4 > src.length) return stop("truncated snappy copy")
         distance = src.readUInt32LE(c.off)
         c.off += 4
     }
-    if (distance === 0 || distance > o || o + n > length) throw new Error("bad snappy copy")
+    if (distance === 0 || distance > o || o + n > length) return stop("bad snappy copy")
     for (let i = 0; i < n; i++, o++) out[o] = out[o - distance] ?? 0
   }
-  if (o !== length) throw new Error("snappy block shorter than it says")
-  return out
+  if (o !== length) return stop("snappy block shorter than it says")
+  return { out, error: undefined }
 }
