@@ -346,10 +346,11 @@ function repairLines(where: string, r: LevelJournalRepairReport): string[] {
   const nothingLost = r.lost === 0 && r.warnings.length === 0 ? "; nothing lost" : ""
   const lines = [`repaired ${where}: ${r.pending} pending, ${r.dead} dead${before}${nothingLost}`]
   for (const place of r.damage) lines.push(`damage: ${place}`)
+  for (const file of r.movedAside) lines.push(`moved a damaged table aside: ${file}`)
   if (r.levelRepaired) lines.push("LevelDB's own repair ran")
   if (r.recovered > 0) {
     lines.push(
-      `put back ${entries(r.recovered)} that LevelDB could not read or reach (each checked against the checksum and id in its value)`,
+      `put back ${entries(r.recovered)} (from damaged keys, tables or log records; each checked against the checksum and id in its value)`,
     )
   }
   if (r.quarantined > 0) lines.push(`moved ${entries(r.quarantined)} aside (keys q:…)`)

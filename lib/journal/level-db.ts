@@ -2,10 +2,12 @@
  * The LevelDB database under a journal: the options it is opened with, the checks of its
  * directory, the state record, and the scan of its keys that an open checks the counters with.
  */
-import { readdir } from "node:fs/promises"
+import { readdir, stat } from "node:fs/promises"
+import { join } from "node:path"
 import type { Level } from "level"
 import { PirateError, errorMessage } from "../errors.js"
 import { howToRecover, openFailure } from "./level-errors.js"
+import { checkTableIndex, liveTables } from "./level-table.js"
 import {
   FORMAT,
   META,
@@ -234,12 +236,14 @@ async function scanRange(
  * otherwise go unnoticed, its entry never read while the counters still count it.
  *
  * @param meta - the state record; undefined when there was none (nothing to check against)
+ * @param hadData - whether LevelDB held data before it opened (see `holdsData`)
  * @throws PirateError `PIRATE_JOURNAL_CORRUPT`
  */
 export function checkKeys(
   dir: string,
   meta: (Omit<Meta, "keySum"> & { keySum?: number }) | undefined,
   scan: KeyScan,
+  hadData: boolean,
 ): void {
   const damaged = (what: string): PirateError =>
     new PirateError(
@@ -258,7 +262,15 @@ export function checkKeys(
       `it holds ${scan.strange} ${scan.strange === 1 ? "key" : "keys"} of no shape the journal writes: ${some}${scan.strange > scan.examples.length ? ", …" : ""}`,
     )
   }
-  if (meta === undefined) return
+  if (meta === undefined) {
+    // Every write since there were counters stores them: data on disk, with neither counters
+    // nor entries to be read, is a database LevelDB cannot read (a damaged table index reads
+    // as an empty table).
+    if (hadData && scan.pending + scan.dead + scan.quarantined === 0) {
+      throw damaged("its state record is missing and no entry can be read, though it holds data")
+    }
+    return
+  }
   if (scan.pending !== meta.pending || scan.dead !== meta.dead) {
     throw damaged(
       `it holds ${scan.pending} pending entries and ${scan.dead} dead letters where its counters say ${meta.pending} and ${meta.dead}`,
@@ -270,4 +282,34 @@ export function checkKeys(
   if (scan.lastId !== undefined && (meta.lastId === undefined || scan.lastId > meta.lastId)) {
     throw damaged(`it holds id ${scan.lastId}, above the greatest id it ever stored`)
   }
+}
+
+/**
+ * Refuses a journal whose tables LevelDB would misread without noticing: see `checkTableIndex`.
+ * It reads a few kilobytes per table (about 2 MB with a million entries).
+ */
+export async function verifyTables(dir: string): Promise<void> {
+  const live = await liveTables(dir)
+  for (const name of (await readdir(dir)).filter((n) => /^\d+\.(ldb|sst)$/.test(n))) {
+    const size = live?.get(parseInt(name, 10))
+    if (live !== undefined && size === undefined) continue // left over: LevelDB deletes it
+    const problem = await checkTableIndex(join(dir, name), size).catch((err: unknown) =>
+      (err as NodeJS.ErrnoException).code === "ENOENT" ? undefined : errorMessage(err),
+    )
+    if (problem !== undefined) {
+      throw new PirateError(
+        "PIRATE_JOURNAL_CORRUPT",
+        `the journal in ${dir} is damaged (${name}: ${problem}); LevelDB would not notice and could skip entries, so it was not opened; ${howToRecover(dir)}`,
+      )
+    }
+  }
+}
+
+/** True when LevelDB holds data in `dir` (a table, or a log with something in it). */
+export async function holdsData(dir: string): Promise<boolean> {
+  for (const name of (await readdir(dir)).filter((n) => /^\d+\.(ldb|sst|log)$/.test(n))) {
+    if (!name.endsWith(".log")) return true
+    if ((await stat(join(dir, name)).catch(() => undefined))?.size) return true
+  }
+  return false
 }

@@ -144,6 +144,11 @@ function readLog(buf: Buffer): LogRead {
   return out
 }
 
+/** The logical records of a log file that LevelDB reads (a MANIFEST is one too). */
+export function logRecords(buf: Buffer): Buffer[] {
+  return readLog(buf).records.map((r) => r.data)
+}
+
 /**
  * What is wrong with a log, or undefined. The unfinished tail of the last write is not damage,
  * unless a complete record follows it: then a damaged length made LevelDB take the rest of the
@@ -378,8 +383,19 @@ const CRC32C_TABLE = (() => {
 })()
 
 export function crc32c(buf: Buffer, start: number, end: number): number {
-  let c = 0xffffffff
-  for (let i = start; i < end; i++) c = (CRC32C_TABLE[(c ^ (buf[i] ?? 0)) & 0xff] ?? 0) ^ (c >>> 8)
+  let c = CRC_INIT
+  for (let i = start; i < end; i++) c = crcByte(c, buf[i] ?? 0)
+  return crcEnd(c)
+}
+
+/** A crc32c computed byte by byte: start from CRC_INIT, add bytes, then crcEnd(). */
+export const CRC_INIT = 0xffffffff
+
+export function crcByte(c: number, byte: number): number {
+  return (CRC32C_TABLE[(c ^ byte) & 0xff] ?? 0) ^ (c >>> 8)
+}
+
+export function crcEnd(c: number): number {
   return (c ^ 0xffffffff) >>> 0
 }
 

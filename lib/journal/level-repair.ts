@@ -38,7 +38,7 @@ import {
   type Counters,
 } from "./level-format.js"
 import { readLogHistory, type LogHistory } from "./level-log.js"
-import { readTable, type EntryReader, type TableEntry } from "./level-table.js"
+import { liveTables, readTable, type EntryReader, type TableEntry } from "./level-table.js"
 
 /** An entry a repair could not keep. */
 export interface LostEntry {
@@ -364,10 +364,15 @@ interface TableCheck {
   sound: { name: string; maxSequence: number }[]
 }
 
-/** Reads every table; keeps the entries of the damaged ones only. */
+/**
+ * Reads every table; keeps the entries of the damaged ones only. Tables the MANIFEST does not
+ * list are left over from a compaction cut short, and left to LevelDB, which deletes them.
+ */
 async function checkTables(dir: string): Promise<TableCheck> {
   const check: TableCheck = { damaged: [], sound: [] }
+  const live = await liveTables(dir)
   for (const name of (await readdir(dir)).filter((n) => /^\d+\.(ldb|sst)$/.test(n))) {
+    if (live !== undefined && !live.has(parseInt(name, 10))) continue
     const table = await readTable(join(dir, name), JOURNAL_ENTRIES)
     if (table.problems.length === 0) {
       check.sound.push({ name, maxSequence: table.maxSequence })
@@ -385,6 +390,8 @@ const JOURNAL_ENTRIES: EntryReader = {
   keyOf: keyNamedBy,
   plausible: (key, value) =>
     isEntryKey(key) || isQuarantineKey(key) || key === META || keyNamedBy(value) !== undefined,
+  verified: (key, value) =>
+    key === META ? typeof decodeMeta(value) === "object" : typeof identifyValue(value) === "object",
 }
 
 /** Moves files into a new `damaged-<time>` directory of `dir`; returns their new paths there. */

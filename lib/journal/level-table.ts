@@ -12,8 +12,9 @@
  * their key's first `shared` bytes with the previous key; the block ends with its restart offsets
  * [u32…][count u32]. A key is the user key and 8 bytes [sequence << 8 | type: 1 put, 0 delete].
  */
-import { readFile } from "node:fs/promises"
-import { crc32c, unmask } from "./level-log.js"
+import { open, readFile } from "node:fs/promises"
+import { join } from "node:path"
+import { CRC_INIT, crc32c, crcByte, crcEnd, logRecords, unmask } from "./level-log.js"
 
 const FOOTER = 48
 const TRAILER = 5
@@ -31,9 +32,11 @@ export interface TableEntry {
 export interface EntryReader {
   keyOf: (value: Buffer) => string | undefined
   plausible: (key: string, value: Buffer) => boolean
+  /** True when the entry is certainly what was written (its value's checksum says so). */
+  verified: (key: string, value: Buffer) => boolean
 }
 
-const ANY: EntryReader = { keyOf: () => undefined, plausible: () => true }
+const ANY: EntryReader = { keyOf: () => undefined, plausible: () => true, verified: () => true }
 
 /** What a table holds, and what is wrong with it. */
 export interface TableRead {
@@ -56,60 +59,147 @@ export interface TableRead {
  *   names (a journal value carries its id under its own checksum), lets reading resume in a block
  *   damaged mid-way, at the next entry whose value names its key (its key's first bytes are
  *   shared with a key that cannot be read); `plausible` tells whether an entry read from a block
- *   whose checksum fails can be what was written, or is bytes read out of step
+ *   whose checksum fails can be what was written, or is bytes read out of step; `verified`
+ *   tells data blocks from the others when the index is damaged and blocks are found without it
  */
 export async function readTable(file: string, reader: EntryReader = ANY): Promise<TableRead> {
   const buf = await readFile(file)
   const out: TableRead = { entries: [], problems: [], maxSequence: 0 }
-  if (buf.length < FOOTER || !hasMagic(buf)) {
-    out.problems.push("not a table (bad magic number)")
-    return out
-  }
-  let index: Buffer
-  try {
-    const footer = new Cursor(buf, buf.length - FOOTER)
-    const meta = block(buf, footer.handle(), "meta index", out.problems).data
-    index = block(buf, footer.handle(), "index", out.problems).data
-    // The meta blocks (the Bloom filter) are only checked: a damaged filter makes LevelDB miss keys.
-    for (const [name, handle] of blockEntries(meta, out.problems, "meta index", ANY)) {
-      block(buf, new Cursor(handle, 0).handle(), name.toString("latin1"), out.problems)
-    }
-  } catch (err) {
-    out.problems.push(`unreadable index: ${(err as Error).message}`)
-    return out
-  }
+  let handles = indexHandles(buf, out.problems)
+  // Without a sound index, find the data blocks by their checksums: they come one after the
+  // other from the start of the file, each followed by its type and checksum.
+  const found = handles === undefined
+  if (found) handles = findBlocks(buf)
   let previous: Buffer | undefined
-  for (const [, handle] of blockEntries(index, out.problems, "index", ANY)) {
-    try {
-      const read = block(buf, new Cursor(handle, 0).handle(), "data", out.problems)
-      const check = read.damaged ? reader : { ...reader, plausible: ANY.plausible }
-      for (const [key, value] of blockEntries(
-        read.data,
-        out.problems,
-        "data",
-        check,
-        read.partial,
-      )) {
-        if (key.length < 8) {
-          out.problems.push(`a key of ${key.length} bytes`)
-          continue
-        }
-        const low = key.readUInt32LE(key.length - 8)
-        const high = key.readUInt32LE(key.length - 4)
-        const type = low & 0xff
-        const sequence = high * 2 ** 24 + (low >>> 8)
-        if (previous !== undefined && compareInternal(previous, key) >= 0) {
-          out.problems.push(`key out of order: ${JSON.stringify(userKey(key))}`)
-        }
-        previous = key
-        out.maxSequence = Math.max(out.maxSequence, sequence)
-        out.entries.push({ key: userKey(key), sequence, value: type === 1 ? value : undefined })
+  for (const handle of handles ?? []) {
+    const read = block(buf, handle, "data", found ? [] : out.problems)
+    const check = read.damaged ? reader : { ...reader, plausible: ANY.plausible }
+    const entries = blockEntries(read.data, out.problems, "data", check, read.partial)
+    // A block found that way may be the filter or an index: keep data blocks only.
+    if (
+      found &&
+      entries.filter(([k, v]) => reader.verified(userKey(k), v)).length * 2 <= entries.length
+    ) {
+      continue
+    }
+    for (const [key, value] of entries) {
+      const low = key.readUInt32LE(key.length - 8)
+      const high = key.readUInt32LE(key.length - 4)
+      const type = low & 0xff
+      const sequence = high * 2 ** 24 + (low >>> 8)
+      if (previous !== undefined && compareInternal(previous, key) >= 0) {
+        out.problems.push(`key out of order: ${JSON.stringify(userKey(key))}`)
       }
-    } catch (err) {
-      out.problems.push(`unreadable data block: ${(err as Error).message}`)
+      previous = key
+      out.maxSequence = Math.max(out.maxSequence, sequence)
+      out.entries.push({ key: userKey(key), sequence, value: type === 1 ? value : undefined })
     }
   }
   return out
+}
+
+type Handle = { offset: number; size: number }
+
+/**
+ * The data blocks the index lists, after checking the footer, the meta index, the filter and
+ * the index; undefined (with the problem noted) when the index cannot be trusted.
+ */
+function indexHandles(buf: Buffer, problems: string[]): Handle[] | undefined {
+  if (buf.length < FOOTER || !hasMagic(buf)) {
+    problems.push("not a table (bad magic number)")
+    return undefined
+  }
+  try {
+    const footer = new Cursor(buf, buf.length - FOOTER)
+    const meta = block(buf, footer.handle(), "meta index", problems).data
+    const index = block(buf, footer.handle(), "index", problems)
+    // The meta blocks (the Bloom filter) are only checked: a damaged filter makes LevelDB miss keys.
+    for (const [name, handle] of blockEntries(meta, problems, "meta index", ANY)) {
+      block(buf, new Cursor(handle, 0).handle(), name.toString("latin1"), problems)
+    }
+    if (index.damaged) return undefined
+    const handles = blockEntries(index.data, problems, "index", ANY).map(([, h]) =>
+      new Cursor(h, 0).handle(),
+    )
+    for (const h of handles) {
+      if (h.offset + h.size + TRAILER > buf.length) throw new Error("a block past the end")
+    }
+    return handles
+  } catch (err) {
+    problems.push(`unreadable index: ${(err as Error).message}`)
+    return undefined
+  }
+}
+
+/** The blocks of a table, found from its start by their trailers (type and checksum). */
+function findBlocks(buf: Buffer): Handle[] {
+  const out: Handle[] = []
+  const end = buf.length - FOOTER
+  for (let start = 0; start + TRAILER <= end;) {
+    let crc = CRC_INIT
+    let size = -1
+    for (let e = start; e + TRAILER <= end; e++) {
+      const type = buf[e] ?? 0
+      if (type <= 1 && crcEnd(crcByte(crc, type)) === unmask(buf.readUInt32LE(e + 1))) {
+        size = e - start
+        break
+      }
+      crc = crcByte(crc, type)
+    }
+    if (size < 0) break // a damaged block: what follows it cannot be told apart
+    out.push({ offset: start, size })
+    start += size + TRAILER
+  }
+  return out
+}
+
+/**
+ * Checks what LevelDB relies on to find a key, without reading the data: the footer, the index
+ * block (a damaged separator makes a seek skip whole blocks, silently), the meta index and the
+ * filter (a damaged filter makes LevelDB miss keys). These blocks are a small part of a table.
+ *
+ * @param expected - the size the MANIFEST gives it, when known
+ * @returns what is wrong, or undefined
+ */
+export async function checkTableIndex(
+  file: string,
+  expected?: number,
+): Promise<string | undefined> {
+  const fh = await open(file, "r")
+  try {
+    const { size } = await fh.stat()
+    if (expected !== undefined && size !== expected) {
+      return `${size} bytes where LevelDB wrote ${expected}`
+    }
+    if (size < FOOTER) return "not a table (too short)"
+    const read = async (offset: number, length: number): Promise<Buffer> => {
+      if (offset + length > size) throw new Error("a block past the end of the file")
+      const buf = Buffer.alloc(length)
+      await fh.read(buf, 0, length, offset)
+      return buf
+    }
+    const footer = await read(size - FOOTER, FOOTER)
+    if (!hasMagic(footer)) return "not a table (bad magic number)"
+    const problems: string[] = []
+    const c = new Cursor(footer, 0)
+    const blockAt = async (
+      handle: { offset: number; size: number },
+      what: string,
+    ): Promise<Buffer> => {
+      const raw = await read(handle.offset, handle.size + TRAILER)
+      return block(raw, { offset: 0, size: handle.size }, what, problems).data
+    }
+    const meta = await blockAt(c.handle(), "meta index")
+    await blockAt(c.handle(), "index")
+    for (const [name, handle] of blockEntries(meta, problems, "meta index", ANY)) {
+      await blockAt(new Cursor(handle, 0).handle(), name.toString("latin1"))
+    }
+    return problems[0]
+  } catch (err) {
+    return `unreadable index: ${(err as Error).message}`
+  } finally {
+    await fh.close()
+  }
 }
 
 function userKey(key: Buffer): string {
@@ -321,4 +411,44 @@ export function unsnappy(src: Buffer): { out: Buffer; error: string | undefined 
   }
   if (o !== length) return stop("snappy block shorter than it says")
   return { out, error: undefined }
+}
+
+/**
+ * The tables of a database, by file number, with the size each must have, as its MANIFEST says
+ * (leveldb/db/version_edit.cc: a log of edits that add and delete files). Other table files are
+ * left over (a compaction cut short by a crash) and LevelDB deletes them when it opens. Undefined
+ * when the MANIFEST cannot be read (LevelDB's open then fails too).
+ */
+export async function liveTables(dir: string): Promise<Map<number, number> | undefined> {
+  try {
+    const current = (await readFile(join(dir, "CURRENT"), "utf8")).trim()
+    if (!/^MANIFEST-\d+$/.test(current)) return undefined
+    const live = new Map<number, number>()
+    for (const record of logRecords(await readFile(join(dir, current)))) {
+      const c = new Cursor(record, 0)
+      while (c.off < record.length) {
+        const tag = c.varint()
+        if (tag === 1)
+          c.take(c.varint()) // comparator
+        else if (tag === 2 || tag === 3 || tag === 4 || tag === 9)
+          c.varint() // numbers
+        else if (tag === 5) {
+          c.varint() // compaction pointer: level, key
+          c.take(c.varint())
+        } else if (tag === 6) {
+          c.varint() // level
+          live.delete(c.varint())
+        } else if (tag === 7) {
+          c.varint() // level
+          const number = c.varint()
+          live.set(number, c.varint())
+          c.take(c.varint()) // smallest key
+          c.take(c.varint()) // largest key
+        } else return undefined
+      }
+    }
+    return live
+  } catch {
+    return undefined
+  }
 }

@@ -8,8 +8,10 @@ import {
   OPEN_OPTIONS,
   assertJournalDir,
   checkKeys,
+  holdsData,
   readMeta,
   scanKeys,
+  verifyTables,
   type Db,
 } from "./level-db.js"
 import { corruptValue, fromLevelDb, isDiskFull, levelCode, levelFailure } from "./level-errors.js"
@@ -370,6 +372,9 @@ export class LevelJournal implements Journal {
   async #load(doing: "open" | "reopen"): Promise<Db> {
     await assertJournalDir(this.path)
     await verifyLogs(this.path)
+    const opening = doing === "open"
+    const hadData = opening && (await holdsData(this.path))
+    if (opening) await verifyTables(this.path)
     // A reopen never creates: the journal it reopens must still be there.
     const createIfMissing = doing === "open"
     const db = new Level<string, Buffer>(this.path, { ...OPEN_OPTIONS, createIfMissing })
@@ -386,7 +391,7 @@ export class LevelJournal implements Journal {
       } else {
         // Every key once: a key damaged or lost on disk shows here, before any of it is read.
         const scan = await scanKeys(db, this.path, meta ? meta.pending + meta.dead : 0)
-        checkKeys(this.path, meta, scan)
+        checkKeys(this.path, meta, scan, hadData)
         counters = {
           pending: scan.pending,
           dead: scan.dead,

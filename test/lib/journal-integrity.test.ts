@@ -128,6 +128,31 @@ describe("a byte flipped in a key inside a table", () => {
   })
 })
 
+describe("a table's index", () => {
+  test("a byte flipped in it: refused at open (LevelDB's seeks would skip blocks), and repaired without loss", async () => {
+    const dir = await journalInTables()
+    const [table] = await filesEnding(dir, ".ldb")
+    // The index block ends just before the 5-byte trailer that precedes the 48-byte footer.
+    await patchFile(table!, (buf) => {
+      buf[buf.length - 48 - 5 - 10]! ^= 0x04
+    })
+    await expect(openError(dir)).resolves.toMatchObject({
+      code: "PIRATE_JOURNAL_CORRUPT",
+      message: expect.stringContaining("index block") as string,
+    })
+    const report = await LevelJournal.repair(dir)
+    expect(report).toMatchObject({ pending: N, lost: 0, warnings: [] })
+    expect(report.movedAside).toHaveLength(1)
+    expect(await readAll(await openJournal(dir))).toHaveLength(N)
+  })
+
+  test("a table a crash left half written (not in the MANIFEST) is no damage: LevelDB deletes it", async () => {
+    const dir = await journalInTables()
+    await writeFile(join(dir, "000999.ldb"), Buffer.alloc(100))
+    expect(await readAll(await openJournal(dir))).toHaveLength(N)
+  })
+})
+
 describe("a byte flipped in a compressed table block", () => {
   // Compressible payloads: LevelDB stores these blocks snappy-compressed, and a flipped byte
   // garbles what follows it in the block, keys included, out of order. LevelDB aborts the
