@@ -3,7 +3,7 @@ import { readdir, stat } from "node:fs/promises"
 import { resolve } from "node:path"
 import { PirateError } from "../../lib/errors.js"
 import { isMessageId } from "../../lib/journal/ids.js"
-import { LevelJournal } from "../../lib/journal/level.js"
+import { LevelJournal, type LevelJournalRepairReport } from "../../lib/journal/level.js"
 import type { DeadLetter, JournalEntry } from "../../lib/journal/types.js"
 import { UsageError, intOption, parse, type Command } from "../cli.js"
 
@@ -12,7 +12,7 @@ const HELP = `Usage: pirate journal stats   DIR [--json]
        pirate journal dead    DIR [--limit N] [--after ID] [--json]
        pirate journal replay  DIR (ID… | --all) [--json]
        pirate journal purge   DIR (ID… | --all) [--json]
-       pirate journal repair  DIR
+       pirate journal repair  DIR [--json]
 
 Inspects and edits the journal of a Sender (its LevelDB directory, the "journal"
 option). Only one process may hold a journal: while the sender runs, these commands
@@ -30,8 +30,11 @@ Subcommands:
             sender delivers them when it next starts. Prints how many were
             replayed and names the ids that were not dead letters
   purge     deletes dead letters for good
-  repair    repairs a damaged journal in place: keeps every entry LevelDB can
-            still read and moves damaged ones aside. Copy the directory first
+  repair    repairs a damaged journal in place: keeps every entry that can
+            still be read, puts back entries whose key is damaged (each value
+            carries its id) and writes LevelDB drops from a damaged log, moves
+            damaged ones aside, and lists every entry it could not keep (and
+            counts those whose ids cannot be read). Copy the directory first
             (cp -a DIR DIR.bak): what cannot be read is gone
 
 DIR may come right after the subcommand or last ("pirate journal replay ID… DIR").
@@ -40,15 +43,16 @@ directory named like an id as ./NAME.
 
 Options:
       --json       stats: one JSON object; pending, dead: one JSON object per
-                   line; replay, purge: one JSON object with the outcome
+                   line; replay, purge, repair: one JSON object with the outcome
   -n, --limit N    pending, dead: print at most N entries (default: all)
       --after ID   pending, dead: start after this id (to page through)
       --all        replay, purge: every dead letter
   -h, --help       show this help
 
 Exit status: 0 on success; 1 when the journal is missing, held by a sender or
-damaged, or when replay/purge found none of the ids among the dead letters (one
-line on stderr); 2 for a usage error.
+damaged, when replay/purge found none of the ids among the dead letters, or when
+repair lost entries or cannot tell whether it did (one line on stderr); 2 for a
+usage error.
 
 Examples:
   pirate journal stats ./journal
@@ -94,13 +98,11 @@ export const command: Command = {
     if (values.after !== undefined && !looksLikeId(values.after)) {
       throw new UsageError(`--after must be a message id (16 hex digits), got "${values.after}"`)
     }
-    if (sub === "repair" && values.json === true)
-      throw new UsageError("--json does not apply to repair")
     const limit = intOption("limit", values.limit) ?? Infinity
     const json = values.json === true
     const out = (output ??= new Output())
 
-    if (sub === "repair") return repair(dir, out)
+    if (sub === "repair") return repair(dir, json, out)
     await assertJournalExists(dir)
     const journal = new LevelJournal(dir)
     try {
@@ -314,25 +316,66 @@ async function apply(
   return purged
 }
 
-async function repair(dir: string, out: Output): Promise<number> {
+async function repair(dir: string, json: boolean, out: Output): Promise<number> {
   const where = resolve(dir)
   const info = await stat(where).catch(() => undefined)
   if (info === undefined)
     throw new Error(`there is no journal in ${where}: the directory does not exist`)
-  let report
+  let report: LevelJournalRepairReport
   try {
     report = await LevelJournal.repair(where)
   } catch (err) {
     throw explain(err, dir)
   }
-  await out.line(
-    `repaired ${where}: ${report.pending} pending, ${report.dead} dead` +
-      (report.quarantined > 0
-        ? `, ${report.quarantined} damaged entries moved aside (keys q:…)`
-        : "") +
-      (report.levelRepaired ? "; LevelDB's repair ran: writes it could not read are gone" : ""),
-  )
-  return 0
+  const complete = report.lost === 0 && report.warnings.length === 0
+  if (json) await out.line(JSON.stringify({ path: where, ...report }))
+  else for (const line of repairLines(where, report)) await out.line(line)
+  if (report.lost > 0) {
+    process.stderr.write(
+      `pirate: lost ${entries(report.lost)} of the journal in ${where}; ${report.lostEntries.length > 0 ? "the ids that could be read are listed above" : "their ids could not be read"}\n`,
+    )
+  }
+  for (const warning of report.warnings) process.stderr.write(`pirate: ${warning}\n`)
+  return complete ? 0 : 1
+}
+
+function repairLines(where: string, r: LevelJournalRepairReport): string[] {
+  const before = r.before
+    ? `; the counters said ${r.before.pending} pending, ${r.before.dead} dead`
+    : "; the counters could not be read"
+  const nothingLost = r.lost === 0 && r.warnings.length === 0 ? "; nothing lost" : ""
+  const lines = [`repaired ${where}: ${r.pending} pending, ${r.dead} dead${before}${nothingLost}`]
+  for (const place of r.damage) lines.push(`damage: ${place}`)
+  for (const file of r.movedAside) lines.push(`moved a damaged table aside: ${file}`)
+  if (r.levelRepaired) lines.push("LevelDB's own repair ran")
+  if (r.recovered > 0) {
+    lines.push(
+      `put back ${entries(r.recovered)} (from damaged keys, tables or log records; each checked against the checksum and id in its value)`,
+    )
+  }
+  if (r.quarantined > 0) lines.push(`moved ${entries(r.quarantined)} aside (keys q:…)`)
+  if (r.redelivered > 0) {
+    lines.push(
+      `${r.redelivered} acknowledged ${r.redelivered === 1 ? "message is" : "messages are"} pending again (the ack was in a damaged log record): delivered again, not lost`,
+    )
+  }
+  if (r.lost > 0) {
+    const unnamed = r.lost - r.lostEntries.length
+    lines.push(
+      `lost ${entries(r.lost)}` +
+        (unnamed > 0 ? ` (${unnamed} shown missing by the counters, ids unreadable)` : "") +
+        (r.lostEntries.length > 0 ? ":" : ""),
+    )
+    for (const e of r.lostEntries) {
+      lines.push(`${e.id === "" ? "?".repeat(16) : e.id}  ${e.state ?? "?"}  ${e.reason}`)
+    }
+  }
+  for (const warning of r.warnings) lines.push(`warning: ${warning}`)
+  return lines
+}
+
+function entries(n: number): string {
+  return `${n} ${n === 1 ? "entry" : "entries"}`
 }
 
 function iso(ms: number): string {

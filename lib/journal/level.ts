@@ -1,11 +1,37 @@
-import { mkdir, readFile, readdir, stat } from "node:fs/promises"
-import { join, resolve } from "node:path"
-import { crc32 } from "node:zlib"
+import { mkdir } from "node:fs/promises"
+import { resolve } from "node:path"
 import { Level } from "level"
 import { debug } from "../debug.js"
 import { PirateError, closedError, errorMessage } from "../errors.js"
 import { assertNonNegativeInt, describe } from "../validate.js"
+import {
+  OPEN_OPTIONS,
+  assertJournalDir,
+  checkKeys,
+  holdsData,
+  readMeta,
+  scanKeys,
+  verifyTables,
+  type Db,
+} from "./level-db.js"
+import { corruptValue, fromLevelDb, isDiskFull, levelCode, levelFailure } from "./level-errors.js"
+import {
+  DEAD,
+  META,
+  PENDING,
+  addKey,
+  decodeEntry,
+  encodeEntry,
+  encodeMeta,
+  isStoredId,
+  removeKey,
+  type Counters,
+} from "./level-format.js"
+import { verifyLogs } from "./level-log.js"
+import { repairJournal, type LevelJournalRepairReport } from "./level-repair.js"
 import type { DeadLetter, Journal, JournalEntry, JournalStats, JournalUpdate } from "./types.js"
+
+export type { LevelJournalRepairReport, LostEntry } from "./level-repair.js"
 
 /** Options of {@link LevelJournal}. */
 export interface LevelJournalOptions {
@@ -13,51 +39,6 @@ export interface LevelJournalOptions {
   path: string
 }
 
-/** What {@link LevelJournal.repair} did. */
-export interface LevelJournalRepairReport {
-  /** Pending entries after the repair. */
-  pending: number
-  /** Dead letters after the repair. */
-  dead: number
-  /** Entries whose value failed its checksum, moved aside under the `q:` prefix (kept, not read). */
-  quarantined: number
-  /** True when LevelDB's own repair had to run (the database would not open). */
-  levelRepaired: boolean
-}
-
-// On-disk layout (format 1). Keys are utf8 strings; ids are 16 hex digits, so every range below
-// sorts in id order and ends just before the next prefix character (":" + 1 = ";").
-const PENDING = "p:"
-const DEAD = "d:"
-const QUARANTINE = "q:"
-const META = "m:state"
-const FORMAT = 1
-
-// Value: [kind u8][crc32 u32 of the rest][flags u8][attempts u32][enqueuedAt f64]
-//        [notBefore f64]? [deadAt f64]? [errorLength u32, error utf8]? [payload bytes…]
-// All little-endian. LevelDB only checks its block checksums when asked to (classic-level never
-// asks), so the per-value crc32 is what catches a damaged value instead of returning it.
-const KIND_PENDING = 1
-const KIND_DEAD = 2
-const FLAG_ERROR = 1
-const FLAG_NOT_BEFORE = 2
-const FIXED = 18
-
-interface Meta {
-  v: number
-  lastId: string | null
-  pending: number
-  dead: number
-}
-
-/** What every write batch stores under the meta key, besides the format version. */
-interface Counters {
-  pending: number
-  dead: number
-  lastId: string | undefined
-}
-
-type Db = Level<string, Buffer>
 type Op = { type: "put"; key: string; value: Buffer } | { type: "del"; key: string }
 type State = "new" | "opening" | "open" | "closing" | "closed"
 
@@ -65,8 +46,11 @@ type State = "new" | "opening" | "open" | "closing" | "closed"
  * A journal in a LevelDB database: entries survive the process, and with `sync: true` the machine.
  *
  * One process (and one `LevelJournal`) holds a journal at a time. Every write is one atomic LevelDB
- * batch that also carries the counters and the greatest id ever stored, so `stats()` and `lastId()`
- * need no scan when the journal opens, even with a million pending entries.
+ * batch that also carries the counters, a checksum of all keys and the greatest id ever stored;
+ * `open()` reads every key once and refuses a journal whose keys disagree with them, and every
+ * value carries its id under its own checksum, so a damaged key or value is an error, never an
+ * entry silently skipped or read under another id. Ids are 16 lower-case hex digits (an
+ * `IdGenerator`'s).
  *
  * A write that fails rejects with `PIRATE_JOURNAL_FULL` (the disk is full) or `PIRATE_JOURNAL_IO`
  * and changes nothing that a later call sees; the journal reopens LevelDB before its next write,
@@ -105,6 +89,7 @@ export class LevelJournal implements Journal {
   #pending = 0
   #dead = 0
   #lastId: string | undefined
+  #keySum = 0
 
   /**
    * Validates the options; does no I/O (call `open()`).
@@ -151,27 +136,21 @@ export class LevelJournal implements Journal {
     if (typeof sync !== "boolean")
       throw new TypeError(`'sync' must be a boolean, got ${describe(sync)}`)
     const byId = new Map<string, Buffer>()
-    for (const e of entries) byId.set(checkId(e.id), encodeEntry(KIND_PENDING, e, undefined))
+    for (const e of entries) byId.set(checkStoredId(e.id), encodeEntry(e, undefined))
     if (byId.size === 0) return
     await this.#write(async (db) => {
       // Ids come from an IdGenerator seeded with lastId(): a new id is greater than every id ever
       // stored, so only an id at or below lastId can already exist and needs a look-up.
-      let added = byId.size
-      let top = this.#lastId
-      const old: string[] = []
-      for (const id of byId.keys()) {
-        if (this.#lastId !== undefined && id <= this.#lastId) old.push(PENDING + id)
-        if (top === undefined || id > top) top = id
-      }
-      if (old.length > 0) for (const found of await db.hasMany(old)) if (found) added--
+      const next = this.#meta()
+      const old = [...byId.keys()].filter((id) => this.#lastId !== undefined && id <= this.#lastId)
+      const found = old.length > 0 ? await db.hasMany(old.map((id) => PENDING + id)) : []
+      const existing = new Set(old.filter((_, i) => found[i]))
       const ops: Op[] = []
-      for (const [id, value] of byId) ops.push({ type: "put", key: PENDING + id, value })
-      await this.#commit(
-        db,
-        ops,
-        { pending: this.#pending + added, dead: this.#dead, lastId: top },
-        sync,
-      )
+      for (const [id, value] of byId) {
+        ops.push({ type: "put", key: PENDING + id, value })
+        if (!existing.has(id)) added(next, PENDING + id)
+      }
+      await this.#commit(db, ops, next, sync)
     })
   }
 
@@ -179,11 +158,15 @@ export class LevelJournal implements Journal {
     const keys = unique(ids).map((id) => PENDING + id)
     if (keys.length === 0) return
     await this.#write(async (db) => {
-      const ops: Op[] = []
       const found = await db.hasMany(keys)
-      keys.forEach((key, i) => found[i] && ops.push({ type: "del", key }))
+      const next = this.#meta()
+      const ops: Op[] = []
+      keys.forEach((key, i) => {
+        if (!found[i]) return
+        ops.push({ type: "del", key })
+        removed(next, key)
+      })
       if (ops.length === 0) return
-      const next = { pending: this.#pending - ops.length, dead: this.#dead, lastId: this.#lastId }
       await this.#commit(db, ops, next, false)
     })
   }
@@ -193,7 +176,7 @@ export class LevelJournal implements Journal {
     for (const u of updates) {
       checkId(u.id)
       assertNonNegativeInt("attempts", u.attempts)
-      byId.set(u.id, u)
+      if (isStoredId(u.id)) byId.set(u.id, u) // another id cannot be there
     }
     if (byId.size === 0) return
     await this.#write(async (db) => {
@@ -204,7 +187,7 @@ export class LevelJournal implements Journal {
         const key = keys[i] as string
         const value = values[i]
         if (value === undefined) continue // acked meanwhile: never resurrect it
-        const old = this.#decode(key, value, KIND_PENDING)
+        const old = this.#decode(key, value)
         const next: JournalEntry = {
           id: u.id,
           payload: old.payload,
@@ -213,7 +196,7 @@ export class LevelJournal implements Journal {
         }
         if (u.lastError !== undefined) next.lastError = u.lastError
         if (u.notBefore !== undefined) next.notBefore = u.notBefore
-        ops.push({ type: "put", key, value: encodeEntry(KIND_PENDING, next, undefined) })
+        ops.push({ type: "put", key, value: encodeEntry(next, undefined) })
       }
       if (ops.length === 0) return
       await this.#commit(db, ops, this.#meta(), false)
@@ -229,7 +212,7 @@ export class LevelJournal implements Journal {
       if (typeof d.deadAt !== "number") {
         throw new TypeError(`'deadAt' must be a number, got ${describe(d.deadAt)}`)
       }
-      byId.set(checkId(d.id), encodeEntry(KIND_DEAD, d, d.deadAt))
+      byId.set(checkStoredId(d.id), encodeEntry(d, d.deadAt))
     }
     if (byId.size === 0) return
     await this.#write(async (db) => {
@@ -239,19 +222,16 @@ export class LevelJournal implements Journal {
         ...ids.map((id) => DEAD + id),
       ])
       const ops: Op[] = []
-      let pending = this.#pending
-      let dead = this.#dead
-      let top = this.#lastId
+      const next = this.#meta()
       ids.forEach((id, i) => {
         if (found[i]) {
           ops.push({ type: "del", key: PENDING + id })
-          pending--
+          removed(next, PENDING + id)
         }
-        if (!found[ids.length + i]) dead++
+        if (!found[ids.length + i]) added(next, DEAD + id)
         ops.push({ type: "put", key: DEAD + id, value: byId.get(id) as Buffer })
-        if (top === undefined || id > top) top = id
       })
-      await this.#commit(db, ops, { pending, dead, lastId: top }, false)
+      await this.#commit(db, ops, next, false)
     })
   }
 
@@ -269,7 +249,7 @@ export class LevelJournal implements Journal {
     if (options.until === undefined) range.lt = "p;"
     else range.lte = PENDING + options.until
     const rows = await this.#read((db) => db.iterator(range).all())
-    return rows.map(([key, value]) => this.#decode(key, value, KIND_PENDING))
+    return rows.map(([key, value]) => this.#decode(key, value))
   }
 
   async dead(options: { after?: string; limit?: number } = {}): Promise<DeadLetter[]> {
@@ -281,7 +261,7 @@ export class LevelJournal implements Journal {
       limit: limit === Infinity ? -1 : limit,
     }
     const rows = await this.#read((db) => db.iterator(range).all())
-    return rows.map(([key, value]) => this.#decode(key, value, KIND_DEAD) as DeadLetter)
+    return rows.map(([key, value]) => this.#decode(key, value) as DeadLetter)
   }
 
   async replay(ids: readonly string[]): Promise<JournalEntry[]> {
@@ -297,27 +277,19 @@ export class LevelJournal implements Journal {
       const pending = await db.hasMany(wanted.map((id) => PENDING + id))
       const ops: Op[] = []
       const moved: JournalEntry[] = []
-      let added = 0
+      const next = this.#meta()
       wanted.forEach((id, i) => {
         const value = values[i]
         if (value === undefined) return
-        if (!pending[i]) added++
-        const d = this.#decode(DEAD + id, value, KIND_DEAD)
+        const d = this.#decode(DEAD + id, value)
         const entry = { id, payload: d.payload, attempts: 0, enqueuedAt: d.enqueuedAt }
         ops.push({ type: "del", key: DEAD + id })
-        ops.push({
-          type: "put",
-          key: PENDING + id,
-          value: encodeEntry(KIND_PENDING, entry, undefined),
-        })
+        ops.push({ type: "put", key: PENDING + id, value: encodeEntry(entry, undefined) })
+        removed(next, DEAD + id)
+        if (!pending[i]) added(next, PENDING + id)
         moved.push(entry)
       })
       if (moved.length === 0) return moved
-      const next = {
-        pending: this.#pending + added,
-        dead: this.#dead - moved.length,
-        lastId: this.#lastId,
-      }
       await this.#commit(db, ops, next, false)
       return moved
     })
@@ -329,11 +301,15 @@ export class LevelJournal implements Journal {
     return this.#write(async (db) => {
       const found = await db.hasMany(keys)
       const ops: Op[] = []
-      keys.forEach((key, i) => found[i] && ops.push({ type: "del", key }))
+      const next = this.#meta()
+      keys.forEach((key, i) => {
+        if (!found[i]) return
+        ops.push({ type: "del", key })
+        removed(next, key)
+      })
       const purged = ops.length
       if (purged === 0) return 0
-      const next = { pending: this.#pending, dead: this.#dead - purged, lastId: this.#lastId }
-      await this.#commit(db, ops, next, false)
+      await this.#commit(db, ops, next, false) // adds the counters to ops
       return purged
     })
   }
@@ -349,59 +325,24 @@ export class LevelJournal implements Journal {
   }
 
   /**
-   * Repairs a damaged journal in place: runs LevelDB's repair when the database will not open
-   * (which keeps every record it can still read and drops the rest), moves entries whose value
-   * fails its checksum aside under the `q:` prefix, and recounts. Copy the directory first: what
-   * LevelDB drops is gone.
+   * Repairs a damaged journal in place and reports every entry it could not keep. It reads the
+   * logs before LevelDB replays them (LevelDB drops what it cannot read of a log, and with it
+   * the rest of its 32 KiB block), runs LevelDB's repair when the database will not open or
+   * read, puts an entry whose key is damaged back under the id its value carries, writes again
+   * the dropped log writes whose values pass their checksums, moves what fails its checksum
+   * aside under the `q:` prefix, and recounts. It compares the counters the journal stored last
+   * with what is left, so entries lost without a readable id are counted too. Copy the
+   * directory first: what LevelDB drops is gone.
    *
    * @param path - the journal's directory
-   * @returns counts after the repair
+   * @returns the counts after the repair, the counters before it, and what was lost
+   *   (`lost` > 0, or `warnings`, when anything may have been)
    * @throws PirateError `PIRATE_JOURNAL_LOCKED` when a process holds the journal;
    *   `PIRATE_NOT_FOUND` when there is no journal there; `PIRATE_JOURNAL_CORRUPT` when even a
    *   repaired database cannot be read
    */
   static async repair(path: string): Promise<LevelJournalRepairReport> {
-    const dir = new LevelJournal(path).path
-    const found = await inspectDir(dir).catch(() => undefined)
-    if (found === undefined || (!found.current && found.data.length === 0)) {
-      throw new PirateError("PIRATE_NOT_FOUND", `there is no journal in ${dir} to repair`)
-    }
-    if (!found.current && found.foreign.length > 0) throw notAJournal(dir, found.foreign)
-    // Never create: with CURRENT lost, LevelDB would start a new database and delete the tables.
-    // LevelDB takes its LOCK before it reads anything, so this open also tells whether a sender
-    // holds the journal; its RepairDB does not lock, so it must only run after a failed open.
-    const options = { ...OPEN_OPTIONS, createIfMissing: false }
-    let levelRepaired = false
-    let db: Db = new Level<string, Buffer>(dir, options)
-    try {
-      await db.open()
-    } catch (err) {
-      const failure = openFailure(dir, err)
-      if (failure.code === "PIRATE_JOURNAL_LOCKED") throw failure
-      await (Level as unknown as { repair(location: string): Promise<void> }).repair(dir)
-      levelRepaired = true
-      db = new Level<string, Buffer>(dir, options)
-      try {
-        await db.open()
-      } catch (err2) {
-        throw openFailure(dir, err2)
-      }
-    }
-    try {
-      const scan = await scanAll(db, dir, true)
-      const meta = await readMeta(db, dir).catch(() => undefined)
-      const lastId = maxId(scan.lastId, meta?.lastId ?? undefined)
-      const ops = [...scan.ops, metaOp({ pending: scan.pending, dead: scan.dead, lastId })]
-      await db.batch(ops, { sync: true })
-      return {
-        pending: scan.pending,
-        dead: scan.dead,
-        quarantined: scan.quarantined,
-        levelRepaired,
-      }
-    } finally {
-      await db.close()
-    }
+    return repairJournal(new LevelJournal(path).path)
   }
 
   async #open(): Promise<void> {
@@ -431,6 +372,9 @@ export class LevelJournal implements Journal {
   async #load(doing: "open" | "reopen"): Promise<Db> {
     await assertJournalDir(this.path)
     await verifyLogs(this.path)
+    const opening = doing === "open"
+    const hadData = opening && (await holdsData(this.path))
+    if (opening) await verifyTables(this.path)
     // A reopen never creates: the journal it reopens must still be there.
     const createIfMissing = doing === "open"
     const db = new Level<string, Buffer>(this.path, { ...OPEN_OPTIONS, createIfMissing })
@@ -440,20 +384,31 @@ export class LevelJournal implements Journal {
       throw levelFailure(this.path, doing, err)
     }
     try {
-      let meta = await readMeta(db, this.path)
-      if (meta === undefined) {
-        // A new journal, or one written without counters: count once and store them.
-        const scan = await scanAll(db, this.path, false)
-        meta = { v: FORMAT, lastId: scan.lastId ?? null, pending: scan.pending, dead: scan.dead }
-        await db
-          .batch([metaOp({ ...meta, lastId: scan.lastId })], { sync: true })
-          .catch((err: unknown) => {
+      const meta = await readMeta(db, this.path)
+      let counters: Counters
+      if (doing === "reopen" && meta?.keySum !== undefined) {
+        counters = { ...meta, keySum: meta.keySum }
+      } else {
+        // Every key once: a key damaged or lost on disk shows here, before any of it is read.
+        const scan = await scanKeys(db, this.path, meta ? meta.pending + meta.dead : 0)
+        checkKeys(this.path, meta, scan, hadData)
+        counters = {
+          pending: scan.pending,
+          dead: scan.dead,
+          keySum: scan.keySum,
+          lastId: meta?.lastId ?? scan.lastId,
+        }
+        // A new journal, one written by the previous release (no key sum) or without counters.
+        if (meta?.keySum === undefined) {
+          await db.put(META, encodeMeta(counters), { sync: true }).catch((err: unknown) => {
             throw levelFailure(this.path, doing, err)
           })
+        }
       }
-      this.#pending = meta.pending
-      this.#dead = meta.dead
-      this.#lastId = meta.lastId ?? undefined
+      this.#pending = counters.pending
+      this.#dead = counters.dead
+      this.#lastId = counters.lastId
+      this.#keySum = counters.keySum
       return db
     } catch (err) {
       await db.close().catch(() => undefined)
@@ -552,7 +507,7 @@ export class LevelJournal implements Journal {
   }
 
   async #commit(db: Db, ops: Op[], next: Counters, sync: boolean): Promise<void> {
-    ops.push(metaOp(next))
+    ops.push({ type: "put", key: META, value: encodeMeta(next) })
     // A chained batch: the array form copies every operation with the options spread into it,
     // which costs several times the write itself. Same atomic LevelDB write.
     const batch = db.batch()
@@ -569,14 +524,21 @@ export class LevelJournal implements Journal {
     this.#pending = next.pending
     this.#dead = next.dead
     this.#lastId = next.lastId
+    this.#keySum = next.keySum
   }
 
+  /** A copy of the counters, for a write to change and commit. */
   #meta(): Counters {
-    return { pending: this.#pending, dead: this.#dead, lastId: this.#lastId }
+    return {
+      pending: this.#pending,
+      dead: this.#dead,
+      lastId: this.#lastId,
+      keySum: this.#keySum,
+    }
   }
 
-  #decode(key: string, value: Buffer, kind: number): JournalEntry | DeadLetter {
-    const entry = decodeEntry(key, value, kind)
+  #decode(key: string, value: Buffer): JournalEntry | DeadLetter {
+    const entry = decodeEntry(key, value)
     if (typeof entry === "string") throw corruptValue(this.path, key, entry)
     return entry
   }
@@ -590,459 +552,6 @@ export class LevelJournal implements Journal {
   }
 }
 
-// LevelDB maps the table files it has open into memory (mmap), so the pages of them it has read
-// count in the process's RSS. What bounds that is the number of tables open at once times their
-// size: LevelDB keeps up to maxOpenFiles − 10 tables open (it raises maxOpenFiles to at least 74),
-// compaction cuts tables at maxFileSize, and a flushed memtable (writeBufferSize) makes one table.
-// A sender restarted on a million pending entries peaked at ~460 MB RSS with LevelDB's defaults
-// (1000 files, 2 MiB tables, 4 MiB memtable), ~205 MB with 64 files, and 140–180 MB with the
-// values below, at the same write throughput (bench/journal.ts, docs/bench-journal.md).
-const OPEN_OPTIONS = {
-  keyEncoding: "utf8",
-  valueEncoding: "buffer",
-  maxOpenFiles: 64,
-  maxFileSize: 1024 * 1024,
-  writeBufferSize: 2 * 1024 * 1024,
-} as const
-
-function howToRecover(dir: string): string {
-  return `copy the directory aside (cp -a ${dir} ${dir}.bak), then run "npx pirate journal repair ${dir}" (it keeps what can still be read), or move the directory away and start with a new journal`
-}
-
-/** What a journal was doing when LevelDB failed, for the messages of its errors. */
-type Doing = "open" | "reopen" | "read" | "write to"
-
-const THEN: Record<Doing, string> = {
-  open: "then open it again",
-  reopen: "then retry: the journal tries to reopen it on the next call, no restart needed",
-  read: "then retry",
-  "write to": "then retry: the journal reopens its database for the next write, no restart needed",
-}
-
-function openFailure(dir: string, err: unknown): PirateError {
-  return levelFailure(dir, "open", err)
-}
-
-/**
- * A LevelDB failure as the `PirateError` it means: `PIRATE_JOURNAL_LOCKED`, `PIRATE_JOURNAL_CORRUPT`
- * (damage: there is something to repair), `PIRATE_JOURNAL_FULL` (the disk or a quota is full),
- * else `PIRATE_JOURNAL_IO`. `cause` is the level (or system) error.
- */
-function levelFailure(dir: string, doing: Doing, err: unknown): PirateError {
-  const code = levelCode(err)
-  const cause = innermostLevelError(err)
-  if (code === "LEVEL_LOCKED") {
-    return new PirateError(
-      "PIRATE_JOURNAL_LOCKED",
-      `the journal in ${dir} is held by a running sender (another process, or another LevelJournal in this one); stop it first, or give this one another directory`,
-      { cause },
-    )
-  }
-  const message = levelMessage(err)
-  if (isDiskFull(err)) {
-    return new PirateError(
-      "PIRATE_JOURNAL_FULL",
-      `cannot ${doing} the journal in ${dir}: its disk is full (${message}); free space on that disk or move the journal to a bigger one, ${THEN[doing]}`,
-      { cause },
-    )
-  }
-  if (code === "LEVEL_CORRUPTION" || /No such file|not found/i.test(message)) {
-    return new PirateError(
-      "PIRATE_JOURNAL_CORRUPT",
-      `the journal in ${dir} is damaged (${message}); ${howToRecover(dir)}`,
-      { cause },
-    )
-  }
-  return new PirateError(
-    "PIRATE_JOURNAL_IO",
-    `cannot ${doing} the journal in ${dir} (${message}); check the disk and that the directory is readable and writable, ${THEN[doing]}`,
-    { cause },
-  )
-}
-
-/** True for ENOSPC and EDQUOT, as a system error or in a LevelDB status message. */
-function isDiskFull(err: unknown): boolean {
-  for (let e = err; e instanceof Error; e = e.cause) {
-    const code = (e as NodeJS.ErrnoException).code
-    if (code === "ENOSPC" || code === "EDQUOT") return true
-    if (
-      /No space left|not enough space on the disk|quota exceeded|disk (is )?full/i.test(e.message)
-    )
-      return true
-  }
-  return false
-}
-
-/**
- * True for a failure LevelDB reported (classic-level gives some a `LEVEL_` code and leaves the
- * others their status message), as opposed to an error of this library's own.
- */
-function fromLevelDb(err: unknown): boolean {
-  const inner = innermostLevelError(err)
-  return (
-    levelCode(err)?.startsWith("LEVEL_") === true ||
-    (inner instanceof Error &&
-      /^(IO error|NotFound|Corruption|Invalid argument|Not implemented): /.test(inner.message))
-  )
-}
-
-/** The `LEVEL_*` code of a level error, looking through `LEVEL_DATABASE_NOT_OPEN` wrappers. */
-function levelCode(err: unknown): string | undefined {
-  const inner = innermostLevelError(err)
-  return inner instanceof Error && "code" in inner && typeof inner.code === "string"
-    ? inner.code
-    : undefined
-}
-
-function innermostLevelError(err: unknown): unknown {
-  let e = err
-  while (e instanceof Error && e.cause instanceof Error) e = e.cause
-  return e
-}
-
-function levelMessage(err: unknown): string {
-  return errorMessage(innermostLevelError(err))
-}
-
-function corruptValue(dir: string, key: string, why: string): PirateError {
-  return new PirateError(
-    "PIRATE_JOURNAL_CORRUPT",
-    `the journal in ${dir} holds a damaged entry under "${key}" (${why}); ${howToRecover(dir)}`,
-  )
-}
-
-function metaOp(meta: Counters): Op {
-  const value: Meta = {
-    v: FORMAT,
-    lastId: meta.lastId ?? null,
-    pending: meta.pending,
-    dead: meta.dead,
-  }
-  return { type: "put", key: META, value: Buffer.from(JSON.stringify(value)) }
-}
-
-async function readMeta(db: Db, dir: string): Promise<Meta | undefined> {
-  let raw: Buffer | undefined
-  try {
-    raw = await db.get(META) // level's types leave out the undefined of a missing key
-  } catch (err) {
-    throw openFailure(dir, err)
-  }
-  if (raw === undefined) return undefined
-  let meta: unknown
-  try {
-    meta = JSON.parse(raw.toString("utf8"))
-  } catch {
-    meta = undefined
-  }
-  if (!isMeta(meta)) throw corruptValue(dir, META, "not a valid state record")
-  if (meta.v !== FORMAT) {
-    throw new PirateError(
-      "PIRATE_JOURNAL_CORRUPT",
-      `the journal in ${dir} has format ${meta.v}, and this version of zeromq-pirate reads format ${FORMAT}; use the version that wrote it`,
-    )
-  }
-  return meta
-}
-
-function isMeta(value: unknown): value is Meta {
-  if (typeof value !== "object" || value === null) return false
-  const m = value as Record<string, unknown>
-  return (
-    typeof m["v"] === "number" &&
-    (m["lastId"] === null || typeof m["lastId"] === "string") &&
-    Number.isSafeInteger(m["pending"]) &&
-    Number.isSafeInteger(m["dead"]) &&
-    (m["pending"] as number) >= 0 &&
-    (m["dead"] as number) >= 0
-  )
-}
-
-/**
- * Counts entries (and with `quarantine`, returns the ops that move undecodable ones aside). Refuses
- * a LevelDB database that holds keys this journal never writes: it is someone else's database.
- */
-async function scanAll(
-  db: Db,
-  dir: string,
-  quarantine: boolean,
-): Promise<{
-  pending: number
-  dead: number
-  quarantined: number
-  lastId: string | undefined
-  ops: Op[]
-}> {
-  const out = {
-    pending: 0,
-    dead: 0,
-    quarantined: 0,
-    lastId: undefined as string | undefined,
-    ops: [] as Op[],
-  }
-  const it = quarantine ? db.iterator() : db.iterator({ values: false })
-  try {
-    for (;;) {
-      const rows = await it.nextv(1000)
-      if (rows.length === 0) break
-      for (const [key, value] of rows) {
-        const prefix = key.slice(0, 2)
-        const id = key.slice(2)
-        if (key === META || prefix === QUARANTINE) continue
-        if (prefix !== PENDING && prefix !== DEAD) {
-          throw new PirateError(
-            "PIRATE_JOURNAL_CORRUPT",
-            `${dir} holds a LevelDB database that is not a zeromq-pirate journal (key "${key}"); give the journal another directory`,
-          )
-        }
-        out.lastId = maxId(out.lastId, id)
-        if (
-          quarantine &&
-          typeof decodeEntry(key, value, prefix === PENDING ? KIND_PENDING : KIND_DEAD) === "string"
-        ) {
-          out.ops.push({ type: "put", key: QUARANTINE + key, value }, { type: "del", key })
-          out.quarantined++
-        } else if (prefix === PENDING) out.pending++
-        else out.dead++
-      }
-    }
-  } catch (err) {
-    if (err instanceof PirateError) throw err
-    throw openFailure(dir, err)
-  } finally {
-    await it.close()
-  }
-  return out
-}
-
-function maxId(a: string | undefined, b: string | undefined): string | undefined {
-  if (a === undefined) return b
-  if (b === undefined) return a
-  return a > b ? a : b
-}
-
-/** What a directory holds, as far as LevelDB is concerned. */
-async function inspectDir(
-  dir: string,
-): Promise<{ current: boolean; data: string[]; foreign: string[] }> {
-  let names: string[]
-  try {
-    names = await readdir(dir)
-  } catch (err) {
-    throw new PirateError(
-      "PIRATE_JOURNAL_IO",
-      `cannot read the journal directory ${dir}: ${errorMessage(err)}; check the path and its permissions`,
-      { cause: err },
-    )
-  }
-  return {
-    current: names.includes("CURRENT"),
-    data: names.filter((n) => /^\d+\.(log|ldb|sst)$/.test(n)),
-    foreign: names.filter(
-      (n) => !/^(CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(log|ldb|sst|dbtmp))$/.test(n),
-    ),
-  }
-}
-
-function notAJournal(dir: string, foreign: string[]): PirateError {
-  const some = foreign.slice(0, 3).join(", ") + (foreign.length > 3 ? ", …" : "")
-  return new PirateError(
-    "PIRATE_JOURNAL_CORRUPT",
-    `${dir} is not a journal directory (it holds ${some}); give the journal a new or empty directory`,
-  )
-}
-
-/**
- * Refuses a directory that is not a journal: LevelDB would create a fresh database in it, and when
- * only its CURRENT file is lost it would even delete the old tables as obsolete.
- */
-async function assertJournalDir(dir: string): Promise<void> {
-  const { current, data, foreign } = await inspectDir(dir)
-  if (current) return
-  if (data.length > 0) {
-    throw new PirateError(
-      "PIRATE_JOURNAL_CORRUPT",
-      `the journal in ${dir} is damaged (its CURRENT file is missing but ${data.slice(0, 3).join(", ")}${data.length > 3 ? ", …" : ""} remain); ${howToRecover(dir)}`,
-    )
-  }
-  if (foreign.length > 0) throw notAJournal(dir, foreign)
-}
-
-// LevelDB replays its write-ahead logs when it opens and, without paranoid checks (which
-// classic-level does not expose), silently drops any record it cannot read, then deletes the
-// old log. Checking the logs first turns that silent loss into an error while nothing is lost.
-// Format: leveldb/doc/log_format.md — 32 KiB blocks of records [masked crc32c u32][length u16]
-// [type u8][data], crc over type + data; a record never crosses a block boundary.
-const BLOCK = 32768
-const HEADER = 7
-const FULL = 1
-const FIRST = 2
-const MIDDLE = 3
-const LAST = 4
-
-async function verifyLogs(dir: string): Promise<void> {
-  const logs = (await readdir(dir)).filter((n) => /^\d+\.log$/.test(n))
-  for (const name of logs) {
-    const file = join(dir, name)
-    let buf: Buffer
-    try {
-      if ((await stat(file)).size === 0) continue
-      buf = await readFile(file)
-    } catch (err) {
-      // Another process holding the journal may just have rolled its log; open() will then
-      // report the lock.
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") continue
-      throw new PirateError(
-        "PIRATE_JOURNAL_IO",
-        `cannot read ${file}: ${errorMessage(err)}; check the journal directory's permissions`,
-        { cause: err },
-      )
-    }
-    const problem = checkLog(buf)
-    if (problem !== undefined) {
-      throw new PirateError(
-        "PIRATE_JOURNAL_CORRUPT",
-        `the journal in ${dir} is damaged (${name}: ${problem}); LevelDB would drop the unreadable writes, so it was not opened; ${howToRecover(dir)}`,
-      )
-    }
-  }
-}
-
-/** Returns what is wrong with a LevelDB log, or undefined. A torn last record is not an error. */
-function checkLog(buf: Buffer): string | undefined {
-  let inRecord = false
-  for (let block = 0; block < buf.length; block += BLOCK) {
-    const end = Math.min(block + BLOCK, buf.length)
-    let off = block
-    while (end - off >= HEADER) {
-      const length = buf.readUInt16LE(off + 4)
-      const type = buf.readUInt8(off + 6)
-      if (type === 0 && length === 0) break // preallocated zeros: LevelDB skips the rest of the block
-      if (off + HEADER + length > block + BLOCK) return `bad record length at offset ${off}`
-      if (type < FULL || type > LAST) return `bad record type ${type} at offset ${off}`
-      if (off + HEADER + length > buf.length) return undefined // the writer died mid-record
-      const stored = buf.readUInt32LE(off)
-      if (unmask(stored) !== crc32c(buf, off + 6, off + HEADER + length)) {
-        // The last record of a log may be torn by a power loss (it was never synced).
-        if (allZero(buf, off + HEADER + length)) return undefined
-        return `checksum mismatch at offset ${off}`
-      }
-      if ((type === FULL || type === FIRST) && inRecord)
-        return `unterminated record before offset ${off}`
-      if ((type === MIDDLE || type === LAST) && !inRecord)
-        return `record fragment without start at offset ${off}`
-      inRecord = type === FIRST || type === MIDDLE
-      off += HEADER + length
-    }
-  }
-  return undefined
-}
-
-const CRC32C_TABLE = (() => {
-  const table = new Uint32Array(256)
-  for (let i = 0; i < 256; i++) {
-    let c = i
-    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1
-    table[i] = c >>> 0
-  }
-  return table
-})()
-
-function crc32c(buf: Buffer, start: number, end: number): number {
-  let c = 0xffffffff
-  for (let i = start; i < end; i++) c = (CRC32C_TABLE[(c ^ (buf[i] ?? 0)) & 0xff] ?? 0) ^ (c >>> 8)
-  return (c ^ 0xffffffff) >>> 0
-}
-
-function unmask(masked: number): number {
-  const rot = (masked - 0xa282ead8) >>> 0
-  return ((rot >>> 17) | (rot << 15)) >>> 0
-}
-
-function allZero(buf: Buffer, from: number): boolean {
-  for (let i = from; i < buf.length; i++) if (buf[i] !== 0) return false
-  return true
-}
-
-function encodeEntry(kind: number, e: JournalEntry, deadAt: number | undefined): Buffer {
-  const payload: unknown = e.payload
-  if (!(payload instanceof Uint8Array)) {
-    throw new TypeError(`'payload' must be a Buffer, got ${describe(payload)}`)
-  }
-  assertNonNegativeInt("attempts", e.attempts)
-  if (e.attempts > 0xffffffff)
-    throw new RangeError(`'attempts' must be below 2^32, got ${e.attempts}`)
-  if (typeof e.enqueuedAt !== "number") {
-    throw new TypeError(`'enqueuedAt' must be a number, got ${describe(e.enqueuedAt)}`)
-  }
-  const error = e.lastError
-  const errorLength = error === undefined ? 0 : Buffer.byteLength(error)
-  let flags = 0
-  let size = FIXED + payload.length
-  if (e.notBefore !== undefined) {
-    flags |= FLAG_NOT_BEFORE
-    size += 8
-  }
-  if (kind === KIND_DEAD) size += 8
-  if (error !== undefined) {
-    flags |= FLAG_ERROR
-    size += 4 + errorLength
-  }
-  const buf = Buffer.allocUnsafe(size)
-  buf.writeUInt8(kind, 0)
-  buf.writeUInt8(flags, 5)
-  buf.writeUInt32LE(e.attempts, 6)
-  buf.writeDoubleLE(e.enqueuedAt, 10)
-  let off = FIXED
-  if (e.notBefore !== undefined) off = buf.writeDoubleLE(e.notBefore, off)
-  if (kind === KIND_DEAD) off = buf.writeDoubleLE(deadAt ?? 0, off)
-  if (error !== undefined) {
-    off = buf.writeUInt32LE(errorLength, off)
-    off += buf.write(error, off, "utf8")
-  }
-  buf.set(payload, off)
-  buf.writeUInt32LE(crc32(buf.subarray(5)), 1)
-  return buf
-}
-
-/** Decodes a value; returns a description of the damage instead when it is not valid. */
-function decodeEntry(key: string, buf: Buffer, kind: number): JournalEntry | DeadLetter | string {
-  if (buf.length < FIXED) return `value of ${buf.length} bytes is too short`
-  if (buf.readUInt8(0) !== kind) return `unexpected value kind ${buf.readUInt8(0)}`
-  if (buf.readUInt32LE(1) !== crc32(buf.subarray(5))) return "checksum mismatch"
-  const flags = buf.readUInt8(5)
-  const entry: JournalEntry = {
-    id: key.slice(2),
-    payload: Buffer.alloc(0),
-    attempts: buf.readUInt32LE(6),
-    enqueuedAt: buf.readDoubleLE(10),
-  }
-  let off = FIXED
-  if (flags & FLAG_NOT_BEFORE) {
-    if (buf.length < off + 8) return "value is truncated"
-    entry.notBefore = buf.readDoubleLE(off)
-    off += 8
-  }
-  let deadAt: number | undefined
-  if (kind === KIND_DEAD) {
-    if (buf.length < off + 8) return "value is truncated"
-    deadAt = buf.readDoubleLE(off)
-    off += 8
-  }
-  if (flags & FLAG_ERROR) {
-    if (buf.length < off + 4) return "value is truncated"
-    const length = buf.readUInt32LE(off)
-    off += 4
-    if (buf.length < off + length) return "value is truncated"
-    entry.lastError = buf.toString("utf8", off, off + length)
-    off += length
-  }
-  // The value buffer is this entry's own (classic-level copies each one), so a view is safe.
-  entry.payload = buf.subarray(off)
-  if (deadAt === undefined) return entry
-  return { ...entry, lastError: entry.lastError ?? "", deadAt }
-}
-
 async function getMany(db: Db, keys: string[]): Promise<(Buffer | undefined)[]> {
   return db.getMany(keys) // undefined for a missing key, which level's types leave out
 }
@@ -1053,13 +562,40 @@ function checkId(id: unknown): string {
   return id
 }
 
+/** An id to store: 16 lower-case hex digits (what `IdGenerator` makes), so keys can be checked. */
+function checkStoredId(id: unknown): string {
+  if (!isStoredId(checkId(id))) {
+    throw new TypeError(
+      `'id' must be 16 lower-case hex digits (an IdGenerator id), got ${describe(id)}`,
+    )
+  }
+  return id as string
+}
+
 function checkLimit(limit: unknown): number {
   if (limit === Infinity) return limit
   assertNonNegativeInt("limit", limit)
   return limit
 }
 
+/** The distinct ids, leaving out those that cannot be stored (so cannot be there). */
 function unique(ids: readonly string[]): string[] {
   for (const id of ids) checkId(id)
-  return [...new Set(ids)]
+  return [...new Set(ids)].filter(isStoredId)
+}
+
+/** Counts a key the write adds to the journal. */
+function added(c: Counters, key: string): void {
+  if (key.startsWith(PENDING)) c.pending++
+  else c.dead++
+  c.keySum = addKey(c.keySum, key)
+  const id = key.slice(2)
+  if (c.lastId === undefined || id > c.lastId) c.lastId = id
+}
+
+/** Counts a key the write deletes from the journal. */
+function removed(c: Counters, key: string): void {
+  if (key.startsWith(PENDING)) c.pending--
+  else c.dead--
+  c.keySum = removeKey(c.keySum, key)
 }

@@ -242,8 +242,15 @@ describe("pirate journal", { timeout: 30_000 }, () => {
     expect(broken.stderr).toContain("damaged entry")
     expect(broken.stderr).toContain(`pirate journal repair ${dir}`)
     const repaired = await pirate("journal", "repair", dir)
-    expect(repaired).toMatchObject({ code: 0 })
-    expect(repaired.stdout).toContain("1 damaged entries moved aside")
+    expect(repaired.code).toBe(1) // an entry is lost
+    expect(repaired.stdout).toContain("moved 1 entry aside (keys q:…)")
+    expect(repaired.stdout).toContain(`lost 1 entry:\n${id(2)}  pending  value of 7 bytes`)
+    expect(repaired.stderr).toBe(
+      `pirate: lost 1 entry of the journal in ${dir}; the ids that could be read are listed above\n`,
+    )
+    const again = await pirate("journal", "repair", dir, "--json")
+    expect(again.code).toBe(0) // nothing more to lose
+    expect(JSON.parse(again.stdout)).toMatchObject({ path: dir, pending: 2, dead: 2, lost: 0 })
     const pending = await pirate("journal", "pending", dir)
     expect(
       pending.stdout
@@ -279,7 +286,6 @@ describe("pirate journal", { timeout: 30_000 }, () => {
       [["pending", dir, "--limit", "x"], /--limit must be a non-negative integer/],
       [["pending", dir, "--after", "nope"], /--after must be a message id/],
       [["stats", dir, "--limit", "3"], /--limit applies to pending and dead/],
-      [["repair", dir, "--json"], /--json does not apply to repair/],
       [["stats", dir, "--bogus"], /bogus/],
     ]
     for (const [args, message] of cases) {

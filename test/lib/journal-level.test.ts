@@ -1,43 +1,12 @@
 import { once } from "node:events"
 import { existsSync } from "node:fs"
-import { mkdir, mkdtemp, readFile, readdir, rm, unlink, writeFile } from "node:fs/promises"
-import { tmpdir } from "node:os"
+import { mkdir, readFile, readdir, unlink, writeFile } from "node:fs/promises"
 import { join } from "node:path"
-import { Level } from "level"
 import { describe, expect, onTestFinished, test } from "vitest"
 import { LevelJournal } from "../../lib/journal/level.js"
+import { filesEnding, openJournal, raw, tempDir } from "../helpers/journal-files.js"
 import { forkFixture } from "../helpers/processes.js"
 import { entry, id, journalSuite, letter } from "../suites/journal.js"
-
-/** A fresh directory, removed when the test finishes. */
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "pirate-journal-"))
-  onTestFinished(() => rm(dir, { recursive: true, force: true }))
-  return dir
-}
-
-/** An open journal, closed when the test finishes. */
-async function openJournal(dir: string): Promise<LevelJournal> {
-  const journal = new LevelJournal(dir)
-  onTestFinished(() => journal.close())
-  await journal.open()
-  return journal
-}
-
-/** Runs `fn` on the raw LevelDB database under a closed journal. */
-async function raw(dir: string, fn: (db: Level<string, Buffer>) => Promise<void>): Promise<void> {
-  const db = new Level<string, Buffer>(dir, { keyEncoding: "utf8", valueEncoding: "buffer" })
-  await db.open()
-  try {
-    await fn(db)
-  } finally {
-    await db.close()
-  }
-}
-
-async function filesEnding(dir: string, ext: string): Promise<string[]> {
-  return (await readdir(dir)).filter((n) => n.endsWith(ext)).map((n) => join(dir, n))
-}
 
 journalSuite("LevelJournal", async () => {
   const dir = await tempDir()
@@ -138,6 +107,12 @@ describe("LevelJournal", () => {
       await expect(journal.append([{ ...entry(1), id: "" }], { sync: false })).rejects.toThrow(
         TypeError,
       )
+      // Keys are checked for their shape: an id is 16 lower-case hex digits, as IdGenerator makes.
+      await expect(
+        journal.append([{ ...entry(1), id: "0006189A2B3C4D5E" }], { sync: false }),
+      ).rejects.toThrow("'id' must be 16 lower-case hex digits")
+      await expect(journal.bury([letter({ ...entry(1), id: "x" })])).rejects.toThrow(TypeError)
+      await journal.remove(["not-an-id"]) // cannot be there: ignored, as an unknown id
       await expect(journal.append([entry(1)], {} as { sync: boolean })).rejects.toThrow(
         "'sync' must be a boolean",
       )
@@ -360,11 +335,22 @@ describe("LevelJournal", () => {
     test("LevelJournal.repair() moves bad values aside and recounts", async () => {
       const { dir } = await journalWithLog()
       await raw(dir, (db) => db.put(`p:${id(7)}`, Buffer.from("garbage")))
-      await expect(LevelJournal.repair(dir)).resolves.toEqual({
+      await expect(LevelJournal.repair(dir)).resolves.toMatchObject({
         pending: 99,
         dead: 0,
+        before: { pending: 100, dead: 0 },
+        lost: 1,
+        lostEntries: [
+          {
+            id: id(7),
+            state: "pending",
+            reason: expect.stringContaining(`q:p:${id(7)}`) as string,
+          },
+        ],
         quarantined: 1,
+        recovered: 0,
         levelRepaired: false,
+        warnings: [],
       })
       const journal = await openJournal(dir)
       expect(await journal.stats()).toEqual({ pending: 99, dead: 0 })
@@ -383,7 +369,15 @@ describe("LevelJournal", () => {
       await writeFile(join(dir, manifest!), Buffer.alloc(100, 0xab))
       await expectCorrupt(dir)
       const report = await LevelJournal.repair(dir)
-      expect(report).toMatchObject({ pending: 100, dead: 0, quarantined: 0, levelRepaired: true })
+      expect(report).toMatchObject({
+        pending: 100,
+        dead: 0,
+        before: { pending: 100, dead: 0 },
+        lost: 0,
+        quarantined: 0,
+        levelRepaired: true,
+        warnings: [],
+      })
       expect(await (await openJournal(dir)).stats()).toEqual({ pending: 100, dead: 0 })
     })
 
@@ -404,7 +398,9 @@ describe("LevelJournal", () => {
       expect((await readdir(dir)).sort()).toEqual(before)
       await expect(LevelJournal.repair(dir)).resolves.toMatchObject({
         pending: 100,
+        lost: 0,
         levelRepaired: true,
+        warnings: [],
       })
       expect(await (await openJournal(dir)).stats()).toEqual({ pending: 100, dead: 0 })
     })
@@ -431,9 +427,9 @@ describe("LevelJournal", () => {
       const dir = await tempDir()
       await (await openJournal(dir)).close()
       await raw(dir, (db) =>
-        db.put("m:state", Buffer.from(JSON.stringify({ v: 2, lastId: null, pending: 0, dead: 0 }))),
+        db.put("m:state", Buffer.from(JSON.stringify({ v: 3, lastId: null, pending: 0, dead: 0 }))),
       )
-      await expectCorrupt(dir, /format 2/)
+      await expectCorrupt(dir, /format 3/)
     })
 
     test("a directory that cannot be created is a clear error", async () => {

@@ -1,0 +1,315 @@
+/**
+ * The LevelDB database under a journal: the options it is opened with, the checks of its
+ * directory, the state record, and the scan of its keys that an open checks the counters with.
+ */
+import { readdir, stat } from "node:fs/promises"
+import { join } from "node:path"
+import type { Level } from "level"
+import { PirateError, errorMessage } from "../errors.js"
+import { howToRecover, openFailure } from "./level-errors.js"
+import { checkTableIndex, liveTables } from "./level-table.js"
+import {
+  FORMAT,
+  META,
+  PENDING,
+  decodeMeta,
+  isEntryKey,
+  isQuarantineKey,
+  keyHash,
+  maxId,
+  type Meta,
+} from "./level-format.js"
+
+export type Db = Level<string, Buffer>
+
+// LevelDB maps the table files it has open into memory (mmap), so the pages of them it has read
+// count in the process's RSS. What bounds that is the number of tables open at once times their
+// size: LevelDB keeps up to maxOpenFiles − 10 tables open (it raises maxOpenFiles to at least 74),
+// compaction cuts tables at maxFileSize, and a flushed memtable (writeBufferSize) makes one table.
+// A sender restarted on a million pending entries peaked at ~460 MB RSS with LevelDB's defaults
+// (1000 files, 2 MiB tables, 4 MiB memtable), ~205 MB with 64 files, and 140–180 MB with the
+// values below, at the same write throughput (bench/journal.ts, docs/bench-journal.md).
+export const OPEN_OPTIONS = {
+  keyEncoding: "utf8",
+  valueEncoding: "buffer",
+  maxOpenFiles: 64,
+  maxFileSize: 1024 * 1024,
+  writeBufferSize: 2 * 1024 * 1024,
+} as const
+
+/** What a directory holds, as far as LevelDB is concerned. */
+export async function inspectDir(
+  dir: string,
+): Promise<{ current: boolean; data: string[]; foreign: string[] }> {
+  let names: string[]
+  try {
+    names = await readdir(dir)
+  } catch (err) {
+    throw new PirateError(
+      "PIRATE_JOURNAL_IO",
+      `cannot read the journal directory ${dir}: ${errorMessage(err)}; check the path and its permissions`,
+      { cause: err },
+    )
+  }
+  return {
+    current: names.includes("CURRENT"),
+    data: names.filter((n) => /^\d+\.(log|ldb|sst)$/.test(n)),
+    foreign: names.filter(
+      (n) => !/^(CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(log|ldb|sst|dbtmp))$/.test(n),
+    ),
+  }
+}
+
+export function notAJournal(dir: string, foreign: string[]): PirateError {
+  const some = foreign.slice(0, 3).join(", ") + (foreign.length > 3 ? ", …" : "")
+  return new PirateError(
+    "PIRATE_JOURNAL_CORRUPT",
+    `${dir} is not a journal directory (it holds ${some}); give the journal a new or empty directory`,
+  )
+}
+
+/**
+ * Refuses a directory that is not a journal: LevelDB would create a fresh database in it, and when
+ * only its CURRENT file is lost it would even delete the old tables as obsolete.
+ */
+export async function assertJournalDir(dir: string): Promise<void> {
+  const { current, data, foreign } = await inspectDir(dir)
+  if (current) return
+  if (data.length > 0) {
+    throw new PirateError(
+      "PIRATE_JOURNAL_CORRUPT",
+      `the journal in ${dir} is damaged (its CURRENT file is missing but ${data.slice(0, 3).join(", ")}${data.length > 3 ? ", …" : ""} remain); ${howToRecover(dir)}`,
+    )
+  }
+  if (foreign.length > 0) throw notAJournal(dir, foreign)
+}
+
+/**
+ * Reads the state record: undefined when there is none (a new journal, or one written before
+ * there were counters); format 1 comes without a key sum.
+ *
+ * @throws PirateError `PIRATE_JOURNAL_CORRUPT` when it is damaged or of a newer format
+ */
+export async function readMeta(
+  db: Db,
+  dir: string,
+): Promise<(Omit<Meta, "keySum"> & { keySum?: number }) | undefined> {
+  let raw: Buffer | undefined
+  try {
+    raw = await db.get(META) // level's types leave out the undefined of a missing key
+  } catch (err) {
+    throw openFailure(dir, err)
+  }
+  if (raw === undefined) return undefined
+  const meta = decodeMeta(raw)
+  if (typeof meta === "string") {
+    throw new PirateError(
+      "PIRATE_JOURNAL_CORRUPT",
+      `the journal in ${dir} is damaged (its state record "${META}": ${meta}); ${howToRecover(dir)}`,
+    )
+  }
+  if (meta.v > FORMAT) {
+    throw new PirateError(
+      "PIRATE_JOURNAL_CORRUPT",
+      `the journal in ${dir} has format ${meta.v}, and this version of zeromq-pirate reads formats 1 to ${FORMAT}; use the version that wrote it`,
+    )
+  }
+  return meta
+}
+
+/** What a scan of every key found. */
+export interface KeyScan {
+  pending: number
+  dead: number
+  /** See `Counters.keySum`. */
+  keySum: number
+  /** The greatest id among the `p:` and `d:` keys. */
+  lastId: string | undefined
+  /** Keys of a repair's `q:` prefix. */
+  quarantined: number
+  /** How many keys have no shape the journal writes, and the first few of them. */
+  strange: number
+  examples: string[]
+}
+
+/**
+ * Reads every key (not the values) and counts them, as the counters must: with a million entries
+ * this takes about a second of CPU (docs/journal.md, "Figures"). A large journal is read in
+ * several key ranges at once: LevelDB's side of an iteration runs on libuv's thread pool, so the
+ * ranges proceed in parallel. However a damaged table makes LevelDB skip keys, a set of keys
+ * other than the stored one shows in the count or the key sum, whichever ranges it is read in.
+ *
+ * @param expected - how many entries the counters say, to choose the number of ranges
+ */
+export async function scanKeys(db: Db, dir: string, expected = 0): Promise<KeyScan> {
+  const bounds = expected >= SPLIT_ABOVE ? await splitPoints(db, dir, RANGES) : []
+  const ranges = [undefined, ...bounds].map((gte, i) => ({ gte, lt: bounds[i] }))
+  const scans = await Promise.all(ranges.map((range) => scanRange(db, dir, range)))
+  const scan = scans.reduce((a, b) => ({
+    pending: a.pending + b.pending,
+    dead: a.dead + b.dead,
+    keySum: (a.keySum + b.keySum) >>> 0,
+    lastId: maxId(a.lastId, b.lastId),
+    quarantined: a.quarantined + b.quarantined,
+    strange: a.strange + b.strange,
+    examples: [...a.examples, ...b.examples].slice(0, 3),
+  }))
+  return scan
+}
+
+const SPLIT_ABOVE = 100_000
+const RANGES = 4
+
+/** Keys that cut the pending entries into `parts` ranges of ids about as wide. */
+async function splitPoints(db: Db, dir: string, parts: number): Promise<string[]> {
+  let ends: string[]
+  try {
+    const first = await db.keys({ gt: PENDING, lt: "p;", limit: 1 }).all()
+    const last = await db.keys({ gt: PENDING, lt: "p;", limit: 1, reverse: true }).all()
+    ends = [...first, ...last].filter(isEntryKey)
+  } catch (err) {
+    throw openFailure(dir, err)
+  }
+  if (ends.length < 2) return []
+  // 16 hex digits exceed a double's precision: the first 13 are plenty to cut ranges with.
+  const from = parseInt((ends[0] ?? "").slice(2, 15), 16)
+  const to = parseInt((ends[1] ?? "").slice(2, 15), 16)
+  const points: string[] = []
+  for (let i = 1; i < parts; i++) {
+    const at = Math.floor(from + ((to - from) * i) / parts)
+    points.push(PENDING + at.toString(16).padStart(13, "0"))
+  }
+  return [...new Set(points)].filter((p, i, all) => i === 0 || p > (all[i - 1] ?? ""))
+}
+
+async function scanRange(
+  db: Db,
+  dir: string,
+  range: { gte: string | undefined; lt: string | undefined },
+): Promise<KeyScan> {
+  const scan: KeyScan = {
+    pending: 0,
+    dead: 0,
+    keySum: 0,
+    lastId: undefined,
+    quarantined: 0,
+    strange: 0,
+    examples: [],
+  }
+  let last = ""
+  const options: { values: false; fillCache: false; gte?: string; lt?: string } = {
+    values: false,
+    fillCache: false,
+  }
+  if (range.gte !== undefined) options.gte = range.gte
+  if (range.lt !== undefined) options.lt = range.lt
+  const it = db.iterator(options)
+  try {
+    for (;;) {
+      const rows = await it.nextv(10_000)
+      if (rows.length === 0) break
+      for (const [key] of rows) {
+        if (isEntryKey(key)) {
+          if (key.charCodeAt(0) === 0x70) scan.pending++
+          else scan.dead++
+          scan.keySum = (scan.keySum + keyHash(key)) >>> 0
+          const id = key.slice(2)
+          if (id > last) last = id
+        } else if (isQuarantineKey(key)) scan.quarantined++
+        else if (key !== META) {
+          scan.strange++
+          if (scan.examples.length < 3) scan.examples.push(key)
+        }
+      }
+    }
+  } catch (err) {
+    throw openFailure(dir, err)
+  } finally {
+    await it.close()
+  }
+  if (last !== "") scan.lastId = last
+  return scan
+}
+
+/**
+ * Refuses a journal whose keys disagree with its counters: a key changed or lost on disk would
+ * otherwise go unnoticed, its entry never read while the counters still count it.
+ *
+ * @param meta - the state record; undefined when there was none (nothing to check against)
+ * @param hadData - whether LevelDB held data before it opened (see `holdsData`)
+ * @throws PirateError `PIRATE_JOURNAL_CORRUPT`
+ */
+export function checkKeys(
+  dir: string,
+  meta: (Omit<Meta, "keySum"> & { keySum?: number }) | undefined,
+  scan: KeyScan,
+  hadData: boolean,
+): void {
+  const damaged = (what: string): PirateError =>
+    new PirateError(
+      "PIRATE_JOURNAL_CORRUPT",
+      `the journal in ${dir} is damaged (${what}); ${howToRecover(dir)}`,
+    )
+  if (scan.strange > 0) {
+    const some = scan.examples.map((k) => JSON.stringify(k)).join(", ")
+    if (meta === undefined && scan.pending + scan.dead === 0) {
+      throw new PirateError(
+        "PIRATE_JOURNAL_CORRUPT",
+        `${dir} holds a LevelDB database that is not a zeromq-pirate journal (keys ${some}); give the journal another directory`,
+      )
+    }
+    throw damaged(
+      `it holds ${scan.strange} ${scan.strange === 1 ? "key" : "keys"} of no shape the journal writes: ${some}${scan.strange > scan.examples.length ? ", …" : ""}`,
+    )
+  }
+  if (meta === undefined) {
+    // Every write since there were counters stores them: data on disk, with neither counters
+    // nor entries to be read, is a database LevelDB cannot read (a damaged table index reads
+    // as an empty table).
+    if (hadData && scan.pending + scan.dead + scan.quarantined === 0) {
+      throw damaged("its state record is missing and no entry can be read, though it holds data")
+    }
+    return
+  }
+  if (scan.pending !== meta.pending || scan.dead !== meta.dead) {
+    throw damaged(
+      `it holds ${scan.pending} pending entries and ${scan.dead} dead letters where its counters say ${meta.pending} and ${meta.dead}`,
+    )
+  }
+  if (meta.keySum !== undefined && scan.keySum !== meta.keySum) {
+    throw damaged("its keys disagree with their checksum: a key was changed on disk")
+  }
+  if (scan.lastId !== undefined && (meta.lastId === undefined || scan.lastId > meta.lastId)) {
+    throw damaged(`it holds id ${scan.lastId}, above the greatest id it ever stored`)
+  }
+}
+
+/**
+ * Refuses a journal whose tables LevelDB would misread without noticing: see `checkTableIndex`.
+ * It reads a few kilobytes per table (about 2 MB with a million entries).
+ */
+export async function verifyTables(dir: string): Promise<void> {
+  const live = await liveTables(dir)
+  for (const name of (await readdir(dir)).filter((n) => /^\d+\.(ldb|sst)$/.test(n))) {
+    const size = live?.get(parseInt(name, 10))
+    if (live !== undefined && size === undefined) continue // left over: LevelDB deletes it
+    const problem = await checkTableIndex(join(dir, name), size).catch((err: unknown) =>
+      (err as NodeJS.ErrnoException).code === "ENOENT" ? undefined : errorMessage(err),
+    )
+    if (problem !== undefined) {
+      throw new PirateError(
+        "PIRATE_JOURNAL_CORRUPT",
+        `the journal in ${dir} is damaged (${name}: ${problem}); LevelDB would not notice and could skip entries, so it was not opened; ${howToRecover(dir)}`,
+      )
+    }
+  }
+}
+
+/** True when LevelDB holds data in `dir` (a table, or a log with something in it). */
+export async function holdsData(dir: string): Promise<boolean> {
+  for (const name of (await readdir(dir)).filter((n) => /^\d+\.(ldb|sst|log)$/.test(n))) {
+    if (!name.endsWith(".log")) return true
+    if ((await stat(join(dir, name)).catch(() => undefined))?.size) return true
+  }
+  return false
+}

@@ -1,0 +1,636 @@
+/**
+ * `LevelJournal.repair()`: repairs a damaged journal in place and reports every entry it could
+ * not keep.
+ *
+ * Before LevelDB touches anything, it reads the logs (what LevelDB will drop of them, and what
+ * can still be read of that) and every table file (LevelDB checks neither block checksums nor
+ * key order, and aborts the process when it copies a table whose keys are out of order, as its
+ * compactions and its own repair do). A damaged table is moved aside, into `damaged-<time>/` in
+ * the journal's directory, LevelDB's repair rebuilds the database without it, and the newest
+ * versions it held go back in. Then every key and value is checked against each other: a value
+ * carries its id and kind under its own checksum, so a damaged key is put back from it, and a
+ * write dropped from the log whose values pass their checksums is written again. What cannot
+ * be checked is moved aside under `q:` keys. Last, it compares the counters the journal stored
+ * last (in its newest readable state record, which a dropped log record may still hold) with
+ * what is left, so that entries lost without a readable id are counted too.
+ */
+import { mkdir, readFile, readdir, rename, stat } from "node:fs/promises"
+import { join } from "node:path"
+import { Level } from "level"
+import { PirateError } from "../errors.js"
+import { OPEN_OPTIONS, inspectDir, notAJournal, type Db } from "./level-db.js"
+import { levelCode, levelFailure, openFailure } from "./level-errors.js"
+import {
+  META,
+  PENDING,
+  QUARANTINE,
+  addKey,
+  decodeEntry,
+  decodeMeta,
+  encodeMeta,
+  identifyValue,
+  isEntryKey,
+  isQuarantineKey,
+  isStoredId,
+  keyHash,
+  maxId,
+  removeKey,
+  type Counters,
+} from "./level-format.js"
+import { readLogHistory, type LogHistory } from "./level-log.js"
+import { liveTables, readTable, type EntryReader, type TableEntry } from "./level-table.js"
+
+/** An entry a repair could not keep. */
+export interface LostEntry {
+  /** Its id, as far as it could be read (a damaged key may have changed it). */
+  id: string
+  /** Pending entry or dead letter; undefined when that could not be read either. */
+  state: "pending" | "dead" | undefined
+  /** Why it is lost, and where what is left of it went (`q:` keys). */
+  reason: string
+}
+
+/** What {@link LevelJournal.repair} did and what it could not keep. */
+export interface LevelJournalRepairReport {
+  /** Pending entries after the repair. */
+  pending: number
+  /** Dead letters after the repair. */
+  dead: number
+  /**
+   * What the journal's counters said before the repair (its newest readable state record);
+   * undefined when none could be read.
+   */
+  before: { pending: number; dead: number } | undefined
+  /**
+   * Entries lost: those in `lostEntries`, plus those the counters show missing whose ids could
+   * not be read. 0 means nothing was lost, unless `warnings` says the repair cannot tell.
+   */
+  lost: number
+  /** The lost entries whose ids could be read, in key order, then in log order. */
+  lostEntries: LostEntry[]
+  /**
+   * Entries put back: keys restored from the id inside their value, and writes that LevelDB
+   * dropped from a damaged log record written again (their values passed their checksums).
+   */
+  recovered: number
+  /**
+   * Acknowledged messages that are pending again because the deletion that acked them was in a
+   * damaged log record: they will be delivered again (at-least-once), not lost.
+   */
+  redelivered: number
+  /** Damaged entries moved aside under the `q:` prefix by this repair (kept, never read). */
+  quarantined: number
+  /** Bytes of the write-ahead log that LevelDB could not read and dropped. */
+  droppedLogBytes: number
+  /**
+   * The damage found in the files, one line per place: `000005.log: checksum mismatch at offset
+   * 4242`, `000007.ldb: data block at offset 8192: checksum mismatch`.
+   */
+  damage: string[]
+  /**
+   * Damaged table files moved aside (paths relative to the journal's directory); what they held
+   * that could be checked was put back.
+   */
+  movedAside: string[]
+  /** True when LevelDB's own repair had to run (a damaged table, or a database that would not open). */
+  levelRepaired: boolean
+  /** What the repair cannot vouch for; each one also means that entries may have been lost. */
+  warnings: string[]
+}
+
+/** Where a key ends up: a value to write, or undefined to delete it. */
+type Change = Buffer | undefined
+
+/** Where a record comes from: LevelDB's view of the database, or a damaged table moved aside. */
+type Source = "db" | "table"
+
+/** The state of a repair in progress: counters, changes and findings. */
+class Repair {
+  readonly db: Db
+  readonly changes = new Map<string, Change>()
+  readonly lost = new Map<string, LostEntry>()
+  readonly unkeyed: LostEntry[] = []
+  pending = 0
+  dead = 0
+  keySum = 0
+  /** The greatest id seen anywhere: ids must stay unique, so it only grows. */
+  lastId: string | undefined
+  recovered = 0
+  redelivered = 0
+  quarantined = 0
+  /** The sum of every entry-shaped key as LevelDB returned it, before any change. */
+  foundSum = 0
+  /** What that sum should have been, as far as the changes tell. */
+  expectedSumDelta = 0
+  quarantinedStrange = false
+  /** The newest state record of the damaged tables, when it is newer than the database's. */
+  tableMeta: Buffer | undefined
+
+  constructor(db: Db) {
+    this.db = db
+  }
+
+  /** Counts a key that holds a good entry. */
+  count(key: string, delta: 1 | -1 = 1): void {
+    if (key.startsWith(PENDING)) this.pending += delta
+    else this.dead += delta
+    this.keySum = delta === 1 ? addKey(this.keySum, key) : removeKey(this.keySum, key)
+  }
+
+  seeId(id: string | undefined): void {
+    if (id !== undefined && isStoredId(id)) this.lastId = maxId(this.lastId, id)
+  }
+
+  /** Moves a damaged record aside under `q:` + its key; records it as lost. */
+  quarantine(key: string, value: Buffer, entry: LostEntry | undefined): void {
+    this.changes.set(QUARANTINE + key, value)
+    if (!this.changes.has(key)) this.changes.set(key, undefined)
+    this.quarantined++
+    if (entry === undefined) return
+    if (isEntryKey(key)) this.lost.set(key, entry)
+    else this.unkeyed.push(entry)
+  }
+
+  /** Writes a good entry under its key, counting it unless it was counted already. */
+  async restore(key: string, value: Buffer): Promise<void> {
+    if (!(await this.#counted(key))) this.count(key)
+    this.changes.set(key, value)
+    this.lost.delete(key)
+    this.recovered++
+    this.seeId(key.slice(2))
+  }
+
+  /** Deletes an entry (that a deletion in a damaged table had deleted). */
+  async remove(key: string): Promise<void> {
+    if (await this.#counted(key)) this.count(key, -1)
+    this.changes.set(key, undefined)
+  }
+
+  /** The value a key holds once the changes so far are made. */
+  async current(key: string): Promise<Buffer | undefined> {
+    if (this.changes.has(key)) return this.changes.get(key)
+    return this.db.get(key) // level's types leave out the undefined of a missing key
+  }
+
+  /** True when the key holds an entry the repair counts (so far). */
+  async #counted(key: string): Promise<boolean> {
+    if (this.changes.has(key)) return this.changes.get(key) !== undefined
+    const value = await this.current(key)
+    return value !== undefined && typeof decodeEntry(key, value) !== "string"
+  }
+}
+
+/**
+ * Repairs the journal in `dir`: see the top of this file and `LevelJournal.repair`.
+ *
+ * @throws PirateError `PIRATE_JOURNAL_LOCKED`, `PIRATE_NOT_FOUND`, `PIRATE_JOURNAL_CORRUPT`
+ */
+export async function repairJournal(dir: string): Promise<LevelJournalRepairReport> {
+  const found = await inspectDir(dir).catch(() => undefined)
+  if (found === undefined || (!found.current && found.data.length === 0)) {
+    throw new PirateError("PIRATE_NOT_FOUND", `there is no journal in ${dir} to repair`)
+  }
+  if (!found.current && found.foreign.length > 0) throw notAJournal(dir, found.foreign)
+  // Read the logs first: LevelDB replays them on open, drops what it cannot read, deletes them.
+  const history = await readLogHistory(dir)
+  const tables = await checkTables(dir)
+  let levelRepaired = false
+  let movedAside: string[] = []
+  let db: Db
+  if (tables.damaged.length > 0) {
+    // Never let LevelDB copy a damaged table (see the top); it is kept aside as evidence.
+    await assertNotHeld(dir)
+    movedAside = await moveAside(
+      dir,
+      tables.damaged.map((t) => t.name),
+    )
+    await runLevelRepair(dir)
+    levelRepaired = true
+    db = await open(dir)
+  } else {
+    db = await openOrRepair(dir, () => (levelRepaired = true))
+  }
+  try {
+    let repair: Repair
+    try {
+      repair = await scan(db)
+    } catch (err) {
+      // LevelDB could not read its database: its repair keeps what it can read.
+      if (levelRepaired || !isCorruption(err)) throw openFailure(dir, err)
+      await db.close()
+      await runLevelRepair(dir)
+      levelRepaired = true
+      db = await open(dir)
+      repair = await scan(db).catch((err2: unknown) => {
+        throw openFailure(dir, err2)
+      })
+    }
+    await putBackTables(repair, dir, tables)
+    const stored = await storedMeta(db, history, repair.tableMeta)
+    await replayDropped(repair, history)
+    repair.seeId(stored?.lastId)
+    const counters: Counters = {
+      pending: repair.pending,
+      dead: repair.dead,
+      lastId: repair.lastId,
+      keySum: repair.keySum,
+    }
+    const batch = db.batch()
+    for (const [key, value] of repair.changes) {
+      if (value === undefined) batch.del(key)
+      else batch.put(key, value)
+    }
+    batch.put(META, encodeMeta(counters))
+    await batch.write({ sync: true })
+
+    const lostEntries = [...repair.lost.values(), ...repair.unkeyed]
+    const warnings: string[] = []
+    let unidentified = 0
+    if (stored === undefined) {
+      if (levelRepaired || history.droppedBytes > 0) {
+        warnings.push(
+          "the journal's counters could not be read, so entries dropped without a trace cannot be counted",
+        )
+      }
+    } else {
+      const gap = stored.pending + stored.dead - (repair.pending + repair.dead) + repair.redelivered
+      unidentified = Math.max(0, gap - lostEntries.length)
+      // Keys that changed without changing shape show only in their sum (entries of format 1,
+      // which carry no id, cannot be checked one by one).
+      const expectedSum = (repair.foundSum + repair.expectedSumDelta) >>> 0
+      if (
+        stored.keySum !== undefined &&
+        !levelRepaired &&
+        history.droppedBytes === 0 &&
+        !repair.quarantinedStrange &&
+        expectedSum !== stored.keySum
+      ) {
+        warnings.push(
+          "the keys disagree with their checksum and no damaged key was found: an entry written by the previous release may carry a damaged id",
+        )
+      }
+    }
+    return {
+      pending: repair.pending,
+      dead: repair.dead,
+      before: stored && { pending: stored.pending, dead: stored.dead },
+      lost: lostEntries.length + unidentified,
+      lostEntries,
+      recovered: repair.recovered,
+      redelivered: repair.redelivered,
+      quarantined: repair.quarantined,
+      droppedLogBytes: history.droppedBytes,
+      damage: [...history.problems, ...tables.damaged.flatMap((t) => t.problems)],
+      movedAside,
+      levelRepaired,
+      warnings,
+    }
+  } finally {
+    await db.close()
+  }
+}
+
+/**
+ * Opens the database without creating it (with CURRENT lost, LevelDB would start a new database
+ * and delete the tables); runs LevelDB's repair when it will not open. LevelDB takes its LOCK
+ * before it reads anything, so this open also tells whether a sender holds the journal; its
+ * RepairDB does not lock, so it must only run after a failed open.
+ */
+async function openOrRepair(dir: string, repaired: () => void): Promise<Db> {
+  const db = new Level<string, Buffer>(dir, { ...OPEN_OPTIONS, createIfMissing: false })
+  try {
+    await db.open()
+    return db
+  } catch (err) {
+    const failure = openFailure(dir, err)
+    if (failure.code === "PIRATE_JOURNAL_LOCKED") throw failure
+    await runLevelRepair(dir)
+    repaired()
+    return open(dir)
+  }
+}
+
+/**
+ * Refuses a journal that a process holds (LevelDB's LOCK), before files are moved. Linux tells
+ * without opening the database (/proc/locks lists the inode of every lock); elsewhere an open
+ * tells, and LevelDB may then start a compaction (one that meets the damaged table aborts).
+ */
+async function assertNotHeld(dir: string): Promise<void> {
+  const locks = await readFile("/proc/locks", "utf8").catch(() => undefined)
+  if (locks === undefined) {
+    await (await open(dir)).close()
+    return
+  }
+  const ino = await stat(join(dir, "LOCK")).then(
+    (s) => s.ino,
+    () => undefined,
+  )
+  if (ino !== undefined && locks.split("\n").some((l) => l.includes(`:${ino} `))) {
+    throw levelFailure(dir, "open", Object.assign(new Error("locked"), { code: "LEVEL_LOCKED" }))
+  }
+}
+
+async function open(dir: string): Promise<Db> {
+  const db = new Level<string, Buffer>(dir, { ...OPEN_OPTIONS, createIfMissing: false })
+  try {
+    await db.open()
+  } catch (err) {
+    throw openFailure(dir, err)
+  }
+  return db
+}
+
+async function runLevelRepair(dir: string): Promise<void> {
+  await (Level as unknown as { repair(location: string): Promise<void> }).repair(dir)
+}
+
+function isCorruption(err: unknown): boolean {
+  return levelCode(err) === "LEVEL_CORRUPTION" || /Corruption/.test(String(err))
+}
+
+// ---------------------------------------------------------------------------------------------
+// the table files
+
+interface DamagedTable {
+  name: string
+  /** One line per problem, each starting with the file's name. */
+  problems: string[]
+  entries: TableEntry[]
+}
+
+interface TableCheck {
+  damaged: DamagedTable[]
+  /** The sound tables and the greatest sequence number in each. */
+  sound: { name: string; maxSequence: number }[]
+}
+
+/**
+ * Reads every table; keeps the entries of the damaged ones only. Tables the MANIFEST does not
+ * list are left over from a compaction cut short, and left to LevelDB, which deletes them.
+ */
+async function checkTables(dir: string): Promise<TableCheck> {
+  const check: TableCheck = { damaged: [], sound: [] }
+  const live = await liveTables(dir)
+  for (const name of (await readdir(dir)).filter((n) => /^\d+\.(ldb|sst)$/.test(n))) {
+    if (live !== undefined && !live.has(parseInt(name, 10))) continue
+    const table = await readTable(join(dir, name), JOURNAL_ENTRIES)
+    if (table.problems.length === 0) {
+      check.sound.push({ name, maxSequence: table.maxSequence })
+      continue
+    }
+    const problems = table.problems.slice(0, 5).map((p) => `${name}: ${p}`)
+    if (table.problems.length > 5) problems.push(`${name}: ${table.problems.length - 5} more`)
+    check.damaged.push({ name, problems, entries: table.entries })
+  }
+  return check
+}
+
+/** How a table of a journal is read: its values name their keys, and its keys have shapes. */
+const JOURNAL_ENTRIES: EntryReader = {
+  keyOf: keyNamedBy,
+  plausible: (key, value) =>
+    isEntryKey(key) || isQuarantineKey(key) || key === META || keyNamedBy(value) !== undefined,
+  verified: (key, value) =>
+    key === META ? typeof decodeMeta(value) === "object" : typeof identifyValue(value) === "object",
+}
+
+/** Moves files into a new `damaged-<time>` directory of `dir`; returns their new paths there. */
+async function moveAside(dir: string, names: string[]): Promise<string[]> {
+  const aside = `damaged-${new Date().toISOString().replace(/[:.]/g, "-")}`
+  await mkdir(join(dir, aside))
+  for (const name of names) await rename(join(dir, name), join(dir, aside, name))
+  return names.map((name) => `${aside}/${name}`)
+}
+
+/**
+ * Puts back what the damaged tables held: for each key, their newest version, unless a sound
+ * table holds a newer one. A put goes back when its value checks out (under the key it names);
+ * a deletion is made again, so that an older version in a sound table does not come back.
+ */
+async function putBackTables(repair: Repair, dir: string, tables: TableCheck): Promise<void> {
+  const newest = new Map<string, TableEntry>()
+  for (const table of tables.damaged) {
+    for (const e of table.entries) {
+      const known = newest.get(e.key)
+      if (known === undefined || known.sequence < e.sequence) newest.set(e.key, e)
+    }
+  }
+  if (newest.size === 0) return
+  const targets = new Map<string, string>()
+  for (const [key, e] of newest) targets.set(key, keyNamedBy(e.value) ?? key)
+  const oldest = Math.min(...[...newest.values()].map((e) => e.sequence))
+  const live = await sequences(dir, tables.sound, new Set(targets.values()), oldest)
+  const moves: Move[] = []
+  for (const [key, e] of newest) {
+    const target = targets.get(key) ?? key
+    if ((live.get(target) ?? -1) > e.sequence) continue // a newer version is in a sound table
+    if (key === META) {
+      repair.tableMeta = e.value
+      continue
+    }
+    if (e.value === undefined) {
+      if (isEntryKey(key) && (await repair.current(key)) !== undefined) await repair.remove(key)
+      continue
+    }
+    await examine(repair, key, e.value, "table", moves)
+  }
+  await applyMoves(repair, moves)
+}
+
+/** The newest sequence number of each of `keys` in the sound tables that may hold one after `from`. */
+async function sequences(
+  dir: string,
+  sound: TableCheck["sound"],
+  keys: Set<string>,
+  from: number,
+): Promise<Map<string, number>> {
+  const out = new Map<string, number>()
+  for (const table of sound) {
+    if (table.maxSequence <= from) continue
+    for (const e of (await readTable(join(dir, table.name))).entries) {
+      if (keys.has(e.key) && (out.get(e.key) ?? -1) < e.sequence) out.set(e.key, e.sequence)
+    }
+  }
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------
+// entries
+
+/** A key to put back under the key its value names. */
+interface Move {
+  from: string
+  to: string
+  value: Buffer
+  id: string
+  /** True when the value is the newest version of `to` (from a damaged table). */
+  newest: boolean
+}
+
+/**
+ * Reads every entry through LevelDB: counts the good ones, moves damaged ones aside, and puts
+ * back entries whose key is damaged (under the key their value names).
+ */
+async function scan(db: Db): Promise<Repair> {
+  const repair = new Repair(db)
+  const moves: Move[] = []
+  const it = db.iterator()
+  try {
+    for (;;) {
+      const rows = await it.nextv(1_000)
+      if (rows.length === 0) break
+      for (const [key, value] of rows) await examine(repair, key, value, "db", moves)
+    }
+  } finally {
+    await it.close()
+  }
+  await applyMoves(repair, moves)
+  return repair
+}
+
+/** A damaged key goes back to the key its value names, unless a good entry is there already. */
+async function applyMoves(repair: Repair, moves: Move[]): Promise<void> {
+  for (const move of moves) {
+    repair.seeId(move.id)
+    if (!move.newest && (await repair.current(move.to)) !== undefined) {
+      repair.quarantine(move.from, move.value, undefined) // a duplicate
+      continue
+    }
+    repair.expectedSumDelta += keyHash(move.to)
+    if (!repair.changes.has(move.from)) repair.changes.set(move.from, undefined)
+    await repair.restore(move.to, move.value)
+  }
+}
+
+/**
+ * Sorts one record out: a good entry is counted (or, from a damaged table, written again); one
+ * whose value names another key is to move there; the rest is moved aside, and lost unless an
+ * older version of it is left.
+ */
+async function examine(
+  repair: Repair,
+  key: string,
+  value: Buffer,
+  source: Source,
+  moves: Move[],
+): Promise<void> {
+  if (key === META || isQuarantineKey(key)) return
+  const entryKey = isEntryKey(key)
+  if (entryKey) {
+    if (source === "db") repair.foundSum = addKey(repair.foundSum, key)
+    repair.seeId(key.slice(2))
+    if (typeof decodeEntry(key, value) !== "string") {
+      if (source === "db") repair.count(key)
+      else await repair.restore(key, value)
+      return
+    }
+  }
+  const identity = identifyValue(value)
+  // The id a damaged key still shows: `x:` and 16 hex digits (a damaged prefix).
+  const shown = /^[^:]:([0-9a-f]{16})$/.exec(key)?.[1]
+  const id = typeof identity === "string" ? undefined : (identity.id ?? shown)
+  if (typeof identity !== "string" && id !== undefined && identity.prefix + id !== key) {
+    moves.push({ from: key, to: identity.prefix + id, value, id, newest: source === "table" })
+    if (entryKey && source === "db") repair.expectedSumDelta -= keyHash(key)
+    return
+  }
+  if (source === "table" && entryKey && (await repair.current(key)) !== undefined) {
+    // Only a newer version is damaged: the entry stays as it was before it.
+    repair.changes.set(QUARANTINE + key, value)
+    repair.quarantined++
+    return
+  }
+  if (!entryKey) repair.quarantinedStrange = true
+  const state =
+    typeof identity !== "string"
+      ? stateOf(identity.prefix)
+      : entryKey
+        ? stateOf(key.slice(0, 2))
+        : undefined
+  const aside = `moved aside under ${JSON.stringify(QUARANTINE + key)}`
+  const why = typeof identity === "string" ? identity : "its key is damaged"
+  const readable = entryKey ? key.slice(2) : shown
+  repair.quarantine(key, value, {
+    id: readable ?? "",
+    state,
+    reason:
+      readable === undefined
+        ? `a key of no shape the journal writes (${JSON.stringify(key)}) with an unreadable value (${why}); ${aside}`
+        : `${why}; ${aside}`,
+  })
+}
+
+function stateOf(prefix: string): "pending" | "dead" {
+  return prefix === PENDING ? "pending" : "dead"
+}
+
+// ---------------------------------------------------------------------------------------------
+// the logs
+
+/**
+ * The counters before the repair: the newest state record in the logs (which may be in a record
+ * LevelDB dropped), else the one of a damaged table when it is newer, else the database's.
+ */
+async function storedMeta(
+  db: Db,
+  history: LogHistory,
+  fromTable: Buffer | undefined,
+): Promise<(Omit<Counters, "keySum"> & { keySum?: number }) | undefined> {
+  for (let i = history.ops.length - 1; i >= 0; i--) {
+    const op = history.ops[i]
+    if (op?.key !== META || op.value === undefined) continue
+    const meta = decodeMeta(op.value)
+    if (typeof meta !== "string") return meta
+  }
+  const raw: Buffer | undefined = fromTable ?? (await db.get(META).catch(() => undefined))
+  const meta = raw && decodeMeta(raw)
+  return typeof meta === "object" ? meta : undefined
+}
+
+/**
+ * The writes LevelDB dropped from damaged log records, in log order: the last write of each key
+ * decides. A put whose value passes its checksum and names its key is written again; any other
+ * put of a key that is now missing is lost; a deletion that was dropped brings the entry back.
+ */
+async function replayDropped(repair: Repair, history: LogHistory): Promise<void> {
+  const last = new Map<string, { value: Buffer | undefined; dropped: boolean }>()
+  for (const op of history.ops) {
+    // A dropped put goes under the key its value names: the damage may be in the key.
+    const named = op.dropped ? keyNamedBy(op.value) : undefined
+    const key = named ?? (isEntryKey(op.key) ? op.key : undefined)
+    if (key === undefined) continue
+    repair.seeId(key.slice(2))
+    last.set(key, op)
+  }
+  for (const [key, op] of last) {
+    if (!op.dropped) continue
+    const now = await repair.current(key)
+    if (op.value === undefined) {
+      if (now !== undefined) repair.redelivered++
+      continue
+    }
+    if (keyNamedBy(op.value) === key && typeof decodeEntry(key, op.value) !== "string") {
+      if (now === undefined || !now.equals(op.value)) await repair.restore(key, op.value)
+      continue
+    }
+    if (now === undefined && !repair.lost.has(key)) {
+      const entry = decodeEntry(key, op.value)
+      repair.lost.set(key, {
+        id: key.slice(2),
+        state: stateOf(key.slice(0, 2)),
+        reason:
+          typeof entry === "string"
+            ? `its write was in a damaged log record, and its value there is damaged too (${entry})`
+            : "its write was in a damaged log record, in a format that does not let its id be checked",
+      })
+    }
+  }
+}
+
+/** The key a value of format 2 belongs under (it carries its kind and id). */
+function keyNamedBy(value: Buffer | undefined): string | undefined {
+  const identity = value && identifyValue(value)
+  return typeof identity === "object" && identity.id !== undefined
+    ? identity.prefix + identity.id
+    : undefined
+}

@@ -1,0 +1,51 @@
+/** Journal directories for tests, and the bytes of the LevelDB files in them. */
+import { mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { Level } from "level"
+import { onTestFinished } from "vitest"
+import { LevelJournal } from "../../lib/journal/level.js"
+
+/** A fresh directory, removed when the test finishes. */
+export async function tempDir(prefix = "pirate-journal-"): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix))
+  onTestFinished(() => rm(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** An open journal, closed when the test finishes. */
+export async function openJournal(dir: string): Promise<LevelJournal> {
+  const journal = new LevelJournal(dir)
+  onTestFinished(() => journal.close())
+  await journal.open()
+  return journal
+}
+
+/** The paths of the files in `dir` whose names end with `ext` (".log", ".ldb"). */
+export async function filesEnding(dir: string, ext: string): Promise<string[]> {
+  return (await readdir(dir))
+    .filter((n) => n.endsWith(ext))
+    .sort()
+    .map((n) => join(dir, n))
+}
+
+/** Applies `change` to the bytes of `file` and writes them back. */
+export async function patchFile(file: string, change: (buf: Buffer) => void): Promise<void> {
+  const buf = await readFile(file)
+  change(buf)
+  await writeFile(file, buf)
+}
+
+/** Runs `fn` on the raw LevelDB database under a closed journal. */
+export async function raw<T>(
+  dir: string,
+  fn: (db: Level<string, Buffer>) => Promise<T>,
+): Promise<T> {
+  const db = new Level<string, Buffer>(dir, { keyEncoding: "utf8", valueEncoding: "buffer" })
+  await db.open()
+  try {
+    return await fn(db)
+  } finally {
+    await db.close()
+  }
+}
