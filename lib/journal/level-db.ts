@@ -55,7 +55,10 @@ export async function inspectDir(
     current: names.includes("CURRENT"),
     data: names.filter((n) => /^\d+\.(log|ldb|sst)$/.test(n)),
     foreign: names.filter(
-      (n) => !/^(CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(log|ldb|sst|dbtmp))$/.test(n),
+      (n) =>
+        !/^(CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(log|ldb|sst|dbtmp)|SENDER_ID(\.tmp)?|damaged-.+)$/.test(
+          n,
+        ),
     ),
   }
 }

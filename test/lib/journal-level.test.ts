@@ -392,6 +392,8 @@ describe("LevelJournal", () => {
     test("a lost CURRENT file: refuses to open instead of starting over (LevelDB would delete the tables)", async () => {
       const { dir } = await journalWithLog()
       await openJournal(dir).then((j) => j.close())
+      // A sender's identity file beside LevelDB's is part of the journal, not a foreign file.
+      await writeFile(join(dir, "SENDER_ID"), "0123456789abcdef0123456789abcdef")
       await unlink(join(dir, "CURRENT"))
       const before = (await readdir(dir)).sort()
       await expectCorrupt(dir, /CURRENT/)
