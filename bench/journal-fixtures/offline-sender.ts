@@ -18,7 +18,7 @@
  * It then waits to be killed; it exits when the IPC channel closes.
  */
 import { randomBytes } from "node:crypto"
-import { readFileSync } from "node:fs"
+import { anonymous } from "../lib/statm.js"
 import { Sender, type CodecOption, type Durability } from "../../patterns/index.js"
 
 interface Options {
@@ -42,7 +42,6 @@ const now = (): number => performance.timeOrigin + performance.now()
 
 // --- memory: sampled every 20 ms (RSS and, on Linux, its anonymous part) ----------------------
 
-const PAGE = pageSize()
 const rssBefore = process.memoryUsage.rss()
 let peak = rssBefore
 let peakAnon = anonymous() ?? 0
@@ -117,28 +116,3 @@ async function drain(): Promise<void> {
 ;(o.mode === "publish" ? publish() : drain()).catch((err: unknown) => {
   process.send?.({ type: "error", message: err instanceof Error ? err.message : String(err) })
 })
-
-/**
- * Linux: anonymous memory (JS heap, buffers, LevelDB's caches) in bytes, i.e. resident minus
- * shared pages from `/proc/self/statm`. Undefined elsewhere.
- */
-function anonymous(): number | undefined {
-  const pages = statm()
-  return pages === undefined || PAGE === undefined ? undefined : (pages[0] - pages[1]) * PAGE
-}
-
-function statm(): [resident: number, shared: number] | undefined {
-  try {
-    const fields = readFileSync("/proc/self/statm", "latin1").split(" ").map(Number)
-    return [fields[1] ?? 0, fields[2] ?? 0]
-  } catch {
-    return undefined
-  }
-}
-
-/** The page size, from the RSS in bytes over the RSS in pages (a power of two). */
-function pageSize(): number | undefined {
-  const pages = statm()?.[0]
-  if (pages === undefined || pages === 0) return undefined
-  return 2 ** Math.round(Math.log2(process.memoryUsage.rss() / pages))
-}

@@ -15,6 +15,7 @@
  * stats() call costs milliseconds with a full latency histogram, which would slow the sender).
  */
 import { readFileSync } from "node:fs"
+import { anonymous } from "../lib/statm.js"
 import { Sender } from "../../patterns/index.js"
 
 const [dir, endpoint] = process.argv.slice(2)
@@ -24,7 +25,6 @@ process.on("disconnect", () => process.exit(0))
 const now = (): number => performance.timeOrigin + performance.now()
 
 const rssBefore = process.memoryUsage.rss()
-const PAGE = pageSize()
 let peak = rssBefore
 let peakAnon = anonymous() ?? 0
 let samples = 0
@@ -61,33 +61,6 @@ process.on("message", (m: { type?: string }) => {
     },
   })
 })
-
-/**
- * Linux: anonymous memory (JS heap, buffers, LevelDB's caches) in bytes, i.e. resident minus
- * shared pages from `/proc/self/statm`; the shared ones are mostly pages of mapped files, such as
- * the node binary and the LevelDB tables LevelDB mmaps for reading, which the kernel may drop at
- * any time. Undefined elsewhere.
- */
-function anonymous(): number | undefined {
-  const pages = statm()
-  return pages === undefined || PAGE === undefined ? undefined : (pages[0] - pages[1]) * PAGE
-}
-
-function statm(): [resident: number, shared: number] | undefined {
-  try {
-    const fields = readFileSync("/proc/self/statm", "latin1").split(" ").map(Number)
-    return [fields[1] ?? 0, fields[2] ?? 0]
-  } catch {
-    return undefined
-  }
-}
-
-/** The page size, from the RSS in bytes over the RSS in pages (a power of two). */
-function pageSize(): number | undefined {
-  const pages = statm()?.[0]
-  if (pages === undefined || pages === 0) return undefined
-  return 2 ** Math.round(Math.log2(process.memoryUsage.rss() / pages))
-}
 
 function procStatus(): Record<string, number> {
   try {
