@@ -18,7 +18,7 @@
  * It then waits to be killed; it exits when the IPC channel closes.
  */
 import { randomBytes } from "node:crypto"
-import { anonymous } from "../lib/statm.js"
+import { sampleMemory } from "../lib/statm.js"
 import { Sender, type CodecOption, type Durability } from "../../patterns/index.js"
 
 interface Options {
@@ -42,20 +42,10 @@ const now = (): number => performance.timeOrigin + performance.now()
 
 // --- memory: sampled every 20 ms (RSS and, on Linux, its anonymous part) ----------------------
 
-const rssBefore = process.memoryUsage.rss()
-let peak = rssBefore
-let peakAnon = anonymous() ?? 0
-let samples = 0
-const sampler = setInterval(() => {
-  const rss = process.memoryUsage.rss()
-  const anon = anonymous() ?? 0
-  samples++
-  if (rss > peak) peak = rss
-  if (anon > peakAnon) peakAnon = anon
-}, 20)
+const sampler = sampleMemory(20)
 
 function memory(): Record<string, number> {
-  clearInterval(sampler)
+  const { rssBefore, peak, peakAnon, samples } = sampler.stop()
   return {
     rssBeforeMb: Math.round(rssBefore / MB),
     peakRssMb: Math.round(Math.max(peak, process.memoryUsage.rss()) / MB),

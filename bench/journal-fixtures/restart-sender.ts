@@ -15,7 +15,7 @@
  * stats() call costs milliseconds with a full latency histogram, which would slow the sender).
  */
 import { readFileSync } from "node:fs"
-import { anonymous } from "../lib/statm.js"
+import { sampleMemory } from "../lib/statm.js"
 import { Sender } from "../../patterns/index.js"
 
 const [dir, endpoint] = process.argv.slice(2)
@@ -24,24 +24,14 @@ const MB = 1024 * 1024
 process.on("disconnect", () => process.exit(0))
 const now = (): number => performance.timeOrigin + performance.now()
 
-const rssBefore = process.memoryUsage.rss()
-let peak = rssBefore
-let peakAnon = anonymous() ?? 0
-let samples = 0
-const sampler = setInterval(() => {
-  const rss = process.memoryUsage.rss()
-  const anon = anonymous() ?? 0
-  samples++
-  if (rss > peak) peak = rss
-  if (anon > peakAnon) peakAnon = anon
-}, 2)
+const sampler = sampleMemory(2)
 
 const t0 = now()
 const sender = await Sender.open({ bind: endpoint ?? "", journal: dir ?? "", codec: "raw" })
 process.send?.({ type: "opened", t0, openMs: now() - t0 })
 process.on("message", (m: { type?: string }) => {
   if (m.type !== "report") return
-  clearInterval(sampler)
+  const { rssBefore, peak, peakAnon, samples } = sampler.stop()
   const mem = process.memoryUsage()
   process.send?.({
     type: "result",

@@ -29,3 +29,35 @@ function pageSize(): number | undefined {
   if (pages === undefined || pages === 0) return undefined
   return 2 ** Math.round(Math.log2(process.memoryUsage.rss() / pages))
 }
+
+/** Peak memory seen by a {@link sampleMemory} sampler, in bytes. */
+export interface MemoryPeaks {
+  rssBefore: number
+  peak: number
+  peakAnon: number
+  samples: number
+}
+
+/** Samples the RSS and its anonymous part every `intervalMs` until `stop()`, which gives the peaks. */
+export function sampleMemory(intervalMs: number): { stop(): MemoryPeaks } {
+  const peaks: MemoryPeaks = {
+    rssBefore: process.memoryUsage.rss(),
+    peak: 0,
+    peakAnon: anonymous() ?? 0,
+    samples: 0,
+  }
+  peaks.peak = peaks.rssBefore
+  const timer = setInterval(() => {
+    const rss = process.memoryUsage.rss()
+    const anon = anonymous() ?? 0
+    peaks.samples++
+    if (rss > peaks.peak) peaks.peak = rss
+    if (anon > peaks.peakAnon) peaks.peakAnon = anon
+  }, intervalMs)
+  return {
+    stop() {
+      clearInterval(timer)
+      return peaks
+    },
+  }
+}

@@ -13,6 +13,17 @@ export async function tempDir(prefix = "pirate-journal-"): Promise<string> {
   return dir
 }
 
+/** The counts of the journal in `dir`, opened and closed again (no process may hold it). */
+export async function journalStats(dir: string): Promise<{ pending: number; dead: number }> {
+  const journal = new LevelJournal(dir)
+  await journal.open()
+  try {
+    return await journal.stats()
+  } finally {
+    await journal.close()
+  }
+}
+
 /** An open journal, closed when the test finishes. */
 export async function openJournal(dir: string): Promise<LevelJournal> {
   const journal = new LevelJournal(dir)

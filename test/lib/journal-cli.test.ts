@@ -9,6 +9,7 @@ import { describe, expect, onTestFinished, test } from "vitest"
 import { UsageError } from "../../bin/cli.js"
 import { command } from "../../bin/commands/journal.js"
 import { LevelJournal } from "../../lib/journal/level.js"
+import { journalStats } from "../helpers/journal-files.js"
 import { entry, id, letter } from "../suites/journal.js"
 
 const PIRATE = fileURLToPath(new URL("../../bin/pirate.js", import.meta.url))
@@ -66,16 +67,6 @@ async function seeded(): Promise<string> {
     await journal.close()
   }
   return dir
-}
-
-async function stats(dir: string): Promise<{ pending: number; dead: number }> {
-  const journal = new LevelJournal(dir)
-  await journal.open()
-  try {
-    return await journal.stats()
-  } finally {
-    await journal.close()
-  }
 }
 
 // Each test spawns the CLI a few times; a loaded machine can make one spawn take seconds.
@@ -164,7 +155,7 @@ describe("pirate journal", { timeout: 30_000 }, () => {
     expect(r.code).toBe(0)
     expect(r.stdout).toBe("replayed 1 of 2 (1 not found among the dead letters)\n")
     expect(r.stderr).toBe(`pirate: ${id(9)} is not a dead letter\n`)
-    expect(await stats(dir)).toEqual({ pending: 4, dead: 1 })
+    expect(await journalStats(dir)).toEqual({ pending: 4, dead: 1 })
   })
 
   test("replay ID… DIR works too; none found exits non-zero", async () => {
@@ -175,7 +166,7 @@ describe("pirate journal", { timeout: 30_000 }, () => {
     const none = await pirate("journal", "replay", id(5), id(1), dir)
     expect(none.code).toBe(1)
     expect(none.stdout).toBe("replayed 0 of 2 (2 not found among the dead letters)\n")
-    expect(await stats(dir)).toEqual({ pending: 4, dead: 1 })
+    expect(await journalStats(dir)).toEqual({ pending: 4, dead: 1 })
   })
 
   test("replay --all and purge", async () => {
@@ -185,10 +176,10 @@ describe("pirate journal", { timeout: 30_000 }, () => {
       code: 0,
       stdout: "purged 1 of 2 (1 not found among the dead letters)\n",
     })
-    expect(await stats(dir)).toEqual({ pending: 3, dead: 1 })
+    expect(await journalStats(dir)).toEqual({ pending: 3, dead: 1 })
     const all = await pirate("journal", "replay", "--all", dir)
     expect(all).toMatchObject({ code: 0, stdout: "replayed 1 dead letter\n" })
-    expect(await stats(dir)).toEqual({ pending: 4, dead: 0 })
+    expect(await journalStats(dir)).toEqual({ pending: 4, dead: 0 })
   })
 
   test("while a sender holds the journal: one clear line, non-zero exit, nothing changed", async () => {
@@ -296,7 +287,7 @@ describe("pirate journal", { timeout: 30_000 }, () => {
       expect(err, args.join(" ")).toBeInstanceOf(UsageError)
       expect((err as Error).message).toMatch(message)
     }
-    expect(await stats(dir)).toEqual({ pending: 3, dead: 2 })
+    expect(await journalStats(dir)).toEqual({ pending: 3, dead: 2 })
   })
 
   test("--help documents both places of DIR", async () => {

@@ -3,14 +3,12 @@
  * failed open, leave nothing behind in the sender's internal maps and queues. These tests read
  * the internal sizes (not the heap), so a leak of a few bytes per call fails them too.
  */
-import { mkdtemp, rm } from "node:fs/promises"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
-import { describe, expect, it, onTestFinished } from "vitest"
+import { describe, expect, it } from "vitest"
 import { LevelJournal } from "../../lib/journal/level.js"
 import { generateKeyPair, zapDomainCount } from "../../lib/security.js"
 import { Sender } from "../../patterns/index.js"
 import { internals } from "../../patterns/paranoid-pirate/core/index.js"
+import { tempDir } from "../helpers/journal-files.js"
 import { openSender, openWorker } from "../helpers/paranoid.js"
 
 function sizes(sender: Sender): Record<string, number> {
@@ -21,12 +19,6 @@ function sizes(sender: Sender): Record<string, number> {
 function expectEmpty(sender: Sender): void {
   const all = sizes(sender)
   expect(Object.entries(all).filter(([, n]) => n !== 0)).toEqual([])
-}
-
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "pirate-mem-"))
-  onTestFinished(() => rm(dir, { recursive: true, force: true }))
-  return dir
 }
 
 const settle = (p: Promise<unknown>): Promise<unknown> =>
@@ -113,7 +105,7 @@ describe("Sender: bounded memory on waiting paths", () => {
   })
 
   it("ends with every structure empty once all is acked", async () => {
-    const dir = await tempDir()
+    const dir = await tempDir("pirate-mem-")
     const sender = await openSender({ journal: dir, window: 50, codec: "raw" })
     const sends = Array.from({ length: 500 }, (_, i) => sender.send(Buffer.from([i & 255])))
     await Promise.all(sends)
@@ -125,7 +117,7 @@ describe("Sender: bounded memory on waiting paths", () => {
   })
 
   it("a failed open (address in use) leaves no ZAP domain or journal lock", async () => {
-    const dir = await tempDir()
+    const dir = await tempDir("pirate-mem-")
     const holder = await openSender()
     const domains = zapDomainCount()
     const server = generateKeyPair()

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, it, onTestFinished, vi } from "vitest"
-import { LevelJournal } from "../../lib/journal/level.js"
+import { journalStats } from "../helpers/journal-files.js"
 import { internals } from "../../patterns/paranoid-pirate/core/index.js"
 import type { Sender, SenderOptions, SenderStats } from "../../patterns/index.js"
 import { openSender, openWorker } from "../helpers/paranoid.js"
@@ -94,13 +94,7 @@ async function closeAndReadJournal(
   child.process.send({ type: "close" })
   await child.waitFor((m) => m["type"] === "closed", 15_000)
   await once(child.process, "exit")
-  const journal = new LevelJournal(dir)
-  await journal.open()
-  try {
-    return await journal.stats()
-  } finally {
-    await journal.close()
-  }
+  return journalStats(dir)
 }
 
 /** `promise`, or a failure naming `what` (and the state `explain()` gives) after `ms`. */
