@@ -28,15 +28,15 @@ export {
   type RequestToWorkerOptions,
 } from "./paranoid-pirate/sender.js"
 export type { CoreOptions } from "./paranoid-pirate/settings.js"
+export { Worker } from "./paranoid-pirate/worker.js"
 export {
-  Worker,
   WORKER_DEFAULTS,
   type WorkerOptions,
   type WorkerStats,
   type WorkerEvents,
   type JobContext,
   type JobHandler,
-} from "./paranoid-pirate/worker.js"
+} from "./paranoid-pirate/worker-options.js"
 export { ParanoidPirateQueue, type ParanoidPirateQueueOptions } from "./paranoid-pirate/queue.js"
 export {
   PirateError,

@@ -2,11 +2,11 @@
  * The LevelDB database under a journal: the options it is opened with, the checks of its
  * directory, the state record, and the scan of its keys that an open checks the counters with.
  */
-import { readdir, stat } from "node:fs/promises"
+import { mkdir, readFile, readdir, rename, stat } from "node:fs/promises"
 import { join } from "node:path"
-import type { Level } from "level"
+import { Level } from "level"
 import { PirateError, errorMessage } from "../errors.js"
-import { howToRecover, openFailure } from "./level-errors.js"
+import { howToRecover, levelFailure, openFailure } from "./level-errors.js"
 import { checkTableIndex, liveTables } from "./level-table.js"
 import {
   FORMAT,
@@ -315,4 +315,69 @@ export async function holdsData(dir: string): Promise<boolean> {
     if ((await stat(join(dir, name)).catch(() => undefined))?.size) return true
   }
   return false
+}
+
+// ---------------------------------------------------------------------------------------------
+// opening a damaged journal for repair
+
+/**
+ * Opens the database without creating it (with CURRENT lost, LevelDB would start a new database
+ * and delete the tables); runs LevelDB's repair when it will not open. LevelDB takes its LOCK
+ * before it reads anything, so this open also tells whether a sender holds the journal; its
+ * RepairDB does not lock, so it must only run after a failed open.
+ */
+export async function openOrRepair(dir: string, repaired: () => void): Promise<Db> {
+  const db = new Level<string, Buffer>(dir, { ...OPEN_OPTIONS, createIfMissing: false })
+  try {
+    await db.open()
+    return db
+  } catch (err) {
+    const failure = openFailure(dir, err)
+    if (failure.code === "PIRATE_JOURNAL_LOCKED") throw failure
+    await runLevelRepair(dir)
+    repaired()
+    return openExisting(dir)
+  }
+}
+
+/**
+ * Refuses a journal that a process holds (LevelDB's LOCK), before files are moved. Linux tells
+ * without opening the database (/proc/locks lists the inode of every lock); elsewhere an open
+ * tells, and LevelDB may then start a compaction (one that meets the damaged table aborts).
+ */
+export async function assertNotHeld(dir: string): Promise<void> {
+  const locks = await readFile("/proc/locks", "utf8").catch(() => undefined)
+  if (locks === undefined) {
+    await (await openExisting(dir)).close()
+    return
+  }
+  const ino = await stat(join(dir, "LOCK")).then(
+    (s) => s.ino,
+    () => undefined,
+  )
+  if (ino !== undefined && locks.split("\n").some((l) => l.includes(`:${ino} `))) {
+    throw levelFailure(dir, "open", Object.assign(new Error("locked"), { code: "LEVEL_LOCKED" }))
+  }
+}
+
+export async function openExisting(dir: string): Promise<Db> {
+  const db = new Level<string, Buffer>(dir, { ...OPEN_OPTIONS, createIfMissing: false })
+  try {
+    await db.open()
+  } catch (err) {
+    throw openFailure(dir, err)
+  }
+  return db
+}
+
+export async function runLevelRepair(dir: string): Promise<void> {
+  await (Level as unknown as { repair(location: string): Promise<void> }).repair(dir)
+}
+
+/** Moves files into a new `damaged-<time>` directory of `dir`; returns their new paths there. */
+export async function moveAside(dir: string, names: string[]): Promise<string[]> {
+  const aside = `damaged-${new Date().toISOString().replace(/[:.]/g, "-")}`
+  await mkdir(join(dir, aside))
+  for (const name of names) await rename(join(dir, name), join(dir, aside, name))
+  return names.map((name) => `${aside}/${name}`)
 }

@@ -298,3 +298,49 @@ export function decodeMeta(raw: Buffer): (Omit<Meta, "keySum"> & { keySum?: numb
 function isCount(value: unknown): value is number {
   return Number.isSafeInteger(value) && (value as number) >= 0
 }
+
+// Arguments of the journal's calls, and the counters a write changes.
+
+export function checkId(id: unknown): string {
+  if (typeof id !== "string" || id === "")
+    throw new TypeError(`'id' must be a non-empty string, got ${describe(id)}`)
+  return id
+}
+
+/** An id to store: 16 lower-case hex digits (what `IdGenerator` makes), so keys can be checked. */
+export function checkStoredId(id: unknown): string {
+  if (!isStoredId(checkId(id))) {
+    throw new TypeError(
+      `'id' must be 16 lower-case hex digits (an IdGenerator id), got ${describe(id)}`,
+    )
+  }
+  return id as string
+}
+
+export function checkLimit(limit: unknown): number {
+  if (limit === Infinity) return limit
+  assertNonNegativeInt("limit", limit)
+  return limit
+}
+
+/** The distinct ids, leaving out those that cannot be stored (so cannot be there). */
+export function unique(ids: readonly string[]): string[] {
+  for (const id of ids) checkId(id)
+  return [...new Set(ids)].filter(isStoredId)
+}
+
+/** Counts a key the write adds to the journal. */
+export function added(c: Counters, key: string): void {
+  if (key.startsWith(PENDING)) c.pending++
+  else c.dead++
+  c.keySum = addKey(c.keySum, key)
+  const id = key.slice(2)
+  if (c.lastId === undefined || id > c.lastId) c.lastId = id
+}
+
+/** Counts a key the write deletes from the journal. */
+export function removed(c: Counters, key: string): void {
+  if (key.startsWith(PENDING)) c.pending--
+  else c.dead--
+  c.keySum = removeKey(c.keySum, key)
+}

@@ -14,12 +14,20 @@
  * last (in its newest readable state record, which a dropped log record may still hold) with
  * what is left, so that entries lost without a readable id are counted too.
  */
-import { mkdir, readFile, readdir, rename, stat } from "node:fs/promises"
+import { readdir } from "node:fs/promises"
 import { join } from "node:path"
-import { Level } from "level"
 import { PirateError } from "../errors.js"
-import { OPEN_OPTIONS, inspectDir, notAJournal, type Db } from "./level-db.js"
-import { levelCode, levelFailure, openFailure } from "./level-errors.js"
+import {
+  assertNotHeld,
+  inspectDir,
+  moveAside,
+  notAJournal,
+  openExisting,
+  openOrRepair,
+  runLevelRepair,
+  type Db,
+} from "./level-db.js"
+import { levelCode, openFailure } from "./level-errors.js"
 import {
   META,
   PENDING,
@@ -206,7 +214,7 @@ export async function repairJournal(dir: string): Promise<LevelJournalRepairRepo
     )
     await runLevelRepair(dir)
     levelRepaired = true
-    db = await open(dir)
+    db = await openExisting(dir)
   } else {
     db = await openOrRepair(dir, () => (levelRepaired = true))
   }
@@ -220,7 +228,7 @@ export async function repairJournal(dir: string): Promise<LevelJournalRepairRepo
       await db.close()
       await runLevelRepair(dir)
       levelRepaired = true
-      db = await open(dir)
+      db = await openExisting(dir)
       repair = await scan(db).catch((err2: unknown) => {
         throw openFailure(dir, err2)
       })
@@ -290,60 +298,6 @@ export async function repairJournal(dir: string): Promise<LevelJournalRepairRepo
   }
 }
 
-/**
- * Opens the database without creating it (with CURRENT lost, LevelDB would start a new database
- * and delete the tables); runs LevelDB's repair when it will not open. LevelDB takes its LOCK
- * before it reads anything, so this open also tells whether a sender holds the journal; its
- * RepairDB does not lock, so it must only run after a failed open.
- */
-async function openOrRepair(dir: string, repaired: () => void): Promise<Db> {
-  const db = new Level<string, Buffer>(dir, { ...OPEN_OPTIONS, createIfMissing: false })
-  try {
-    await db.open()
-    return db
-  } catch (err) {
-    const failure = openFailure(dir, err)
-    if (failure.code === "PIRATE_JOURNAL_LOCKED") throw failure
-    await runLevelRepair(dir)
-    repaired()
-    return open(dir)
-  }
-}
-
-/**
- * Refuses a journal that a process holds (LevelDB's LOCK), before files are moved. Linux tells
- * without opening the database (/proc/locks lists the inode of every lock); elsewhere an open
- * tells, and LevelDB may then start a compaction (one that meets the damaged table aborts).
- */
-async function assertNotHeld(dir: string): Promise<void> {
-  const locks = await readFile("/proc/locks", "utf8").catch(() => undefined)
-  if (locks === undefined) {
-    await (await open(dir)).close()
-    return
-  }
-  const ino = await stat(join(dir, "LOCK")).then(
-    (s) => s.ino,
-    () => undefined,
-  )
-  if (ino !== undefined && locks.split("\n").some((l) => l.includes(`:${ino} `))) {
-    throw levelFailure(dir, "open", Object.assign(new Error("locked"), { code: "LEVEL_LOCKED" }))
-  }
-}
-
-async function open(dir: string): Promise<Db> {
-  const db = new Level<string, Buffer>(dir, { ...OPEN_OPTIONS, createIfMissing: false })
-  try {
-    await db.open()
-  } catch (err) {
-    throw openFailure(dir, err)
-  }
-  return db
-}
-
-async function runLevelRepair(dir: string): Promise<void> {
-  await (Level as unknown as { repair(location: string): Promise<void> }).repair(dir)
-}
-
 function isCorruption(err: unknown): boolean {
   return levelCode(err) === "LEVEL_CORRUPTION" || /Corruption/.test(String(err))
 }
@@ -392,14 +346,6 @@ const JOURNAL_ENTRIES: EntryReader = {
     isEntryKey(key) || isQuarantineKey(key) || key === META || keyNamedBy(value) !== undefined,
   verified: (key, value) =>
     key === META ? typeof decodeMeta(value) === "object" : typeof identifyValue(value) === "object",
-}
-
-/** Moves files into a new `damaged-<time>` directory of `dir`; returns their new paths there. */
-async function moveAside(dir: string, names: string[]): Promise<string[]> {
-  const aside = `damaged-${new Date().toISOString().replace(/[:.]/g, "-")}`
-  await mkdir(join(dir, aside))
-  for (const name of names) await rename(join(dir, name), join(dir, aside, name))
-  return names.map((name) => `${aside}/${name}`)
 }
 
 /**

@@ -19,13 +19,17 @@ import {
   DEAD,
   META,
   PENDING,
-  addKey,
   decodeEntry,
   encodeEntry,
   encodeMeta,
   isStoredId,
-  removeKey,
   type Counters,
+  added,
+  checkId,
+  checkLimit,
+  checkStoredId,
+  removed,
+  unique,
 } from "./level-format.js"
 import { verifyLogs } from "./level-log.js"
 import { repairJournal, type LevelJournalRepairReport } from "./level-repair.js"
@@ -554,48 +558,4 @@ export class LevelJournal implements Journal {
 
 async function getMany(db: Db, keys: string[]): Promise<(Buffer | undefined)[]> {
   return db.getMany(keys) // undefined for a missing key, which level's types leave out
-}
-
-function checkId(id: unknown): string {
-  if (typeof id !== "string" || id === "")
-    throw new TypeError(`'id' must be a non-empty string, got ${describe(id)}`)
-  return id
-}
-
-/** An id to store: 16 lower-case hex digits (what `IdGenerator` makes), so keys can be checked. */
-function checkStoredId(id: unknown): string {
-  if (!isStoredId(checkId(id))) {
-    throw new TypeError(
-      `'id' must be 16 lower-case hex digits (an IdGenerator id), got ${describe(id)}`,
-    )
-  }
-  return id as string
-}
-
-function checkLimit(limit: unknown): number {
-  if (limit === Infinity) return limit
-  assertNonNegativeInt("limit", limit)
-  return limit
-}
-
-/** The distinct ids, leaving out those that cannot be stored (so cannot be there). */
-function unique(ids: readonly string[]): string[] {
-  for (const id of ids) checkId(id)
-  return [...new Set(ids)].filter(isStoredId)
-}
-
-/** Counts a key the write adds to the journal. */
-function added(c: Counters, key: string): void {
-  if (key.startsWith(PENDING)) c.pending++
-  else c.dead++
-  c.keySum = addKey(c.keySum, key)
-  const id = key.slice(2)
-  if (c.lastId === undefined || id > c.lastId) c.lastId = id
-}
-
-/** Counts a key the write deletes from the journal. */
-function removed(c: Counters, key: string): void {
-  if (key.startsWith(PENDING)) c.pending--
-  else c.dead--
-  c.keySum = removeKey(c.keySum, key)
 }

@@ -1,25 +1,29 @@
 import { EventEmitter } from "node:events"
 import { Dealer } from "zeromq"
-import { Backoff, validateBackoff, type BackoffOptions } from "../../lib/backoff.js"
-import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
+import { Backoff } from "../../lib/backoff.js"
+import type { Codec } from "../../lib/codec.js"
 import { debug } from "../../lib/debug.js"
 import { PirateError, errorMessage, toError, tooLargeError } from "../../lib/errors.js"
-import { DedupeStore, type DedupeOptions } from "../../lib/journal/dedupe.js"
+import { DedupeStore } from "../../lib/journal/dedupe.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
-import {
-  LatencyHistogram,
-  renderPrometheus,
-  type LatencySummary,
-  type Metric,
-} from "../../lib/metrics.js"
+import { LatencyHistogram, renderPrometheus } from "../../lib/metrics.js"
 import { Liveness } from "../../lib/liveness.js"
 import {
-  FRAME_ACKS,
+  resolveWorker,
+  workerMetrics,
+  type JobContext,
+  type WorkerSettings,
+  type JobHandler,
+  type WorkerEvents,
+  type WorkerOptions,
+  type WorkerStats,
+} from "./worker-options.js"
+import { Session, type Job } from "./worker-session.js"
+import {
   FRAME_EMPTY,
   FRAME_EXTEND,
   FRAME_GOODBYE,
   FRAME_HEARTBEAT,
-  FRAME_STARTED,
   PPP,
   PPX,
   decodeEnvelope,
@@ -28,20 +32,10 @@ import {
   encodeNack,
   encodeReady,
   PACK_BYTES,
-  packBodies,
-  packEnvelopes,
   packLimit,
   unpackBodies,
   unpackEnvelopes,
 } from "../../lib/protocol.js"
-import {
-  assertFunction,
-  assertNonNegativeInt,
-  assertOneOf,
-  assertPositiveInt,
-  endpointList,
-  stripUndefined,
-} from "../../lib/validate.js"
 import { SocketWriter } from "../../lib/writer.js"
 import {
   applyCurveClient,
@@ -49,165 +43,6 @@ import {
   validateCurveClient,
   type CurveClientOptions,
 } from "../../lib/security.js"
-
-/** What a handler gets besides the payload. */
-export interface JobContext {
-  /** The message id: stable across redeliveries and sender restarts (use it to deduplicate side effects). */
-  id: string
-  /**
-   * 1 for the first delivery, then one more for each attempt the sender knows failed (a nack, a
-   * lost worker, an ack timeout). A delivery cut off by a crash of the sender itself is not
-   * counted: after the restart the message comes again with the same number. 1 when a foreign
-   * PPP queue sent it.
-   */
-  attempt: number
-  /** The endpoint of the sender this job came from. */
-  endpoint: string
-  /** Aborted when the worker closes past its `closeTimeout` or the sender is lost: stop early. */
-  signal: AbortSignal
-  /** Renews the job's ack deadline on the sender (`ackTimeout`), for long jobs. */
-  extend(): void
-}
-
-/** Processes one message; its return value is the reply (the ack). Throwing nacks it. */
-export type JobHandler = (payload: unknown, ctx: JobContext) => unknown
-
-/** Options of {@link Worker}. Durations are in ms. */
-export interface WorkerOptions {
-  /** Sender(s) or queue(s) to connect to; the worker keeps an independent session with each. */
-  connect: string | string[]
-  /** Runs each message. */
-  handler: JobHandler
-  /** Handlers running at once at most. @defaultValue 1 */
-  concurrency?: number
-  /** Messages each sender may hand out ahead to this worker (its credit). @defaultValue concurrency */
-  prefetch?: number
-  /** Heartbeat period. @defaultValue 1000 */
-  heartbeatInterval?: number
-  /** Heartbeats missed before the sender is presumed dead. @defaultValue 3 */
-  liveness?: number
-  /** Delay before reconnecting after losing a sender. @defaultValue `{ initial: 1000, max: 32000, factor: 2, jitter: 0.2 }` */
-  reconnect?: BackoffOptions
-  /** Payload codec; must match the sender's. @defaultValue "msgpack" */
-  codec?: CodecOption
-  /** `"ppx"` announces the extension (batching, nack, credit) and falls back to plain PPP; `"ppp"` speaks plain PPP only. @defaultValue "ppx" */
-  protocol?: "ppx" | "ppp"
-  /** How long `close()` lets running handlers finish before aborting them. @defaultValue 10000 */
-  closeTimeout?: number
-  /** Largest inbound ZeroMQ message (bytes). @defaultValue 16 MiB */
-  maxMessageSize?: number
-  /** Acks sent in one ZeroMQ message at most. @defaultValue 64 */
-  maxBatch?: number
-  /**
-   * Remember completed messages (and their replies) in a LevelDB directory, so that a redelivered
-   * message that already completed here is acked with the recorded reply without running the
-   * handler again ("effectively once"; see the README for what this does and does not cover).
-   * @defaultValue off
-   */
-  dedupe?: string | DedupeOptions
-  /** CURVE encryption and authentication: this worker's key pair and the sender's public key. @defaultValue off */
-  curve?: CurveClientOptions
-}
-
-export const WORKER_DEFAULTS = Object.freeze({
-  concurrency: 1,
-  heartbeatInterval: 1000,
-  liveness: 3,
-  reconnect: Object.freeze({ initial: 1000, max: 32_000, factor: 2, jitter: 0.2 }),
-  codec: "msgpack" as const,
-  protocol: "ppx" as const,
-  closeTimeout: 10_000,
-  maxMessageSize: 16 * 1024 * 1024,
-  maxBatch: 64,
-})
-
-export interface WorkerStats {
-  /** Messages received. */
-  received: number
-  /** Messages acked (handler returned) on a session that was still current. */
-  acked: number
-  /** Messages nacked (handler threw) or rejected (payload could not be decoded). */
-  nacked: number
-  /** Results thrown away because their sender session was lost meanwhile. */
-  discarded: number
-  /** Malformed frames dropped. */
-  dropped: number
-  /** Handlers running now. */
-  running: number
-  /** Messages received and waiting for a free handler slot. */
-  queued: number
-  /** Sessions lost (heartbeat expiry or disconnect). */
-  reconnects: number
-  /** Redeliveries of completed messages answered from the dedupe store without running the handler. */
-  deduplicated: number
-  /** Handler run time of successful jobs (ms). */
-  handlerLatency: LatencySummary
-  sessions: { endpoint: string; connected: boolean; protocol: "ppp" | "ppx" | "none" }[]
-}
-
-export interface WorkerEvents {
-  "sender:ready": [{ endpoint: string; protocol: "ppp" | "ppx" }]
-  "sender:lost": [{ endpoint: string; reason: string; reconnectIn: number }]
-  "job:failed": [{ id: string; attempt: number; error: Error }]
-  error: [Error]
-}
-
-interface Job {
-  session: Session
-  generation: number
-  envelope: Buffer
-  body: Buffer
-  id: string
-  attempt: number
-  ppx: boolean
-  /** The envelope is one of our senders' (so `id` is a stable message id). */
-  ours: boolean
-}
-
-/** One connection to one sender: its socket, heartbeats, credit and reconnect backoff. */
-class Session {
-  readonly endpoint: string
-  readonly worker: Worker
-  generation = 0
-  socket: Dealer | undefined
-  writer: SocketWriter | undefined
-  ppx = false
-  /** The identity the sender announced in its WELCOME (dedupe keys on it), if any. */
-  sender: string | undefined
-  connected = false
-  heard = false
-  liveness: Liveness
-  backoff: Backoff
-  abort = new AbortController()
-  /** Acks waiting to go out in one ACKS: their envelopes and replies. */
-  ackEnvelopes: Buffer[] = []
-  ackReplies: Buffer[] = []
-  /** Bytes the packed replies of those acks take. */
-  ackBytes = 0
-  /** The sender asked to be told when handlers start (STARTED; it has ack deadlines). */
-  reportStarts = false
-  /** Envelopes of the tasks whose handlers started, to go out in one STARTED. */
-  startEnvelopes: Buffer[] = []
-  /** Largest packed replies frame the sender takes (see `packLimit()`). */
-  packLimit = PACK_BYTES
-  /** The largest frame the sender takes (its WELCOME's `maxMessageSize`). */
-  senderMax = Infinity
-  /** Closing: we said GOODBYE on this session; the sender's GOODBYE in answer confirms it. */
-  goodbyeSent = false
-  goodbyeConfirmed = false
-  ackScheduled = false
-  reconnectTimer: NodeJS.Timeout | undefined
-  closed = false
-  /** Jobs of this session received in plain PPP and not finished yet. */
-  plainJobs = 0
-
-  constructor(worker: Worker, endpoint: string, liveness: Liveness, backoff: Backoff) {
-    this.worker = worker
-    this.endpoint = endpoint
-    this.liveness = liveness
-    this.backoff = backoff
-  }
-}
 
 /**
  * A Paranoid Pirate worker: connects a DEALER to one or more senders (or queues), announces
@@ -230,17 +65,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   readonly #endpoints: string[]
   readonly #handler: JobHandler
   readonly #codec: Codec
-  readonly #o: {
-    concurrency: number
-    prefetch: number
-    heartbeatInterval: number
-    liveness: number
-    reconnect: Required<BackoffOptions>
-    protocol: "ppx" | "ppp"
-    closeTimeout: number
-    maxMessageSize: number
-    maxBatch: number
-  }
+  readonly #o: WorkerSettings
   readonly #life = new Lifecycle("worker")
   #sessions: Session[] = []
   #queue: Job[] = []
@@ -272,33 +97,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
    */
   constructor(options: WorkerOptions) {
     super()
-    if (typeof options !== "object" || options === null)
-      throw new TypeError("Worker options must be an object")
-    this.#endpoints = endpointList("connect", options.connect)
-    assertFunction("handler", options.handler)
-    this.#handler = options.handler
-    const o = { ...WORKER_DEFAULTS, ...stripUndefined(options) }
-    this.#codec = resolveCodec(o.codec)
-    assertPositiveInt("concurrency", o.concurrency)
-    const prefetch = o.prefetch ?? o.concurrency
-    assertPositiveInt("prefetch", prefetch)
-    assertPositiveInt("heartbeatInterval", o.heartbeatInterval)
-    assertPositiveInt("liveness", o.liveness)
-    assertOneOf("protocol", o.protocol, ["ppx", "ppp"] as const)
-    assertNonNegativeInt("closeTimeout", o.closeTimeout)
-    assertPositiveInt("maxMessageSize", o.maxMessageSize)
-    assertPositiveInt("maxBatch", o.maxBatch)
-    this.#o = {
-      concurrency: o.concurrency,
-      prefetch,
-      heartbeatInterval: o.heartbeatInterval,
-      liveness: o.liveness,
-      reconnect: validateBackoff("reconnect", o.reconnect),
-      protocol: o.protocol,
-      closeTimeout: o.closeTimeout,
-      maxMessageSize: o.maxMessageSize,
-      maxBatch: o.maxBatch,
-    }
+    const r = resolveWorker(options)
+    this.#endpoints = r.endpoints
+    this.#handler = r.handler
+    this.#codec = r.codec
+    this.#o = r.settings
     this.#dedupe = options.dedupe === undefined ? undefined : new DedupeStore(options.dedupe)
     this.#curve = options.curve === undefined ? undefined : validateCurveClient(options.curve)
   }
@@ -365,7 +168,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       for (const s of this.#sessions) {
         s.closed = true
         clearTimeout(s.reconnectTimer)
-        this.#flushAcks(s)
+        s.flush()
         await s.writer?.flushed()
         s.socket?.close()
       }
@@ -405,44 +208,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** The stats in the Prometheus text exposition format, for scraping. */
   metrics(labels: Record<string, string> = {}): string {
-    const s = this.stats()
-    const c = (name: string, help: string, value: number): Metric => ({
-      name: `pirate_worker_${name}_total`,
-      help,
-      type: "counter",
-      value,
-    })
-    const g = (name: string, help: string, value: number): Metric => ({
-      name: `pirate_worker_${name}`,
-      help,
-      type: "gauge",
-      value,
-    })
-    return renderPrometheus(
-      [
-        c("received", "Messages received.", s.received),
-        c("acked", "Messages acked.", s.acked),
-        c("nacked", "Messages nacked or rejected.", s.nacked),
-        c("discarded", "Results discarded because their sender session was lost.", s.discarded),
-        c("dropped", "Malformed frames dropped.", s.dropped),
-        c("reconnects", "Sender sessions lost and reconnected.", s.reconnects),
-        c("deduplicated", "Redeliveries answered from the dedupe store.", s.deduplicated),
-        g("running", "Handlers running.", s.running),
-        g("queued", "Messages waiting for a handler slot.", s.queued),
-        g(
-          "senders_connected",
-          "Sender sessions connected.",
-          s.sessions.filter((x) => x.connected).length,
-        ),
-        {
-          name: "pirate_worker_handler_seconds",
-          help: "Handler run time of successful jobs.",
-          type: "summary",
-          value: s.handlerLatency,
-        },
-      ],
-      labels,
-    )
+    return renderPrometheus(workerMetrics(this.stats()), labels)
   }
 
   // ------------------------------------------------------------------------------------------
@@ -705,8 +471,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const s = job.session
     if (job.ppx && s.reportStarts && s.generation === job.generation) {
       // The sender's ack deadline for this task runs from now (it may have waited here).
-      s.startEnvelopes.push(job.envelope)
-      this.#scheduleFlush(s)
+      s.started(job.envelope)
     }
     this.#execute(job)
       .catch((err: unknown) => this.emit("error", toError(err)))
@@ -765,19 +530,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       s.liveness.sent()
       return
     }
-    if (s.ackBytes + 4 + reply.length > s.packLimit) this.#flushAcks(s)
-    s.ackEnvelopes.push(job.envelope)
-    s.ackReplies.push(reply)
-    s.ackBytes += 4 + reply.length
-    if (s.ackReplies.length >= this.#o.maxBatch) this.#flushAcks(s)
-    else this.#scheduleFlush(s)
-  }
-
-  /** Sends what is pending (STARTED, ACKS) at the end of this turn of the event loop. */
-  #scheduleFlush(s: Session): void {
-    if (s.ackScheduled) return
-    s.ackScheduled = true
-    setImmediate(() => this.#flushAcks(s))
+    s.ack(job.envelope, reply, this.#o.maxBatch)
   }
 
   /** The handler failed (or its reply cannot be sent): nack. */
@@ -827,23 +580,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
   }
 
-  #flushAcks(s: Session): void {
-    s.ackScheduled = false
-    if (s.startEnvelopes.length > 0) {
-      // Before the acks: a task's STARTED always reaches the sender ahead of its answer.
-      s.writer?.write([FRAME_STARTED, packEnvelopes(s.startEnvelopes)])
-      s.startEnvelopes = []
-      s.liveness.sent()
-    }
-    if (s.ackReplies.length === 0) return
-    const frames = [FRAME_ACKS, packEnvelopes(s.ackEnvelopes), packBodies(s.ackReplies)]
-    s.ackEnvelopes = []
-    s.ackReplies = []
-    s.ackBytes = 0
-    s.writer?.write(frames)
-    s.liveness.sent()
-  }
-
   #nack(job: Job, error: string, reject: boolean): void {
     const s = job.session
     if (this.#expired(s) || s.generation !== job.generation) {
@@ -852,7 +588,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     // A plain PPP queue has no nack: send nothing, so the client's retry (or the queue) decides.
     if (!job.ppx) return
-    this.#flushAcks(s)
+    s.flush()
     s.writer?.write(encodeNack(job.envelope, reject ? { error, reject: true } : { error }))
     s.liveness.sent()
   }

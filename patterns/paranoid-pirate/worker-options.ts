@@ -1,0 +1,207 @@
+/** The public types of `Worker`: options and their defaults, handler context, stats, events. */
+import { validateBackoff, type BackoffOptions } from "../../lib/backoff.js"
+import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
+import type { DedupeOptions } from "../../lib/journal/dedupe.js"
+import type { LatencySummary, Metric } from "../../lib/metrics.js"
+import {
+  assertFunction,
+  assertNonNegativeInt,
+  assertOneOf,
+  assertPositiveInt,
+  endpointList,
+  stripUndefined,
+} from "../../lib/validate.js"
+import type { CurveClientOptions } from "../../lib/security.js"
+
+/** What a handler gets besides the payload. */
+export interface JobContext {
+  /** The message id: stable across redeliveries and sender restarts (use it to deduplicate side effects). */
+  id: string
+  /**
+   * 1 for the first delivery, then one more for each attempt the sender knows failed (a nack, a
+   * lost worker, an ack timeout). A delivery cut off by a crash of the sender itself is not
+   * counted: after the restart the message comes again with the same number. 1 when a foreign
+   * PPP queue sent it.
+   */
+  attempt: number
+  /** The endpoint of the sender this job came from. */
+  endpoint: string
+  /** Aborted when the worker closes past its `closeTimeout` or the sender is lost: stop early. */
+  signal: AbortSignal
+  /** Renews the job's ack deadline on the sender (`ackTimeout`), for long jobs. */
+  extend(): void
+}
+
+/** Processes one message; its return value is the reply (the ack). Throwing nacks it. */
+export type JobHandler = (payload: unknown, ctx: JobContext) => unknown
+
+/** Options of {@link Worker}. Durations are in ms. */
+export interface WorkerOptions {
+  /** Sender(s) or queue(s) to connect to; the worker keeps an independent session with each. */
+  connect: string | string[]
+  /** Runs each message. */
+  handler: JobHandler
+  /** Handlers running at once at most. @defaultValue 1 */
+  concurrency?: number
+  /** Messages each sender may hand out ahead to this worker (its credit). @defaultValue concurrency */
+  prefetch?: number
+  /** Heartbeat period. @defaultValue 1000 */
+  heartbeatInterval?: number
+  /** Heartbeats missed before the sender is presumed dead. @defaultValue 3 */
+  liveness?: number
+  /** Delay before reconnecting after losing a sender. @defaultValue `{ initial: 1000, max: 32000, factor: 2, jitter: 0.2 }` */
+  reconnect?: BackoffOptions
+  /** Payload codec; must match the sender's. @defaultValue "msgpack" */
+  codec?: CodecOption
+  /** `"ppx"` announces the extension (batching, nack, credit) and falls back to plain PPP; `"ppp"` speaks plain PPP only. @defaultValue "ppx" */
+  protocol?: "ppx" | "ppp"
+  /** How long `close()` lets running handlers finish before aborting them. @defaultValue 10000 */
+  closeTimeout?: number
+  /** Largest inbound ZeroMQ message (bytes). @defaultValue 16 MiB */
+  maxMessageSize?: number
+  /** Acks sent in one ZeroMQ message at most. @defaultValue 64 */
+  maxBatch?: number
+  /**
+   * Remember completed messages (and their replies) in a LevelDB directory, so that a redelivered
+   * message that already completed here is acked with the recorded reply without running the
+   * handler again ("effectively once"; see the README for what this does and does not cover).
+   * @defaultValue off
+   */
+  dedupe?: string | DedupeOptions
+  /** CURVE encryption and authentication: this worker's key pair and the sender's public key. @defaultValue off */
+  curve?: CurveClientOptions
+}
+
+export const WORKER_DEFAULTS = Object.freeze({
+  concurrency: 1,
+  heartbeatInterval: 1000,
+  liveness: 3,
+  reconnect: Object.freeze({ initial: 1000, max: 32_000, factor: 2, jitter: 0.2 }),
+  codec: "msgpack" as const,
+  protocol: "ppx" as const,
+  closeTimeout: 10_000,
+  maxMessageSize: 16 * 1024 * 1024,
+  maxBatch: 64,
+})
+
+export interface WorkerStats {
+  /** Messages received. */
+  received: number
+  /** Messages acked (handler returned) on a session that was still current. */
+  acked: number
+  /** Messages nacked (handler threw) or rejected (payload could not be decoded). */
+  nacked: number
+  /** Results thrown away because their sender session was lost meanwhile. */
+  discarded: number
+  /** Malformed frames dropped. */
+  dropped: number
+  /** Handlers running now. */
+  running: number
+  /** Messages received and waiting for a free handler slot. */
+  queued: number
+  /** Sessions lost (heartbeat expiry or disconnect). */
+  reconnects: number
+  /** Redeliveries of completed messages answered from the dedupe store without running the handler. */
+  deduplicated: number
+  /** Handler run time of successful jobs (ms). */
+  handlerLatency: LatencySummary
+  sessions: { endpoint: string; connected: boolean; protocol: "ppp" | "ppx" | "none" }[]
+}
+
+export interface WorkerEvents {
+  "sender:ready": [{ endpoint: string; protocol: "ppp" | "ppx" }]
+  "sender:lost": [{ endpoint: string; reason: string; reconnectIn: number }]
+  "job:failed": [{ id: string; attempt: number; error: Error }]
+  error: [Error]
+}
+
+/** The validated settings a `Worker` runs with. */
+export interface WorkerSettings {
+  concurrency: number
+  prefetch: number
+  heartbeatInterval: number
+  liveness: number
+  reconnect: Required<BackoffOptions>
+  protocol: "ppx" | "ppp"
+  closeTimeout: number
+  maxMessageSize: number
+  maxBatch: number
+}
+
+/** Validates a worker's options (TypeError/RangeError naming the option) and fills defaults. */
+export function resolveWorker(options: WorkerOptions): {
+  endpoints: string[]
+  handler: JobHandler
+  codec: Codec
+  settings: WorkerSettings
+} {
+  if (typeof options !== "object" || (options as unknown) === null)
+    throw new TypeError("Worker options must be an object")
+  const endpoints = endpointList("connect", options.connect)
+  assertFunction("handler", options.handler)
+  const o = { ...WORKER_DEFAULTS, ...stripUndefined(options) }
+  const codec = resolveCodec(o.codec)
+  assertPositiveInt("concurrency", o.concurrency)
+  const prefetch = o.prefetch ?? o.concurrency
+  assertPositiveInt("prefetch", prefetch)
+  assertPositiveInt("heartbeatInterval", o.heartbeatInterval)
+  assertPositiveInt("liveness", o.liveness)
+  assertOneOf("protocol", o.protocol, ["ppx", "ppp"] as const)
+  assertNonNegativeInt("closeTimeout", o.closeTimeout)
+  assertPositiveInt("maxMessageSize", o.maxMessageSize)
+  assertPositiveInt("maxBatch", o.maxBatch)
+  return {
+    endpoints,
+    handler: options.handler,
+    codec,
+    settings: {
+      concurrency: o.concurrency,
+      prefetch,
+      heartbeatInterval: o.heartbeatInterval,
+      liveness: o.liveness,
+      reconnect: validateBackoff("reconnect", o.reconnect),
+      protocol: o.protocol,
+      closeTimeout: o.closeTimeout,
+      maxMessageSize: o.maxMessageSize,
+      maxBatch: o.maxBatch,
+    },
+  }
+}
+
+/** A worker's stats as metrics for the Prometheus text format. */
+export function workerMetrics(s: WorkerStats): Metric[] {
+  const c = (name: string, help: string, value: number): Metric => ({
+    name: `pirate_worker_${name}_total`,
+    help,
+    type: "counter",
+    value,
+  })
+  const g = (name: string, help: string, value: number): Metric => ({
+    name: `pirate_worker_${name}`,
+    help,
+    type: "gauge",
+    value,
+  })
+  return [
+    c("received", "Messages received.", s.received),
+    c("acked", "Messages acked.", s.acked),
+    c("nacked", "Messages nacked or rejected.", s.nacked),
+    c("discarded", "Results discarded because their sender session was lost.", s.discarded),
+    c("dropped", "Malformed frames dropped.", s.dropped),
+    c("reconnects", "Sender sessions lost and reconnected.", s.reconnects),
+    c("deduplicated", "Redeliveries answered from the dedupe store.", s.deduplicated),
+    g("running", "Handlers running.", s.running),
+    g("queued", "Messages waiting for a handler slot.", s.queued),
+    g(
+      "senders_connected",
+      "Sender sessions connected.",
+      s.sessions.filter((x) => x.connected).length,
+    ),
+    {
+      name: "pirate_worker_handler_seconds",
+      help: "Handler run time of successful jobs.",
+      type: "summary",
+      value: s.handlerLatency,
+    },
+  ]
+}
