@@ -145,11 +145,6 @@ export class Admission {
     return this.#windowQ.live + this.#sendQ.live
   }
 
-  /** Places reserved and not yet used. */
-  get reserved(): number {
-    return this.#reserved
-  }
-
   /** Older messages wait on disk (or are being written there): a new send must queue behind them. */
   get backlogActive(): boolean {
     return this.count > 0 || this.spilling > 0

@@ -142,12 +142,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     await this.#journal.open()
     let router: Router | undefined
     try {
-      this.#ids = new IdGenerator(await this.#journal.lastId())
+      const lastId = await this.#journal.lastId()
+      this.#ids = new IdGenerator(lastId)
       this.#senderId = await journalSenderId(this.#journal)
       const js = await this.#journal.stats()
       this.#n.dead = js.dead
       if (js.pending > 0) {
-        this.#pager.found(js.pending, await this.#journal.lastId())
+        this.#pager.found(js.pending, lastId)
         this.#drain.busy()
       }
       router = workerRouter(this.#s)

@@ -61,11 +61,6 @@ export class JournalLanes {
     return this.#appending === undefined && this.#changing === undefined
   }
 
-  /** Messages queued or being written. */
-  get appendsPending(): number {
-    return this.#appendQueue.length
-  }
-
   append(item: AppendItem): void {
     this.#appendQueue.push(item)
     this.#appending ??= this.#appendLoop()
@@ -73,16 +68,20 @@ export class JournalLanes {
 
   remove(id: string): void {
     this.#removes.push(id)
-    this.#changing ??= this.#changeLoop()
+    this.#startChanges()
   }
 
   update(u: JournalUpdate): void {
     this.#updates.push(u)
-    this.#changing ??= this.#changeLoop()
+    this.#startChanges()
   }
 
   bury(d: DeadLetter): void {
     this.#buries.push(d)
+    this.#startChanges()
+  }
+
+  #startChanges(): void {
     this.#changing ??= this.#changeLoop()
   }
 

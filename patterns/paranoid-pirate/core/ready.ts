@@ -70,13 +70,6 @@ export class ReadyQueue {
     if (this.#stale > this.#live) this.#sweep()
   }
 
-  clear(): void {
-    this.#front = []
-    this.#fifo = new Fifo<Message>()
-    this.#live = 0
-    this.#stale = 0
-  }
-
   #taken(m: Message): Message {
     this.#live--
     return m
