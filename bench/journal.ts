@@ -185,27 +185,41 @@ async function levelRaw(sync: boolean, api: "chained" | "array", n: number): Pro
 }
 
 /** A sender in this process, WORKERS worker processes, n messages end to end. */
-async function endToEnd(durability: Durability, n: number, workers: Child[]): Promise<Result> {
+async function endToEnd(
+  durability: Durability,
+  n: number,
+  workers: Child[],
+  shape: "all" | "batched" = "all",
+): Promise<Result> {
   const dir = durability === "memory" ? undefined : await tempDir("journal")
+  // The batched shape is the peers' harness's: the default codec, PUBLISH_BATCH sends awaited together.
+  const codec: CodecName = shape === "batched" ? "msgpack" : "raw"
   const sender = await Sender.open({
     bind: BIND,
-    codec: "raw",
+    codec,
     durability,
     ...(dir !== undefined ? { journal: dir } : {}),
   })
   let connected = false
   try {
     connected = true
-    await connectWorkers(workers, sender.endpoint, "raw")
+    await connectWorkers(workers, sender.endpoint, codec)
     const bodies = payloads(SIZE)
     // One deadline for the whole run. It is not passed to each send(): every waiting send() adds
     // an abort listener to it, and AbortSignal's EventTarget makes that quadratic (see the docs).
     const limit = Math.max(60_000, n)
     const cpu = process.cpuUsage()
     const start = performance.now()
-    const sends: Promise<string>[] = []
-    for (let i = 0; i < n; i++) sends.push(sender.send(bodies[i % POOL]))
-    await withTimeout(Promise.all(sends), limit, `${durability}: ${n} sends accepted`)
+    const sending = async (): Promise<void> => {
+      const step = shape === "batched" ? PUBLISH_BATCH : n
+      for (let i = 0; i < n;) {
+        const sends: Promise<string>[] = []
+        for (const end = Math.min(n, i + step); i < end; i++)
+          sends.push(sender.send(bodies[i % POOL]))
+        await Promise.all(sends)
+      }
+    }
+    await withTimeout(sending(), limit, `${durability}: ${n} sends accepted`)
     const accepted = performance.now()
     await sender.drained({ signal: AbortSignal.timeout(limit) })
     const ms = performance.now() - start
@@ -215,8 +229,9 @@ async function endToEnd(durability: Durability, n: number, workers: Child[]): Pr
     connected = false
     const workerCpuUs = await closeWorkers(workers)
     return {
-      case: durability,
+      case: shape === "batched" ? `${durability}-batched` : durability,
       phase: "end-to-end",
+      codec,
       n,
       size: SIZE,
       workers: workers.length,
@@ -605,6 +620,10 @@ async function main(): Promise<void> {
     { name: "memory", run: (n) => endToEnd("memory", n, workers) },
     { name: "os", run: (n) => endToEnd("os", n, workers) },
     { name: "fsync", run: (n) => endToEnd("fsync", n, workers) },
+    ...(["memory", "os", "fsync"] as const).map((d) => ({
+      name: `${d}-batched`,
+      run: (n: number) => endToEnd(d, n, workers, "batched"),
+    })),
     // Store and forward: each case prints publish-only-<durability>[-raw] and drain-<…>.
     ...(["memory", "os", "fsync"] as const).flatMap((d) =>
       (["msgpack", "raw"] as const).map((codec) => ({
@@ -668,6 +687,18 @@ async function main(): Promise<void> {
         : {}),
       ...((name === "os" || name === "fsync") && memoryRate !== undefined
         ? { vsMemory: round(rate / memoryRate, 3) }
+        : {}),
+      ...(/^(os|fsync)-batched$/.test(name) && medians.get("memory-batched") !== undefined
+        ? {
+            vsMemory: round(rate / (medians.get("memory-batched") as number), 3),
+            cpuVsMemory: round(
+              median(rs.map((r) => r["cpuUsPerMsg"] as number)) /
+                median(
+                  (results.get("memory-batched") ?? []).map((r) => r["cpuUsPerMsg"] as number),
+                ),
+              3,
+            ),
+          }
         : {}),
       ...(target !== undefined ? { target, meetsTarget: rate >= target } : {}),
     })

@@ -19,6 +19,7 @@ import {
   maxId,
   type Meta,
 } from "./level-format.js"
+import { BATCH, BATCH_KEY_LENGTH, parseBatchKey } from "./level-batch.js"
 
 export type Db = Level<string, Buffer>
 
@@ -122,12 +123,17 @@ export async function readMeta(
 
 /** What a scan of every key found. */
 export interface KeyScan {
+  /** `p:` keys; the caller adds the pending entries of the batches before `checkKeys()`. */
   pending: number
   dead: number
   /** See `Counters.keySum`. */
   keySum: number
-  /** The greatest id among the `p:` and `d:` keys. */
+  /** The greatest id among the `p:` and `d:` keys and the batches. */
   lastId: string | undefined
+  /** The `b:` keys, in key order within each scanned range. */
+  batches: string[]
+  /** The `a:` keys. */
+  acks: string[]
   /** Keys of a repair's `q:` prefix. */
   quarantined: number
   /** How many keys have no shape the journal writes, and the first few of them. */
@@ -154,6 +160,8 @@ export async function scanKeys(db: Db, dir: string, expected = 0): Promise<KeySc
     keySum: (a.keySum + b.keySum) >>> 0,
     lastId: maxId(a.lastId, b.lastId),
     quarantined: a.quarantined + b.quarantined,
+    batches: a.batches.concat(b.batches),
+    acks: a.acks.concat(b.acks),
     strange: a.strange + b.strange,
     examples: [...a.examples, ...b.examples].slice(0, 3),
   }))
@@ -196,6 +204,8 @@ async function scanRange(
     keySum: 0,
     lastId: undefined,
     quarantined: 0,
+    batches: [],
+    acks: [],
     strange: 0,
     examples: [],
   }
@@ -218,6 +228,13 @@ async function scanRange(
           scan.keySum = (scan.keySum + keyHash(key)) >>> 0
           const id = key.slice(2)
           if (id > last) last = id
+        } else if (key.length === BATCH_KEY_LENGTH && parseBatchKey(key) !== undefined) {
+          scan.keySum = (scan.keySum + keyHash(key)) >>> 0
+          if (key.startsWith(BATCH)) {
+            scan.batches.push(key)
+            const id = key.slice(18, 34)
+            if (id > last) last = id
+          } else scan.acks.push(key)
         } else if (isQuarantineKey(key)) scan.quarantined++
         else if (key !== META) {
           scan.strange++
@@ -255,7 +272,7 @@ export function checkKeys(
     )
   if (scan.strange > 0) {
     const some = scan.examples.map((k) => JSON.stringify(k)).join(", ")
-    if (meta === undefined && scan.pending + scan.dead === 0) {
+    if (meta === undefined && scan.pending + scan.dead + scan.batches.length === 0) {
       throw new PirateError(
         "PIRATE_JOURNAL_CORRUPT",
         `${dir} holds a LevelDB database that is not a zeromq-pirate journal (keys ${some}); give the journal another directory`,
@@ -269,7 +286,7 @@ export function checkKeys(
     // Every write since there were counters stores them: data on disk, with neither counters
     // nor entries to be read, is a database LevelDB cannot read (a damaged table index reads
     // as an empty table).
-    if (hadData && scan.pending + scan.dead + scan.quarantined === 0) {
+    if (hadData && scan.pending + scan.dead + scan.quarantined + scan.batches.length === 0) {
       throw damaged("its state record is missing and no entry can be read, though it holds data")
     }
     return

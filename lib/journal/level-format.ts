@@ -13,8 +13,12 @@ export const DEAD = "d:"
 /** Entries moved aside by a repair: `q:` + the key they had (kept, never read). */
 export const QUARANTINE = "q:"
 export const META = "m:state"
-/** The format of the state record this version writes; it reads format 1 too. */
-export const FORMAT = 2
+/**
+ * The format this version writes: 3 adds batches (`b:`) and their bitmaps (`a:`, see
+ * level-batch.ts). It reads formats 1 and 2 as they are (their `p:` and `d:` entries are format 3
+ * entries too) and writes format 3 from its first write on.
+ */
+export const FORMAT = 3
 
 export type Prefix = typeof PENDING | typeof DEAD
 
@@ -24,7 +28,7 @@ export interface Counters {
   dead: number
   /** The greatest id ever stored (pending, dead or since acked). */
   lastId: string | undefined
-  /** The sum (mod 2^32) of `keyHash()` of every `p:` and `d:` key: what a key scan must find. */
+  /** The sum (mod 2^32) of `keyHash()` of every `p:`, `d:`, `b:` and `a:` key: what a key scan must find. */
   keySum: number
 }
 
@@ -119,8 +123,12 @@ function valueCrc(buf: Buffer, kind: number): number {
   return crc32(buf.subarray(5), SEED.get(kind) ?? 0)
 }
 
-/** Encodes a pending entry (`deadAt` undefined) or a dead letter in format 2. */
-export function encodeEntry(e: JournalEntry, deadAt: number | undefined): Buffer {
+/**
+ * Checks that the journal can store an entry (its id is checked by the caller).
+ *
+ * @throws TypeError/RangeError naming the field
+ */
+export function checkEntry(e: JournalEntry): void {
   const payload: unknown = e.payload
   if (!(payload instanceof Uint8Array)) {
     throw new TypeError(`'payload' must be a Buffer, got ${describe(payload)}`)
@@ -131,6 +139,15 @@ export function encodeEntry(e: JournalEntry, deadAt: number | undefined): Buffer
   if (typeof e.enqueuedAt !== "number") {
     throw new TypeError(`'enqueuedAt' must be a number, got ${describe(e.enqueuedAt)}`)
   }
+  if (e.notBefore !== undefined && typeof e.notBefore !== "number") {
+    throw new TypeError(`'notBefore' must be a number, got ${describe(e.notBefore)}`)
+  }
+}
+
+/** Encodes a pending entry (`deadAt` undefined) or a dead letter in format 2. */
+export function encodeEntry(e: JournalEntry, deadAt: number | undefined): Buffer {
+  checkEntry(e)
+  const payload = e.payload
   const kind = deadAt === undefined ? KIND_PENDING : KIND_DEAD
   const error = e.lastError
   const errorLength = error === undefined ? 0 : Buffer.byteLength(error)
@@ -245,11 +262,11 @@ export function decodeEntry(key: string, buf: Buffer): JournalEntry | DeadLetter
 // ---------------------------------------------------------------------------------------------
 // the state record
 
-// JSON, so that a person can read it: {"v":2,"lastId":…,"pending":…,"dead":…,"keySum":…,"crc":…},
-// where crc is the CRC-32 of the same JSON without it.
-function metaJson(c: Counters): string {
+// JSON, so that a person can read it: {"v":3,"lastId":…,"pending":…,"dead":…,"keySum":…,"crc":…},
+// where crc is the CRC-32 of the same JSON without it. Format 2 wrote the same record.
+function metaJson(c: Counters, v = FORMAT): string {
   return JSON.stringify({
-    v: FORMAT,
+    v,
     lastId: c.lastId ?? null,
     pending: c.pending,
     dead: c.dead,
@@ -263,7 +280,7 @@ export function encodeMeta(c: Counters): Buffer {
 }
 
 /**
- * Parses a state record: format 2 (checked), format 1 (no key sum: `keySum` is undefined), or a
+ * Parses a state record: format 2 or 3 (checked), format 1 (no key sum: `keySum` is undefined), or a
  * description of the damage. A newer format is returned as it is, for the caller to refuse.
  */
 export function decodeMeta(raw: Buffer): (Omit<Meta, "keySum"> & { keySum?: number }) | string {
@@ -287,11 +304,11 @@ export function decodeMeta(raw: Buffer): (Omit<Meta, "keySum"> & { keySum?: numb
   )
     return "not a valid state record"
   const counters = { v, lastId: lastId ?? undefined, pending, dead }
-  if (v < FORMAT) return counters
+  if (v < 2) return counters
   if (v > FORMAT) return counters
   const keySum = m["keySum"]
   if (!isCount(keySum) || keySum > 0xffffffff) return "not a valid state record"
-  if (m["crc"] !== crc32(metaJson({ ...counters, keySum }))) return "checksum mismatch"
+  if (m["crc"] !== crc32(metaJson({ ...counters, keySum }, v))) return "checksum mismatch"
   return { ...counters, keySum }
 }
 

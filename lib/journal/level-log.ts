@@ -17,6 +17,7 @@ import { readFile, readdir, stat } from "node:fs/promises"
 import { join } from "node:path"
 import { PirateError, errorMessage } from "../errors.js"
 import { howToRecover } from "./level-errors.js"
+import { BATCH_KEY_LENGTH, parseBatchKey } from "./level-batch.js"
 import { KEY_LENGTH, META, isEntryKey } from "./level-format.js"
 
 const BLOCK = 32768
@@ -350,7 +351,7 @@ function readSlice(data: Buffer, off: number): { bytes: Buffer; end: number } | 
 
 /**
  * The journal's operations found in raw bytes by their patterns: tag 1 or 0, key length 18, a
- * key `p:` or `d:` and 16 hex digits (then, for a put, its value when it is all there), and puts
+ * key `p:` or `d:` and 16 hex digits (or 42, a `b:` or `a:` key) (then, for a put, its value when it is all there), and puts
  * of `m:state`.
  */
 function findOps(data: Buffer): LogOp[] {
@@ -360,7 +361,13 @@ function findOps(data: Buffer): LogOp[] {
     if (tag !== 0 && tag !== 1) continue
     const length = data[i + 1] ?? 0
     const key = data.toString("latin1", i + 2, i + 2 + length)
-    if (length === KEY_LENGTH ? !isEntryKey(key) : length !== META.length || key !== META) continue
+    const known =
+      length === KEY_LENGTH
+        ? isEntryKey(key)
+        : length === BATCH_KEY_LENGTH
+          ? parseBatchKey(key) !== undefined
+          : length === META.length && key === META
+    if (!known) continue
     const end = i + 2 + length
     if (tag === 1) ops.push({ key, value: readSlice(data, end)?.bytes ?? Buffer.alloc(0) })
     else if (key !== META) ops.push({ key, value: undefined })

@@ -45,6 +45,16 @@ import {
   removeKey,
   type Counters,
 } from "./level-format.js"
+import {
+  BATCH,
+  acksKeyOf,
+  batchValueKey,
+  checkBatchValue,
+  decodeAcks,
+  decodeBatch,
+  parseBatchKey,
+  popcount,
+} from "./level-batch.js"
 import { readLogHistory, type LogHistory } from "./level-log.js"
 import { liveTables, readTable, type EntryReader, type TableEntry } from "./level-table.js"
 
@@ -131,6 +141,8 @@ class Repair {
   /** What that sum should have been, as far as the changes tell. */
   expectedSumDelta = 0
   quarantinedStrange = false
+  /** What the report's warnings must say besides (about batches). */
+  readonly notes: string[] = []
   /** The newest state record of the damaged tables, when it is newer than the database's. */
   tableMeta: Buffer | undefined
 
@@ -138,15 +150,28 @@ class Repair {
     this.db = db
   }
 
-  /** Counts a key that holds a good entry. */
-  count(key: string, delta: 1 | -1 = 1): void {
-    if (key.startsWith(PENDING)) this.pending += delta
-    else this.dead += delta
+  /** Counts a key that holds a good entry, batch or bitmap (`value`, for a bitmap). */
+  count(key: string, delta: 1 | -1 = 1, value?: Buffer): void {
+    const batch = parseBatchKey(key)
+    if (batch === undefined) {
+      if (key.startsWith(PENDING)) this.pending += delta
+      else this.dead += delta
+    } else if (key.startsWith(BATCH)) this.pending += delta * batch.count
+    else {
+      const acked = value && decodeAcks(key, value)
+      if (typeof acked === "object") this.pending -= delta * popcount(acked)
+    }
     this.keySum = delta === 1 ? addKey(this.keySum, key) : removeKey(this.keySum, key)
   }
 
   seeId(id: string | undefined): void {
     if (id !== undefined && isStoredId(id)) this.lastId = maxId(this.lastId, id)
+  }
+
+  /** Notes the ids a key names: its own, or a batch's last. */
+  seeKey(key: string): void {
+    const batch = parseBatchKey(key)
+    this.seeId(batch === undefined ? key.slice(2) : batch.last)
   }
 
   /** Moves a damaged record aside under `q:` + its key; records it as lost. */
@@ -155,22 +180,25 @@ class Repair {
     if (!this.changes.has(key)) this.changes.set(key, undefined)
     this.quarantined++
     if (entry === undefined) return
-    if (isEntryKey(key)) this.lost.set(key, entry)
+    if (isJournalKey(key)) this.lost.set(key, entry)
     else this.unkeyed.push(entry)
   }
 
   /** Writes a good entry under its key, counting it unless it was counted already. */
   async restore(key: string, value: Buffer): Promise<void> {
-    if (!(await this.#counted(key))) this.count(key)
+    const old = await this.#counted(key)
+    if (old !== undefined) this.count(key, -1, old)
+    this.count(key, 1, value)
     this.changes.set(key, value)
     this.lost.delete(key)
     this.recovered++
-    this.seeId(key.slice(2))
+    this.seeKey(key)
   }
 
   /** Deletes an entry (that a deletion in a damaged table had deleted). */
   async remove(key: string): Promise<void> {
-    if (await this.#counted(key)) this.count(key, -1)
+    const old = await this.#counted(key)
+    if (old !== undefined) this.count(key, -1, old)
     this.changes.set(key, undefined)
   }
 
@@ -180,11 +208,11 @@ class Repair {
     return this.db.get(key) // level's types leave out the undefined of a missing key
   }
 
-  /** True when the key holds an entry the repair counts (so far). */
-  async #counted(key: string): Promise<boolean> {
-    if (this.changes.has(key)) return this.changes.get(key) !== undefined
+  /** The value of the key when it holds one the repair counts (so far). */
+  async #counted(key: string): Promise<Buffer | undefined> {
     const value = await this.current(key)
-    return value !== undefined && typeof decodeEntry(key, value) !== "string"
+    if (this.changes.has(key)) return value
+    return value !== undefined && fits(key, value) ? value : undefined
   }
 }
 
@@ -252,7 +280,7 @@ export async function repairJournal(dir: string): Promise<LevelJournalRepairRepo
     await batch.write({ sync: true })
 
     const lostEntries = [...repair.lost.values(), ...repair.unkeyed]
-    const warnings: string[] = []
+    const warnings: string[] = [...repair.notes]
     let unidentified = 0
     if (stored === undefined) {
       if (levelRepaired || history.droppedBytes > 0) {
@@ -343,9 +371,11 @@ async function checkTables(dir: string): Promise<TableCheck> {
 const JOURNAL_ENTRIES: EntryReader = {
   keyOf: keyNamedBy,
   plausible: (key, value) =>
-    isEntryKey(key) || isQuarantineKey(key) || key === META || keyNamedBy(value) !== undefined,
+    isJournalKey(key) || isQuarantineKey(key) || key === META || keyNamedBy(value) !== undefined,
   verified: (key, value) =>
-    key === META ? typeof decodeMeta(value) === "object" : typeof identifyValue(value) === "object",
+    key === META
+      ? typeof decodeMeta(value) === "object"
+      : typeof identifyValue(value) === "object" || batchValueKey(value) !== undefined,
 }
 
 /**
@@ -375,7 +405,7 @@ async function putBackTables(repair: Repair, dir: string, tables: TableCheck): P
       continue
     }
     if (e.value === undefined) {
-      if (isEntryKey(key) && (await repair.current(key)) !== undefined) await repair.remove(key)
+      if (isJournalKey(key) && (await repair.current(key)) !== undefined) await repair.remove(key)
       continue
     }
     await examine(repair, key, e.value, "table", moves)
@@ -431,7 +461,33 @@ async function scan(db: Db): Promise<Repair> {
     await it.close()
   }
   await applyMoves(repair, moves)
+  await dropOrphanBitmaps(repair)
   return repair
+}
+
+/**
+ * A bitmap whose batch is gone (moved aside, or lost) has nothing to mark: it goes too. A batch
+ * whose bitmap was moved aside is pending whole again: its entries that had been acked or moved
+ * out will be delivered again, which `notes` says.
+ */
+async function dropOrphanBitmaps(repair: Repair): Promise<void> {
+  const keys = await repair.db.keys({ gte: "a:", lt: "b;" }).all()
+  for (const key of new Set([...keys, ...repair.changes.keys()])) {
+    const name = parseBatchKey(key)
+    if (name === undefined) continue
+    if (key.startsWith(BATCH)) {
+      const acks = acksKeyOf(key)
+      if ((await repair.current(key)) !== undefined && repair.changes.has("q:" + acks)) {
+        repair.notes.push(
+          `the bitmap of the batch ${name.first} … ${name.last} was damaged: those of its ${name.count} entries that had been acked will be delivered again`,
+        )
+      }
+      continue
+    }
+    const value = await repair.current(key)
+    if (value === undefined) continue
+    if ((await repair.current(BATCH + key.slice(2))) === undefined) await repair.remove(key)
+  }
 }
 
 /** A damaged key goes back to the key its value names, unless a good entry is there already. */
@@ -461,15 +517,46 @@ async function examine(
   moves: Move[],
 ): Promise<void> {
   if (key === META || isQuarantineKey(key)) return
-  const entryKey = isEntryKey(key)
+  const entryKey = isJournalKey(key)
   if (entryKey) {
     if (source === "db") repair.foundSum = addKey(repair.foundSum, key)
-    repair.seeId(key.slice(2))
-    if (typeof decodeEntry(key, value) !== "string") {
-      if (source === "db") repair.count(key)
+    repair.seeKey(key)
+    if (fits(key, value)) {
+      if (source === "db") repair.count(key, 1, value)
       else await repair.restore(key, value)
       return
     }
+  }
+  const batch = parseBatchKey(key)
+  const batchNamed = batchValueKey(value)
+  if (batchNamed !== undefined && batchNamed !== key) {
+    const to = parseBatchKey(batchNamed) as { last: string }
+    moves.push({ from: key, to: batchNamed, value, id: to.last, newest: source === "table" })
+    if (entryKey && source === "db") repair.expectedSumDelta -= keyHash(key)
+    return
+  }
+  if (batch !== undefined) {
+    if (source === "table" && (await repair.current(key)) !== undefined) {
+      repair.changes.set(QUARANTINE + key, value)
+      repair.quarantined++
+      return
+    }
+    const why = checkBatchValue(key, value) ?? "its entries cannot be read"
+    const aside = `moved aside under ${JSON.stringify(QUARANTINE + key)}`
+    // A damaged bitmap loses nothing: its batch is pending whole again (see dropOrphanBitmaps).
+    let lost: LostEntry | undefined
+    if (key.startsWith(BATCH)) {
+      const bitmap = await repair.current(acksKeyOf(key))
+      const acked = bitmap && decodeAcks(acksKeyOf(key), bitmap)
+      const live = batch.count - (typeof acked === "object" ? popcount(acked) : 0)
+      lost = {
+        id: batch.first,
+        state: "pending",
+        reason: `${live} pending ${live === 1 ? "entry" : "entries"} of the batch of ${batch.count} from ${batch.first} to ${batch.last}: its value is damaged (${why}); ${aside}`,
+      }
+    }
+    repair.quarantine(key, value, lost)
+    return
   }
   const identity = identifyValue(value)
   // The id a damaged key still shows: `x:` and 16 hex digits (a damaged prefix).
@@ -543,9 +630,9 @@ async function replayDropped(repair: Repair, history: LogHistory): Promise<void>
   for (const op of history.ops) {
     // A dropped put goes under the key its value names: the damage may be in the key.
     const named = op.dropped ? keyNamedBy(op.value) : undefined
-    const key = named ?? (isEntryKey(op.key) ? op.key : undefined)
+    const key = named ?? (isJournalKey(op.key) ? op.key : undefined)
     if (key === undefined) continue
-    repair.seeId(key.slice(2))
+    repair.seeKey(key)
     last.set(key, op)
   }
   for (const [key, op] of last) {
@@ -555,11 +642,11 @@ async function replayDropped(repair: Repair, history: LogHistory): Promise<void>
       if (now !== undefined) repair.redelivered++
       continue
     }
-    if (keyNamedBy(op.value) === key && typeof decodeEntry(key, op.value) !== "string") {
+    if (keyNamedBy(op.value) === key && fits(key, op.value)) {
       if (now === undefined || !now.equals(op.value)) await repair.restore(key, op.value)
       continue
     }
-    if (now === undefined && !repair.lost.has(key)) {
+    if (now === undefined && !repair.lost.has(key) && parseBatchKey(key) === undefined) {
       const entry = decodeEntry(key, op.value)
       repair.lost.set(key, {
         id: key.slice(2),
@@ -576,7 +663,19 @@ async function replayDropped(repair: Repair, history: LogHistory): Promise<void>
 /** The key a value of format 2 belongs under (it carries its kind and id). */
 function keyNamedBy(value: Buffer | undefined): string | undefined {
   const identity = value && identifyValue(value)
-  return typeof identity === "object" && identity.id !== undefined
-    ? identity.prefix + identity.id
-    : undefined
+  if (typeof identity === "object" && identity.id !== undefined)
+    return identity.prefix + identity.id
+  return value && batchValueKey(value)
+}
+
+/** A key of an entry, a batch or a bitmap. */
+function isJournalKey(key: string): boolean {
+  return isEntryKey(key) || parseBatchKey(key) !== undefined
+}
+
+/** True when `value` is sound and belongs under `key`. */
+function fits(key: string, value: Buffer): boolean {
+  if (isEntryKey(key)) return typeof decodeEntry(key, value) !== "string"
+  if (key.startsWith(BATCH)) return typeof decodeBatch(key, value) !== "string"
+  return typeof decodeAcks(key, value) !== "string"
 }

@@ -19,10 +19,13 @@ import {
   DEAD,
   META,
   PENDING,
+  addKey,
   decodeEntry,
   encodeEntry,
   encodeMeta,
   isStoredId,
+  maxId,
+  removeKey,
   type Counters,
   added,
   checkId,
@@ -31,6 +34,23 @@ import {
   removed,
   unique,
 } from "./level-format.js"
+import {
+  BATCH,
+  BatchIndex,
+  SlotChanges,
+  acksKeyOf,
+  checkEntry,
+  decodeAcks,
+  decodeBatch,
+  encodeAcks,
+  encodeBatch,
+  isAcked,
+  parseBatchKey,
+  popcount,
+  slotOf,
+  slotsOf,
+  type Batch,
+} from "./level-batch.js"
 import { verifyLogs } from "./level-log.js"
 import { repairJournal, type LevelJournalRepairReport } from "./level-repair.js"
 import type { DeadLetter, Journal, JournalEntry, JournalStats, JournalUpdate } from "./types.js"
@@ -41,6 +61,12 @@ export type { LevelJournalRepairReport, LostEntry } from "./level-repair.js"
 export interface LevelJournalOptions {
   /** Directory of the LevelDB database; created (recursively) when missing. */
   path: string
+  /**
+   * Appends of at least this many new entries are stored as one batch (one value, see
+   * docs/journal.md); smaller ones as one value per entry. Default 8; `Infinity` stores every
+   * entry under a key of its own, as format 2 did (slower, but a damaged value loses one entry).
+   */
+  minBatch?: number
 }
 
 type Op = { type: "put"; key: string; value: Buffer } | { type: "del"; key: string }
@@ -94,6 +120,10 @@ export class LevelJournal implements Journal {
   #dead = 0
   #lastId: string | undefined
   #keySum = 0
+  /** The batches on disk (`b:` keys) and which of their entries are still pending. */
+  #index = new BatchIndex()
+  readonly #minBatch: number = MIN_BATCH
+  #lastDecoded: { key: string; entries: JournalEntry[] } | undefined
 
   /**
    * Validates the options; does no I/O (call `open()`).
@@ -107,6 +137,11 @@ export class LevelJournal implements Journal {
       throw new TypeError(`'path' must be a non-empty string, got ${describe(path)}`)
     }
     this.path = resolve(path)
+    const minBatch: unknown = typeof options === "object" ? options.minBatch : undefined
+    if (minBatch !== undefined) {
+      if (minBatch !== Infinity) assertNonNegativeInt("minBatch", minBatch)
+      this.#minBatch = Math.max(1, minBatch)
+    }
   }
 
   /** `"new"` until `open()`, then `"opening"`, `"open"`, `"closing"`, `"closed"`. */
@@ -139,39 +174,88 @@ export class LevelJournal implements Journal {
     const sync = options.sync
     if (typeof sync !== "boolean")
       throw new TypeError(`'sync' must be a boolean, got ${describe(sync)}`)
-    const byId = new Map<string, Buffer>()
-    for (const e of entries) byId.set(checkStoredId(e.id), encodeEntry(e, undefined))
+    const byId = new Map<string, JournalEntry>()
+    for (const e of entries) {
+      checkEntry(e)
+      byId.set(checkStoredId(e.id), e)
+    }
     if (byId.size === 0) return
     await this.#write(async (db) => {
       // Ids come from an IdGenerator seeded with lastId(): a new id is greater than every id ever
       // stored, so only an id at or below lastId can already exist and needs a look-up.
+      const lastId = this.#lastId
+      const fresh: JournalEntry[] = []
+      const old: JournalEntry[] = []
+      for (const e of byId.values()) (lastId === undefined || e.id > lastId ? fresh : old).push(e)
       const next = this.#meta()
-      const old = [...byId.keys()].filter((id) => this.#lastId !== undefined && id <= this.#lastId)
-      const found = old.length > 0 ? await db.hasMany(old.map((id) => PENDING + id)) : []
-      const existing = new Set(old.filter((_, i) => found[i]))
       const ops: Op[] = []
-      for (const [id, value] of byId) {
-        ops.push({ type: "put", key: PENDING + id, value })
-        if (!existing.has(id)) added(next, PENDING + id)
+      const changes = new SlotChanges()
+      const batches: Batch[] = []
+      if (fresh.length >= this.#minBatch) {
+        if (!isSorted(fresh)) fresh.sort((a, b) => (a.id < b.id ? -1 : 1))
+        for (const part of chunks(fresh)) {
+          const { key, value } = encodeBatch(part)
+          const name = parseBatchKey(key) as { first: string; last: string; count: number }
+          ops.push({ type: "put", key, value })
+          next.pending += part.length
+          next.keySum = addKey(next.keySum, key)
+          next.lastId = maxId(next.lastId, name.last)
+          const slots = slotsOf(part.map((e) => e.id))
+          batches.push({ key, ...name, slots, acked: undefined, live: part.length })
+        }
+      } else {
+        for (const e of fresh) {
+          ops.push({ type: "put", key: PENDING + e.id, value: encodeEntry(e, undefined) })
+          added(next, PENDING + e.id)
+        }
       }
+      if (old.length > 0) {
+        // An id that is pending already is written again under its `p:` key: moved out of its
+        // batch when it is in one, counted once either way.
+        const { slots, loose } = await this.#locate(
+          db,
+          old.map((e) => e.id),
+        )
+        for (const [b, slot] of slots) changes.clear(b, slot)
+        const found =
+          loose.length > 0 && lastId !== undefined
+            ? await db.hasMany(loose.map((id) => PENDING + id))
+            : []
+        const existing = new Set(loose.filter((_, i) => found[i]))
+        for (const e of old) {
+          ops.push({ type: "put", key: PENDING + e.id, value: encodeEntry(e, undefined) })
+          if (!existing.has(e.id)) added(next, PENDING + e.id)
+        }
+      }
+      this.#slotOps(changes, ops, next)
       await this.#commit(db, ops, next, sync)
+      changes.apply(this.#index)
+      for (const b of batches) this.#index.add(b)
     })
   }
 
   async remove(ids: readonly string[]): Promise<void> {
-    const keys = unique(ids).map((id) => PENDING + id)
-    if (keys.length === 0) return
+    const wanted = unique(ids)
+    if (wanted.length === 0) return
     await this.#write(async (db) => {
-      const found = await db.hasMany(keys)
+      const { slots, loose } = await this.#locate(db, wanted)
+      const changes = new SlotChanges()
+      for (const [b, slot] of slots) changes.clear(b, slot)
       const next = this.#meta()
       const ops: Op[] = []
-      keys.forEach((key, i) => {
-        if (!found[i]) return
-        ops.push({ type: "del", key })
-        removed(next, key)
-      })
+      if (loose.length > 0) {
+        const keys = loose.map((id) => PENDING + id)
+        const found = await db.hasMany(keys)
+        keys.forEach((key, i) => {
+          if (!found[i]) return
+          ops.push({ type: "del", key })
+          removed(next, key)
+        })
+      }
+      this.#slotOps(changes, ops, next)
       if (ops.length === 0) return
       await this.#commit(db, ops, next, false)
+      changes.apply(this.#index)
     })
   }
 
@@ -184,26 +268,46 @@ export class LevelJournal implements Journal {
     }
     if (byId.size === 0) return
     await this.#write(async (db) => {
-      const keys = [...byId.keys()].map((id) => PENDING + id)
-      const values = await getMany(db, keys)
+      const { slots, loose } = await this.#locate(db, [...byId.keys()])
       const ops: Op[] = []
-      for (const [i, u] of [...byId.values()].entries()) {
-        const key = keys[i] as string
-        const value = values[i]
-        if (value === undefined) continue // acked meanwhile: never resurrect it
-        const old = this.#decode(key, value)
-        const next: JournalEntry = {
+      const next = this.#meta()
+      const changes = new SlotChanges()
+      const updated = (old: JournalEntry, u: JournalUpdate): Buffer => {
+        const entry: JournalEntry = {
           id: u.id,
           payload: old.payload,
           attempts: u.attempts,
           enqueuedAt: old.enqueuedAt,
         }
-        if (u.lastError !== undefined) next.lastError = u.lastError
-        if (u.notBefore !== undefined) next.notBefore = u.notBefore
-        ops.push({ type: "put", key, value: encodeEntry(next, undefined) })
+        if (u.lastError !== undefined) entry.lastError = u.lastError
+        if (u.notBefore !== undefined) entry.notBefore = u.notBefore
+        return encodeEntry(entry, undefined)
       }
+      // An entry of a batch moves to a `p:` key of its own, which holds its attempts from now on.
+      const inBatches = await this.#batchEntries(db, slots)
+      for (const [b, slot, id] of slots) {
+        const old = inBatches.get(b)?.[slot] as JournalEntry
+        changes.clear(b, slot)
+        ops.push({
+          type: "put",
+          key: PENDING + id,
+          value: updated(old, byId.get(id) as JournalUpdate),
+        })
+        added(next, PENDING + id)
+      }
+      const keys = loose.map((id) => PENDING + id)
+      const values = keys.length > 0 ? await getMany(db, keys) : []
+      loose.forEach((id, i) => {
+        const key = keys[i] as string
+        const value = values[i]
+        if (value === undefined) return // acked meanwhile: never resurrect it
+        const u = byId.get(id) as JournalUpdate
+        ops.push({ type: "put", key, value: updated(this.#decode(key, value), u) })
+      })
+      this.#slotOps(changes, ops, next)
       if (ops.length === 0) return
-      await this.#commit(db, ops, this.#meta(), false)
+      await this.#commit(db, ops, next, false)
+      changes.apply(this.#index)
     })
   }
 
@@ -221,21 +325,27 @@ export class LevelJournal implements Journal {
     if (byId.size === 0) return
     await this.#write(async (db) => {
       const ids = [...byId.keys()]
+      const { slots, loose } = await this.#locate(db, ids)
+      const changes = new SlotChanges()
+      for (const [b, slot] of slots) changes.clear(b, slot)
       const found = await db.hasMany([
-        ...ids.map((id) => PENDING + id),
+        ...loose.map((id) => PENDING + id),
         ...ids.map((id) => DEAD + id),
       ])
       const ops: Op[] = []
       const next = this.#meta()
+      loose.forEach((id, i) => {
+        if (!found[i]) return
+        ops.push({ type: "del", key: PENDING + id })
+        removed(next, PENDING + id)
+      })
       ids.forEach((id, i) => {
-        if (found[i]) {
-          ops.push({ type: "del", key: PENDING + id })
-          removed(next, PENDING + id)
-        }
-        if (!found[ids.length + i]) added(next, DEAD + id)
+        if (!found[loose.length + i]) added(next, DEAD + id)
         ops.push({ type: "put", key: DEAD + id, value: byId.get(id) as Buffer })
       })
+      this.#slotOps(changes, ops, next)
       await this.#commit(db, ops, next, false)
+      changes.apply(this.#index)
     })
   }
 
@@ -246,14 +356,36 @@ export class LevelJournal implements Journal {
   }): Promise<JournalEntry[]> {
     const limit = checkLimit(options.limit)
     if (limit === 0) return []
+    const { after, until } = options
     const range: { gt: string; lt?: string; lte?: string; limit: number } = {
-      gt: PENDING + (options.after ?? ""),
+      gt: PENDING + (after ?? ""),
       limit: limit === Infinity ? -1 : limit,
     }
-    if (options.until === undefined) range.lt = "p;"
-    else range.lte = PENDING + options.until
-    const rows = await this.#read((db) => db.iterator(range).all())
-    return rows.map(([key, value]) => this.#decode(key, value))
+    if (until === undefined) range.lt = "p;"
+    else range.lte = PENDING + until
+    return this.#read(async (db) => {
+      const rows = await db.iterator(range).all()
+      const loose = rows.map(([key, value]) => this.#decode(key, value))
+      // Then the batches, until they give `limit` entries in the range. A batch deleted meanwhile
+      // (every entry of it acked) reads as missing and gives none.
+      const batched: JournalEntry[] = []
+      let from = after
+      while (batched.length < limit) {
+        const batches = this.#index.collect(from, until, limit - batched.length)
+        if (batches.length === 0) break
+        const decoded = await this.#decodeBatches(db, batches)
+        batches.forEach((b, i) => {
+          decoded[i]?.forEach((e, slot) => {
+            if (after !== undefined && e.id <= after) return
+            if ((until !== undefined && e.id > until) || isAcked(b.acked, slot)) return
+            // A copy: a view would keep the whole batch in memory while one of its messages is.
+            batched.push({ ...e, payload: Buffer.from(e.payload) })
+          })
+        })
+        from = (batches[batches.length - 1] as Batch).last
+      }
+      return merge(loose, batched, limit)
+    })
   }
 
   async dead(options: { after?: string; limit?: number } = {}): Promise<DeadLetter[]> {
@@ -276,9 +408,15 @@ export class LevelJournal implements Journal {
         db,
         wanted.map((id) => DEAD + id),
       )
+      const present = wanted.filter((_, i) => values[i] !== undefined)
+      if (present.length === 0) return []
       // An id can be pending and dead at once (appended again after it was buried): replaying
       // it replaces the pending entry, which must not count it twice.
-      const pending = await db.hasMany(wanted.map((id) => PENDING + id))
+      const { slots, loose } = await this.#locate(db, present)
+      const changes = new SlotChanges()
+      for (const [b, slot] of slots) changes.clear(b, slot)
+      const found = loose.length > 0 ? await db.hasMany(loose.map((id) => PENDING + id)) : []
+      const pendingKey = new Set(loose.filter((_, i) => found[i]))
       const ops: Op[] = []
       const moved: JournalEntry[] = []
       const next = this.#meta()
@@ -290,11 +428,12 @@ export class LevelJournal implements Journal {
         ops.push({ type: "del", key: DEAD + id })
         ops.push({ type: "put", key: PENDING + id, value: encodeEntry(entry, undefined) })
         removed(next, DEAD + id)
-        if (!pending[i]) added(next, PENDING + id)
+        if (!pendingKey.has(id)) added(next, PENDING + id)
         moved.push(entry)
       })
-      if (moved.length === 0) return moved
+      this.#slotOps(changes, ops, next)
       await this.#commit(db, ops, next, false)
+      changes.apply(this.#index)
       return moved
     })
   }
@@ -390,11 +529,25 @@ export class LevelJournal implements Journal {
     try {
       const meta = await readMeta(db, this.path)
       let counters: Counters
+      let index: BatchIndex
       if (doing === "reopen" && meta?.keySum !== undefined) {
         counters = { ...meta, keySum: meta.keySum }
+        // A write that failed may still have been kept: the batches are read again from disk.
+        const keys = await db
+          .keys({ gte: "a:", lt: "b;" })
+          .all()
+          .catch((err: unknown) => {
+            throw levelFailure(this.path, doing, err)
+          })
+        const batches = keys.filter((k) => k.startsWith(BATCH))
+        const acks = keys.filter((k) => !k.startsWith(BATCH))
+        index = (await this.#loadIndex(db, batches, acks, this.#index)).index
       } else {
         // Every key once: a key damaged or lost on disk shows here, before any of it is read.
         const scan = await scanKeys(db, this.path, meta ? meta.pending + meta.dead : 0)
+        const loaded = await this.#loadIndex(db, scan.batches, scan.acks, undefined)
+        index = loaded.index
+        scan.pending += loaded.pending
         checkKeys(this.path, meta, scan, hadData)
         counters = {
           pending: scan.pending,
@@ -413,6 +566,7 @@ export class LevelJournal implements Journal {
       this.#dead = counters.dead
       this.#lastId = counters.lastId
       this.#keySum = counters.keySum
+      this.#index = index
       return db
     } catch (err) {
       await db.close().catch(() => undefined)
@@ -541,6 +695,144 @@ export class LevelJournal implements Journal {
     }
   }
 
+  /**
+   * Sorts ids into the pending entries of batches (`slots`: batch, slot, id) and the rest
+   * (`loose`: under a `p:` key, or not pending at all), loading the slots of the batches first.
+   */
+  async #locate(
+    db: Db,
+    ids: readonly string[],
+  ): Promise<{ slots: [Batch, number, string][]; loose: string[] }> {
+    const slots: [Batch, number, string][] = []
+    const loose: string[] = []
+    const inBatch: [string, Batch][] = []
+    const unloaded = new Set<Batch>()
+    for (const id of ids) {
+      const b = this.#index.find(id)
+      if (b === undefined) {
+        loose.push(id)
+        continue
+      }
+      if (b.slots === undefined) unloaded.add(b)
+      inBatch.push([id, b])
+    }
+    if (unloaded.size > 0)
+      await this.#batchEntries(
+        db,
+        [...unloaded].map((b) => [b, 0, ""]),
+      )
+    for (const [id, b] of inBatch) {
+      const slot = slotOf(b, id)
+      // Not in the batch, or moved out of it to a `p:` key.
+      if (slot < 0 || isAcked(b.acked, slot)) loose.push(id)
+      else slots.push([b, slot, id])
+    }
+    return { slots, loose }
+  }
+
+  /** The entries of the batches of `slots`, read from disk; loads the slots of each batch read. */
+  async #batchEntries(
+    db: Db,
+    slots: readonly (readonly [Batch, number, string])[],
+  ): Promise<Map<Batch, JournalEntry[]>> {
+    const batches = [...new Set(slots.map(([b]) => b))]
+    const out = new Map<Batch, JournalEntry[]>()
+    if (batches.length === 0) return out
+    const values = await getMany(
+      db,
+      batches.map((b) => b.key),
+    )
+    batches.forEach((b, i) => {
+      const value = values[i]
+      const entries = value === undefined ? "the batch is missing" : decodeBatch(b.key, value)
+      if (typeof entries === "string") throw corruptValue(this.path, b.key, entries)
+      b.slots ??= slotsOf(entries.map((e) => e.id))
+      out.set(b, entries)
+    })
+    return out
+  }
+
+  /**
+   * The entries of batches (undefined for one deleted meanwhile). The batch decoded last is kept:
+   * pages are read in id order, and a page seldom ends where a batch does.
+   */
+  async #decodeBatches(db: Db, batches: readonly Batch[]): Promise<(JournalEntry[] | undefined)[]> {
+    const cached = this.#lastDecoded
+    const keys = batches.filter((b) => b.key !== cached?.key).map((b) => b.key)
+    const values = keys.length > 0 ? await getMany(db, keys) : []
+    let v = 0
+    return batches.map((b) => {
+      if (b.key === cached?.key) return cached.entries
+      const value = values[v++]
+      if (value === undefined) return undefined
+      const entries = decodeBatch(b.key, value)
+      if (typeof entries === "string") throw corruptValue(this.path, b.key, entries)
+      this.#lastDecoded = { key: b.key, entries }
+      return entries
+    })
+  }
+
+  /** Adds the writes of a change to batch entries to `ops` and `next`. */
+  #slotOps(changes: SlotChanges, ops: Op[], next: Counters): void {
+    for (const { batch, acked, live, cleared } of changes.entries()) {
+      next.pending -= cleared
+      const acksKey = acksKeyOf(batch.key)
+      if (live <= 0) {
+        ops.push({ type: "del", key: batch.key })
+        next.keySum = removeKey(next.keySum, batch.key)
+        if (batch.acked !== undefined) {
+          ops.push({ type: "del", key: acksKey })
+          next.keySum = removeKey(next.keySum, acksKey)
+        }
+      } else {
+        if (batch.acked === undefined) next.keySum = addKey(next.keySum, acksKey)
+        ops.push({ type: "put", key: acksKey, value: encodeAcks(batch.key, acked) })
+      }
+    }
+  }
+
+  /**
+   * The index of the batches under `batches` (`b:` keys) with the bitmaps under `acks` (`a:`
+   * keys), keeping the loaded slots of `previous`; and how many of their entries are pending.
+   */
+  async #loadIndex(
+    db: Db,
+    batches: readonly string[],
+    acks: readonly string[],
+    previous: BatchIndex | undefined,
+  ): Promise<{ index: BatchIndex; pending: number }> {
+    const index = new BatchIndex()
+    const byKey = new Map<string, Batch>()
+    for (const key of batches) {
+      const name = parseBatchKey(key) as { first: string; last: string; count: number }
+      const slots = previous?.find(name.first)
+      const b: Batch = {
+        key,
+        ...name,
+        slots: slots?.key === key ? slots.slots : undefined,
+        acked: undefined,
+        live: name.count,
+      }
+      index.add(b)
+      byKey.set(key, b)
+    }
+    const values = acks.length > 0 ? await getMany(db, [...acks]) : []
+    acks.forEach((key, i) => {
+      const b = byKey.get(BATCH + key.slice(2))
+      const value = values[i]
+      if (b === undefined)
+        throw corruptValue(this.path, key, "the bitmap of a batch that is not there")
+      const acked = value === undefined ? "it is missing" : decodeAcks(key, value)
+      if (typeof acked === "string") throw corruptValue(this.path, key, acked)
+      b.acked = acked
+      b.live = b.count - popcount(acked)
+      if (b.live <= 0) throw corruptValue(this.path, key, "a batch with no pending entry")
+    })
+    let pending = 0
+    for (const b of index.all) pending += b.live
+    return { index, pending }
+  }
+
   #decode(key: string, value: Buffer): JournalEntry | DeadLetter {
     const entry = decodeEntry(key, value)
     if (typeof entry === "string") throw corruptValue(this.path, key, entry)
@@ -554,6 +846,62 @@ export class LevelJournal implements Journal {
     if (isDiskFull(err) || fromLevelDb(err)) return levelFailure(this.path, doing, err)
     return err
   }
+}
+
+/**
+ * Appends of fewer new entries than this go to `p:` keys one by one: a batch costs memory in the
+ * index while it is pending, which would add up for a sender that sends one message at a time.
+ */
+const MIN_BATCH = 8
+
+/**
+ * A batch holds at most this many entries and bytes of payload (or one entry): a page read from
+ * the journal decodes whole batches, and a batch's bitmap is written again with each ack of it.
+ */
+const MAX_BATCH = 1024
+const MAX_BATCH_BYTES = 1024 * 1024
+
+/** Entries cut into batches of at most MAX_BATCH entries and MAX_BATCH_BYTES bytes. */
+function* chunks(entries: JournalEntry[]): Generator<JournalEntry[]> {
+  let start = 0
+  let bytes = 0
+  for (let i = 0; i < entries.length; i++) {
+    const size = (entries[i] as JournalEntry).payload.length
+    if (i > start && (i - start === MAX_BATCH || bytes + size > MAX_BATCH_BYTES)) {
+      yield entries.slice(start, i)
+      start = i
+      bytes = 0
+    }
+    bytes += size
+  }
+  if (start < entries.length) yield start === 0 ? entries : entries.slice(start)
+}
+
+function isSorted(entries: readonly JournalEntry[]): boolean {
+  for (let i = 1; i < entries.length; i++)
+    if ((entries[i] as JournalEntry).id <= (entries[i - 1] as JournalEntry).id) return false
+  return true
+}
+
+/** The first `limit` entries of two lists sorted by id (no id in both). */
+function merge(a: JournalEntry[], b: JournalEntry[], limit: number): JournalEntry[] {
+  if (a.length === 0) return b.length > limit ? b.slice(0, limit) : b
+  if (b.length === 0) return a.length > limit ? a.slice(0, limit) : a
+  const out: JournalEntry[] = []
+  let i = 0
+  let j = 0
+  while (out.length < limit && (i < a.length || j < b.length)) {
+    const x = a[i]
+    const y = b[j]
+    if (y === undefined || (x !== undefined && x.id < y.id)) {
+      out.push(x as JournalEntry)
+      i++
+    } else {
+      out.push(y)
+      j++
+    }
+  }
+  return out
 }
 
 async function getMany(db: Db, keys: string[]): Promise<(Buffer | undefined)[]> {

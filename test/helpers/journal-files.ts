@@ -4,7 +4,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Level } from "level"
 import { onTestFinished } from "vitest"
-import { LevelJournal } from "../../lib/journal/level.js"
+import { LevelJournal, type LevelJournalOptions } from "../../lib/journal/level.js"
 
 /** A fresh directory, removed when the test finishes. */
 export async function tempDir(prefix = "pirate-journal-"): Promise<string> {
@@ -25,8 +25,11 @@ export async function journalStats(dir: string): Promise<{ pending: number; dead
 }
 
 /** An open journal, closed when the test finishes. */
-export async function openJournal(dir: string): Promise<LevelJournal> {
-  const journal = new LevelJournal(dir)
+export async function openJournal(
+  dir: string,
+  options: Omit<LevelJournalOptions, "path"> = {},
+): Promise<LevelJournal> {
+  const journal = new LevelJournal({ path: dir, ...options })
   onTestFinished(() => journal.close())
   await journal.open()
   return journal

@@ -13,6 +13,19 @@ journalSuite("LevelJournal", async () => {
   return { journal: new LevelJournal(dir), reopen: () => new LevelJournal({ path: dir }) }
 })
 
+// Every append a batch, and every entry under a key of its own: both layouts of format 3.
+journalSuite("LevelJournal (minBatch 1)", async () => {
+  const dir = await tempDir()
+  const open = (): LevelJournal => new LevelJournal({ path: dir, minBatch: 1 })
+  return { journal: open(), reopen: open }
+})
+
+journalSuite("LevelJournal (minBatch Infinity)", async () => {
+  const dir = await tempDir()
+  const open = (): LevelJournal => new LevelJournal({ path: dir, minBatch: Infinity })
+  return { journal: open(), reopen: open }
+})
+
 describe("LevelJournal", () => {
   describe("lifecycle", () => {
     test("the constructor validates only and does no I/O", async () => {
@@ -246,7 +259,8 @@ describe("LevelJournal", () => {
     /** A closed journal with a few batches in its log, and the log files. */
     async function journalWithLog(): Promise<{ dir: string; logs: string[] }> {
       const dir = await tempDir()
-      const journal = await openJournal(dir)
+      // An entry under a key of its own, so that one can be damaged (batches: journal-batch.test.ts)
+      const journal = await openJournal(dir, { minBatch: Infinity })
       for (let i = 0; i < 10; i++) {
         await journal.append(
           Array.from({ length: 10 }, (_, k) =>
@@ -429,9 +443,9 @@ describe("LevelJournal", () => {
       const dir = await tempDir()
       await (await openJournal(dir)).close()
       await raw(dir, (db) =>
-        db.put("m:state", Buffer.from(JSON.stringify({ v: 3, lastId: null, pending: 0, dead: 0 }))),
+        db.put("m:state", Buffer.from(JSON.stringify({ v: 4, lastId: null, pending: 0, dead: 0 }))),
       )
-      await expectCorrupt(dir, /format 3/)
+      await expectCorrupt(dir, /format 4/)
     })
 
     test("a directory that cannot be created is a clear error", async () => {

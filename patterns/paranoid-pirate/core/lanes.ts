@@ -109,6 +109,9 @@ export class JournalLanes {
   async #appendLoop(): Promise<void> {
     try {
       while (this.#appendQueue.length > 0) {
+        // Let the sends of this turn of the event loop gather into one write: the callers whose
+        // sends the last write resolved send again in the microtasks that follow it.
+        await new Promise<void>((r) => setImmediate(r))
         const batch = this.#appendQueue
         this.#appendQueue = []
         try {
