@@ -253,6 +253,13 @@ export interface Batch {
   acked: Uint8Array | undefined
   /** Its entries still pending. */
   live: number
+  /** `first` as a number, once needed. */
+  base?: number
+}
+
+/** An id as a number, exact below 2^53 (ids of `IdGenerator` are: µs since 1970). */
+function idNumber(id: string): number {
+  return parseInt(id.slice(0, 8), 16) * 0x100000000 + parseInt(id.slice(8), 16)
 }
 
 /** The distance from `first` to `id`, exact while it is below 2^53 (it is within a batch). */
@@ -290,7 +297,13 @@ export function slotOf(batch: Batch, id: string): number {
     }
     return -1
   }
-  const d = distance(id, batch.first)
+  batch.base ??= idNumber(batch.first)
+  const n = idNumber(id)
+  // Above 2^53 a number is not exact: the distance is computed from the halves then.
+  const d =
+    batch.base < Number.MAX_SAFE_INTEGER && n < Number.MAX_SAFE_INTEGER
+      ? n - batch.base
+      : distance(id, batch.first)
   while (lo <= hi) {
     const mid = (lo + hi) >>> 1
     const at = slots[mid] as number
@@ -407,12 +420,16 @@ export class SlotChanges {
       yield { batch, acked: c.acked, live: batch.live - c.cleared, cleared: c.cleared }
   }
 
-  /** Makes the committed changes the index's. */
-  apply(index: BatchIndex): void {
+  /** Makes the committed changes the index's; returns the batches that are gone. */
+  apply(index: BatchIndex): Batch[] {
+    const gone: Batch[] = []
     for (const [batch, c] of this.#changes) {
       batch.live -= c.cleared
-      if (batch.live <= 0) index.delete(batch)
-      else batch.acked = c.acked
+      if (batch.live <= 0) {
+        index.delete(batch)
+        gone.push(batch)
+      } else batch.acked = c.acked
     }
+    return gone
   }
 }

@@ -64,7 +64,9 @@ export function isQuarantineKey(key: string): boolean {
 
 /** True for a message id as the journal stores it: 16 lower-case hex digits. */
 export function isStoredId(id: string): boolean {
-  return isEntryKey(PENDING + id)
+  if (id.length !== ID_LENGTH) return false
+  for (let i = 0; i < ID_LENGTH; i++) if (!isHex(id.charCodeAt(i))) return false
+  return true
 }
 
 /**

@@ -229,7 +229,7 @@ export class LevelJournal implements Journal {
       }
       this.#slotOps(changes, ops, next)
       await this.#commit(db, ops, next, sync)
-      changes.apply(this.#index)
+      this.#applied(changes)
       for (const b of batches) this.#index.add(b)
     })
   }
@@ -255,7 +255,7 @@ export class LevelJournal implements Journal {
       this.#slotOps(changes, ops, next)
       if (ops.length === 0) return
       await this.#commit(db, ops, next, false)
-      changes.apply(this.#index)
+      this.#applied(changes)
     })
   }
 
@@ -307,7 +307,7 @@ export class LevelJournal implements Journal {
       this.#slotOps(changes, ops, next)
       if (ops.length === 0) return
       await this.#commit(db, ops, next, false)
-      changes.apply(this.#index)
+      this.#applied(changes)
     })
   }
 
@@ -345,7 +345,7 @@ export class LevelJournal implements Journal {
       })
       this.#slotOps(changes, ops, next)
       await this.#commit(db, ops, next, false)
-      changes.apply(this.#index)
+      this.#applied(changes)
     })
   }
 
@@ -433,7 +433,7 @@ export class LevelJournal implements Journal {
       })
       this.#slotOps(changes, ops, next)
       await this.#commit(db, ops, next, false)
-      changes.apply(this.#index)
+      this.#applied(changes)
       return moved
     })
   }
@@ -609,6 +609,7 @@ export class LevelJournal implements Journal {
     await Promise.allSettled(this.#reads)
     const db = this.#db
     this.#db = undefined
+    this.#lastDecoded = undefined
     try {
       if (db !== undefined) await db.close()
     } finally {
@@ -772,6 +773,11 @@ export class LevelJournal implements Journal {
     })
   }
 
+  /** Makes a committed change the index's. */
+  #applied(changes: SlotChanges): void {
+    changes.apply(this.#index)
+  }
+
   /** Adds the writes of a change to batch entries to `ops` and `next`. */
   #slotOps(changes: SlotChanges, ops: Op[], next: Counters): void {
     for (const { batch, acked, live, cleared } of changes.entries()) {
@@ -857,9 +863,12 @@ const MIN_BATCH = 8
 /**
  * A batch holds at most this many entries and bytes of payload (or one entry): a page read from
  * the journal decodes whole batches, and a batch's bitmap is written again with each ack of it.
+ * The bytes stay under 128 KiB: LevelDB copies a value several times on its way to disk, and a
+ * copy that large gets memory of its own from the system (mmap) each time, which costs a page
+ * fault per 4 KiB (3–5 ns per byte measured here, against under 1 below that size).
  */
 const MAX_BATCH = 1024
-const MAX_BATCH_BYTES = 1024 * 1024
+const MAX_BATCH_BYTES = 96 * 1024
 
 /** Entries cut into batches of at most MAX_BATCH entries and MAX_BATCH_BYTES bytes. */
 function* chunks(entries: JournalEntry[]): Generator<JournalEntry[]> {
