@@ -272,9 +272,14 @@ function distance(id: string, first: string): number {
 /** The slots of a batch with these ids (sorted): compact when they are close together. */
 export function slotsOf(ids: readonly string[]): Uint32Array | string[] {
   const first = ids[0] ?? ""
+  const base = idNumber(first)
   const slots = new Uint32Array(ids.length)
   for (let i = 0; i < ids.length; i++) {
-    const d = distance(ids[i] as string, first)
+    const id = ids[i] as string
+    const n = idNumber(id)
+    // Above 2^53 a number is not exact: the distance is computed from the halves then.
+    const d =
+      base < Number.MAX_SAFE_INTEGER && n < Number.MAX_SAFE_INTEGER ? n - base : distance(id, first)
     if (d > 0xffffffff) return [...ids]
     slots[i] = d
   }

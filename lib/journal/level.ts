@@ -768,6 +768,8 @@ export class LevelJournal implements Journal {
       if (value === undefined) return undefined
       const entries = decodeBatch(b.key, value)
       if (typeof entries === "string") throw corruptValue(this.path, b.key, entries)
+      // The acks of what was read will need its slots: no second read for them.
+      b.slots ??= slotsOf(entries.map((e) => e.id))
       this.#lastDecoded = { key: b.key, entries }
       return entries
     })
