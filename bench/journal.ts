@@ -6,6 +6,9 @@
  * run (`level-raw-os`: sync false, `level-raw-fsync`: sync true, both through a chained batch;
  * `level-raw-os-array`: the array form `db.batch(ops, { sync })`, for comparison).
  *
+ * `<durability>-batched`: the same in the peers' producer shape, the default codec (msgpack) and
+ * PUBLISH_BATCH sends awaited together (`vsMemory`, `cpuVsMemory` against `memory-batched`).
+ *
  * Store and forward, at each durability level with a `LevelJournal` (`memory`, `os`, `fsync`) and
  * each codec (the default, msgpack, and "raw"): publish-only (no worker: N sends, PUBLISH_BATCH at a
  * time, each batch awaited), then drain (that sender closed, a new one opened on its journal, 2
