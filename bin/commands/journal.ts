@@ -360,7 +360,7 @@ function repairLines(where: string, r: LevelJournalRepairReport): string[] {
     )
   }
   if (r.lost > 0) {
-    const unnamed = r.lost - r.lostEntries.length
+    const unnamed = r.lost - r.lostEntries.reduce((n, e) => n + (e.count ?? 1), 0)
     lines.push(
       `lost ${entries(r.lost)}` +
         (unnamed > 0 ? ` (${unnamed} shown missing by the counters, ids unreadable)` : "") +

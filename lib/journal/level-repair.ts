@@ -66,6 +66,11 @@ export interface LostEntry {
   state: "pending" | "dead" | undefined
   /** Why it is lost, and where what is left of it went (`q:` keys). */
   reason: string
+  /**
+   * How many entries this line stands for, when more than one: the pending messages of a damaged
+   * batch (whose `id` is the batch's first).
+   */
+  count?: number
 }
 
 /** What {@link LevelJournal.repair} did and what it could not keep. */
@@ -290,7 +295,7 @@ export async function repairJournal(dir: string): Promise<LevelJournalRepairRepo
       }
     } else {
       const gap = stored.pending + stored.dead - (repair.pending + repair.dead) + repair.redelivered
-      unidentified = Math.max(0, gap - lostEntries.length)
+      unidentified = Math.max(0, gap - linesCount(lostEntries))
       // Keys that changed without changing shape show only in their sum (entries of format 1,
       // which carry no id, cannot be checked one by one).
       const expectedSum = (repair.foundSum + repair.expectedSumDelta) >>> 0
@@ -310,7 +315,7 @@ export async function repairJournal(dir: string): Promise<LevelJournalRepairRepo
       pending: repair.pending,
       dead: repair.dead,
       before: stored && { pending: stored.pending, dead: stored.dead },
-      lost: lostEntries.length + unidentified,
+      lost: linesCount(lostEntries) + unidentified,
       lostEntries,
       recovered: repair.recovered,
       redelivered: repair.redelivered,
@@ -324,6 +329,13 @@ export async function repairJournal(dir: string): Promise<LevelJournalRepairRepo
   } finally {
     await db.close()
   }
+}
+
+/** The entries lines of `lostEntries` stand for. */
+function linesCount(lines: readonly LostEntry[]): number {
+  let n = 0
+  for (const e of lines) n += e.count ?? 1
+  return n
 }
 
 function isCorruption(err: unknown): boolean {
@@ -552,6 +564,7 @@ async function examine(
       lost = {
         id: batch.first,
         state: "pending",
+        count: live,
         reason: `${live} pending ${live === 1 ? "entry" : "entries"} of the batch of ${batch.count} from ${batch.first} to ${batch.last}: its value is damaged (${why}); ${aside}`,
       }
     }

@@ -145,6 +145,7 @@ describe("batches", () => {
       {
         id: id(21),
         state: "pending",
+        count: 18,
         reason: expect.stringMatching(
           /^18 pending entries of the batch of 20 .* \(checksum mismatch\); moved aside/,
         ) as string,
