@@ -254,7 +254,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   submit(
     payload: Buffer,
     options: { durable: boolean; waiter?: Waiter; stored?: Buffer },
-  ): { id: string; accepted: Promise<void> } {
+  ): { id: string; accepted: Promise<unknown> } {
     if (this.#closed) throw closedError(this.#name)
     this.#adm.useReservation()
     return this.#enter(payload, options.durable, options.waiter, options.stored)
@@ -262,7 +262,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   #accept(frame: Buffer): Promise<string> {
     const { id, accepted } = this.#enter(frame, true, undefined)
-    return accepted === ACCEPTED ? Promise.resolve(id) : accepted.then(() => id)
+    // A journaled send's promise resolves with its id: no second promise to map it.
+    return accepted === ACCEPTED ? Promise.resolve(id) : (accepted as Promise<string>)
   }
 
   #enter(
@@ -270,7 +271,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     wantDurable: boolean,
     waiter: Waiter | undefined,
     stored = payload,
-  ): { id: string; accepted: Promise<void> } {
+  ): { id: string; accepted: Promise<unknown> } {
     const id = this.#ids.next()
     // Only a persistent journal keeps pending messages; a memory journal only keeps dead letters.
     const durable = wantDurable && this.#journal.persistent
@@ -308,20 +309,24 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#n.sent++
     this.#drain.busy()
     const accepted = this.#journalNew(undefined, id, frame, Date.now())
-    return accepted === ACCEPTED ? Promise.resolve(id) : accepted.then(() => id)
+    return accepted === ACCEPTED ? Promise.resolve(id) : (accepted as Promise<string>)
   }
 
-  #journalNew(m: Message | undefined, id: string, payload: Buffer, at: number): Promise<void> {
+  /**
+   * Journals a new message: `ACCEPTED` at once with durability "memory", else a promise that
+   * resolves with its id once written.
+   */
+  #journalNew(m: Message | undefined, id: string, payload: Buffer, at: number): Promise<unknown> {
     const entry: JournalEntry = { id, payload, attempts: 0, enqueuedAt: at }
     if (this.#s.durability === "memory") {
       this.#lanes.append({ entry, message: m, settle: undefined })
       return ACCEPTED
     }
-    return new Promise<void>((resolve, reject) =>
+    return new Promise<string>((resolve, reject) =>
       this.#lanes.append({
         entry,
         message: m,
-        settle: (err) => (err ? reject(err) : resolve()),
+        settle: (err) => (err ? reject(err) : resolve(id)),
       }),
     )
   }
