@@ -3,7 +3,7 @@
  * and workers as child processes, SIGKILLs a worker and then the sender mid-stream, restarts
  * them, and proves at the end that every message whose `send()` resolved was processed.
  */
-import { fork, type ChildProcess } from "node:child_process"
+import { fork } from "node:child_process"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -22,6 +22,7 @@ import type {
   WorkerConfig,
   WorkerMessage,
 } from "../demo/ipc.js"
+import { childExecArgv, programUrl, type Proc } from "../demo/children.js"
 
 const HELP = `Usage: pirate demo [--messages N] [--workers N] [--quiet]
 
@@ -90,44 +91,6 @@ export const command: Command = {
 
 // ---------------------------------------------------------------------------------------------
 // child processes
-
-/** In a checkout this file is TypeScript run by tsx, and so are the children; built, plain JS. */
-const FROM_SOURCE = import.meta.url.endsWith(".ts")
-
-function programUrl(name: "sender" | "worker"): URL {
-  return new URL(`../demo/${name}${FROM_SOURCE ? ".ts" : ".js"}`, import.meta.url)
-}
-
-function childExecArgv(): string[] {
-  if (!FROM_SOURCE) return []
-  // Resolved from here rather than from the working directory, which may be anywhere.
-  let tsx = "tsx"
-  try {
-    tsx = import.meta.resolve("tsx")
-  } catch {
-    /* fall back to resolving it from the working directory */
-  }
-  return ["--import", tsx]
-}
-
-interface Proc {
-  name: string
-  child: ChildProcess
-  /** Resolves once the process exited and its IPC channel and pipes are closed. */
-  ended: Promise<void>
-  /** We killed or closed it: its exit is no failure. */
-  expected: boolean
-  running: boolean
-  /** A worker's session with the sender is up. */
-  connected: boolean
-  /** A worker said "closed": every report it made has been received. */
-  closed: boolean
-  killed: boolean
-  /** How it exited: "code 0", "SIGKILL", … */
-  exit?: string
-  /** Messages this worker reported processed. */
-  processed: number
-}
 
 class Interrupted extends Error {
   override name = "Interrupted"

@@ -10,6 +10,7 @@
  * This file holds the binary records and the in-memory index of the batches; pure, no I/O.
  */
 import { crc32 } from "node:zlib"
+import { FLAG_ERROR, FLAG_NOT_BEFORE, lengthPrefixed } from "./level-format.js"
 export { checkEntry } from "./level-format.js"
 import type { JournalEntry } from "./types.js"
 
@@ -29,8 +30,6 @@ const KIND_BATCH = 5
 const KIND_ACKS = 6
 const HEAD = 25
 const ENTRY_HEAD = 8 + 1 + 4 + 8
-const FLAG_ERROR = 1
-const FLAG_NOT_BEFORE = 2
 const SEED = new Map([KIND_BATCH, KIND_ACKS].map((k) => [k, crc32(Buffer.from([k]))]))
 
 function bodyCrc(buf: Buffer, kind: number): number {
@@ -82,7 +81,11 @@ export function isAcksKey(key: string): boolean {
  * Encodes entries (checked with `checkEntry`), sorted by id with no id twice, as one batch;
  * returns its key and value.
  */
-export function encodeBatch(entries: readonly JournalEntry[]): { key: string; value: Buffer } {
+export function encodeBatch(entries: readonly JournalEntry[]): {
+  key: string
+  value: Buffer
+  name: BatchName
+} {
   let size = HEAD
   const errors: (Buffer | undefined)[] = []
   for (const e of entries) {
@@ -117,7 +120,8 @@ export function encodeBatch(entries: readonly JournalEntry[]): { key: string; va
     off += e.payload.copy(buf, off)
   })
   buf.writeUInt32LE(bodyCrc(buf, KIND_BATCH), 1)
-  return { key: batchKey(first, last, entries.length), value: buf }
+  const count = entries.length
+  return { key: batchKey(first, last, count), value: buf, name: { first, last, count } }
 }
 
 /** What a `b:` or `a:` value says about itself: the key it belongs under. */
@@ -171,19 +175,15 @@ export function decodeBatch(key: string, buf: Buffer): JournalEntry[] | string {
       off += 8
     }
     if (flags & FLAG_ERROR) {
-      if (buf.length < off + 4) return "value is truncated"
-      const length = buf.readUInt32LE(off)
-      off += 4
-      if (buf.length < off + length) return "value is truncated"
-      entry.lastError = buf.toString("utf8", off, off + length)
-      off += length
+      const error = lengthPrefixed(buf, off)
+      if (error === undefined) return "value is truncated"
+      entry.lastError = buf.toString("utf8", error.start, error.end)
+      off = error.end
     }
-    if (buf.length < off + 4) return "value is truncated"
-    const length = buf.readUInt32LE(off)
-    off += 4
-    if (buf.length < off + length) return "value is truncated"
-    entry.payload = buf.subarray(off, off + length)
-    off += length
+    const payload = lengthPrefixed(buf, off)
+    if (payload === undefined) return "value is truncated"
+    entry.payload = buf.subarray(payload.start, payload.end)
+    off = payload.end
     if (id <= previous) return "its ids are out of order"
     previous = id
     out.push(entry)
@@ -275,45 +275,38 @@ export function slotsOf(ids: readonly string[]): Uint32Array | string[] {
   const base = idNumber(first)
   const slots = new Uint32Array(ids.length)
   for (let i = 0; i < ids.length; i++) {
-    const id = ids[i] as string
-    const n = idNumber(id)
-    // Above 2^53 a number is not exact: the distance is computed from the halves then.
-    const d =
-      base < Number.MAX_SAFE_INTEGER && n < Number.MAX_SAFE_INTEGER ? n - base : distance(id, first)
+    const d = offset(ids[i] as string, first, base)
     if (d > 0xffffffff) return [...ids]
     slots[i] = d
   }
   return slots
 }
 
+/** `id`'s distance from `first` (whose number is `base`), through numbers while they are exact. */
+function offset(id: string, first: string, base: number): number {
+  const n = idNumber(id)
+  return base < Number.MAX_SAFE_INTEGER && n < Number.MAX_SAFE_INTEGER
+    ? n - base
+    : distance(id, first)
+}
+
 /** The slot of `id` in the batch (whose slots are loaded), or -1. */
 export function slotOf(batch: Batch, id: string): number {
   const slots = batch.slots
   if (slots === undefined) throw new Error("the batch's slots are not loaded")
-  let lo = 0
-  let hi = slots.length - 1
-  if (Array.isArray(slots)) {
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1
-      const at = slots[mid] as string
-      if (at === id) return mid
-      if (at < id) lo = mid + 1
-      else hi = mid - 1
-    }
-    return -1
+  let target: string | number = id
+  if (!Array.isArray(slots)) {
+    batch.base ??= idNumber(batch.first)
+    target = offset(id, batch.first, batch.base)
   }
-  batch.base ??= idNumber(batch.first)
-  const n = idNumber(id)
-  // Above 2^53 a number is not exact: the distance is computed from the halves then.
-  const d =
-    batch.base < Number.MAX_SAFE_INTEGER && n < Number.MAX_SAFE_INTEGER
-      ? n - batch.base
-      : distance(id, batch.first)
+  const list: ArrayLike<string | number> = slots
+  let lo = 0
+  let hi = list.length - 1
   while (lo <= hi) {
     const mid = (lo + hi) >>> 1
-    const at = slots[mid] as number
-    if (at === d) return mid
-    if (at < d) lo = mid + 1
+    const at = list[mid] as string | number
+    if (at === target) return mid
+    if (at < target) lo = mid + 1
     else hi = mid - 1
   }
   return -1

@@ -13,15 +13,24 @@ import {
   META,
   PENDING,
   decodeMeta,
+  encodeMeta,
   isEntryKey,
   isQuarantineKey,
   keyHash,
   maxId,
+  type Counters,
   type Meta,
 } from "./level-format.js"
 import { BATCH, BATCH_KEY_LENGTH, parseBatchKey } from "./level-batch.js"
+import type { BatchStore } from "./level-batch-store.js"
+import { verifyLogs } from "./level-log.js"
 
 export type Db = Level<string, Buffer>
+
+/** The values of `keys`, undefined for a missing key (which level's types leave out). */
+export async function getMany(db: Db, keys: string[]): Promise<(Buffer | undefined)[]> {
+  return db.getMany(keys)
+}
 
 // LevelDB maps the table files it has open into memory (mmap), so the pages of them it has read
 // count in the process's RSS. What bounds that is the number of tables open at once times their
@@ -308,6 +317,60 @@ export function checkKeys(
  * Refuses a journal whose tables LevelDB would misread without noticing: see `checkTableIndex`.
  * It reads a few kilobytes per table (about 2 MB with a million entries).
  */
+/**
+ * Checks the journal's directory and logs, opens its database and reads its counters, checking
+ * them against every key at `open` (a `reopen`, after a failed write, trusts the stored ones), and
+ * loads the batches into `batches`. Closes what it opened when it fails.
+ */
+export async function loadDatabase(
+  path: string,
+  doing: "open" | "reopen",
+  batches: BatchStore,
+): Promise<{ db: Db; counters: Counters }> {
+  await assertJournalDir(path)
+  await verifyLogs(path)
+  const opening = doing === "open"
+  const hadData = opening && (await holdsData(path))
+  if (opening) await verifyTables(path)
+  // A reopen never creates: the journal it reopens must still be there.
+  const db = new Level<string, Buffer>(path, { ...OPEN_OPTIONS, createIfMissing: opening })
+  try {
+    await db.open()
+  } catch (err) {
+    throw levelFailure(path, doing, err)
+  }
+  try {
+    const meta = await readMeta(db, path)
+    if (!opening && meta?.keySum !== undefined) {
+      // A write that failed may still have been kept: the batches are read again from disk.
+      await batches.reload(db).catch((err: unknown) => {
+        throw err instanceof PirateError ? err : levelFailure(path, doing, err)
+      })
+      return { db, counters: { ...meta, keySum: meta.keySum } }
+    }
+    // Every key once: a key damaged or lost on disk shows here, before any of it is read.
+    const scan = await scanKeys(db, path, meta ? meta.pending + meta.dead : 0)
+    scan.pending += await batches.load(db, scan.batches, scan.acks)
+    checkKeys(path, meta, scan, hadData)
+    const counters: Counters = {
+      pending: scan.pending,
+      dead: scan.dead,
+      keySum: scan.keySum,
+      lastId: meta?.lastId ?? scan.lastId,
+    }
+    // A new journal, one written by the previous release (no key sum) or without counters.
+    if (meta?.keySum === undefined) {
+      await db.put(META, encodeMeta(counters), { sync: true }).catch((err: unknown) => {
+        throw levelFailure(path, doing, err)
+      })
+    }
+    return { db, counters }
+  } catch (err) {
+    await db.close().catch(() => undefined)
+    throw err
+  }
+}
+
 export async function verifyTables(dir: string): Promise<void> {
   const live = await liveTables(dir)
   for (const name of (await readdir(dir)).filter((n) => /^\d+\.(ldb|sst)$/.test(n))) {

@@ -113,8 +113,9 @@ const KIND_PENDING_1 = 1
 const KIND_DEAD_1 = 2
 const KIND_PENDING = 3
 const KIND_DEAD = 4
-const FLAG_ERROR = 1
-const FLAG_NOT_BEFORE = 2
+/** Flags of an entry (here and in batches): it has a last error, a not-before time. */
+export const FLAG_ERROR = 1
+export const FLAG_NOT_BEFORE = 2
 const FIXED_1 = 18
 const FIXED = 26
 const ID_AT = 18
@@ -248,17 +249,26 @@ export function decodeEntry(key: string, buf: Buffer): JournalEntry | DeadLetter
     off += 8
   }
   if (flags & FLAG_ERROR) {
-    if (buf.length < off + 4) return "value is truncated"
-    const length = buf.readUInt32LE(off)
-    off += 4
-    if (buf.length < off + length) return "value is truncated"
-    entry.lastError = buf.toString("utf8", off, off + length)
-    off += length
+    const error = lengthPrefixed(buf, off)
+    if (error === undefined) return "value is truncated"
+    entry.lastError = buf.toString("utf8", error.start, error.end)
+    off = error.end
   }
   // The value buffer is this entry's own (classic-level copies each one), so a view is safe.
   entry.payload = buf.subarray(off)
   if (deadAt === undefined) return entry
   return { ...entry, lastError: entry.lastError ?? "", deadAt }
+}
+
+/** The bytes at `off` after their u32 length, or undefined when they run past the end. */
+export function lengthPrefixed(
+  buf: Buffer,
+  off: number,
+): { start: number; end: number } | undefined {
+  if (buf.length < off + 4) return undefined
+  const start = off + 4
+  const end = start + buf.readUInt32LE(off)
+  return end <= buf.length ? { start, end } : undefined
 }
 
 // ---------------------------------------------------------------------------------------------

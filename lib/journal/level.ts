@@ -1,31 +1,18 @@
 import { mkdir } from "node:fs/promises"
 import { resolve } from "node:path"
-import { Level } from "level"
 import { debug } from "../debug.js"
 import { PirateError, closedError, errorMessage } from "../errors.js"
 import { assertNonNegativeInt, describe } from "../validate.js"
-import {
-  OPEN_OPTIONS,
-  assertJournalDir,
-  checkKeys,
-  holdsData,
-  readMeta,
-  scanKeys,
-  verifyTables,
-  type Db,
-} from "./level-db.js"
+import { getMany, loadDatabase, type Db } from "./level-db.js"
 import { corruptValue, fromLevelDb, isDiskFull, levelCode, levelFailure } from "./level-errors.js"
 import {
   DEAD,
   META,
   PENDING,
-  addKey,
   decodeEntry,
   encodeEntry,
   encodeMeta,
   isStoredId,
-  maxId,
-  removeKey,
   type Counters,
   added,
   checkId,
@@ -34,24 +21,8 @@ import {
   removed,
   unique,
 } from "./level-format.js"
-import {
-  BATCH,
-  BatchIndex,
-  SlotChanges,
-  acksKeyOf,
-  checkEntry,
-  decodeAcks,
-  decodeBatch,
-  encodeAcks,
-  encodeBatch,
-  isAcked,
-  parseBatchKey,
-  popcount,
-  slotOf,
-  slotsOf,
-  type Batch,
-} from "./level-batch.js"
-import { verifyLogs } from "./level-log.js"
+import { SlotChanges, checkEntry, type Batch } from "./level-batch.js"
+import { BatchStore, MIN_BATCH, merge, type Op } from "./level-batch-store.js"
 import { repairJournal, type LevelJournalRepairReport } from "./level-repair.js"
 import type { DeadLetter, Journal, JournalEntry, JournalStats, JournalUpdate } from "./types.js"
 
@@ -69,7 +40,6 @@ export interface LevelJournalOptions {
   minBatch?: number
 }
 
-type Op = { type: "put"; key: string; value: Buffer } | { type: "del"; key: string }
 type State = "new" | "opening" | "open" | "closing" | "closed"
 
 /**
@@ -120,10 +90,9 @@ export class LevelJournal implements Journal {
   #dead = 0
   #lastId: string | undefined
   #keySum = 0
-  /** The batches on disk (`b:` keys) and which of their entries are still pending. */
-  #index = new BatchIndex()
   readonly #minBatch: number = MIN_BATCH
-  #lastDecoded: { key: string; entries: JournalEntry[] } | undefined
+  /** The batches on disk (`b:` keys) and which of their entries are still pending. */
+  readonly #batches: BatchStore
 
   /**
    * Validates the options; does no I/O (call `open()`).
@@ -137,6 +106,7 @@ export class LevelJournal implements Journal {
       throw new TypeError(`'path' must be a non-empty string, got ${describe(path)}`)
     }
     this.path = resolve(path)
+    this.#batches = new BatchStore(this.path)
     const minBatch: unknown = typeof options === "object" ? options.minBatch : undefined
     if (minBatch !== undefined) {
       if (minBatch !== Infinity) assertNonNegativeInt("minBatch", minBatch)
@@ -190,20 +160,9 @@ export class LevelJournal implements Journal {
       const next = this.#meta()
       const ops: Op[] = []
       const changes = new SlotChanges()
-      const batches: Batch[] = []
-      if (fresh.length >= this.#minBatch) {
-        if (!isSorted(fresh)) fresh.sort((a, b) => (a.id < b.id ? -1 : 1))
-        for (const part of chunks(fresh)) {
-          const { key, value } = encodeBatch(part)
-          const name = parseBatchKey(key) as { first: string; last: string; count: number }
-          ops.push({ type: "put", key, value })
-          next.pending += part.length
-          next.keySum = addKey(next.keySum, key)
-          next.lastId = maxId(next.lastId, name.last)
-          const slots = slotsOf(part.map((e) => e.id))
-          batches.push({ key, ...name, slots, acked: undefined, live: part.length })
-        }
-      } else {
+      let batches: Batch[] = []
+      if (fresh.length >= this.#minBatch) batches = this.#batches.appendOps(fresh, ops, next)
+      else {
         for (const e of fresh) {
           ops.push({ type: "put", key: PENDING + e.id, value: encodeEntry(e, undefined) })
           added(next, PENDING + e.id)
@@ -212,7 +171,7 @@ export class LevelJournal implements Journal {
       if (old.length > 0) {
         // An id that is pending already is written again under its `p:` key: moved out of its
         // batch when it is in one, counted once either way.
-        const { slots, loose } = await this.#locate(
+        const { slots, loose } = await this.#batches.locate(
           db,
           old.map((e) => e.id),
         )
@@ -227,10 +186,10 @@ export class LevelJournal implements Journal {
           if (!existing.has(e.id)) added(next, PENDING + e.id)
         }
       }
-      this.#slotOps(changes, ops, next)
+      this.#batches.changeOps(changes, ops, next)
       await this.#commit(db, ops, next, sync)
-      this.#applied(changes)
-      for (const b of batches) this.#index.add(b)
+      this.#batches.applied(changes)
+      this.#batches.added(batches)
     })
   }
 
@@ -238,7 +197,7 @@ export class LevelJournal implements Journal {
     const wanted = unique(ids)
     if (wanted.length === 0) return
     await this.#write(async (db) => {
-      const { slots, loose } = await this.#locate(db, wanted)
+      const { slots, loose } = await this.#batches.locate(db, wanted)
       const changes = new SlotChanges()
       for (const [b, slot] of slots) changes.clear(b, slot)
       const next = this.#meta()
@@ -252,10 +211,10 @@ export class LevelJournal implements Journal {
           removed(next, key)
         })
       }
-      this.#slotOps(changes, ops, next)
+      this.#batches.changeOps(changes, ops, next)
       if (ops.length === 0) return
       await this.#commit(db, ops, next, false)
-      this.#applied(changes)
+      this.#batches.applied(changes)
     })
   }
 
@@ -268,7 +227,7 @@ export class LevelJournal implements Journal {
     }
     if (byId.size === 0) return
     await this.#write(async (db) => {
-      const { slots, loose } = await this.#locate(db, [...byId.keys()])
+      const { slots, loose } = await this.#batches.locate(db, [...byId.keys()])
       const ops: Op[] = []
       const next = this.#meta()
       const changes = new SlotChanges()
@@ -284,7 +243,7 @@ export class LevelJournal implements Journal {
         return encodeEntry(entry, undefined)
       }
       // An entry of a batch moves to a `p:` key of its own, which holds its attempts from now on.
-      const inBatches = await this.#batchEntries(db, slots)
+      const inBatches = await this.#batches.entries(db, [...new Set(slots.map(([b]) => b))])
       for (const [b, slot, id] of slots) {
         const old = inBatches.get(b)?.[slot] as JournalEntry
         changes.clear(b, slot)
@@ -304,10 +263,10 @@ export class LevelJournal implements Journal {
         const u = byId.get(id) as JournalUpdate
         ops.push({ type: "put", key, value: updated(this.#decode(key, value), u) })
       })
-      this.#slotOps(changes, ops, next)
+      this.#batches.changeOps(changes, ops, next)
       if (ops.length === 0) return
       await this.#commit(db, ops, next, false)
-      this.#applied(changes)
+      this.#batches.applied(changes)
     })
   }
 
@@ -325,7 +284,7 @@ export class LevelJournal implements Journal {
     if (byId.size === 0) return
     await this.#write(async (db) => {
       const ids = [...byId.keys()]
-      const { slots, loose } = await this.#locate(db, ids)
+      const { slots, loose } = await this.#batches.locate(db, ids)
       const changes = new SlotChanges()
       for (const [b, slot] of slots) changes.clear(b, slot)
       const found = await db.hasMany([
@@ -343,9 +302,9 @@ export class LevelJournal implements Journal {
         if (!found[loose.length + i]) added(next, DEAD + id)
         ops.push({ type: "put", key: DEAD + id, value: byId.get(id) as Buffer })
       })
-      this.#slotOps(changes, ops, next)
+      this.#batches.changeOps(changes, ops, next)
       await this.#commit(db, ops, next, false)
-      this.#applied(changes)
+      this.#batches.applied(changes)
     })
   }
 
@@ -366,24 +325,7 @@ export class LevelJournal implements Journal {
     return this.#read(async (db) => {
       const rows = await db.iterator(range).all()
       const loose = rows.map(([key, value]) => this.#decode(key, value))
-      // Then the batches, until they give `limit` entries in the range. A batch deleted meanwhile
-      // (every entry of it acked) reads as missing and gives none.
-      const batched: JournalEntry[] = []
-      let from = after
-      while (batched.length < limit) {
-        const batches = this.#index.collect(from, until, limit - batched.length)
-        if (batches.length === 0) break
-        const decoded = await this.#decodeBatches(db, batches)
-        batches.forEach((b, i) => {
-          decoded[i]?.forEach((e, slot) => {
-            if (after !== undefined && e.id <= after) return
-            if ((until !== undefined && e.id > until) || isAcked(b.acked, slot)) return
-            // A copy: a view would keep the whole batch in memory while one of its messages is.
-            batched.push({ ...e, payload: Buffer.from(e.payload) })
-          })
-        })
-        from = (batches[batches.length - 1] as Batch).last
-      }
+      const batched = await this.#batches.pending(db, after, until, limit)
       return merge(loose, batched, limit)
     })
   }
@@ -412,7 +354,7 @@ export class LevelJournal implements Journal {
       if (present.length === 0) return []
       // An id can be pending and dead at once (appended again after it was buried): replaying
       // it replaces the pending entry, which must not count it twice.
-      const { slots, loose } = await this.#locate(db, present)
+      const { slots, loose } = await this.#batches.locate(db, present)
       const changes = new SlotChanges()
       for (const [b, slot] of slots) changes.clear(b, slot)
       const found = loose.length > 0 ? await db.hasMany(loose.map((id) => PENDING + id)) : []
@@ -431,9 +373,9 @@ export class LevelJournal implements Journal {
         if (!pendingKey.has(id)) added(next, PENDING + id)
         moved.push(entry)
       })
-      this.#slotOps(changes, ops, next)
+      this.#batches.changeOps(changes, ops, next)
       await this.#commit(db, ops, next, false)
-      this.#applied(changes)
+      this.#batches.applied(changes)
       return moved
     })
   }
@@ -508,70 +450,14 @@ export class LevelJournal implements Journal {
     }
   }
 
-  /**
-   * Checks the directory and its logs, opens the database and loads the counters from it: for
-   * `open()`, and again after a failed write. Closes what it opened when it fails.
-   */
+  /** Opens the database (see `loadDatabase`) and takes its counters: at `open()` and after a failed write. */
   async #load(doing: "open" | "reopen"): Promise<Db> {
-    await assertJournalDir(this.path)
-    await verifyLogs(this.path)
-    const opening = doing === "open"
-    const hadData = opening && (await holdsData(this.path))
-    if (opening) await verifyTables(this.path)
-    // A reopen never creates: the journal it reopens must still be there.
-    const createIfMissing = doing === "open"
-    const db = new Level<string, Buffer>(this.path, { ...OPEN_OPTIONS, createIfMissing })
-    try {
-      await db.open()
-    } catch (err) {
-      throw levelFailure(this.path, doing, err)
-    }
-    try {
-      const meta = await readMeta(db, this.path)
-      let counters: Counters
-      let index: BatchIndex
-      if (doing === "reopen" && meta?.keySum !== undefined) {
-        counters = { ...meta, keySum: meta.keySum }
-        // A write that failed may still have been kept: the batches are read again from disk.
-        const keys = await db
-          .keys({ gte: "a:", lt: "b;" })
-          .all()
-          .catch((err: unknown) => {
-            throw levelFailure(this.path, doing, err)
-          })
-        const batches = keys.filter((k) => k.startsWith(BATCH))
-        const acks = keys.filter((k) => !k.startsWith(BATCH))
-        index = (await this.#loadIndex(db, batches, acks, this.#index)).index
-      } else {
-        // Every key once: a key damaged or lost on disk shows here, before any of it is read.
-        const scan = await scanKeys(db, this.path, meta ? meta.pending + meta.dead : 0)
-        const loaded = await this.#loadIndex(db, scan.batches, scan.acks, undefined)
-        index = loaded.index
-        scan.pending += loaded.pending
-        checkKeys(this.path, meta, scan, hadData)
-        counters = {
-          pending: scan.pending,
-          dead: scan.dead,
-          keySum: scan.keySum,
-          lastId: meta?.lastId ?? scan.lastId,
-        }
-        // A new journal, one written by the previous release (no key sum) or without counters.
-        if (meta?.keySum === undefined) {
-          await db.put(META, encodeMeta(counters), { sync: true }).catch((err: unknown) => {
-            throw levelFailure(this.path, doing, err)
-          })
-        }
-      }
-      this.#pending = counters.pending
-      this.#dead = counters.dead
-      this.#lastId = counters.lastId
-      this.#keySum = counters.keySum
-      this.#index = index
-      return db
-    } catch (err) {
-      await db.close().catch(() => undefined)
-      throw err
-    }
+    const { db, counters } = await loadDatabase(this.path, doing, this.#batches)
+    this.#pending = counters.pending
+    this.#dead = counters.dead
+    this.#lastId = counters.lastId
+    this.#keySum = counters.keySum
+    return db
   }
 
   /**
@@ -609,7 +495,7 @@ export class LevelJournal implements Journal {
     await Promise.allSettled(this.#reads)
     const db = this.#db
     this.#db = undefined
-    this.#lastDecoded = undefined
+    this.#batches.forget()
     try {
       if (db !== undefined) await db.close()
     } finally {
@@ -696,151 +582,6 @@ export class LevelJournal implements Journal {
     }
   }
 
-  /**
-   * Sorts ids into the pending entries of batches (`slots`: batch, slot, id) and the rest
-   * (`loose`: under a `p:` key, or not pending at all), loading the slots of the batches first.
-   */
-  async #locate(
-    db: Db,
-    ids: readonly string[],
-  ): Promise<{ slots: [Batch, number, string][]; loose: string[] }> {
-    const slots: [Batch, number, string][] = []
-    const loose: string[] = []
-    const inBatch: [string, Batch][] = []
-    const unloaded = new Set<Batch>()
-    for (const id of ids) {
-      const b = this.#index.find(id)
-      if (b === undefined) {
-        loose.push(id)
-        continue
-      }
-      if (b.slots === undefined) unloaded.add(b)
-      inBatch.push([id, b])
-    }
-    if (unloaded.size > 0)
-      await this.#batchEntries(
-        db,
-        [...unloaded].map((b) => [b, 0, ""]),
-      )
-    for (const [id, b] of inBatch) {
-      const slot = slotOf(b, id)
-      // Not in the batch, or moved out of it to a `p:` key.
-      if (slot < 0 || isAcked(b.acked, slot)) loose.push(id)
-      else slots.push([b, slot, id])
-    }
-    return { slots, loose }
-  }
-
-  /** The entries of the batches of `slots`, read from disk; loads the slots of each batch read. */
-  async #batchEntries(
-    db: Db,
-    slots: readonly (readonly [Batch, number, string])[],
-  ): Promise<Map<Batch, JournalEntry[]>> {
-    const batches = [...new Set(slots.map(([b]) => b))]
-    const out = new Map<Batch, JournalEntry[]>()
-    if (batches.length === 0) return out
-    const values = await getMany(
-      db,
-      batches.map((b) => b.key),
-    )
-    batches.forEach((b, i) => {
-      const value = values[i]
-      const entries = value === undefined ? "the batch is missing" : decodeBatch(b.key, value)
-      if (typeof entries === "string") throw corruptValue(this.path, b.key, entries)
-      b.slots ??= slotsOf(entries.map((e) => e.id))
-      out.set(b, entries)
-    })
-    return out
-  }
-
-  /**
-   * The entries of batches (undefined for one deleted meanwhile). The batch decoded last is kept:
-   * pages are read in id order, and a page seldom ends where a batch does.
-   */
-  async #decodeBatches(db: Db, batches: readonly Batch[]): Promise<(JournalEntry[] | undefined)[]> {
-    const cached = this.#lastDecoded
-    const keys = batches.filter((b) => b.key !== cached?.key).map((b) => b.key)
-    const values = keys.length > 0 ? await getMany(db, keys) : []
-    let v = 0
-    return batches.map((b) => {
-      if (b.key === cached?.key) return cached.entries
-      const value = values[v++]
-      if (value === undefined) return undefined
-      const entries = decodeBatch(b.key, value)
-      if (typeof entries === "string") throw corruptValue(this.path, b.key, entries)
-      // The acks of what was read will need its slots: no second read for them.
-      b.slots ??= slotsOf(entries.map((e) => e.id))
-      this.#lastDecoded = { key: b.key, entries }
-      return entries
-    })
-  }
-
-  /** Makes a committed change the index's. */
-  #applied(changes: SlotChanges): void {
-    changes.apply(this.#index)
-  }
-
-  /** Adds the writes of a change to batch entries to `ops` and `next`. */
-  #slotOps(changes: SlotChanges, ops: Op[], next: Counters): void {
-    for (const { batch, acked, live, cleared } of changes.entries()) {
-      next.pending -= cleared
-      const acksKey = acksKeyOf(batch.key)
-      if (live <= 0) {
-        ops.push({ type: "del", key: batch.key })
-        next.keySum = removeKey(next.keySum, batch.key)
-        if (batch.acked !== undefined) {
-          ops.push({ type: "del", key: acksKey })
-          next.keySum = removeKey(next.keySum, acksKey)
-        }
-      } else {
-        if (batch.acked === undefined) next.keySum = addKey(next.keySum, acksKey)
-        ops.push({ type: "put", key: acksKey, value: encodeAcks(batch.key, acked) })
-      }
-    }
-  }
-
-  /**
-   * The index of the batches under `batches` (`b:` keys) with the bitmaps under `acks` (`a:`
-   * keys), keeping the loaded slots of `previous`; and how many of their entries are pending.
-   */
-  async #loadIndex(
-    db: Db,
-    batches: readonly string[],
-    acks: readonly string[],
-    previous: BatchIndex | undefined,
-  ): Promise<{ index: BatchIndex; pending: number }> {
-    const index = new BatchIndex()
-    const byKey = new Map<string, Batch>()
-    for (const key of batches) {
-      const name = parseBatchKey(key) as { first: string; last: string; count: number }
-      const slots = previous?.find(name.first)
-      const b: Batch = {
-        key,
-        ...name,
-        slots: slots?.key === key ? slots.slots : undefined,
-        acked: undefined,
-        live: name.count,
-      }
-      index.add(b)
-      byKey.set(key, b)
-    }
-    const values = acks.length > 0 ? await getMany(db, [...acks]) : []
-    acks.forEach((key, i) => {
-      const b = byKey.get(BATCH + key.slice(2))
-      const value = values[i]
-      if (b === undefined)
-        throw corruptValue(this.path, key, "the bitmap of a batch that is not there")
-      const acked = value === undefined ? "it is missing" : decodeAcks(key, value)
-      if (typeof acked === "string") throw corruptValue(this.path, key, acked)
-      b.acked = acked
-      b.live = b.count - popcount(acked)
-      if (b.live <= 0) throw corruptValue(this.path, key, "a batch with no pending entry")
-    })
-    let pending = 0
-    for (const b of index.all) pending += b.live
-    return { index, pending }
-  }
-
   #decode(key: string, value: Buffer): JournalEntry | DeadLetter {
     const entry = decodeEntry(key, value)
     if (typeof entry === "string") throw corruptValue(this.path, key, entry)
@@ -854,67 +595,4 @@ export class LevelJournal implements Journal {
     if (isDiskFull(err) || fromLevelDb(err)) return levelFailure(this.path, doing, err)
     return err
   }
-}
-
-/**
- * Appends of fewer new entries than this go to `p:` keys one by one: a batch costs memory in the
- * index while it is pending, which would add up for a sender that sends one message at a time.
- */
-const MIN_BATCH = 8
-
-/**
- * A batch holds at most this many entries and bytes of payload (or one entry): a page read from
- * the journal decodes whole batches, and a batch's bitmap is written again with each ack of it.
- * The bytes stay under 128 KiB: LevelDB copies a value several times on its way to disk, and a
- * copy that large gets memory of its own from the system (mmap) each time, which costs a page
- * fault per 4 KiB (3–5 ns per byte measured here, against under 1 below that size).
- */
-const MAX_BATCH = 1024
-const MAX_BATCH_BYTES = 96 * 1024
-
-/** Entries cut into batches of at most MAX_BATCH entries and MAX_BATCH_BYTES bytes. */
-function* chunks(entries: JournalEntry[]): Generator<JournalEntry[]> {
-  let start = 0
-  let bytes = 0
-  for (let i = 0; i < entries.length; i++) {
-    const size = (entries[i] as JournalEntry).payload.length
-    if (i > start && (i - start === MAX_BATCH || bytes + size > MAX_BATCH_BYTES)) {
-      yield entries.slice(start, i)
-      start = i
-      bytes = 0
-    }
-    bytes += size
-  }
-  if (start < entries.length) yield start === 0 ? entries : entries.slice(start)
-}
-
-function isSorted(entries: readonly JournalEntry[]): boolean {
-  for (let i = 1; i < entries.length; i++)
-    if ((entries[i] as JournalEntry).id <= (entries[i - 1] as JournalEntry).id) return false
-  return true
-}
-
-/** The first `limit` entries of two lists sorted by id (no id in both). */
-function merge(a: JournalEntry[], b: JournalEntry[], limit: number): JournalEntry[] {
-  if (a.length === 0) return b.length > limit ? b.slice(0, limit) : b
-  if (b.length === 0) return a.length > limit ? a.slice(0, limit) : a
-  const out: JournalEntry[] = []
-  let i = 0
-  let j = 0
-  while (out.length < limit && (i < a.length || j < b.length)) {
-    const x = a[i]
-    const y = b[j]
-    if (y === undefined || (x !== undefined && x.id < y.id)) {
-      out.push(x as JournalEntry)
-      i++
-    } else {
-      out.push(y)
-      j++
-    }
-  }
-  return out
-}
-
-async function getMany(db: Db, keys: string[]): Promise<(Buffer | undefined)[]> {
-  return db.getMany(keys) // undefined for a missing key, which level's types leave out
 }
