@@ -23,6 +23,14 @@ import {
   type Batch,
 } from "./level-batch.js"
 import { getMany, type Db } from "./level-db.js"
+import {
+  SegmentChanges,
+  decodePointer,
+  encodePointer,
+  isPointer,
+  type Pointer,
+  type ValueLog,
+} from "./level-values.js"
 import type { JournalEntry } from "./types.js"
 
 export type Op = { type: "put"; key: string; value: Buffer } | { type: "del"; key: string }
@@ -46,32 +54,52 @@ export const MIN_BATCH = 8
 
 export class BatchStore {
   readonly #path: string
+  /** Where the values of batches are (format 4): LevelDB holds pointers to them. */
+  readonly #values: ValueLog
   /** The batches on disk (`b:` keys) and which of their entries are still pending. */
   #index = new BatchIndex()
   /** The batch read last: pages are read in id order, and a page seldom ends where a batch does. */
   #lastRead: { key: string; entries: JournalEntry[] } | undefined
 
-  /** @param path - the journal's directory, for errors */
-  constructor(path: string) {
+  /**
+   * @param path - the journal's directory, for errors
+   * @param values - its value log
+   */
+  constructor(path: string, values: ValueLog) {
     this.#path = path
+    this.#values = values
   }
 
   /**
-   * Adds the puts of new entries (ids above every stored one) to `ops` and `next`, as batches of
-   * at most MAX_BATCH entries and MAX_BATCH_BYTES; returns the batches for `added()`.
+   * Appends new entries (ids above every stored one) to the value log, as batches of at most
+   * MAX_BATCH entries and MAX_BATCH_BYTES, and adds the puts of their pointers to `ops` and
+   * `next`; returns the batches for `added()`.
    */
-  appendOps(fresh: JournalEntry[], ops: Op[], next: Counters): Batch[] {
+  async appendOps(
+    fresh: JournalEntry[],
+    ops: Op[],
+    next: Counters,
+    sync: boolean,
+    segments: SegmentChanges,
+  ): Promise<Batch[]> {
     if (!isSorted(fresh)) fresh.sort((a, b) => (a.id < b.id ? -1 : 1))
     const batches: Batch[] = []
+    const values: Buffer[] = []
     for (const part of chunks(fresh)) {
       const { key, value, name } = encodeBatch(part)
-      ops.push({ type: "put", key, value })
+      values.push(value)
       next.pending += part.length
       next.keySum = addKey(next.keySum, key)
       next.lastId = maxId(next.lastId, name.last)
       const slots = slotsOf(part.map((e) => e.id))
       batches.push({ key, ...name, slots, acked: undefined, live: part.length })
     }
+    const pointers = await this.#values.append(values, sync, segments)
+    batches.forEach((b, i) => {
+      const p = pointers[i] as Pointer
+      b.segment = p.segment
+      ops.push({ type: "put", key: b.key, value: encodePointer(p) })
+    })
     return batches
   }
 
@@ -80,13 +108,14 @@ export class BatchStore {
     for (const b of batches) this.#index.add(b)
   }
 
-  /** Adds the writes of a change to batch entries to `ops` and `next`. */
-  changeOps(changes: SlotChanges, ops: Op[], next: Counters): void {
+  /** Adds the writes of a change to batch entries to `ops`, `next` and `segments`. */
+  changeOps(changes: SlotChanges, ops: Op[], next: Counters, segments: SegmentChanges): void {
     for (const { batch, acked, live, cleared } of changes.entries()) {
       next.pending -= cleared
       const acksKey = acksKeyOf(batch.key)
       if (live <= 0) {
         ops.push({ type: "del", key: batch.key })
+        if (batch.segment !== undefined) segments.drop(batch.segment)
         next.keySum = removeKey(next.keySum, batch.key)
         if (batch.acked !== undefined) {
           ops.push({ type: "del", key: acksKey })
@@ -192,6 +221,7 @@ export class BatchStore {
         key,
         ...name,
         slots: known?.key === key ? known.slots : undefined,
+        segment: known?.key === key ? known.segment : undefined,
         acked: undefined,
         live: name.count,
       }
@@ -231,6 +261,19 @@ export class BatchStore {
     this.#lastRead = undefined
   }
 
+  /** The value a batch's key holds, read from the value log when it is a pointer there. */
+  async #resolve(
+    key: string,
+    stored: Buffer | undefined,
+  ): Promise<{ value: Buffer; segment: number | undefined } | undefined> {
+    if (stored === undefined || !isPointer(stored))
+      return stored && { value: stored, segment: undefined }
+    const p = decodePointer(stored)
+    if (typeof p === "string") throw corruptValue(this.#path, key, `its pointer: ${p}`)
+    const value = await this.#values.read(p)
+    return value && { value, segment: p.segment }
+  }
+
   /**
    * The entries of batches read from disk (undefined for one that is gone), their payloads views
    * of the value; loads the slots of each batch read, which the acks of its entries need.
@@ -238,12 +281,17 @@ export class BatchStore {
   async #read(db: Db, batches: readonly Batch[]): Promise<(JournalEntry[] | undefined)[]> {
     const cached = this.#lastRead
     const keys = batches.filter((b) => b.key !== cached?.key).map((b) => b.key)
-    const values = keys.length > 0 ? await getMany(db, keys) : []
+    const stored = keys.length > 0 ? await getMany(db, keys) : []
+    const values = await Promise.all(
+      stored.map((value, i) => this.#resolve(keys[i] as string, value)),
+    )
     let v = 0
     return batches.map((b) => {
       if (b.key === cached?.key) return cached.entries
-      const value = values[v++]
-      if (value === undefined) return undefined
+      const found = values[v++]
+      if (found === undefined) return undefined
+      const { value, segment } = found
+      if (segment !== undefined) b.segment = segment
       const entries = decodeBatch(b.key, value)
       if (typeof entries === "string") throw corruptValue(this.#path, b.key, entries)
       b.slots ??= slotsOf(entries.map((e) => e.id))

@@ -255,6 +255,8 @@ export interface Batch {
   live: number
   /** `first` as a number, once needed. */
   base?: number
+  /** The value log's segment that holds its value, once known (format 4). */
+  segment?: number | undefined
 }
 
 /** An id as a number, exact below 2^53 (ids of `IdGenerator` are: µs since 1970). */

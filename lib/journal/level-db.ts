@@ -24,6 +24,7 @@ import {
 import { BATCH, BATCH_KEY_LENGTH, parseBatchKey } from "./level-batch.js"
 import type { BatchStore } from "./level-batch-store.js"
 import { verifyLogs } from "./level-log.js"
+import { SEGMENT, parseSegmentKey, type ValueLog } from "./level-values.js"
 
 export type Db = Level<string, Buffer>
 
@@ -66,7 +67,7 @@ export async function inspectDir(
     data: names.filter((n) => /^\d+\.(log|ldb|sst)$/.test(n)),
     foreign: names.filter(
       (n) =>
-        !/^(CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(log|ldb|sst|dbtmp)|SENDER_ID(\.tmp)?|damaged-.+)$/.test(
+        !/^(CURRENT|LOCK|LOG|LOG\.old|MANIFEST-\d+|\d+\.(log|ldb|sst|dbtmp)|SENDER_ID(\.tmp)?|damaged-.+|values)$/.test(
           n,
         ),
     ),
@@ -143,6 +144,8 @@ export interface KeyScan {
   batches: string[]
   /** The `a:` keys. */
   acks: string[]
+  /** The `v:` keys (segments of the value log). */
+  segments: string[]
   /** Keys of a repair's `q:` prefix. */
   quarantined: number
   /** How many keys have no shape the journal writes, and the first few of them. */
@@ -171,6 +174,7 @@ export async function scanKeys(db: Db, dir: string, expected = 0): Promise<KeySc
     quarantined: a.quarantined + b.quarantined,
     batches: a.batches.concat(b.batches),
     acks: a.acks.concat(b.acks),
+    segments: a.segments.concat(b.segments),
     strange: a.strange + b.strange,
     examples: [...a.examples, ...b.examples].slice(0, 3),
   }))
@@ -215,6 +219,7 @@ async function scanRange(
     quarantined: 0,
     batches: [],
     acks: [],
+    segments: [],
     strange: 0,
     examples: [],
   }
@@ -244,6 +249,9 @@ async function scanRange(
             const id = key.slice(18, 34)
             if (id > last) last = id
           } else scan.acks.push(key)
+        } else if (parseSegmentKey(key) !== undefined) {
+          scan.keySum = (scan.keySum + keyHash(key)) >>> 0
+          scan.segments.push(key)
         } else if (isQuarantineKey(key)) scan.quarantined++
         else if (key !== META) {
           scan.strange++
@@ -326,6 +334,7 @@ export async function loadDatabase(
   path: string,
   doing: "open" | "reopen",
   batches: BatchStore,
+  values: ValueLog,
 ): Promise<{ db: Db; counters: Counters }> {
   await assertJournalDir(path)
   await verifyLogs(path)
@@ -346,11 +355,16 @@ export async function loadDatabase(
       await batches.reload(db).catch((err: unknown) => {
         throw err instanceof PirateError ? err : levelFailure(path, doing, err)
       })
+      const keys = await db.keys({ gte: SEGMENT, lt: "v;" }).all()
+      const stored = keys.length > 0 ? await getMany(db, keys) : []
+      await values.reload(keys.map((k, i) => [k, stored[i]]))
       return { db, counters: { ...meta, keySum: meta.keySum } }
     }
     // Every key once: a key damaged or lost on disk shows here, before any of it is read.
     const scan = await scanKeys(db, path, meta ? meta.pending + meta.dead : 0)
     scan.pending += await batches.load(db, scan.batches, scan.acks)
+    const records = scan.segments.length > 0 ? await getMany(db, scan.segments) : []
+    await values.load(scan.segments.map((k, i) => [k, records[i]]))
     checkKeys(path, meta, scan, hadData)
     const counters: Counters = {
       pending: scan.pending,

@@ -14,11 +14,12 @@ export const DEAD = "d:"
 export const QUARANTINE = "q:"
 export const META = "m:state"
 /**
- * The format this version writes: 3 adds batches (`b:`) and their bitmaps (`a:`, see
- * level-batch.ts). It reads formats 1 and 2 as they are (their `p:` and `d:` entries are format 3
- * entries too) and writes format 3 from its first write on.
+ * The format this version writes: 3 added batches (`b:`) and their bitmaps (`a:`, see
+ * level-batch.ts); 4 keeps the values of new batches in the value log (`v:` records and the
+ * `values/` directory, see level-values.ts). It reads formats 1 to 3 as they are (their values
+ * are format 4 values too) and writes format 4 from its first write on.
  */
-export const FORMAT = 3
+export const FORMAT = 4
 
 export type Prefix = typeof PENDING | typeof DEAD
 

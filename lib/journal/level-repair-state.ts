@@ -12,6 +12,7 @@ import {
   popcount,
 } from "./level-batch.js"
 import type { Db } from "./level-db.js"
+import { inlineValue } from "./level-values.js"
 import {
   PENDING,
   QUARANTINE,
@@ -95,6 +96,8 @@ export type Source = "db" | "table"
 /** The state of a repair in progress: counters, changes and findings. */
 export class Repair {
   readonly db: Db
+  /** The journal's directory: pointers into its value log are read from there. */
+  readonly dir: string
   readonly changes = new Map<string, Change>()
   readonly lost = new Map<string, LostEntry>()
   readonly unkeyed: LostEntry[] = []
@@ -116,8 +119,9 @@ export class Repair {
   /** The newest state record of the damaged tables, when it is newer than the database's. */
   tableMeta: Buffer | undefined
 
-  constructor(db: Db) {
+  constructor(db: Db, dir: string) {
     this.db = db
+    this.dir = dir
   }
 
   /** Counts a key that holds a good entry, batch or bitmap (`value`, for a bitmap). */
@@ -182,16 +186,17 @@ export class Repair {
   async #counted(key: string): Promise<Buffer | undefined> {
     const value = await this.current(key)
     if (this.changes.has(key)) return value
-    return value !== undefined && fits(key, value) ? value : undefined
+    return value !== undefined && fits(key, value, this.dir) ? value : undefined
   }
 }
 
 /** The key a value of format 2 belongs under (it carries its kind and id). */
-export function keyNamedBy(value: Buffer | undefined): string | undefined {
+export function keyNamedBy(value: Buffer | undefined, dir: string): string | undefined {
   const identity = value && identifyValue(value)
   if (typeof identity === "object" && identity.id !== undefined)
     return identity.prefix + identity.id
-  return value && batchValueKey(value)
+  const inline = value && inlineValue(dir, value)
+  return typeof inline === "object" ? batchValueKey(inline) : undefined
 }
 
 /** A key of an entry, a batch or a bitmap. */
@@ -199,10 +204,13 @@ export function isJournalKey(key: string): boolean {
   return isEntryKey(key) || parseBatchKey(key) !== undefined
 }
 
-/** True when `value` is sound and belongs under `key`. */
-export function fits(key: string, value: Buffer): boolean {
+/** True when `value` is sound and belongs under `key` (a pointer: what it points to). */
+export function fits(key: string, value: Buffer, dir: string): boolean {
   if (isEntryKey(key)) return typeof decodeEntry(key, value) !== "string"
-  if (key.startsWith(BATCH)) return typeof decodeBatch(key, value) !== "string"
+  if (key.startsWith(BATCH)) {
+    const inline = inlineValue(dir, value)
+    return typeof inline === "object" && typeof decodeBatch(key, inline) !== "string"
+  }
   return typeof decodeAcks(key, value) !== "string"
 }
 

@@ -64,6 +64,17 @@ import {
 
 export type { LevelJournalRepairReport, LostEntry } from "./level-repair-state.js"
 import { liveTables, readTable, type EntryReader, type TableEntry } from "./level-table.js"
+import {
+  decodePointer,
+  decodeSegmentRecord,
+  encodeSegmentRecord,
+  inlineValue,
+  isPointer,
+  parseSegmentKey,
+  segmentKey,
+  SEGMENT,
+  type SegmentRecord,
+} from "./level-values.js"
 
 /**
  * Repairs the journal in `dir`: see the top of this file and `LevelJournal.repair`.
@@ -98,7 +109,7 @@ export async function repairJournal(dir: string): Promise<LevelJournalRepairRepo
   try {
     let repair: Repair
     try {
-      repair = await scan(db)
+      repair = await scan(db, dir)
     } catch (err) {
       // LevelDB could not read its database: its repair keeps what it can read.
       if (levelRepaired || !isCorruption(err)) throw openFailure(dir, err)
@@ -106,13 +117,14 @@ export async function repairJournal(dir: string): Promise<LevelJournalRepairRepo
       await runLevelRepair(dir)
       levelRepaired = true
       db = await openExisting(dir)
-      repair = await scan(db).catch((err2: unknown) => {
+      repair = await scan(db, dir).catch((err2: unknown) => {
         throw openFailure(dir, err2)
       })
     }
     await putBackTables(repair, dir, tables)
     const stored = await storedMeta(db, history, repair.tableMeta)
     await replayDropped(repair, history)
+    await rebuildSegments(repair)
     repair.seeId(stored?.lastId)
     const counters: Counters = {
       pending: repair.pending,
@@ -204,7 +216,7 @@ async function checkTables(dir: string): Promise<TableCheck> {
   const live = await liveTables(dir)
   for (const name of (await readdir(dir)).filter((n) => /^\d+\.(ldb|sst)$/.test(n))) {
     if (live !== undefined && !live.has(parseInt(name, 10))) continue
-    const table = await readTable(join(dir, name), JOURNAL_ENTRIES)
+    const table = await readTable(join(dir, name), journalEntries(dir))
     if (table.problems.length === 0) {
       check.sound.push({ name, maxSequence: table.maxSequence })
       continue
@@ -217,14 +229,22 @@ async function checkTables(dir: string): Promise<TableCheck> {
 }
 
 /** How a table of a journal is read: its values name their keys, and its keys have shapes. */
-const JOURNAL_ENTRIES: EntryReader = {
-  keyOf: keyNamedBy,
-  plausible: (key, value) =>
-    isJournalKey(key) || isQuarantineKey(key) || key === META || keyNamedBy(value) !== undefined,
-  verified: (key, value) =>
-    key === META
-      ? typeof decodeMeta(value) === "object"
-      : typeof identifyValue(value) === "object" || batchValueKey(value) !== undefined,
+function journalEntries(dir: string): EntryReader {
+  return {
+    keyOf: (value) => keyNamedBy(value, dir),
+    plausible: (key, value) =>
+      isJournalKey(key) ||
+      isQuarantineKey(key) ||
+      key === META ||
+      parseSegmentKey(key) !== undefined ||
+      keyNamedBy(value, dir) !== undefined,
+    verified: (key, value) =>
+      key === META
+        ? typeof decodeMeta(value) === "object"
+        : parseSegmentKey(key) !== undefined
+          ? typeof decodeSegmentRecord(key, value) === "object"
+          : typeof identifyValue(value) === "object" || keyNamedBy(value, dir) !== undefined,
+  }
 }
 
 /**
@@ -242,7 +262,7 @@ async function putBackTables(repair: Repair, dir: string, tables: TableCheck): P
   }
   if (newest.size === 0) return
   const targets = new Map<string, string>()
-  for (const [key, e] of newest) targets.set(key, keyNamedBy(e.value) ?? key)
+  for (const [key, e] of newest) targets.set(key, keyNamedBy(e.value, dir) ?? key)
   const oldest = Math.min(...[...newest.values()].map((e) => e.sequence))
   const live = await sequences(dir, tables.sound, new Set(targets.values()), oldest)
   const moves: Move[] = []
@@ -296,8 +316,8 @@ interface Move {
  * Reads every entry through LevelDB: counts the good ones, moves damaged ones aside, and puts
  * back entries whose key is damaged (under the key their value names).
  */
-async function scan(db: Db): Promise<Repair> {
-  const repair = new Repair(db)
+async function scan(db: Db, dir: string): Promise<Repair> {
+  const repair = new Repair(db, dir)
   const moves: Move[] = []
   const it = db.iterator()
   try {
@@ -366,18 +386,24 @@ async function examine(
   moves: Move[],
 ): Promise<void> {
   if (key === META || isQuarantineKey(key)) return
+  if (parseSegmentKey(key) !== undefined) {
+    // Counted with the keys, and written again from the batches left (see rebuildSegments).
+    if (source === "db") repair.foundSum = addKey(repair.foundSum, key)
+    return
+  }
   const entryKey = isJournalKey(key)
   if (entryKey) {
     if (source === "db") repair.foundSum = addKey(repair.foundSum, key)
     repair.seeKey(key)
-    if (fits(key, value)) {
+    if (fits(key, value, repair.dir)) {
       if (source === "db") repair.count(key, 1, value)
       else await repair.restore(key, value)
       return
     }
   }
   const batch = parseBatchKey(key)
-  const batchNamed = batchValueKey(value)
+  const inline = inlineValue(repair.dir, value)
+  const batchNamed = typeof inline === "string" ? undefined : batchValueKey(inline)
   if (batchNamed !== undefined && batchNamed !== key) {
     const to = parseBatchKey(batchNamed) as { last: string }
     moves.push({ from: key, to: batchNamed, value, id: to.last, newest: source === "table" })
@@ -390,7 +416,10 @@ async function examine(
       repair.quarantined++
       return
     }
-    const why = checkBatchValue(key, value) ?? "its entries cannot be read"
+    const why =
+      typeof inline === "string"
+        ? inline
+        : (checkBatchValue(key, inline) ?? "its entries cannot be read")
     const aside = `moved aside under ${JSON.stringify(QUARANTINE + key)}`
     // A damaged bitmap loses nothing: its batch is pending whole again (see dropOrphanBitmaps).
     let lost: LostEntry | undefined
@@ -443,6 +472,34 @@ async function examine(
   })
 }
 
+/**
+ * Writes the segment records of the value log again from the batches the repair keeps: how many
+ * point into each segment and how far. A segment no batch points into loses its record, and its
+ * file goes at the next open.
+ */
+async function rebuildSegments(repair: Repair): Promise<void> {
+  const stored = await repair.db.keys({ gte: "b:", lt: "b;" }).all()
+  const changed = [...repair.changes.keys()].filter((k) => k.startsWith("b:"))
+  const records = new Map<number, SegmentRecord>()
+  for (const key of new Set([...stored, ...changed])) {
+    const value = await repair.current(key)
+    if (value === undefined || !isPointer(value)) continue
+    const p = decodePointer(value)
+    if (typeof p === "string") continue
+    const r = records.get(p.segment) ?? { live: 0, end: 0 }
+    r.live++
+    r.end = Math.max(r.end, p.offset + p.length)
+    records.set(p.segment, r)
+  }
+  for (const key of await repair.db.keys({ gte: SEGMENT, lt: "v;" }).all())
+    if (!records.has(parseSegmentKey(key) ?? 0)) repair.changes.set(key, undefined)
+  for (const [segment, r] of records) {
+    const key = segmentKey(segment)
+    repair.changes.set(key, encodeSegmentRecord(segment, r))
+    repair.keySum = addKey(repair.keySum, key)
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // the logs
 
@@ -475,7 +532,7 @@ async function replayDropped(repair: Repair, history: LogHistory): Promise<void>
   const last = new Map<string, { value: Buffer | undefined; dropped: boolean }>()
   for (const op of history.ops) {
     // A dropped put goes under the key its value names: the damage may be in the key.
-    const named = op.dropped ? keyNamedBy(op.value) : undefined
+    const named = op.dropped ? keyNamedBy(op.value, repair.dir) : undefined
     const key = named ?? (isJournalKey(op.key) ? op.key : undefined)
     if (key === undefined) continue
     repair.seeKey(key)
@@ -488,7 +545,7 @@ async function replayDropped(repair: Repair, history: LogHistory): Promise<void>
       if (now !== undefined) repair.redelivered++
       continue
     }
-    if (keyNamedBy(op.value) === key && fits(key, op.value)) {
+    if (keyNamedBy(op.value, repair.dir) === key && fits(key, op.value, repair.dir)) {
       if (now === undefined || !now.equals(op.value)) await repair.restore(key, op.value)
       continue
     }

@@ -24,6 +24,7 @@ import {
 import { SlotChanges, checkEntry, type Batch } from "./level-batch.js"
 import { BatchStore, MIN_BATCH, merge, type Op } from "./level-batch-store.js"
 import { repairJournal, type LevelJournalRepairReport } from "./level-repair.js"
+import { SegmentChanges, ValueLog } from "./level-values.js"
 import type { DeadLetter, Journal, JournalEntry, JournalStats, JournalUpdate } from "./types.js"
 
 export type { LevelJournalRepairReport, LostEntry } from "./level-repair.js"
@@ -93,6 +94,8 @@ export class LevelJournal implements Journal {
   readonly #minBatch: number = MIN_BATCH
   /** The batches on disk (`b:` keys) and which of their entries are still pending. */
   readonly #batches: BatchStore
+  /** The segment files that hold the values of batches. */
+  readonly #values: ValueLog
 
   /**
    * Validates the options; does no I/O (call `open()`).
@@ -106,7 +109,8 @@ export class LevelJournal implements Journal {
       throw new TypeError(`'path' must be a non-empty string, got ${describe(path)}`)
     }
     this.path = resolve(path)
-    this.#batches = new BatchStore(this.path)
+    this.#values = new ValueLog(this.path)
+    this.#batches = new BatchStore(this.path, this.#values)
     const minBatch: unknown = typeof options === "object" ? options.minBatch : undefined
     if (minBatch !== undefined) {
       if (minBatch !== Infinity) assertNonNegativeInt("minBatch", minBatch)
@@ -158,10 +162,12 @@ export class LevelJournal implements Journal {
       const old: JournalEntry[] = []
       for (const e of byId.values()) (lastId === undefined || e.id > lastId ? fresh : old).push(e)
       const next = this.#meta()
+      const segments = new SegmentChanges()
       const ops: Op[] = []
       const changes = new SlotChanges()
       let batches: Batch[] = []
-      if (fresh.length >= this.#minBatch) batches = this.#batches.appendOps(fresh, ops, next)
+      if (fresh.length >= this.#minBatch || (this.#minBatch < Infinity && hasLarge(fresh)))
+        batches = await this.#batches.appendOps(fresh, ops, next, sync, segments)
       else {
         for (const e of fresh) {
           ops.push({ type: "put", key: PENDING + e.id, value: encodeEntry(e, undefined) })
@@ -186,8 +192,8 @@ export class LevelJournal implements Journal {
           if (!existing.has(e.id)) added(next, PENDING + e.id)
         }
       }
-      this.#batches.changeOps(changes, ops, next)
-      await this.#commit(db, ops, next, sync)
+      this.#batches.changeOps(changes, ops, next, segments)
+      await this.#commit(db, ops, next, sync, segments)
       this.#batches.applied(changes)
       this.#batches.added(batches)
     })
@@ -201,6 +207,7 @@ export class LevelJournal implements Journal {
       const changes = new SlotChanges()
       for (const [b, slot] of slots) changes.clear(b, slot)
       const next = this.#meta()
+      const segments = new SegmentChanges()
       const ops: Op[] = []
       if (loose.length > 0) {
         const keys = loose.map((id) => PENDING + id)
@@ -211,9 +218,9 @@ export class LevelJournal implements Journal {
           removed(next, key)
         })
       }
-      this.#batches.changeOps(changes, ops, next)
+      this.#batches.changeOps(changes, ops, next, segments)
       if (ops.length === 0) return
-      await this.#commit(db, ops, next, false)
+      await this.#commit(db, ops, next, false, segments)
       this.#batches.applied(changes)
     })
   }
@@ -230,6 +237,7 @@ export class LevelJournal implements Journal {
       const { slots, loose } = await this.#batches.locate(db, [...byId.keys()])
       const ops: Op[] = []
       const next = this.#meta()
+      const segments = new SegmentChanges()
       const changes = new SlotChanges()
       const updated = (old: JournalEntry, u: JournalUpdate): Buffer => {
         const entry: JournalEntry = {
@@ -263,9 +271,9 @@ export class LevelJournal implements Journal {
         const u = byId.get(id) as JournalUpdate
         ops.push({ type: "put", key, value: updated(this.#decode(key, value), u) })
       })
-      this.#batches.changeOps(changes, ops, next)
+      this.#batches.changeOps(changes, ops, next, segments)
       if (ops.length === 0) return
-      await this.#commit(db, ops, next, false)
+      await this.#commit(db, ops, next, false, segments)
       this.#batches.applied(changes)
     })
   }
@@ -293,6 +301,7 @@ export class LevelJournal implements Journal {
       ])
       const ops: Op[] = []
       const next = this.#meta()
+      const segments = new SegmentChanges()
       loose.forEach((id, i) => {
         if (!found[i]) return
         ops.push({ type: "del", key: PENDING + id })
@@ -302,8 +311,8 @@ export class LevelJournal implements Journal {
         if (!found[loose.length + i]) added(next, DEAD + id)
         ops.push({ type: "put", key: DEAD + id, value: byId.get(id) as Buffer })
       })
-      this.#batches.changeOps(changes, ops, next)
-      await this.#commit(db, ops, next, false)
+      this.#batches.changeOps(changes, ops, next, segments)
+      await this.#commit(db, ops, next, false, segments)
       this.#batches.applied(changes)
     })
   }
@@ -362,6 +371,7 @@ export class LevelJournal implements Journal {
       const ops: Op[] = []
       const moved: JournalEntry[] = []
       const next = this.#meta()
+      const segments = new SegmentChanges()
       wanted.forEach((id, i) => {
         const value = values[i]
         if (value === undefined) return
@@ -373,8 +383,8 @@ export class LevelJournal implements Journal {
         if (!pendingKey.has(id)) added(next, PENDING + id)
         moved.push(entry)
       })
-      this.#batches.changeOps(changes, ops, next)
-      await this.#commit(db, ops, next, false)
+      this.#batches.changeOps(changes, ops, next, segments)
+      await this.#commit(db, ops, next, false, segments)
       this.#batches.applied(changes)
       return moved
     })
@@ -387,6 +397,7 @@ export class LevelJournal implements Journal {
       const found = await db.hasMany(keys)
       const ops: Op[] = []
       const next = this.#meta()
+      const segments = new SegmentChanges()
       keys.forEach((key, i) => {
         if (!found[i]) return
         ops.push({ type: "del", key })
@@ -394,7 +405,7 @@ export class LevelJournal implements Journal {
       })
       const purged = ops.length
       if (purged === 0) return 0
-      await this.#commit(db, ops, next, false) // adds the counters to ops
+      await this.#commit(db, ops, next, false, segments) // adds the counters to ops
       return purged
     })
   }
@@ -452,7 +463,7 @@ export class LevelJournal implements Journal {
 
   /** Opens the database (see `loadDatabase`) and takes its counters: at `open()` and after a failed write. */
   async #load(doing: "open" | "reopen"): Promise<Db> {
-    const { db, counters } = await loadDatabase(this.path, doing, this.#batches)
+    const { db, counters } = await loadDatabase(this.path, doing, this.#batches, this.#values)
     this.#pending = counters.pending
     this.#dead = counters.dead
     this.#lastId = counters.lastId
@@ -497,6 +508,7 @@ export class LevelJournal implements Journal {
     this.#db = undefined
     this.#batches.forget()
     try {
+      await this.#values.close()
       if (db !== undefined) await db.close()
     } finally {
       this.#state = "closed"
@@ -551,7 +563,14 @@ export class LevelJournal implements Journal {
     }
   }
 
-  async #commit(db: Db, ops: Op[], next: Counters, sync: boolean): Promise<void> {
+  async #commit(
+    db: Db,
+    ops: Op[],
+    next: Counters,
+    sync: boolean,
+    segments: SegmentChanges,
+  ): Promise<void> {
+    const gone = this.#values.ops(segments, ops, next)
     ops.push({ type: "put", key: META, value: encodeMeta(next) })
     // A chained batch: the array form copies every operation with the options spread into it,
     // which costs several times the write itself. Same atomic LevelDB write.
@@ -570,6 +589,7 @@ export class LevelJournal implements Journal {
     this.#dead = next.dead
     this.#lastId = next.lastId
     this.#keySum = next.keySum
+    this.#values.applied(segments, gone)
   }
 
   /** A copy of the counters, for a write to change and commit. */
@@ -595,4 +615,15 @@ export class LevelJournal implements Journal {
     if (isDiskFull(err) || fromLevelDb(err)) return levelFailure(this.path, doing, err)
     return err
   }
+}
+
+/**
+ * A payload at least this large goes to the value log (as a batch) however few entries its append
+ * has: LevelDB would write it twice and copy it again in its compactions.
+ */
+const LARGE_PAYLOAD = 16 * 1024
+
+function hasLarge(entries: readonly JournalEntry[]): boolean {
+  for (const e of entries) if (e.payload.length >= LARGE_PAYLOAD) return true
+  return false
 }

@@ -5,6 +5,7 @@ import { join } from "node:path"
 import { Level } from "level"
 import { onTestFinished } from "vitest"
 import { LevelJournal, type LevelJournalOptions } from "../../lib/journal/level.js"
+import { decodePointer, segmentFiles } from "../../lib/journal/level-values.js"
 
 /** A fresh directory, removed when the test finishes. */
 export async function tempDir(prefix = "pirate-journal-"): Promise<string> {
@@ -62,4 +63,27 @@ export async function raw<T>(
   } finally {
     await db.close()
   }
+}
+
+/** Where the value of a batch is (format 4 keeps it in a value-log segment). */
+export async function batchValueAt(
+  dir: string,
+  key: string,
+): Promise<{ file: string; offset: number; length: number }> {
+  const pointer = await raw(dir, (db) => db.get(key))
+  const p = decodePointer(pointer)
+  if (typeof p === "string") throw new Error(`${key} holds no pointer: ${p}`)
+  const file = (await segmentFiles(dir)).get(p.segment)
+  if (file === undefined) throw new Error(`segment ${p.segment} of ${key} is not there`)
+  return { file, offset: p.offset, length: p.length }
+}
+
+/** Changes the value of a batch where it is stored (its segment file). */
+export async function patchBatchValue(
+  dir: string,
+  key: string,
+  change: (value: Buffer) => void,
+): Promise<void> {
+  const { file, offset, length } = await batchValueAt(dir, key)
+  await patchFile(file, (buf) => change(buf.subarray(offset, offset + length)))
 }

@@ -6,7 +6,13 @@
 import { crc32 } from "node:zlib"
 import { describe, expect, test } from "vitest"
 import { LevelJournal } from "../../lib/journal/level.js"
-import { journalStats, openJournal, raw, tempDir } from "../helpers/journal-files.js"
+import {
+  journalStats,
+  openJournal,
+  patchBatchValue,
+  raw,
+  tempDir,
+} from "../helpers/journal-files.js"
 import { entry, id, letter } from "../suites/journal.js"
 
 const range = (from: number, to: number): number[] =>
@@ -115,10 +121,8 @@ describe("batches", () => {
     await journal.remove([id(21), id(22)])
     await journal.close()
     const [, second] = prefixed(await keys(dir), "b:")
-    await raw(dir, async (db) => {
-      const value = await db.get(second!)
+    await patchBatchValue(dir, second!, (value) => {
       value[60] = value[60]! ^ 0x10
-      await db.put(second!, value)
     })
     const damaged = await openJournal(dir) // the keys are sound: the open cannot tell
     expect((await damaged.pending({ limit: 20 })).map((e) => e.id)).toEqual(
@@ -235,7 +239,7 @@ describe("journals of format 2", () => {
     return dir
   }
 
-  test("opens as it is, takes batches beside its entries, and is format 3 from its first write", async () => {
+  test("opens as it is, takes batches beside its entries, and is format 4 from its first write", async () => {
     const dir = await formatTwoJournal()
     const journal = await openJournal(dir)
     expect(await journal.stats()).toEqual({ pending: 29, dead: 1 })
@@ -250,7 +254,7 @@ describe("journals of format 2", () => {
       dir,
       async (db) => JSON.parse((await db.get("m:state")).toString()) as unknown,
     )
-    expect(state).toMatchObject({ v: 3, pending: 20, dead: 1 })
+    expect(state).toMatchObject({ v: 4, pending: 20, dead: 1 })
     const again = await openJournal(dir)
     expect(await again.stats()).toEqual({ pending: 20, dead: 1 })
     expect((await again.pending({ limit: 100 })).map((e) => e.id)).toEqual(

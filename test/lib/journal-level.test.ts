@@ -443,9 +443,9 @@ describe("LevelJournal", () => {
       const dir = await tempDir()
       await (await openJournal(dir)).close()
       await raw(dir, (db) =>
-        db.put("m:state", Buffer.from(JSON.stringify({ v: 4, lastId: null, pending: 0, dead: 0 }))),
+        db.put("m:state", Buffer.from(JSON.stringify({ v: 5, lastId: null, pending: 0, dead: 0 }))),
       )
-      await expectCorrupt(dir, /format 4/)
+      await expectCorrupt(dir, /format 5/)
     })
 
     test("a directory that cannot be created is a clear error", async () => {
