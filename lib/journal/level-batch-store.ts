@@ -14,7 +14,7 @@ import {
   decodeAcks,
   decodeBatch,
   encodeAcks,
-  encodeBatch,
+  encodeBatchParts,
   isAcked,
   parseBatchKey,
   popcount,
@@ -44,6 +44,13 @@ export type Op = { type: "put"; key: string; value: Buffer } | { type: "del"; ke
  */
 const MAX_BATCH = 1024
 const MAX_BATCH_BYTES = 96 * 1024
+
+/**
+ * A payload this large is written to the value log from its own Buffer, not copied into its
+ * batch's value first: a copy that large costs a fresh allocation from the system (mmap) and a
+ * page fault per 4 KiB of it.
+ */
+const COPY_BELOW = 16 * 1024
 
 /**
  * The default `minBatch`: appends of fewer new entries go to `p:` keys one by one, as a batch
@@ -84,10 +91,10 @@ export class BatchStore {
   ): Promise<Batch[]> {
     if (!isSorted(fresh)) fresh.sort((a, b) => (a.id < b.id ? -1 : 1))
     const batches: Batch[] = []
-    const values: Buffer[] = []
+    const values: { parts: Buffer[]; length: number }[] = []
     for (const part of chunks(fresh)) {
-      const { key, value, name } = encodeBatch(part)
-      values.push(value)
+      const { key, parts, length, name } = encodeBatchParts(part, COPY_BELOW)
+      values.push({ parts, length })
       next.pending += part.length
       next.keySum = addKey(next.keySum, key)
       next.lastId = maxId(next.lastId, name.last)

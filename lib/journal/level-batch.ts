@@ -86,14 +86,30 @@ export function encodeBatch(entries: readonly JournalEntry[]): {
   value: Buffer
   name: BatchName
 } {
+  const { key, parts, name } = encodeBatchParts(entries, Infinity)
+  return { key, value: parts[0] as Buffer, name }
+}
+
+/**
+ * Encodes a batch as `encodeBatch` does, as the parts of its value in order, without copying a
+ * payload of `copyBelow` bytes or more: such a payload is a part of its own (the very Buffer of
+ * the entry), written to disk from where it is.
+ */
+export function encodeBatchParts(
+  entries: readonly JournalEntry[],
+  copyBelow: number,
+): { key: string; parts: Buffer[]; length: number; name: BatchName } {
   let size = HEAD
+  let length = HEAD
   const errors: (Buffer | undefined)[] = []
   for (const e of entries) {
-    size += ENTRY_HEAD + 4 + e.payload.length
-    if (e.notBefore !== undefined) size += 8
+    let own = ENTRY_HEAD + 4
+    if (e.notBefore !== undefined) own += 8
     const error = e.lastError === undefined ? undefined : Buffer.from(e.lastError)
-    if (error !== undefined) size += 4 + error.length
+    if (error !== undefined) own += 4 + error.length
     errors.push(error)
+    size += own + (e.payload.length < copyBelow ? e.payload.length : 0)
+    length += own + e.payload.length
   }
   const first = entries[0]?.id ?? ""
   const last = entries[entries.length - 1]?.id ?? ""
@@ -102,6 +118,8 @@ export function encodeBatch(entries: readonly JournalEntry[]): {
   buf.writeUInt32LE(entries.length, 5)
   buf.write(first, 9, 8, "hex")
   buf.write(last, 17, 8, "hex")
+  const parts: Buffer[] = []
+  let from = 0
   let off = HEAD
   entries.forEach((e, i) => {
     const error = errors[i]
@@ -117,11 +135,21 @@ export function encodeBatch(entries: readonly JournalEntry[]): {
       off += error.copy(buf, off)
     }
     off = buf.writeUInt32LE(e.payload.length, off)
-    off += e.payload.copy(buf, off)
+    if (e.payload.length < copyBelow) off += e.payload.copy(buf, off)
+    else {
+      parts.push(buf.subarray(from, off), e.payload)
+      from = off
+    }
   })
-  buf.writeUInt32LE(bodyCrc(buf, KIND_BATCH), 1)
+  if (from < off || parts.length === 0) parts.push(buf.subarray(from, off))
+  // The crc covers the kind byte and everything after the crc, across the parts.
+  let crc = SEED.get(KIND_BATCH) ?? 0
+  parts.forEach((part, i) => {
+    crc = crc32(i === 0 ? part.subarray(5) : part, crc)
+  })
+  buf.writeUInt32LE(crc, 1)
   const count = entries.length
-  return { key: batchKey(first, last, count), value: buf, name: { first, last, count } }
+  return { key: batchKey(first, last, count), parts, length, name: { first, last, count } }
 }
 
 /** What a `b:` or `a:` value says about itself: the key it belongs under. */

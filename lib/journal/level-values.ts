@@ -236,7 +236,7 @@ export class ValueLog {
    * when `sync`; returns their pointers. Nothing changes in the records until `applied()`.
    */
   async append(
-    values: readonly Buffer[],
+    values: readonly { parts: readonly Buffer[]; length: number }[],
     sync: boolean,
     changes: SegmentChanges,
   ): Promise<Pointer[]> {
@@ -255,7 +255,11 @@ export class ValueLog {
         await syncDir(this.#dir)
         active.synced = true
       }
-      await writeAll(active.file, values, at)
+      await writeAll(
+        active.file,
+        values.flatMap((v) => v.parts),
+        at,
+      )
       if (sync) await active.file.datasync()
     } catch (err) {
       // Never write into it again: what the failed write left there may be referenced after all.

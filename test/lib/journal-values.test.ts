@@ -8,6 +8,7 @@ import { readdir, stat, truncate, unlink, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { describe, expect, test } from "vitest"
 import { LevelJournal } from "../../lib/journal/level.js"
+import { encodeBatch, encodeBatchParts } from "../../lib/journal/level-batch.js"
 import { SEGMENT_BYTES } from "../../lib/journal/level-values.js"
 import type { JournalEntry } from "../../lib/journal/types.js"
 import { batchValueAt, openJournal, raw, tempDir } from "../helpers/journal-files.js"
@@ -38,6 +39,19 @@ function large(n: number, size: number): JournalEntry {
 }
 
 describe("the value log", { timeout: 60_000 }, () => {
+  test("a batch's large payloads are parts of their own, not copied; the parts make the value", () => {
+    const entries = [entry(1), large(2, 64 * 1024), entry(3), large(4, 20 * 1024)]
+    entries[2]!.lastError = "boom"
+    const { parts, length, key } = encodeBatchParts(entries, 16 * 1024)
+    expect(parts).toHaveLength(4) // head, payload 2, entries 3 and 4 up to its payload, payload 4
+    expect(parts[1]).toBe(entries[1]!.payload)
+    expect(parts[3]).toBe(entries[3]!.payload)
+    const whole = encodeBatch(entries)
+    expect(key).toBe(whole.key)
+    expect(length).toBe(whole.value.length)
+    expect(Buffer.concat(parts).equals(whole.value)).toBe(true)
+  })
+
   test("a batch's value is in a segment, LevelDB holds a pointer, and reads give it back", async () => {
     const dir = await tempDir()
     const journal = await openJournal(dir)
