@@ -31,6 +31,8 @@ export const SEGMENT = "v:"
 const SEGMENT_KEY_LENGTH = SEGMENT.length + 8
 /** A segment takes appends until it holds this many bytes; then a new one starts. */
 export const SEGMENT_BYTES = 64 * 1024 * 1024
+/** The active segment is deleted once nothing in it is pending and it holds this much. */
+export const RECLAIM_ACTIVE_AT = 4 * 1024 * 1024
 /** The first bytes of every segment file. */
 const MAGIC = Buffer.from("ZPVALS01", "latin1")
 
@@ -295,7 +297,10 @@ export class ValueLog {
       const live = (old?.live ?? 0) + delta
       const end = changes.end?.segment === segment ? changes.end.end : (old?.end ?? 0)
       const key = segmentKey(segment)
-      if (live <= 0) {
+      // An empty active segment is kept for the next appends while it is small: a new file per
+      // group commit would cost more than the few MiB it holds.
+      const keep = segment === this.#active?.segment && end < RECLAIM_ACTIVE_AT
+      if (live <= 0 && !keep) {
         if (old !== undefined) {
           ops.push({ type: "del", key })
           next.keySum = removeKey(next.keySum, key)
@@ -361,8 +366,13 @@ export class ValueLog {
       throw err
     }
     const buf = Buffer.allocUnsafe(p.length)
-    const { bytesRead } = await file.read(buf, 0, p.length, p.offset)
-    return bytesRead === p.length ? buf : buf.subarray(0, bytesRead)
+    try {
+      const { bytesRead } = await file.read(buf, 0, p.length, p.offset)
+      return bytesRead === p.length ? buf : buf.subarray(0, bytesRead)
+    } catch (err) {
+      if (this.#deleted.has(p.segment)) return undefined // closed as it was deleted
+      throw err
+    }
   }
 
   /** Closes every file. */
@@ -395,12 +405,16 @@ export class ValueLog {
   #retire(active: Active): void {
     if (this.#active === active) this.#active = undefined
     void active.file.close().catch(() => undefined)
-    if (!this.#records.has(active.segment)) this.#delete(active.segment)
-    else if ((this.#records.get(active.segment)?.live ?? 0) === 0) this.#sweep.add(active.segment)
+    // A segment with no record is left to the next open (which deletes it when no record names
+    // it then): a failed write may have been kept after all, and pointed into it.
+    if ((this.#records.get(active.segment)?.live ?? 1) === 0) this.#sweep.add(active.segment)
   }
 
   #delete(segment: number): void {
     this.#deleted.add(segment)
+    // Only a read that raced with the deletion asks: the last few are enough.
+    if (this.#deleted.size > 256)
+      this.#deleted.delete(this.#deleted.values().next().value as number)
     this.#records.delete(segment)
     const reader = this.#readers.get(segment)
     this.#readers.delete(segment)

@@ -95,6 +95,28 @@ describe("the value log", { timeout: 60_000 }, () => {
     expect(await segments(dir)).toHaveLength(1)
   })
 
+  test("appends acked as they go keep taking the active segment while it is small: no file per batch", async () => {
+    const dir = await tempDir()
+    const journal = await openJournal(dir)
+    for (let b = 0; b < 10; b++) {
+      const ns = range(b * 20 + 1, b * 20 + 20)
+      await journal.append(
+        ns.map((n) => entry(n)),
+        { sync: false },
+      )
+      await journal.remove(ns.map((n) => id(n)))
+      expect(await segments(dir)).toEqual(["000001.vlog"])
+    }
+    await journal.close()
+    // Its record, with nothing in it, goes with the first write after the next open.
+    const again = await openJournal(dir)
+    await again.append(
+      range(201, 220).map((n) => entry(n)),
+      { sync: false },
+    )
+    expect(await segments(dir)).toEqual(["000002.vlog"])
+  })
+
   test("a missing segment: the open fails naming it; repair reports its batches lost", async () => {
     const dir = await tempDir()
     const journal = await openJournal(dir)
