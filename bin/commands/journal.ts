@@ -188,12 +188,14 @@ async function stats(journal: LevelJournal, json: boolean, out: Output): Promise
   const lastId = await journal.lastId()
   const [oldest] = await journal.pending({ limit: 1 })
   const now = Date.now()
+  const disk = await diskUse(journal.path)
   if (json) {
     await out.line(
       JSON.stringify({
         path: journal.path,
         pending: counts.pending,
         dead: counts.dead,
+        disk,
         lastId: lastId ?? null,
         oldest: oldest
           ? { id: oldest.id, enqueuedAt: oldest.enqueuedAt, ageMs: now - oldest.enqueuedAt }
@@ -213,9 +215,36 @@ async function stats(journal: LevelJournal, json: boolean, out: Output): Promise
         : "-",
     ],
     ["last id", lastId ?? "-"],
+    [
+      "on disk",
+      `${mib(disk.levelBytes + disk.valueLogBytes)} (LevelDB ${mib(disk.levelBytes)}, value log ${mib(disk.valueLogBytes)} in ${disk.segments} ${disk.segments === 1 ? "segment" : "segments"})`,
+    ],
   ]
   for (const [k, v] of rows) await out.line(`${k.padEnd(8)} ${v}`)
   return 0
+}
+
+/** Bytes of the journal's LevelDB files and of its value log (`values/`). */
+async function diskUse(
+  dir: string,
+): Promise<{ levelBytes: number; valueLogBytes: number; segments: number }> {
+  const sizes = async (d: string, match: RegExp): Promise<number[]> => {
+    const names = await readdir(d).catch(() => [] as string[])
+    const out: number[] = []
+    for (const n of names.filter((n) => match.test(n)))
+      out.push((await stat(`${d}/${n}`).catch(() => undefined))?.size ?? 0)
+    return out
+  }
+  const level = await sizes(dir, /^(\d+\.(log|ldb|sst)|MANIFEST-\d+|CURRENT)$/)
+  const values = await sizes(`${dir}/values`, /^\d+\.vlog$/)
+  const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0)
+  return { levelBytes: sum(level), valueLogBytes: sum(values), segments: values.length }
+}
+
+function mib(bytes: number): string {
+  return bytes < 1024 * 1024
+    ? `${(bytes / 1024).toFixed(1)} KiB`
+    : `${(bytes / 1024 / 1024).toFixed(1)} MiB`
 }
 
 async function list(

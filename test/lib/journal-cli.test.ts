@@ -81,6 +81,9 @@ describe("pirate journal", { timeout: 30_000 }, () => {
       new RegExp(`^oldest +${id(1)}, enqueued \\S+ \\(5 min \\d+ s ago\\)$`, "m"),
     )
     expect(text.stdout).toMatch(new RegExp(`^last id +${id(5)}$`, "m"))
+    expect(text.stdout).toMatch(
+      /^on disk +[\d.]+ KiB \(LevelDB [\d.]+ KiB, value log [\d.]+ KiB in \d+ segments?\)$/m,
+    )
 
     const json = await pirate("journal", "stats", "--json", dir)
     expect(json.code).toBe(0)
@@ -91,7 +94,10 @@ describe("pirate journal", { timeout: 30_000 }, () => {
       dead: 2,
       lastId: id(5),
       oldest: { id: id(1), enqueuedAt: NOW - 300_000 },
+      disk: { levelBytes: expect.any(Number) as number, segments: expect.any(Number) as number },
     })
+    const disk = parsed["disk"] as { levelBytes: number }
+    expect(disk.levelBytes).toBeGreaterThan(0)
   })
 
   test("pending prints one line per entry; --json, --limit and --after", async () => {
