@@ -203,8 +203,10 @@ export class BatchStore {
         read[i]?.forEach((e, slot) => {
           if (after !== undefined && e.id <= after) return
           if ((until !== undefined && e.id > until) || isAcked(b.acked, slot)) return
-          // A copy: a view would keep the whole batch in memory while one of its messages is.
-          out.push({ ...e, payload: Buffer.from(e.payload) })
+          // A copy: a view would keep the whole batch in memory while one of its messages is;
+          // not for a payload that is most of its batch's value (a large message alone in it).
+          const own = 2 * e.payload.length >= e.payload.buffer.byteLength
+          out.push({ ...e, payload: own ? e.payload : Buffer.from(e.payload) })
         })
       })
       from = (batches[batches.length - 1] as Batch).last
