@@ -16,6 +16,10 @@
  *   GOODBYE  both [0x15]                        (closing: send me nothing new)
  *   STARTED  w→s  [0x16, envelopes]             (these tasks' handlers started; only when both
  *                                               said `started: true` in READY and WELCOME)
+ *   TASK     s→w  [0x17, envelope, body]        (one large task, its body frame sent as is; only
+ *                                               to a worker that said `single: true` in READY)
+ *   ACK      w→s  [0x18, envelope, reply]       (one large reply as its own frame; only when the
+ *                                               WELCOME said `single: true`)
  */
 import { packMeta, unpackMeta } from "./codec.js"
 import { PirateError, toError } from "./errors.js"
@@ -32,6 +36,8 @@ export const PPX = Object.freeze({
   EXTEND: 0x14,
   GOODBYE: 0x15,
   STARTED: 0x16,
+  TASK: 0x17,
+  ACK: 0x18,
 } as const)
 
 const PPX_MAGIC = Buffer.from("PPX")
@@ -46,6 +52,15 @@ export const FRAME_NACK = Buffer.from([PPX.NACK])
 export const FRAME_EXTEND = Buffer.from([PPX.EXTEND])
 export const FRAME_GOODBYE = Buffer.from([PPX.GOODBYE])
 export const FRAME_STARTED = Buffer.from([PPX.STARTED])
+export const FRAME_TASK = Buffer.from([PPX.TASK])
+export const FRAME_ACK = Buffer.from([PPX.ACK])
+
+/**
+ * A body (or reply) of at least this many bytes goes alone, as its own frame (TASK, ACK), to a
+ * peer that takes those: ZeroMQ sends a frame of a Node Buffer without copying it, whereas
+ * packing it (TASKS, ACKS) copies every byte once more.
+ */
+export const SINGLE_BYTES = 64 * 1024
 
 /** What an extension worker announces in its READY frame. */
 export interface Hello {
@@ -56,6 +71,8 @@ export interface Hello {
   maxMessageSize?: number | undefined
   /** The worker can tell when a task's handler starts (STARTED), if the queue asks. */
   started?: true | undefined
+  /** The worker takes TASK (one task, its body as its own frame). */
+  single?: true | undefined
 }
 
 /** What the sender answers. */
@@ -73,6 +90,8 @@ export interface Welcome {
   sender?: string | undefined
   /** Send STARTED when a task's handler starts (the queue has ack deadlines). */
   started?: true | undefined
+  /** The sender takes ACK (one reply as its own frame); only to a worker that announced `single`. */
+  single?: true | undefined
 }
 
 /** Largest `maxMessageSize` a READY or WELCOME may announce: 2^53 − 1. */
@@ -134,6 +153,7 @@ export function decodeReady(frame: Buffer): Hello | null {
   const maxMessageSize = announcedSize(m, "READY")
   if (maxMessageSize !== undefined) hello.maxMessageSize = maxMessageSize
   if (m["started"] === true) hello.started = true
+  if (m["single"] === true) hello.single = true
   return hello
 }
 
@@ -178,6 +198,7 @@ export function decodeWelcome(frame: Buffer | undefined): Welcome {
     welcome.sender = sender
   }
   if (m["started"] === true) welcome.started = true
+  if (m["single"] === true) welcome.single = true
   return welcome
 }
 
@@ -196,6 +217,17 @@ export function decodeNack(frame: Buffer | undefined): NackInfo {
   const delay = intIn(m["delay"], 0, 86_400_000)
   if (delay !== undefined) info.delay = delay
   return info
+}
+
+/**
+ * The envelope of a TASK or ACK (`[command, envelope, body]`, the frames after the command):
+ * `null` unless there are exactly those two frames and the envelope has 1 to 255 bytes, as in a
+ * packed envelopes frame.
+ */
+export function singleEnvelope(frames: readonly Buffer[]): Buffer | null {
+  if (frames.length !== 2) return null
+  const envelope = frames[0] as Buffer
+  return envelope.length >= 1 && envelope.length <= 255 ? envelope : null
 }
 
 /** True when the frame is exactly one command byte. */

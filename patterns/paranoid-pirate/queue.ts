@@ -242,7 +242,7 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
       const body = msg[msg.length - 1] as Buffer
       if (requestId !== null && this.#join(requestId, client)) continue
       try {
-        await core.reserve()
+        await core.reserve(body.length)
       } catch {
         return // closed
       }

@@ -175,7 +175,7 @@ export class Sender extends EventEmitter<SenderEvents> {
     signal?.addEventListener("abort", onAbort, { once: true })
     let id: string | undefined
     try {
-      const room = core.reserve(stop.signal)
+      const room = core.reserve(frame.length, stop.signal)
       if (room) await room
       const reply = new Promise<Buffer>((resolve, reject) => {
         id = core.submit(frame, { durable: false, waiter: { resolve, reject } }).id

@@ -34,6 +34,12 @@ export interface CoreOptions {
    */
   window?: number
   /**
+   * Payload bytes kept in memory at most (ready, in flight, delayed, and sends being written as
+   * backlog), beside `window`: a window holding nothing still takes one message however large.
+   * Infinity: no limit in bytes. @defaultValue 64 MiB
+   */
+  windowBytes?: number
+  /**
    * Messages waiting on disk for the window at most (persistent journal); `send()` waits
    * (backpressure) while the backlog is this long. @defaultValue Infinity
    */
@@ -59,6 +65,7 @@ export const SENDER_DEFAULTS = Object.freeze({
   retryBackoff: Object.freeze({ initial: 500, max: 30_000, factor: 2, jitter: 0.2 }),
   ackTimeout: 0,
   window: 10_000,
+  windowBytes: 64 * 1024 * 1024,
   maxBacklog: Infinity,
   maxBacklogBytes: Infinity,
   maxBatch: 64,
@@ -88,6 +95,7 @@ export function resolveCore(options: CoreOptions): {
   assertPositiveInt("maxAttempts", o.maxAttempts)
   assertNonNegativeInt("ackTimeout", o.ackTimeout)
   assertPositiveInt("window", o.window)
+  assertLimit("windowBytes", o.windowBytes)
   assertLimit("maxBacklog", o.maxBacklog)
   assertLimit("maxBacklogBytes", o.maxBacklogBytes)
   assertPositiveInt("maxBatch", o.maxBatch)
@@ -104,6 +112,7 @@ export function resolveCore(options: CoreOptions): {
       retryBackoff: validateBackoff("retryBackoff", o.retryBackoff),
       ackTimeout: o.ackTimeout,
       window: o.window,
+      windowBytes: o.windowBytes,
       maxBacklog: o.maxBacklog,
       maxBacklogBytes: o.maxBacklogBytes,
       maxBatch: o.maxBatch,

@@ -4,7 +4,6 @@ import { Backoff } from "../../lib/backoff.js"
 import type { Codec } from "../../lib/codec.js"
 import { debug } from "../../lib/debug.js"
 import { PirateError, errorMessage, toError, tooLargeError } from "../../lib/errors.js"
-import { DedupeStore } from "../../lib/journal/dedupe.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import { LatencyHistogram, renderPrometheus } from "../../lib/metrics.js"
 import { Liveness } from "../../lib/liveness.js"
@@ -18,6 +17,7 @@ import {
   type WorkerOptions,
   type WorkerStats,
 } from "./worker-options.js"
+import { DedupeRuns } from "./worker-dedupe.js"
 import { Session, type Job } from "./worker-session.js"
 import {
   FRAME_EMPTY,
@@ -31,8 +31,7 @@ import {
   type Welcome,
   encodeNack,
   encodeReady,
-  PACK_BYTES,
-  packLimit,
+  singleEnvelope,
   unpackBodies,
   unpackEnvelopes,
 } from "../../lib/protocol.js"
@@ -85,11 +84,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     reconnects: 0,
     deduplicated: 0,
   }
-  readonly #dedupe: DedupeStore | undefined
+  readonly #dedupe: DedupeRuns | undefined
   readonly #curve: CurveClientOptions | undefined
   readonly #handlerLatency = new LatencyHistogram()
-  /** Runs in progress by dedupe key, so that a redelivery while the first run is going joins it. */
-  readonly #inProgress = new Map<string, Promise<Buffer>>()
 
   /**
    * Validates options; does no I/O.
@@ -102,7 +99,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.#handler = r.handler
     this.#codec = r.codec
     this.#o = r.settings
-    this.#dedupe = options.dedupe === undefined ? undefined : new DedupeStore(options.dedupe)
+    this.#dedupe = options.dedupe === undefined ? undefined : new DedupeRuns(options.dedupe)
     this.#curve = options.curve === undefined ? undefined : validateCurveClient(options.curve)
   }
 
@@ -234,21 +231,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         heartbeatInterval: this.#o.heartbeatInterval,
         liveness: this.#o.liveness,
       })
-    s.ppx = false
-    s.sender = undefined
-    s.heard = false
-    s.connected = false
-    s.abort = new AbortController()
-    s.ackEnvelopes = []
-    s.ackReplies = []
-    s.ackBytes = 0
-    s.reportStarts = false
-    s.startEnvelopes = []
-    s.packLimit = PACK_BYTES
-    s.senderMax = Infinity
-    s.goodbyeSent = false
-    s.goodbyeConfirmed = false
-    s.plainJobs = 0
+    s.reset()
     const socket = new Dealer({
       linger: 0,
       maxMessageSize: this.#o.maxMessageSize,
@@ -273,6 +256,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
             liveness: this.#o.liveness,
             maxMessageSize: this.#o.maxMessageSize,
             started: true as const,
+            single: true as const,
           }
         : undefined
     s.writer.write([encodeReady(hello)])
@@ -394,20 +378,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         // A sender may only answer with a version we announced (1); anything else: stay plain PPP.
         if (welcome.version !== PPX.VERSION)
           return this.#drop(s, `WELCOME for unknown PPX version ${welcome.version}`)
-        s.ppx = true
-        s.sender = welcome.sender
-        s.packLimit = packLimit(welcome.maxMessageSize)
-        s.senderMax = welcome.maxMessageSize ?? Infinity
-        s.reportStarts = welcome.started === true
-        // The session's heartbeat settings are the WELCOME's from now on.
-        const { heartbeatInterval, liveness } = welcome
-        if (
-          heartbeatInterval !== s.liveness.heartbeatInterval ||
-          liveness !== s.liveness.liveness
-        ) {
-          s.liveness = new Liveness({ heartbeatInterval, liveness })
-          if (!this.#closing) this.#armTick(heartbeatInterval)
-        }
+        if (s.welcomed(welcome) && !this.#closing) this.#armTick(welcome.heartbeatInterval)
         return this.#heard(s)
       }
       if (cmd === PPX.TASKS && s.ppx && msg.length === 3) {
@@ -419,6 +390,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
         for (let i = 0; i < envelopes.length; i++)
           this.#accept(s, envelopes[i] as Buffer, bodies[i] as Buffer, true)
         return
+      }
+      if (cmd === PPX.TASK && s.ppx) {
+        // [0x17, envelope, body]: one task; the body is the frame as received (no copy)
+        const envelope = singleEnvelope(msg.slice(1))
+        if (!envelope) return this.#drop(s, "TASK that is not [0x17, envelope, body]")
+        return this.#accept(s, envelope, msg[2] as Buffer, true)
       }
       if (cmd === PPX.GOODBYE && msg.length === 1) {
         if (s.goodbyeSent) {
@@ -557,27 +534,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const s = job.session
     const sender = s.generation === job.generation ? s.sender : undefined
     const key = sender === undefined ? `${s.endpoint}|${job.id}` : `sender:${sender}|${job.id}`
-    const running = this.#inProgress.get(key)
-    if (running) {
-      this.#stats.deduplicated++
-      return running
-    }
-    const run = (async () => {
-      const recorded = await dedupe.get(key)
-      if (recorded !== undefined) {
-        this.#stats.deduplicated++
-        return recorded
-      }
-      const reply = await this.#run_(payload, ctx)
-      await dedupe.put(key, reply)
-      return reply
-    })()
-    this.#inProgress.set(key, run)
-    try {
-      return await run
-    } finally {
-      this.#inProgress.delete(key)
-    }
+    return dedupe.complete(
+      key,
+      () => this.#run_(payload, ctx),
+      () => this.#stats.deduplicated++,
+    )
   }
 
   #nack(job: Job, error: string, reject: boolean): void {

@@ -48,7 +48,17 @@ describe("PPP commands", () => {
   })
 
   it("PPX command bytes do not collide with PPP's", () => {
-    const bytes = [PPX.WELCOME, PPX.TASKS, PPX.ACKS, PPX.NACK, PPX.EXTEND, PPX.GOODBYE, PPX.STARTED]
+    const bytes = [
+      PPX.WELCOME,
+      PPX.TASKS,
+      PPX.ACKS,
+      PPX.NACK,
+      PPX.EXTEND,
+      PPX.GOODBYE,
+      PPX.STARTED,
+      PPX.TASK,
+      PPX.ACK,
+    ]
     expect(new Set([...bytes, PPP.READY, PPP.HEARTBEAT]).size).toBe(bytes.length + 2)
   })
 })

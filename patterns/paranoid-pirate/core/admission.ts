@@ -4,12 +4,16 @@
  * journaled only, as backlog, and paged in later in send order ("store and forward"). Producers
  * wait only at the backlog's budget (`maxBacklog`, `maxBacklogBytes`), or at the window when
  * there is no persistent journal, and for `request()`s, which live in memory only.
+ *
+ * The window is bounded twice: in messages (`window`) and in payload bytes (`windowBytes`). It
+ * admits a message while both have room for it; a window holding nothing admits one message
+ * however large, so that nothing is ever stuck.
  */
 import { abortedError } from "../../../lib/errors.js"
 import { Fifo } from "../../../lib/fifo.js"
 
 /** Why producers wait. */
-export type WaitReason = "window" | "maxBacklog" | "maxBacklogBytes"
+export type WaitReason = "window" | "windowBytes" | "maxBacklog" | "maxBacklogBytes"
 
 /** The `backpressure` event: when producers start waiting (`reason` says for what) and when they stop (`"resumed"`). */
 export interface BackpressureEvent {
@@ -20,6 +24,8 @@ export interface BackpressureEvent {
 
 export interface AdmissionLimits {
   window: number
+  /** Payload bytes in memory at most (a window holding nothing still admits one message). */
+  windowBytes: number
   maxBacklog: number
   maxBacklogBytes: number
   /** A persistent journal: sends may wait on disk. */
@@ -30,6 +36,8 @@ export interface AdmissionLimits {
 export interface AdmissionHost {
   /** Messages in memory. */
   inWindow(): number
+  /** Payload bytes of the messages in memory. */
+  inWindowBytes(): number
   /** Accepts a send into the window; resolves with its id once durable. */
   accept(frame: Buffer): Promise<string>
   /** Journals a send as backlog (not kept in memory); resolves with its id once durable. */
@@ -43,6 +51,8 @@ interface Entry {
   reject: (err: Error) => void
   /** A send's payload; dropped as soon as the entry is settled. */
   frame: Buffer | undefined
+  /** A reservation's payload size (a send's is its frame's). */
+  bytes: number
   settled: boolean
   signal: AbortSignal | undefined
   queue: WaitQueue
@@ -122,6 +132,8 @@ export class Admission {
   /** Waiting producers by the signal they gave, with that signal's one listener. */
   readonly #signals = new Map<AbortSignal, { entries: Set<Entry>; onAbort: () => void }>()
   #reserved = 0
+  /** Payload bytes of the reservations not yet used. */
+  #reservedBytes = 0
   #reason: WaitReason | undefined
   #closed: Error | undefined
 
@@ -150,14 +162,36 @@ export class Admission {
     return this.count > 0 || this.spilling > 0
   }
 
-  /** Room in memory for one more message, after the producers already waiting for it. */
-  windowRoom(): boolean {
-    return this.#host.inWindow() + this.#reserved < this.#limits.window
+  /**
+   * Room in memory for one more message of `bytes`, after the reservations already made:
+   * `undefined` when there is, else the limit in the way.
+   */
+  windowFull(bytes: number): WaitReason | undefined {
+    const held = this.#host.inWindow() + this.#reserved
+    if (held >= this.#limits.window) return "window"
+    // A window holding nothing admits one message, however large: nothing is ever stuck.
+    if (held > 0 && this.heldBytes() + bytes > this.#limits.windowBytes) return "windowBytes"
+    return undefined
+  }
+
+  /** Payload bytes in memory and reserved for it. */
+  heldBytes(): number {
+    return this.#host.inWindowBytes() + this.#reservedBytes
   }
 
   /** Free places in the window for paging the backlog in (waiting reservations come first). */
   pageRoom(): number {
     return this.#limits.window - this.#host.inWindow() - this.#reserved - this.#windowQ.live
+  }
+
+  /**
+   * Free payload bytes in the window for paging the backlog in: 0 while reservations wait (they
+   * come first), Infinity when the window holds nothing (it takes one message of any size).
+   */
+  pageBytes(): number {
+    if (this.#windowQ.live > 0) return 0
+    if (this.#host.inWindow() + this.#reserved === 0) return Infinity
+    return Math.max(0, this.#limits.windowBytes - this.heldBytes())
   }
 
   send(frame: Buffer, signal: AbortSignal | undefined): Promise<string> {
@@ -174,30 +208,39 @@ export class Admission {
    * Reserves a place in the window (a `request()`): `undefined` when there is one now, else a
    * promise for it. The caller's next `submit()` uses it.
    */
-  reserve(signal: AbortSignal | undefined): Promise<void> | undefined {
+  reserve(signal: AbortSignal | undefined, bytes: number): Promise<void> | undefined {
     if (this.#closed) throw this.#closed
     if (signal?.aborted) throw abortedError(signal)
-    if (this.#windowQ.live === 0 && this.windowRoom()) {
-      this.#reserved++
-      return undefined
+    if (this.#windowQ.live === 0) {
+      const full = this.windowFull(bytes)
+      if (full === undefined) {
+        this.#reserved++
+        this.#reservedBytes += bytes
+        return undefined
+      }
+      this.#reason ??= full
     }
     return new Promise<void>((resolve, reject) =>
-      this.#wait(this.#windowQ, () => resolve(), reject, undefined, signal),
+      this.#wait(this.#windowQ, () => resolve(), reject, undefined, signal, bytes),
     )
   }
 
-  /** A submit used its reservation. */
-  useReservation(): void {
-    if (this.#reserved > 0) this.#reserved--
+  /** A submit used its reservation (of `bytes`). */
+  useReservation(bytes: number): void {
+    if (this.#reserved === 0) return
+    this.#reserved--
+    this.#reservedBytes = this.#reserved === 0 ? 0 : Math.max(0, this.#reservedBytes - bytes)
   }
 
   /** Something changed (room freed, backlog written or paged in): let waiting producers in. */
   admit(): void {
     if (this.#closed) return
-    for (let e = this.#windowQ.peek(); e && this.windowRoom(); e = this.#windowQ.peek()) {
+    for (let e = this.#windowQ.peek(); e; e = this.#windowQ.peek()) {
+      if (this.windowFull(e.bytes) !== undefined) break
       this.#windowQ.take(e)
       this.#unwatch(e)
       this.#reserved++
+      this.#reservedBytes += e.bytes
       e.resolve("")
     }
     for (let e = this.#sendQ.peek(); e; e = this.#sendQ.peek()) {
@@ -227,26 +270,33 @@ export class Admission {
       sendWaiters: this.#sendQ.held,
       signals: this.#signals.size,
       reserved: this.#reserved,
+      reservedBytes: this.#reservedBytes,
       spilling: this.spilling,
+      spillingBytes: this.spillingBytes,
     }
   }
 
   /** Takes a send now when it can go in: into the window, or to disk as backlog. */
   #trySend(frame: Buffer): Promise<string> | undefined {
-    if (this.#windowQ.live === 0 && this.windowRoom() && !this.backlogActive)
-      return this.#host.accept(frame)
-    const why = this.#spillBlocked(frame.length)
+    const full = this.#windowQ.live > 0 ? "window" : this.windowFull(frame.length)
+    if (full === undefined && !this.backlogActive) return this.#host.accept(frame)
+    const why = this.#spillBlocked(frame.length, full ?? "window")
     if (why === undefined) return this.#host.spill(frame)
     this.#reason = why
     return undefined
   }
 
-  /** Why a send of `bytes` cannot go to disk now, or undefined when it can. */
-  #spillBlocked(bytes: number): WaitReason | undefined {
+  /**
+   * Why a send of `bytes` cannot go to disk now, or undefined when it can. Without a persistent
+   * journal there is no disk: the window's limit `full` is the reason.
+   */
+  #spillBlocked(bytes: number, full: WaitReason): WaitReason | undefined {
     const l = this.#limits
-    if (!l.persistent) return "window"
-    // Spills are held in memory until written: as many as the window at most.
+    if (!l.persistent) return full
+    // Spills are held in memory until written: as many as the window at most, and as many bytes
+    // as the window's at most (one alone, however large, goes).
     if (this.spilling >= l.window) return "window"
+    if (this.spilling > 0 && this.spillingBytes + bytes > l.windowBytes) return "windowBytes"
     const count = this.count + this.spilling
     if (count >= l.maxBacklog) return "maxBacklog"
     // One message larger than the whole budget still goes, alone.
@@ -261,8 +311,9 @@ export class Admission {
     reject: (err: Error) => void,
     frame: Buffer | undefined,
     signal: AbortSignal | undefined,
+    bytes = frame?.length ?? 0,
   ): void {
-    const e: Entry = { resolve, reject, frame, settled: false, signal, queue }
+    const e: Entry = { resolve, reject, frame, bytes, settled: false, signal, queue }
     queue.push(e)
     if (queue === this.#windowQ) this.#reason ??= "window"
     if (signal) this.#watch(signal, e)

@@ -13,7 +13,14 @@ export interface DispatcherStats {
   backlog: number
   /** Payload bytes of the backlog (estimated for a backlog found at open, exact for what was sent since). */
   backlogBytes: number
-  /** Producers waiting for room (`maxBacklog`, `maxBacklogBytes`, or the window). */
+  /** Messages in memory (ready, in flight, delayed, being journaled): at most `window`. */
+  inWindow: number
+  /**
+   * Payload bytes of the messages in memory: at most `windowBytes`, or one message's when a
+   * single message is larger.
+   */
+  inWindowBytes: number
+  /** Producers waiting for room (`maxBacklog`, `maxBacklogBytes`, `window` or `windowBytes`). */
   waiting: number
   /** Dead letters in the journal. */
   dead: number
@@ -45,7 +52,15 @@ export interface DispatcherStats {
 /** The gauges the core measures when asked. */
 export type Gauges = Pick<
   DispatcherStats,
-  "ready" | "inFlight" | "delayed" | "backlog" | "backlogBytes" | "waiting" | "workers"
+  | "ready"
+  | "inFlight"
+  | "delayed"
+  | "backlog"
+  | "backlogBytes"
+  | "inWindow"
+  | "inWindowBytes"
+  | "waiting"
+  | "workers"
 >
 
 export class Counters {
@@ -67,6 +82,8 @@ export class Counters {
       delayed: gauges.delayed,
       backlog: gauges.backlog,
       backlogBytes: gauges.backlogBytes,
+      inWindow: gauges.inWindow,
+      inWindowBytes: gauges.inWindowBytes,
       waiting: gauges.waiting,
       dead: this.dead,
       sent: this.sent,
@@ -101,6 +118,8 @@ export function statsMetrics(prefix: string, s: DispatcherStats): Metric[] {
     g("delayed", "Messages waiting for their retry delay.", s.delayed),
     g("backlog", "Pending messages on disk not yet loaded into memory.", s.backlog),
     g("backlog_bytes", "Payload bytes of the backlog on disk.", s.backlogBytes),
+    g("in_window", "Messages held in memory (the window).", s.inWindow),
+    g("in_window_bytes", "Payload bytes held in memory (the window).", s.inWindowBytes),
     g("waiting", "Producers waiting for room.", s.waiting),
     g("dead", "Dead letters in the journal.", s.dead),
     g("workers", "Connected workers.", s.workers),

@@ -25,7 +25,8 @@ import { SocketWriter, bindRetrying } from "../../../lib/writer.js"
 import { Admission } from "./admission.js"
 import { Counters, statsMetrics, type DispatcherStats } from "./counters.js"
 import { receiveLoop } from "./inbound.js"
-import { JournalLanes, type AppendItem } from "./lanes.js"
+import { ACCEPTED, Intake } from "./intake.js"
+import { JournalLanes } from "./lanes.js"
 import { fromEntry, message, type Message, type Waiter } from "./message.js"
 import { DelayQueue, ReadyQueue } from "./ready.js"
 import { BacklogPager } from "./pager.js"
@@ -37,8 +38,6 @@ import { WorkerRegistry, type WorkerInfo } from "./workers.js"
 
 /** Reads the sizes of a core's internal structures (tests of bounded memory). */
 export const internals = Symbol("zeromq-pirate.internals")
-
-const ACCEPTED = Promise.resolve()
 
 /**
  * Turns a message read back from the journal (at open, or paged in later) into what goes to the
@@ -62,11 +61,14 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #unregisterCurve: (() => void) | undefined
 
   readonly #messages = new Map<string, Message>()
+  /** Payload bytes of `#messages` (bounded by `windowBytes`). */
+  #windowBytes = 0
   readonly #ready = new ReadyQueue()
   readonly #delayed = new DelayQueue((due) => this.#makeReadyFront(due))
   readonly #workers = new WorkerRegistry()
   readonly #adm: Admission
   readonly #lanes: JournalLanes
+  readonly #intake: Intake
   readonly #n = new Counters()
   readonly #sessions: Sessions
   #dispatchScheduled = false
@@ -88,14 +90,27 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       { ...settings, persistent: journal.persistent },
       {
         inWindow: () => this.#messages.size,
+        inWindowBytes: () => this.#windowBytes,
         accept: (frame) => this.#accept(frame),
         spill: (frame) => this.#spill(frame),
         backpressure: (event) => this.emit("backpressure", event),
       },
     )
+    this.#intake = new Intake({
+      admission: this.#adm,
+      durability: settings.durability,
+      append: (item) => this.#lanes.append(item),
+      lastWindowId: () => this.#lastWindowId,
+      hold: (m) => this.#hold(m),
+      makeReady: (m) => this.#makeReady(m),
+      finish: (m) => this.#finish(m),
+      pokePager: () => this.#pager.poke(),
+      checkDrained: () => this.#checkDrained(),
+      error: (err) => this.emit("error", err),
+    })
     this.#lanes = new JournalLanes(journal, settings.durability === "fsync", {
-      appended: (items) => this.#appended(items),
-      appendFailed: (items, err) => this.#appendFailed(items, err),
+      appended: (items) => this.#intake.appended(items),
+      appendFailed: (items, err) => this.#intake.appendFailed(items, err),
       changeFailed: (err) => this.emit("error", err),
       idle: () => this.#checkDrained(),
     })
@@ -103,7 +118,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       journal,
       admission: this.#adm,
       window: settings.window,
+      windowBytes: settings.windowBytes,
       inWindow: () => this.#messages.size,
+      inWindowBytes: () => this.#windowBytes,
       has: (id) => this.#messages.has(id),
       load: (e, now) => this.#load(e, now),
       closed: () => this.#closed,
@@ -239,11 +256,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   /**
-   * Reserves a place in the window for one message (`request()`, a queue's request): at once
+   * Reserves a place in the window for one message of `bytes` (`request()`, a queue's request),
+   * `submit()` then takes that payload: at once
    * when there is room, else waits. The caller must `submit()` right after.
    */
-  reserve(signal?: AbortSignal): Promise<void> | undefined {
-    return this.#adm.reserve(signal)
+  reserve(bytes: number, signal?: AbortSignal): Promise<void> | undefined {
+    return this.#adm.reserve(signal, bytes)
   }
 
   /**
@@ -256,7 +274,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     options: { durable: boolean; waiter?: Waiter; stored?: Buffer },
   ): { id: string; accepted: Promise<unknown> } {
     if (this.#closed) throw closedError(this.#name)
-    this.#adm.useReservation()
+    this.#adm.useReservation(payload.length)
     return this.#enter(payload, options.durable, options.waiter, options.stored)
   }
 
@@ -285,7 +303,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       durable,
     })
     m.waiter = waiter
-    this.#messages.set(id, m)
+    this.#hold(m)
     this.#lastWindowId = id
     this.#n.sent++
     this.#drain.busy()
@@ -293,96 +311,14 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       this.#makeReady(m)
       return { id, accepted: ACCEPTED }
     }
-    return { id, accepted: this.#journalNew(m, id, stored, m.enqueuedAt) }
+    return { id, accepted: this.#intake.journal(m, id, stored, m.enqueuedAt) }
   }
 
-  /** A send that waits on disk: journaled, counted as backlog, not kept in memory. */
+  /** A send that waits on disk (see `Intake.spill()`). */
   #spill(frame: Buffer): Promise<string> {
-    const id = this.#ids.next()
-    const adm = this.#adm
-    // The first message of a new backlog: every message in memory is older than it, so the
-    // backlog is exactly what lies after the newest of them.
-    if (!adm.backlogActive && this.#lastWindowId !== undefined)
-      if (adm.after === undefined || this.#lastWindowId > adm.after) adm.after = this.#lastWindowId
-    adm.spilling++
-    adm.spillingBytes += frame.length
     this.#n.sent++
     this.#drain.busy()
-    const accepted = this.#journalNew(undefined, id, frame, Date.now())
-    return accepted === ACCEPTED ? Promise.resolve(id) : (accepted as Promise<string>)
-  }
-
-  /**
-   * Journals a new message: `ACCEPTED` at once with durability "memory", else a promise that
-   * resolves with its id once written.
-   */
-  #journalNew(m: Message | undefined, id: string, payload: Buffer, at: number): Promise<unknown> {
-    const entry: JournalEntry = { id, payload, attempts: 0, enqueuedAt: at }
-    if (this.#s.durability === "memory") {
-      this.#lanes.append({ entry, message: m, settle: undefined })
-      return ACCEPTED
-    }
-    return new Promise<string>((resolve, reject) =>
-      this.#lanes.append({
-        entry,
-        message: m,
-        settle: (err) => (err ? reject(err) : resolve(id)),
-      }),
-    )
-  }
-
-  #appended(items: AppendItem[]): void {
-    const adm = this.#adm
-    for (const { entry, message: m, settle } of items) {
-      if (m) {
-        if (m.state === "appending") this.#makeReady(m)
-      } else {
-        adm.spilling--
-        adm.spillingBytes -= entry.payload.length
-        adm.count++
-        adm.bytes += entry.payload.length
-        if (adm.until === undefined || entry.id > adm.until) adm.until = entry.id
-      }
-      settle?.(undefined)
-    }
-    this.#pager.poke()
-    adm.admit()
-  }
-
-  #appendFailed(items: AppendItem[], err: PirateError): void {
-    // With durability "memory" the senders were told yes already: keep their messages in memory
-    // (as durable as promised) and tell the operator; otherwise each sender gets the error.
-    const kept = this.#s.durability === "memory"
-    for (const { entry, message: m, settle } of items) {
-      if (!m) {
-        this.#adm.spilling--
-        this.#adm.spillingBytes -= entry.payload.length
-        if (kept) {
-          const back = message({
-            ...entry,
-            attempt: 0,
-            t0: performance.now(),
-            state: "ready",
-            durable: false,
-          })
-          this.#messages.set(back.id, back)
-          this.#makeReady(back)
-        }
-      } else if (m.state === "appending") {
-        if (kept) {
-          m.durable = false
-          this.#makeReady(m)
-        } else {
-          const waiter = m.waiter
-          this.#finish(m)
-          waiter?.reject(err)
-        }
-      }
-      settle?.(err)
-    }
-    if (kept) this.emit("error", err)
-    this.#adm.admit()
-    this.#checkDrained()
+    return this.#intake.spill(this.#ids.next(), frame)
   }
 
   /** Cancels a message nobody waits for any more (an aborted request). */
@@ -407,6 +343,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   // ------------------------------------------------------------------------------------------
   // the window and the backlog
 
+  /** A message enters the window. */
+  #hold(m: Message): void {
+    this.#messages.set(m.id, m)
+    this.#windowBytes += m.payload.length
+  }
+
   #makeReady(m: Message): void {
     this.#ready.push(m)
     this.#scheduleDispatch()
@@ -421,7 +363,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /** A message left the window (acked, dead, cancelled): page in backlog, let producers in. */
   #finish(m: Message): void {
     m.state = "done"
-    this.#messages.delete(m.id)
+    if (this.#messages.delete(m.id)) this.#windowBytes -= m.payload.length
     this.#pager.poke()
     this.#adm.admit()
     this.#checkDrained()
@@ -434,7 +376,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       this.#journal.persistent,
     )
     m.waiter = restored?.waiter
-    this.#messages.set(m.id, m)
+    this.#hold(m)
     if (e.notBefore !== undefined && e.notBefore > now) this.#delayed.add(m, e.notBefore)
     else this.#makeReady(m)
   }
@@ -445,7 +387,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     for (const e of entries) {
       if (this.#messages.has(e.id)) continue
       const m = fromEntry({ ...e, attempts: 0 }, this.#journal.persistent)
-      this.#messages.set(m.id, m)
+      this.#hold(m)
       list.push(m)
     }
     this.#n.dead = Math.max(0, this.#n.dead - list.length)
@@ -523,6 +465,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       delayed: this.#delayed.size,
       backlog: adm.count + adm.spilling,
       backlogBytes: adm.bytes + adm.spillingBytes,
+      inWindow: this.#messages.size,
+      inWindowBytes: this.#windowBytes,
       waiting: adm.waiting,
       workers: this.#workers.size,
     })
@@ -542,6 +486,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   [internals](): Record<string, number> {
     return {
       messages: this.#messages.size,
+      windowBytes: this.#windowBytes,
       ready: this.#ready.held,
       delayed: this.#delayed.size,
       drainedWaiters: this.#drain.size,

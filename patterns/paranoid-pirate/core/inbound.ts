@@ -8,6 +8,7 @@ import {
   PPP,
   PPX,
   decodeNack,
+  singleEnvelope,
   unpackBodies,
   unpackEnvelopes,
   type NackInfo,
@@ -85,6 +86,12 @@ export function dispatchInbound(msg: Buffer[], h: InboundHandler): void {
       for (let i = 0; i < envelopes.length; i++)
         h.ack(key, envelopes[i] as Buffer, replies[i] as Buffer)
       return
+    }
+    if (cmd === PPX.ACK) {
+      // [0x18, envelope, reply]: one reply as its own frame
+      const envelope = singleEnvelope(msg.slice(2))
+      if (!envelope) return h.drop("ACK that is not [0x18, envelope, reply]", key)
+      return h.ack(key, envelope, msg[3] as Buffer)
     }
     if (cmd === PPX.NACK && msg.length === 4) {
       let info: NackInfo

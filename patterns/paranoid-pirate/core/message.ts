@@ -49,6 +49,8 @@ export interface WorkerPeer {
    * attempt and id.
    */
   overdue: Map<string, Message>
+  /** It takes TASK: a large task goes alone, its body as its own frame (no copy). */
+  single: boolean
   /** It reports when handlers start (STARTED): ack deadlines run from then, not from dispatch. */
   starts: boolean
   liveness: Liveness

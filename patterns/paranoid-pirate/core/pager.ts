@@ -1,6 +1,9 @@
 /**
  * Pages the backlog (messages on disk, not in memory) into the window, oldest first: at open
- * (a restarted sender) and whenever the window has half emptied while sends wait on disk.
+ * (a restarted sender) and whenever the window has half emptied while sends wait on disk. A page
+ * stops at the window's limit in messages and in payload bytes, and is read no larger than the
+ * bytes free in the window hold at the backlog's mean size (so large payloads are not read by
+ * the thousand only to be left there).
  */
 import { toError } from "../../../lib/errors.js"
 import type { Journal, JournalEntry } from "../../../lib/journal/types.js"
@@ -10,7 +13,9 @@ export interface PagerHost {
   readonly journal: Journal
   readonly admission: Admission
   readonly window: number
+  readonly windowBytes: number
   inWindow(): number
+  inWindowBytes(): number
   has(id: string): boolean
   /** Puts an entry read from the journal into the window. */
   load(entry: JournalEntry, now: number): void
@@ -50,10 +55,14 @@ export class BacklogPager {
     return this.#launch()
   }
 
-  /** Pages in when the window has half emptied: by halves of the window, not one per ack. */
+  /**
+   * Pages in when the window has half emptied, in messages and in bytes: by halves of the window,
+   * not one per ack.
+   */
   poke(): void {
     const h = this.#h
-    if (h.admission.count > 0 && !h.closed() && h.inWindow() <= h.window / 2) void this.#launch()
+    if (h.admission.count === 0 || h.closed()) return
+    if (h.inWindow() <= h.window / 2 && h.inWindowBytes() <= h.windowBytes / 2) void this.#launch()
   }
 
   #launch(): Promise<void> {
@@ -83,31 +92,44 @@ export class BacklogPager {
     try {
       while (adm.count > 0 && !h.closed()) {
         const room = adm.pageRoom()
-        if (room <= 0) return
+        const byteRoom = adm.pageBytes()
+        if (room <= 0 || byteRoom <= 0) return
+        const limit = Math.min(room, this.#fits(byteRoom))
         const until = adm.until
-        const page = await this.#read(room)
+        const page = await this.#read(limit)
         let loaded = 0
+        let consumed = 0
         let bytes = 0
+        let full = false
         const now = Date.now()
         for (const e of page) {
+          if (!h.has(e.id)) {
+            // The window's bytes are full (an empty window takes one message of any size): the
+            // rest stays on disk, read again next time.
+            if (e.payload.length > adm.pageBytes()) {
+              full = true
+              break
+            }
+            loaded++
+            h.load(e, now)
+          }
           adm.after = e.id
+          consumed++
           bytes += e.payload.length
-          if (h.has(e.id)) continue
-          loaded++
-          h.load(e, now)
         }
-        if (this.#bytesEstimated && page.length > 0) {
+        if (this.#bytesEstimated && consumed > 0) {
           // A backlog found at open: its size in bytes is estimated from its first page.
           this.#bytesEstimated = false
-          adm.bytes = Math.round((bytes / page.length) * adm.count)
+          adm.bytes = Math.round((bytes / consumed) * adm.count)
         }
         adm.bytes = Math.max(0, adm.bytes - bytes)
-        if (page.length < room && adm.until === until) {
+        if (!full && page.length < limit && adm.until === until) {
           adm.count = 0 // everything up to `until` is in memory, and nothing was added
           adm.bytes = 0
         } else adm.count = Math.max(0, adm.count - loaded)
+        if (full) return // paged in again when the window has half emptied
         // Exactly a page left, or counts that drifted: ask the journal.
-        if (adm.count === 0 && page.length === room && (await this.#read(1)).length > 0)
+        if (adm.count === 0 && page.length === limit && (await this.#read(1)).length > 0)
           adm.count = 1
       }
     } catch (err) {
@@ -119,6 +141,18 @@ export class BacklogPager {
     } finally {
       h.paged()
     }
+  }
+
+  /**
+   * Entries to read for `byteRoom` free bytes: as many as fit at the backlog's mean payload size
+   * (one more, so the window fills), one while that size is unknown (a backlog found at open).
+   */
+  #fits(byteRoom: number): number {
+    const adm = this.#h.admission
+    if (this.#bytesEstimated) return 1
+    if (adm.count === 0 || adm.bytes === 0) return Infinity
+    const free = Math.min(byteRoom, this.#h.windowBytes)
+    return free === Infinity ? Infinity : Math.ceil(free / (adm.bytes / adm.count)) + 1
   }
 
   #read(limit: number): Promise<JournalEntry[]> {

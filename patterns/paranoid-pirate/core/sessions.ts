@@ -11,7 +11,9 @@ import {
   FRAME_EMPTY,
   FRAME_GOODBYE,
   FRAME_HEARTBEAT,
+  FRAME_TASK,
   FRAME_TASKS,
+  SINGLE_BYTES,
   encodeEnvelope,
   packBodies,
   packTaskEnvelopes,
@@ -189,7 +191,8 @@ export class Sessions implements InboundHandler {
    * Hands ready messages to workers with free credit, in turn, in batches. A message larger than
    * a worker takes (its announced `maxMessageSize`) is never sent to it, where libzmq would drop
    * the connection and everything else in flight on it: it stays ready for a worker that takes
-   * it.
+   * it. To a worker that takes TASK, a message of `SINGLE_BYTES` or more goes alone (a batch is
+   * cut before it), so that its body is sent as its own frame, never copied into a packed one.
    */
   dispatch(ready: ReadyQueue): void {
     const { maxBatch } = this.#h.settings
@@ -210,12 +213,14 @@ export class Sessions implements InboundHandler {
           skipped.push(m)
           continue
         }
-        if (bytes + size > w.packLimit && batch.length > 0) {
+        const alone = w.single && m.payload.length >= SINGLE_BYTES
+        if ((alone || bytes + size > w.packLimit) && batch.length > 0) {
           ready.putBack(m) // still ready: first of the next batch
           break
         }
         bytes += size
         batch.push(m)
+        if (alone) break
       }
       for (let i = skipped.length - 1; i >= 0; i--) ready.putBack(skipped[i] as Message)
       if (batch.length === 0) {
@@ -245,7 +250,13 @@ export class Sessions implements InboundHandler {
       if (ppx) bodies.push(m.payload)
       else this.#h.write([w.routingId, encodeEnvelope(m.id, m.attempt), FRAME_EMPTY, m.payload])
     }
-    if (ppx) this.#h.write([w.routingId, FRAME_TASKS, packTaskEnvelopes(batch), packBodies(bodies)])
+    const only = batch.length === 1 ? batch[0] : undefined
+    if (ppx && w.single && only && only.payload.length >= SINGLE_BYTES) {
+      // TASK: the body frame is the payload itself, which ZeroMQ sends without a copy.
+      const envelope = encodeEnvelope(only.id, only.attempt)
+      this.#h.write([w.routingId, FRAME_TASK, envelope, only.payload])
+    } else if (ppx)
+      this.#h.write([w.routingId, FRAME_TASKS, packTaskEnvelopes(batch), packBodies(bodies)])
     w.liveness.sent()
   }
 
@@ -273,6 +284,7 @@ export class Sessions implements InboundHandler {
         maxMessageSize: this.#h.settings.maxMessageSize,
         sender: this.#h.senderId(),
         started: w.starts || undefined,
+        single: w.single || undefined,
       }),
     ])
     w.liveness.sent()

@@ -12,6 +12,7 @@ export interface DispatcherSettings {
   retryBackoff: Required<BackoffOptions>
   ackTimeout: number
   window: number
+  windowBytes: number
   maxBacklog: number
   maxBacklogBytes: number
   maxBatch: number

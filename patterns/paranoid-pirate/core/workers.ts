@@ -81,6 +81,7 @@ export class WorkerRegistry {
       inflight: new Map(),
       overdue: new Map(),
       starts: false,
+      single: hello?.single === true,
       liveness: new Liveness({
         heartbeatInterval: hello?.heartbeatInterval ?? defaults.heartbeatInterval,
         liveness: hello?.liveness ?? defaults.liveness,
@@ -98,6 +99,7 @@ export class WorkerRegistry {
     w.credit = hello.credit
     w.packLimit = packLimit(hello.maxMessageSize)
     w.maxMessageSize = hello.maxMessageSize ?? Infinity
+    w.single = hello.single === true
     w.liveness = new Liveness({
       heartbeatInterval: hello.heartbeatInterval,
       liveness: hello.liveness,
