@@ -16,9 +16,9 @@
  *        payload per case per run, default 128; at least 20 messages), N (messages per run, for
  *        every size: overrides TOTAL_MB), RUNS (5), WARMUP_MB (MiB of the warm-up run of each
  *        case, per size; default 16), CASES (comma-separated subset of the case names),
- *        OUTSTANDING (sends in flight at most; default min(64, 64 MiB / size)), WINDOW (the
- *        senders' `window`; default the library's 10000, lowered to 64 MiB / size where 10000
- *        messages would hold more), CPU_PROF_DIR (the child processes write `--cpu-prof` profiles
+ *        OUTSTANDING (sends in flight at most; default min(64, 64 MiB / size)), WINDOW and
+ *        WINDOW_BYTES (the senders' `window` and `windowBytes`; default the library's: 10 000
+ *        messages and 64 MiB), CPU_PROF_DIR (the child processes write `--cpu-prof` profiles
  *        there), BENCH_QUICK=1 (sizes 4 KiB and 1 MiB, RUNS 2, TOTAL_MB 32, WARMUP_MB 4: < 60 s)
  *
  * Prints JSON lines: one per case per run, then one per case and size with the medians
@@ -56,6 +56,7 @@ const RUNS = envInt("RUNS", QUICK ? 2 : 5)
 const WARMUP_MB = envInt("WARMUP_MB", QUICK ? 4 : 16)
 const OUTSTANDING = process.env["OUTSTANDING"] ? envInt("OUTSTANDING", 1) : undefined
 const WINDOW = process.env["WINDOW"] ? envInt("WINDOW", 1) : undefined
+const WINDOW_BYTES = process.env["WINDOW_BYTES"] ? envInt("WINDOW_BYTES", 1) : undefined
 const CASES = process.env["CASES"]?.split(",").map((c) => c.trim())
 const CPU_PROF_DIR = process.env["CPU_PROF_DIR"]
 if (CPU_PROF_DIR !== undefined)
@@ -67,8 +68,6 @@ const MIN_N = 20
 const MEMORY_BOUND = 64 * MIB
 /** Sends outstanding at most for small payloads. */
 const MAX_OUTSTANDING = 64
-/** The library's default `window`. */
-const DEFAULT_WINDOW = 10_000
 /** file-write-fsync: `fdatasync` after every group of this many bytes (or every message, when larger). */
 const SYNC_GROUP = MIB
 /** Payload bytes of the distinct random buffers cycled through, at most. */
@@ -119,9 +118,12 @@ function outstanding(size: number): number {
   return OUTSTANDING ?? Math.max(1, Math.min(MAX_OUTSTANDING, Math.floor(MEMORY_BOUND / size)))
 }
 
-/** The senders' window: the library's, unless that many messages would hold more than 64 MiB. */
-function windowFor(size: number): number {
-  return WINDOW ?? Math.max(1, Math.min(DEFAULT_WINDOW, Math.floor(MEMORY_BOUND / size)))
+/** The senders' window options: the library's defaults (`window` 10 000, `windowBytes` 64 MiB) unless set. */
+function windowOptions(): { window?: number; windowBytes?: number } {
+  return {
+    ...(WINDOW !== undefined ? { window: WINDOW } : {}),
+    ...(WINDOW_BYTES !== undefined ? { windowBytes: WINDOW_BYTES } : {}),
+  }
 }
 
 /** Distinct random payloads (random: LevelDB's Snappy would shrink patterned ones). */
@@ -330,12 +332,11 @@ async function endToEnd(
 ): Promise<Result> {
   const bodies = payloads(size)
   const dir = durability === "memory" ? undefined : await tempDir("journal")
-  const window = windowFor(size)
   const sender = await Sender.open({
     bind: BIND,
     codec,
     durability,
-    window,
+    ...windowOptions(),
     ...(dir !== undefined ? { journal: dir } : {}),
   })
   let connected = false
@@ -402,7 +403,6 @@ async function endToEnd(
         peakRssMb: mb(peaks.peak),
         rssBeforeMb: mb(peaks.rssBefore),
         outstanding: bound,
-        window,
         peakInMemory,
         peakBacklog,
         redelivered: stats.redelivered,
@@ -590,7 +590,8 @@ async function main(): Promise<void> {
       runs: RUNS,
       warmupMb: WARMUP_MB,
       outstanding: SIZES.map(outstanding),
-      window: SIZES.map(windowFor),
+      window: WINDOW ?? "default",
+      windowBytes: WINDOW_BYTES ?? "default",
       syncGroupBytes: SYNC_GROUP,
       workers: WORKERS,
       concurrency: CONCURRENCY,

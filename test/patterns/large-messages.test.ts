@@ -73,4 +73,23 @@ describe("large messages", { timeout: 90_000 }, () => {
       expect(left.filter((n) => n.endsWith(".vlog"))).toEqual([])
     })
   }
+
+  it("200 × 8 MiB sends with no worker: the sender's memory is bounded by windowBytes, not by the 1.6 GB pending", async () => {
+    const dir = await tempDir()
+    const child = forkFixture("sf-sender.ts", [
+      dir,
+      JSON.stringify({ durability: "os", count: 200, batch: 4, size: 8 * MiB }),
+    ])
+    const sent = await child.waitFor(
+      (m) => m["type"] === "all-sent" || m["type"] === "stalled",
+      60_000,
+    )
+    expect(sent["type"]).toBe("all-sent")
+    const stats = sent["stats"] as { inWindowBytes: number; backlog: number }
+    expect(stats.inWindowBytes).toBeLessThanOrEqual(64 * MiB)
+    expect(stats.backlog).toBeGreaterThanOrEqual(200 - 8)
+    const peakRss = sent["peakRss"] as number
+    console.log(`200 × 8 MiB offline sends: peak RSS ${Math.round(peakRss / MiB)} MiB`)
+    expect(peakRss).toBeLessThan(512 * MiB)
+  })
 })
