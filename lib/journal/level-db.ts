@@ -357,7 +357,7 @@ export async function loadDatabase(
       })
       const keys = await db.keys({ gte: SEGMENT, lt: "v;" }).all()
       const stored = keys.length > 0 ? await getMany(db, keys) : []
-      await values.reload(keys.map((k, i) => [k, stored[i]]))
+      values.reload(keys.map((k, i) => [k, stored[i]]))
       return { db, counters: { ...meta, keySum: meta.keySum } }
     }
     // Every key once: a key damaged or lost on disk shows here, before any of it is read.

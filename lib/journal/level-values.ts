@@ -185,12 +185,7 @@ export class ValueLog {
    * @throws PirateError `PIRATE_JOURNAL_CORRUPT` naming a segment that is missing or cut short
    */
   async load(rows: readonly [string, Buffer | undefined][]): Promise<void> {
-    const records = new Map<number, SegmentRecord>()
-    for (const [key, value] of rows) {
-      const r = value === undefined ? "it is missing" : decodeSegmentRecord(key, value)
-      if (typeof r === "string") throw this.#damaged(`its segment record ${key}: ${r}`)
-      records.set(parseSegmentKey(key) as number, r)
-    }
+    const records = this.#parse(rows)
     let names: string[] = []
     try {
       names = await readdir(this.#dir)
@@ -338,14 +333,18 @@ export class ValueLog {
   }
 
   /** The records are read again from disk (after a failed write, which may have been kept). */
-  async reload(rows: readonly [string, Buffer | undefined][]): Promise<void> {
+  reload(rows: readonly [string, Buffer | undefined][]): void {
+    this.#records = this.#parse(rows)
+  }
+
+  #parse(rows: readonly [string, Buffer | undefined][]): Map<number, SegmentRecord> {
     const records = new Map<number, SegmentRecord>()
     for (const [key, value] of rows) {
       const r = value === undefined ? "it is missing" : decodeSegmentRecord(key, value)
       if (typeof r === "string") throw this.#damaged(`its segment record ${key}: ${r}`)
       records.set(parseSegmentKey(key) as number, r)
     }
-    this.#records = records
+    return records
   }
 
   /** The value a pointer points to; undefined when its segment was deleted meanwhile. */
