@@ -74,13 +74,22 @@ for (let run = 1; run <= RUNS; run++) {
     fileReadMs: round(fileReadMs, 1),
   }
   runs.push(r)
-  printLine({ bench: "journal-open", run, pending: N, size: SIZE, page: PAGE, ...r })
+  printLine({
+    bench: "journal-open",
+    case: "restart",
+    run,
+    pending: N,
+    size: SIZE,
+    page: PAGE,
+    ...r,
+  })
 }
 const openMs = median(runs.map((r) => r.openMs))
 const firstPageMs = median(runs.map((r) => r.firstPageMs))
 const fileReadMs = median(runs.map((r) => r.fileReadMs))
 printLine({
   bench: "journal-open",
+  case: "restart",
   stat: "median",
   runs: RUNS,
   pending: N,

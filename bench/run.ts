@@ -73,6 +73,15 @@ const SCRIPTS: Script[] = [
           : "bench/journal.ts is not there",
       ),
   },
+  // Its BENCH_QUICK (4 KiB and 1 MiB, RUNS 2, 32 MiB per case).
+  {
+    name: "payload-sizes",
+    file: "payload-sizes.ts",
+    quick: { BENCH_QUICK: "1" },
+    timeoutS: 1200,
+  },
+  // 1 GiB of pending 1 MiB payloads; 128 MiB in a reduced run.
+  { name: "journal-open", file: "journal-open.ts", quick: { TOTAL_MB: "128", RUNS: "2" } },
   {
     name: "peers",
     file: "peers/work-queue.ts",
@@ -313,6 +322,9 @@ function cell(s: string): string {
 function caseLabel(l: Line): string {
   const parts: string[] = []
   if (typeof l["codec"] === "string") parts.push(l["codec"])
+  const size = num(l["size"])
+  if (l["bench"] === "payload-sizes" && size !== undefined)
+    parts.push(size >= 1024 * 1024 ? `${size / 1024 / 1024} MiB` : `${size / 1024} KiB`)
   if (num(l["batch"]) !== undefined) parts.push(`batch ${String(l["batch"])}`)
   if (typeof l["sync"] === "boolean") parts.push(l["sync"] ? "sync" : "no sync")
   const name = typeof l["case"] === "string" ? l["case"] : "?"
