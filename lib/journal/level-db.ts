@@ -363,9 +363,11 @@ export async function loadDatabase(
     // Every key once: a key damaged or lost on disk shows here, before any of it is read.
     const scan = await scanKeys(db, path, meta ? meta.pending + meta.dead : 0)
     scan.pending += await batches.load(db, scan.batches, scan.acks)
+    checkKeys(path, meta, scan, hadData)
+    // After the key check: a segment file that no record names is deleted, so a record lost on
+    // disk must have failed the open before.
     const records = scan.segments.length > 0 ? await getMany(db, scan.segments) : []
     await values.load(scan.segments.map((k, i) => [k, records[i]]))
-    checkKeys(path, meta, scan, hadData)
     const counters: Counters = {
       pending: scan.pending,
       dead: scan.dead,

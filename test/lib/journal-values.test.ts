@@ -151,6 +151,28 @@ describe("the value log", { timeout: 60_000 }, () => {
     )
   })
 
+  test("a segment record lost on disk: the open fails and keeps the segment; repair writes the record again", async () => {
+    const dir = await tempDir()
+    const journal = await openJournal(dir)
+    await journal.append(
+      range(1, 20).map((n) => entry(n)),
+      { sync: false },
+    )
+    await journal.close()
+    await raw(dir, (db) => db.del("v:00000001"))
+    await expect(new LevelJournal(dir).open()).rejects.toMatchObject({
+      code: "PIRATE_JOURNAL_CORRUPT",
+    })
+    expect(await segments(dir)).toEqual(["000001.vlog"])
+    const report = await LevelJournal.repair(dir)
+    expect(report).toMatchObject({ pending: 20, lost: 0 })
+    expect(await raw(dir, (db) => db.keys({ gte: "v:", lt: "v;" }).all())).toEqual(["v:00000001"])
+    const repaired = await openJournal(dir)
+    expect((await repaired.pending({ limit: 100 })).map((e) => e.id)).toEqual(
+      range(1, 20).map((n) => id(n)),
+    )
+  })
+
   test("a segment cut short: the open fails; repair keeps the batches before the cut", async () => {
     const dir = await tempDir()
     const journal = await openJournal(dir)
