@@ -272,15 +272,62 @@ export class BatchStore {
 
   /** The value a batch's key holds, read from the value log when it is a pointer there. */
   async #resolve(
+    db: Db,
     key: string,
     stored: Buffer | undefined,
+    again = true,
   ): Promise<{ value: Buffer; segment: number | undefined } | undefined> {
     if (stored === undefined || !isPointer(stored))
       return stored && { value: stored, segment: undefined }
     const p = decodePointer(stored)
     if (typeof p === "string") throw corruptValue(this.#path, key, `its pointer: ${p}`)
     const value = await this.#values.read(p)
-    return value && { value, segment: p.segment }
+    if (value !== undefined) return { value, segment: p.segment }
+    // Its segment was deleted meanwhile: the batch is gone, or was moved by a compaction.
+    if (!again) return undefined
+    const [now] = await getMany(db, [key])
+    return this.#resolve(db, key, now, false)
+  }
+
+  /**
+   * The puts that move the batches of a segment to the active one (a compaction, see
+   * COMPACT_LIVE), adding them to `ops` and `segments`; the batches moved, or none when the
+   * index does not know every batch of the segment (it learns a batch's segment when it reads or
+   * writes it). The values are synced before the pointers change: the segment goes afterwards.
+   */
+  async moveOps(
+    db: Db,
+    segment: number,
+    live: number,
+    ops: Op[],
+    segments: SegmentChanges,
+  ): Promise<{ batch: Batch; segment: number }[]> {
+    const batches = this.#index.all.filter((b) => b.segment === segment)
+    if (batches.length !== live) return []
+    const stored = await getMany(
+      db,
+      batches.map((b) => b.key),
+    )
+    const pointers: Pointer[] = []
+    for (const value of stored) {
+      const p = value !== undefined && isPointer(value) ? decodePointer(value) : undefined
+      if (typeof p !== "object" || p.segment !== segment) return []
+      pointers.push(p)
+    }
+    const values = await Promise.all(pointers.map((p) => this.#values.read(p)))
+    const parts: { parts: Buffer[]; length: number }[] = []
+    for (const [i, v] of values.entries()) {
+      const b = batches[i] as Batch
+      if (v === undefined || typeof decodeBatch(b.key, v) === "string") return [] // left alone
+      parts.push({ parts: [v], length: v.length })
+    }
+    const moved = await this.#values.append(parts, true, segments)
+    return batches.map((batch, i) => {
+      const p = moved[i] as Pointer
+      ops.push({ type: "put", key: batch.key, value: encodePointer(p) })
+      segments.drop(segment)
+      return { batch, segment: p.segment }
+    })
   }
 
   /**
@@ -292,7 +339,7 @@ export class BatchStore {
     const keys = batches.filter((b) => b.key !== cached?.key).map((b) => b.key)
     const stored = keys.length > 0 ? await getMany(db, keys) : []
     const values = await Promise.all(
-      stored.map((value, i) => this.#resolve(keys[i] as string, value)),
+      stored.map((value, i) => this.#resolve(db, keys[i] as string, value)),
     )
     let v = 0
     return batches.map((b) => {

@@ -33,6 +33,13 @@ const SEGMENT_KEY_LENGTH = SEGMENT.length + 8
 export const SEGMENT_BYTES = 64 * 1024 * 1024
 /** The active segment is deleted once nothing in it is pending and it holds this much. */
 export const RECLAIM_ACTIVE_AT = 4 * 1024 * 1024
+/**
+ * A segment other than the active one with this many batches left, or fewer, has them moved to
+ * the active segment so that it can go: a slow message must not keep 64 MiB on disk.
+ */
+export const COMPACT_LIVE = 4
+/** ... when it holds at least this much. */
+const COMPACT_BYTES = RECLAIM_ACTIVE_AT
 /** The first bytes of every segment file. */
 const MAGIC = Buffer.from("ZPVALS01", "latin1")
 
@@ -166,6 +173,10 @@ export class ValueLog {
   readonly #deleted = new Set<number>()
   /** Retired segments with no pointer left: their records go with the next write. */
   readonly #sweep = new Set<number>()
+  /** Segments a compaction skipped, with their counts then. */
+  readonly #tried = new Map<number, number>()
+  /** The most batches each segment has held (since the journal opened). */
+  readonly #peak = new Map<number, number>()
 
   /** @param journal - the journal's directory */
   constructor(journal: string) {
@@ -223,6 +234,7 @@ export class ValueLog {
     }
     for (const [segment, r] of records) {
       this.#highest = Math.max(this.#highest, segment)
+      this.#peak.set(segment, r.live)
       if (r.live === 0) this.#sweep.add(segment)
     }
     this.#records = records
@@ -318,7 +330,9 @@ export class ValueLog {
     for (const [segment, delta] of changes.delta) {
       const old = this.#records.get(segment)
       const end = changes.end?.segment === segment ? changes.end.end : (old?.end ?? 0)
-      this.#records.set(segment, { live: Math.max(0, (old?.live ?? 0) + delta), end })
+      const live = Math.max(0, (old?.live ?? 0) + delta)
+      this.#records.set(segment, { live, end })
+      if (live > (this.#peak.get(segment) ?? 0)) this.#peak.set(segment, live)
     }
     for (const segment of gone) {
       this.#sweep.delete(segment)
@@ -330,6 +344,27 @@ export class ValueLog {
       }
       this.#delete(segment)
     }
+  }
+
+  /**
+   * Segments worth compacting (see COMPACT_LIVE), each with its count of batches; one that could
+   * not be compacted is not offered again until its count changes.
+   */
+  compactable(): Map<number, number> {
+    const out = new Map<number, number>()
+    for (const [segment, r] of this.#records) {
+      if (segment === this.#active?.segment || r.live === 0 || r.live > COMPACT_LIVE) continue
+      // Only a segment most of whose batches are gone: moving a full one would only copy it.
+      if (r.live * 4 > (this.#peak.get(segment) ?? r.live)) continue
+      if (r.end < COMPACT_BYTES || this.#tried.get(segment) === r.live) continue
+      out.set(segment, r.live)
+    }
+    return out
+  }
+
+  /** A compaction of `segment` was tried with `live` batches in it. */
+  tried(segment: number, live: number): void {
+    this.#tried.set(segment, live)
   }
 
   /** The records are read again from disk (after a failed write, which may have been kept). */
@@ -410,6 +445,8 @@ export class ValueLog {
   }
 
   #delete(segment: number): void {
+    this.#tried.delete(segment)
+    this.#peak.delete(segment)
     this.#deleted.add(segment)
     // Only a read that raced with the deletion asks: the last few are enough.
     if (this.#deleted.size > 256)

@@ -96,6 +96,8 @@ export class LevelJournal implements Journal {
   readonly #batches: BatchStore
   /** The segment files that hold the values of batches. */
   readonly #values: ValueLog
+  /** A compaction of the value log in progress (see `#compactLater`). */
+  #compacting: Promise<void> | undefined
 
   /**
    * Validates the options; does no I/O (call `open()`).
@@ -590,6 +592,35 @@ export class LevelJournal implements Journal {
     this.#lastId = next.lastId
     this.#keySum = next.keySum
     this.#values.applied(segments, gone)
+    this.#compactLater()
+  }
+
+  /**
+   * Moves the last batches of segments that are nearly empty to the active one, in a write of its
+   * own after the current one, so that their files go (see COMPACT_LIVE in level-values.ts).
+   */
+  #compactLater(): void {
+    if (this.#compacting || this.#closing) return
+    const candidates = this.#values.compactable()
+    if (candidates.size === 0) return
+    this.#compacting = this.#write(async (db) => {
+      for (const [segment, live] of candidates) {
+        const ops: Op[] = []
+        const next = this.#meta()
+        const segments = new SegmentChanges()
+        const moved = await this.#batches.moveOps(db, segment, live, ops, segments)
+        this.#values.tried(segment, live)
+        if (moved.length === 0) continue
+        await this.#commit(db, ops, next, true, segments)
+        for (const m of moved) m.batch.segment = m.segment
+      }
+    })
+      .catch((err: unknown) =>
+        debug("journal %s: compaction failed: %s", this.path, errorMessage(err)),
+      )
+      .finally(() => {
+        this.#compacting = undefined
+      })
   }
 
   /** A copy of the counters, for a write to change and commit. */

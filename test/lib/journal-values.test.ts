@@ -95,6 +95,47 @@ describe("the value log", { timeout: 60_000 }, () => {
     expect(await segments(dir)).toHaveLength(1)
   })
 
+  test("a segment with only a few batches left has them moved to the active one, and goes", async () => {
+    const dir = await tempDir()
+    const journal = await openJournal(dir)
+    const n = Math.ceil((SEGMENT_BYTES * 1.5) / MiB)
+    for (let i = 1; i <= n; i++) await journal.append([large(i, MiB)], { sync: false })
+    expect(await segments(dir)).toEqual(["000001.vlog", "000002.vlog"])
+    // Two slow messages left in the first segment, and the last one in the second.
+    const kept = [id(5), id(40), id(n)]
+    await journal.remove(
+      range(1, n)
+        .map((i) => id(i))
+        .filter((x) => !kept.includes(x)),
+    )
+    await journal.close() // waits for the compaction the remove started
+    expect(await segments(dir)).toEqual(["000002.vlog"])
+    const again = await openJournal(dir)
+    const got = await again.pending({ limit: 10 })
+    expect(got.map((e) => e.id)).toEqual(kept)
+    for (const e of got) expect(e.payload.equals(largePayload(e.id, MiB)), e.id).toBe(true)
+    await again.remove(kept)
+    await again.close()
+    expect(await segments(dir)).toEqual([])
+  })
+
+  test("segments whose batches are all pending are never moved, however few batches they hold", async () => {
+    const dir = await tempDir()
+    const journal = await openJournal(dir)
+    for (let a = 0; a < 3; a++)
+      await journal.append(
+        range(a * 4 + 1, a * 4 + 4).map((n) => large(n, 8 * MiB)),
+        { sync: false },
+      )
+    await journal.close()
+    const names = await segments(dir)
+    expect(names).toHaveLength(3) // 32 MiB each: the second append would take one past 64 MiB
+    for (const name of names) {
+      const { size } = await stat(join(dir, "values", name))
+      expect(size, name).toBeLessThan(33 * MiB) // nothing moved into any of them
+    }
+  })
+
   test("appends acked as they go keep taking the active segment while it is small: no file per batch", async () => {
     const dir = await tempDir()
     const journal = await openJournal(dir)
