@@ -1,4 +1,5 @@
 import { C1, Packr } from "msgpackr"
+import { SPLIT_BYTES, joinBody, prefixOf, splitBody } from "./body.js"
 import { PirateError, errorMessage } from "./errors.js"
 
 /** Turns payloads into frames and back. */
@@ -93,6 +94,13 @@ export const msgpackCodec: Codec = Object.freeze({
   decode(frame: Buffer): unknown {
     if (frame.length === 0)
       throw new PirateError("PIRATE_DECODE", "cannot decode an empty frame as msgpack")
+    const prefix = prefixOf(frame)
+    if (prefix !== undefined) {
+      // A bin received in two frames (its header, its bytes): the bytes are the value.
+      if (prefix.length === 5 && prefix[0] === BIN32 && prefix.readUInt32BE(1) === frame.length)
+        return frame
+      return msgpackCodec.decode(joinBody(frame))
+    }
     const bytes = binView(frame)
     if (bytes !== undefined) return bytes
     let value: unknown
@@ -123,9 +131,26 @@ export const rawCodec: Codec = Object.freeze({
     throw new TypeError(`the raw codec sends Buffers, Uint8Arrays and strings, got ${typeof value}`)
   },
   decode(frame: Buffer): Buffer {
-    return frame
+    return joinBody(frame)
   },
 })
+
+/**
+ * The body a sender journals and sends for `value`: `codec.encode(value)`, except that the
+ * default codec's body of a large byte array is split (a bin32 header, then the array as it is,
+ * see lib/body.ts) instead of copied behind its header.
+ */
+export function encodeBody(codec: Codec, value: unknown): Buffer {
+  if (codec === msgpackCodec && value instanceof Uint8Array && value.byteLength >= SPLIT_BYTES) {
+    const n = value.byteLength
+    if (n > MAX_BIN) throw new RangeError(`a msgpack bin holds at most ${MAX_BIN} bytes, got ${n}`)
+    const header = Buffer.allocUnsafe(5)
+    header[0] = BIN32
+    header.writeUInt32BE(n, 1)
+    return splitBody(header, value)
+  }
+  return codec.encode(value)
+}
 
 /** Resolves a codec option. */
 export function resolveCodec(option: CodecOption | undefined): Codec {

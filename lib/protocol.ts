@@ -17,10 +17,12 @@
  *   STARTED  w→s  [0x16, envelopes]             (these tasks' handlers started; only when both
  *                                               said `started: true` in READY and WELCOME)
  *   TASK     s→w  [0x17, envelope, body]        (one large task, its body frame sent as is; only
- *                                               to a worker that said `single: true` in READY)
+ *                                               to a worker that said `single: true` in READY;
+ *                                               or [0x17, envelope, prefix, rest]: a split body)
  *   ACK      w→s  [0x18, envelope, reply]       (one large reply as its own frame; only when the
  *                                               WELCOME said `single: true`)
  */
+import { bodyLength, bodyParts } from "./body.js"
 import { packMeta, unpackMeta } from "./codec.js"
 import { PirateError, toError } from "./errors.js"
 import { stripUndefined } from "./validate.js"
@@ -224,8 +226,8 @@ export function decodeNack(frame: Buffer | undefined): NackInfo {
  * `null` unless there are exactly those two frames and the envelope has 1 to 255 bytes, as in a
  * packed envelopes frame.
  */
-export function singleEnvelope(frames: readonly Buffer[]): Buffer | null {
-  if (frames.length !== 2) return null
+export function singleEnvelope(frames: readonly Buffer[], bodyFrames = 1): Buffer | null {
+  if (frames.length !== 1 + bodyFrames) return null
   const envelope = frames[0] as Buffer
   return envelope.length >= 1 && envelope.length <= 255 ? envelope : null
 }
@@ -319,15 +321,19 @@ export function unpackBodies(frame: Buffer | undefined, count: number): Buffer[]
  */
 function packRecords(records: readonly Buffer[], width: 1 | 4): Buffer {
   let size = 0
-  for (const r of records) size += width + r.length
+  for (const r of records) size += width + bodyLength(r)
   const out = Buffer.allocUnsafe(size)
   let at = 0
   for (const r of records) {
     if (width === 1) {
       if (r.length > 255) throw new RangeError(`an envelope is at most 255 bytes, got ${r.length}`)
       out[at] = r.length
-    } else out.writeUInt32BE(r.length, at)
-    at += width + r.copy(out, at + width)
+      at += 1 + r.copy(out, at + 1)
+      continue
+    }
+    out.writeUInt32BE(bodyLength(r), at)
+    at += width
+    for (const part of bodyParts(r)) at += part.copy(out, at)
   }
   return out
 }

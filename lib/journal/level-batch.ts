@@ -10,6 +10,7 @@
  * This file holds the binary records and the in-memory index of the batches; pure, no I/O.
  */
 import { crc32 } from "node:zlib"
+import { prefixOf } from "../body.js"
 import { FLAG_ERROR, FLAG_NOT_BEFORE, lengthPrefixed } from "./level-format.js"
 export { checkEntry } from "./level-format.js"
 import type { JournalEntry } from "./types.js"
@@ -103,7 +104,8 @@ export function encodeBatchParts(
   let length = HEAD
   const errors: (Buffer | undefined)[] = []
   for (const e of entries) {
-    let own = ENTRY_HEAD + 4
+    // A split body (lib/body.ts): its prefix is copied, its rest is the payload here.
+    let own = ENTRY_HEAD + 4 + (prefixOf(e.payload)?.length ?? 0)
     if (e.notBefore !== undefined) own += 8
     const error = e.lastError === undefined ? undefined : Buffer.from(e.lastError)
     if (error !== undefined) own += 4 + error.length
@@ -134,7 +136,9 @@ export function encodeBatchParts(
       off = buf.writeUInt32LE(error.length, off)
       off += error.copy(buf, off)
     }
-    off = buf.writeUInt32LE(e.payload.length, off)
+    const prefix = prefixOf(e.payload)
+    off = buf.writeUInt32LE(e.payload.length + (prefix?.length ?? 0), off)
+    if (prefix !== undefined) off += prefix.copy(buf, off)
     if (e.payload.length < copyBelow) off += e.payload.copy(buf, off)
     else {
       parts.push(buf.subarray(from, off), e.payload)

@@ -3,6 +3,7 @@
  * record (`m:state`) that carries the counters. Pure functions, no I/O.
  */
 import { crc32 } from "node:zlib"
+import { joinBody } from "../body.js"
 import { assertNonNegativeInt, describe } from "../validate.js"
 import type { DeadLetter, JournalEntry } from "./types.js"
 
@@ -151,7 +152,7 @@ export function checkEntry(e: JournalEntry): void {
 /** Encodes a pending entry (`deadAt` undefined) or a dead letter in format 2. */
 export function encodeEntry(e: JournalEntry, deadAt: number | undefined): Buffer {
   checkEntry(e)
-  const payload = e.payload
+  const payload = joinBody(e.payload)
   const kind = deadAt === undefined ? KIND_PENDING : KIND_DEAD
   const error = e.lastError
   const errorLength = error === undefined ? 0 : Buffer.byteLength(error)

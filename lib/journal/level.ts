@@ -1,5 +1,6 @@
 import { mkdir } from "node:fs/promises"
 import { resolve } from "node:path"
+import { TAKES_SPLIT_BODIES } from "../body.js"
 import { debug } from "../debug.js"
 import { PirateError, closedError, errorMessage } from "../errors.js"
 import { assertNonNegativeInt, describe } from "../validate.js"
@@ -69,6 +70,8 @@ type State = "new" | "opening" | "open" | "closing" | "closed"
  */
 export class LevelJournal implements Journal {
   readonly persistent = true
+  /** It writes a split body's parts itself (see lib/body.ts). */
+  readonly [TAKES_SPLIT_BODIES] = true
   /** Absolute path of the journal's directory. */
   readonly path: string
   #state: State = "new"

@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events"
-import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
+import { encodeBody, resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
 import { PirateError, abortedError, toError } from "../../lib/errors.js"
 import type { DeadLetter, Journal } from "../../lib/journal/types.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
@@ -141,7 +141,7 @@ export class Sender extends EventEmitter<SenderEvents> {
     let core: Dispatcher
     try {
       core = this.#open()
-      frame = this.#codec.encode(payload)
+      frame = encodeBody(this.#codec, payload)
     } catch (err) {
       return Promise.reject(toError(err))
     }
@@ -157,7 +157,7 @@ export class Sender extends EventEmitter<SenderEvents> {
    */
   async request(payload: unknown, options: RequestToWorkerOptions = {}): Promise<unknown> {
     const core = this.#open()
-    const frame = this.#codec.encode(payload)
+    const frame = encodeBody(this.#codec, payload)
     const tooLarge = core.tooLarge(frame)
     if (tooLarge) throw tooLarge
     const { signal, timeout } = options

@@ -1,7 +1,8 @@
 import { EventEmitter } from "node:events"
 import { Dealer } from "zeromq"
 import { Backoff } from "../../lib/backoff.js"
-import type { Codec } from "../../lib/codec.js"
+import { joinBody, splitBody } from "../../lib/body.js"
+import { msgpackCodec, rawCodec, type Codec } from "../../lib/codec.js"
 import { debug } from "../../lib/debug.js"
 import { PirateError, errorMessage, toError, tooLargeError } from "../../lib/errors.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
@@ -392,10 +393,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
         return
       }
       if (cmd === PPX.TASK && s.ppx) {
-        // [0x17, envelope, body]: one task; the body is the frame as received (no copy)
-        const envelope = singleEnvelope(msg.slice(1))
+        // [0x17, envelope, body] or [0x17, envelope, prefix, rest]: one task; the body is the
+        // frame as received (no copy), or the two frames of a split body (lib/body.ts)
+        const split = msg.length === 4
+        const envelope = singleEnvelope(msg.slice(1), split ? 2 : 1)
         if (!envelope) return this.#drop(s, "TASK that is not [0x17, envelope, body]")
-        return this.#accept(s, envelope, msg[2] as Buffer, true)
+        const body = split ? splitBody(msg[2] as Buffer, msg[3] as Buffer) : (msg[2] as Buffer)
+        return this.#accept(s, envelope, body, true)
       }
       if (cmd === PPX.GOODBYE && msg.length === 1) {
         if (s.goodbyeSent) {
@@ -465,7 +469,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const s = job.session
     let payload: unknown
     try {
-      payload = this.#codec.decode(job.body)
+      // The built-in codecs decode a split body themselves; another codec gets it whole.
+      payload = this.#codec.decode(
+        this.#codec === msgpackCodec || this.#codec === rawCodec ? job.body : joinBody(job.body),
+      )
     } catch (err) {
       // Retrying cannot help: reject to the dead letters with the decode error.
       this.#stats.nacked++

@@ -2,7 +2,9 @@ import fc from "fast-check"
 import { Packr } from "msgpackr"
 import { execFileSync } from "node:child_process"
 import { describe, expect, it } from "vitest"
+import { SPLIT_BYTES, bodyLength, bodyParts, joinBody } from "../../lib/body.js"
 import {
+  encodeBody,
   msgpackCodec,
   packMeta,
   rawCodec,
@@ -305,5 +307,31 @@ describe("protocol metadata", () => {
     expect(() => unpackMeta(Buffer.from([0x92, 0x01]))).toThrow(
       expect.objectContaining({ code: "PIRATE_PROTOCOL" }),
     )
+  })
+})
+
+describe("split bodies (lib/body.ts)", () => {
+  it("the default codec's body of a large byte array is its bin header and the array, not a copy", () => {
+    const bytes = Buffer.alloc(SPLIT_BYTES, 7)
+    const body = encodeBody(msgpackCodec, bytes)
+    const parts = bodyParts(body)
+    expect(parts).toHaveLength(2)
+    expect(parts[1]?.buffer).toBe(bytes.buffer) // the same memory
+    expect(joinBody(body).equals(msgpackCodec.encode(bytes))).toBe(true)
+    expect(bodyLength(body)).toBe(SPLIT_BYTES + 5)
+    expect((msgpackCodec.decode(body) as Buffer).equals(bytes)).toBe(true)
+    expect((rawCodec.decode(body) as Buffer).equals(joinBody(body))).toBe(true)
+  })
+
+  it("small arrays, other values and other codecs give whole bodies", () => {
+    for (const [codec, value] of [
+      [msgpackCodec, Buffer.alloc(SPLIT_BYTES - 1)],
+      [msgpackCodec, { a: 1 }],
+      [rawCodec, Buffer.alloc(SPLIT_BYTES)],
+    ] as const) {
+      const body = encodeBody(codec, value)
+      expect(bodyParts(body)).toEqual([body])
+      expect(body.equals(codec.encode(value))).toBe(true)
+    }
   })
 })

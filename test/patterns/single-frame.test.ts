@@ -20,6 +20,7 @@ import {
   unpackEnvelopes,
   type Hello,
 } from "../../lib/protocol.js"
+import { msgpackCodec } from "../../lib/codec.js"
 import { openSender, openWorker } from "../helpers/paranoid.js"
 
 const MiB = 1024 * 1024
@@ -137,6 +138,47 @@ describe("TASK: a large task as its own frame", () => {
     }
   })
 
+  it("the default codec's large Buffer goes as a split body: TASK [0x17, envelope, bin header, the Buffer]; packed whole without single: true; whole to a PPP worker", async () => {
+    const large = pattern(MiB, 5)
+    const whole = msgpackCodec.encode(large)
+    for (const single of [true, false]) {
+      const sender = await openSender()
+      await sender.send(large)
+      const { peer } = await rawWorker(sender.endpoint, {
+        ...HELLO,
+        ...(single ? { single: true as const } : {}),
+      })
+      const msg = await nextMessage(peer)
+      if (single) {
+        expect(msg, "[0x17, envelope, header, bytes]").toHaveLength(4)
+        expect(msg[0]?.[0]).toBe(PPX.TASK)
+        expect(msg[2]).toEqual(whole.subarray(0, 5))
+        expect(msg[3]?.equals(large)).toBe(true)
+        await peer.send([ACK, msg[1] as Buffer, Buffer.from([0xc0])])
+      } else {
+        expect(msg[0]?.[0]).toBe(PPX.TASKS)
+        const envelopes = unpackEnvelopes(msg[1])
+        expect(unpackBodies(msg[2], 1)?.[0]?.equals(whole)).toBe(true)
+        await peer.send([ACK, envelopes?.[0] as Buffer, Buffer.from([0xc0])])
+      }
+      await sender.drained(signal())
+      await sender.close()
+    }
+    // A plain PPP worker: [envelope, "", body], the body whole.
+    const sender = await openSender()
+    await sender.send(large)
+    const got: unknown[] = []
+    await openWorker(sender.endpoint, {
+      protocol: "ppp",
+      handler: (p) => {
+        got.push(p)
+        return null
+      },
+    })
+    await sender.drained(signal())
+    expect((got[0] as Buffer).equals(large)).toBe(true)
+  })
+
   it("the sender counts and drops a malformed ACK", async () => {
     const sender = await openSender({ codec: "raw" })
     const { peer } = await rawWorker(sender.endpoint, { ...HELLO, single: true })
@@ -184,7 +226,7 @@ describe("our Worker and TASK / ACK", () => {
     )
     await once(worker, "sender:ready", signal())
     await to(TASK, envelope) // no body frame
-    await to(TASK, envelope, body, Buffer.from("extra"))
+    await to(TASK, envelope, body, Buffer.from("extra"), Buffer.from("more")) // 3 body frames
     await to(TASK, Buffer.alloc(256, 0x50), body) // envelope over 255 bytes
     await to(TASK, envelope, body)
     const [, ...ack] = await nextMessage(router)
@@ -195,6 +237,47 @@ describe("our Worker and TASK / ACK", () => {
     expect(handled).toHaveLength(1)
     expect(handled[0]?.equals(body)).toBe(true)
     expect(worker.stats()).toMatchObject({ received: 1, acked: 1, dropped: 4 })
+  })
+
+  it("takes a TASK whose body comes in two frames (a split body): msgpack gets the bin's bytes as the frame, raw the body joined", async () => {
+    for (const codec of ["msgpack", "raw"] as const) {
+      const router = new Router({ linger: 0, receiveTimeout: 5000 })
+      onTestFinished(() => router.close())
+      await router.bind("tcp://127.0.0.1:*")
+      const handled: unknown[] = []
+      const worker = await openWorker(router.lastEndpoint as string, {
+        codec,
+        handler: (p) => {
+          handled.push(p)
+          return codec === "raw" ? Buffer.alloc(0) : null
+        },
+      })
+      const [id, ready] = await router.receive()
+      const hello = decodeReady(ready as Buffer)
+      const to = (...frames: Buffer[]): Promise<void> => router.send([id as Buffer, ...frames])
+      await to(
+        ...encodeWelcome({
+          version: PPX.VERSION,
+          heartbeatInterval: hello?.heartbeatInterval ?? 100,
+          liveness: hello?.liveness ?? 3,
+          single: true,
+        }),
+      )
+      await once(worker, "sender:ready", signal())
+      const rest = pattern(MiB, 3)
+      const header = Buffer.from([0xc6, 0, 0, 0, 0])
+      header.writeUInt32BE(rest.length, 1)
+      await to(TASK, encodeEnvelope("00000000000000b1", 1), header, rest)
+      const [, ...acks] = await nextMessage(router)
+      const envelope = encodeEnvelope("00000000000000b1", 1)
+      // A small reply: in ACKS, its envelope packed with its length.
+      expect(acks[1]).toEqual(Buffer.concat([Buffer.from([envelope.length]), envelope]))
+      expect(handled).toHaveLength(1)
+      const got = handled[0] as Buffer
+      if (codec === "msgpack") expect(got.equals(rest)).toBe(true)
+      else expect(got.equals(Buffer.concat([header, rest]))).toBe(true)
+      expect(worker.stats()).toMatchObject({ received: 1, dropped: 0 })
+    }
   })
 
   it("a small reply still goes in ACKS, and a sender that did not say single: true gets ACKS for a large one", async () => {

@@ -7,6 +7,7 @@
  */
 import { EventEmitter } from "node:events"
 import type { Router } from "zeromq"
+import { bodyLength } from "../../../lib/body.js"
 import { debug } from "../../../lib/debug.js"
 import {
   PirateError,
@@ -251,8 +252,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    */
   tooLarge(frame: Buffer): PirateError | undefined {
     const max = this.#s.maxMessageSize
-    if (frame.length + 4 <= max) return undefined
-    return tooLargeError(`a payload for this ${this.#name}`, frame.length, max)
+    const length = bodyLength(frame)
+    if (length + 4 <= max) return undefined
+    return tooLargeError(`a payload for this ${this.#name}`, length, max)
   }
 
   /**

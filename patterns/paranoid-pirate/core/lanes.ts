@@ -4,6 +4,7 @@
  * change that cannot be written is kept and retried, so an ack is never dropped because the disk
  * was full for a while.
  */
+import { TAKES_SPLIT_BODIES, joinBody, prefixOf } from "../../../lib/body.js"
 import { debug } from "../../../lib/debug.js"
 import { PirateError, errorMessage } from "../../../lib/errors.js"
 import type {
@@ -48,6 +49,8 @@ export class JournalLanes {
   readonly #journal: Journal
   readonly #sync: boolean
   readonly #host: LanesHost
+  /** The journal wants whole bodies (see lib/body.ts). */
+  readonly #whole: boolean
   #appendQueue: AppendItem[] = []
   #appending: Promise<void> | undefined
   #removes: string[] = []
@@ -61,6 +64,7 @@ export class JournalLanes {
 
   constructor(journal: Journal, sync: boolean, host: LanesHost) {
     this.#journal = journal
+    this.#whole = !(TAKES_SPLIT_BODIES in journal)
     this.#sync = sync
     this.#host = host
   }
@@ -126,7 +130,7 @@ export class JournalLanes {
         this.#appendQueue = []
         try {
           await this.#journal.append(
-            batch.map((i) => i.entry),
+            batch.map((i) => (this.#whole ? wholeEntry(i.entry) : i.entry)),
             { sync: this.#sync },
           )
         } catch (err) {
@@ -218,4 +222,9 @@ export function journalWriteError(err: unknown): PirateError {
       },
     )
   return new PirateError("PIRATE_JOURNAL_IO", `journal write failed: ${text}`, { cause: err })
+}
+
+/** The entry with its body whole (a split body joined, see lib/body.ts). */
+function wholeEntry(entry: JournalEntry): JournalEntry {
+  return prefixOf(entry.payload) ? { ...entry, payload: joinBody(entry.payload) } : entry
 }

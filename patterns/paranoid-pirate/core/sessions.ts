@@ -4,6 +4,7 @@
  * whose messages go back to the front of the ready queue for the others.
  */
 import { backoffDelay } from "../../../lib/backoff.js"
+import { bodyLength, bodyParts, joinBody } from "../../../lib/body.js"
 import { debug } from "../../../lib/debug.js"
 import { DeadLetterError, errorMessage } from "../../../lib/errors.js"
 import type { DeadLetter } from "../../../lib/journal/types.js"
@@ -208,7 +209,7 @@ export class Sessions implements InboundHandler {
       while (batch.length < n && skipped.length < maxBatch) {
         const m = ready.take()
         if (!m) break
-        const size = 4 + m.payload.length
+        const size = 4 + bodyLength(m.payload)
         if (size > w.maxMessageSize) {
           skipped.push(m)
           continue
@@ -248,13 +249,20 @@ export class Sessions implements InboundHandler {
       m.deadline = deadline
       w.inflight.set(m.id, m)
       if (ppx) bodies.push(m.payload)
-      else this.#h.write([w.routingId, encodeEnvelope(m.id, m.attempt), FRAME_EMPTY, m.payload])
+      else
+        this.#h.write([
+          w.routingId,
+          encodeEnvelope(m.id, m.attempt),
+          FRAME_EMPTY,
+          joinBody(m.payload), // a PPP request is exactly three frames
+        ])
     }
     const only = batch.length === 1 ? batch[0] : undefined
     if (ppx && w.single && only && only.payload.length >= SINGLE_BYTES) {
-      // TASK: the body frame is the payload itself, which ZeroMQ sends without a copy.
+      // TASK: the body frame is the payload itself, which ZeroMQ sends without a copy (a split
+      // body as its two parts, see lib/body.ts).
       const envelope = encodeEnvelope(only.id, only.attempt)
-      this.#h.write([w.routingId, FRAME_TASK, envelope, only.payload])
+      this.#h.write([w.routingId, FRAME_TASK, envelope, ...bodyParts(only.payload)])
     } else if (ppx)
       this.#h.write([w.routingId, FRAME_TASKS, packTaskEnvelopes(batch), packBodies(bodies)])
     w.liveness.sent()
@@ -397,7 +405,7 @@ export class Sessions implements InboundHandler {
     // Every dead letter is kept, in a memory journal too, so it can be listed and replayed.
     const letter: DeadLetter = {
       id: m.id,
-      payload: m.payload,
+      payload: joinBody(m.payload),
       attempts: m.attempt,
       lastError: error,
       enqueuedAt: m.enqueuedAt,
