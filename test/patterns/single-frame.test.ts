@@ -4,7 +4,7 @@
  * (READY for TASK, WELCOME for ACK); any other peer gets TASKS and sends ACKS as before.
  * Asserted on the wire with raw zeromq sockets playing the other side.
  */
-import { once } from "node:events"
+import { once, type EventEmitter } from "node:events"
 import { describe, expect, it, onTestFinished } from "vitest"
 import { Dealer, Router } from "zeromq"
 import {
@@ -58,6 +58,29 @@ async function nextMessage(socket: { receive(): Promise<Buffer[]> }): Promise<Bu
     if (!(last?.length === 1 && last[0] === 0x02)) return msg
   }
   throw new Error("only heartbeats")
+}
+
+/**
+ * Plays the sender to our `worker` on `router`: takes its READY, answers with a WELCOME that
+ * says `single: true`, waits until the worker takes it; returns a function that sends it frames.
+ */
+async function welcomed(
+  router: Router,
+  worker: EventEmitter,
+): Promise<(...frames: Buffer[]) => Promise<void>> {
+  const [id, ready] = await router.receive()
+  const hello = decodeReady(ready as Buffer)
+  const to = (...frames: Buffer[]): Promise<void> => router.send([id as Buffer, ...frames])
+  await to(
+    ...encodeWelcome({
+      version: PPX.VERSION,
+      heartbeatInterval: hello?.heartbeatInterval ?? 100,
+      liveness: hello?.liveness ?? 3,
+      single: true,
+    }),
+  )
+  await once(worker, "sender:ready", signal())
+  return to
 }
 
 const HELLO = { credit: 8, heartbeatInterval: 60_000, liveness: 3 } as const
@@ -252,18 +275,7 @@ describe("our Worker and TASK / ACK", () => {
           return codec === "raw" ? Buffer.alloc(0) : null
         },
       })
-      const [id, ready] = await router.receive()
-      const hello = decodeReady(ready as Buffer)
-      const to = (...frames: Buffer[]): Promise<void> => router.send([id as Buffer, ...frames])
-      await to(
-        ...encodeWelcome({
-          version: PPX.VERSION,
-          heartbeatInterval: hello?.heartbeatInterval ?? 100,
-          liveness: hello?.liveness ?? 3,
-          single: true,
-        }),
-      )
-      await once(worker, "sender:ready", signal())
+      const to = await welcomed(router, worker)
       const rest = pattern(MiB, 3)
       const header = Buffer.from([0xc6, 0, 0, 0, 0])
       header.writeUInt32BE(rest.length, 1)
