@@ -11,7 +11,7 @@
  */
 import { crc32 } from "node:zlib"
 import { prefixOf } from "../body.js"
-import { FLAG_ERROR, FLAG_NOT_BEFORE, lengthPrefixed } from "./level-format.js"
+import { FLAG_ERROR, FLAG_NOT_BEFORE, kindSeed, lengthPrefixed, valueCrc } from "./level-format.js"
 export { checkEntry } from "./level-format.js"
 import type { JournalEntry } from "./types.js"
 
@@ -31,11 +31,6 @@ const KIND_BATCH = 5
 const KIND_ACKS = 6
 const HEAD = 25
 const ENTRY_HEAD = 8 + 1 + 4 + 8
-const SEED = new Map([KIND_BATCH, KIND_ACKS].map((k) => [k, crc32(Buffer.from([k]))]))
-
-function bodyCrc(buf: Buffer, kind: number): number {
-  return crc32(buf.subarray(5), SEED.get(kind) ?? 0)
-}
 
 function isHex(c: number): boolean {
   return (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66)
@@ -147,7 +142,7 @@ export function encodeBatchParts(
   })
   if (from < off || parts.length === 0) parts.push(buf.subarray(from, off))
   // The crc covers the kind byte and everything after the crc, across the parts.
-  let crc = SEED.get(KIND_BATCH) ?? 0
+  let crc = kindSeed(KIND_BATCH)
   parts.forEach((part, i) => {
     crc = crc32(i === 0 ? part.subarray(5) : part, crc)
   })
@@ -161,7 +156,7 @@ export function batchValueKey(buf: Buffer): string | undefined {
   if (buf.length < HEAD) return undefined
   const kind = buf[0]
   if (kind !== KIND_BATCH && kind !== KIND_ACKS) return undefined
-  if (buf.readUInt32LE(1) !== bodyCrc(buf, kind)) return undefined
+  if (buf.readUInt32LE(1) !== valueCrc(buf, kind)) return undefined
   const count = buf.readUInt32LE(5)
   const key = batchKey(buf.toString("hex", 9, 17), buf.toString("hex", 17, 25), count)
   if (parseBatchKey(key) === undefined) return undefined
@@ -173,7 +168,7 @@ export function checkBatchValue(key: string, value: Buffer): string | undefined 
   if (value.length < HEAD) return `value of ${value.length} bytes is too short`
   const kind = value[0]
   if (kind !== KIND_BATCH && kind !== KIND_ACKS) return `unknown value kind ${kind}`
-  if (value.readUInt32LE(1) !== bodyCrc(value, kind)) return "checksum mismatch"
+  if (value.readUInt32LE(1) !== valueCrc(value, kind)) return "checksum mismatch"
   if (batchValueKey(value) !== key) return "the value belongs to another key: the key is damaged"
   return undefined
 }
@@ -237,7 +232,7 @@ export function encodeAcks(key: string, acked: Uint8Array): Buffer {
   buf.write(name.first, 9, 8, "hex")
   buf.write(name.last, 17, 8, "hex")
   buf.set(acked, HEAD)
-  buf.writeUInt32LE(bodyCrc(buf, KIND_ACKS), 1)
+  buf.writeUInt32LE(valueCrc(buf, KIND_ACKS), 1)
   return buf
 }
 

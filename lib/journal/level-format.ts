@@ -121,11 +121,24 @@ export const FLAG_NOT_BEFORE = 2
 const FIXED_1 = 18
 const FIXED = 26
 const ID_AT = 18
-/** The crc32 of the kind byte alone, from which the crc of the rest continues. */
-const SEED = new Map([KIND_PENDING, KIND_DEAD].map((k) => [k, crc32(Buffer.from([k]))]))
+const seeds = new Map<number, number>()
 
-function valueCrc(buf: Buffer, kind: number): number {
-  return crc32(buf.subarray(5), SEED.get(kind) ?? 0)
+/** The crc32 of a kind byte alone, from which the crc of the rest of its value continues. */
+export function kindSeed(kind: number): number {
+  let seed = seeds.get(kind)
+  if (seed === undefined) {
+    seed = crc32(Buffer.from([kind]))
+    seeds.set(kind, seed)
+  }
+  return seed
+}
+
+/**
+ * The crc every value of the journal carries in its bytes 1–4: of its kind byte (byte 0) and of
+ * everything after the crc.
+ */
+export function valueCrc(buf: Buffer, kind: number): number {
+  return crc32(buf.subarray(5), kindSeed(kind))
 }
 
 /**

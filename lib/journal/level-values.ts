@@ -18,11 +18,10 @@
 import { closeSync, openSync, readSync } from "node:fs"
 import { mkdir, open, readdir, stat, unlink, type FileHandle } from "node:fs/promises"
 import { join } from "node:path"
-import { crc32 } from "node:zlib"
 import { debug } from "../debug.js"
 import { PirateError, errorMessage } from "../errors.js"
 import { howToRecover, levelFailure } from "./level-errors.js"
-import { addKey, removeKey, type Counters } from "./level-format.js"
+import { addKey, removeKey, valueCrc, type Counters } from "./level-format.js"
 
 /** The directory of the segments, inside the journal's. */
 export const VALUES_DIR = "values"
@@ -50,11 +49,6 @@ const KIND_POINTER = 7
 const KIND_SEGMENT = 8
 const POINTER_BYTES = 19
 const RECORD_BYTES = 19
-const SEED = new Map([KIND_POINTER, KIND_SEGMENT].map((k) => [k, crc32(Buffer.from([k]))]))
-
-function bodyCrc(buf: Buffer, kind: number): number {
-  return crc32(buf.subarray(5), SEED.get(kind) ?? 0)
-}
 
 export interface Pointer {
   segment: number
@@ -68,7 +62,7 @@ export function encodePointer(p: Pointer): Buffer {
   buf.writeUInt32LE(p.segment, 5)
   buf.writeUIntLE(p.offset, 9, 6)
   buf.writeUInt32LE(p.length, 15)
-  buf.writeUInt32LE(bodyCrc(buf, KIND_POINTER), 1)
+  buf.writeUInt32LE(valueCrc(buf, KIND_POINTER), 1)
   return buf
 }
 
@@ -80,7 +74,7 @@ export function isPointer(value: Buffer): boolean {
 /** The pointer `value` holds; a description of the damage instead. */
 export function decodePointer(value: Buffer): Pointer | string {
   if (value.length !== POINTER_BYTES) return `pointer of ${value.length} bytes`
-  if (value.readUInt32LE(1) !== bodyCrc(value, KIND_POINTER)) return "checksum mismatch"
+  if (value.readUInt32LE(1) !== valueCrc(value, KIND_POINTER)) return "checksum mismatch"
   const p = {
     segment: value.readUInt32LE(5),
     offset: value.readUIntLE(9, 6),
@@ -116,13 +110,13 @@ export function encodeSegmentRecord(segment: number, r: SegmentRecord): Buffer {
   buf.writeUInt32LE(segment, 5)
   buf.writeUInt32LE(r.live, 9)
   buf.writeUIntLE(r.end, 13, 6)
-  buf.writeUInt32LE(bodyCrc(buf, KIND_SEGMENT), 1)
+  buf.writeUInt32LE(valueCrc(buf, KIND_SEGMENT), 1)
   return buf
 }
 
 export function decodeSegmentRecord(key: string, value: Buffer): SegmentRecord | string {
   if (value.length !== RECORD_BYTES || value[0] !== KIND_SEGMENT) return "not a segment record"
-  if (value.readUInt32LE(1) !== bodyCrc(value, KIND_SEGMENT)) return "checksum mismatch"
+  if (value.readUInt32LE(1) !== valueCrc(value, KIND_SEGMENT)) return "checksum mismatch"
   if (parseSegmentKey(key) !== value.readUInt32LE(5))
     return "the record belongs to another key: the key is damaged"
   return { live: value.readUInt32LE(9), end: value.readUIntLE(13, 6) }

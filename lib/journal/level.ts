@@ -1,11 +1,10 @@
-import { mkdir } from "node:fs/promises"
 import { resolve } from "node:path"
 import { TAKES_SPLIT_BODIES } from "../body.js"
 import { debug } from "../debug.js"
-import { PirateError, closedError, errorMessage } from "../errors.js"
+import { errorMessage } from "../errors.js"
 import { assertNonNegativeInt, describe } from "../validate.js"
 import { getMany, loadDatabase, type Db } from "./level-db.js"
-import { corruptValue, fromLevelDb, isDiskFull, levelCode, levelFailure } from "./level-errors.js"
+import { corruptValue } from "./level-errors.js"
 import {
   DEAD,
   META,
@@ -25,6 +24,7 @@ import {
 import { SlotChanges, checkEntry, type Batch } from "./level-batch.js"
 import { BatchStore, MIN_BATCH, merge, type Op } from "./level-batch-store.js"
 import { repairJournal, type LevelJournalRepairReport } from "./level-repair.js"
+import { LevelHandle, type State } from "./level-handle.js"
 import { SegmentChanges, ValueLog } from "./level-values.js"
 import type { DeadLetter, Journal, JournalEntry, JournalStats, JournalUpdate } from "./types.js"
 
@@ -41,8 +41,6 @@ export interface LevelJournalOptions {
    */
   minBatch?: number
 }
-
-type State = "new" | "opening" | "open" | "closing" | "closed"
 
 /**
  * A journal in a LevelDB database: entries survive the process, and with `sync: true` the machine.
@@ -74,22 +72,8 @@ export class LevelJournal implements Journal {
   readonly [TAKES_SPLIT_BODIES] = true
   /** Absolute path of the journal's directory. */
   readonly path: string
-  #state: State = "new"
-  #db: Db | undefined
-  // Set when a write failed. LevelDB may then hold a torn record at the end of its log (a record
-  // written after it would sit behind the tear, where the next open stops reading or this
-  // journal's log check refuses to open), or a sticky background error (a table write that hit a
-  // full disk fails every later write, even once there is room). So the next write first closes
-  // the database and opens it again: LevelDB then recovers the log into a table, dropping the
-  // torn record as a crash would, and starts a fresh log.
-  #stale = false
-  #reopening: Promise<Db> | undefined
-  #opening: Promise<void> | undefined
-  #closing: Promise<void> | undefined
-  // Writes run one at a time: each reads what it must (existence, old values) and writes the
-  // counters in its own batch, so the counters on disk always match the entries.
-  #tail: Promise<unknown> = Promise.resolve()
-  readonly #reads = new Set<Promise<unknown>>()
+  /** The database: opened, closed, reopened after a failed write; writes one at a time. */
+  readonly #db: LevelHandle
   #pending = 0
   #dead = 0
   #lastId: string | undefined
@@ -116,6 +100,13 @@ export class LevelJournal implements Journal {
     this.path = resolve(path)
     this.#values = new ValueLog(this.path)
     this.#batches = new BatchStore(this.path, this.#values)
+    this.#db = new LevelHandle(this.path, {
+      load: (doing) => this.#load(doing),
+      closing: async () => {
+        this.#batches.forget()
+        await this.#values.close()
+      },
+    })
     const minBatch: unknown = typeof options === "object" ? options.minBatch : undefined
     if (minBatch !== undefined) {
       if (minBatch !== Infinity) assertNonNegativeInt("minBatch", minBatch)
@@ -125,7 +116,7 @@ export class LevelJournal implements Journal {
 
   /** `"new"` until `open()`, then `"opening"`, `"open"`, `"closing"`, `"closed"`. */
   get status(): State {
-    return this.#state
+    return this.#db.status
   }
 
   /**
@@ -136,13 +127,12 @@ export class LevelJournal implements Journal {
    *   disk is full; `PIRATE_JOURNAL_IO` for another I/O failure; `PIRATE_CLOSED` after `close()`.
    */
   open(): Promise<void> {
-    if (this.#closing) return Promise.reject(closedError("the journal"))
-    return (this.#opening ??= this.#open())
+    return this.#db.open()
   }
 
   /** Closes the journal once the writes in progress are done. Idempotent. */
   close(): Promise<void> {
-    return (this.#closing ??= this.#close())
+    return this.#db.close()
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -159,7 +149,7 @@ export class LevelJournal implements Journal {
       byId.set(checkStoredId(e.id), e)
     }
     if (byId.size === 0) return
-    await this.#write(async (db) => {
+    await this.#db.write(async (db) => {
       // Ids come from an IdGenerator seeded with lastId(): a new id is greater than every id ever
       // stored, so only an id at or below lastId can already exist and needs a look-up.
       const lastId = this.#lastId
@@ -207,7 +197,7 @@ export class LevelJournal implements Journal {
   async remove(ids: readonly string[]): Promise<void> {
     const wanted = unique(ids)
     if (wanted.length === 0) return
-    await this.#write(async (db) => {
+    await this.#db.write(async (db) => {
       const { slots, loose } = await this.#batches.locate(db, wanted)
       const changes = new SlotChanges()
       for (const [b, slot] of slots) changes.clear(b, slot)
@@ -238,7 +228,7 @@ export class LevelJournal implements Journal {
       if (isStoredId(u.id)) byId.set(u.id, u) // another id cannot be there
     }
     if (byId.size === 0) return
-    await this.#write(async (db) => {
+    await this.#db.write(async (db) => {
       const { slots, loose } = await this.#batches.locate(db, [...byId.keys()])
       const ops: Op[] = []
       const next = this.#meta()
@@ -295,7 +285,7 @@ export class LevelJournal implements Journal {
       byId.set(checkStoredId(d.id), encodeEntry(d, d.deadAt))
     }
     if (byId.size === 0) return
-    await this.#write(async (db) => {
+    await this.#db.write(async (db) => {
       const ids = [...byId.keys()]
       const { slots, loose } = await this.#batches.locate(db, ids)
       const changes = new SlotChanges()
@@ -336,7 +326,7 @@ export class LevelJournal implements Journal {
     }
     if (until === undefined) range.lt = "p;"
     else range.lte = PENDING + until
-    return this.#read(async (db) => {
+    return this.#db.read(async (db) => {
       const rows = await db.iterator(range).all()
       const loose = rows.map(([key, value]) => this.#decode(key, value))
       const batched = await this.#batches.pending(db, after, until, limit)
@@ -352,14 +342,14 @@ export class LevelJournal implements Journal {
       lt: "d;",
       limit: limit === Infinity ? -1 : limit,
     }
-    const rows = await this.#read((db) => db.iterator(range).all())
+    const rows = await this.#db.read((db) => db.iterator(range).all())
     return rows.map(([key, value]) => this.#decode(key, value) as DeadLetter)
   }
 
   async replay(ids: readonly string[]): Promise<JournalEntry[]> {
     const wanted = unique(ids).sort() // code-unit order, as LevelDB's keys and `<` sort
     if (wanted.length === 0) return []
-    return this.#write(async (db) => {
+    return this.#db.write(async (db) => {
       const values = await getMany(
         db,
         wanted.map((id) => DEAD + id),
@@ -398,7 +388,7 @@ export class LevelJournal implements Journal {
   async purgeDead(ids: readonly string[]): Promise<number> {
     const keys = unique(ids).map((id) => DEAD + id)
     if (keys.length === 0) return 0
-    return this.#write(async (db) => {
+    return this.#db.write(async (db) => {
       const found = await db.hasMany(keys)
       const ops: Op[] = []
       const next = this.#meta()
@@ -416,12 +406,12 @@ export class LevelJournal implements Journal {
   }
 
   async lastId(): Promise<string | undefined> {
-    await this.#ready()
+    await this.#db.ready()
     return this.#lastId
   }
 
   async stats(): Promise<JournalStats> {
-    await this.#ready()
+    await this.#db.ready()
     return { pending: this.#pending, dead: this.#dead }
   }
 
@@ -446,26 +436,6 @@ export class LevelJournal implements Journal {
     return repairJournal(new LevelJournal(path).path)
   }
 
-  async #open(): Promise<void> {
-    if (this.#closing) throw closedError("the journal")
-    this.#state = "opening"
-    try {
-      await mkdir(this.path, { recursive: true }).catch((err: unknown) => {
-        throw new PirateError(
-          isDiskFull(err) ? "PIRATE_JOURNAL_FULL" : "PIRATE_JOURNAL_IO",
-          `cannot create the journal directory ${this.path}: ${errorMessage(err)}; check the path, its permissions and the space left on its disk`,
-          { cause: err },
-        )
-      })
-      this.#db = await this.#load("open")
-      if (!this.#closing) this.#state = "open"
-    } catch (err) {
-      this.#state = this.#closing ? "closing" : "new"
-      this.#opening = undefined // a failed open may be retried (e.g. once the other sender exits)
-      throw err
-    }
-  }
-
   /** Opens the database (see `loadDatabase`) and takes its counters: at `open()` and after a failed write. */
   async #load(doing: "open" | "reopen"): Promise<Db> {
     const { db, counters } = await loadDatabase(this.path, doing, this.#batches, this.#values)
@@ -474,98 +444,6 @@ export class LevelJournal implements Journal {
     this.#lastId = counters.lastId
     this.#keySum = counters.keySum
     return db
-  }
-
-  /**
-   * Closes the database and opens it again (see `#stale`), once for every caller that needs it
-   * meanwhile. Reads in progress on the old database finish first; reads that start meanwhile
-   * wait for the new one. When it fails, the journal stays without a database and the next call
-   * that needs one tries again.
-   */
-  #reopen(): Promise<Db> {
-    return (this.#reopening ??= (async () => {
-      try {
-        const old = this.#db
-        this.#db = undefined
-        if (old !== undefined) {
-          debug("journal %s: reopening LevelDB after a failed write", this.path)
-          await Promise.allSettled(this.#reads)
-          await old.close().catch(() => undefined)
-        }
-        const db = await this.#load("reopen")
-        this.#db = db
-        this.#stale = false
-        return db
-      } finally {
-        this.#reopening = undefined
-      }
-    })())
-  }
-
-  async #close(): Promise<void> {
-    const opening = this.#opening
-    this.#state = "closing"
-    if (opening) await opening.catch(() => undefined)
-    await this.#tail
-    await this.#reopening?.catch(() => undefined)
-    await Promise.allSettled(this.#reads)
-    const db = this.#db
-    this.#db = undefined
-    this.#batches.forget()
-    try {
-      await this.#values.close()
-      if (db !== undefined) await db.close()
-    } finally {
-      this.#state = "closed"
-    }
-  }
-
-  /** Waits for an open or a reopen in progress; throws unless the journal is open. */
-  async #ready(): Promise<void> {
-    if (this.#state === "opening" && this.#opening) await this.#opening.catch(() => undefined)
-    await this.#reopening?.catch(() => undefined)
-    if (this.#closing) throw closedError("the journal")
-    if (this.#state !== "open") {
-      throw new PirateError("PIRATE_NOT_OPEN", "the journal is not open; call open() first")
-    }
-  }
-
-  /**
-   * Runs one write after the previous one (see `#tail`), on a reopened database after a failed
-   * write. When the journal is open it queues the write synchronously, so a `close()` called next
-   * waits for it.
-   */
-  async #write<T>(fn: (db: Db) => Promise<T>): Promise<T> {
-    if (this.#state !== "open") await this.#ready()
-    const run = this.#tail.then(async () =>
-      fn(this.#db !== undefined && !this.#stale ? this.#db : await this.#reopen()),
-    )
-    this.#tail = run.catch(() => undefined)
-    try {
-      return await run
-    } catch (err) {
-      throw this.#operational(err, "write to")
-    }
-  }
-
-  /** Runs a read on the database (a stale one serves reads well), waiting for a reopen. */
-  async #read<T>(fn: (db: Db) => Promise<T>): Promise<T> {
-    for (;;) {
-      const db = this.#db
-      if (this.#state === "open" && db !== undefined && !this.#reopening) {
-        const run = fn(db) // registered at once, so that a reopen waits for it
-        this.#reads.add(run)
-        try {
-          return await run
-        } catch (err) {
-          throw this.#operational(err, "read")
-        } finally {
-          this.#reads.delete(run)
-        }
-      }
-      await this.#ready()
-      if (this.#db === undefined) await this.#reopen() // the last one failed: try again
-    }
   }
 
   async #commit(
@@ -587,7 +465,7 @@ export class LevelJournal implements Journal {
     try {
       await batch.write({ sync })
     } catch (err) {
-      this.#stale = true
+      this.#db.markStale()
       throw err
     }
     this.#pending = next.pending
@@ -603,21 +481,22 @@ export class LevelJournal implements Journal {
    * own after the current one, so that their files go (see COMPACT_LIVE in level-values.ts).
    */
   #compactLater(): void {
-    if (this.#compacting || this.#closing) return
+    if (this.#compacting || this.#db.closing) return
     const candidates = this.#values.compactable()
     if (candidates.size === 0) return
-    this.#compacting = this.#write(async (db) => {
-      for (const [segment, live] of candidates) {
-        const ops: Op[] = []
-        const next = this.#meta()
-        const segments = new SegmentChanges()
-        const moved = await this.#batches.moveOps(db, segment, live, ops, segments)
-        this.#values.tried(segment, live)
-        if (moved.length === 0) continue
-        await this.#commit(db, ops, next, true, segments)
-        for (const m of moved) m.batch.segment = m.segment
-      }
-    })
+    this.#compacting = this.#db
+      .write(async (db) => {
+        for (const [segment, live] of candidates) {
+          const ops: Op[] = []
+          const next = this.#meta()
+          const segments = new SegmentChanges()
+          const moved = await this.#batches.moveOps(db, segment, live, ops, segments)
+          this.#values.tried(segment, live)
+          if (moved.length === 0) continue
+          await this.#commit(db, ops, next, true, segments)
+          for (const m of moved) m.batch.segment = m.segment
+        }
+      })
       .catch((err: unknown) =>
         debug("journal %s: compaction failed: %s", this.path, errorMessage(err)),
       )
@@ -640,14 +519,6 @@ export class LevelJournal implements Journal {
     const entry = decodeEntry(key, value)
     if (typeof entry === "string") throw corruptValue(this.path, key, entry)
     return entry
-  }
-
-  #operational(err: unknown, doing: "read" | "write to"): unknown {
-    if (err instanceof PirateError) return err
-    if (levelCode(err) === "LEVEL_DATABASE_NOT_OPEN" && this.#closing)
-      return closedError("the journal")
-    if (isDiskFull(err) || fromLevelDb(err)) return levelFailure(this.path, doing, err)
-    return err
   }
 }
 
