@@ -19,7 +19,7 @@ import { Dealer } from "zeromq"
 import { msgpackCodec } from "../lib/index.js"
 import type * as Pirate from "../patterns/index.js"
 import { loadLibrary } from "./lib/compiled.js"
-import { forkFixture, killAll, sleep, withTimeout, type Child } from "./lib/children.js"
+import { forkFixture, runBench, withTimeout, type Child } from "./lib/children.js"
 import { envInt, printLine } from "./lib/env.js"
 import { latencySummaryUs, max, median, percentile, round } from "./lib/stats.js"
 
@@ -846,23 +846,4 @@ async function main(): Promise<void> {
   summarize()
 }
 
-const overall = setTimeout(() => {
-  process.stderr.write("bench: overall time limit reached\n")
-  void killAll().finally(() => process.exit(2))
-}, 30 * 60_000)
-overall.unref()
-
-try {
-  await main()
-} catch (err) {
-  process.stderr.write(
-    `bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-  )
-  process.exitCode = 1
-} finally {
-  await killAll()
-  await sleep(10)
-  clearTimeout(overall)
-}
-// Sockets and stray timers of a failed run must not keep the process alive.
-process.exit()
+await runBench(main, 30 * 60_000)

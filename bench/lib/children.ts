@@ -166,3 +166,29 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, what: stri
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }
+
+/**
+ * Runs a benchmark's `main` within `limitMs` (past it, every child is killed and the process
+ * exits 2), reports a failure on stderr with exit code 1, ends every child, and exits: sockets
+ * and stray timers of a failed run must not keep the process alive.
+ */
+export async function runBench(main: () => Promise<void>, limitMs: number): Promise<never> {
+  const overall = setTimeout(() => {
+    process.stderr.write("bench: overall time limit reached\n")
+    void killAll().finally(() => process.exit(2))
+  }, limitMs)
+  overall.unref()
+  try {
+    await main()
+  } catch (err) {
+    process.stderr.write(
+      `bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    )
+    process.exitCode = 1
+  } finally {
+    await killAll()
+    await sleep(10)
+    clearTimeout(overall)
+  }
+  process.exit()
+}
