@@ -13,7 +13,7 @@ import {
   raw,
   tempDir,
 } from "../helpers/journal-files.js"
-import { entry, id, letter } from "../suites/journal.js"
+import { entry, entryRange, id, idRange, letter } from "../suites/journal.js"
 
 const range = (from: number, to: number): number[] =>
   Array.from({ length: to - from + 1 }, (_, i) => from + i)
@@ -29,14 +29,8 @@ describe("batches", () => {
   test("an append is one value; acks are a bitmap; a batch fully acked is gone", async () => {
     const dir = await tempDir()
     const journal = await openJournal(dir)
-    await journal.append(
-      range(1, 100).map((n) => entry(n)),
-      { sync: false },
-    )
-    await journal.append(
-      range(101, 103).map((n) => entry(n)),
-      { sync: false },
-    ) // below minBatch
+    await journal.append(entryRange(1, 100), { sync: false })
+    await journal.append(entryRange(101, 103), { sync: false }) // below minBatch
     await journal.remove([id(1), id(2), id(50), id(102)])
     await journal.close()
     let all = await keys(dir)
@@ -72,10 +66,7 @@ describe("batches", () => {
   test("a large append is cut into batches of at most 1024 entries", async () => {
     const dir = await tempDir()
     const journal = await openJournal(dir)
-    await journal.append(
-      range(1, 2500).map((n) => entry(n)),
-      { sync: false },
-    )
+    await journal.append(entryRange(1, 2500), { sync: false })
     await journal.close()
     const batches = prefixed(await keys(dir), "b:")
     expect(batches.map((k) => parseInt(k.slice(34), 16))).toEqual([1024, 1024, 452])
@@ -84,10 +75,7 @@ describe("batches", () => {
   test("a failed attempt moves the entry out of its batch; bury and replay keep the counts", async () => {
     const dir = await tempDir()
     const journal = await openJournal(dir)
-    await journal.append(
-      range(1, 10).map((n) => entry(n)),
-      { sync: false },
-    )
+    await journal.append(entryRange(1, 10), { sync: false })
     await journal.update([{ id: id(4), attempts: 1, lastError: "worker lost", notBefore: 5 }])
     await journal.bury([letter(entry(6))])
     expect(await journal.stats()).toEqual({ pending: 9, dead: 1 })
@@ -101,7 +89,7 @@ describe("batches", () => {
     expect(pending[3]).toEqual(entry(4, { attempts: 1, lastError: "worker lost", notBefore: 5 }))
     expect(await again.replay([id(6)])).toEqual([entry(6)])
     expect(await again.stats()).toEqual({ pending: 10, dead: 0 })
-    await again.remove(range(1, 10).map((n) => id(n)))
+    await again.remove(idRange(1, 10))
     expect(await again.stats()).toEqual({ pending: 0, dead: 0 })
     await again.close()
     expect(await keys(dir)).toEqual(["m:state"])
@@ -110,14 +98,8 @@ describe("batches", () => {
   test("a byte flipped in a batch: its reads fail naming it; repair moves it aside and counts its entries lost", async () => {
     const dir = await tempDir()
     const journal = await openJournal(dir)
-    await journal.append(
-      range(1, 20).map((n) => entry(n)),
-      { sync: false },
-    )
-    await journal.append(
-      range(21, 40).map((n) => entry(n)),
-      { sync: false },
-    )
+    await journal.append(entryRange(1, 20), { sync: false })
+    await journal.append(entryRange(21, 40), { sync: false })
     await journal.remove([id(21), id(22)])
     await journal.close()
     const [, second] = prefixed(await keys(dir), "b:")
@@ -125,9 +107,7 @@ describe("batches", () => {
       value[60] = value[60]! ^ 0x10
     })
     const damaged = await openJournal(dir) // the keys are sound: the open cannot tell
-    expect((await damaged.pending({ limit: 20 })).map((e) => e.id)).toEqual(
-      range(1, 20).map((n) => id(n)),
-    )
+    expect((await damaged.pending({ limit: 20 })).map((e) => e.id)).toEqual(idRange(1, 20))
     await expect(damaged.pending({ limit: 21 })).rejects.toMatchObject({
       code: "PIRATE_JOURNAL_CORRUPT",
       message: expect.stringContaining(second!) as string,
@@ -163,10 +143,7 @@ describe("batches", () => {
   test("a damaged bitmap: the open fails; repair keeps the batch whole and warns of redelivery", async () => {
     const dir = await tempDir()
     const journal = await openJournal(dir)
-    await journal.append(
-      range(1, 20).map((n) => entry(n)),
-      { sync: false },
-    )
+    await journal.append(entryRange(1, 20), { sync: false })
     await journal.remove([id(1), id(2), id(3)])
     await journal.close()
     const [bitmap] = prefixed(await keys(dir), "a:")
@@ -190,10 +167,7 @@ describe("batches", () => {
   test("a batch key changed on disk: the open fails; repair puts the batch back under its key", async () => {
     const dir = await tempDir()
     const journal = await openJournal(dir)
-    await journal.append(
-      range(1, 20).map((n) => entry(n)),
-      { sync: false },
-    )
+    await journal.append(entryRange(1, 20), { sync: false })
     await journal.close()
     const [key] = prefixed(await keys(dir), "b:")
     const wrong = `b:${id(2)}${key!.slice(18)}`
@@ -208,9 +182,7 @@ describe("batches", () => {
     expect(report).toMatchObject({ pending: 20, lost: 0, recovered: 1 })
     expect(prefixed(await keys(dir), "b:")).toEqual([key])
     const repaired = await openJournal(dir)
-    expect((await repaired.pending({ limit: 100 })).map((e) => e.id)).toEqual(
-      range(1, 20).map((n) => id(n)),
-    )
+    expect((await repaired.pending({ limit: 100 })).map((e) => e.id)).toEqual(idRange(1, 20))
   })
 })
 
@@ -219,10 +191,7 @@ describe("journals of format 2", () => {
   async function formatTwoJournal(): Promise<string> {
     const dir = await tempDir()
     const journal = await openJournal(dir, { minBatch: Infinity })
-    await journal.append(
-      range(1, 30).map((n) => entry(n)),
-      { sync: false },
-    )
+    await journal.append(entryRange(1, 30), { sync: false })
     await journal.bury([letter(entry(5))])
     await journal.close()
     await raw(dir, async (db) => {
@@ -244,10 +213,7 @@ describe("journals of format 2", () => {
     const journal = await openJournal(dir)
     expect(await journal.stats()).toEqual({ pending: 29, dead: 1 })
     expect((await journal.pending({ limit: 3 })).map((e) => e.id)).toEqual([1, 2, 3].map(id))
-    await journal.append(
-      range(31, 60).map((n) => entry(n)),
-      { sync: false },
-    )
+    await journal.append(entryRange(31, 60), { sync: false })
     await journal.remove([...range(1, 4), ...range(6, 40)].map((n) => id(n)))
     await journal.close()
     const state = await raw(
@@ -257,9 +223,7 @@ describe("journals of format 2", () => {
     expect(state).toMatchObject({ v: 4, pending: 20, dead: 1 })
     const again = await openJournal(dir)
     expect(await again.stats()).toEqual({ pending: 20, dead: 1 })
-    expect((await again.pending({ limit: 100 })).map((e) => e.id)).toEqual(
-      range(41, 60).map((n) => id(n)),
-    )
+    expect((await again.pending({ limit: 100 })).map((e) => e.id)).toEqual(idRange(41, 60))
     expect((await again.dead()).map((d) => d.id)).toEqual([id(5)])
   })
 })

@@ -14,7 +14,7 @@ import type { JournalEntry } from "../../lib/journal/types.js"
 import { batchValueAt, openJournal, raw, tempDir } from "../helpers/journal-files.js"
 import { largePayload } from "../helpers/large-payload.js"
 import { forkFixture } from "../helpers/processes.js"
-import { entry, id } from "../suites/journal.js"
+import { entry, entryRange, id, idRange } from "../suites/journal.js"
 
 const MiB = 1024 * 1024
 
@@ -55,10 +55,7 @@ describe("the value log", { timeout: 60_000 }, () => {
   test("a batch's value is in a segment, LevelDB holds a pointer, and reads give it back", async () => {
     const dir = await tempDir()
     const journal = await openJournal(dir)
-    await journal.append(
-      range(1, 20).map((n) => entry(n)),
-      { sync: false },
-    )
+    await journal.append(entryRange(1, 20), { sync: false })
     await journal.append([large(21, 64 * 1024)], { sync: true }) // one large entry: a batch too
     await journal.close()
     const keys = await raw(dir, (db) => db.keys({ gte: "b:", lt: "b;" }).all())
@@ -71,7 +68,7 @@ describe("the value log", { timeout: 60_000 }, () => {
     expect(await segments(dir)).toEqual(["000001.vlog"])
     const again = await openJournal(dir)
     const got = await again.pending({ limit: 100 })
-    expect(got.map((e) => e.id)).toEqual(range(1, 21).map((n) => id(n)))
+    expect(got.map((e) => e.id)).toEqual(idRange(1, 21))
     expect(got[20]!.payload.equals(largePayload(id(21), 64 * 1024))).toBe(true)
   })
 
@@ -151,24 +148,15 @@ describe("the value log", { timeout: 60_000 }, () => {
     await journal.close()
     // Its record, with nothing in it, goes with the first write after the next open.
     const again = await openJournal(dir)
-    await again.append(
-      range(201, 220).map((n) => entry(n)),
-      { sync: false },
-    )
+    await again.append(entryRange(201, 220), { sync: false })
     expect(await segments(dir)).toEqual(["000002.vlog"])
   })
 
   test("a missing segment: the open fails naming it; repair reports its batches lost", async () => {
     const dir = await tempDir()
     const journal = await openJournal(dir)
-    await journal.append(
-      range(1, 20).map((n) => entry(n)),
-      { sync: false },
-    )
-    await journal.append(
-      range(21, 30).map((n) => entry(n)),
-      { sync: false },
-    )
+    await journal.append(entryRange(1, 20), { sync: false })
+    await journal.append(entryRange(21, 30), { sync: false })
     await journal.close()
     await unlink(join(dir, "values", "000001.vlog"))
     await expect(new LevelJournal(dir).open()).rejects.toMatchObject({
@@ -183,22 +171,14 @@ describe("the value log", { timeout: 60_000 }, () => {
     expect(report.lostEntries[0]!.reason).toMatch(/values\/000001\.vlog cannot be read/)
     const repaired = await openJournal(dir)
     expect(await repaired.stats()).toEqual({ pending: 0, dead: 0 })
-    await repaired.append(
-      range(31, 40).map((n) => entry(n)),
-      { sync: false },
-    )
-    expect((await repaired.pending({ limit: 100 })).map((e) => e.id)).toEqual(
-      range(31, 40).map((n) => id(n)),
-    )
+    await repaired.append(entryRange(31, 40), { sync: false })
+    expect((await repaired.pending({ limit: 100 })).map((e) => e.id)).toEqual(idRange(31, 40))
   })
 
   test("a segment record lost on disk: the open fails and keeps the segment; repair writes the record again", async () => {
     const dir = await tempDir()
     const journal = await openJournal(dir)
-    await journal.append(
-      range(1, 20).map((n) => entry(n)),
-      { sync: false },
-    )
+    await journal.append(entryRange(1, 20), { sync: false })
     await journal.close()
     await raw(dir, (db) => db.del("v:00000001"))
     await expect(new LevelJournal(dir).open()).rejects.toMatchObject({
@@ -209,22 +189,14 @@ describe("the value log", { timeout: 60_000 }, () => {
     expect(report).toMatchObject({ pending: 20, lost: 0 })
     expect(await raw(dir, (db) => db.keys({ gte: "v:", lt: "v;" }).all())).toEqual(["v:00000001"])
     const repaired = await openJournal(dir)
-    expect((await repaired.pending({ limit: 100 })).map((e) => e.id)).toEqual(
-      range(1, 20).map((n) => id(n)),
-    )
+    expect((await repaired.pending({ limit: 100 })).map((e) => e.id)).toEqual(idRange(1, 20))
   })
 
   test("a segment cut short: the open fails; repair keeps the batches before the cut", async () => {
     const dir = await tempDir()
     const journal = await openJournal(dir)
-    await journal.append(
-      range(1, 20).map((n) => entry(n)),
-      { sync: false },
-    )
-    await journal.append(
-      range(21, 40).map((n) => entry(n)),
-      { sync: false },
-    )
+    await journal.append(entryRange(1, 20), { sync: false })
+    await journal.append(entryRange(21, 40), { sync: false })
     await journal.close()
     const keys = await raw(dir, (db) => db.keys({ gte: "b:", lt: "b;" }).all())
     const second = await batchValueAt(dir, keys[1]!)
@@ -236,27 +208,19 @@ describe("the value log", { timeout: 60_000 }, () => {
     const report = await LevelJournal.repair(dir)
     expect(report).toMatchObject({ pending: 20, lost: 20 })
     const repaired = await openJournal(dir)
-    expect((await repaired.pending({ limit: 100 })).map((e) => e.id)).toEqual(
-      range(1, 20).map((n) => id(n)),
-    )
+    expect((await repaired.pending({ limit: 100 })).map((e) => e.id)).toEqual(idRange(1, 20))
   })
 
   test("a segment file no record names (an append that never reached LevelDB) is deleted at open", async () => {
     const dir = await tempDir()
     const journal = await openJournal(dir)
-    await journal.append(
-      range(1, 10).map((n) => entry(n)),
-      { sync: false },
-    )
+    await journal.append(entryRange(1, 10), { sync: false })
     await journal.close()
     await writeFile(join(dir, "values", "000007.vlog"), Buffer.alloc(4096, 1))
     const again = await openJournal(dir)
     expect(await segments(dir)).toEqual(["000001.vlog"])
     expect(await again.stats()).toEqual({ pending: 10, dead: 0 })
-    await again.append(
-      range(11, 20).map((n) => entry(n)),
-      { sync: false },
-    )
+    await again.append(entryRange(11, 20), { sync: false })
     // A new segment takes the number after the highest ever seen.
     expect(await segments(dir)).toEqual(["000001.vlog", "000008.vlog"])
   })

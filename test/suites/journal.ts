@@ -35,6 +35,16 @@ export function entry(n: number, extra: Partial<JournalEntry> = {}): JournalEntr
   }
 }
 
+/** The entries `from` … `to`, as `entry()` makes them. */
+export function entryRange(from: number, to: number): JournalEntry[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => entry(from + i))
+}
+
+/** The ids `from` … `to`. */
+export function idRange(from: number, to: number): string[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => id(from + i))
+}
+
 export function letter(
   e: JournalEntry,
   lastError = "boom",
