@@ -22,7 +22,7 @@
  *   ACK      w→s  [0x18, envelope, reply]       (one large reply as its own frame; only when the
  *                                               WELCOME said `single: true`)
  */
-import { bodyLength, bodyParts } from "./body.js"
+import { bodyLength, prefixOf } from "./body.js"
 import { packMeta, unpackMeta } from "./codec.js"
 import { PirateError, toError } from "./errors.js"
 import { stripUndefined } from "./validate.js"
@@ -331,9 +331,12 @@ function packRecords(records: readonly Buffer[], width: 1 | 4): Buffer {
       at += 1 + r.copy(out, at + 1)
       continue
     }
-    out.writeUInt32BE(bodyLength(r), at)
+    // A split body (lib/body.ts) is written whole: its prefix, then the rest.
+    const prefix = prefixOf(r)
+    out.writeUInt32BE(r.length + (prefix?.length ?? 0), at)
     at += width
-    for (const part of bodyParts(r)) at += part.copy(out, at)
+    if (prefix !== undefined) at += prefix.copy(out, at)
+    at += r.copy(out, at)
   }
   return out
 }
