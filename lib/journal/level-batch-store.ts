@@ -152,8 +152,11 @@ export class BatchStore {
     const loose: string[] = []
     const inBatch: [string, Batch][] = []
     const unloaded = new Set<Batch>()
+    let last: Batch | undefined // acks come in id order, mostly from one batch after another
     for (const id of ids) {
-      const b = this.#index.find(id)
+      const b =
+        last !== undefined && last.first <= id && id <= last.last ? last : this.#index.find(id)
+      last = b
       if (b === undefined) loose.push(id)
       else {
         if (b.slots === undefined) unloaded.add(b)

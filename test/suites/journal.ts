@@ -192,6 +192,15 @@ export function journalSuite(name: string, factory: JournalFactory): void {
       expect(await journal.pending({ limit: 10 })).toEqual([])
     })
 
+    test("remove() takes ids in any order, across appends", async () => {
+      const { journal } = await setup()
+      await journal.append([entry(1), entry(2), entry(3)], { sync: false })
+      await journal.append([entry(4), entry(5), entry(6)], { sync: false })
+      await journal.remove([id(5), id(2), id(6), id(1), id(5)])
+      expect(ids(await journal.pending({ limit: 10 }))).toEqual([id(3), id(4)])
+      expect(await journal.stats()).toEqual({ pending: 2, dead: 0 })
+    })
+
     test("update() records attempts, lastError and notBefore", async () => {
       const { journal } = await setup()
       const e = entry(1, { payload: Buffer.from([0, 1, 2, 255]) })
