@@ -1,5 +1,9 @@
 import { fork, type ChildProcess } from "node:child_process"
 import { once } from "node:events"
+import { rmSync } from "node:fs"
+import { basename } from "node:path"
+import { fileURLToPath } from "node:url"
+import { buildSync } from "esbuild"
 import { onTestFinished } from "vitest"
 
 export interface Child {
@@ -14,10 +18,20 @@ export interface Child {
   kill(signal?: NodeJS.Signals): Promise<void>
 }
 
-/** Forks a TypeScript fixture (through tsx); the test ends it when it finishes. */
-export function forkFixture(file: string, args: string[]): Child {
-  const child = fork(new URL(`../fixtures/${file}`, import.meta.url), args, {
-    execArgv: ["--import", "tsx"],
+/**
+ * Forks a TypeScript fixture (through tsx); the test ends it when it finishes. With `compiled`,
+ * the fixture runs as plain JavaScript, bundled once per test process with esbuild (npm packages
+ * left as installed), as users run the library: a process that loads tsx carries some 30–50 MB
+ * of tooling, which a test of the sender's RSS should not count.
+ */
+export function forkFixture(
+  file: string,
+  args: string[],
+  options: { compiled?: boolean } = {},
+): Child {
+  const source = new URL(`../fixtures/${file}`, import.meta.url)
+  const child = fork(options.compiled ? compiled(source) : source, args, {
+    execArgv: options.compiled ? [] : ["--import", "tsx"],
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   })
   const messages: Record<string, unknown>[] = []
@@ -78,4 +92,28 @@ export function forkFixture(file: string, args: string[]): Child {
     },
     kill,
   }
+}
+
+/** Bundles went to a folder of this test process's own (inside the repository, so that npm packages resolve). */
+const COMPILED = fileURLToPath(new URL(`../../.tmp/compiled-${process.pid}/`, import.meta.url))
+const bundles = new Map<string, string>()
+
+function compiled(source: URL): string {
+  const done = bundles.get(source.href)
+  if (done !== undefined) return done
+  if (bundles.size === 0)
+    process.once("exit", () => rmSync(COMPILED, { recursive: true, force: true }))
+  const outfile = COMPILED + basename(fileURLToPath(source)).replace(/\.ts$/, ".mjs")
+  buildSync({
+    entryPoints: [fileURLToPath(source)],
+    outfile,
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    packages: "external",
+    logLevel: "error",
+  })
+  bundles.set(source.href, outfile)
+  return outfile
 }

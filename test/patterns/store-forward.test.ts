@@ -65,7 +65,8 @@ async function startSender(
   journal: string,
   options: { durability?: "os" | "fsync"; count: number },
 ): Promise<{ child: Child; open: Report }> {
-  const child = forkFixture("sf-sender.ts", [journal, JSON.stringify(options)])
+  // Compiled: the RSS measured is the sender's as users run it, without tsx's tooling.
+  const child = forkFixture("sf-sender.ts", [journal, JSON.stringify(options)], { compiled: true })
   return { child, open: await waitFor(child, ["open"], 15_000) }
 }
 
