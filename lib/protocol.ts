@@ -364,6 +364,59 @@ export function decodeEnvelope(frame: Buffer | undefined): Envelope | null {
   return { attempt: frame.readUInt32BE(2), id: frame.toString("latin1", 6) }
 }
 
+/**
+ * The bounds of the records of a packed frame, `[start, end, start, end, …]` (the bytes of each
+ * record, without its length), or `null` where {@link unpackRecords} gives `null`.
+ */
+function recordBounds(frame: Buffer | undefined, count: number, width: 1 | 4): number[] | null {
+  if (!frame || count < 1 || (width === 1 && frame.length === 0)) return null
+  const out: number[] = []
+  let at = 0
+  while (at < frame.length) {
+    if (at + width > frame.length || out.length === 2 * count) return null
+    const length = width === 1 ? (frame[at] as number) : frame.readUInt32BE(at)
+    const end = at + width + length
+    if ((width === 1 && length === 0) || end > frame.length) return null
+    out.push(at + width, end)
+    at = end
+  }
+  return count === Infinity || out.length === 2 * count ? out : null
+}
+
+/**
+ * Reads the acks of an ACKS message (`[0x12, envelopes, replies]`) without a Buffer per record:
+ * calls `each` with the id and attempt of each envelope (`id` null for one that is not ours) and
+ * the bounds of its reply in `replies`. Returns false, calling nothing, when the frames do not
+ * split into the same number of records (as {@link unpackEnvelopes} and {@link unpackBodies}).
+ */
+export function readAcks(
+  envelopes: Buffer | undefined,
+  replies: Buffer | undefined,
+  each: (id: string | null, attempt: number, start: number, end: number) => void,
+): boolean {
+  const env = recordBounds(envelopes, Infinity, 1)
+  const rep = env && recordBounds(replies, env.length / 2, 4)
+  if (!envelopes || !env || !rep) return false
+  for (let i = 0; i < env.length; i += 2) {
+    const start = env[i] as number
+    const end = env[i + 1] as number
+    const ours =
+      end - start >= 7 &&
+      end - start <= 6 + MAX_ID_LENGTH &&
+      envelopes[start] === ENVELOPE_TAG &&
+      envelopes[start + 1] === ENVELOPE_VERSION
+    if (ours)
+      each(
+        envelopes.toString("latin1", start + 6, end),
+        envelopes.readUInt32BE(start + 2),
+        rep[i] as number,
+        rep[i + 1] as number,
+      )
+    else each(null, 0, rep[i] as number, rep[i + 1] as number)
+  }
+  return true
+}
+
 // ---------------------------------------------------------------------------------------------
 // Lazy Pirate framing (LPX/1). A plain request is one frame (any REP server answers it).
 // A framed request is [header, body] with header = "LPX" 0x01 request-id; its reply is

@@ -149,28 +149,41 @@ export class BatchStore {
     ids: readonly string[],
   ): Promise<{ slots: [Batch, number, string][]; loose: string[] }> {
     const slots: [Batch, number, string][] = []
+    const loose = await this.visit(db, ids, (b, slot, id) => slots.push([b, slot, id]))
+    return { slots, loose }
+  }
+
+  /**
+   * {@link locate} without a tuple per id (the acks' path): calls `found` for each id pending in a
+   * batch, in the order of `ids`, and returns the rest.
+   */
+  async visit(
+    db: Db,
+    ids: readonly string[],
+    found: (batch: Batch, slot: number, id: string) => void,
+  ): Promise<string[]> {
     const loose: string[] = []
-    const inBatch: [string, Batch][] = []
-    const unloaded = new Set<Batch>()
+    const batches = new Array<Batch | undefined>(ids.length)
+    let unloaded: Set<Batch> | undefined
     let last: Batch | undefined // acks come in id order, mostly from one batch after another
-    for (const id of ids) {
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i] as string
       const b =
         last !== undefined && last.first <= id && id <= last.last ? last : this.#index.find(id)
       last = b
-      if (b === undefined) loose.push(id)
-      else {
-        if (b.slots === undefined) unloaded.add(b)
-        inBatch.push([id, b])
-      }
+      batches[i] = b
+      if (b !== undefined && b.slots === undefined) (unloaded ??= new Set()).add(b)
     }
-    if (unloaded.size > 0) await this.entries(db, [...unloaded])
-    for (const [id, b] of inBatch) {
-      const slot = slotOf(b, id)
-      // Not in the batch, or moved out of it to a `p:` key.
-      if (slot < 0 || isAcked(b.acked, slot)) loose.push(id)
-      else slots.push([b, slot, id])
+    if (unloaded !== undefined) await this.entries(db, [...unloaded])
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i] as string
+      const b = batches[i]
+      const slot = b === undefined ? -1 : slotOf(b, id)
+      // Not in a batch, not in this one, or moved out of it to a `p:` key.
+      if (b === undefined || slot < 0 || isAcked(b.acked, slot)) loose.push(id)
+      else found(b, slot, id)
     }
-    return { slots, loose }
+    return loose
   }
 
   /** The entries of batches in the index, in slot order (a missing one is damage). */

@@ -198,9 +198,8 @@ export class LevelJournal implements Journal {
     const wanted = unique(ids)
     if (wanted.length === 0) return
     await this.#db.write(async (db) => {
-      const { slots, loose } = await this.#batches.locate(db, wanted)
       const changes = new SlotChanges()
-      for (const [b, slot] of slots) changes.clear(b, slot)
+      const loose = await this.#batches.visit(db, wanted, (b, slot) => changes.clear(b, slot))
       const next = this.#meta()
       const segments = new SegmentChanges()
       const ops: Op[] = []

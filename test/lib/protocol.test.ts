@@ -12,6 +12,7 @@ import {
   PPP,
   PPX,
   decodeEnvelope,
+  readAcks,
   decodeNack,
   decodeReady,
   decodeRemoteError,
@@ -264,6 +265,66 @@ describe("packed envelopes", () => {
       fc.property(fc.array(envelope, { minLength: 1, maxLength: 20 }), (envelopes) => {
         expect(unpackEnvelopes(packEnvelopes(envelopes))).toEqual(envelopes)
         expect(unpackEnvelopes(packEnvelopes(envelopes), envelopes.length)).toEqual(envelopes)
+      }),
+    )
+  })
+})
+
+describe("readAcks (ACKS without a Buffer per record)", () => {
+  /** What readAcks reports, built from unpackEnvelopes, unpackBodies and decodeEnvelope. */
+  function expected(envelopes: Buffer, replies: Buffer): unknown[] | false {
+    const env = unpackEnvelopes(envelopes)
+    const rep = env && unpackBodies(replies, env.length)
+    if (!env || !rep) return false
+    return env.map((e, i) => {
+      const d = decodeEnvelope(e)
+      return [d?.id ?? null, d?.attempt ?? 0, [...(rep[i] as Buffer)]]
+    })
+  }
+  function read(envelopes: Buffer, replies: Buffer): unknown[] | false {
+    const out: unknown[] = []
+    const ok = readAcks(envelopes, replies, (id, attempt, start, end) =>
+      out.push([id, attempt, [...replies.subarray(start, end)]]),
+    )
+    return ok ? out : out.length === 0 && false
+  }
+
+  it("gives each envelope's id and attempt and the bounds of its reply", () => {
+    const envelopes = packEnvelopes([
+      encodeEnvelope("a1", 3),
+      Buffer.from("x"),
+      encodeEnvelope("b", 1),
+    ])
+    const replies = packBodies([Buffer.from("r"), Buffer.alloc(0), Buffer.from([1, 2])])
+    expect(read(envelopes, replies)).toEqual([
+      ["a1", 3, [0x72]],
+      [null, 0, []],
+      ["b", 1, [1, 2]],
+    ])
+    expect(read(envelopes, packBodies([Buffer.from("r")]))).toBe(false)
+    expect(read(Buffer.alloc(0), Buffer.alloc(0))).toBe(false)
+  })
+
+  it("agrees with unpackEnvelopes, unpackBodies and decodeEnvelope on any frames (property)", () => {
+    const ours = fc
+      .tuple(fc.string({ unit: "grapheme-ascii", minLength: 1, maxLength: 20 }), fc.nat())
+      .map(([id, attempt]) => encodeEnvelope(id, attempt))
+    const any = fc.uint8Array({ minLength: 1, maxLength: 40 }).map((u) => Buffer.from(u))
+    const body = fc.uint8Array({ maxLength: 40 }).map((u) => Buffer.from(u))
+    const packed = fc.tuple(
+      fc.array(fc.oneof(ours, any), { minLength: 1, maxLength: 8 }),
+      fc.array(body, { minLength: 1, maxLength: 8 }),
+    )
+    const frames = fc.oneof(
+      packed.map(([e, b]) => [packEnvelopes(e), packBodies(b)] as const),
+      fc.tuple(
+        fc.uint8Array({ maxLength: 60 }).map((u) => Buffer.from(u)),
+        fc.uint8Array({ maxLength: 60 }).map((u) => Buffer.from(u)),
+      ),
+    )
+    fc.assert(
+      fc.property(frames, ([envelopes, replies]) => {
+        expect(read(envelopes, replies)).toEqual(expected(envelopes, replies))
       }),
     )
   })

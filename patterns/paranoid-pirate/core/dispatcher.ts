@@ -144,6 +144,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       makeReadyFront: (list) => this.#makeReadyFront(list),
       withdraw: (m) => this.#withdraw(m),
       finish: (m) => this.#finish(m),
+      leave: (m) => this.#leave(m),
+      settled: () => this.#settled(),
       scheduleDispatch: () => this.#scheduleDispatch(),
       emit,
     })
@@ -364,8 +366,16 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   /** A message left the window (acked, dead, cancelled): page in backlog, let producers in. */
   #finish(m: Message): void {
+    this.#leave(m)
+    this.#settled()
+  }
+
+  #leave(m: Message): void {
     m.state = "done"
     if (this.#messages.delete(m.id)) this.#windowBytes -= m.payload.length
+  }
+
+  #settled(): void {
     this.#pager.poke()
     this.#adm.admit()
     this.#checkDrained()

@@ -9,7 +9,6 @@ import {
   PPX,
   decodeNack,
   singleEnvelope,
-  unpackBodies,
   unpackEnvelopes,
   type NackInfo,
 } from "../../../lib/protocol.js"
@@ -23,6 +22,8 @@ export interface InboundHandler {
   heartbeat(routingId: Buffer, key: string): void
   goodbye(routingId: Buffer, key: string): void
   ack(key: string, envelope: Buffer, body: Buffer): void
+  /** ACKS: the packed envelopes and replies; false when they do not split alike (nothing taken). */
+  acks(key: string, envelopes: Buffer, replies: Buffer): boolean
   nack(key: string, envelope: Buffer, info: NackInfo): void
   extend(key: string, envelope: Buffer): void
   /** STARTED: the handler of the task this envelope names started. */
@@ -79,12 +80,8 @@ export function dispatchInbound(msg: Buffer[], h: InboundHandler): void {
     const cmd = first[0]
     if (cmd === PPX.ACKS && msg.length === 4) {
       // [0x12, envelopes, replies]
-      const envelopes = unpackEnvelopes(msg[2])
-      const replies = envelopes && unpackBodies(msg[3], envelopes.length)
-      if (!envelopes || !replies)
+      if (!h.acks(key, msg[2] as Buffer, msg[3] as Buffer))
         return h.drop("ACKS whose envelopes do not match its replies", key)
-      for (let i = 0; i < envelopes.length; i++)
-        h.ack(key, envelopes[i] as Buffer, replies[i] as Buffer)
       return
     }
     if (cmd === PPX.ACK) {

@@ -21,6 +21,7 @@ import {
   PPX,
   decodeEnvelope,
   decodeReady,
+  readAcks,
   encodeWelcome,
   type NackInfo,
 } from "../../../lib/protocol.js"
@@ -49,6 +50,10 @@ export interface SessionsHost {
   withdraw(m: Message): void
   /** The message left the window. */
   finish(m: Message): void
+  /** The message left the window; `settled()` follows (after a batch of acks). */
+  leave(m: Message): void
+  /** Messages left the window: page in, let producers in, check for drained. */
+  settled(): void
   scheduleDispatch(): void
   emit<K extends keyof DispatcherEvents>(event: K, ...args: DispatcherEvents[K]): boolean
 }
@@ -135,9 +140,39 @@ export class Sessions implements InboundHandler {
   }
 
   ack(key: string, envelope: Buffer, body: Buffer): void {
+    const env = decodeEnvelope(envelope)
     const w = this.#h.workers.get(key)
-    const m = this.#claim(w, key, envelope, true)
-    if (!m || !w) return
+    if (this.#acked(w, key, env?.id ?? null, env?.attempt ?? 0, body, 0, body.length))
+      this.#h.settled()
+  }
+
+  acks(key: string, envelopes: Buffer, replies: Buffer): boolean {
+    const w = this.#h.workers.get(key)
+    let taken = false
+    const ok = readAcks(envelopes, replies, (id, attempt, start, end) => {
+      if (this.#acked(w, key, id, attempt, replies, start, end)) taken = true
+    })
+    // Once for the whole batch: page in, let producers in, check for drained.
+    if (taken) this.#h.settled()
+    return ok
+  }
+
+  /**
+   * An ack of the attempt `attempt` of message `id` (null: an envelope that is not ours), its
+   * reply the bytes `start`–`end` of `frame`; true when it took the message out of the window
+   * (the caller then calls `settled()`).
+   */
+  #acked(
+    w: WorkerPeer | undefined,
+    key: string,
+    id: string | null,
+    attempt: number,
+    frame: Buffer,
+    start: number,
+    end: number,
+  ): boolean {
+    const m = this.#claim(w, key, id, attempt, true)
+    if (!m || !w) return false
     if (m.state === "inflight") this.#release(w, m)
     else this.#h.withdraw(m) // a late ack, taken: nobody else has had the message since
     const n = this.#h.counters
@@ -145,13 +180,15 @@ export class Sessions implements InboundHandler {
     n.latency.record(performance.now() - m.t0)
     if (m.durable) this.#h.lanes.remove(m.id)
     const waiter = m.waiter
-    this.#h.finish(m)
-    waiter?.resolve(body)
+    this.#h.leave(m)
+    waiter?.resolve(start === 0 && end === frame.length ? frame : frame.subarray(start, end))
+    return true
   }
 
   nack(key: string, envelope: Buffer, info: NackInfo): void {
     const w = this.#h.workers.get(key)
-    const m = this.#claim(w, key, envelope, false)
+    const env = decodeEnvelope(envelope)
+    const m = this.#claim(w, key, env?.id ?? null, env?.attempt ?? 0, false)
     if (!m || !w) return
     this.#release(w, m)
     this.#h.counters.nacked++
@@ -323,29 +360,29 @@ export class Sessions implements InboundHandler {
   #claim(
     w: WorkerPeer | undefined,
     key: string,
-    envFrame: Buffer,
+    id: string | null,
+    attempt: number,
     late: boolean,
   ): Message | undefined {
-    const env = decodeEnvelope(envFrame)
-    if (!env) {
+    if (id === null) {
       this.drop("reply with an envelope that is not ours", key)
       return undefined
     }
-    const m = w?.inflight.get(env.id)
-    if (m && m.attempt === env.attempt && m.state === "inflight") return m
-    const slot = overdueKey(env.id, env.attempt)
+    const m = w?.inflight.get(id)
+    if (m && m.attempt === attempt && m.state === "inflight") return m
+    const slot = overdueKey(id, attempt)
     const o = w?.overdue.get(slot)
     if (w && o) {
       w.overdue.delete(slot)
       this.#freed(w)
-      if (late && o.attempt === env.attempt && o.state === "ready") return o
+      if (late && o.attempt === attempt && o.state === "ready") return o
     }
     this.#h.counters.staleAcks++
     debug(
       "%s: stale ack for %s attempt %d from %s",
       this.#h.name,
-      env.id,
-      env.attempt,
+      id,
+      attempt,
       w ? key : `${key} (not a registered worker)`,
     )
     return undefined
