@@ -216,13 +216,24 @@ export class BatchStore {
       if (batches.length === 0) break
       const read = await this.#read(db, batches)
       batches.forEach((b, i) => {
-        read[i]?.forEach((e, slot) => {
-          if (after !== undefined && e.id <= after) return
-          if ((until !== undefined && e.id > until) || isAcked(b.acked, slot)) return
-          // A copy: a view would keep the whole batch in memory while one of its messages is;
-          // not for a payload that is most of its batch's value (a large message alone in it).
-          const own = 2 * e.payload.length >= e.payload.buffer.byteLength
-          out.push({ ...e, payload: own ? e.payload : Buffer.from(e.payload) })
+        const entries = read[i]
+        if (entries === undefined) return
+        const wanted = (e: JournalEntry, slot: number): boolean =>
+          (after === undefined || e.id > after) &&
+          (until === undefined || e.id <= until) &&
+          !isAcked(b.acked, slot)
+        // Views of the batch's value while this page takes most of it (a drain: whole batches);
+        // copies of a few pending entries of a batch otherwise, which would keep all of it in
+        // memory. (A message that then waits in memory, a retry or a delay, is copied by the
+        // sender: see ownPayload().)
+        let bytes = 0
+        entries.forEach((e, slot) => {
+          if (wanted(e, slot)) bytes += e.payload.length
+        })
+        const share = 2 * bytes >= (entries[0]?.payload.buffer.byteLength ?? 0)
+        entries.forEach((e, slot) => {
+          if (wanted(e, slot))
+            out.push({ ...e, payload: share ? e.payload : Buffer.from(e.payload) })
         })
       })
       from = (batches[batches.length - 1] as Batch).last

@@ -6,7 +6,8 @@ import { describe, expect, onTestFinished, test } from "vitest"
 import { LevelJournal } from "../../lib/journal/level.js"
 import { filesEnding, openJournal, raw, tempDir } from "../helpers/journal-files.js"
 import { forkFixture } from "../helpers/processes.js"
-import { entry, id, journalSuite, letter } from "../suites/journal.js"
+import type { JournalEntry } from "../../lib/journal/types.js"
+import { entry, id, idRange, journalSuite, letter } from "../suites/journal.js"
 
 journalSuite("LevelJournal", async () => {
   const dir = await tempDir()
@@ -139,6 +140,31 @@ describe("LevelJournal", () => {
   })
 
   // These fork child processes through tsx, which a loaded machine can slow to seconds.
+  describe("memory of the entries read back", () => {
+    const big = (n: number): JournalEntry => entry(n, { payload: Buffer.alloc(500, n) })
+
+    test("a page that takes most of a batch shares its value; a few pending entries of it are copied", async () => {
+      const journal = await openJournal(await tempDir())
+      onTestFinished(() => journal.close())
+      await journal.append(
+        Array.from({ length: 100 }, (_, i) => big(i + 1)),
+        { sync: false },
+      )
+      const all = await journal.pending({ limit: 100 })
+      expect(all).toHaveLength(100)
+      const value = all[0]?.payload.buffer
+      expect(all.every((e) => e.payload.buffer === value)).toBe(true)
+      expect(value?.byteLength).toBeGreaterThan(100 * 500)
+      await journal.remove(idRange(1, 95))
+      const left = await journal.pending({ limit: 100 })
+      expect(left.map((e) => e.id)).toEqual(idRange(96, 100))
+      for (const e of left) {
+        expect(e.payload.buffer).not.toBe(value)
+        expect(e.payload.equals(Buffer.alloc(500, Number.parseInt(e.id, 16)))).toBe(true)
+      }
+    })
+  })
+
   describe("locking", { timeout: 30_000 }, () => {
     test("a second LevelJournal in this process gets PIRATE_JOURNAL_LOCKED at once", async () => {
       const dir = await tempDir()

@@ -4,10 +4,13 @@
  * the internal sizes (not the heap), so a leak of a few bytes per call fails them too.
  */
 import { describe, expect, it } from "vitest"
+import { SPLIT_BYTES, bodyLength } from "../../lib/body.js"
+import { encodeBody, msgpackCodec } from "../../lib/codec.js"
 import { LevelJournal } from "../../lib/journal/level.js"
 import { generateKeyPair, zapDomainCount } from "../../lib/security.js"
 import { Sender } from "../../patterns/index.js"
 import { internals } from "../../patterns/paranoid-pirate/core/index.js"
+import { message, ownPayload, type Message } from "../../patterns/paranoid-pirate/core/message.js"
 import { tempDir } from "../helpers/journal-files.js"
 import { openSender, openWorker } from "../helpers/paranoid.js"
 
@@ -132,5 +135,32 @@ describe("Sender: bounded memory on waiting paths", () => {
     const journal = new LevelJournal(dir)
     await journal.open()
     await journal.close()
+  })
+})
+
+describe("ownPayload: a message that waits in memory holds only its own bytes", () => {
+  const waiting = (payload: Buffer): Message =>
+    message({ id: "0", payload, attempt: 1, enqueuedAt: 0, t0: 0, state: "ready", durable: true })
+
+  it("copies a view of a batch read back from the journal, keeps a buffer of its own", () => {
+    const batch = Buffer.alloc(64 * 1024, 7)
+    const m = waiting(batch.subarray(100, 356))
+    ownPayload(m)
+    expect(m.payload.buffer).not.toBe(batch.buffer)
+    expect(m.payload.equals(Buffer.alloc(256, 7))).toBe(true)
+    const alone = Buffer.allocUnsafeSlow(4096)
+    const n = waiting(alone)
+    ownPayload(n)
+    expect(n.payload).toBe(alone)
+  })
+
+  it("keeps a split body (the producer's own Buffer, with its prefix) as it is", () => {
+    // A view of a larger buffer, which ownPayload() would copy were it not a split body.
+    const large = Buffer.alloc(3 * SPLIT_BYTES, 1).subarray(0, SPLIT_BYTES + 10)
+    const body = encodeBody(msgpackCodec, large)
+    const m = waiting(body)
+    ownPayload(m)
+    expect(m.payload).toBe(body)
+    expect(bodyLength(m.payload)).toBe(bodyLength(body))
   })
 })

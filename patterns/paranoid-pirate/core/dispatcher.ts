@@ -28,7 +28,7 @@ import { Counters, statsMetrics, type DispatcherStats } from "./counters.js"
 import { receiveLoop } from "./inbound.js"
 import { ACCEPTED, Intake } from "./intake.js"
 import { JournalLanes } from "./lanes.js"
-import { fromEntry, message, type Message, type Waiter } from "./message.js"
+import { fromEntry, message, ownPayload, type Message, type Waiter } from "./message.js"
 import { DelayQueue, ReadyQueue } from "./ready.js"
 import { BacklogPager } from "./pager.js"
 import { DrainWatch } from "./drain-watch.js"
@@ -389,8 +389,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     )
     m.waiter = restored?.waiter
     this.#hold(m)
-    if (e.notBefore !== undefined && e.notBefore > now) this.#delayed.add(m, e.notBefore)
-    else this.#makeReady(m)
+    if (e.notBefore !== undefined && e.notBefore > now) {
+      ownPayload(m)
+      this.#delayed.add(m, e.notBefore)
+    } else this.#makeReady(m)
   }
 
   /** Adds entries that were replayed from the dead letters in the journal back to the window. */

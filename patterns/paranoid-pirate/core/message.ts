@@ -1,4 +1,5 @@
 /** A message's life inside the core, and the small helpers every part of the core shares. */
+import { prefixOf } from "../../../lib/body.js"
 import type { JournalEntry } from "../../../lib/journal/types.js"
 import type { Liveness } from "../../../lib/liveness.js"
 
@@ -91,6 +92,17 @@ export function fromEntry(e: JournalEntry, durable: boolean): Message {
   })
   m.lastError = e.lastError
   return m
+}
+
+/**
+ * Gives a message that is going to wait in memory (a retry, a delay) a payload of its own: a view
+ * of a larger buffer (a batch the journal read back, see `BatchStore.pending()`) is copied, so
+ * that a few waiting messages do not keep whole batches alive. A split body (lib/body.ts) is the
+ * producer's own already.
+ */
+export function ownPayload(m: Message): void {
+  const p = m.payload
+  if (2 * p.length < p.buffer.byteLength && prefixOf(p) === undefined) m.payload = Buffer.from(p)
 }
 
 /** The performance.now() time of an epoch-ms timestamp. */

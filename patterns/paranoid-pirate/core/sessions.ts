@@ -28,7 +28,7 @@ import {
 import type { Counters } from "./counters.js"
 import type { InboundHandler } from "./inbound.js"
 import type { JournalLanes } from "./lanes.js"
-import { byId, type Message, type WorkerPeer } from "./message.js"
+import { byId, ownPayload, type Message, type WorkerPeer } from "./message.js"
 import type { DelayQueue, ReadyQueue } from "./ready.js"
 import type { DispatcherEvents, DispatcherSettings } from "./types.js"
 import type { Hello, WorkerRegistry } from "./workers.js"
@@ -432,6 +432,7 @@ export class Sessions implements InboundHandler {
     const notBefore = Date.now() + wait
     if (m.durable)
       this.#h.lanes.update({ id: m.id, attempts: m.attempt, lastError: error, notBefore })
+    ownPayload(m)
     if (wait === 0) this.#h.makeReadyFront([m])
     else this.#h.delayed.add(m, notBefore)
   }
@@ -466,6 +467,7 @@ export class Sessions implements InboundHandler {
       if (m.attempt >= this.#h.settings.maxAttempts) this.#bury(m, reason)
       else {
         if (m.durable) this.#h.lanes.update({ id: m.id, attempts: m.attempt, lastError: reason })
+        ownPayload(m)
         back.push(m)
       }
     }
