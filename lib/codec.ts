@@ -135,6 +135,63 @@ export const rawCodec: Codec = Object.freeze({
   },
 })
 
+/** The bytes of `frame[start, end)` when that range is exactly one msgpack bin, as a view of `frame`. */
+function binRange(frame: Buffer, start: number, end: number): Buffer | undefined {
+  const n = end - start
+  const type = frame[start]
+  if (type === BIN8)
+    return n >= 2 && n === 2 + (frame[start + 1] as number)
+      ? frame.subarray(start + 2, end)
+      : undefined
+  if (type === BIN16)
+    return n >= 3 && n === 3 + frame.readUInt16BE(start + 1)
+      ? frame.subarray(start + 3, end)
+      : undefined
+  if (type === BIN32)
+    return n >= 5 && n === 5 + frame.readUInt32BE(start + 1)
+      ? frame.subarray(start + 5, end)
+      : undefined
+  return undefined
+}
+
+/**
+ * Decodes the body `frame[start, end)` (a record of a packed frame) as
+ * `codec.decode(frame.subarray(start, end))` does, without that view for the built-in codecs:
+ * the raw codec's Buffer and the default codec's bin are one view of `frame`.
+ */
+export function decodeRange(codec: Codec, frame: Buffer, start: number, end: number): unknown {
+  if (codec === rawCodec) return frame.subarray(start, end)
+  if (codec === msgpackCodec && end > start) {
+    const bytes = binRange(frame, start, end)
+    if (bytes !== undefined) return bytes
+  }
+  return codec.decode(frame.subarray(start, end))
+}
+
+/** The default codec's encodings of the replies most often sent, made once (see `encodeReply()`). */
+const SHARED_NIL = single(NIL)
+const SHARED_TRUE = single(TRUE)
+const SHARED_FALSE = single(FALSE)
+const SHARED_EMPTY_BIN = encodeBin(new Uint8Array(0))
+const SHARED_UNDEFINED = Buffer.from(packr.pack(undefined))
+
+/**
+ * `codec.encode(value)` for a caller that only reads the result (it copies it into a packed frame
+ * or hands it to ZeroMQ, which copies a small frame): the default codec's encodings of
+ * `undefined`, `null`, `true`, `false` and an empty byte array (a handler's usual "done") are
+ * Buffers made once and shared, never written to, instead of a new one per reply.
+ */
+export function encodeReply(codec: Codec, value: unknown): Buffer {
+  if (codec === msgpackCodec) {
+    if (value === undefined) return SHARED_UNDEFINED
+    if (value === null) return SHARED_NIL
+    if (value === true) return SHARED_TRUE
+    if (value === false) return SHARED_FALSE
+    if (value instanceof Uint8Array && value.byteLength === 0) return SHARED_EMPTY_BIN
+  }
+  return codec.encode(value)
+}
+
 /**
  * The body a sender journals and sends for `value`: `codec.encode(value)`, except that the
  * default codec's body of a large byte array is split (a bin32 header, then the array as it is,

@@ -267,6 +267,37 @@ export function packEnvelopes(envelopes: readonly Buffer[]): Buffer {
   return packRecords(envelopes, 1)
 }
 
+/**
+ * {@link packEnvelopes} of envelopes that are records of packed envelopes frames, without a view
+ * of each: envelope i is the record of `frames[i]` whose length byte is at `at[i]`, or all of
+ * `frames[i]` when `at[i]` is -1.
+ */
+export function packEnvelopeRecords(frames: readonly Buffer[], at: readonly number[]): Buffer {
+  let size = 0
+  for (let i = 0; i < frames.length; i++) {
+    const frame = frames[i] as Buffer
+    const a = at[i] as number
+    size += 1 + (a < 0 ? frame.length : (frame[a] as number))
+  }
+  const out = Buffer.allocUnsafe(size)
+  let pos = 0
+  for (let i = 0; i < frames.length; i++) {
+    const frame = frames[i] as Buffer
+    const a = at[i] as number
+    if (a < 0) {
+      if (frame.length > 255)
+        throw new RangeError(`an envelope is at most 255 bytes, got ${frame.length}`)
+      out[pos] = frame.length
+      pos += 1 + frame.copy(out, pos + 1)
+      continue
+    }
+    // A record is a few dozen bytes: copied here, byte by byte, rather than through a view of it.
+    const end = a + 1 + (frame[a] as number)
+    for (let j = a; j < end; j++) out[pos++] = frame[j] as number
+  }
+  return out
+}
+
 /** Packs our own envelopes (id, attempt) for TASKS, without a Buffer per envelope. */
 export function packTaskEnvelopes(tasks: readonly Envelope[]): Buffer {
   let size = 0
@@ -357,6 +388,17 @@ function unpackRecords(frame: Buffer | undefined, count: number, width: 1 | 4): 
   return count === Infinity || out.length === count ? out : null
 }
 
+/**
+ * {@link decodeEnvelope} of the envelope `frame[start, end)` (a record of a packed envelopes
+ * frame), without a view of it.
+ */
+export function decodeEnvelopeAt(frame: Buffer, start: number, end: number): Envelope | null {
+  const length = end - start
+  if (length < 7 || length > 6 + MAX_ID_LENGTH) return null
+  if (frame[start] !== ENVELOPE_TAG || frame[start + 1] !== ENVELOPE_VERSION) return null
+  return { attempt: frame.readUInt32BE(start + 2), id: frame.toString("latin1", start + 6, end) }
+}
+
 /** Returns `null` for anything that is not one of our envelopes. */
 export function decodeEnvelope(frame: Buffer | undefined): Envelope | null {
   if (!frame || frame.length < 7 || frame.length > 6 + MAX_ID_LENGTH) return null
@@ -366,9 +408,14 @@ export function decodeEnvelope(frame: Buffer | undefined): Envelope | null {
 
 /**
  * The bounds of the records of a packed frame, `[start, end, start, end, …]` (the bytes of each
- * record, without its length), or `null` where {@link unpackRecords} gives `null`.
+ * record, without its length), or `null` where {@link unpackRecords} gives `null`: `width` 1 for
+ * packed envelopes, 4 for packed bodies. Reads a TASKS or ACKS without a Buffer per record.
  */
-function recordBounds(frame: Buffer | undefined, count: number, width: 1 | 4): number[] | null {
+export function recordBounds(
+  frame: Buffer | undefined,
+  count: number,
+  width: 1 | 4,
+): number[] | null {
   if (!frame || count < 1 || (width === 1 && frame.length === 0)) return null
   const out: number[] = []
   let at = 0

@@ -9,7 +9,7 @@ import {
   PACK_BYTES,
   SINGLE_BYTES,
   packBodies,
-  packEnvelopes,
+  packEnvelopeRecords,
   packLimit,
   type Welcome,
 } from "../../lib/protocol.js"
@@ -19,13 +19,29 @@ import type { Worker } from "./worker.js"
 export interface Job {
   session: Session
   generation: number
-  envelope: Buffer
+  /**
+   * The envelope: the record of a packed TASKS envelopes frame whose length byte is at
+   * `envelopeAt`, or all of `envelopes` when `envelopeAt` is -1 (see {@link envelopeOf}).
+   */
+  envelopes: Buffer
+  envelopeAt: number
+  /**
+   * The body: the record of a packed TASKS bodies frame whose 4-byte length is at `bodyAt`, or
+   * all of `body` (a frame, or a split body) when `bodyAt` is -1.
+   */
   body: Buffer
+  bodyAt: number
   id: string
   attempt: number
   ppx: boolean
   /** The envelope is one of our senders' (so `id` is a stable message id). */
   ours: boolean
+}
+
+/** The envelope of a job as a Buffer of its own (a view of the received frame). */
+export function envelopeOf(job: Job): Buffer {
+  const { envelopes, envelopeAt: at } = job
+  return at < 0 ? envelopes : envelopes.subarray(at + 1, at + 1 + (envelopes[at] as number))
 }
 
 /** One connection to one sender: its socket, heartbeats, credit and reconnect backoff. */
@@ -41,10 +57,17 @@ export class Session {
   connected = false
   heard = false
   liveness: Liveness
+  /**
+   * When the receive loop last took a message (`performance.now()`), just before it told
+   * `liveness`: a lower bound of the liveness's last "seen", so that a job ending less than an
+   * expiry after it need not ask `liveness` (its clock) whether the session expired.
+   */
+  heardAt = -Infinity
   backoff: Backoff
   abort = new AbortController()
-  /** Acks waiting to go out in one ACKS: their envelopes and replies. */
+  /** Acks waiting to go out in one ACKS: their envelopes (as in {@link Job}) and replies. */
   ackEnvelopes: Buffer[] = []
+  ackEnvelopeAt: number[] = []
   ackReplies: Buffer[] = []
   /** Bytes the packed replies of those acks take. */
   ackBytes = 0
@@ -52,8 +75,9 @@ export class Session {
   reportStarts = false
   /** The sender takes ACK (its WELCOME said `single: true`): a large reply goes as its own frame. */
   single = false
-  /** Envelopes of the tasks whose handlers started, to go out in one STARTED. */
+  /** Envelopes (as in {@link Job}) of the tasks whose handlers started, to go out in one STARTED. */
   startEnvelopes: Buffer[] = []
+  startEnvelopeAt: number[] = []
   /** Largest packed replies frame the sender takes (see `packLimit()`). */
   packLimit = PACK_BYTES
   /** The largest frame the sender takes (its WELCOME's `maxMessageSize`). */
@@ -62,6 +86,8 @@ export class Session {
   goodbyeSent = false
   goodbyeConfirmed = false
   ackScheduled = false
+  /** The worker is taking in a TASKS frame: the end-of-turn flush is scheduled when it is done. */
+  #held = false
   reconnectTimer: NodeJS.Timeout | undefined
   closed = false
   /** Jobs of this session received in plain PPP and not finished yet. */
@@ -82,11 +108,13 @@ export class Session {
     this.connected = false
     this.abort = new AbortController()
     this.ackEnvelopes = []
+    this.ackEnvelopeAt = []
     this.ackReplies = []
     this.ackBytes = 0
     this.reportStarts = false
     this.single = false
     this.startEnvelopes = []
+    this.startEnvelopeAt = []
     this.packLimit = PACK_BYTES
     this.senderMax = Infinity
     this.goodbyeSent = false
@@ -116,22 +144,24 @@ export class Session {
   }
 
   /** A task's handler started: say so (STARTED) at the end of this turn of the event loop. */
-  started(envelope: Buffer): void {
-    this.startEnvelopes.push(envelope)
+  started(job: Job): void {
+    this.startEnvelopes.push(job.envelopes)
+    this.startEnvelopeAt.push(job.envelopeAt)
     this.#scheduleFlush()
   }
 
   /** Queues an ack for the next ACKS, sent when full (`maxBatch`, the packed-frame limit) or at the end of this turn. */
-  ack(envelope: Buffer, reply: Buffer, maxBatch: number): void {
+  ack(job: Job, reply: Buffer, maxBatch: number): void {
     if (this.single && reply.length >= SINGLE_BYTES) {
       // ACK: the reply is its own frame, sent without a copy, after what is pending (STARTED first).
       this.flush()
-      this.writer?.write([FRAME_ACK, envelope, reply])
+      this.writer?.write([FRAME_ACK, envelopeOf(job), reply])
       this.liveness.sent()
       return
     }
     if (this.ackBytes + 4 + reply.length > this.packLimit) this.flush()
-    this.ackEnvelopes.push(envelope)
+    this.ackEnvelopes.push(job.envelopes)
+    this.ackEnvelopeAt.push(job.envelopeAt)
     this.ackReplies.push(reply)
     this.ackBytes += 4 + reply.length
     if (this.ackReplies.length >= maxBatch) this.flush()
@@ -142,21 +172,43 @@ export class Session {
   flush(): void {
     this.ackScheduled = false
     if (this.startEnvelopes.length > 0) {
-      this.writer?.write([FRAME_STARTED, packEnvelopes(this.startEnvelopes)])
+      const envelopes = packEnvelopeRecords(this.startEnvelopes, this.startEnvelopeAt)
+      this.writer?.write([FRAME_STARTED, envelopes])
       this.startEnvelopes = []
+      this.startEnvelopeAt = []
       this.liveness.sent()
     }
     if (this.ackReplies.length === 0) return
-    const frames = [FRAME_ACKS, packEnvelopes(this.ackEnvelopes), packBodies(this.ackReplies)]
+    const frames = [
+      FRAME_ACKS,
+      packEnvelopeRecords(this.ackEnvelopes, this.ackEnvelopeAt),
+      packBodies(this.ackReplies),
+    ]
     this.ackEnvelopes = []
+    this.ackEnvelopeAt = []
     this.ackReplies = []
     this.ackBytes = 0
     this.writer?.write(frames)
     this.liveness.sent()
   }
 
+  /**
+   * Holds the end-of-turn flush while the worker takes in a TASKS frame, whose handlers may all
+   * answer at once: when they do, their acks fill whole ACKS that go out as they fill, and nothing
+   * is left for an end-of-turn flush to send.
+   */
+  hold(): void {
+    this.#held = true
+  }
+
+  /** Ends {@link hold}: schedules the end-of-turn flush when anything is pending. */
+  release(): void {
+    this.#held = false
+    if (this.startEnvelopes.length > 0 || this.ackReplies.length > 0) this.#scheduleFlush()
+  }
+
   #scheduleFlush(): void {
-    if (this.ackScheduled) return
+    if (this.ackScheduled || this.#held) return
     this.ackScheduled = true
     setImmediate(() => this.flush())
   }

@@ -2,7 +2,7 @@ import { EventEmitter } from "node:events"
 import { Dealer } from "zeromq"
 import { Backoff } from "../../lib/backoff.js"
 import { joinBody, splitBody } from "../../lib/body.js"
-import { msgpackCodec, rawCodec, type Codec } from "../../lib/codec.js"
+import { decodeRange, encodeReply, msgpackCodec, rawCodec, type Codec } from "../../lib/codec.js"
 import { debug } from "../../lib/debug.js"
 import { PirateError, errorMessage, toError, tooLargeError } from "../../lib/errors.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
@@ -19,7 +19,7 @@ import {
   type WorkerStats,
 } from "./worker-options.js"
 import { DedupeRuns } from "./worker-dedupe.js"
-import { Session, type Job } from "./worker-session.js"
+import { Session, envelopeOf, type Job } from "./worker-session.js"
 import {
   FRAME_EMPTY,
   FRAME_EXTEND,
@@ -28,13 +28,13 @@ import {
   PPP,
   PPX,
   decodeEnvelope,
+  decodeEnvelopeAt,
   decodeWelcome,
   type Welcome,
   encodeNack,
   encodeReady,
+  recordBounds,
   singleEnvelope,
-  unpackBodies,
-  unpackEnvelopes,
 } from "../../lib/protocol.js"
 import { SocketWriter } from "../../lib/writer.js"
 import {
@@ -70,6 +70,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #sessions: Session[] = []
   #queue: Job[] = []
   #running = 0
+  /** `#next()` is starting queued jobs (a job that ends inside it does not start another loop). */
+  #starting = false
   /** Resolves close()'s wait once closing can finish (see `#checkClose()`). */
   #onCloseable: (() => void) | undefined
   #closing = false
@@ -342,6 +344,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       }
       if (s.generation !== generation || this.#expired(s)) return
       s.connected = true
+      s.heardAt = performance.now()
       s.liveness.seen()
       s.backoff.reset()
       this.#onMessage(s, msg)
@@ -364,7 +367,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (first === undefined) return
     if (msg.length === 3 && msg[1]?.length === 0) {
       this.#heard(s)
-      return this.#accept(s, first, msg[2] as Buffer, false)
+      return this.#accept(s, first, -1, msg[2] as Buffer, -1, false)
     }
     if (first.length === 1) {
       const cmd = first[0]
@@ -383,13 +386,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
         return this.#heard(s)
       }
       if (cmd === PPX.TASKS && s.ppx && msg.length === 3) {
-        // [0x11, envelopes, bodies]
-        const envelopes = unpackEnvelopes(msg[1])
-        const bodies = envelopes && unpackBodies(msg[2], envelopes.length)
-        if (!envelopes || !bodies)
-          return this.#drop(s, "TASKS whose envelopes do not match its bodies")
-        for (let i = 0; i < envelopes.length; i++)
-          this.#accept(s, envelopes[i] as Buffer, bodies[i] as Buffer, true)
+        // [0x11, envelopes, bodies]: each job keeps its records' offsets, not a view of each
+        const envelopes = msg[1] as Buffer
+        const bodies = msg[2] as Buffer
+        const env = recordBounds(envelopes, Infinity, 1)
+        const rep = env && recordBounds(bodies, env.length / 2, 4)
+        if (!env || !rep) return this.#drop(s, "TASKS whose envelopes do not match its bodies")
+        s.hold()
+        try {
+          // A record's length (1 byte for an envelope, 4 for a body) comes just before its bytes.
+          for (let i = 0; i < env.length; i += 2)
+            this.#accept(s, envelopes, (env[i] as number) - 1, bodies, (rep[i] as number) - 4, true)
+        } finally {
+          s.release()
+        }
         return
       }
       if (cmd === PPX.TASK && s.ppx) {
@@ -399,7 +409,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         const envelope = singleEnvelope(msg.slice(1), split ? 2 : 1)
         if (!envelope) return this.#drop(s, "TASK that is not [0x17, envelope, body]")
         const body = split ? splitBody(msg[2] as Buffer, msg[3] as Buffer) : (msg[2] as Buffer)
-        return this.#accept(s, envelope, body, true)
+        return this.#accept(s, envelope, -1, body, -1, true)
       }
       if (cmd === PPX.GOODBYE && msg.length === 1) {
         if (s.goodbyeSent) {
@@ -429,15 +439,28 @@ export class Worker extends EventEmitter<WorkerEvents> {
   // ------------------------------------------------------------------------------------------
   // jobs
 
-  #accept(s: Session, envelope: Buffer, body: Buffer, ppx: boolean): void {
+  /** A task: its envelope and body as in {@link Job} (records of a TASKS frame, or whole). */
+  #accept(
+    s: Session,
+    envelopes: Buffer,
+    envelopeAt: number,
+    body: Buffer,
+    bodyAt: number,
+    ppx: boolean,
+  ): void {
     this.#stats.received++
-    const env = decodeEnvelope(envelope)
+    const start = envelopeAt + 1
+    const end = envelopeAt < 0 ? envelopes.length : start + (envelopes[envelopeAt] as number)
+    const env = envelopeAt < 0 ? decodeEnvelope(envelopes) : decodeEnvelopeAt(envelopes, start, end)
     const job: Job = {
       session: s,
       generation: s.generation,
-      envelope: Buffer.from(envelope),
+      // The received frames, as they are: they live as long as the job.
+      envelopes,
+      envelopeAt,
       body,
-      id: env?.id ?? envelope.toString("hex"),
+      bodyAt,
+      id: env?.id ?? envelopes.toString("hex", start, end),
       attempt: env?.attempt ?? 1,
       ppx,
       ours: env !== null,
@@ -452,32 +475,72 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const s = job.session
     if (job.ppx && s.reportStarts && s.generation === job.generation) {
       // The sender's ack deadline for this task runs from now (it may have waited here).
-      s.started(job.envelope)
+      s.started(job)
     }
-    this.#execute(job)
+    let pending: Promise<void> | undefined
+    try {
+      pending = this.#execute(job)
+    } catch (err) {
+      pending = Promise.reject(toError(err))
+    }
+    // A handler that answered at once (no promise) is done here: no promise chain per job.
+    if (pending === undefined) {
+      this.#ended(job)
+      return
+    }
+    pending
       .catch((err: unknown) => this.emit("error", toError(err)))
-      .finally(() => {
-        this.#running--
-        if (!job.ppx && job.session.generation === job.generation) job.session.plainJobs--
-        const next = this.#queue.shift()
-        if (next) this.#run(next)
-        else if (this.#running === 0) this.#checkClose()
-      })
+      .finally(() => this.#ended(job))
   }
 
-  async #execute(job: Job): Promise<void> {
+  /** A job ended: its slot goes to the next queued job, if any. */
+  #ended(job: Job): void {
+    this.#running--
+    if (!job.ppx && job.session.generation === job.generation) job.session.plainJobs--
+    this.#next()
+  }
+
+  /**
+   * Starts queued jobs while there is room. A job that ends at once starts the next one from this
+   * loop, not from a nested call, so a long queue of quick jobs never grows the stack.
+   */
+  #next(): void {
+    if (this.#starting) return
+    this.#starting = true
+    try {
+      while (this.#running < this.#o.concurrency) {
+        const next = this.#queue.shift()
+        if (!next) break
+        this.#run(next)
+      }
+    } finally {
+      this.#starting = false
+    }
+    if (this.#running === 0) this.#checkClose()
+  }
+
+  /**
+   * Decodes the payload and runs the handler. Returns a promise only when the job has to wait (a
+   * handler that returned a promise, the dedupe store); a handler that returned its reply at
+   * once is acked (or nacked) before this returns.
+   */
+  #execute(job: Job): Promise<void> | undefined {
     const s = job.session
     let payload: unknown
     try {
-      // The built-in codecs decode a split body themselves; another codec gets it whole.
-      payload = this.#codec.decode(
-        this.#codec === msgpackCodec || this.#codec === rawCodec ? job.body : joinBody(job.body),
-      )
+      const { body, bodyAt } = job
+      payload =
+        bodyAt >= 0
+          ? decodeRange(this.#codec, body, bodyAt + 4, bodyAt + 4 + body.readUInt32BE(bodyAt))
+          : // The built-in codecs decode a split body themselves; another codec gets it whole.
+            this.#codec.decode(
+              this.#codec === msgpackCodec || this.#codec === rawCodec ? body : joinBody(body),
+            )
     } catch (err) {
       // Retrying cannot help: reject to the dead letters with the decode error.
       this.#stats.nacked++
       this.#nack(job, errorMessage(err), true)
-      return
+      return undefined
     }
     const ctx: JobContext = {
       id: job.id,
@@ -486,16 +549,76 @@ export class Worker extends EventEmitter<WorkerEvents> {
       signal: s.abort.signal,
       extend: () => {
         if (job.ppx && s.generation === job.generation)
-          s.writer?.write([FRAME_EXTEND, job.envelope])
+          s.writer?.write([FRAME_EXTEND, envelopeOf(job)])
       },
     }
+    if (this.#dedupe && job.ours) return this.#completeDeduped(this.#dedupe, job, payload, ctx)
+    const t0 = performance.now()
+    let result: unknown
+    try {
+      result = this.#handler(payload, ctx)
+    } catch (err) {
+      this.#failed(job, toError(err), errorMessage(err))
+      return undefined
+    }
+    if (isThenable(result)) return this.#completeLater(job, result, t0)
     let reply: Buffer
     try {
-      reply = await this.#complete(job, payload, ctx)
+      reply = encodeReply(this.#codec, result)
+    } catch (err) {
+      this.#failed(job, toError(err), errorMessage(err))
+      return undefined
+    }
+    const t1 = performance.now()
+    this.#handlerLatency.record(t1 - t0)
+    this.#reply(job, reply, t1)
+    return undefined
+  }
+
+  /** The handler returned a promise: ack with what it resolves to, nack if it rejects. */
+  async #completeLater(job: Job, result: PromiseLike<unknown>, t0: number): Promise<void> {
+    let reply: Buffer
+    try {
+      reply = encodeReply(this.#codec, await result)
     } catch (err) {
       this.#failed(job, toError(err), errorMessage(err))
       return
     }
+    const t1 = performance.now()
+    this.#handlerLatency.record(t1 - t0)
+    this.#reply(job, reply, t1)
+  }
+
+  /** With `dedupe`: runs the handler, or answers from the store when this message already completed here. */
+  async #completeDeduped(
+    dedupe: DedupeRuns,
+    job: Job,
+    payload: unknown,
+    ctx: JobContext,
+  ): Promise<void> {
+    // Ids are unique per sender: key on the identity it announced in WELCOME, so that any
+    // address of the same sender finds its records and two senders never share one. A sender
+    // that announced none (plain PPP, a foreign queue) is told apart by its endpoint.
+    const s = job.session
+    const sender = s.generation === job.generation ? s.sender : undefined
+    const key = sender === undefined ? `${s.endpoint}|${job.id}` : `sender:${sender}|${job.id}`
+    let reply: Buffer
+    try {
+      reply = await dedupe.complete(
+        key,
+        () => this.#run_(payload, ctx),
+        () => this.#stats.deduplicated++,
+      )
+    } catch (err) {
+      this.#failed(job, toError(err), errorMessage(err))
+      return
+    }
+    this.#reply(job, reply, performance.now())
+  }
+
+  /** Sends the reply of a job that succeeded (at `now`, a `performance.now()`): its ack. */
+  #reply(job: Job, reply: Buffer, now: number): void {
+    const s = job.session
     if (job.ppx && reply.length + 4 > s.senderMax) {
       // Sent, it would make the sender's socket drop the connection and with it everything else
       // in flight here: a nack of this message alone instead.
@@ -504,17 +627,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
       return
     }
     // A job that ends as this process wakes from a freeze must not count an ack nobody takes.
-    if (this.#expired(s) || s.generation !== job.generation) {
+    // (The session cannot have expired yet while less than its expiry passed since it last
+    // received: `heardAt` is never later than the liveness's own record of that.)
+    const mayExpire = now - s.heardAt >= s.liveness.expiry
+    if ((mayExpire && this.#expired(s)) || s.generation !== job.generation) {
       this.#stats.discarded++
       return
     }
     this.#stats.acked++
     if (!job.ppx) {
-      s.writer?.write([job.envelope, FRAME_EMPTY, reply])
+      s.writer?.write([job.envelopes, FRAME_EMPTY, reply])
       s.liveness.sent()
       return
     }
-    s.ack(job.envelope, reply, this.#o.maxBatch)
+    s.ack(job, reply, this.#o.maxBatch)
   }
 
   /** The handler failed (or its reply cannot be sent): nack. */
@@ -531,23 +657,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return reply
   }
 
-  /** Runs the handler, or answers from the dedupe store when this message already completed here. */
-  async #complete(job: Job, payload: unknown, ctx: JobContext): Promise<Buffer> {
-    const dedupe = this.#dedupe
-    if (!dedupe || !job.ours) return this.#run_(payload, ctx)
-    // Ids are unique per sender: key on the identity it announced in WELCOME, so that any
-    // address of the same sender finds its records and two senders never share one. A sender
-    // that announced none (plain PPP, a foreign queue) is told apart by its endpoint.
-    const s = job.session
-    const sender = s.generation === job.generation ? s.sender : undefined
-    const key = sender === undefined ? `${s.endpoint}|${job.id}` : `sender:${sender}|${job.id}`
-    return dedupe.complete(
-      key,
-      () => this.#run_(payload, ctx),
-      () => this.#stats.deduplicated++,
-    )
-  }
-
   #nack(job: Job, error: string, reject: boolean): void {
     const s = job.session
     if (this.#expired(s) || s.generation !== job.generation) {
@@ -557,7 +666,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // A plain PPP queue has no nack: send nothing, so the client's retry (or the queue) decides.
     if (!job.ppx) return
     s.flush()
-    s.writer?.write(encodeNack(job.envelope, reject ? { error, reject: true } : { error }))
+    s.writer?.write(encodeNack(envelopeOf(job), reject ? { error, reject: true } : { error }))
     s.liveness.sent()
   }
+}
+
+/** True for a value `await` would wait on: an object or function with a `then` method. */
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === "object" || typeof value === "function") &&
+    typeof (value as { then?: unknown }).then === "function"
+  )
 }
