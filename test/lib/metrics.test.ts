@@ -1,3 +1,5 @@
+import fc from "fast-check"
+import * as hdr from "hdr-histogram-js"
 import { describe, expect, it, onTestFinished } from "vitest"
 import { LatencyHistogram, renderPrometheus, serveMetrics } from "../../lib/index.js"
 import { openSender, openWorker } from "../helpers/paranoid.js"
@@ -12,6 +14,48 @@ describe("metrics", () => {
     expect(s.p50).toBeCloseTo(50, 0)
     expect(s.p99).toBeCloseTo(99, 0)
     expect(s.max).toBeCloseTo(100, 0)
+  })
+
+  it("counts runs of values in one bucket as the histogram would count each value (property)", () => {
+    // Latencies from 1 µs to an hour, in runs of near-equal values (the acks of a batch).
+    const run = fc.tuple(
+      fc.integer({ min: 1, max: 3_600_000_000 }),
+      fc.integer({ min: 1, max: 20 }),
+      fc.integer({ min: 0, max: 3000 }),
+    )
+    fc.assert(
+      fc.property(fc.array(run, { minLength: 1, maxLength: 30 }), fc.boolean(), (runs, reset) => {
+        const h = new LatencyHistogram()
+        const plain = hdr.build({
+          lowestDiscernibleValue: 1,
+          highestTrackableValue: 3_600_000_000,
+          numberOfSignificantValueDigits: 3,
+        })
+        let max = 0
+        let sum = 0
+        if (reset) {
+          h.record(5)
+          h.summary()
+          h.record(7)
+          h.reset()
+        }
+        for (const [start, count, step] of runs)
+          for (let i = 0; i < count; i++) {
+            const us = Math.min(3_600_000_000, start + i * step)
+            h.record(us / 1000)
+            plain.recordValue(us)
+            max = Math.max(max, us)
+            sum += us
+          }
+        const s = h.summary()
+        expect(s.count).toBe(plain.totalCount)
+        expect(s.p50).toBe(plain.getValueAtPercentile(50) / 1000)
+        expect(s.p90).toBe(plain.getValueAtPercentile(90) / 1000)
+        expect(s.p99).toBe(plain.getValueAtPercentile(99) / 1000)
+        expect(s.max).toBe(max / 1000)
+        expect(s.mean).toBeCloseTo(sum / plain.totalCount / 1000, 9)
+      }),
+    )
   })
 
   it("renders the Prometheus text format with escaped labels", () => {
