@@ -231,9 +231,14 @@ export class BatchStore {
           if (wanted(e, slot)) bytes += e.payload.length
         })
         const share = 2 * bytes >= (entries[0]?.payload.buffer.byteLength ?? 0)
+        // Entries decoded by this read are the caller's; the batch kept for the next read (see
+        // #read) gives copies, so that a caller's changes never reach that batch.
+        const kept = entries === this.#lastRead?.entries
         entries.forEach((e, slot) => {
-          if (wanted(e, slot))
+          if (!wanted(e, slot)) return
+          if (kept || !share)
             out.push({ ...e, payload: share ? e.payload : Buffer.from(e.payload) })
+          else out.push(e)
         })
       })
       from = (batches[batches.length - 1] as Batch).last

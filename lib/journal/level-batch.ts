@@ -288,7 +288,17 @@ export interface Batch {
 
 /** An id as a number, exact below 2^53 (ids of `IdGenerator` are: µs since 1970). */
 function idNumber(id: string): number {
-  return parseInt(id.slice(0, 8), 16) * 0x100000000 + parseInt(id.slice(8), 16)
+  return hexNumber(id, 0, 8) * 0x100000000 + hexNumber(id, 8, 16)
+}
+
+/** The number the hex digits `id[from, to)` spell (lower-case, as stored ids are), without slicing the string. */
+function hexNumber(id: string, from: number, to: number): number {
+  let n = 0
+  for (let i = from; i < to; i++) {
+    const c = id.charCodeAt(i)
+    n = n * 16 + (c <= 57 ? c - 48 : c - 87)
+  }
+  return n
 }
 
 /** The distance from `first` to `id`, exact while it is below 2^53 (it is within a batch). */
