@@ -177,6 +177,48 @@ describe("Sender with a LevelDB journal", () => {
     expect(await second.deadLetters()).toEqual([])
   })
 
+  it("delivers a dead letter replayed ahead of the paging cursor once, not again from the backlog", async () => {
+    const dir = await tempDir()
+    // First life: "die" is dead-lettered; the others are held by a worker until the sender
+    // closes, so they stay pending, with "die" between them in id order.
+    const first = await Sender.open({
+      bind: "tcp://127.0.0.1:*",
+      heartbeatInterval: 100,
+      journal: dir,
+      maxAttempts: 1,
+      window: 2,
+    })
+    let release = (): void => undefined
+    const held = new Promise<void>((resolve) => (release = resolve))
+    const w = await openWorker(first.endpoint, {
+      concurrency: 4,
+      handler: async (p) => {
+        if (p === "die") throw new Error("bad day")
+        await held
+      },
+    })
+    const dead = once(first, "message:dead", signal())
+    const stay = await first.send("stay")
+    const die = await first.send("die")
+    await dead
+    const rest = [await first.send("a"), await first.send("b"), await first.send("c")]
+    await first.close()
+    release()
+    await w.close()
+
+    // Second life, one message in the window: the first page takes "stay", the cursor stops
+    // there, and "die", replayed, lies ahead of it, before "a", "b" and "c".
+    const second = await openSender({ journal: dir, window: 1 })
+    expect(second.stats()).toMatchObject({ dead: 1, inWindow: 1, backlog: 3 })
+    expect(await second.replay([die])).toEqual([die])
+    const got: string[] = []
+    await openWorker(second.endpoint, { handler: (_p, ctx) => void got.push(ctx.id) })
+    await second.drained(signal())
+    expect([...got].sort()).toEqual([stay, die, ...rest].sort())
+    expect(await second.deadLetters()).toEqual([])
+    expect(second.stats()).toMatchObject({ inWindow: 0, backlog: 0, acked: 5 })
+  })
+
   it("refuses a second sender on the same journal with PIRATE_JOURNAL_LOCKED", async () => {
     const dir = await tempDir()
     await openSender({ journal: dir })

@@ -61,9 +61,23 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #closed = false
   #unregisterCurve: (() => void) | undefined
 
-  readonly #messages = new Map<string, Message>()
-  /** Payload bytes of `#messages` (bounded by `windowBytes`). */
+  /**
+   * The messages in memory (the window) are counted, not kept in a map by id: a map of thousands
+   * of string keys costs a cache miss or more per look-up, three per message. Only those that
+   * need finding by id are kept by id: the ones somebody waits for (a `request()`, to cancel or
+   * reject at close).
+   */
+  #held = 0
+  /** Payload bytes of the messages held (bounded by `windowBytes`). */
   #windowBytes = 0
+  readonly #waited = new Map<string, Message>()
+  /**
+   * Replayed dead letters whose ids lie ahead of the paging cursor: they went to the window at
+   * once, so the pager skips them when it reads that far, also once they are acked (their
+   * removal may not be written yet). Forgotten as the cursor passes them, or when nothing is
+   * left to page.
+   */
+  readonly #replayed = new Set<string>()
   readonly #ready = new ReadyQueue()
   readonly #delayed = new DelayQueue((due) => this.#makeReadyFront(due))
   readonly #workers = new WorkerRegistry()
@@ -90,7 +104,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#adm = new Admission(
       { ...settings, persistent: journal.persistent },
       {
-        inWindow: () => this.#messages.size,
+        inWindow: () => this.#held,
         inWindowBytes: () => this.#windowBytes,
         accept: (frame) => this.#accept(frame),
         spill: (frame) => this.#spill(frame),
@@ -120,12 +134,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       admission: this.#adm,
       window: settings.window,
       windowBytes: settings.windowBytes,
-      inWindow: () => this.#messages.size,
+      inWindow: () => this.#held,
       inWindowBytes: () => this.#windowBytes,
-      has: (id) => this.#messages.has(id),
+      skip: (id) => this.#replayed.delete(id),
       load: (e, now) => this.#load(e, now),
       closed: () => this.#closed,
       paged: () => {
+        if (this.#adm.count === 0) this.#replayed.clear()
         this.#adm.admit()
         this.#checkDrained()
       },
@@ -230,10 +245,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         errors.push(err)
       }
     }
-    for (const m of this.#messages.values()) {
+    for (const m of this.#waited.values()) {
       m.waiter?.reject(closed)
       m.waiter = undefined
     }
+    this.#waited.clear()
     this.#drain.close(closed)
     if (errors.length > 0) throw new AggregateError(errors, `${this.#name} close failed`)
   }
@@ -327,7 +343,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   /** Cancels a message nobody waits for any more (an aborted request). */
   cancel(id: string): void {
-    const m = this.#messages.get(id)
+    const m = this.#waited.get(id)
     if (!m) return
     m.waiter = undefined
     if (m.state !== "ready" && m.state !== "delayed") return
@@ -349,8 +365,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   /** A message enters the window. */
   #hold(m: Message): void {
-    this.#messages.set(m.id, m)
+    m.held = true
+    this.#held++
     this.#windowBytes += m.payload.length
+    if (m.waiter !== undefined) this.#waited.set(m.id, m)
   }
 
   #makeReady(m: Message): void {
@@ -372,7 +390,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   #leave(m: Message): void {
     m.state = "done"
-    if (this.#messages.delete(m.id)) this.#windowBytes -= m.payload.length
+    if (!m.held) return
+    m.held = false
+    this.#held--
+    this.#windowBytes -= m.payload.length
+    if (this.#waited.size > 0) this.#waited.delete(m.id)
   }
 
   #settled(): void {
@@ -398,10 +420,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /** Adds entries that were replayed from the dead letters in the journal back to the window. */
   requeueReplayed(entries: readonly JournalEntry[]): void {
     const list: Message[] = []
+    const { count, after } = this.#adm
     for (const e of entries) {
-      if (this.#messages.has(e.id)) continue
+      // The journal moved each of these from its dead letters once: none is in the window yet.
       const m = fromEntry({ ...e, attempts: 0 }, this.#journal.persistent)
       this.#hold(m)
+      if (count > 0 && (after === undefined || e.id > after)) this.#replayed.add(e.id)
       list.push(m)
     }
     this.#n.dead = Math.max(0, this.#n.dead - list.length)
@@ -451,12 +475,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   #isDrained(): boolean {
-    return (
-      this.#messages.size === 0 &&
-      this.#adm.count === 0 &&
-      this.#adm.spilling === 0 &&
-      this.#lanes.idle
-    )
+    return this.#held === 0 && this.#adm.count === 0 && this.#adm.spilling === 0 && this.#lanes.idle
   }
 
   #checkDrained(): void {
@@ -479,7 +498,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       delayed: this.#delayed.size,
       backlog: adm.count + adm.spilling,
       backlogBytes: adm.bytes + adm.spillingBytes,
-      inWindow: this.#messages.size,
+      inWindow: this.#held,
       inWindowBytes: this.#windowBytes,
       waiting: adm.waiting,
       workers: this.#workers.size,
@@ -499,7 +518,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /** Sizes of every internal map and queue: all 0 when nothing is pending and nobody waits. */
   [internals](): Record<string, number> {
     return {
-      messages: this.#messages.size,
+      messages: this.#held,
+      waited: this.#waited.size,
+      replayed: this.#replayed.size,
       windowBytes: this.#windowBytes,
       ready: this.#ready.held,
       delayed: this.#delayed.size,

@@ -30,6 +30,8 @@ export interface Message {
   sentAt: number
   deadline: number | undefined
   waiter: Waiter | undefined
+  /** Counted in the sender's window (from `#hold` until it leaves). */
+  held: boolean
 }
 
 /** A connected worker and what it holds. */
@@ -76,6 +78,7 @@ export function message(
     sentAt: 0,
     deadline: undefined,
     waiter: undefined,
+    held: false,
   }
 }
 
@@ -97,6 +100,7 @@ export function fromEntry(e: JournalEntry, durable: boolean): Message {
     sentAt: 0,
     deadline: undefined,
     waiter: undefined,
+    held: false,
   }
 }
 

@@ -16,7 +16,11 @@ export interface PagerHost {
   readonly windowBytes: number
   inWindow(): number
   inWindowBytes(): number
-  has(id: string): boolean
+  /**
+   * True for an entry the window has had already (a replayed dead letter ahead of the cursor),
+   * which is not loaded again; the cursor passes it.
+   */
+  skip(id: string): boolean
   /** Puts an entry read from the journal into the window. */
   load(entry: JournalEntry, now: number): void
   closed(): boolean
@@ -103,7 +107,7 @@ export class BacklogPager {
         let full = false
         const now = Date.now()
         for (const e of page) {
-          if (!h.has(e.id)) {
+          if (!h.skip(e.id)) {
             // The window's bytes are full (an empty window takes one message of any size): the
             // rest stays on disk, read again next time.
             if (e.payload.length > adm.pageBytes()) {
