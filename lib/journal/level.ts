@@ -143,19 +143,24 @@ export class LevelJournal implements Journal {
     const sync = options.sync
     if (typeof sync !== "boolean")
       throw new TypeError(`'sync' must be a boolean, got ${describe(sync)}`)
-    const byId = new Map<string, JournalEntry>()
-    for (const e of entries) {
+    // One entry per id, the last given: a sender's appends come in increasing id order, which
+    // needs no map to be so.
+    let increasing = true
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i] as JournalEntry
       checkEntry(e)
-      byId.set(checkStoredId(e.id), e)
+      checkStoredId(e.id)
+      if (i > 0 && e.id <= (entries[i - 1] as JournalEntry).id) increasing = false
     }
-    if (byId.size === 0) return
+    const list = increasing ? entries : [...new Map(entries.map((e) => [e.id, e])).values()]
+    if (list.length === 0) return
     await this.#db.write(async (db) => {
       // Ids come from an IdGenerator seeded with lastId(): a new id is greater than every id ever
       // stored, so only an id at or below lastId can already exist and needs a look-up.
       const lastId = this.#lastId
       const fresh: JournalEntry[] = []
       const old: JournalEntry[] = []
-      for (const e of byId.values()) (lastId === undefined || e.id > lastId ? fresh : old).push(e)
+      for (const e of list) (lastId === undefined || e.id > lastId ? fresh : old).push(e)
       const next = this.#meta()
       const segments = new SegmentChanges()
       const ops: Op[] = []
