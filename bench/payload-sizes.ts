@@ -436,6 +436,15 @@ interface Ratio {
 }
 
 const every = (): boolean => true
+/** The sender's CPU per MiB against raw zeromq.js's, at every size. */
+const CPU_VS_RAW: Ratio = {
+  field: "cpuVsRaw",
+  of: "raw-oneway",
+  metric: "cpuUsPerMiB",
+  target: 2,
+  atMost: true,
+  applies: every,
+}
 /** A sender without a journal against raw zeromq.js: its speed and its CPU per MiB. */
 const AGAINST_THE_WIRE: Ratio[] = [
   {
@@ -445,52 +454,20 @@ const AGAINST_THE_WIRE: Ratio[] = [
     target: 0.7,
     applies: (s) => s === 64 * KIB || s === MIB,
   },
-  {
-    field: "cpuVsRaw",
-    of: "raw-oneway",
-    metric: "cpuUsPerMiB",
-    target: 2,
-    atMost: true,
-    applies: every,
-  },
+  CPU_VS_RAW,
 ]
+/** A journaled sender against a plain file write with the same syncs, and its CPU per MiB. */
+function againstTheDisk(file: CaseName): Ratio[] {
+  return [
+    { field: "vsFile", of: file, metric: "mbPerSec", target: 0.5, applies: (s) => s >= 64 * KIB },
+    CPU_VS_RAW,
+  ]
+}
 const RATIOS: Partial<Record<CaseName, Ratio[]>> = {
   memory: AGAINST_THE_WIRE,
   "memory-msgpack": AGAINST_THE_WIRE,
-  os: [
-    {
-      field: "vsFile",
-      of: "file-write-os",
-      metric: "mbPerSec",
-      target: 0.5,
-      applies: (s) => s >= 64 * KIB,
-    },
-    {
-      field: "cpuVsRaw",
-      of: "raw-oneway",
-      metric: "cpuUsPerMiB",
-      target: 2,
-      atMost: true,
-      applies: every,
-    },
-  ],
-  fsync: [
-    {
-      field: "vsFile",
-      of: "file-write-fsync",
-      metric: "mbPerSec",
-      target: 0.5,
-      applies: (s) => s >= 64 * KIB,
-    },
-    {
-      field: "cpuVsRaw",
-      of: "raw-oneway",
-      metric: "cpuUsPerMiB",
-      target: 2,
-      atMost: true,
-      applies: every,
-    },
-  ],
+  os: againstTheDisk("file-write-os"),
+  fsync: againstTheDisk("file-write-fsync"),
 }
 
 function medianField(rs: readonly Result[], key: string): number | undefined {

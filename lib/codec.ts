@@ -60,21 +60,6 @@ function encodeBin(bytes: Uint8Array): Buffer {
 }
 
 /**
- * The bytes of `frame` when it is exactly one msgpack bin, as a view of `frame` (no copy), or
- * `undefined` for anything else.
- */
-function binView(frame: Buffer): Buffer | undefined {
-  const n = frame.length
-  const type = frame[0]
-  if (type === BIN8) return n >= 2 && n === 2 + (frame[1] as number) ? frame.subarray(2) : undefined
-  if (type === BIN16)
-    return n >= 3 && n === 3 + frame.readUInt16BE(1) ? frame.subarray(3) : undefined
-  if (type === BIN32)
-    return n >= 5 && n === 5 + frame.readUInt32BE(1) ? frame.subarray(5) : undefined
-  return undefined
-}
-
-/**
  * The default codec: plain msgpack. A Buffer or Uint8Array travels as one bin and
  * `true`/`false`/`null` as one byte, written here without msgpackr (the same bytes it writes);
  * anything else goes through msgpackr. A frame that is exactly one bin decodes to a Buffer that
@@ -101,7 +86,7 @@ export const msgpackCodec: Codec = Object.freeze({
         return frame
       return msgpackCodec.decode(joinBody(frame))
     }
-    const bytes = binView(frame)
+    const bytes = binRange(frame, 0, frame.length)
     if (bytes !== undefined) return bytes
     let value: unknown
     try {
@@ -135,7 +120,10 @@ export const rawCodec: Codec = Object.freeze({
   },
 })
 
-/** The bytes of `frame[start, end)` when that range is exactly one msgpack bin, as a view of `frame`. */
+/**
+ * The bytes of `frame[start, end)` when that range is exactly one msgpack bin, as a view of
+ * `frame` (no copy), or `undefined` for anything else.
+ */
 function binRange(frame: Buffer, start: number, end: number): Buffer | undefined {
   const n = end - start
   const type = frame[start]

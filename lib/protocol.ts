@@ -374,18 +374,11 @@ function packRecords(records: readonly Buffer[], width: 1 | 4): Buffer {
 
 /** The records of a frame packed by {@link packRecords}; `null` unless it splits cleanly into `count`. */
 function unpackRecords(frame: Buffer | undefined, count: number, width: 1 | 4): Buffer[] | null {
-  if (!frame || count < 1 || (width === 1 && frame.length === 0)) return null
+  const bounds = recordBounds(frame, count, width)
+  if (!frame || !bounds) return null
   const out: Buffer[] = []
-  let at = 0
-  while (at < frame.length) {
-    if (at + width > frame.length || out.length === count) return null
-    const length = width === 1 ? (frame[at] as number) : frame.readUInt32BE(at)
-    const end = at + width + length
-    if ((width === 1 && length === 0) || end > frame.length) return null
-    out.push(frame.subarray(at + width, end))
-    at = end
-  }
-  return count === Infinity || out.length === count ? out : null
+  for (let i = 0; i < bounds.length; i += 2) out.push(frame.subarray(bounds[i], bounds[i + 1]))
+  return out
 }
 
 /**
@@ -393,22 +386,30 @@ function unpackRecords(frame: Buffer | undefined, count: number, width: 1 | 4): 
  * frame), without a view of it.
  */
 export function decodeEnvelopeAt(frame: Buffer, start: number, end: number): Envelope | null {
-  const length = end - start
-  if (length < 7 || length > 6 + MAX_ID_LENGTH) return null
-  if (frame[start] !== ENVELOPE_TAG || frame[start + 1] !== ENVELOPE_VERSION) return null
+  if (!isEnvelopeAt(frame, start, end)) return null
   return { attempt: frame.readUInt32BE(start + 2), id: frame.toString("latin1", start + 6, end) }
 }
 
 /** Returns `null` for anything that is not one of our envelopes. */
 export function decodeEnvelope(frame: Buffer | undefined): Envelope | null {
-  if (!frame || frame.length < 7 || frame.length > 6 + MAX_ID_LENGTH) return null
-  if (frame[0] !== ENVELOPE_TAG || frame[1] !== ENVELOPE_VERSION) return null
-  return { attempt: frame.readUInt32BE(2), id: frame.toString("latin1", 6) }
+  return frame ? decodeEnvelopeAt(frame, 0, frame.length) : null
+}
+
+/** True when `frame[start, end)` is one of our envelopes: tag, version, attempt and an id. */
+function isEnvelopeAt(frame: Buffer, start: number, end: number): boolean {
+  const length = end - start
+  return (
+    length >= 7 &&
+    length <= 6 + MAX_ID_LENGTH &&
+    frame[start] === ENVELOPE_TAG &&
+    frame[start + 1] === ENVELOPE_VERSION
+  )
 }
 
 /**
  * The bounds of the records of a packed frame, `[start, end, start, end, …]` (the bytes of each
- * record, without its length), or `null` where {@link unpackRecords} gives `null`: `width` 1 for
+ * record, without its length), or `null` unless it splits cleanly into `count` (any number for
+ * `Infinity`), each envelope non-empty: `width` 1 for
  * packed envelopes, 4 for packed bodies. Reads a TASKS or ACKS without a Buffer per record.
  */
 export function recordBounds(
@@ -447,12 +448,8 @@ export function readAcks(
   for (let i = 0; i < env.length; i += 2) {
     const start = env[i] as number
     const end = env[i + 1] as number
-    const ours =
-      end - start >= 7 &&
-      end - start <= 6 + MAX_ID_LENGTH &&
-      envelopes[start] === ENVELOPE_TAG &&
-      envelopes[start + 1] === ENVELOPE_VERSION
-    if (ours)
+    // Without decodeEnvelopeAt()'s object per ack.
+    if (isEnvelopeAt(envelopes, start, end))
       each(
         envelopes.toString("latin1", start + 6, end),
         envelopes.readUInt32BE(start + 2),

@@ -1,37 +1,30 @@
 import { EventEmitter } from "node:events"
 import { Dealer } from "zeromq"
 import { Backoff } from "../../lib/backoff.js"
-import { joinBody, splitBody } from "../../lib/body.js"
-import { decodeRange, encodeReply, msgpackCodec, rawCodec, type Codec } from "../../lib/codec.js"
+import { splitBody } from "../../lib/body.js"
 import { debug } from "../../lib/debug.js"
-import { PirateError, errorMessage, toError, tooLargeError } from "../../lib/errors.js"
+import { PirateError, errorMessage, toError } from "../../lib/errors.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import { LatencyHistogram, renderPrometheus } from "../../lib/metrics.js"
 import { Liveness } from "../../lib/liveness.js"
 import {
   resolveWorker,
   workerMetrics,
-  type JobContext,
   type WorkerSettings,
-  type JobHandler,
   type WorkerEvents,
   type WorkerOptions,
   type WorkerStats,
 } from "./worker-options.js"
 import { DedupeRuns } from "./worker-dedupe.js"
-import { Session, envelopeOf, type Job } from "./worker-session.js"
+import { Jobs } from "./worker-jobs.js"
+import { Session } from "./worker-session.js"
 import {
-  FRAME_EMPTY,
-  FRAME_EXTEND,
   FRAME_GOODBYE,
   FRAME_HEARTBEAT,
   PPP,
   PPX,
-  decodeEnvelope,
-  decodeEnvelopeAt,
   decodeWelcome,
   type Welcome,
-  encodeNack,
   encodeReady,
   recordBounds,
   singleEnvelope,
@@ -63,15 +56,10 @@ import {
  */
 export class Worker extends EventEmitter<WorkerEvents> {
   readonly #endpoints: string[]
-  readonly #handler: JobHandler
-  readonly #codec: Codec
   readonly #o: WorkerSettings
   readonly #life = new Lifecycle("worker")
   #sessions: Session[] = []
-  #queue: Job[] = []
-  #running = 0
-  /** `#next()` is starting queued jobs (a job that ends inside it does not start another loop). */
-  #starting = false
+  readonly #jobs: Jobs
   /** Resolves close()'s wait once closing can finish (see `#checkClose()`). */
   #onCloseable: (() => void) | undefined
   #closing = false
@@ -99,11 +87,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
     super()
     const r = resolveWorker(options)
     this.#endpoints = r.endpoints
-    this.#handler = r.handler
-    this.#codec = r.codec
     this.#o = r.settings
     this.#dedupe = options.dedupe === undefined ? undefined : new DedupeRuns(options.dedupe)
     this.#curve = options.curve === undefined ? undefined : validateCurveClient(options.curve)
+    this.#jobs = new Jobs({
+      handler: r.handler,
+      codec: r.codec,
+      settings: r.settings,
+      stats: this.#stats,
+      dedupe: this.#dedupe,
+      latency: this.#handlerLatency,
+      expired: (s) => this.#expired(s),
+      idle: () => this.#checkClose(),
+      emit: this.emit.bind(this),
+    })
   }
 
   /** Creates and opens a worker. */
@@ -160,7 +157,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         await Promise.race([done, timedOut])
         clearTimeout(timer)
         this.#onCloseable = undefined
-        if (this.#running > 0 || this.#queue.length > 0)
+        if (this.#jobs.running > 0 || this.#jobs.queued > 0)
           for (const s of this.#sessions)
             s.abort.abort(new PirateError("PIRATE_CLOSED", "worker closed"))
       }
@@ -172,7 +169,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         await s.writer?.flushed()
         s.socket?.close()
       }
-      this.#queue = []
+      this.#jobs.clear()
       await this.#dedupe?.close()
     })
   }
@@ -183,7 +180,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** Closing can finish: no job runs or waits, and every GOODBYE we said was answered. */
   #closeable(): boolean {
-    if (this.#running > 0 || this.#queue.length > 0) return false
+    if (this.#jobs.running > 0 || this.#jobs.queued > 0) return false
     return this.#sessions.every((s) => !s.goodbyeSent || s.goodbyeConfirmed || !s.connected)
   }
 
@@ -195,8 +192,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   stats(): WorkerStats {
     return {
       ...this.#stats,
-      running: this.#running,
-      queued: this.#queue.length,
+      running: this.#jobs.running,
+      queued: this.#jobs.queued,
       handlerLatency: this.#handlerLatency.summary(),
       sessions: this.#sessions.map((s) => ({
         endpoint: s.endpoint,
@@ -309,9 +306,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     s.writer = undefined
     s.connected = false
     // Jobs of that session that have not started are dropped: the sender gives them to others.
-    const before = this.#queue.length
-    this.#queue = this.#queue.filter((j) => j.session !== s)
-    this.#stats.discarded += before - this.#queue.length
+    this.#jobs.dropQueued(s)
     this.emit("sender:lost", { endpoint: s.endpoint, reason, reconnectIn: wait })
     if (this.#closing) return this.#checkClose()
     s.reconnectTimer = setTimeout(() => {
@@ -367,7 +362,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (first === undefined) return
     if (msg.length === 3 && msg[1]?.length === 0) {
       this.#heard(s)
-      return this.#accept(s, first, -1, msg[2] as Buffer, -1, false)
+      return this.#jobs.accept(s, first, -1, msg[2] as Buffer, -1, false)
     }
     if (first.length === 1) {
       const cmd = first[0]
@@ -396,7 +391,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
         try {
           // A record's length (1 byte for an envelope, 4 for a body) comes just before its bytes.
           for (let i = 0; i < env.length; i += 2)
-            this.#accept(s, envelopes, (env[i] as number) - 1, bodies, (rep[i] as number) - 4, true)
+            this.#jobs.accept(
+              s,
+              envelopes,
+              (env[i] as number) - 1,
+              bodies,
+              (rep[i] as number) - 4,
+              true,
+            )
         } finally {
           s.release()
         }
@@ -409,7 +411,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         const envelope = singleEnvelope(msg.slice(1), split ? 2 : 1)
         if (!envelope) return this.#drop(s, "TASK that is not [0x17, envelope, body]")
         const body = split ? splitBody(msg[2] as Buffer, msg[3] as Buffer) : (msg[2] as Buffer)
-        return this.#accept(s, envelope, -1, body, -1, true)
+        return this.#jobs.accept(s, envelope, -1, body, -1, true)
       }
       if (cmd === PPX.GOODBYE && msg.length === 1) {
         if (s.goodbyeSent) {
@@ -435,247 +437,4 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.#stats.dropped++
     debug("worker: dropped from %s: %s", s.endpoint, reason)
   }
-
-  // ------------------------------------------------------------------------------------------
-  // jobs
-
-  /** A task: its envelope and body as in {@link Job} (records of a TASKS frame, or whole). */
-  #accept(
-    s: Session,
-    envelopes: Buffer,
-    envelopeAt: number,
-    body: Buffer,
-    bodyAt: number,
-    ppx: boolean,
-  ): void {
-    this.#stats.received++
-    const start = envelopeAt + 1
-    const end = envelopeAt < 0 ? envelopes.length : start + (envelopes[envelopeAt] as number)
-    const env = envelopeAt < 0 ? decodeEnvelope(envelopes) : decodeEnvelopeAt(envelopes, start, end)
-    const job: Job = {
-      session: s,
-      generation: s.generation,
-      // The received frames, as they are: they live as long as the job.
-      envelopes,
-      envelopeAt,
-      body,
-      bodyAt,
-      id: env?.id ?? envelopes.toString("hex", start, end),
-      attempt: env?.attempt ?? 1,
-      ppx,
-      ours: env !== null,
-    }
-    if (!ppx) s.plainJobs++
-    if (this.#running < this.#o.concurrency) this.#run(job)
-    else this.#queue.push(job)
-  }
-
-  #run(job: Job): void {
-    this.#running++
-    const s = job.session
-    if (job.ppx && s.reportStarts && s.generation === job.generation) {
-      // The sender's ack deadline for this task runs from now (it may have waited here).
-      s.started(job)
-    }
-    let pending: Promise<void> | undefined
-    try {
-      pending = this.#execute(job)
-    } catch (err) {
-      pending = Promise.reject(toError(err))
-    }
-    // A handler that answered at once (no promise) is done here: no promise chain per job.
-    if (pending === undefined) {
-      this.#ended(job)
-      return
-    }
-    pending
-      .catch((err: unknown) => this.emit("error", toError(err)))
-      .finally(() => this.#ended(job))
-  }
-
-  /** A job ended: its slot goes to the next queued job, if any. */
-  #ended(job: Job): void {
-    this.#running--
-    if (!job.ppx && job.session.generation === job.generation) job.session.plainJobs--
-    this.#next()
-  }
-
-  /**
-   * Starts queued jobs while there is room. A job that ends at once starts the next one from this
-   * loop, not from a nested call, so a long queue of quick jobs never grows the stack.
-   */
-  #next(): void {
-    if (this.#starting) return
-    this.#starting = true
-    try {
-      while (this.#running < this.#o.concurrency) {
-        const next = this.#queue.shift()
-        if (!next) break
-        this.#run(next)
-      }
-    } finally {
-      this.#starting = false
-    }
-    if (this.#running === 0) this.#checkClose()
-  }
-
-  /**
-   * Decodes the payload and runs the handler. Returns a promise only when the job has to wait (a
-   * handler that returned a promise, the dedupe store); a handler that returned its reply at
-   * once is acked (or nacked) before this returns.
-   */
-  #execute(job: Job): Promise<void> | undefined {
-    const s = job.session
-    let payload: unknown
-    try {
-      const { body, bodyAt } = job
-      payload =
-        bodyAt >= 0
-          ? decodeRange(this.#codec, body, bodyAt + 4, bodyAt + 4 + body.readUInt32BE(bodyAt))
-          : // The built-in codecs decode a split body themselves; another codec gets it whole.
-            this.#codec.decode(
-              this.#codec === msgpackCodec || this.#codec === rawCodec ? body : joinBody(body),
-            )
-    } catch (err) {
-      // Retrying cannot help: reject to the dead letters with the decode error.
-      this.#stats.nacked++
-      this.#nack(job, errorMessage(err), true)
-      return undefined
-    }
-    const ctx: JobContext = {
-      id: job.id,
-      attempt: job.attempt,
-      endpoint: s.endpoint,
-      signal: s.abort.signal,
-      extend: () => {
-        if (job.ppx && s.generation === job.generation)
-          s.writer?.write([FRAME_EXTEND, envelopeOf(job)])
-      },
-    }
-    if (this.#dedupe && job.ours) return this.#completeDeduped(this.#dedupe, job, payload, ctx)
-    const t0 = performance.now()
-    let result: unknown
-    try {
-      result = this.#handler(payload, ctx)
-    } catch (err) {
-      this.#failed(job, toError(err), errorMessage(err))
-      return undefined
-    }
-    if (isThenable(result)) return this.#completeLater(job, result, t0)
-    let reply: Buffer
-    try {
-      reply = encodeReply(this.#codec, result)
-    } catch (err) {
-      this.#failed(job, toError(err), errorMessage(err))
-      return undefined
-    }
-    const t1 = performance.now()
-    this.#handlerLatency.record(t1 - t0)
-    this.#reply(job, reply, t1)
-    return undefined
-  }
-
-  /** The handler returned a promise: ack with what it resolves to, nack if it rejects. */
-  async #completeLater(job: Job, result: PromiseLike<unknown>, t0: number): Promise<void> {
-    let reply: Buffer
-    try {
-      reply = encodeReply(this.#codec, await result)
-    } catch (err) {
-      this.#failed(job, toError(err), errorMessage(err))
-      return
-    }
-    const t1 = performance.now()
-    this.#handlerLatency.record(t1 - t0)
-    this.#reply(job, reply, t1)
-  }
-
-  /** With `dedupe`: runs the handler, or answers from the store when this message already completed here. */
-  async #completeDeduped(
-    dedupe: DedupeRuns,
-    job: Job,
-    payload: unknown,
-    ctx: JobContext,
-  ): Promise<void> {
-    // Ids are unique per sender: key on the identity it announced in WELCOME, so that any
-    // address of the same sender finds its records and two senders never share one. A sender
-    // that announced none (plain PPP, a foreign queue) is told apart by its endpoint.
-    const s = job.session
-    const sender = s.generation === job.generation ? s.sender : undefined
-    const key = sender === undefined ? `${s.endpoint}|${job.id}` : `sender:${sender}|${job.id}`
-    let reply: Buffer
-    try {
-      reply = await dedupe.complete(
-        key,
-        () => this.#run_(payload, ctx),
-        () => this.#stats.deduplicated++,
-      )
-    } catch (err) {
-      this.#failed(job, toError(err), errorMessage(err))
-      return
-    }
-    this.#reply(job, reply, performance.now())
-  }
-
-  /** Sends the reply of a job that succeeded (at `now`, a `performance.now()`): its ack. */
-  #reply(job: Job, reply: Buffer, now: number): void {
-    const s = job.session
-    if (job.ppx && reply.length + 4 > s.senderMax) {
-      // Sent, it would make the sender's socket drop the connection and with it everything else
-      // in flight here: a nack of this message alone instead.
-      const error = tooLargeError("the reply for the sender", reply.length, s.senderMax)
-      this.#failed(job, error, `${error.code}: ${error.message}`)
-      return
-    }
-    // A job that ends as this process wakes from a freeze must not count an ack nobody takes.
-    // (The session cannot have expired yet while less than its expiry passed since it last
-    // received: `heardAt` is never later than the liveness's own record of that.)
-    const mayExpire = now - s.heardAt >= s.liveness.expiry
-    if ((mayExpire && this.#expired(s)) || s.generation !== job.generation) {
-      this.#stats.discarded++
-      return
-    }
-    this.#stats.acked++
-    if (!job.ppx) {
-      s.writer?.write([job.envelopes, FRAME_EMPTY, reply])
-      s.liveness.sent()
-      return
-    }
-    s.ack(job, reply, this.#o.maxBatch)
-  }
-
-  /** The handler failed (or its reply cannot be sent): nack. */
-  #failed(job: Job, error: Error, reason: string): void {
-    this.#stats.nacked++
-    this.emit("job:failed", { id: job.id, attempt: job.attempt, error })
-    this.#nack(job, reason, false)
-  }
-
-  async #run_(payload: unknown, ctx: JobContext): Promise<Buffer> {
-    const t0 = performance.now()
-    const reply = this.#codec.encode(await this.#handler(payload, ctx))
-    this.#handlerLatency.record(performance.now() - t0)
-    return reply
-  }
-
-  #nack(job: Job, error: string, reject: boolean): void {
-    const s = job.session
-    if (this.#expired(s) || s.generation !== job.generation) {
-      this.#stats.discarded++
-      return
-    }
-    // A plain PPP queue has no nack: send nothing, so the client's retry (or the queue) decides.
-    if (!job.ppx) return
-    s.flush()
-    s.writer?.write(encodeNack(envelopeOf(job), reject ? { error, reject: true } : { error }))
-    s.liveness.sent()
-  }
-}
-
-/** True for a value `await` would wait on: an object or function with a `then` method. */
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (
-    value !== null &&
-    (typeof value === "object" || typeof value === "function") &&
-    typeof (value as { then?: unknown }).then === "function"
-  )
 }

@@ -71,6 +71,16 @@ async function welcomed(
   const [id, ready] = await router.receive()
   const hello = decodeReady(ready as Buffer)
   const to = (...frames: Buffer[]): Promise<void> => router.send([id as Buffer, ...frames])
+  await welcome(to, worker, hello)
+  return to
+}
+
+/** Answers a worker's READY (`hello`) with a WELCOME that says `single: true`; waits until it takes it. */
+async function welcome(
+  to: (...frames: Buffer[]) => Promise<void>,
+  worker: EventEmitter,
+  hello: ReturnType<typeof decodeReady>,
+): Promise<void> {
   await to(
     ...encodeWelcome({
       version: PPX.VERSION,
@@ -80,7 +90,6 @@ async function welcomed(
     }),
   )
   await once(worker, "sender:ready", signal())
-  return to
 }
 
 const HELLO = { credit: 8, heartbeatInterval: 60_000, liveness: 3 } as const
@@ -239,15 +248,7 @@ describe("our Worker and TASK / ACK", () => {
     const envelope = encodeEnvelope("00000000000000a1", 1)
     const body = pattern(MiB, 7)
     await to(TASK, envelope, body) // before WELCOME: not a PPX session yet
-    await to(
-      ...encodeWelcome({
-        version: PPX.VERSION,
-        heartbeatInterval: hello?.heartbeatInterval ?? 100,
-        liveness: hello?.liveness ?? 3,
-        single: true,
-      }),
-    )
-    await once(worker, "sender:ready", signal())
+    await welcome(to, worker, hello)
     await to(TASK, envelope) // no body frame
     await to(TASK, envelope, body, Buffer.from("extra"), Buffer.from("more")) // 3 body frames
     await to(TASK, Buffer.alloc(256, 0x50), body) // envelope over 255 bytes

@@ -27,6 +27,23 @@ function payload(i: number, size: number): Buffer {
   return p
 }
 
+/** A raw-codec worker that records the number each payload starts with, in the order handled. */
+async function recordingWorker(
+  endpoint: string,
+  handled: number[],
+  options: { concurrency?: number } = {},
+): Promise<void> {
+  await openWorker(endpoint, {
+    ...SLOW,
+    ...options,
+    codec: "raw",
+    handler: (p) => {
+      handled.push((p as Buffer).readUInt32BE(0))
+      return Buffer.alloc(0)
+    },
+  })
+}
+
 /** Samples the window's internal byte counts (window, spills) at every turn of the event loop. */
 function watchWindow(sender: Sender): { peak: { window: number; spilling: number }; stop(): void } {
   const peak = { window: 0, spilling: 0 }
@@ -139,15 +156,7 @@ describe("windowBytes with a persistent journal (store and forward)", () => {
     ]
     expect(sender.stats()).toMatchObject({ inWindow: 1, inWindowBytes: 3 * MiB, backlog: 3 })
     const handled: number[] = []
-    await openWorker(sender.endpoint, {
-      ...SLOW,
-      codec: "raw",
-      concurrency: 1,
-      handler: (p) => {
-        handled.push((p as Buffer).readUInt32BE(0))
-        return Buffer.alloc(0)
-      },
-    })
+    await recordingWorker(sender.endpoint, handled, { concurrency: 1 })
     await sender.drained(signal())
     expect(handled).toEqual(ids.map((_, i) => i))
   }, 30_000)
@@ -168,15 +177,7 @@ describe("windowBytes without a journal (memory)", () => {
 
     const handled: number[] = []
     const resumed = once(sender, "backpressure", signal())
-    await openWorker(sender.endpoint, {
-      ...SLOW,
-      codec: "raw",
-      concurrency: 1,
-      handler: (p) => {
-        handled.push((p as Buffer).readUInt32BE(0))
-        return Buffer.alloc(0)
-      },
-    })
+    await recordingWorker(sender.endpoint, handled, { concurrency: 1 })
     expect(await resumed).toEqual([{ waiting: 0, backlog: 0, reason: "resumed" }])
     await Promise.all(more)
     await sender.drained(signal())
@@ -211,14 +212,7 @@ describe("windowBytes without a journal (memory)", () => {
     const second = sender.send(payload(1, 10))
     expect(sender.stats().waiting).toBe(1)
     const handled: number[] = []
-    await openWorker(sender.endpoint, {
-      ...SLOW,
-      codec: "raw",
-      handler: (p) => {
-        handled.push((p as Buffer).readUInt32BE(0))
-        return Buffer.alloc(0)
-      },
-    })
+    await recordingWorker(sender.endpoint, handled)
     await second
     await sender.drained(signal())
     expect(handled).toEqual([0, 1])
