@@ -34,6 +34,11 @@ export class Fifo<T> {
     return item
   }
 
+  /** The items, oldest first, left in place. */
+  *items(): IterableIterator<T> {
+    for (let i = this.#head; i < this.#items.length; i++) yield this.#items[i] as T
+  }
+
   /** Removes and returns everything, oldest first. */
   drain(): T[] {
     const out = this.#items.slice(this.#head) as T[]

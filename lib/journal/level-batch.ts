@@ -11,7 +11,14 @@
  */
 import { crc32 } from "node:zlib"
 import { prefixOf } from "../body.js"
-import { FLAG_ERROR, FLAG_NOT_BEFORE, kindSeed, lengthPrefixed, valueCrc } from "./level-format.js"
+import {
+  FLAG_ERROR,
+  FLAG_NOT_BEFORE,
+  kindSeed,
+  lengthPrefixed,
+  valueCrc,
+  writeId,
+} from "./level-format.js"
 export { checkEntry } from "./level-format.js"
 import type { JournalEntry } from "./types.js"
 
@@ -94,7 +101,8 @@ export function encodeBatch(entries: readonly JournalEntry[]): {
 export function encodeBatchParts(
   entries: readonly JournalEntry[],
   copyBelow: number,
-): { key: string; parts: Buffer[]; length: number; name: BatchName } {
+  into?: Buffer,
+): { key: string; parts: Buffer[]; length: number; name: BatchName; into: boolean } {
   let size = HEAD
   let length = HEAD
   const errors: (Buffer | undefined)[] = []
@@ -110,17 +118,18 @@ export function encodeBatchParts(
   }
   const first = entries[0]?.id ?? ""
   const last = entries[entries.length - 1]?.id ?? ""
-  const buf = Buffer.allocUnsafe(size)
+  const buf =
+    into !== undefined && into.length >= size ? into.subarray(0, size) : Buffer.allocUnsafe(size)
   buf[0] = KIND_BATCH
   buf.writeUInt32LE(entries.length, 5)
-  buf.write(first, 9, 8, "hex")
-  buf.write(last, 17, 8, "hex")
+  writeId(buf, first, 9)
+  writeId(buf, last, 17)
   const parts: Buffer[] = []
   let from = 0
   let off = HEAD
   entries.forEach((e, i) => {
     const error = errors[i]
-    buf.write(e.id, off, 8, "hex")
+    writeId(buf, e.id, off)
     buf[off + 8] =
       (error === undefined ? 0 : FLAG_ERROR) | (e.notBefore === undefined ? 0 : FLAG_NOT_BEFORE)
     buf.writeUInt32LE(e.attempts, off + 9)
@@ -148,7 +157,13 @@ export function encodeBatchParts(
   })
   buf.writeUInt32LE(crc, 1)
   const count = entries.length
-  return { key: batchKey(first, last, count), parts, length, name: { first, last, count } }
+  return {
+    key: batchKey(first, last, count),
+    parts,
+    length,
+    name: { first, last, count },
+    into: buf.buffer === into?.buffer,
+  }
 }
 
 /** What a `b:` or `a:` value says about itself: the key it belongs under. */
@@ -229,8 +244,8 @@ export function encodeAcks(key: string, acked: Uint8Array): Buffer {
   const buf = Buffer.alloc(HEAD + acked.length)
   buf[0] = KIND_ACKS
   buf.writeUInt32LE(name.count, 5)
-  buf.write(name.first, 9, 8, "hex")
-  buf.write(name.last, 17, 8, "hex")
+  writeId(buf, name.first, 9)
+  writeId(buf, name.last, 17)
   buf.set(acked, HEAD)
   buf.writeUInt32LE(valueCrc(buf, KIND_ACKS), 1)
   return buf

@@ -50,6 +50,20 @@ function isHex(c: number): boolean {
   return (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66)
 }
 
+/**
+ * Writes a stored id (16 lower-case hex digits, checked by `isStoredId`) as its 8 bytes at `off`;
+ * returns the offset after them. The same bytes as `buf.write(id, off, 8, "hex")`, without a
+ * call into C++ per id.
+ */
+export function writeId(buf: Buffer, id: string, off: number): number {
+  for (let i = 0; i < ID_LENGTH; i += 2) {
+    const hi = id.charCodeAt(i)
+    const lo = id.charCodeAt(i + 1)
+    buf[off++] = ((hi <= 57 ? hi - 48 : hi - 87) << 4) | (lo <= 57 ? lo - 48 : lo - 87)
+  }
+  return off
+}
+
 /** True for `p:` or `d:` followed by 16 lower-case hex digits. */
 export function isEntryKey(key: string): boolean {
   if (key.length !== KEY_LENGTH || key.charCodeAt(1) !== 0x3a) return false
@@ -185,7 +199,7 @@ export function encodeEntry(e: JournalEntry, deadAt: number | undefined): Buffer
   buf.writeUInt8(flags, 5)
   buf.writeUInt32LE(e.attempts, 6)
   buf.writeDoubleLE(e.enqueuedAt, 10)
-  buf.write(e.id, ID_AT, ID_LENGTH / 2, "hex")
+  writeId(buf, e.id, ID_AT)
   let off = FIXED
   if (e.notBefore !== undefined) off = buf.writeDoubleLE(e.notBefore, off)
   if (deadAt !== undefined) off = buf.writeDoubleLE(deadAt, off)

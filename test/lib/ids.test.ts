@@ -115,3 +115,25 @@ describe("isMessageId", () => {
     }
   })
 })
+
+describe("writeId", () => {
+  test("writes the same 8 bytes as Buffer's hex encoding, for every digit in every place", async () => {
+    const { writeId } = await import("../../lib/journal/level-format.js")
+    const digits = "0123456789abcdef"
+    const ids = [
+      "0".repeat(16),
+      "f".repeat(16),
+      ...Array.from({ length: 16 }, (_, place) =>
+        Array.from({ length: 16 }, (_, i) => digits[(i + place) % 16]).join(""),
+      ),
+      ...Array.from({ length: 1000 }, (_, i) => hex(Date.now() * 1000 + i * 7919)),
+    ]
+    for (const id of ids) {
+      const mine = Buffer.alloc(12, 0xee)
+      const theirs = Buffer.alloc(12, 0xee)
+      expect(writeId(mine, id, 2)).toBe(10)
+      theirs.write(id, 2, 8, "hex")
+      expect(mine.toString("hex"), id).toBe(theirs.toString("hex"))
+    }
+  })
+})

@@ -55,6 +55,8 @@ describe("Sender: disk full", () => {
     await sender.drained({ signal: AbortSignal.timeout(20_000) })
     const lost = [...resolved].filter((id) => !delivered.has(id))
     expect(lost).toEqual([])
+    const rejectedYetDelivered = [...delivered].filter((id) => !resolved.has(id))
+    expect(rejectedYetDelivered).toEqual([])
     expect((await sender.journal.stats()).pending).toBe(0)
     expect(Object.entries(sender[internals]()).filter(([, n]) => n !== 0)).toEqual([])
   }, 40_000)

@@ -6,6 +6,8 @@ import { describe, expect, it, onTestFinished } from "vitest"
 import { msgpackCodec } from "../../lib/codec.js"
 import { LevelJournal } from "../../lib/journal/level.js"
 import { Sender } from "../../patterns/index.js"
+import { internals } from "../../patterns/paranoid-pirate/core/index.js"
+import { KEEP_WINDOWS } from "../../patterns/paranoid-pirate/core/intake.js"
 import { openSender, openWorker, until } from "../helpers/paranoid.js"
 import { forkFixture } from "../helpers/processes.js"
 
@@ -250,5 +252,47 @@ describe("Sender with a LevelDB journal", () => {
     await sender.drained(signal())
     expect(order).toEqual(ids)
     expect(peak).toBeLessThanOrEqual(50)
+  })
+
+  it("pages the head of a young backlog from memory, the rest from the journal, in send order", async () => {
+    const window = 20
+    const kept = KEEP_WINDOWS * window
+    const journal = new LevelJournal(await tempDir())
+    // Entries the sender reads back from the journal while paging its backlog in.
+    let readBack = 0
+    const pending = journal.pending.bind(journal)
+    journal.pending = async (range) => {
+      const page = await pending(range)
+      readBack += page.length
+      return page
+    }
+    const sender = await openSender({ journal, window })
+    const ids: string[] = []
+    const burst = async (n: number): Promise<void> => {
+      ids.push(...(await Promise.all(Array.from({ length: n }, () => sender.send(ids.length)))))
+    }
+    // No worker: the window fills, the next `kept` spills stay in memory too, the rest is only
+    // on disk.
+    await burst(window + kept + 30)
+    expect(sender[internals]()).toMatchObject({ kept, messages: window })
+    expect(sender.stats().backlog).toBe(kept + 30)
+    const order: string[] = []
+    const worker = await openWorker(sender.endpoint, {
+      concurrency: 4,
+      handler: (_p, ctx) => void order.push(ctx.id),
+    })
+    await sender.drained(signal())
+    expect(order).toEqual(ids)
+    expect(readBack, "messages read back from the journal").toBe(30)
+    // Once the backlog is gone a new burst is kept again.
+    await worker.close()
+    await burst(window + 10)
+    expect(sender[internals]()).toMatchObject({ kept: 10 })
+    await openWorker(sender.endpoint, { handler: (_p, ctx) => void order.push(ctx.id) })
+    await sender.drained(signal())
+    expect(order).toEqual(ids)
+    expect(readBack).toBe(30)
+    const held = Object.entries(sender[internals]()).filter(([, n]) => n !== 0)
+    expect(Object.fromEntries(held), "internal structures still holding something").toEqual({})
   })
 })

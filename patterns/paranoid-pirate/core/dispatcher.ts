@@ -26,7 +26,7 @@ import { SocketWriter, bindRetrying } from "../../../lib/writer.js"
 import { Admission } from "./admission.js"
 import { Counters, statsMetrics, type DispatcherStats } from "./counters.js"
 import { receiveLoop } from "./inbound.js"
-import { ACCEPTED, Intake } from "./intake.js"
+import { ACCEPTED, Intake, KEEP_WINDOWS } from "./intake.js"
 import { JournalLanes } from "./lanes.js"
 import { fromEntry, message, ownPayload, type Message, type Waiter } from "./message.js"
 import { DelayQueue, ReadyQueue } from "./ready.js"
@@ -114,6 +114,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#intake = new Intake({
       admission: this.#adm,
       durability: settings.durability,
+      keep: KEEP_WINDOWS * settings.window,
+      windowBytes: settings.windowBytes,
+      inWindowBytes: () => this.#windowBytes,
       append: (item) => this.#lanes.append(item),
       lastWindowId: () => this.#lastWindowId,
       hold: (m) => this.#hold(m),
@@ -137,6 +140,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       inWindow: () => this.#held,
       inWindowBytes: () => this.#windowBytes,
       skip: (id) => this.#replayed.delete(id),
+      kept: () => this.#intake.kept,
+      keptPage: (limit) => this.#intake.keptPage(limit),
+      dropKept: (lastId) => this.#intake.dropKept(lastId),
       load: (e, now) => this.#load(e, now),
       closed: () => this.#closed,
       paged: () => {
@@ -527,6 +533,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       drainedWaiters: this.#drain.size,
       backlog: this.#adm.count,
       ...this.#adm.sizes(),
+      kept: this.#intake.kept,
+      keptBytes: this.#intake.keptBytes,
       ...this.#lanes.sizes(),
     }
   }

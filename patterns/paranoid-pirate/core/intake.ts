@@ -1,13 +1,29 @@
 /**
  * New messages on their way into the journal. A send taken into the window is journaled (group
  * commit) and becomes ready once written; a send spilled to disk is journaled as backlog, held in
- * memory only until written. What becomes of each when its write is done, or has failed.
+ * memory until written and, while there is room, kept after (see KEEP_WINDOWS). What becomes of
+ * each when its write is done, or has failed.
  */
 import type { PirateError } from "../../../lib/errors.js"
+import { Fifo } from "../../../lib/fifo.js"
 import type { Durability, JournalEntry } from "../../../lib/journal/types.js"
 import type { Admission } from "./admission.js"
-import type { AppendItem } from "./lanes.js"
+import type { AppendItem, Kept } from "./lanes.js"
 import { message, type Message } from "./message.js"
+
+/**
+ * A persistent sender keeps the oldest spilled sends in memory, up to this many windows of
+ * messages and within `windowBytes` of payload together with the window, so that a burst larger
+ * than the window is paged in without reading it back from the journal.
+ * A kept send costs its payload and about 300 bytes beside it (measured: 40 000 kept sends of
+ * 256 bytes raised the peak RSS of a million offline sends by about 20 MB). Large messages are
+ * not kept (see KEEP_MAX): the window holds `windowBytes` of them already.
+ */
+export const KEEP_WINDOWS = 4
+
+/** Only small sends are kept: reading a large one back costs little beside its bytes. */
+const KEEP_MAX = 16 * 1024
+const SLAB = 64 * 1024
 
 /** Settled at once: with durability "memory" a send is accepted before its write. */
 export const ACCEPTED = Promise.resolve()
@@ -16,6 +32,11 @@ export const ACCEPTED = Promise.resolve()
 export interface IntakeHost {
   readonly admission: Admission
   readonly durability: Durability
+  /** Spilled sends kept in memory at most (see `KEEP_WINDOWS`). */
+  readonly keep: number
+  /** Payload bytes in memory at most: the window's and the kept spills' together. */
+  readonly windowBytes: number
+  inWindowBytes(): number
   append(item: AppendItem): void
   /** The greatest id given to a message that went into the window (not to disk). */
   lastWindowId(): string | undefined
@@ -32,9 +53,46 @@ export interface IntakeHost {
 
 export class Intake {
   readonly #h: IntakeHost
+  /**
+   * The oldest spilled sends, kept in memory as they were written (a young backlog is paged in
+   * from here, not read back). A spill is kept only while every older one is, so the kept ones
+   * are always the head of the backlog, in id order.
+   */
+  #kept = new Fifo<Kept>()
+  #keptBytes = 0
+  #slab = Buffer.alloc(0)
+  #slabUsed = 0
 
   constructor(host: IntakeHost) {
     this.#h = host
+  }
+
+  /** Spilled sends kept in memory (the head of the backlog), written or not. */
+  get kept(): number {
+    return this.#kept.length
+  }
+
+  /** Payload bytes of the spilled sends kept in memory. */
+  get keptBytes(): number {
+    return this.#keptBytes
+  }
+
+  /**
+   * Up to `limit` kept sends that are written, oldest first, left in place: the next page of the
+   * backlog. Stops at one still being written (the pager is poked again once it is).
+   */
+  keptPage(limit: number): JournalEntry[] {
+    const page: JournalEntry[] = []
+    for (const k of this.#kept.items()) {
+      if (page.length >= limit || k.state === "writing") break
+      if (k.state === "written") page.push(k.entry)
+    }
+    return page
+  }
+
+  /** The pager took the kept sends up to `lastId` (and those that failed among them). */
+  dropKept(lastId: string): void {
+    for (let k = this.#kept.peek(); k && k.entry.id <= lastId; k = this.#kept.peek()) this.#unkeep()
   }
 
   /**
@@ -42,21 +100,32 @@ export class Intake {
    * once with durability "memory", else a promise that resolves with its id once written.
    */
   journal(m: Message | undefined, id: string, payload: Buffer, at: number): Promise<unknown> {
-    const entry: JournalEntry = { id, payload, attempts: 0, enqueuedAt: at }
-    if (this.#h.durability === "memory") {
-      this.#h.append({ entry, message: m, settle: undefined })
-      return ACCEPTED
-    }
-    return new Promise<string>((resolve, reject) =>
-      this.#h.append({
-        entry,
-        message: m,
-        settle: (err) => (err ? reject(err) : resolve(id)),
-      }),
-    )
+    return this.#write({ id, payload, attempts: 0, enqueuedAt: at }, m, false)
   }
 
-  /** A send that waits on disk: journaled, counted as backlog, not kept in memory. */
+  #write(entry: JournalEntry, m: Message | undefined, keep: boolean): Promise<unknown> {
+    const item: AppendItem = { entry, message: m, settle: undefined, kept: undefined }
+    if (keep) {
+      // A copy (see #copy): the journal writes the sender's own buffer, which is let go after.
+      const kept: Kept = {
+        entry: { ...entry, payload: this.#copy(entry.payload) },
+        state: "writing",
+      }
+      item.kept = kept
+      this.#kept.push(kept)
+      this.#keptBytes += entry.payload.length
+    }
+    if (this.#h.durability === "memory") {
+      this.#h.append(item)
+      return ACCEPTED
+    }
+    return new Promise<string>((resolve, reject) => {
+      item.settle = (err) => (err ? reject(err) : resolve(entry.id))
+      this.#h.append(item)
+    })
+  }
+
+  /** A send that waits on disk: journaled, counted as backlog, kept in memory while there is room. */
   spill(id: string, frame: Buffer): Promise<string> {
     const adm = this.#h.admission
     const last = this.#h.lastWindowId()
@@ -64,18 +133,52 @@ export class Intake {
     // backlog is exactly what lies after the newest of them.
     if (!adm.backlogActive && last !== undefined)
       if (adm.after === undefined || last > adm.after) adm.after = last
+    // Kept while every older spill is (nothing waits only on disk) and there is room.
+    const keep =
+      frame.length <= KEEP_MAX &&
+      adm.count + adm.spilling === this.#kept.length &&
+      this.#kept.length < this.#h.keep &&
+      this.#keptBytes + frame.length + this.#h.inWindowBytes() <= this.#h.windowBytes
     adm.spilling++
     adm.spillingBytes += frame.length
-    const accepted = this.journal(undefined, id, frame, Date.now())
+    const accepted = this.#write(
+      { id, payload: frame, attempts: 0, enqueuedAt: Date.now() },
+      undefined,
+      keep,
+    )
     return accepted === ACCEPTED ? Promise.resolve(id) : (accepted as Promise<string>)
+  }
+
+  /**
+   * A kept payload is copied into a slab of its own: the sender's buffers, kept for a while among
+   * many that are not, would scatter the heap and raise the process's memory far beyond their
+   * size (measured: 10 000 kept buffers of 256 bytes raised the peak RSS of a million offline sends
+   * by 85 MB; copied, 40 000 raise it by 20 MB). Slabs are small enough to come from memory the
+   * process has already touched (a fresh megabyte page-faults, at about 0.5 µs per 256 bytes).
+   */
+  #copy(frame: Buffer): Buffer {
+    if (this.#slabUsed + frame.length > this.#slab.length) {
+      this.#slab = Buffer.allocUnsafeSlow(SLAB)
+      this.#slabUsed = 0
+    }
+    const start = this.#slabUsed
+    this.#slabUsed += frame.copy(this.#slab, start)
+    return this.#slab.subarray(start, this.#slabUsed)
+  }
+
+  #unkeep(): void {
+    const k = this.#kept.shift()
+    if (k) this.#keptBytes -= k.entry.payload.length
   }
 
   appended(items: AppendItem[]): void {
     const adm = this.#h.admission
-    for (const { entry, message: m, settle } of items) {
+    for (const item of items) {
+      const { entry, message: m, settle } = item
       if (m) {
         if (m.state === "appending") this.#h.makeReady(m)
       } else {
+        if (item.kept) item.kept.state = "written"
         adm.spilling--
         adm.spillingBytes -= entry.payload.length
         adm.count++
@@ -92,12 +195,14 @@ export class Intake {
     const h = this.#h
     // With durability "memory" the senders were told yes already: keep their messages in memory
     // (as durable as promised) and tell the operator; otherwise each sender gets the error.
-    const kept = h.durability === "memory"
-    for (const { entry, message: m, settle } of items) {
+    const stay = h.durability === "memory"
+    for (const item of items) {
+      const { entry, message: m, settle } = item
       if (!m) {
+        if (item.kept) item.kept.state = "failed"
         h.admission.spilling--
         h.admission.spillingBytes -= entry.payload.length
-        if (kept) {
+        if (stay) {
           const back = message({
             ...entry,
             attempt: 0,
@@ -109,7 +214,7 @@ export class Intake {
           h.makeReady(back)
         }
       } else if (m.state === "appending") {
-        if (kept) {
+        if (stay) {
           m.durable = false
           h.makeReady(m)
         } else {
@@ -120,7 +225,10 @@ export class Intake {
       }
       settle?.(err)
     }
-    if (kept) h.error(err)
+    if (stay) h.error(err)
+    // Failed spills at the head of the kept ones are not backlog: let the next ones be paged.
+    for (let k = this.#kept.peek(); k?.state === "failed"; k = this.#kept.peek()) this.#unkeep()
+    h.pokePager()
     h.admission.admit()
     h.checkDrained()
   }

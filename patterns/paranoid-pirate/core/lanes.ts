@@ -22,6 +22,14 @@ export interface AppendItem {
   message: Message | undefined
   /** Resolved once written, or rejected; absent when the caller did not wait (durability "memory"). */
   settle: ((err: Error | undefined) => void) | undefined
+  /** A spilled send kept in memory (see `Intake`): told where its write is. */
+  kept?: Kept | undefined
+}
+
+/** A spilled send kept in memory: its own copy, and where its write is. */
+export interface Kept {
+  entry: JournalEntry
+  state: "writing" | "written" | "failed"
 }
 
 export interface LanesHost {

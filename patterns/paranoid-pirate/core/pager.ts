@@ -1,6 +1,7 @@
 /**
  * Pages the backlog (messages on disk, not in memory) into the window, oldest first: at open
- * (a restarted sender) and whenever the window has half emptied while sends wait on disk. A page
+ * (a restarted sender) and whenever the window has half emptied while sends wait on disk. The
+ * head of a young backlog is kept in memory as well (see `Intake`) and paged from there. A page
  * stops at the window's limit in messages and in payload bytes, and is read no larger than the
  * bytes free in the window hold at the backlog's mean size (so large payloads are not read by
  * the thousand only to be left there).
@@ -21,6 +22,12 @@ export interface PagerHost {
    * which is not loaded again; the cursor passes it.
    */
   skip(id: string): boolean
+  /** Spilled sends kept in memory: the head of the backlog, paged in without a read. */
+  kept(): number
+  /** Up to `limit` kept sends that are written, oldest first, left in place. */
+  keptPage(limit: number): JournalEntry[]
+  /** The kept sends up to `lastId` were paged in. */
+  dropKept(lastId: string): void
   /** Puts an entry read from the journal into the window. */
   load(entry: JournalEntry, now: number): void
   closed(): boolean
@@ -100,7 +107,11 @@ export class BacklogPager {
         if (room <= 0 || byteRoom <= 0) return
         const limit = Math.min(room, this.#fits(byteRoom))
         const until = adm.until
-        const page = await this.#read(limit)
+        // The head of the backlog is kept in memory: page it from there (none written yet: the
+        // pager is poked again when one is).
+        const fromMemory = h.kept() > 0
+        const page = fromMemory ? h.keptPage(limit) : await this.#read(limit)
+        if (fromMemory && page.length === 0) return
         let loaded = 0
         let consumed = 0
         let bytes = 0
@@ -127,13 +138,21 @@ export class BacklogPager {
           adm.bytes = Math.round((bytes / consumed) * adm.count)
         }
         adm.bytes = Math.max(0, adm.bytes - bytes)
-        if (!full && page.length < limit && adm.until === until) {
+        if (fromMemory) {
+          if (adm.after !== undefined) h.dropKept(adm.after)
+          adm.count = Math.max(0, adm.count - loaded)
+        } else if (!full && page.length < limit && adm.until === until) {
           adm.count = 0 // everything up to `until` is in memory, and nothing was added
           adm.bytes = 0
         } else adm.count = Math.max(0, adm.count - loaded)
         if (full) return // paged in again when the window has half emptied
         // Exactly a page left, or counts that drifted: ask the journal.
-        if (adm.count === 0 && page.length === limit && (await this.#read(1)).length > 0)
+        if (
+          !fromMemory &&
+          adm.count === 0 &&
+          page.length === limit &&
+          (await this.#read(1)).length > 0
+        )
           adm.count = 1
       }
     } catch (err) {
