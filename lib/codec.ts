@@ -1,6 +1,7 @@
 import { C1, Packr } from "msgpackr"
 import { SPLIT_BYTES, joinBody, prefixOf, splitBody } from "./body.js"
 import { PirateError, errorMessage } from "./errors.js"
+import { NOT_PLAIN, decodePlain, encodePlain, setPlainFallback } from "./msgpack-plain.js"
 
 /** Turns payloads into frames and back. */
 export interface Codec {
@@ -16,6 +17,8 @@ export type CodecOption = "msgpack" | "raw" | Codec
 
 // Plain msgpack (no record extension) so that peers in other languages can read the payloads.
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" })
+// Values inside plain objects and arrays that lib/msgpack-plain.ts does not write itself.
+setPlainFallback((value) => packr.pack(value))
 
 // msgpack type bytes of the payloads written without msgpackr (msgpack spec, "formats").
 const NIL = 0xc0
@@ -74,7 +77,7 @@ export const msgpackCodec: Codec = Object.freeze({
     if (value === true) return single(TRUE)
     if (value === false) return single(FALSE)
     if (value === null) return single(NIL)
-    return packr.pack(value)
+    return encodePlain(value) ?? packr.pack(value)
   },
   decode(frame: Buffer): unknown {
     if (frame.length === 0)
@@ -88,6 +91,8 @@ export const msgpackCodec: Codec = Object.freeze({
     }
     const bytes = binRange(frame, 0, frame.length)
     if (bytes !== undefined) return bytes
+    const plain = decodePlain(frame, 0, frame.length)
+    if (plain !== NOT_PLAIN) return plain
     let value: unknown
     try {
       value = packr.unpack(frame)
@@ -152,6 +157,8 @@ export function decodeRange(codec: Codec, frame: Buffer, start: number, end: num
   if (codec === msgpackCodec && end > start) {
     const bytes = binRange(frame, start, end)
     if (bytes !== undefined) return bytes
+    const plain = decodePlain(frame, start, end)
+    if (plain !== NOT_PLAIN) return plain
   }
   return codec.decode(frame.subarray(start, end))
 }
