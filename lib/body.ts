@@ -30,6 +30,17 @@ export function prefixOf(body: Buffer): Buffer | undefined {
   return body.length >= SPLIT_BYTES ? prefixes.get(body) : undefined
 }
 
+/**
+ * `body` itself, or a copy of it when it is a small view of a larger buffer (a codec's scratch
+ * buffer, a page of the journal), which it would keep alive as long as it is kept. A split body
+ * is its producer's own already.
+ */
+export function ownBody(body: Buffer): Buffer {
+  return 2 * body.length < body.buffer.byteLength && prefixOf(body) === undefined
+    ? Buffer.from(body)
+    : body
+}
+
 /** The frames (or writes) a body takes: the prefix and the rest, or the body alone. */
 export function bodyParts(body: Buffer): Buffer[] {
   const prefix = prefixOf(body)

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto"
+import { ownBody } from "../body.js"
 import type { DeadLetter, Journal, JournalEntry, JournalStats, JournalUpdate } from "./types.js"
 
 /** Keeps messages in this process's memory: fast, and lost with the process. */
@@ -39,7 +40,8 @@ export class MemoryJournal implements Journal {
   async bury(letters: readonly DeadLetter[]): Promise<void> {
     for (const d of letters) {
       this.#pending.delete(d.id)
-      this.#dead.set(d.id, { ...d })
+      // Kept for long: not as a view that would keep a whole scratch buffer or page alive.
+      this.#dead.set(d.id, { ...d, payload: ownBody(d.payload) })
       this.#bump(d.id)
     }
   }

@@ -1,5 +1,5 @@
 /** A message's life inside the core, and the small helpers every part of the core shares. */
-import { prefixOf } from "../../../lib/body.js"
+import { ownBody } from "../../../lib/body.js"
 import type { JournalEntry } from "../../../lib/journal/types.js"
 import type { Liveness } from "../../../lib/liveness.js"
 
@@ -111,8 +111,7 @@ export function fromEntry(e: JournalEntry, durable: boolean): Message {
  * producer's own already.
  */
 export function ownPayload(m: Message): void {
-  const p = m.payload
-  if (2 * p.length < p.buffer.byteLength && prefixOf(p) === undefined) m.payload = Buffer.from(p)
+  m.payload = ownBody(m.payload)
 }
 
 /** The performance.now() time of an epoch-ms timestamp. */
