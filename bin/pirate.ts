@@ -19,7 +19,9 @@ async function main(argv: string[]): Promise<number> {
   }
   if (name === "--version" || name === "-v") {
     const { createRequire } = await import("node:module")
-    const pkg = createRequire(import.meta.url)("../package.json") as { version: string }
+    // bin/pirate.ts in a checkout, dist/bin/pirate.js once built: package.json is one or two up.
+    const manifest = import.meta.url.endsWith(".ts") ? "../package.json" : "../../package.json"
+    const pkg = createRequire(import.meta.url)(manifest) as { version: string }
     process.stdout.write(`${pkg.version}\n`)
     return 0
   }
