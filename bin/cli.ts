@@ -1,5 +1,14 @@
 /** Shared helpers of the CLI commands: argument parsing with node:util, one-line errors. */
-import { parseArgs, type ParseArgsConfig } from "node:util"
+import { debuglog, parseArgs, type ParseArgsConfig } from "node:util"
+
+/** The CLI's trace, enabled with `NODE_DEBUG=pirate` (as the library's). */
+export const debug = debuglog("pirate")
+
+/** An error's message for a one-line report on stderr. */
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message
+  return typeof err === "string" ? err : String(err)
+}
 
 export class UsageError extends Error {
   override name = "UsageError"

@@ -1,6 +1,5 @@
 /** The `pirate` command line: dispatches to bin/commands/*.ts. */
-import { errorMessage } from "../lib/errors.js"
-import { UsageError, type Command } from "./cli.js"
+import { UsageError, errorMessage, type Command } from "./cli.js"
 
 const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   request: () => import("./commands/request.js"),

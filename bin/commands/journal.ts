@@ -1,10 +1,14 @@
 /** `pirate journal`: inspects a sender's journal; replays, purges or repairs dead letters. */
 import { readdir, stat } from "node:fs/promises"
 import { resolve } from "node:path"
-import { PirateError } from "../../lib/errors.js"
-import { isMessageId } from "../../lib/journal/ids.js"
-import { LevelJournal, type LevelJournalRepairReport } from "../../lib/journal/level.js"
-import type { DeadLetter, JournalEntry } from "../../lib/journal/types.js"
+import {
+  LevelJournal,
+  PirateError,
+  isMessageId,
+  type DeadLetter,
+  type JournalEntry,
+  type LevelJournalRepairReport,
+} from "../../lib/index.js"
 import { UsageError, intOption, parse, type Command } from "../cli.js"
 
 const HELP = `Usage: pirate journal stats   DIR [--json]

@@ -1,7 +1,6 @@
 /** `pirate keygen`: a CURVE key pair. */
 import { writeFileSync } from "node:fs"
-import { errorMessage } from "../../lib/errors.js"
-import { UsageError, parse, type Command } from "../cli.js"
+import { UsageError, errorMessage, parse, type Command } from "../cli.js"
 import { generateKeyPair } from "./keys.js"
 
 const HELP = `Usage: pirate keygen [--out FILE]

@@ -5,9 +5,8 @@ import {
   type CurveClientOptions,
   type CurveServerOptions,
   type KeyPair,
-} from "../../lib/security.js"
-import { errorMessage } from "../../lib/errors.js"
-import { UsageError } from "../cli.js"
+} from "../../patterns/index.js"
+import { UsageError, errorMessage } from "../cli.js"
 
 /** The options every role's command adds for CURVE. */
 export const CURVE_OPTIONS = {

@@ -1,10 +1,9 @@
 /** `pirate queue`: a standalone Paranoid Pirate queue, until SIGINT or SIGTERM. */
-import { ParanoidPirateQueue } from "../../patterns/paranoid-pirate/queue.js"
-import { errorMessage } from "../../lib/errors.js"
-import { UsageError, intOption, parse, type Command } from "../cli.js"
+import { ParanoidPirateQueue } from "../../patterns/index.js"
+import { serveMetrics, type MetricsServer } from "../../lib/index.js"
+import { UsageError, errorMessage, intOption, parse, type Command } from "../cli.js"
 import { optionError, runUntilSignal } from "./long-running.js"
 import { CURVE_OPTIONS, CURVE_SERVER_HELP, curveServer } from "./keys.js"
-import { serveMetrics, type MetricsServer } from "../../lib/metrics.js"
 
 const HELP = `Usage: pirate queue --frontend EP --backend EP [options]
 

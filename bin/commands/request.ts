@@ -1,6 +1,5 @@
 /** `pirate request`: one Lazy Pirate request; prints the reply. */
-import { LazyPirateClient } from "../../patterns/lazy-pirate/client.js"
-import { RemoteError, RequestTimeoutError } from "../../lib/errors.js"
+import { LazyPirateClient, RemoteError, RequestTimeoutError } from "../../patterns/index.js"
 import { UsageError, intOption, parse, type Command } from "../cli.js"
 import { CURVE_CLIENT_HELP, CURVE_OPTIONS, curveClient } from "./keys.js"
 import { optionError } from "./long-running.js"

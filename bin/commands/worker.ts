@@ -2,13 +2,11 @@
 import { existsSync } from "node:fs"
 import { resolve } from "node:path"
 import { pathToFileURL } from "node:url"
-import type { JobHandler } from "../../patterns/paranoid-pirate/worker-options.js"
-import { Worker } from "../../patterns/paranoid-pirate/worker.js"
-import { errorMessage } from "../../lib/errors.js"
-import { UsageError, intOption, parse, type Command } from "../cli.js"
+import { Worker, type JobHandler } from "../../patterns/index.js"
+import { serveMetrics, type MetricsServer } from "../../lib/index.js"
+import { UsageError, errorMessage, intOption, parse, type Command } from "../cli.js"
 import { optionError, runUntilSignal } from "./long-running.js"
 import { CURVE_CLIENT_HELP, CURVE_OPTIONS, curveClient } from "./keys.js"
-import { serveMetrics, type MetricsServer } from "../../lib/metrics.js"
 
 const HELP = `Usage: pirate worker --connect EP [--connect EP2 …] (--echo | --module FILE) [options]
 

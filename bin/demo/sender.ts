@@ -5,7 +5,7 @@
  * argv[2]: a JSON `SenderConfig`.
  */
 import { Sender } from "../../patterns/index.js"
-import { errorMessage } from "../../lib/errors.js"
+import { errorMessage } from "../cli.js"
 import type { CloseMessage, DemoPayload, SenderConfig, SenderMessage } from "./ipc.js"
 
 const config = JSON.parse(process.argv[2] ?? "{}") as SenderConfig

@@ -6,7 +6,7 @@
  * argv[2]: a JSON `WorkerConfig`.
  */
 import { Worker } from "../../patterns/index.js"
-import { errorMessage } from "../../lib/errors.js"
+import { errorMessage } from "../cli.js"
 import type { DemoPayload, ParentMessage, Processed, WorkerConfig, WorkerMessage } from "./ipc.js"
 
 const config = JSON.parse(process.argv[2] ?? "{}") as WorkerConfig
