@@ -1,4 +1,9 @@
-/** `zeromq-pirate/lib`: the building blocks under the patterns, for custom peers and tools. */
+/**
+ * `zeromq-pirate/lib`: the building blocks under the patterns, for custom journals, peers and
+ * tools. Everything exported here is the public API under semver; the other modules of `lib/`
+ * (the wire protocol's frames, the lifecycle, the socket writer, backoff and liveness, …) are
+ * internal and may change in any release.
+ */
 export {
   PirateError,
   RequestTimeoutError,
@@ -6,15 +11,13 @@ export {
   DeadLetterError,
   type ErrorCode,
 } from "./errors.js"
-export { msgpackCodec, rawCodec, resolveCodec, type Codec, type CodecOption } from "./codec.js"
-export { Backoff, backoffDelay, BACKOFF_DEFAULTS, type BackoffOptions } from "./backoff.js"
-export { Liveness, LIVENESS_DEFAULTS, type LivenessOptions } from "./liveness.js"
-export * as protocol from "./protocol.js"
+export { msgpackCodec, rawCodec, type Codec, type CodecOption } from "./codec.js"
 export { MemoryJournal } from "./journal/memory.js"
 export {
   LevelJournal,
   type LevelJournalOptions,
   type LevelJournalRepairReport,
+  type LostEntry,
 } from "./journal/level.js"
 export { IdGenerator, isMessageId } from "./journal/ids.js"
 export type {
@@ -25,19 +28,19 @@ export type {
   DeadLetter,
   Durability,
 } from "./journal/types.js"
+export { DEDUPE_DEFAULTS, type DedupeOptions } from "./journal/dedupe.js"
 export {
-  LatencyHistogram,
   renderPrometheus,
   serveMetrics,
   type LatencySummary,
   type Metric,
   type MetricsServer,
 } from "./metrics.js"
-export { DedupeStore, DEDUPE_DEFAULTS, type DedupeOptions } from "./journal/dedupe.js"
 export {
   generateKeyPair,
-  z85,
   type KeyPair,
   type CurveServerOptions,
   type CurveClientOptions,
 } from "./security.js"
+export type { BackoffOptions } from "./backoff.js"
+export type { Status } from "./lifecycle.js"

@@ -1,4 +1,7 @@
-/** `zeromq-pirate`: reliable brokerless messaging over ZeroMQ. */
+/**
+ * `zeromq-pirate`: reliable brokerless messaging over ZeroMQ. Everything exported here is the
+ * public API under semver; modules reached by path are internal (README, "Public API and semver").
+ */
 export {
   LazyPirateClient,
   LAZY_PIRATE_CLIENT_DEFAULTS,
@@ -26,8 +29,9 @@ export {
   type SenderEvents,
   type SendOptions,
   type RequestToWorkerOptions,
+  type WorkerInfo,
 } from "./paranoid-pirate/sender.js"
-export type { CoreOptions } from "./paranoid-pirate/settings.js"
+export type { BackpressureEvent } from "./paranoid-pirate/core/index.js"
 export { Worker } from "./paranoid-pirate/worker.js"
 export {
   WORKER_DEFAULTS,
@@ -37,7 +41,14 @@ export {
   type JobContext,
   type JobHandler,
 } from "./paranoid-pirate/worker-options.js"
-export { ParanoidPirateQueue, type ParanoidPirateQueueOptions } from "./paranoid-pirate/queue.js"
+export {
+  ParanoidPirateQueue,
+  QUEUE_DEFAULTS,
+  type ParanoidPirateQueueOptions,
+  type ParanoidPirateQueueEvents,
+  type QueueStats,
+} from "./paranoid-pirate/queue.js"
+export type { Status } from "../lib/lifecycle.js"
 export {
   PirateError,
   RequestTimeoutError,
@@ -47,8 +58,17 @@ export {
 } from "../lib/errors.js"
 export { MemoryJournal } from "../lib/journal/memory.js"
 export { LevelJournal, type LevelJournalOptions } from "../lib/journal/level.js"
-export type { Journal, JournalEntry, DeadLetter, Durability } from "../lib/journal/types.js"
+export type {
+  Journal,
+  JournalEntry,
+  JournalUpdate,
+  JournalStats,
+  DeadLetter,
+  Durability,
+} from "../lib/journal/types.js"
 export type { CodecOption, Codec } from "../lib/codec.js"
+export type { BackoffOptions } from "../lib/backoff.js"
+export type { LatencySummary } from "../lib/metrics.js"
 export {
   generateKeyPair,
   type KeyPair,
@@ -56,4 +76,3 @@ export {
   type CurveClientOptions,
 } from "../lib/security.js"
 export type { DedupeOptions } from "../lib/journal/dedupe.js"
-export type { QueueStats } from "./paranoid-pirate/queue.js"

@@ -24,7 +24,8 @@ import {
 import { SlotChanges, checkEntry, type Batch } from "./level-batch.js"
 import { BatchStore, MIN_BATCH, merge, type Op } from "./level-batch-store.js"
 import { repairJournal, type LevelJournalRepairReport } from "./level-repair.js"
-import { LevelHandle, type State } from "./level-handle.js"
+import { LevelHandle } from "./level-handle.js"
+import type { Status } from "../lifecycle.js"
 import { SegmentChanges, ValueLog } from "./level-values.js"
 import type { DeadLetter, Journal, JournalEntry, JournalStats, JournalUpdate } from "./types.js"
 
@@ -68,7 +69,10 @@ export interface LevelJournalOptions {
  */
 export class LevelJournal implements Journal {
   readonly persistent = true
-  /** It writes a split body's parts itself (see lib/body.ts). */
+  /**
+   * It writes a split body's parts itself (see lib/body.ts).
+   * @internal
+   */
   readonly [TAKES_SPLIT_BODIES] = true
   /** Absolute path of the journal's directory. */
   readonly path: string
@@ -115,7 +119,7 @@ export class LevelJournal implements Journal {
   }
 
   /** `"new"` until `open()`, then `"opening"`, `"open"`, `"closing"`, `"closed"`. */
-  get status(): State {
+  get status(): Status {
     return this.#db.status
   }
 

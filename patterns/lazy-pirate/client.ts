@@ -28,6 +28,7 @@ import {
   validateCurveClient,
   type CurveClientOptions,
 } from "../../lib/security.js"
+import type { Status } from "../../lib/lifecycle.js"
 
 /** Options of {@link LazyPirateClient}. `connect` is required; every other field is optional. */
 export interface LazyPirateClientOptions {
@@ -99,8 +100,6 @@ export const LAZY_PIRATE_CLIENT_DEFAULTS = Object.freeze({
 
 /** Largest delay `setTimeout` accepts. */
 const MAX_TIMEOUT = 2 ** 31 - 1
-
-type Status = "opening" | "open" | "closing" | "closed"
 
 /** One request in progress: what close() and abort need to reach it. */
 interface Call {

@@ -30,6 +30,7 @@ import {
   validateCurveServer,
   type CurveServerOptions,
 } from "../../lib/security.js"
+import type { Status } from "../../lib/lifecycle.js"
 
 /** What a handler learns about the request besides its payload. */
 export interface RequestContext {
@@ -141,8 +142,6 @@ interface Queued {
   id: string | undefined
   body: Buffer
 }
-
-type Status = "opening" | "open" | "closing" | "closed"
 
 /**
  * Recent replies by request id. All entries share one ttl, so insertion order is expiry order:

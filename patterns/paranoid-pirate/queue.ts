@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events"
 import { Router } from "zeromq"
 import { debug } from "../../lib/debug.js"
-import { errorMessage, toError } from "../../lib/errors.js"
+import { PirateError, errorMessage, toError } from "../../lib/errors.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import { renderPrometheus, type Metric } from "../../lib/metrics.js"
 import {
@@ -18,24 +18,35 @@ import { singleEndpoint } from "../../lib/validate.js"
 import {
   Dispatcher,
   forward,
-  type DispatcherEvents,
   type DispatcherSettings,
-  type DispatcherStats,
+  type SenderEvents,
+  type SenderStats,
   type Waiter,
+  type WorkerInfo,
 } from "./core/index.js"
-import { resolveCore, type CoreOptions } from "./settings.js"
+import { SENDER_DEFAULTS, resolveCore, type SenderOptions } from "./settings.js"
 import type { Journal, JournalEntry } from "../../lib/journal/types.js"
 import { decodeRequestRecord, encodeRequestRecord } from "../../lib/request-record.js"
 
-/** Options of {@link ParanoidPirateQueue}. Durations are in ms. */
-export interface ParanoidPirateQueueOptions extends CoreOptions {
+/**
+ * Options of {@link ParanoidPirateQueue}. Durations are in ms. Beside its two endpoints it takes
+ * the options of `Sender` but `bind` and `codec` (the queue passes payloads through untouched).
+ */
+export interface ParanoidPirateQueueOptions extends Omit<SenderOptions, "bind" | "codec"> {
   /** Endpoint for clients (Lazy Pirate clients, REQ sockets). */
   frontend: string
   /** Endpoint for workers. */
   backend: string
 }
 
-export interface QueueStats extends DispatcherStats {
+/** Defaults of the queue's options: the same as the sender's. */
+export const QUEUE_DEFAULTS = SENDER_DEFAULTS
+
+/** Events of a {@link ParanoidPirateQueue}: those of `Sender`, from the same core. */
+export type ParanoidPirateQueueEvents = SenderEvents
+
+/** A snapshot of a {@link ParanoidPirateQueue}'s counters: the sender's, and its clients'. */
+export interface QueueStats extends SenderStats {
   /** Requests received from clients. */
   requests: number
   /** Replies sent to clients. */
@@ -60,6 +71,13 @@ interface Pending {
   recovered: boolean
 }
 
+function notBound(side: "frontend" | "backend"): PirateError {
+  return new PirateError(
+    "PIRATE_NOT_OPEN",
+    `the queue has no ${side} endpoint until open() resolves`,
+  )
+}
+
 /** How long the reply to a recovered request waits for its client's retry (ms). */
 const RECOVERED_REPLY_TTL = 60_000
 
@@ -73,7 +91,7 @@ const RECOVERED_REPLY_TTL = 60_000
  * const queue = await ParanoidPirateQueue.open({ frontend: "tcp://*:5555", backend: "tcp://*:5556" })
  * ```
  */
-export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
+export class ParanoidPirateQueue extends EventEmitter<ParanoidPirateQueueEvents> {
   readonly #frontendBind: string
   readonly #backendBind: string
   readonly #journal: Journal
@@ -114,12 +132,28 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
     return this.#life.status
   }
 
+  /**
+   * The bound address of the frontend (clients), with the port resolved; still readable after
+   * `close()`.
+   * @throws `PIRATE_NOT_OPEN` before {@link open} has resolved.
+   */
   get frontendEndpoint(): string {
-    return this.#frontendEndpoint ?? this.#frontendBind
+    const endpoint = this.#frontendEndpoint
+    if (endpoint === undefined) throw notBound("frontend")
+    return endpoint
   }
 
+  /**
+   * The bound address of the backend (workers), with the port resolved; still readable after
+   * `close()`.
+   * @throws `PIRATE_NOT_OPEN` before {@link open} has resolved.
+   */
   get backendEndpoint(): string {
-    return this.#core?.endpoint ?? this.#backendBind
+    // The backend binds first: it counts once the frontend is bound too (an open that failed
+    // on the frontend has closed the backend again).
+    const endpoint = this.#frontendEndpoint === undefined ? undefined : this.#core?.endpoint
+    if (endpoint === undefined) throw notBound("backend")
+    return endpoint
   }
 
   open(): Promise<void> {
@@ -204,7 +238,8 @@ export class ParanoidPirateQueue extends EventEmitter<DispatcherEvents> {
     )
   }
 
-  workers(): ReturnType<Dispatcher["workers"]> {
+  /** Connected workers and what each holds. */
+  workers(): WorkerInfo[] {
     this.#life.assertOpen()
     return (this.#core as Dispatcher).workers()
   }

@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events"
-import { encodeBody, resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
+import { encodeBody, resolveCodec, type Codec } from "../../lib/codec.js"
 import { PirateError, abortedError, toError } from "../../lib/errors.js"
 import type { DeadLetter, Journal } from "../../lib/journal/types.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
@@ -9,21 +9,14 @@ import {
   Dispatcher,
   forward,
   internals,
-  type DispatcherEvents,
   type DispatcherSettings,
-  type DispatcherStats,
+  type SenderEvents,
+  type SenderStats,
+  type WorkerInfo,
 } from "./core/index.js"
-import { SENDER_DEFAULTS, resolveCore, type CoreOptions } from "./settings.js"
+import { SENDER_DEFAULTS, resolveCore, type SenderOptions } from "./settings.js"
 
-/** Options of {@link Sender}. Durations are in ms. */
-export interface SenderOptions extends CoreOptions {
-  /** Endpoint to bind, e.g. `"tcp://127.0.0.1:5556"` or `"tcp://*:5556"`; `:*` picks a free port. */
-  bind: string
-  /** Payload codec: `"msgpack"`, `"raw"` (Buffers) or your own. @defaultValue "msgpack" */
-  codec?: CodecOption
-}
-
-export { SENDER_DEFAULTS }
+export { SENDER_DEFAULTS, type SenderOptions }
 
 /** Options of `send()` and `request()`. */
 export interface SendOptions {
@@ -37,8 +30,7 @@ export interface RequestToWorkerOptions extends SendOptions {
   timeout?: number
 }
 
-export type SenderStats = DispatcherStats
-export type SenderEvents = DispatcherEvents
+export type { SenderEvents, SenderStats, WorkerInfo }
 
 /**
  * The brokerless queue inside a producer process. Binds a ROUTER that workers connect to, keeps
@@ -88,9 +80,16 @@ export class Sender extends EventEmitter<SenderEvents> {
     return this.#life.status
   }
 
-  /** The bound endpoint (with the real port when bound to `:*`). */
+  /**
+   * The bound address, with the port resolved (`tcp://127.0.0.1:*` → `tcp://127.0.0.1:40123`);
+   * still readable after `close()`.
+   * @throws `PIRATE_NOT_OPEN` before {@link open} has resolved.
+   */
   get endpoint(): string {
-    return this.#core?.endpoint ?? this.#bind
+    const endpoint = this.#core?.endpoint
+    if (endpoint === undefined)
+      throw new PirateError("PIRATE_NOT_OPEN", "the sender has no endpoint until open() resolves")
+    return endpoint
   }
 
   /** The journal in use. */
@@ -227,7 +226,7 @@ export class Sender extends EventEmitter<SenderEvents> {
   }
 
   /** Connected workers and what each holds. */
-  workers(): ReturnType<Dispatcher["workers"]> {
+  workers(): WorkerInfo[] {
     return this.#open().workers()
   }
 
@@ -252,7 +251,10 @@ export class Sender extends EventEmitter<SenderEvents> {
     return this.#codec.decode(payload)
   }
 
-  /** Sizes of the core's internal structures (tests of bounded memory); not a public API. */
+  /**
+   * Sizes of the core's internal structures (tests of bounded memory); not a public API.
+   * @internal
+   */
   [internals](): Record<string, number> {
     return (this.#core as Dispatcher)[internals]()
   }

@@ -1,4 +1,5 @@
 import { validateBackoff, type BackoffOptions } from "../../lib/backoff.js"
+import type { CodecOption } from "../../lib/codec.js"
 import { LevelJournal } from "../../lib/journal/level.js"
 import { MemoryJournal } from "../../lib/journal/memory.js"
 import type { Durability, Journal } from "../../lib/journal/types.js"
@@ -11,8 +12,16 @@ import {
 import { validateCurveServer, type CurveServerOptions } from "../../lib/security.js"
 import type { DispatcherSettings } from "./core/index.js"
 
-/** Options shared by `Sender` and `ParanoidPirateQueue` (the queue core). Durations are in ms. */
-export interface CoreOptions {
+/**
+ * Options of `Sender`. Durations are in ms. All but `bind` and `codec` are the queue core's,
+ * which `ParanoidPirateQueueOptions` share (declared here, beside `SENDER_DEFAULTS`, so that the
+ * published types name no internal interface).
+ */
+export interface SenderOptions {
+  /** Endpoint to bind, e.g. `"tcp://127.0.0.1:5556"` or `"tcp://*:5556"`; `:*` picks a free port. */
+  bind: string
+  /** Payload codec: `"msgpack"`, `"raw"` (Buffers) or your own. @defaultValue "msgpack" */
+  codec?: CodecOption
   /** Journal directory (a `LevelJournal` there) or a `Journal`; without it messages live in memory only. */
   journal?: string | Journal
   /** When a message counts as accepted. @defaultValue `"os"` with a persistent journal, `"memory"` without */
@@ -58,6 +67,10 @@ export interface CoreOptions {
   curve?: CurveServerOptions
 }
 
+/** Options shared by `Sender` and `ParanoidPirateQueue` (the queue core). */
+export type CoreOptions = Omit<SenderOptions, "bind" | "codec">
+
+/** Defaults of the queue core's options (`Sender`, `ParanoidPirateQueue`). */
 export const SENDER_DEFAULTS = Object.freeze({
   heartbeatInterval: 1000,
   liveness: 3,

@@ -1,7 +1,7 @@
 import fc from "fast-check"
 import * as hdr from "hdr-histogram-js"
 import { describe, expect, it, onTestFinished } from "vitest"
-import { LatencyHistogram, renderPrometheus, serveMetrics } from "../../lib/index.js"
+import { LatencyHistogram, renderPrometheus, serveMetrics } from "../../lib/metrics.js"
 import { openSender, openWorker } from "../helpers/paranoid.js"
 
 describe("metrics", () => {

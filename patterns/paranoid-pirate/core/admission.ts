@@ -12,15 +12,15 @@
 import { abortedError } from "../../../lib/errors.js"
 import { Fifo } from "../../../lib/fifo.js"
 
-/** Why producers wait. */
-export type WaitReason = "window" | "windowBytes" | "maxBacklog" | "maxBacklogBytes"
-
 /** The `backpressure` event: when producers start waiting (`reason` says for what) and when they stop (`"resumed"`). */
 export interface BackpressureEvent {
   waiting: number
   backlog: number
-  reason: WaitReason | "resumed"
+  reason: "window" | "windowBytes" | "maxBacklog" | "maxBacklogBytes" | "resumed"
 }
+
+/** Why producers wait. */
+export type WaitReason = Exclude<BackpressureEvent["reason"], "resumed">
 
 export interface AdmissionLimits {
   window: number

@@ -1,8 +1,11 @@
 /** The core's counters and gauges, as `stats()` and as Prometheus metrics. */
 import { LatencyHistogram, type LatencySummary, type Metric } from "../../../lib/metrics.js"
 
-/** A snapshot of the core's counters. */
-export interface DispatcherStats {
+/**
+ * A snapshot of a `Sender`'s counters: the core's, which `ParanoidPirateQueue`'s `QueueStats`
+ * extend. Declared here under its public name so that the published types name no internal one.
+ */
+export interface SenderStats {
   /** Messages waiting for a worker. */
   ready: number
   /** Messages handed to a worker and not yet acked. */
@@ -48,6 +51,9 @@ export interface DispatcherStats {
   /** Time from acceptance to ack of acked messages (ms), since open. */
   latency: LatencySummary
 }
+
+/** The core's name for its counters. */
+export type DispatcherStats = SenderStats
 
 /** The gauges the core measures when asked. */
 export type Gauges = Pick<

@@ -23,8 +23,12 @@ export interface DispatcherSettings {
   curve: CurveServerOptions | undefined
 }
 
-/** Events of the core (re-emitted by `Sender` and `ParanoidPirateQueue`). */
-export interface DispatcherEvents {
+/**
+ * Events of a `Sender`: the core's, re-emitted by `Sender` and by `ParanoidPirateQueue` (whose
+ * `ParanoidPirateQueueEvents` are the same). Declared here under its public name so that the
+ * published types name no internal one.
+ */
+export interface SenderEvents {
   "worker:ready": [{ workerId: string; credit: number; protocol: "ppp" | "ppx" }]
   "worker:lost": [{ workerId: string; reason: string; requeued: number }]
   "message:requeued": [{ id: string; attempt: number; reason: string }]
@@ -34,3 +38,6 @@ export interface DispatcherEvents {
   drained: [Record<string, never>]
   error: [Error]
 }
+
+/** The core's name for its events. */
+export type DispatcherEvents = SenderEvents
