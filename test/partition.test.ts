@@ -1,14 +1,15 @@
 /**
  * A real network partition: sender and workers in their own network namespaces, joined by veth
  * pairs on a bridge (see test/partition/netns.ts); a worker's link is cut with `ip link set down`
- * while it holds messages, then healed. Needs root and iproute2; skipped (saying why) otherwise.
+ * while it holds messages, then healed. Needs root and iproute2: skipped (saying why) otherwise,
+ * and a failure under `CI=true` (see test/helpers/prereq.ts).
  */
 import { describe, expect, it, onTestFinished } from "vitest"
 import type { SenderStats, WorkerStats } from "../patterns/index.js"
+import { requirePrereq } from "./helpers/prereq.js"
 import { NsChild, createTopology, netnsUnavailable, type Line } from "./partition/netns.js"
 
-const unavailable = netnsUnavailable()
-if (unavailable !== undefined) console.warn(`partition test skipped: ${unavailable}`)
+const netns = requirePrereq("partition test", netnsUnavailable())
 
 const SENDER = new URL("./partition/sender.ts", import.meta.url)
 const WORKER = new URL("./partition/worker.ts", import.meta.url)
@@ -21,10 +22,8 @@ const is =
     l.type === type && extra(l)
 
 describe("network partition between namespaces", () => {
-  it.skipIf(unavailable !== undefined)(
-    unavailable === undefined
-      ? "redelivers a cut-off worker's messages within the heartbeat timeout, ignores its late acks after healing, and gives it work again"
-      : `partition test (skipped: ${unavailable})`,
+  it.runIf(netns)(
+    "redelivers a cut-off worker's messages within the heartbeat timeout, ignores its late acks after healing, and gives it work again",
     { timeout: 30_000 },
     async () => {
       const children: NsChild[] = []

@@ -12,7 +12,7 @@ import { LazyPirateClient, ParanoidPirateQueue } from "../../patterns/index.js"
 import { UsageError } from "../../bin/cli.js"
 import { command as queueCommand } from "../../bin/commands/queue.js"
 import { command as workerCommand } from "../../bin/commands/worker.js"
-import { spawnLines, type Spawned } from "../helpers/python.js"
+import { spawnLines, type Spawned } from "../helpers/processes.js"
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url))
 const PIRATE = join(ROOT, "bin/pirate.js")

@@ -13,9 +13,11 @@ import {
   type SenderOptions,
   type WorkerOptions,
 } from "../../patterns/index.js"
-import { spawnPython, startPythonQueue, type Spawned } from "../helpers/python.js"
+import { pythonMissing, requirePrereq } from "../helpers/prereq.js"
+import { spawnPython, startPythonQueue, type Spawned } from "../helpers/processes.js"
 
 /** Heartbeats of every peer in this file: 100 ms, 3 missed = dead. */
+const python = requirePrereq("PPP interop with Python", pythonMissing("zmq"))
 const HEARTBEAT = ["--interval", "100", "--liveness", "3"]
 const FAST = { heartbeatInterval: 100, liveness: 3 } as const
 
@@ -58,7 +60,7 @@ function pythonWorker(endpoint: string, ...args: string[]): Spawned {
 const ofType = (events: Record<string, unknown>[], type: string) =>
   events.filter((e) => e["event"] === type)
 
-describe("our Sender with plain Python PPP workers", () => {
+describe.runIf(python)("our Sender with plain Python PPP workers", () => {
   it("dispatches to them, takes their replies as acks and returns their reply to request()", async () => {
     const sender = await openSender()
     const ready = collect<{ protocol: string }>(sender, "worker:ready")
@@ -195,7 +197,7 @@ describe("our Sender with plain Python PPP workers", () => {
   })
 })
 
-describe("our Worker behind a plain Python PPP queue", () => {
+describe.runIf(python)("our Worker behind a plain Python PPP queue", () => {
   it.each(["ppx", "ppp"] as const)(
     "with protocol %s, answers a LazyPirateClient and a Python REQ client",
     async (protocol) => {
@@ -244,7 +246,7 @@ describe("our Worker behind a plain Python PPP queue", () => {
   )
 })
 
-describe("our ParanoidPirateQueue between plain Python peers", () => {
+describe.runIf(python)("our ParanoidPirateQueue between plain Python peers", () => {
   it("carries a Python REQ client's requests to a Python PPP worker and back", async () => {
     const queue = await ParanoidPirateQueue.open({
       frontend: "tcp://127.0.0.1:*",
