@@ -7,6 +7,7 @@
 import { describe, expect, it, onTestFinished } from "vitest"
 import type { SenderStats, WorkerStats } from "../patterns/index.js"
 import { requirePrereq } from "./helpers/prereq.js"
+import { waitFor } from "./helpers/wait.js"
 import { NsChild, createTopology, netnsUnavailable, type Line } from "./partition/netns.js"
 
 const netns = requirePrereq("partition test", netnsUnavailable())
@@ -132,11 +133,14 @@ describe("network partition between namespaces", () => {
       // own timer (200 ms, doubling) once the link is up: they may arrive after the drain, up to
       // a few seconds after healing. Nothing announces a stale ack but the counter: ask for it,
       // at most 10 s.
-      const staleBy = performance.now() + 10_000
-      while (drained.staleAcks + aStats.discarded < 4 && performance.now() < staleBy) {
-        await new Promise((resolve) => setTimeout(resolve, 100))
-        drained = (await sender.ask({ type: "stats" }, "stats"))["stats"] as SenderStats
-      }
+      await waitFor(
+        async () => {
+          if (drained.staleAcks + aStats.discarded < 4)
+            drained = (await sender.ask({ type: "stats" }, "stats"))["stats"] as SenderStats
+          expect(drained.staleAcks + aStats.discarded).toBeGreaterThanOrEqual(4)
+        },
+        { timeout: 10_000, interval: 100 },
+      )
       const afterHeal = a.lines.filter(
         (l) => l.type === "done" && l.t > healAt && more.includes(l["id"] as string),
       )

@@ -39,6 +39,7 @@ import {
   encodeRequestHeader,
   type Envelope,
 } from "../../lib/protocol.js"
+import { waitFor } from "../helpers/wait.js"
 
 // ---------------------------------------------------------------------------------------------
 // process guard
@@ -638,20 +639,6 @@ export function gate(): { promise: Promise<void>; open: () => void } {
   return { promise, open }
 }
 
-/** Resolves when `predicate` holds, re-checking at each macrotask; rejects after `timeout` ms. */
-export async function eventually(
-  predicate: () => boolean,
-  what: string,
-  timeout = 5000,
-): Promise<void> {
-  const start = performance.now()
-  while (!predicate()) {
-    if (performance.now() - start > timeout)
-      throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 1))
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // the queue core under fire: shared by the Sender and the ParanoidPirateQueue backend
 
@@ -731,7 +718,7 @@ export async function coreRun(
   const fuzz = new Dealer({ linger: 0 })
   const inbox = new Inbox(fuzz)
   try {
-    await eventually(() => echo.held.length === 2, "2 messages in flight at the worker")
+    await waitFor(() => expect(echo.held.length, "2 messages in flight at the worker").toBe(2))
     const inflight = [...echo.held]
     fuzz.connect(target.endpoint)
     const want = { dropped: 0, stale: 0, most: 0, welcomes: 1 }
@@ -763,7 +750,9 @@ export async function coreRun(
   } finally {
     fuzz.close()
   }
-  await eventually(() => target.stats().workers === before.workers, "the hostile peer to leave")
+  await waitFor(() =>
+    expect(target.stats().workers, "the hostile peer to leave").toBe(before.workers),
+  )
   echo.release()
   expect(await Promise.all(pending), "each request gets its own reply").toEqual(payloads)
   for (const p of payloads) expect(echo.calls.get(p.n), `calls of message ${p.n}`).toBe(1)

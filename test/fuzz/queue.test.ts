@@ -22,7 +22,6 @@ import {
   coreRun,
   decodeRemoteError,
   echoOf,
-  eventually,
   expectFromFrontend,
   guardProcess,
   keyOf,
@@ -31,6 +30,7 @@ import {
   toServerMessage,
   type CoreTarget,
 } from "./helpers.js"
+import { waitFor } from "../helpers/wait.js"
 
 const guard = guardProcess()
 const OK = encodeReplyStatus(LPX_OK)
@@ -63,7 +63,7 @@ describe("ParanoidPirateQueue under hostile input", () => {
     })
     guard.watch(worker)
     client = new LazyPirateClient({ connect: queue.frontendEndpoint, timeout: 10_000, retries: 1 })
-    await eventually(() => queue.stats().workers === 1, "the worker")
+    await waitFor(() => expect(queue.stats().workers, "the worker").toBe(1))
     target = {
       endpoint: queue.backendEndpoint,
       stats: () => queue.stats(),

@@ -5,10 +5,11 @@
  * Sender. Payloads are Buffers (`codec: "raw"`): the Python worker replies "py:" + the body.
  */
 import { once } from "node:events"
-import { describe, expect, it, onTestFinished, vi } from "vitest"
+import { describe, expect, it, onTestFinished } from "vitest"
 import { Sender, Worker, type SenderOptions } from "../../patterns/index.js"
 import { pythonMissing, requirePrereq } from "../helpers/prereq.js"
 import { spawnPython, type Spawned } from "../helpers/processes.js"
+import { waitFor } from "../helpers/wait.js"
 
 /** Heartbeats of every peer in this file: 100 ms, 3 missed = dead. */
 const python = requirePrereq("PPX/1 interop with Python", pythonMissing("zmq", "msgpack"))
@@ -103,7 +104,7 @@ describe.runIf(python)(
       expect(hello!["frame"]).toMatch(/^0150505801/) // 0x01 "PPX" version 1, then msgpack
       const welcome = await py.waitFor((e) => e["event"] === "welcome")
       expect(welcome).toMatchObject({ version: 1, heartbeatInterval: 100, liveness: 3 })
-      await vi.waitFor(() => expect(sum(sizes(py, "acks"))).toBe(300))
+      await waitFor(() => expect(sum(sizes(py, "acks"))).toBe(300))
       const tasks = tasksOf(py)
       expect(tasks.map((t) => t.body)).toEqual(bodies) // one attempt each, oldest first
       expect(tasks.map((t) => t.id)).toEqual(ids)
@@ -125,12 +126,12 @@ describe.runIf(python)(
       await ready
 
       const binary = Buffer.from([0x00, 0x01, 0x12, 0x50, 0xff, 0x00])
-      const reply = await sender.request(binary, { timeout: 5000 })
+      const reply = await sender.request(binary)
       expect(Buffer.isBuffer(reply)).toBe(true)
       expect(reply).toEqual(Buffer.concat([Buffer.from("py:"), binary]))
 
       const big = Buffer.alloc(2 * 1024 * 1024 + 5, 0xab)
-      const bigReply = (await sender.request(big, { timeout: 5000 })) as Buffer
+      const bigReply = (await sender.request(big)) as Buffer
       expect(bigReply.length).toBe(big.length + 3)
       expect(bigReply.subarray(0, 3).toString()).toBe("py:")
       expect(bigReply.subarray(3).equals(big)).toBe(true)
@@ -160,7 +161,7 @@ describe.runIf(python)(
       expect(letters).toEqual([expect.objectContaining({ id: failId, attempts: 1 })])
       expect(String(letters[0]!.payload)).toBe("fail")
 
-      await vi.waitFor(() => expect(sum(sizes(py, "acks"))).toBe(4))
+      await waitFor(() => expect(sum(sizes(py, "acks"))).toBe(4))
       expect(ofType(py.events, "nack")).toEqual([
         { event: "nack", id: failId, attempt: 1, reject: true },
       ])
@@ -168,10 +169,10 @@ describe.runIf(python)(
       expect(tasksOf(py).filter((t) => t.body === "fail")).toHaveLength(1)
 
       // The same through request(): the caller learns the message was dead-lettered.
-      await expect(sender.request(Buffer.from("fail"), { timeout: 5000 })).rejects.toMatchObject({
+      await expect(sender.request(Buffer.from("fail"))).rejects.toMatchObject({
         code: "PIRATE_DEAD_LETTER",
       })
-      expect(String(await sender.request(Buffer.from("after"), { timeout: 5000 }))).toBe("py:after")
+      expect(String(await sender.request(Buffer.from("after")))).toBe("py:after")
     })
 
     it.each(["another Python PPX worker", "one of our Workers"])(
@@ -182,10 +183,10 @@ describe.runIf(python)(
         const lost = collect<{ workerId: string; requeued: number }>(sender, "worker:lost")
         // It holds every task for a minute, heartbeating meanwhile.
         const holder = ppxWorker(sender.endpoint, "--credit", "8", "--delay", "60000")
-        await vi.waitFor(() => expect(ready).toHaveLength(1), { timeout: 5000 })
+        await waitFor(() => expect(ready).toHaveLength(1))
         const bodies = Array.from({ length: 8 }, (_, i) => `job${i}`)
         const ids = await sendAll(sender, bodies)
-        await vi.waitFor(() => expect(tasksOf(holder)).toHaveLength(8), { timeout: 5000 })
+        await waitFor(() => expect(tasksOf(holder)).toHaveLength(8))
         expect(sender.stats()).toMatchObject({ inFlight: 8, ready: 0 })
 
         // The second worker comes once the first holds everything: only a redelivery can reach it.
@@ -206,7 +207,7 @@ describe.runIf(python)(
         } else {
           second = ppxWorker(sender.endpoint, "--credit", "4")
         }
-        await vi.waitFor(() => expect(ready).toHaveLength(2), { timeout: 5000 })
+        await waitFor(() => expect(ready).toHaveLength(2))
         await holder.kill("SIGKILL")
 
         await sender.drained({ signal: AbortSignal.timeout(5000) })
@@ -222,7 +223,7 @@ describe.runIf(python)(
           workersLost: 1,
         })
         if (second) {
-          await vi.waitFor(() => expect(sum(sizes(second, "acks"))).toBe(8))
+          await waitFor(() => expect(sum(sizes(second, "acks"))).toBe(8))
           const redone = tasksOf(second)
           expect(redone.map((t) => t.id).sort()).toEqual([...ids].sort())
           taken.push(...redone.map((t) => ({ body: t.body, attempt: t.attempt })))
@@ -238,10 +239,10 @@ describe.runIf(python)(
       const lost = collect(sender, "worker:lost")
       const requeued = collect(sender, "message:requeued")
       const leaving = ppxWorker(sender.endpoint, "--credit", "4", "--delay", "500")
-      await vi.waitFor(() => expect(ready).toHaveLength(1), { timeout: 5000 })
+      await waitFor(() => expect(ready).toHaveLength(1))
       const bodies = Array.from({ length: 8 }, (_, i) => `m${i}`)
       const ids = await sendAll(sender, bodies)
-      await vi.waitFor(() => expect(tasksOf(leaving)).toHaveLength(4), { timeout: 5000 })
+      await waitFor(() => expect(tasksOf(leaving)).toHaveLength(4))
 
       // SIGTERM while it holds 4 (each takes 500 ms): GOODBYE first, then their ACKS, then exit 0.
       await leaving.kill("SIGTERM")
@@ -257,7 +258,7 @@ describe.runIf(python)(
 
       // The sender handed it nothing more, took its acks and forgot it without losing it.
       expect(tasksOf(leaving).map((t) => t.id)).toEqual(ids.slice(0, 4))
-      await vi.waitFor(() => expect(sender.workers()).toEqual([]))
+      await waitFor(() => expect(sender.workers()).toEqual([]))
       expect(sender.stats()).toMatchObject({
         acked: 4,
         ready: 4,
@@ -273,7 +274,7 @@ describe.runIf(python)(
       const next = ppxWorker(sender.endpoint, "--credit", "4")
       await sender.drained({ signal: AbortSignal.timeout(5000) })
       // Its acks may reach the sender before its stdout line reaches the test.
-      await vi.waitFor(() => expect(tasksOf(next)).toHaveLength(4), { timeout: 5000 })
+      await waitFor(() => expect(tasksOf(next)).toHaveLength(4))
       expect(tasksOf(next).map((t) => [t.id, t.attempt])).toEqual(ids.slice(4).map((id) => [id, 1]))
       expect(sender.stats()).toMatchObject({ acked: 8, redelivered: 0, workersLost: 0 })
       // Its disconnect after GOODBYE did not count as a loss, nor did it come back as a plain worker.
@@ -287,10 +288,10 @@ describe.runIf(python)(
       const ready = collect<{ workerId: string; protocol: string }>(sender, "worker:ready")
       const lost = collect(sender, "worker:lost")
       const idle = ppxWorker(sender.endpoint, "--credit", "2")
-      await vi.waitFor(() => expect(ready).toHaveLength(1), { timeout: 5000 })
-      expect(String(await sender.request(Buffer.from("x"), { timeout: 5000 }))).toBe("py:x")
+      await waitFor(() => expect(ready).toHaveLength(1))
+      expect(String(await sender.request(Buffer.from("x")))).toBe("py:x")
       // It holds nothing: its GOODBYE is its last word.
-      await vi.waitFor(() =>
+      await waitFor(() =>
         expect(sender.workers()).toEqual([expect.objectContaining({ inFlight: 0 })]),
       )
 
@@ -301,7 +302,7 @@ describe.runIf(python)(
       ])
       // The sender answered the GOODBYE with its own: nothing follows it.
       expect(ofType(idle.events, "goodbye-confirmed")).toHaveLength(1)
-      await vi.waitFor(() => expect(sender.workers()).toEqual([]))
+      await waitFor(() => expect(sender.workers()).toEqual([]))
       // Its disconnect comes after the sender forgot it: no loss. A HEARTBEAT sent after the
       // GOODBYE would have registered it again as a plain worker, then lost it.
       expect(lost).toEqual([])

@@ -1,6 +1,6 @@
 import { once } from "node:events"
 import { setTimeout as sleep } from "node:timers/promises"
-import { describe, expect, it, onTestFinished, vi } from "vitest"
+import { describe, expect, it, onTestFinished } from "vitest"
 import { Dealer, Request } from "zeromq"
 import { msgpackCodec } from "../../lib/codec.js"
 import {
@@ -19,6 +19,7 @@ import {
 } from "../../patterns/index.js"
 import { ReplyCache } from "../../patterns/lazy-pirate/server.js"
 import { deadEndpoint, deferred, openClient, startServer } from "../helpers/lazy-helpers.js"
+import { waitFor } from "../helpers/wait.js"
 
 type RequestContext = Parameters<RequestHandler>[1]
 
@@ -343,7 +344,7 @@ describe("failures", () => {
     expect(retries).toBeGreaterThanOrEqual(5)
     // The late replies were sent to abandoned sockets; wait for them to be written, then check
     // that a new request still gets its own answer.
-    await waitUntil(() => server.stats().replies === server.stats().requests)
+    await waitFor(() => expect(server.stats().replies).toBe(server.stats().requests))
     await expect(client.request("last")).resolves.toEqual({ answer: "last" })
   })
 
@@ -354,7 +355,7 @@ describe("failures", () => {
     const client = new LazyPirateClient({ connect: server.endpoint, concurrency: 1 })
     const first = client.request(1)
     const queued = client.request(2)
-    await waitUntil(() => server.stats().running === 1)
+    await waitFor(() => expect(server.stats().running).toBe(1))
     await client.close()
     await expect(first).rejects.toMatchObject({ code: "PIRATE_CLOSED" })
     await expect(queued).rejects.toMatchObject({ code: "PIRATE_CLOSED" })
@@ -373,7 +374,7 @@ describe("failures", () => {
     const queuedCtl = new AbortController()
     const first = client.request(1, { signal: inFlight.signal })
     const queued = client.request(2, { signal: queuedCtl.signal })
-    await waitUntil(() => server.stats().running === 1)
+    await waitFor(() => expect(server.stats().running).toBe(1))
     queuedCtl.abort(reason)
     await expect(queued).rejects.toMatchObject({ code: "PIRATE_ABORTED", cause: reason })
     inFlight.abort(reason)
@@ -410,7 +411,7 @@ describe("failures", () => {
     await dealer.send([Buffer.alloc(0), Buffer.from("a"), Buffer.from("b"), Buffer.from("c")])
     await dealer.send([Buffer.alloc(0), Buffer.from("not LPX"), Buffer.from("body")])
     await dealer.send([Buffer.alloc(0)])
-    await waitUntil(() => server.stats().dropped === 4)
+    await waitFor(() => expect(server.stats().dropped).toBe(4))
     expect(dropped).toHaveLength(4)
 
     // A framed request whose body is not msgpack: an error reply (PIRATE_DECODE), not a crash.
@@ -559,13 +560,3 @@ describe("server close", () => {
     await expect(reply).rejects.toMatchObject({ code: "PIRATE_CLOSED" })
   })
 })
-
-/** `vi.waitFor` with a boolean condition. */
-async function waitUntil(condition: () => boolean): Promise<void> {
-  await vi.waitFor(
-    () => {
-      if (!condition()) throw new Error("not yet")
-    },
-    { timeout: 3_000, interval: 5 },
-  )
-}
