@@ -10,7 +10,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { pathToFileURL } from "node:url"
 import { beforeAll, expect, it } from "vitest"
-import { guardProcess } from "./helpers.js"
+import { guardProcess } from "./guard.js"
 
 guardProcess()
 

@@ -18,7 +18,8 @@ import {
 } from "../../patterns/index.js"
 import { deadEndpoint } from "../helpers/lazy-helpers.js"
 import { waitFor } from "../helpers/wait.js"
-import { gate, guardProcess } from "./helpers.js"
+import { guardProcess } from "./guard.js"
+import { gate } from "./peers.js"
 
 guardProcess()
 

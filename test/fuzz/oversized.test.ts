@@ -19,7 +19,8 @@ import {
 } from "../../patterns/index.js"
 import { msgpackCodec, packMeta } from "../../lib/codec.js"
 import { FRAME_EMPTY, FRAME_READY, PPP, PPX, encodeEnvelope } from "../../lib/protocol.js"
-import { Inbox, guardProcess } from "./helpers.js"
+import { guardProcess } from "./guard.js"
+import { Inbox } from "./peers.js"
 import { waitFor } from "../helpers/wait.js"
 
 const guard = guardProcess()

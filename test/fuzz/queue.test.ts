@@ -16,20 +16,10 @@ import {
   encodeReplyStatus,
   encodeRequestHeader,
 } from "../../lib/protocol.js"
-import {
-  HoldingEcho,
-  Inbox,
-  coreRun,
-  decodeRemoteError,
-  echoOf,
-  expectFromFrontend,
-  guardProcess,
-  keyOf,
-  randomMessage,
-  toSenderMessage,
-  toServerMessage,
-  type CoreTarget,
-} from "./helpers.js"
+import { randomMessage, toSenderMessage, toServerMessage } from "./arbitraries.js"
+import { guardProcess } from "./guard.js"
+import { decodeRemoteError, echoOf, expectFromFrontend, keyOf } from "./oracles.js"
+import { HoldingEcho, Inbox, coreRun, type CoreTarget } from "./peers.js"
 import { waitFor } from "../helpers/wait.js"
 
 const guard = guardProcess()

@@ -18,16 +18,9 @@ import {
   encodeReady,
 } from "../../lib/protocol.js"
 import { packMeta } from "../../lib/codec.js"
-import {
-  HoldingEcho,
-  Inbox,
-  bytes,
-  coreRun,
-  guardProcess,
-  randomMessage,
-  toSenderMessage,
-  type CoreTarget,
-} from "./helpers.js"
+import { bytes, randomMessage, toSenderMessage } from "./arbitraries.js"
+import { guardProcess } from "./guard.js"
+import { HoldingEcho, Inbox, coreRun, type CoreTarget } from "./peers.js"
 import { waitFor } from "../helpers/wait.js"
 
 const guard = guardProcess()

@@ -20,17 +20,10 @@ import {
   packEnvelopes,
   type Envelope,
 } from "../../lib/protocol.js"
-import {
-  Inbox,
-  batchOf,
-  echoOf,
-  expectFromWorker,
-  gate,
-  guardProcess,
-  materialize,
-  toWorkerMessage,
-  type MessageSpec,
-} from "./helpers.js"
+import { materialize, toWorkerMessage, type MessageSpec } from "./arbitraries.js"
+import { guardProcess } from "./guard.js"
+import { batchOf, echoOf, expectFromWorker } from "./oracles.js"
+import { Inbox, gate } from "./peers.js"
 import { waitFor } from "../helpers/wait.js"
 
 const guard = guardProcess()
