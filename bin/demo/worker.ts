@@ -4,7 +4,13 @@
  * handler returns, that is before the ack leaves, so a SIGKILL can never hide a message that was
  * acked: what the parent counts as processed is a lower bound of what really was.
  * argv[2]: a JSON `WorkerConfig`.
+ *
+ * With PIRATE_DEMO_RECORD=<folder> in the environment each worker also appends `n id attempt`
+ * lines to a file of its own there, before its ack leaves: a record of the work kept apart from
+ * the parent's count, which the demo's test checks the summary against.
  */
+import { appendFileSync } from "node:fs"
+import { join } from "node:path"
 import { Worker } from "../../patterns/index.js"
 import { errorMessage } from "../cli.js"
 import type { DemoPayload, ParentMessage, Processed, WorkerConfig, WorkerMessage } from "./ipc.js"
@@ -36,6 +42,10 @@ function flush(): void {
   })
 }
 
+const recordDir = process.env["PIRATE_DEMO_RECORD"]
+const recordFile =
+  recordDir === undefined ? undefined : join(recordDir, `worker-${process.pid}.log`)
+
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** Starts the worker; the sender need not exist yet (the worker waits for it). */
@@ -49,6 +59,7 @@ function start(endpoint: string): Worker {
     handler: async (payload, ctx) => {
       const { n } = payload as DemoPayload
       await sleep(config.minDelay + Math.random() * (config.maxDelay - config.minDelay))
+      if (recordFile !== undefined) appendFileSync(recordFile, `${n} ${ctx.id} ${ctx.attempt}\n`)
       await reportProcessed([n, ctx.id, ctx.attempt])
       return n
     },

@@ -146,23 +146,28 @@ interface Queued {
 /**
  * Recent replies by request id. All entries share one ttl, so insertion order is expiry order:
  * expired entries are pruned from the front, and the oldest goes first when the cache is full.
+ * Internal (not exported by the package); `now` (ms) is there for tests.
  */
-class ReplyCache {
+export class ReplyCache {
   readonly #entries = new Map<string, { frames: Buffer[]; expires: number }>()
   readonly #size: number
   readonly #ttl: number
-  constructor(size: number, ttl: number) {
+  readonly #now: () => number
+  constructor(size: number, ttl: number, now: () => number = () => performance.now()) {
     this.#size = size
     this.#ttl = ttl
+    this.#now = now
   }
-  get(id: string, now: number): Buffer[] | undefined {
+  get(id: string): Buffer[] | undefined {
+    const now = this.#now()
     const entry = this.#entries.get(id)
     if (entry === undefined) return undefined
     if (entry.expires > now) return entry.frames
     this.#entries.delete(id)
     return undefined
   }
-  set(id: string, frames: Buffer[], now: number): void {
+  set(id: string, frames: Buffer[]): void {
+    const now = this.#now()
     this.#entries.delete(id)
     this.#entries.set(id, { frames, expires: now + this.#ttl })
     for (const [key, entry] of this.#entries) {
@@ -391,7 +396,7 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
     const body = msg[msg.length - 1] as Buffer
     this.#stats.requests++
     if (id !== undefined && this.#cache) {
-      const cached = this.#cache.get(id, performance.now())
+      const cached = this.#cache.get(id)
       if (cached) {
         this.#stats.cacheHits++
         this.#reply(envelope, cached)
@@ -449,7 +454,7 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
     }
     this.#running--
     if (id !== undefined && this.#cache) {
-      if (frames) this.#cache.set(id, frames, performance.now())
+      if (frames) this.#cache.set(id, frames)
       const envelopes = this.#joined.get(id) ?? [envelope]
       this.#joined.delete(id)
       if (frames) for (const env of envelopes) this.#reply(env, frames)

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { pathToFileURL } from "node:url"
 import { beforeAll, expect, it } from "vitest"
-import { guardProcess } from "./helpers.js"
+import { guardProcess } from "./guard.js"
 
 guardProcess()
 
@@ -82,5 +82,7 @@ it("NODE_DEBUG=pirate traces every dropped frame on stderr", () => {
 })
 
 it("every dropped line names the peer's routing id", () => {
-  for (const line of droppedLines()) expect(line).toMatch(/dropped from [0-9a-f]+:/)
+  const lines = droppedLines()
+  expect(lines, run.stderr).toHaveLength(2)
+  for (const line of lines) expect(line).toMatch(/dropped from [0-9a-f]+: /)
 })

@@ -15,15 +15,10 @@ import {
   encodeReplyStatus,
   encodeRequestHeader,
 } from "../../lib/protocol.js"
-import {
-  Inbox,
-  echoOf,
-  expectFromServer,
-  guardProcess,
-  keyOf,
-  remoteErrorOf,
-  toServerMessage,
-} from "./helpers.js"
+import { toServerMessage } from "./arbitraries.js"
+import { guardProcess } from "./guard.js"
+import { echoOf, expectFromServer, keyOf, remoteErrorOf } from "./oracles.js"
+import { Inbox } from "./peers.js"
 
 const guard = guardProcess()
 const OK = encodeReplyStatus(LPX_OK)

@@ -5,15 +5,21 @@
 import fc from "fast-check"
 import { describe, expect, it, onTestFinished } from "vitest"
 import {
+  LAZY_PIRATE_CLIENT_DEFAULTS,
+  LAZY_PIRATE_SERVER_DEFAULTS,
   LazyPirateClient,
   LazyPirateServer,
   LevelJournal,
   MemoryJournal,
   ParanoidPirateQueue,
   Sender,
+  WORKER_DEFAULTS,
   Worker,
 } from "../../patterns/index.js"
-import { guardProcess } from "./helpers.js"
+import { deadEndpoint } from "../helpers/lazy-helpers.js"
+import { waitFor } from "../helpers/wait.js"
+import { guardProcess } from "./guard.js"
+import { gate } from "./peers.js"
 
 guardProcess()
 
@@ -171,6 +177,11 @@ const rows: Row[] = [
   ["LevelJournal", { path: "" }, "TypeError", "'path'"],
 ]
 
+/** Options as JavaScript may pass them, with keys set to `undefined`. */
+function js(options: Record<string, unknown>): never {
+  return options as never
+}
+
 function label(patch: Options | { replace: unknown }): string {
   const shown = "replace" in patch ? patch.replace : patch
   return typeof shown === "function" ? "a function" : (JSON.stringify(shown) ?? String(shown))
@@ -224,14 +235,105 @@ describe("wrong options fail at construction, naming the option", () => {
     },
   )
 
-  it.each([
-    ["Sender", { window: undefined, heartbeatInterval: undefined, codec: undefined }],
-    ["ParanoidPirateQueue", { liveness: undefined, maxAttempts: undefined }],
-    ["Worker", { concurrency: undefined, prefetch: undefined, reconnect: undefined }],
-    ["LazyPirateServer", { concurrency: undefined, replyCache: undefined, codec: undefined }],
-    ["LazyPirateClient", { timeout: undefined, retries: undefined, framed: undefined }],
-  ] as const)("new %s takes an option given as undefined as its default", (name, patch) => {
-    expect(() => roles[name].make(optionsOf(roles[name], patch))).not.toThrow()
+  it("new Sender and Worker take options given as undefined as their defaults", async () => {
+    // The defaults at work: the msgpack codec (an object round-trips), a window and heartbeats
+    // that deliver, and one job at a time at the worker (WORKER_DEFAULTS.concurrency is 1).
+    const sender = await Sender.open(
+      js({
+        bind: "tcp://127.0.0.1:*",
+        window: undefined,
+        heartbeatInterval: undefined,
+        codec: undefined,
+      }),
+    )
+    onTestFinished(() => sender.close())
+    let running = 0
+    let most = 0
+    const worker = await Worker.open(
+      js({
+        connect: sender.endpoint,
+        concurrency: undefined,
+        prefetch: undefined,
+        reconnect: undefined,
+        handler: async (payload: unknown) => {
+          most = Math.max(most, ++running)
+          await new Promise((r) => setImmediate(r))
+          running--
+          return payload
+        },
+      }),
+    )
+    onTestFinished(() => worker.close())
+    const payloads = [1, 2, 3, 4].map((n) => ({ n, list: [n] }))
+    await expect(Promise.all(payloads.map((p) => sender.request(p)))).resolves.toEqual(payloads)
+    expect(most).toBe(WORKER_DEFAULTS.concurrency)
+  })
+
+  it("new ParanoidPirateQueue takes options given as undefined as their defaults", async () => {
+    // With a liveness or a heartbeat that is not a number, the worker expires at once (or never
+    // becomes ready) and the request is never answered.
+    const queue = await ParanoidPirateQueue.open(
+      js({
+        frontend: "tcp://127.0.0.1:*",
+        backend: "tcp://127.0.0.1:*",
+        liveness: undefined,
+        maxAttempts: undefined,
+      }),
+    )
+    onTestFinished(() => queue.close())
+    const worker = await Worker.open({ connect: queue.backendEndpoint, handler })
+    onTestFinished(() => worker.close())
+    const client = new LazyPirateClient({ connect: queue.frontendEndpoint, timeout: 5000 })
+    onTestFinished(() => client.close())
+    await expect(client.request({ via: "queue" })).resolves.toEqual({ via: "queue" })
+  })
+
+  it("new LazyPirateServer takes options given as undefined as their defaults", async () => {
+    const release = gate()
+    onTestFinished(release.open)
+    const server = await LazyPirateServer.open(
+      js({
+        bind: "tcp://127.0.0.1:*",
+        concurrency: undefined,
+        replyCache: undefined,
+        codec: undefined,
+        handler: () => release.promise,
+      }),
+    )
+    onTestFinished(() => server.close())
+    const { concurrency } = LAZY_PIRATE_SERVER_DEFAULTS
+    const client = new LazyPirateClient({
+      connect: server.endpoint,
+      concurrency: concurrency + 1,
+      timeout: 5000,
+    })
+    onTestFinished(() => client.close())
+    // Settled either way, so that a failure here leaves no unhandled rejection to the next test.
+    const replies = Array.from({ length: concurrency + 1 }, () =>
+      client.request(null).then(
+        () => "answered",
+        (err: unknown) => err,
+      ),
+    )
+    await waitFor(() => expect(server.stats()).toMatchObject({ running: concurrency, queued: 1 }))
+    release.open()
+    expect(await Promise.all(replies)).toEqual(Array(concurrency + 1).fill("answered"))
+  })
+
+  it("new LazyPirateClient takes options given as undefined as their defaults", async () => {
+    const client = new LazyPirateClient(
+      js({ connect: await deadEndpoint(), timeout: 30, retries: undefined, framed: undefined }),
+    )
+    onTestFinished(() => client.close())
+    await expect(client.request("anyone?")).rejects.toMatchObject({
+      code: "PIRATE_TIMEOUT",
+      tries: LAZY_PIRATE_CLIENT_DEFAULTS.retries,
+    })
+    // The default timeout (2500 ms) outlasts the abort; one that is not a number fires at once.
+    const slow = new LazyPirateClient(js({ connect: await deadEndpoint(), timeout: undefined }))
+    onTestFinished(() => slow.close())
+    const pending = slow.request("x", { retries: 1, signal: AbortSignal.timeout(50) })
+    await expect(pending).rejects.toMatchObject({ code: "PIRATE_ABORTED" })
   })
 
   it("new Sender({ journal: '' }) names 'journal'", () => {

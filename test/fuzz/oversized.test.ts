@@ -19,7 +19,9 @@ import {
 } from "../../patterns/index.js"
 import { msgpackCodec, packMeta } from "../../lib/codec.js"
 import { FRAME_EMPTY, FRAME_READY, PPP, PPX, encodeEnvelope } from "../../lib/protocol.js"
-import { Inbox, eventually, guardProcess } from "./helpers.js"
+import { guardProcess } from "./guard.js"
+import { Inbox } from "./peers.js"
+import { waitFor } from "../helpers/wait.js"
 
 const guard = guardProcess()
 const root = fileURLToPath(new URL("../../", import.meta.url))
@@ -133,7 +135,7 @@ describe("oversized messages", () => {
     const inbox = new Inbox(peer)
     peer.connect(sender.endpoint)
     await peer.send(FRAME_READY)
-    await eventually(() => sender.stats().workers === 1, "the raw worker")
+    await waitFor(() => expect(sender.stats().workers, "the raw worker").toBe(1))
     const payload = { n: 1, text: "x".repeat(100) }
     const reply = sender.request(payload)
     const task = await inbox.waitFor((m) => m.length === 3, "the task")

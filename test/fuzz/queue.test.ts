@@ -16,21 +16,11 @@ import {
   encodeReplyStatus,
   encodeRequestHeader,
 } from "../../lib/protocol.js"
-import {
-  HoldingEcho,
-  Inbox,
-  coreRun,
-  decodeRemoteError,
-  echoOf,
-  eventually,
-  expectFromFrontend,
-  guardProcess,
-  keyOf,
-  randomMessage,
-  toSenderMessage,
-  toServerMessage,
-  type CoreTarget,
-} from "./helpers.js"
+import { randomMessage, toSenderMessage, toServerMessage } from "./arbitraries.js"
+import { guardProcess } from "./guard.js"
+import { decodeRemoteError, echoOf, expectFromFrontend, keyOf } from "./oracles.js"
+import { HoldingEcho, Inbox, coreRun, type CoreTarget } from "./peers.js"
+import { waitFor } from "../helpers/wait.js"
 
 const guard = guardProcess()
 const OK = encodeReplyStatus(LPX_OK)
@@ -63,7 +53,7 @@ describe("ParanoidPirateQueue under hostile input", () => {
     })
     guard.watch(worker)
     client = new LazyPirateClient({ connect: queue.frontendEndpoint, timeout: 10_000, retries: 1 })
-    await eventually(() => queue.stats().workers === 1, "the worker")
+    await waitFor(() => expect(queue.stats().workers, "the worker").toBe(1))
     target = {
       endpoint: queue.backendEndpoint,
       stats: () => queue.stats(),

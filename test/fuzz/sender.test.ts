@@ -18,17 +18,10 @@ import {
   encodeReady,
 } from "../../lib/protocol.js"
 import { packMeta } from "../../lib/codec.js"
-import {
-  HoldingEcho,
-  Inbox,
-  bytes,
-  coreRun,
-  eventually,
-  guardProcess,
-  randomMessage,
-  toSenderMessage,
-  type CoreTarget,
-} from "./helpers.js"
+import { bytes, randomMessage, toSenderMessage } from "./arbitraries.js"
+import { guardProcess } from "./guard.js"
+import { HoldingEcho, Inbox, coreRun, type CoreTarget } from "./peers.js"
+import { waitFor } from "../helpers/wait.js"
 
 const guard = guardProcess()
 
@@ -51,7 +44,7 @@ describe("Sender under hostile input", () => {
       closeTimeout: 500,
     })
     guard.watch(worker)
-    await eventually(() => sender.stats().workers === 1, "the worker")
+    await waitFor(() => expect(sender.stats().workers, "the worker").toBe(1))
     target = {
       endpoint: sender.endpoint,
       stats: () => sender.stats(),
@@ -102,7 +95,7 @@ describe("Sender under hostile input", () => {
           } finally {
             peer.close()
           }
-          await eventually(() => sender.stats().workers === 1, "the peer to leave")
+          await waitFor(() => expect(sender.stats().workers, "the peer to leave").toBe(1))
         },
       ),
       { numRuns: 20 },
@@ -120,10 +113,10 @@ describe("Sender under hostile input", () => {
     const busy = [0, 1, 2, 3].map(() => sender.request({ hold: echo.token, n: seq.n++ }))
     const busyDone = Promise.allSettled(busy)
     try {
-      await eventually(() => echo.held.length === 4, "the legit worker to be busy")
+      await waitFor(() => expect(echo.held.length, "the legit worker to be busy").toBe(4))
       victim.connect(sender.endpoint)
       await victim.send(FRAME_READY)
-      await eventually(() => sender.stats().workers === 2, "the victim to register")
+      await waitFor(() => expect(sender.stats().workers, "the victim to register").toBe(2))
       const settled: unknown[] = []
       const reply = sender.request({ n: seq.n++, to: "victim" })
       void reply.then(
@@ -162,6 +155,8 @@ describe("Sender under hostile input", () => {
       forger.close()
       await busyDone
     }
-    await eventually(() => sender.stats().workers === 1, "the victim and the forger to leave")
+    await waitFor(() =>
+      expect(sender.stats().workers, "the victim and the forger to leave").toBe(1),
+    )
   })
 })

@@ -20,18 +20,11 @@ import {
   packEnvelopes,
   type Envelope,
 } from "../../lib/protocol.js"
-import {
-  Inbox,
-  batchOf,
-  echoOf,
-  eventually,
-  expectFromWorker,
-  gate,
-  guardProcess,
-  materialize,
-  toWorkerMessage,
-  type MessageSpec,
-} from "./helpers.js"
+import { materialize, toWorkerMessage, type MessageSpec } from "./arbitraries.js"
+import { guardProcess } from "./guard.js"
+import { batchOf, echoOf, expectFromWorker } from "./oracles.js"
+import { Inbox, gate } from "./peers.js"
+import { waitFor } from "../helpers/wait.js"
 
 const guard = guardProcess()
 const hex = (b: Buffer | undefined): string => b?.toString("hex") ?? "-"
@@ -175,7 +168,7 @@ describe("Worker under hostile input", () => {
       packEnvelopes(held.map((h) => h.frame)),
       packBodies(held.map((h) => h.body)),
     ])
-    await eventually(() => started === startedBefore + 2, "2 jobs in flight")
+    await waitFor(() => expect(started, "2 jobs in flight").toBe(startedBefore + 2))
     const heldAcks = held.map((h) => ack(h.frame, h.body))
 
     let goodbye = false
@@ -230,18 +223,22 @@ describe("Worker under hostile input", () => {
     if (!goodbye) {
       for (const e of heldAcks) add(expected, e)
       // Every job is answered exactly once, with its own envelope and reply; nothing else is sent.
-      await eventually(
-        () => total(responses(inbox.messages.slice(from), expected)) >= total(expected),
-        "every answer",
+      await waitFor(() =>
+        expect(
+          total(responses(inbox.messages.slice(from), expected)),
+          "every answer",
+        ).toBeGreaterThanOrEqual(total(expected)),
       )
       await new Promise((r) => setImmediate(r))
       expect(responses(inbox.messages.slice(from), expected)).toEqual(expected)
     } else {
       // The session ended: the jobs in flight are discarded (the sender redelivers them), and
       // whatever was answered before the GOODBYE was an answer to one of our tasks.
-      await eventually(
-        () => worker.stats().discarded - before.discarded >= 2,
-        "held jobs discarded",
+      await waitFor(() =>
+        expect(
+          worker.stats().discarded - before.discarded,
+          "held jobs discarded",
+        ).toBeGreaterThanOrEqual(2),
       )
       const got = responses(inbox.messages.slice(from), expected)
       for (const [e, n] of got) expect(n, `answer ${e}`).toBeLessThanOrEqual(expected.get(e) ?? 0)

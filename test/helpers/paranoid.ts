@@ -41,17 +41,3 @@ export function watchEvents(sender: Sender): {
   sender.on("worker:lost", (e) => seen.lost.push(e.reason))
   return seen
 }
-
-/** Resolves when `predicate` holds, polling each `interval` ms; rejects after `timeout` ms. */
-export async function until(
-  predicate: () => boolean,
-  timeout = 5000,
-  what = "condition",
-): Promise<void> {
-  const start = performance.now()
-  while (!predicate()) {
-    if (performance.now() - start > timeout)
-      throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 5))
-  }
-}

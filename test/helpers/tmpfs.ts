@@ -5,14 +5,14 @@ import { join } from "node:path"
 import { promisify } from "node:util"
 import { onTestFinished, type TestContext } from "vitest"
 import { errorMessage } from "../../lib/errors.js"
+import { requirePrereq } from "./prereq.js"
 
 const run = promisify(execFile)
 
 /**
  * Mounts a tmpfs of `sizeMiB` under a new temporary directory, for tests that fill a disk, and
  * unmounts it when the test finishes. Where mounting is not permitted (not root, no
- * CAP_SYS_ADMIN) the test is skipped, saying why; under `CI=true` it fails instead, so that a CI
- * that lost the permission does not pass by skipping.
+ * CAP_SYS_ADMIN) the test is skipped, saying why; under `CI=true` it fails instead (see prereq.ts).
  *
  * @returns the mount point
  */
@@ -24,8 +24,7 @@ export async function tmpfs(ctx: TestContext, sizeMiB: number): Promise<string> 
     await rm(dir, { recursive: true, force: true })
     const said = (err as { stderr?: string }).stderr?.trim() || errorMessage(err)
     const reason = `cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): ${said.split("\n")[0] ?? ""}`
-    if (process.env["CI"] === "true") throw new Error(reason, { cause: err })
-    console.warn(`${ctx.task.name}: skipped, ${reason}`)
+    requirePrereq(ctx.task.name, reason)
     ctx.skip(reason)
   }
   onTestFinished(async () => {

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { describe, expect, it, onTestFinished } from "vitest"
-import { spawnLines, type Spawned } from "../helpers/python.js"
+import { spawnLines, type Spawned } from "../helpers/processes.js"
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url))
 const PIRATE = join(ROOT, "bin/pirate.js")

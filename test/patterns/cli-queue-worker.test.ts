@@ -6,13 +6,14 @@ import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { describe, expect, it, onTestFinished, vi } from "vitest"
+import { describe, expect, it, onTestFinished } from "vitest"
 import { Request, Router } from "zeromq"
 import { LazyPirateClient, ParanoidPirateQueue } from "../../patterns/index.js"
 import { UsageError } from "../../bin/cli.js"
 import { command as queueCommand } from "../../bin/commands/queue.js"
 import { command as workerCommand } from "../../bin/commands/worker.js"
-import { spawnLines, type Spawned } from "../helpers/python.js"
+import { spawnLines, type Spawned } from "../helpers/processes.js"
+import { waitFor } from "../helpers/wait.js"
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url))
 const PIRATE = join(ROOT, "bin/pirate.js")
@@ -156,7 +157,7 @@ describe("pirate queue + pirate worker", () => {
       expect(await reply).toEqual({ finished: "x" })
       expect(queue.stats()).toMatchObject({ acked: 1, redelivered: 0 })
       // The worker said GOODBYE and left once its job was answered.
-      await vi.waitFor(() => expect(queue.stats().workers).toBe(0))
+      await waitFor(() => expect(queue.stats().workers).toBe(0))
     },
   )
 

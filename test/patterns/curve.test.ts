@@ -2,8 +2,9 @@ import { once } from "node:events"
 import { describe, expect, it } from "vitest"
 import { generateKeyPair } from "../../lib/security.js"
 import { LazyPirateClient, LazyPirateServer, Sender, Worker } from "../../patterns/index.js"
-import { openSender, openWorker, until } from "../helpers/paranoid.js"
+import { openSender, openWorker } from "../helpers/paranoid.js"
 import { tcpProxy } from "../helpers/tcp-proxy.js"
+import { waitFor } from "../helpers/wait.js"
 
 const signal = (ms = 8000): { signal: AbortSignal } => ({ signal: AbortSignal.timeout(ms) })
 
@@ -18,7 +19,9 @@ describe("CURVE security", () => {
       curve: { ...stranger, serverKey: server.publicKey },
       handler: (p) => void strangerGot.push(p),
     })
-    await until(() => sender.stats().denied >= 1, 5000, "a denied handshake")
+    await waitFor(() =>
+      expect(sender.stats().denied, "a denied handshake").toBeGreaterThanOrEqual(1),
+    )
     const got: unknown[] = []
     await openWorker(sender.endpoint, {
       curve: { ...allowed, serverKey: server.publicKey },
@@ -72,7 +75,9 @@ describe("CURVE security", () => {
       const w = await openWorker(sender.endpoint, { ...(curve ? { curve } : {}), handler: () => 1 })
       const [lost] = (await once(w, "sender:lost", signal())) as [{ reason: string }]
       expect(lost.reason).toMatch(reason)
-      await until(() => sender.stats().denied > before, 5000, "a denied handshake")
+      await waitFor(() =>
+        expect(sender.stats().denied, "a denied handshake").toBeGreaterThan(before),
+      )
       await w.close()
     }
     expect(sender.stats().workers).toBe(0)

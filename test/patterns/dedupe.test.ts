@@ -17,8 +17,9 @@ import {
 } from "../../lib/protocol.js"
 import { bindRetrying } from "../../lib/writer.js"
 import { Worker } from "../../patterns/index.js"
-import { until } from "../helpers/paranoid.js"
+
 import { forkFixture } from "../helpers/processes.js"
+import { waitFor } from "../helpers/wait.js"
 
 async function tempDir(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "pirate-dedupe-"))
@@ -207,7 +208,7 @@ describe("Worker dedupe (effectively once)", () => {
     await first.kill("SIGKILL")
     await lost
     release()
-    await until(() => worker.stats().discarded === 1, 5000, "the run to finish")
+    await waitFor(() => expect(worker.stats().discarded, "the run to finish").toBe(1))
     await worker.close()
 
     const second = forkFixture("pp-sender.ts", [endpoint, journal, "{}"])
@@ -222,7 +223,7 @@ describe("Worker dedupe (effectively once)", () => {
       },
     })
     onTestFinished(() => again.close())
-    await until(() => again.stats().acked === 1, 5000, "the redelivery to be acked")
+    await waitFor(() => expect(again.stats().acked, "the redelivery to be acked").toBe(1))
     expect(again.stats()).toMatchObject({ deduplicated: 1 })
     expect(runs).toBe(1)
   })

@@ -4,7 +4,7 @@
  * so every payload here is a Buffer (`codec: "raw"`).
  */
 import { once } from "node:events"
-import { describe, expect, it, onTestFinished, vi } from "vitest"
+import { describe, expect, it, onTestFinished } from "vitest"
 import {
   LazyPirateClient,
   ParanoidPirateQueue,
@@ -13,9 +13,12 @@ import {
   type SenderOptions,
   type WorkerOptions,
 } from "../../patterns/index.js"
-import { spawnPython, startPythonQueue, type Spawned } from "../helpers/python.js"
+import { pythonMissing, requirePrereq } from "../helpers/prereq.js"
+import { spawnPython, startPythonQueue, type Spawned } from "../helpers/processes.js"
+import { waitFor } from "../helpers/wait.js"
 
 /** Heartbeats of every peer in this file: 100 ms, 3 missed = dead. */
+const python = requirePrereq("PPP interop with Python", pythonMissing("zmq"))
 const HEARTBEAT = ["--interval", "100", "--liveness", "3"]
 const FAST = { heartbeatInterval: 100, liveness: 3 } as const
 
@@ -58,13 +61,13 @@ function pythonWorker(endpoint: string, ...args: string[]): Spawned {
 const ofType = (events: Record<string, unknown>[], type: string) =>
   events.filter((e) => e["event"] === type)
 
-describe("our Sender with plain Python PPP workers", () => {
+describe.runIf(python)("our Sender with plain Python PPP workers", () => {
   it("dispatches to them, takes their replies as acks and returns their reply to request()", async () => {
     const sender = await openSender()
     const ready = collect<{ protocol: string }>(sender, "worker:ready")
     const a = pythonWorker(sender.endpoint, "--prefix", "a:")
     const b = pythonWorker(sender.endpoint, "--prefix", "b:")
-    await vi.waitFor(() => expect(ready).toHaveLength(2), { timeout: 5000 })
+    await waitFor(() => expect(ready).toHaveLength(2))
     expect(ready.map((r) => r.protocol)).toEqual(["ppp", "ppp"])
 
     const bodies = Array.from({ length: 40 }, (_, i) => `m${i}`)
@@ -78,11 +81,11 @@ describe("our Sender with plain Python PPP workers", () => {
       dropped: 0,
     })
 
-    const reply = await sender.request(Buffer.from("ping"), { timeout: 5000 })
+    const reply = await sender.request(Buffer.from("ping"))
     expect(Buffer.isBuffer(reply)).toBe(true)
     expect(String(reply)).toMatch(/^[ab]:ping$/)
 
-    await vi.waitFor(() =>
+    await waitFor(() =>
       expect(ofType([...a.events, ...b.events], "reply")).toHaveLength(bodies.length + 1),
     )
     const taken = ofType([...a.events, ...b.events], "request")
@@ -106,7 +109,7 @@ describe("our Sender with plain Python PPP workers", () => {
     // 700 ms of work = 7 heartbeat intervals, over twice the 300 ms expiry.
     const slow = pythonWorker(sender.endpoint, "--delay", "700")
     await ready
-    const reply = await sender.request(Buffer.from("slow"), { timeout: 5000 })
+    const reply = await sender.request(Buffer.from("slow"))
     expect(String(reply)).toBe("py:slow")
     expect(lost).toEqual([])
     expect(sender.stats()).toMatchObject({ acked: 1, redelivered: 0, workersLost: 0 })
@@ -121,7 +124,7 @@ describe("our Sender with plain Python PPP workers", () => {
       const ready = collect<{ workerId: string }>(sender, "worker:ready")
       const lost = collect<{ workerId: string; requeued: number }>(sender, "worker:lost")
       const holder = pythonWorker(sender.endpoint, "--delay", "60000", "--prefix", "dead:")
-      await vi.waitFor(() => expect(ready).toHaveLength(1), { timeout: 5000 })
+      await waitFor(() => expect(ready).toHaveLength(1))
 
       const reply = sender.request(Buffer.from("job"), { timeout: 8000 })
       reply.catch(() => undefined) // awaited below; do not let an early failure leak it
@@ -141,7 +144,7 @@ describe("our Sender with plain Python PPP workers", () => {
       } else {
         pythonWorker(sender.endpoint, "--prefix", "py:")
       }
-      await vi.waitFor(() => expect(ready).toHaveLength(2), { timeout: 5000 })
+      await waitFor(() => expect(ready).toHaveLength(2))
       await holder.kill("SIGKILL")
 
       const expected = other === "one of our Workers" ? "ts:job" : "py:job"
@@ -157,7 +160,7 @@ describe("our Sender with plain Python PPP workers", () => {
     const ready = collect<{ workerId: string }>(sender, "worker:ready")
     const lost = collect<{ workerId: string; reason: string }>(sender, "worker:lost")
     const hung = pythonWorker(sender.endpoint, "--delay", "60000", "--prefix", "hung:")
-    await vi.waitFor(() => expect(ready).toHaveLength(1), { timeout: 5000 })
+    await waitFor(() => expect(ready).toHaveLength(1))
     const reply = sender.request(Buffer.from("job"), { timeout: 8000 })
     reply.catch(() => undefined) // awaited below
     await hung.waitFor((e) => e["event"] === "request")
@@ -177,7 +180,7 @@ describe("our Sender with plain Python PPP workers", () => {
     const ready = once(first, "worker:ready", { signal: AbortSignal.timeout(5000) })
     const py = pythonWorker(endpoint, "--reconnect-max", "400")
     await ready
-    expect(String(await first.request(Buffer.from("before"), { timeout: 5000 }))).toBe("py:before")
+    expect(String(await first.request(Buffer.from("before")))).toBe("py:before")
     await first.close()
     // The sender is gone and silent: after 3 intervals the worker drops its socket for a new one.
     const reconnect = await py.waitFor((e) => e["event"] === "reconnect")
@@ -185,17 +188,17 @@ describe("our Sender with plain Python PPP workers", () => {
 
     // Sender.close() resolves before libzmq has released a port that had peers connected, so an
     // immediate bind may fail with EADDRINUSE (reported): retry the bind until it succeeds.
-    const second = await vi.waitFor(() => openSender({ bind: endpoint }), {
+    const second = await waitFor(() => openSender({ bind: endpoint }), {
       timeout: 3000,
       interval: 20,
     })
-    expect(String(await second.request(Buffer.from("after"), { timeout: 5000 }))).toBe("py:after")
+    expect(String(await second.request(Buffer.from("after")))).toBe("py:after")
     expect(second.workers()).toEqual([expect.objectContaining({ protocol: "ppp" })])
     expect(ofType(py.events, "invalid")).toEqual([])
   })
 })
 
-describe("our Worker behind a plain Python PPP queue", () => {
+describe.runIf(python)("our Worker behind a plain Python PPP queue", () => {
   it.each(["ppx", "ppp"] as const)(
     "with protocol %s, answers a LazyPirateClient and a Python REQ client",
     async (protocol) => {
@@ -244,7 +247,7 @@ describe("our Worker behind a plain Python PPP queue", () => {
   )
 })
 
-describe("our ParanoidPirateQueue between plain Python peers", () => {
+describe.runIf(python)("our ParanoidPirateQueue between plain Python peers", () => {
   it("carries a Python REQ client's requests to a Python PPP worker and back", async () => {
     const queue = await ParanoidPirateQueue.open({
       frontend: "tcp://127.0.0.1:*",

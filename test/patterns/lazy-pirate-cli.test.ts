@@ -1,23 +1,18 @@
 /** `pirate request`, run as a user would: `node bin/pirate.js request …`. */
-import { spawn } from "node:child_process"
-import { once } from "node:events"
 import { fileURLToPath } from "node:url"
-import { describe, expect, it, onTestFinished } from "vitest"
-import { deadEndpoint, killChild, spawnPython, startServer } from "../helpers/lazy-helpers.js"
+import { describe, expect, it } from "vitest"
+import { deadEndpoint, startServer } from "../helpers/lazy-helpers.js"
+import { pythonMissing, requirePrereq } from "../helpers/prereq.js"
+import { spawnLines, startPythonEcho } from "../helpers/processes.js"
 
 const PIRATE = fileURLToPath(new URL("../../bin/pirate.js", import.meta.url))
 
 async function pirate(
   args: string[],
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [PIRATE, ...args], { stdio: ["ignore", "pipe", "pipe"] })
-  onTestFinished(() => killChild(child))
-  let stdout = ""
-  let stderr = ""
-  child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s))
-  child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s))
-  const [code] = (await once(child, "close")) as [number | null]
-  return { code, stdout, stderr }
+): Promise<{ code: number | string; stdout: string; stderr: string }> {
+  const run = spawnLines(process.execPath, [PIRATE, ...args], { name: `pirate ${args.join(" ")}` })
+  const code = await run.exited
+  return { code, stdout: run.lines.map((line) => `${line}\n`).join(""), stderr: run.stderr() }
 }
 
 describe("pirate request", () => {
@@ -36,11 +31,14 @@ describe("pirate request", () => {
     expect(JSON.parse(text.stdout)).toEqual({ got: "not json", bin: "bytes" })
   })
 
-  it("--raw talks to a plain REP server and prints the reply as text", async () => {
-    const { endpoint } = await spawnPython("lp_echo_server.py")
-    const result = await pirate(["request", "--raw", "--connect", endpoint, "hello raw"])
-    expect(result).toEqual({ code: 0, stdout: "hello raw\n", stderr: "" })
-  })
+  it.runIf(requirePrereq("pirate request --raw with Python", pythonMissing("zmq")))(
+    "--raw talks to a plain REP server and prints the reply as text",
+    async () => {
+      const { endpoint } = await startPythonEcho()
+      const result = await pirate(["request", "--raw", "--connect", endpoint, "hello raw"])
+      expect(result).toEqual({ code: 0, stdout: "hello raw\n", stderr: "" })
+    },
+  )
 
   it("gives up with one line on stderr and a non-zero exit status", async () => {
     const [a, b] = [await deadEndpoint(), await deadEndpoint()]

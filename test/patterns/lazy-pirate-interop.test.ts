@@ -1,10 +1,14 @@
 /** Raw Lazy Pirate against a plain REP server written in Python (python3-zmq). */
 import { describe, expect, it } from "vitest"
-import { openClient, spawnPython } from "../helpers/lazy-helpers.js"
+import { openClient } from "../helpers/lazy-helpers.js"
+import { pythonMissing, requirePrereq } from "../helpers/prereq.js"
+import { startPythonEcho } from "../helpers/processes.js"
 
-describe("Lazy Pirate: raw interop with a Python REP server", () => {
+const python = requirePrereq("Lazy Pirate interop with Python", pythonMissing("zmq"))
+
+describe.runIf(python)("Lazy Pirate: raw interop with a Python REP server", () => {
   it("codec raw: single-frame requests, Buffer replies, concurrent requests", async () => {
-    const { endpoint } = await spawnPython("lp_echo_server.py")
+    const { endpoint } = await startPythonEcho()
     const client = openClient({ connect: endpoint, codec: "raw", timeout: 1_000 })
     const reply = await client.request("hello, python")
     expect(Buffer.isBuffer(reply)).toBe(true)
@@ -18,12 +22,7 @@ describe("Lazy Pirate: raw interop with a Python REP server", () => {
   })
 
   it("a stalled REP server: the retry gets the right answer, the late reply is lost", async () => {
-    const { endpoint } = await spawnPython("lp_echo_server.py", [
-      "--stall",
-      "2",
-      "--stall-ms",
-      "250",
-    ])
+    const { endpoint } = await startPythonEcho(["--stall", "2", "--stall-ms", "250"])
     const client = openClient({ connect: endpoint, codec: "raw", timeout: 120, retries: 6 })
     let retries = 0
     client.on("request:retry", () => retries++)
@@ -35,7 +34,7 @@ describe("Lazy Pirate: raw interop with a Python REP server", () => {
   })
 
   it("a framed (msgpack) client gets PIRATE_PROTOCOL from a plain REP server, not a timeout", async () => {
-    const { endpoint } = await spawnPython("lp_echo_server.py")
+    const { endpoint } = await startPythonEcho()
     const client = openClient({ connect: endpoint, timeout: 1_000 })
     await expect(client.request({ hello: 1 })).rejects.toMatchObject({
       code: "PIRATE_PROTOCOL",

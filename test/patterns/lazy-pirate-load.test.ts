@@ -20,7 +20,7 @@ import {
   RemoteError,
   type LazyPirateServerOptions,
 } from "../../patterns/index.js"
-import { until } from "../helpers/paranoid.js"
+import { waitFor } from "../helpers/wait.js"
 
 async function openServer(options: Omit<LazyPirateServerOptions, "bind">) {
   const server = await LazyPirateServer.open({ bind: "tcp://127.0.0.1:*", ...options })
@@ -52,7 +52,13 @@ describe("LazyPirateServer under load", () => {
         try {
           // Every first run is slow: it lasts until every client has timed out and retried,
           // that is until the server has read each request and a retry of each.
-          await until(() => server.stats().requests >= 2 * total, 8000, "a retry of each request")
+          await waitFor(
+            () =>
+              expect(server.stats().requests, "a retry of each request").toBeGreaterThanOrEqual(
+                2 * total,
+              ),
+            { timeout: 8000 },
+          )
           return payload
         } finally {
           running--
@@ -94,15 +100,15 @@ describe("LazyPirateServer under load", () => {
     onTestFinished(() => client.close())
     const first = client.request("first") // runs
     first.catch(() => undefined) // awaited below
-    await until(() => server.stats().running === 1)
+    await waitFor(() => expect(server.stats().running).toBe(1))
     const header = encodeRequestHeader("queued.1")
     const body = msgpackCodec.encode("queued")
     const firstTry = rawSocket(server.endpoint)
     await firstTry.send([header, body]) // waits
-    await until(() => server.stats().queued === 1) // in the queue before "third"
+    await waitFor(() => expect(server.stats().queued).toBe(1)) // in the queue before "third"
     const third = client.request("third") // waits
     third.catch(() => undefined) // awaited below
-    await until(() => server.stats().queued === 2)
+    await waitFor(() => expect(server.stats().queued).toBe(2))
 
     await expect(client.request("fourth")).rejects.toSatisfy(
       (err) =>
@@ -114,11 +120,11 @@ describe("LazyPirateServer under load", () => {
     // A plain request has no error channel: refused, it gets no reply.
     const plain = rawSocket(server.endpoint)
     await plain.send(msgpackCodec.encode("plain"))
-    await until(() => server.stats().refused === 2)
+    await waitFor(() => expect(server.stats().refused).toBe(2))
     // A retry of a waiting request joins it, full queue or not.
     const retry = rawSocket(server.endpoint)
     await retry.send([header, body])
-    await until(() => server.stats().cacheHits === 1)
+    await waitFor(() => expect(server.stats().cacheHits).toBe(1))
     expect(server.stats()).toMatchObject({ refused: 2, queued: 2, running: 1 })
 
     release()
@@ -140,7 +146,7 @@ describe("LazyPirateServer under load", () => {
     const busy = rawSocket(server.endpoint)
     const running = rawSocket(server.endpoint)
     await running.send([encodeRequestHeader("a"), msgpackCodec.encode(1)])
-    await until(() => server.stats().running === 1)
+    await waitFor(() => expect(server.stats().running).toBe(1))
     await busy.send([encodeRequestHeader("b"), msgpackCodec.encode(2)])
     const [status, error] = await busy.receive()
     expect(decodeReplyStatus(status)).toBe(LPX_ERROR)

@@ -15,8 +15,9 @@ import {
   unpackBodies,
   unpackEnvelopes,
 } from "../../lib/protocol.js"
-import { openSender, openWorker, until } from "../helpers/paranoid.js"
+import { openSender, openWorker } from "../helpers/paranoid.js"
 import { forkFixture, type Child } from "../helpers/processes.js"
+import { waitFor } from "../helpers/wait.js"
 
 const signal = (ms = 8000): { signal: AbortSignal } => ({ signal: AbortSignal.timeout(ms) })
 
@@ -98,7 +99,7 @@ describe("Sender and Worker", () => {
       },
     })
     for (let i = 0; i < 10; i++) void sender.send(i)
-    await until(() => sender.stats().inFlight === 3, 5000, "3 in flight")
+    await waitFor(() => expect(sender.stats().inFlight, "3 in flight").toBe(3))
     expect(worker.stats()).toMatchObject({ running: 3, queued: 0 })
     expect(sender.stats().ready).toBe(7)
     while (sender.stats().acked < 10) {
@@ -115,7 +116,7 @@ describe("Sender and Worker", () => {
     // All ready before the worker arrives, so that one dispatch could take them in one batch.
     const payloads = [600, 600, 600, 1, 1, 1100].map((k, i) => Buffer.alloc(k * KiB, 0x61 + i))
     for (const p of payloads) await sender.send(p)
-    await until(() => sender.stats().ready === payloads.length, 5000, "all ready")
+    await waitFor(() => expect(sender.stats().ready, "all ready").toBe(payloads.length))
     // A raw DEALER plays a PPX worker whose credit could take them all at once.
     const peer = new Dealer({ linger: 0, receiveTimeout: 5000 })
     onTestFinished(() => peer.close())
@@ -155,7 +156,7 @@ describe("Sender and Worker", () => {
     const envelopes = batches.flatMap((b) => b.envelopes)
     const replies = envelopes.map((e) => Buffer.from(`re ${decodeEnvelope(e)?.id}`))
     await peer.send([Buffer.from([PPX.ACKS]), packEnvelopes(envelopes), packBodies(replies)])
-    await until(() => sender.stats().acked === payloads.length, 5000, "all acked")
+    await waitFor(() => expect(sender.stats().acked, "all acked").toBe(payloads.length))
     expect(sender.stats()).toMatchObject({ inFlight: 0, ready: 0, dropped: 0, staleAcks: 0 })
   })
 
@@ -187,7 +188,7 @@ describe("Sender and Worker", () => {
       handler: (p) => Buffer.alloc(2000, (p as Buffer)[0]),
     })
     const replies = (await Promise.all(
-      Array.from({ length: 10 }, (_, i) => sender.request(Buffer.from([i]), { timeout: 5000 })),
+      Array.from({ length: 10 }, (_, i) => sender.request(Buffer.from([i]))),
     )) as Buffer[]
     expect(replies.map((r) => [r.length, r[0]])).toEqual(
       Array.from({ length: 10 }, (_, i) => [2000, i]),
@@ -388,7 +389,7 @@ describe("Sender and Worker", () => {
     const sends = Array.from({ length: 8 }, (_, i) => sender.send(i))
     let resolved = 0
     for (const s of sends) void s.then(() => resolved++)
-    await until(() => resolved === 5, 2000, "5 sends")
+    await waitFor(() => expect(resolved, "5 sends").toBe(5))
     await new Promise((r) => setTimeout(r, 50))
     expect(resolved).toBe(5)
     await openWorker(sender.endpoint, { handler: () => null })
@@ -461,7 +462,7 @@ describe("Sender and Worker", () => {
     await openWorker(sender.endpoint, { handler: () => "from the second worker" })
     expect(await reply).toBe("from the second worker")
     await plain.send([task[0]!, Buffer.alloc(0), Buffer.from([0xa3, 0x6f, 0x6c, 0x64])]) // "old"
-    await until(() => sender.stats().staleAcks === 1, 2000, "stale ack counted")
+    await waitFor(() => expect(sender.stats().staleAcks, "stale ack counted").toBe(1))
     expect(sender.stats()).toMatchObject({ acked: 1, redelivered: 1 })
   })
 
@@ -514,7 +515,7 @@ describe("Sender and Worker", () => {
       [Buffer.from([0x12]), packEnvelopes([env1, env2]), x, x],
     ]
     for (const frames of junk) await rogue.send(frames)
-    await until(() => sender.stats().dropped >= junk.length, 2000, "drops")
+    await waitFor(() => expect(sender.stats().dropped, "drops").toBeGreaterThanOrEqual(junk.length))
     expect(sender.stats().dropped, "each counted once").toBe(junk.length)
     await openWorker(sender.endpoint, { handler: (p) => p })
     expect(await sender.request("still fine")).toBe("still fine")
@@ -547,10 +548,8 @@ describe("failures of workers and senders", () => {
     ])
     await child.waitFor((m) => m["type"] === "ready")
     const ids = await Promise.all(Array.from({ length: 20 }, (_, i) => sender.send(i)))
-    await until(
-      () => child.messages.filter((m) => m["type"] === "job").length === 5,
-      5000,
-      "child holds 5",
+    await waitFor(() =>
+      expect(child.messages.filter((m) => m["type"] === "job").length, "child holds 5").toBe(5),
     )
     const done = new Map<string, number>()
     await openWorker(sender.endpoint, {
@@ -578,10 +577,8 @@ describe("failures of workers and senders", () => {
     ])
     await child.waitFor((m) => m["type"] === "ready")
     const ids = await Promise.all(Array.from({ length: 3 }, (_, i) => sender.send(i)))
-    await until(
-      () => child.messages.filter((m) => m["type"] === "job").length === 3,
-      5000,
-      "child has 3",
+    await waitFor(() =>
+      expect(child.messages.filter((m) => m["type"] === "job").length, "child has 3").toBe(3),
     )
     child.process.kill("SIGSTOP")
     const stoppedAt = performance.now()
@@ -602,12 +599,13 @@ describe("failures of workers and senders", () => {
     const back: { protocol: string }[] = []
     sender.on("worker:ready", (e) => back.push(e))
     child.process.kill("SIGCONT")
-    await until(
-      () => child.messages.filter((m) => m["type"] === "done").length === 3,
-      5000,
-      "stopped worker finishes",
+    await waitFor(() =>
+      expect(
+        child.messages.filter((m) => m["type"] === "done").length,
+        "stopped worker finishes",
+      ).toBe(3),
     )
-    await until(() => back.length > 0, 5000, "the stopped worker back")
+    await waitFor(() => expect(back.length, "the stopped worker back").toBeGreaterThan(0))
     expect(back.map((e) => e.protocol)).toEqual(["ppx"])
     expect(await sender.request("after")).toBe(undefined)
     expect(sender.stats()).toMatchObject({ acked: 4, staleAcks: 0 })
@@ -698,10 +696,10 @@ describe("failures of workers and senders", () => {
       },
     })
     await Promise.all([sender.send(1), sender.send(2)])
-    await until(() => worker.stats().running === 2, 2000, "2 running")
+    await waitFor(() => expect(worker.stats().running, "2 running").toBe(2))
     await worker.close()
     expect(finished).toBe(2)
-    await until(() => sender.stats().acked === 2, 2000, "2 acked")
+    await waitFor(() => expect(sender.stats().acked, "2 acked").toBe(2))
     expect(sender.stats()).toMatchObject({ redelivered: 0, workersLost: 0 })
   })
 })

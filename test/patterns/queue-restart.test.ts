@@ -7,13 +7,14 @@ import { once } from "node:events"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { describe, expect, it, onTestFinished, vi } from "vitest"
+import { describe, expect, it, onTestFinished } from "vitest"
 import { Request } from "zeromq"
 import { msgpackCodec } from "../../lib/codec.js"
 import { LPX_OK, decodeReplyStatus, encodeRequestHeader } from "../../lib/protocol.js"
 import { LazyPirateClient, Worker, type WorkerOptions } from "../../patterns/index.js"
-import { until } from "../helpers/paranoid.js"
+
 import { forkFixture, type Child } from "../helpers/processes.js"
+import { waitFor } from "../helpers/wait.js"
 
 async function tempDir(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "pirate-queue-restart-"))
@@ -73,7 +74,7 @@ describe("ParanoidPirateQueue restarted on its journal", { timeout: 30_000 }, ()
 
     const second = await startQueue(journal, first)
     // The client's retry reaches the restarted queue before any worker is there.
-    await vi.waitFor(async () => expect((await statsOf(second.q))["joined"]).toBeGreaterThan(0), {
+    await waitFor(async () => expect((await statsOf(second.q))["joined"]).toBeGreaterThan(0), {
       timeout: 10_000,
     })
     let runs = 0
@@ -108,7 +109,9 @@ describe("ParanoidPirateQueue restarted on its journal", { timeout: 30_000 }, ()
         return { doubled: (p as { n: number }).n * 2 }
       },
     })
-    await until(() => worker.stats().acked === 1, 10_000, "the recovered request to be done")
+    await waitFor(() => expect(worker.stats().acked, "the recovered request to be done").toBe(1), {
+      timeout: 10_000,
+    })
     const retry = new Request({ linger: 0, receiveTimeout: 10_000 })
     onTestFinished(() => retry.close())
     retry.connect(second.frontend)
@@ -146,7 +149,9 @@ describe("ParanoidPirateQueue restarted on its journal", { timeout: 30_000 }, ()
     await first.q.kill("SIGKILL")
     await lost
     release() // the run completes (and is recorded) while the queue is down
-    await until(() => worker.stats().discarded === 1, 10_000, "the run to finish")
+    await waitFor(() => expect(worker.stats().discarded, "the run to finish").toBe(1), {
+      timeout: 10_000,
+    })
 
     await startQueue(journal, first)
     expect(await reply).toEqual({ doubled: 8 })

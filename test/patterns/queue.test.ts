@@ -4,7 +4,7 @@
  */
 import { once } from "node:events"
 import { Packr } from "msgpackr"
-import { describe, expect, it, onTestFinished, vi } from "vitest"
+import { describe, expect, it, onTestFinished } from "vitest"
 import { Dealer, Request } from "zeromq"
 import {
   LazyPirateClient,
@@ -15,6 +15,7 @@ import {
   type WorkerOptions,
 } from "../../patterns/index.js"
 import { forkFixture } from "../helpers/processes.js"
+import { waitFor } from "../helpers/wait.js"
 
 const FAST = { heartbeatInterval: 100, liveness: 3 } as const
 
@@ -157,7 +158,7 @@ describe("ParanoidPirateQueue", () => {
     const reply = client.request("slow")
     reply.catch(() => undefined) // awaited below
     await retried
-    await vi.waitFor(() => expect(queue.stats().joined).toBeGreaterThan(0))
+    await waitFor(() => expect(queue.stats().joined).toBeGreaterThan(0))
     release()
     expect(await reply).toEqual({ done: "slow" })
     expect(runs).toBe(1)
@@ -235,7 +236,7 @@ describe("ParanoidPirateQueue", () => {
     ]) {
       await rogue.send(frames)
     }
-    await vi.waitFor(() => expect(queue.stats().dropped).toBe(droppedBefore + 7))
+    await waitFor(() => expect(queue.stats().dropped).toBe(droppedBefore + 7))
     expect(queue.stats().workers).toBe(1) // the rogue never became a worker
 
     const lpc = new LazyPirateClient({

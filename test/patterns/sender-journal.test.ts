@@ -8,8 +8,9 @@ import { LevelJournal } from "../../lib/journal/level.js"
 import { Sender } from "../../patterns/index.js"
 import { internals } from "../../patterns/paranoid-pirate/core/index.js"
 import { KEEP_WINDOWS } from "../../patterns/paranoid-pirate/core/intake.js"
-import { openSender, openWorker, until } from "../helpers/paranoid.js"
+import { openSender, openWorker } from "../helpers/paranoid.js"
 import { forkFixture } from "../helpers/processes.js"
+import { waitFor } from "../helpers/wait.js"
 
 const signal = (ms = 15_000): { signal: AbortSignal } => ({ signal: AbortSignal.timeout(ms) })
 
@@ -70,7 +71,9 @@ describe("Sender with a LevelDB journal", () => {
       reconnect: { initial: 20, max: 200 },
       handler: (p) => void processed.push((p as { n: number }).n),
     })
-    await until(() => processed.length >= 1000, 10_000, "1000 processed")
+    await waitFor(() => expect(processed.length, "1000 processed").toBeGreaterThanOrEqual(1000), {
+      timeout: 10_000,
+    })
     await child.kill("SIGKILL")
     const sentUpTo = Math.max(
       0,
@@ -128,7 +131,7 @@ describe("Sender with a LevelDB journal", () => {
       },
     })
     const id = await first.send("poison")
-    await until(() => attempts.length >= 2, 5000, "two attempts")
+    await waitFor(() => expect(attempts.length, "two attempts").toBeGreaterThanOrEqual(2))
     await failing.close()
     await first.close()
     expect(attempts).toEqual([1, 2])

@@ -9,13 +9,14 @@ import { once } from "node:events"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { describe, expect, it, onTestFinished, vi } from "vitest"
+import { describe, expect, it, onTestFinished } from "vitest"
 import { journalStats } from "../helpers/journal-files.js"
 import { internals } from "../../patterns/paranoid-pirate/core/index.js"
 import type { Sender, SenderOptions, SenderStats } from "../../patterns/index.js"
 import { openSender, openWorker } from "../helpers/paranoid.js"
 import { forkFixture, type Child } from "../helpers/processes.js"
 import { checkSeqLogs } from "../helpers/seq-log.js"
+import { waitFor } from "../helpers/wait.js"
 
 const signal = (ms = 15_000): { signal: AbortSignal } => ({ signal: AbortSignal.timeout(ms) })
 
@@ -57,7 +58,7 @@ type Report = Record<string, unknown> & {
   backpressure: unknown[]
 }
 
-const waitFor = async (child: Child, types: string[], timeoutMs: number): Promise<Report> =>
+const nextReport = async (child: Child, types: string[], timeoutMs: number): Promise<Report> =>
   (await child.waitFor((m) => types.includes(m["type"] as string), timeoutMs)) as Report
 
 /** Starts sf-sender.ts on `journal`; resolves once it is bound. */
@@ -67,7 +68,7 @@ async function startSender(
 ): Promise<{ child: Child; open: Report }> {
   // Compiled: the RSS measured is the sender's as users run it, without tsx's tooling.
   const child = forkFixture("sf-sender.ts", [journal, JSON.stringify(options)], { compiled: true })
-  return { child, open: await waitFor(child, ["open"], 15_000) }
+  return { child, open: await nextReport(child, ["open"], 15_000) }
 }
 
 /** Starts sf-worker.ts processes, each logging the sequence numbers it handles to a file. */
@@ -148,7 +149,7 @@ describe("store and forward, end to end", () => {
         const { child, open } = await startSender(journal, { durability, count: n })
 
         // Offline: no worker anywhere, every send must resolve (none waits for the window).
-        const sent = await waitFor(child, ["all-sent", "stalled"], phaseMs(n))
+        const sent = await nextReport(child, ["all-sent", "stalled"], phaseMs(n))
         expect(sent, `the sends stalled: ${JSON.stringify(sent)}`).toMatchObject({
           type: "all-sent",
           resolved: n,
@@ -161,7 +162,7 @@ describe("store and forward, end to end", () => {
 
         // Forward: two workers drain the journal.
         const { logs, children } = startWorkers(open.endpoint, dir)
-        const drained = await waitFor(child, ["drained"], phaseMs(n))
+        const drained = await nextReport(child, ["drained"], phaseMs(n))
         const t2 = performance.now()
         expect(drained.stats).toMatchObject({
           ready: 0,
@@ -218,7 +219,7 @@ describe("store and forward, end to end", () => {
       expect(recovered).toBeGreaterThanOrEqual(resolved)
       expect(recovered).toBeLessThanOrEqual(n)
       const { logs, children } = startWorkers(second.open.endpoint, dir)
-      const drained = await waitFor(second.child, ["drained"], phaseMs(n))
+      const drained = await nextReport(second.child, ["drained"], phaseMs(n))
       expect(drained.stats).toMatchObject({ backlog: 0, acked: recovered, redelivered: 0 })
       expect(drained.journal).toEqual({ pending: 0, dead: 0 })
       expect(drained.held, "internal structures still holding something").toEqual({})
@@ -287,7 +288,7 @@ describe("store and forward, in process", () => {
       )
       // Sends rejected by close() when the test fails are no unhandled rejections.
       for (const p of blocked) p.catch(() => undefined)
-      await vi.waitFor(() =>
+      await waitFor(() =>
         expect(events).toEqual([{ waiting: 1, backlog: c.spill, reason: c.reason }]),
       )
       expect(sender.stats()).toMatchObject({ waiting: 100, backlog: c.spill })
