@@ -74,6 +74,17 @@ function isOption(arg: string, options: Options): boolean {
   return arg.length === 2 && Object.values(options).some((o) => o.short === arg[1])
 }
 
+/**
+ * A message that names options as the library does (`'heartbeatInterval'`) with the names the
+ * command line gives them (`--heartbeat-interval`).
+ */
+export function cliOptionNames(message: string): string {
+  return message.replace(
+    /'(\w+)'/g,
+    (_, name: string) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`,
+  )
+}
+
 /** Reads an integer option. */
 export function intOption(
   name: string,

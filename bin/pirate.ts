@@ -1,6 +1,6 @@
 /** The `pirate` command line: dispatches to bin/commands/*.ts. */
-import { errorMessage } from "../lib/errors.js"
-import { UsageError, type Command } from "./cli.js"
+import { errorCode, errorMessage } from "../lib/errors.js"
+import { UsageError, cliOptionNames, type Command } from "./cli.js"
 
 const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   request: () => import("./commands/request.js"),
@@ -48,7 +48,12 @@ main(process.argv.slice(2)).then(
     process.exitCode = code
   },
   (err: unknown) => {
-    process.stderr.write(`pirate: ${errorMessage(err)}\n`)
+    // An endpoint in use: the message names the option that gave it, as the command line does.
+    const message =
+      errorCode(err) === "PIRATE_ADDRESS_IN_USE"
+        ? cliOptionNames(errorMessage(err))
+        : errorMessage(err)
+    process.stderr.write(`pirate: ${message}\n`)
     process.exitCode = err instanceof UsageError ? 2 : 1
   },
 )

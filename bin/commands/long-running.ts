@@ -1,5 +1,6 @@
 /** What `pirate queue` and `pirate worker` share: run until a signal, and option errors. */
-import { UsageError } from "../cli.js"
+import { addressInUseError, errorCode } from "../../lib/errors.js"
+import { UsageError, cliOptionNames } from "../cli.js"
 
 export interface LongRunning {
   /** The command's name, for messages: `pirate NAME: …`. */
@@ -47,9 +48,18 @@ export async function runUntilSignal(role: LongRunning): Promise<number> {
  */
 export function optionError(err: unknown): unknown {
   if (!(err instanceof TypeError || err instanceof RangeError)) return err
-  const message = err.message.replace(
-    /'(\w+)'/g,
-    (_, name: string) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`,
-  )
-  return new UsageError(message)
+  return new UsageError(cliOptionNames(err.message))
+}
+
+/**
+ * Serves the metrics on `--metrics-port`: an error of `serve()` for a port in use names that
+ * option (`PIRATE_ADDRESS_IN_USE`), as a role's does for the endpoints it binds.
+ */
+export async function serveOnMetricsPort<T>(port: number, serve: () => Promise<T>): Promise<T> {
+  try {
+    return await serve()
+  } catch (err) {
+    if (errorCode(err) !== "PIRATE_ADDRESS_IN_USE") throw err
+    throw addressInUseError("metricsPort", `http://127.0.0.1:${port}`, (err as Error).cause)
+  }
 }

@@ -6,7 +6,7 @@ import type { JobHandler } from "../../patterns/paranoid-pirate/worker-options.j
 import { Worker } from "../../patterns/paranoid-pirate/worker.js"
 import { errorMessage } from "../../lib/errors.js"
 import { UsageError, intOption, parse, type Command } from "../cli.js"
-import { optionError, runUntilSignal } from "./long-running.js"
+import { optionError, runUntilSignal, serveOnMetricsPort } from "./long-running.js"
 import { CURVE_CLIENT_HELP, CURVE_OPTIONS, curveClient } from "./keys.js"
 import { serveMetrics, type MetricsServer } from "../../lib/metrics.js"
 
@@ -152,7 +152,9 @@ export const command: Command = {
         )
         await worker.open()
         if (metricsPort !== undefined) {
-          metrics = await serveMetrics({ port: metricsPort }, () => worker.metrics())
+          metrics = await serveOnMetricsPort(metricsPort, () =>
+            serveMetrics({ port: metricsPort }, () => worker.metrics()),
+          )
           process.stdout.write(`worker metrics=${metrics.url}\n`)
         }
       },

@@ -2,7 +2,7 @@ import { resolve } from "node:path"
 import { TAKES_SPLIT_BODIES } from "../body.js"
 import { debug } from "../debug.js"
 import { errorMessage } from "../errors.js"
-import { assertNonNegativeInt, describe } from "../validate.js"
+import { assertKnownOptions, assertNonNegativeInt, describe } from "../validate.js"
 import { getMany, loadDatabase, type Db } from "./level-db.js"
 import { corruptValue } from "./level-errors.js"
 import {
@@ -24,7 +24,8 @@ import {
 import { SlotChanges, checkEntry, type Batch } from "./level-batch.js"
 import { BatchStore, MIN_BATCH, merge, type Op } from "./level-batch-store.js"
 import { repairJournal, type LevelJournalRepairReport } from "./level-repair.js"
-import { LevelHandle, type State } from "./level-handle.js"
+import { LevelHandle } from "./level-handle.js"
+import type { Status } from "../lifecycle.js"
 import { SegmentChanges, ValueLog } from "./level-values.js"
 import type { DeadLetter, Journal, JournalEntry, JournalStats, JournalUpdate } from "./types.js"
 
@@ -41,6 +42,12 @@ export interface LevelJournalOptions {
    */
   minBatch?: number
 }
+
+/** The option names of {@link LevelJournalOptions}, to refuse unknown ones. */
+const LEVEL_JOURNAL_OPTIONS = { path: true, minBatch: true } satisfies Record<
+  keyof LevelJournalOptions,
+  true
+>
 
 /**
  * A journal in a LevelDB database: entries survive the process, and with `sync: true` the machine.
@@ -90,9 +97,11 @@ export class LevelJournal implements Journal {
    * Validates the options; does no I/O (call `open()`).
    *
    * @param options - the directory, or {@link LevelJournalOptions}
-   * @throws TypeError when the path is not a non-empty string
+   * @throws TypeError when the path is not a non-empty string, or for an unknown option
    */
   constructor(options: string | LevelJournalOptions) {
+    if (typeof options === "object" && options !== null)
+      assertKnownOptions("LevelJournal", options, LEVEL_JOURNAL_OPTIONS)
     const path: unknown = typeof options === "object" && options !== null ? options.path : options
     if (typeof path !== "string" || path === "") {
       throw new TypeError(`'path' must be a non-empty string, got ${describe(path)}`)
@@ -114,8 +123,19 @@ export class LevelJournal implements Journal {
     }
   }
 
-  /** `"new"` until `open()`, then `"opening"`, `"open"`, `"closing"`, `"closed"`. */
-  get status(): State {
+  /**
+   * `new LevelJournal(options)` and {@link open} in one step.
+   *
+   * @throws see the constructor and {@link open}
+   */
+  static async open(options: string | LevelJournalOptions): Promise<LevelJournal> {
+    const journal = new LevelJournal(options)
+    await journal.open()
+    return journal
+  }
+
+  /** `"new"` until `open()` (and after a failed one), then `"opening"`, `"open"`, `"closing"`, `"closed"`. */
+  get status(): Status {
     return this.#db.status
   }
 

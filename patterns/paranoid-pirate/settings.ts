@@ -58,6 +58,26 @@ export interface CoreOptions {
   curve?: CurveServerOptions
 }
 
+/** Every name of {@link CoreOptions}, to refuse unknown ones (see `assertKnownOptions`). */
+export const CORE_OPTIONS = {
+  journal: true,
+  durability: true,
+  heartbeatInterval: true,
+  liveness: true,
+  maxAttempts: true,
+  retryBackoff: true,
+  ackTimeout: true,
+  window: true,
+  windowBytes: true,
+  maxBacklog: true,
+  maxBacklogBytes: true,
+  maxBatch: true,
+  maxMessageSize: true,
+  sendTimeout: true,
+  random: true,
+  curve: true,
+} as const satisfies Record<keyof CoreOptions, true>
+
 export const SENDER_DEFAULTS = Object.freeze({
   heartbeatInterval: 1000,
   liveness: 3,

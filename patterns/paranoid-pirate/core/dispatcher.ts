@@ -12,6 +12,7 @@ import { debug } from "../../../lib/debug.js"
 import {
   PirateError,
   closedError,
+  errorCode,
   errorMessage,
   toError,
   tooLargeError,
@@ -179,7 +180,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   // ------------------------------------------------------------------------------------------
   // lifecycle
 
-  async open(bind: string): Promise<void> {
+  /** Opens the journal and binds `bind`, the endpoint of the option named `option` (for errors). */
+  async open(bind: string, option = "bind"): Promise<void> {
     await this.#journal.open()
     let router: Router | undefined
     try {
@@ -199,7 +201,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         // Every refused handshake, the ZAP handler's denials included, is reported here once.
         void watchRefusals(r, () => this.#n.denied++)
       }
-      await bindRetrying(router, bind)
+      await bindRetrying(router, bind, option)
       this.#router = router
       this.#endpoint = router.lastEndpoint ?? bind
       this.#writer = new SocketWriter(router, (err, frames) => this.#onSendError(err, frames))
@@ -464,7 +466,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     if (this.#closed) return
     const id = frames[0]
     const w = id ? this.#workers.get(id.toString("hex")) : undefined
-    const code = (err as { code?: string }).code ?? errorMessage(err)
+    const code = errorCode(err) ?? errorMessage(err)
     if (w) this.#sessions.lose(w, `unreachable (${code})`)
     else debug("%s: send failed: %s", this.#name, code)
   }
