@@ -5,9 +5,12 @@ import { UsageError, cliOptionNames } from "../cli.js"
 export interface LongRunning {
   /** The command's name, for messages: `pirate NAME: …`. */
   name: string
-  /** Opens the role; a rejection ends the command (exit status 1, or 2 for a `UsageError`). */
+  /**
+   * Opens the role; a rejection stops what it started and ends the command (exit status 1, or 2
+   * for a `UsageError`).
+   */
   start(): Promise<void>
-  /** Closes the role (draining what it must); called once, after a signal or a fatal error. */
+  /** Closes the role (draining what it must); called once, after a signal, a fatal error or a failed start. */
   stop(): Promise<void>
   /** Hooks the role's fatal errors (its `"error"` event) to `fail`, which stops it with status 1. */
   onFatal?(fail: (message: string) => void): void
@@ -31,7 +34,14 @@ export async function runUntilSignal(role: LongRunning): Promise<number> {
   process.on("SIGTERM", onSignal)
   role.onFatal?.((message) => finish({ fatal: message }))
   try {
-    await role.start()
+    try {
+      await role.start()
+    } catch (err) {
+      // What started before the failure (the queue, when its metrics port is in use) would keep
+      // the process alive: stop it, and report the failure that matters.
+      await role.stop().catch(() => undefined)
+      throw err
+    }
     const why = await finished
     if (why.fatal !== undefined) process.stderr.write(`pirate ${role.name}: ${why.fatal}\n`)
     await role.stop()
