@@ -196,12 +196,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       }
       router = workerRouter(this.#s)
       const r = router
-      if (this.#s.curve) {
-        this.#unregisterCurve = await applyCurveServer(r, this.#s.curve)
-        // Every refused handshake, the ZAP handler's denials included, is reported here once.
-        void watchRefusals(r, () => this.#n.denied++)
-      }
+      if (this.#s.curve) this.#unregisterCurve = await applyCurveServer(r, this.#s.curve)
       await bindRetrying(router, bind, option)
+      // Every refused handshake, the ZAP handler's denials included, is reported here once. The
+      // monitor starts after the bind: with it attached, libzmq reports each failed bind of the
+      // retries as an event, and a bind can then fail with EAGAIN instead of EADDRINUSE.
+      if (this.#s.curve) void watchRefusals(r, () => this.#n.denied++)
       this.#router = router
       this.#endpoint = router.lastEndpoint ?? bind
       this.#writer = new SocketWriter(router, (err, frames) => this.#onSendError(err, frames))
