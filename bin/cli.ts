@@ -1,5 +1,6 @@
 /** Shared helpers of the CLI commands: argument parsing with node:util, one-line errors. */
 import { debuglog, parseArgs, type ParseArgsConfig } from "node:util"
+import { PirateError } from "../lib/index.js"
 
 /** The CLI's trace, enabled with `NODE_DEBUG=pirate` (as the library's). */
 export const debug = debuglog("pirate")
@@ -8,6 +9,11 @@ export const debug = debuglog("pirate")
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message
   return typeof err === "string" ? err : String(err)
+}
+
+/** An endpoint (or port) that could not be bound because it is in use. */
+export function isAddressInUse(err: unknown): err is PirateError {
+  return err instanceof PirateError && err.code === "PIRATE_ADDRESS_IN_USE"
 }
 
 export class UsageError extends Error {
@@ -81,6 +87,17 @@ function glueValues(argv: string[], options: Options): string[] {
 function isOption(arg: string, options: Options): boolean {
   if (arg.startsWith("--")) return (arg.slice(2).split("=")[0] ?? "") in options
   return arg.length === 2 && Object.values(options).some((o) => o.short === arg[1])
+}
+
+/**
+ * A message that names options as the library does (`'heartbeatInterval'`) with the names the
+ * command line gives them (`--heartbeat-interval`).
+ */
+export function cliOptionNames(message: string): string {
+  return message.replace(
+    /'(\w+)'/g,
+    (_, name: string) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`,
+  )
 }
 
 /** Reads an integer option. */

@@ -1,5 +1,5 @@
 /** The `pirate` command line: dispatches to bin/commands/*.ts. */
-import { UsageError, errorMessage, type Command } from "./cli.js"
+import { UsageError, cliOptionNames, errorMessage, isAddressInUse, type Command } from "./cli.js"
 
 const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   request: () => import("./commands/request.js"),
@@ -49,7 +49,9 @@ main(process.argv.slice(2)).then(
     process.exitCode = code
   },
   (err: unknown) => {
-    process.stderr.write(`pirate: ${errorMessage(err)}\n`)
+    // An endpoint in use: the message names the option that gave it, as the command line does.
+    const message = isAddressInUse(err) ? cliOptionNames(errorMessage(err)) : errorMessage(err)
+    process.stderr.write(`pirate: ${message}\n`)
     process.exitCode = err instanceof UsageError ? 2 : 1
   },
 )

@@ -1,4 +1,5 @@
 import {
+  assertKnownOptions,
   assertNonNegativeInt,
   assertNumberInRange,
   assertPositiveInt,
@@ -45,6 +46,7 @@ export function validateBackoff(name: string, options: BackoffOptions): Required
       `'${name}' must be an object such as { initial, max, factor, jitter }, got ${describe(options)}`,
     )
   }
+  assertKnownOptions(name, options, BACKOFF_DEFAULTS)
   const o = { ...BACKOFF_DEFAULTS, ...stripUndefined(options) }
   assertNonNegativeInt(`${name}.initial`, o.initial)
   assertPositiveInt(`${name}.max`, o.max)

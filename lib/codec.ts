@@ -7,6 +7,11 @@ import { NOT_PLAIN, decodePlain, encodePlain, setPlainFallback } from "./msgpack
 export interface Codec {
   /** Name shown in errors and stats. */
   readonly name: string
+  /**
+   * Throws when it cannot encode `value`; the roles report that as a `PIRATE_ENCODE`
+   * `PirateError` whose `cause` is the error thrown here (the built-in codecs throw that
+   * `PirateError` themselves).
+   */
   encode(value: unknown): Buffer
   /** Throws a `PirateError` with code `PIRATE_DECODE` when the frame is not valid. */
   decode(frame: Buffer): unknown
@@ -73,11 +78,15 @@ function encodeBin(bytes: Uint8Array): Buffer {
 export const msgpackCodec: Codec = Object.freeze({
   name: "msgpack",
   encode(value: unknown): Buffer {
-    if (value instanceof Uint8Array) return encodeBin(value)
-    if (value === true) return single(TRUE)
-    if (value === false) return single(FALSE)
-    if (value === null) return single(NIL)
-    return encodePlain(value) ?? packr.pack(value)
+    try {
+      if (value instanceof Uint8Array) return encodeBin(value)
+      if (value === true) return single(TRUE)
+      if (value === false) return single(FALSE)
+      if (value === null) return single(NIL)
+      return encodePlain(value) ?? packr.pack(value)
+    } catch (err) {
+      throw encodeError("msgpack", value, err)
+    }
   },
   decode(frame: Buffer): unknown {
     if (frame.length === 0)
@@ -118,7 +127,13 @@ export const rawCodec: Codec = Object.freeze({
     if (typeof value === "string") return Buffer.from(value)
     if (value instanceof Uint8Array)
       return Buffer.from(value.buffer, value.byteOffset, value.byteLength)
-    throw new TypeError(`the raw codec sends Buffers, Uint8Arrays and strings, got ${typeof value}`)
+    throw encodeError(
+      "raw",
+      value,
+      new TypeError(
+        `it sends a Buffer, a Uint8Array or a string as it is, got ${value === null ? "null" : typeof value}`,
+      ),
+    )
   },
   decode(frame: Buffer): Buffer {
     return joinBody(frame)
@@ -184,7 +199,7 @@ export function encodeReply(codec: Codec, value: unknown): Buffer {
     if (value === false) return SHARED_FALSE
     if (value instanceof Uint8Array && value.byteLength === 0) return SHARED_EMPTY_BIN
   }
-  return codec.encode(value)
+  return encodePayload(codec, value)
 }
 
 /**
@@ -195,13 +210,110 @@ export function encodeReply(codec: Codec, value: unknown): Buffer {
 export function encodeBody(codec: Codec, value: unknown): Buffer {
   if (codec === msgpackCodec && value instanceof Uint8Array && value.byteLength >= SPLIT_BYTES) {
     const n = value.byteLength
-    if (n > MAX_BIN) throw new RangeError(`a msgpack bin holds at most ${MAX_BIN} bytes, got ${n}`)
+    if (n > MAX_BIN)
+      throw encodeError(
+        "msgpack",
+        value,
+        new RangeError(`a msgpack bin holds at most ${MAX_BIN} bytes, got ${n}`),
+      )
     const header = Buffer.allocUnsafe(5)
     header[0] = BIN32
     header.writeUInt32BE(n, 1)
     return splitBody(header, value)
   }
-  return codec.encode(value)
+  return encodePayload(codec, value)
+}
+
+/**
+ * `codec.encode(value)`, with a failure as a `PIRATE_ENCODE` `PirateError` (`cause`: the codec's
+ * error) whatever the codec threw, so that every role reports a payload or reply it cannot send
+ * the same way. A `PirateError` the codec throws is kept as it is.
+ */
+export function encodePayload(codec: Codec, value: unknown): Buffer {
+  try {
+    return codec.encode(value)
+  } catch (err) {
+    throw err instanceof PirateError ? err : encodeError(codec.name, value, err)
+  }
+}
+
+/**
+ * Error for a value the codec `name` cannot encode, naming the problem: a circular reference
+ * (with its path), nesting too deep, or the codec's own message. `cause` is the codec's error.
+ */
+export function encodeError(name: string, value: unknown, err: unknown): PirateError {
+  let problem = errorMessage(err)
+  const big = /^(-?\d+) was too large to fit in MessagePack 64-bit/.exec(problem)
+  if (big) problem = `it holds an integer beyond 64 bits (${big[1]}n); send it as a string`
+  else if (/^Unknown type: symbol/.test(problem)) problem = "it holds a symbol"
+  else if (err instanceof RangeError && /call stack/i.test(err.message)) {
+    const cycle = findCycle(value)
+    problem =
+      cycle === undefined
+        ? "it is nested too deeply"
+        : `it contains a circular reference (${cycle}); msgpack can only encode trees`
+  }
+  return new PirateError(
+    "PIRATE_ENCODE",
+    `the ${name} codec cannot encode the payload: ${problem}`,
+    {
+      cause: err,
+    },
+  )
+}
+
+/**
+ * The first circular reference in `root`, as `"payload.a[2] refers back to payload.a"`, or
+ * `undefined`. Walks own enumerable properties, array items and the entries of Maps and Sets,
+ * without recursion (a deep value must not overflow the stack here too).
+ */
+export function findCycle(root: unknown): string | undefined {
+  const onPath = new Map<object, string>()
+  const stack: { value: object; children: Iterator<[string, unknown]> }[] = []
+  const enter = (value: unknown, path: string): string | undefined => {
+    if (typeof value !== "object" || value === null || ArrayBuffer.isView(value)) return undefined
+    const seen = onPath.get(value)
+    if (seen !== undefined) return `${path} refers back to ${seen}`
+    onPath.set(value, path)
+    stack.push({ value, children: childrenOf(value, path) })
+    return undefined
+  }
+  let found = enter(root, "payload")
+  while (found === undefined && stack.length > 0) {
+    const top = stack[stack.length - 1] as (typeof stack)[number]
+    const next = top.children.next()
+    if (next.done === true) {
+      onPath.delete(top.value)
+      stack.pop()
+    } else found = enter(next.value[1], next.value[0])
+  }
+  return found
+}
+
+function* childrenOf(value: object, path: string): Generator<[string, unknown]> {
+  if (value instanceof Map) {
+    for (const [k, v] of value as Map<unknown, unknown>) {
+      yield [`${path}.get(${typeof k === "string" ? JSON.stringify(k) : String(k)})`, v]
+    }
+  } else if (value instanceof Set) {
+    let i = 0
+    for (const v of value as Set<unknown>) yield [`${path} (Set item ${i++})`, v]
+  } else if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) yield [`${path}[${i}]`, value[i]]
+  } else {
+    for (const key of Object.keys(value)) {
+      let child: unknown
+      try {
+        child = (value as Record<string, unknown>)[key]
+      } catch {
+        continue // a getter that throws: not a cycle
+      }
+      yield [
+        /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`,
+        child,
+      ]
+    }
+  }
 }
 
 /** Resolves a codec option. */

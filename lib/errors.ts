@@ -19,6 +19,11 @@
  * - `PIRATE_DECODE`: a payload could not be decoded.
  * - `PIRATE_TOO_LARGE`: a message (or a reply) is larger than its receiver takes
  *   (`maxMessageSize`); the message says its size and the limit.
+ * - `PIRATE_ENCODE`: the codec cannot encode a payload (a circular reference, a symbol, a bigint
+ *   beyond 64 bits, a non-Buffer with the raw codec…); `cause` is the codec's own error.
+ * - `PIRATE_ADDRESS_IN_USE`: an endpoint to bind is in use (by another process, or another
+ *   socket of this one); the message names the endpoint and the option (`bind`, `frontend`,
+ *   `backend`); `cause` is zeromq's `EADDRINUSE`.
  */
 export type ErrorCode =
   | "PIRATE_CLOSED"
@@ -36,6 +41,8 @@ export type ErrorCode =
   | "PIRATE_NOT_FOUND"
   | "PIRATE_DECODE"
   | "PIRATE_TOO_LARGE"
+  | "PIRATE_ENCODE"
+  | "PIRATE_ADDRESS_IN_USE"
 
 /** Every operational failure of this library is a `PirateError` with a stable {@link ErrorCode}. */
 export class PirateError extends Error {
@@ -48,7 +55,11 @@ export class PirateError extends Error {
   }
 }
 
-/** A request got no reply within `timeout` on any of its tries. Code `PIRATE_TIMEOUT`. */
+/**
+ * A request got no reply within `timeout` on any of its tries. Code `PIRATE_TIMEOUT`. Every
+ * timeout of this library rejects with it: `LazyPirateClient.request()` after its last try,
+ * `Sender.request()` after its `timeout` (one try: the sender redelivers on its own).
+ */
 export class RequestTimeoutError extends PirateError {
   override name = "RequestTimeoutError"
   /** Endpoints that were tried. */
@@ -61,12 +72,16 @@ export class RequestTimeoutError extends PirateError {
     endpoints: readonly string[],
     tries: number,
     timeout: number,
-    options?: ErrorOptions,
+    options?: ErrorOptions & {
+      /** Replaces the default message, which suits a Lazy Pirate client's tries. */
+      message?: string
+    },
   ) {
     super(
       "PIRATE_TIMEOUT",
-      `no reply from ${endpoints.join(", ")} after ${tries} ${tries === 1 ? "try" : "tries"} of ${timeout} ms each; is a server running there?`,
-      options,
+      options?.message ??
+        `no reply from ${endpoints.join(", ")} after ${tries} ${tries === 1 ? "try" : "tries"} of ${timeout} ms each; is a server running there?`,
+      options?.cause === undefined ? undefined : { cause: options.cause },
     )
     this.endpoints = endpoints
     this.tries = tries
@@ -127,6 +142,28 @@ export function abortedError(signal: AbortSignal): PirateError {
 /** Any thrown value as an Error (for "error" events and rejections). */
 export function toError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err))
+}
+
+/**
+ * The `code` of a thrown value (a Node.js system error's `EADDRINUSE`, zeromq's `EAGAIN`, a
+ * `PirateError`'s `PIRATE_*`, level's `LEVEL_*`), or `undefined` when it has none.
+ */
+export function errorCode(err: unknown): string | undefined {
+  if (typeof err !== "object" || err === null || !("code" in err)) return undefined
+  const code = err.code
+  return typeof code === "string" ? code : undefined
+}
+
+/**
+ * Error for an endpoint that cannot be bound because it is in use. `option` names the option
+ * that gave it (`bind`, `frontend`, `backend`); `cause` is zeromq's `EADDRINUSE`.
+ */
+export function addressInUseError(option: string, endpoint: string, cause: unknown): PirateError {
+  return new PirateError(
+    "PIRATE_ADDRESS_IN_USE",
+    `cannot bind '${option}' to ${endpoint}: the address is in use (another process, or another socket of this one, holds it); stop that one or choose another endpoint ("tcp://127.0.0.1:*" picks a free port)`,
+    { cause },
+  )
 }
 
 /** A short printable message of any thrown value. */

@@ -1,5 +1,6 @@
 import { createServer, type Server } from "node:http"
 import * as hdr from "hdr-histogram-js"
+import { addressInUseError, errorCode } from "./errors.js"
 
 /** Latency percentiles in milliseconds. */
 export interface LatencySummary {
@@ -94,6 +95,28 @@ export interface Metric {
   value: number | LatencySummary
 }
 
+/**
+ * The metrics of one role, named after `prefix` (e.g. `"pirate_sender"`) as Prometheus names
+ * them: a counter `<prefix>_<name>_total`, a gauge `<prefix>_<name>`, a latency summary
+ * `<prefix>_<name>` (the name ends in its unit, e.g. `ack_latency_seconds`).
+ */
+export function metricsOf(prefix: string): {
+  counter: (name: string, help: string, value: number) => Metric
+  gauge: (name: string, help: string, value: number) => Metric
+  summary: (name: string, help: string, value: LatencySummary) => Metric
+} {
+  return {
+    counter: (name, help, value) => ({
+      name: `${prefix}_${name}_total`,
+      help,
+      type: "counter",
+      value,
+    }),
+    gauge: (name, help, value) => ({ name: `${prefix}_${name}`, help, type: "gauge", value }),
+    summary: (name, help, value) => ({ name: `${prefix}_${name}`, help, type: "summary", value }),
+  }
+}
+
 /** Renders metrics in the Prometheus text exposition format (version 0.0.4). */
 export function renderPrometheus(
   metrics: readonly Metric[],
@@ -141,6 +164,8 @@ export interface MetricsServer {
 /**
  * Serves `GET /metrics` in the Prometheus text format from `render()`, for scraping.
  * Binds 127.0.0.1 unless `host` says otherwise; `port: 0` picks a free port.
+ *
+ * @throws PirateError `PIRATE_ADDRESS_IN_USE` (naming `port`) when the port is in use.
  */
 export async function serveMetrics(
   options: { port: number; host?: string },
@@ -162,7 +187,13 @@ export async function serveMetrics(
   })
   const host = options.host ?? "127.0.0.1"
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject)
+    server.once("error", (err) =>
+      reject(
+        errorCode(err) === "EADDRINUSE"
+          ? addressInUseError("port", `http://${host}:${options.port}`, err)
+          : err,
+      ),
+    )
     server.listen(options.port, host, () => resolve())
   })
   const address = server.address()

@@ -5,7 +5,7 @@
 import { randomUUID } from "node:crypto"
 import { Router, curveKeyPair, type Event, type Socket } from "zeromq"
 import { debug } from "./debug.js"
-import { describe } from "./validate.js"
+import { assertKnownOptions, describe } from "./validate.js"
 
 /** A CURVE key pair, Z85-encoded (40 characters each). */
 export interface KeyPair {
@@ -45,6 +45,7 @@ export function validateCurveServer(value: unknown): CurveServerOptions {
   if (typeof value !== "object" || value === null)
     throw new TypeError(`'curve' must be { publicKey, secretKey, allow? }, got ${describe(value)}`)
   const v = value as Record<string, unknown>
+  assertKnownOptions("curve", v, { publicKey: true, secretKey: true, allow: true })
   assertKey("curve.publicKey", v["publicKey"])
   assertKey("curve.secretKey", v["secretKey"])
   const allow = v["allow"]
@@ -63,6 +64,7 @@ export function validateCurveClient(value: unknown): CurveClientOptions {
     )
   }
   const v = value as Record<string, unknown>
+  assertKnownOptions("curve", v, { publicKey: true, secretKey: true, serverKey: true })
   assertKey("curve.publicKey", v["publicKey"])
   assertKey("curve.secretKey", v["secretKey"])
   assertKey("curve.serverKey", v["serverKey"])

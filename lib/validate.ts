@@ -89,3 +89,67 @@ export function stripUndefined<T extends object>(o: T): Partial<T> {
     if (v !== undefined) (out as Record<string, unknown>)[k] = v
   return out
 }
+
+/**
+ * Refuses a key of `options` that is not one of `known` (a typo would otherwise be silently
+ * ignored, leaving the default in force), with the closest known name as a suggestion:
+ * `'maxAttemps' is not an option of Sender; did you mean 'maxAttempts'?`.
+ *
+ * @param what - whose options they are, for the message (`"Sender"`, `"replyCache"`)
+ * @param known - every option name; a `Record<keyof Options, true>` keeps it in step with the type
+ * @throws TypeError naming the unknown key
+ */
+export function assertKnownOptions(
+  what: string,
+  options: object,
+  known: Readonly<Record<string, unknown>>,
+): void {
+  for (const key in options) {
+    if (Object.hasOwn(known, key)) continue
+    const hint = closest(key, Object.keys(known))
+    throw new TypeError(
+      `'${key}' is not an option of ${what}` +
+        (hint === undefined
+          ? `; the options are ${Object.keys(known)
+              .map((k) => `'${k}'`)
+              .join(", ")}`
+          : `; did you mean '${hint}'?`),
+    )
+  }
+}
+
+/**
+ * The name of `names` closest to `name` (case-insensitive Levenshtein distance), when it is
+ * close enough to be a likely typo: at most a third of the name's length, and at least 1.
+ */
+export function closest(name: string, names: readonly string[]): string | undefined {
+  const lower = name.toLowerCase()
+  let best: string | undefined
+  let bestDistance = Math.max(1, Math.floor(name.length / 3))
+  for (const candidate of names) {
+    const d = levenshtein(lower, candidate.toLowerCase())
+    if (d <= bestDistance && (best === undefined || d < bestDistance)) {
+      best = candidate
+      bestDistance = d
+    }
+  }
+  return best
+}
+
+/** Edits (insertions, deletions, substitutions) that turn `a` into `b`. */
+export function levenshtein(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      row[j] = Math.min(
+        (previous[j] as number) + 1,
+        (row[j - 1] as number) + 1,
+        (previous[j - 1] as number) + cost,
+      )
+    }
+    previous = row
+  }
+  return previous[b.length] as number
+}

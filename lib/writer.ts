@@ -1,4 +1,5 @@
 import type { Writable } from "zeromq"
+import { addressInUseError, errorCode } from "./errors.js"
 import { Fifo } from "./fifo.js"
 
 type Frames = Buffer[]
@@ -58,11 +59,13 @@ export class SocketWriter {
  * Binds, retrying for up to `ms` while the address is in use: a socket closed in this process
  * releases its port a little later (libzmq closes listeners in the background), and a role
  * restarted on the same endpoint should not fail because of that. A port held by another
- * process still fails, after the wait.
+ * process still fails, after the wait, with `PIRATE_ADDRESS_IN_USE` naming `option` (the option
+ * that gave the endpoint: `bind`, `frontend`, `backend`) and the endpoint.
  */
 export async function bindRetrying(
   socket: { bind(address: string): Promise<void> },
   address: string,
+  option: string,
   ms = 1000,
 ): Promise<void> {
   const until = performance.now() + ms
@@ -71,8 +74,8 @@ export async function bindRetrying(
       await socket.bind(address)
       return
     } catch (err) {
-      const inUse = (err as { code?: string }).code === "EADDRINUSE"
-      if (!inUse || performance.now() >= until) throw err
+      if (errorCode(err) !== "EADDRINUSE") throw err
+      if (performance.now() >= until) throw addressInUseError(option, address, err)
       await new Promise((resolve) => setTimeout(resolve, 25))
     }
   }

@@ -1,12 +1,16 @@
 /** What `pirate queue` and `pirate worker` share: run until a signal, and option errors. */
-import { UsageError } from "../cli.js"
+import { PirateError } from "../../lib/index.js"
+import { UsageError, cliOptionNames, isAddressInUse } from "../cli.js"
 
 export interface LongRunning {
   /** The command's name, for messages: `pirate NAME: …`. */
   name: string
-  /** Opens the role; a rejection ends the command (exit status 1, or 2 for a `UsageError`). */
+  /**
+   * Opens the role; a rejection stops what it started and ends the command (exit status 1, or 2
+   * for a `UsageError`).
+   */
   start(): Promise<void>
-  /** Closes the role (draining what it must); called once, after a signal or a fatal error. */
+  /** Closes the role (draining what it must); called once, after a signal, a fatal error or a failed start. */
   stop(): Promise<void>
   /** Hooks the role's fatal errors (its `"error"` event) to `fail`, which stops it with status 1. */
   onFatal?(fail: (message: string) => void): void
@@ -30,7 +34,14 @@ export async function runUntilSignal(role: LongRunning): Promise<number> {
   process.on("SIGTERM", onSignal)
   role.onFatal?.((message) => finish({ fatal: message }))
   try {
-    await role.start()
+    try {
+      await role.start()
+    } catch (err) {
+      // What started before the failure (the queue, when its metrics port is in use) would keep
+      // the process alive: stop it, and report the failure that matters.
+      await role.stop().catch(() => undefined)
+      throw err
+    }
     const why = await finished
     if (why.fatal !== undefined) process.stderr.write(`pirate ${role.name}: ${why.fatal}\n`)
     await role.stop()
@@ -47,9 +58,23 @@ export async function runUntilSignal(role: LongRunning): Promise<number> {
  */
 export function optionError(err: unknown): unknown {
   if (!(err instanceof TypeError || err instanceof RangeError)) return err
-  const message = err.message.replace(
-    /'(\w+)'/g,
-    (_, name: string) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`,
-  )
-  return new UsageError(message)
+  return new UsageError(cliOptionNames(err.message))
+}
+
+/**
+ * Serves the metrics on `--metrics-port`: an error of `serve()` for a port in use names that
+ * option (`PIRATE_ADDRESS_IN_USE`), as a role's does for the endpoints it binds.
+ */
+export async function serveOnMetricsPort<T>(port: number, serve: () => Promise<T>): Promise<T> {
+  try {
+    return await serve()
+  } catch (err) {
+    if (!isAddressInUse(err)) throw err
+    const endpoint = `http://127.0.0.1:${port}`
+    throw new PirateError(
+      "PIRATE_ADDRESS_IN_USE",
+      `cannot bind 'metricsPort' to ${endpoint}: the address is in use; stop what holds it or choose another port`,
+      { cause: err.cause },
+    )
+  }
 }

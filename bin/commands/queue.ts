@@ -2,7 +2,7 @@
 import { ParanoidPirateQueue } from "../../patterns/index.js"
 import { serveMetrics, type MetricsServer } from "../../lib/index.js"
 import { UsageError, errorMessage, intOption, parse, type Command } from "../cli.js"
-import { optionError, runUntilSignal } from "./long-running.js"
+import { optionError, runUntilSignal, serveOnMetricsPort } from "./long-running.js"
 import { CURVE_OPTIONS, CURVE_SERVER_HELP, curveServer } from "./keys.js"
 
 const HELP = `Usage: pirate queue --frontend EP --backend EP [options]
@@ -114,7 +114,9 @@ export const command: Command = {
           `queue frontend=${queue.frontendEndpoint} backend=${queue.backendEndpoint}\n`,
         )
         if (metricsPort !== undefined) {
-          metrics = await serveMetrics({ port: metricsPort }, () => queue.metrics())
+          metrics = await serveOnMetricsPort(metricsPort, () =>
+            serveMetrics({ port: metricsPort }, () => queue.metrics()),
+          )
           process.stdout.write(`queue metrics=${metrics.url}\n`)
         }
       },

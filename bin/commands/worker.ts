@@ -5,7 +5,7 @@ import { pathToFileURL } from "node:url"
 import { Worker, type JobHandler } from "../../patterns/index.js"
 import { serveMetrics, type MetricsServer } from "../../lib/index.js"
 import { UsageError, errorMessage, intOption, parse, type Command } from "../cli.js"
-import { optionError, runUntilSignal } from "./long-running.js"
+import { optionError, runUntilSignal, serveOnMetricsPort } from "./long-running.js"
 import { CURVE_CLIENT_HELP, CURVE_OPTIONS, curveClient } from "./keys.js"
 
 const HELP = `Usage: pirate worker --connect EP [--connect EP2 …] (--echo | --module FILE) [options]
@@ -150,7 +150,9 @@ export const command: Command = {
         )
         await worker.open()
         if (metricsPort !== undefined) {
-          metrics = await serveMetrics({ port: metricsPort }, () => worker.metrics())
+          metrics = await serveOnMetricsPort(metricsPort, () =>
+            serveMetrics({ port: metricsPort }, () => worker.metrics()),
+          )
           process.stdout.write(`worker metrics=${metrics.url}\n`)
         }
       },

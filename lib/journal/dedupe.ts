@@ -1,8 +1,18 @@
 import { mkdir } from "node:fs/promises"
 import { resolve } from "node:path"
 import { Level } from "level"
-import { PirateError, closedError, errorMessage } from "../errors.js"
-import { assertPositiveInt, describe, stripUndefined } from "../validate.js"
+import { debug } from "../debug.js"
+import { PirateError, errorMessage } from "../errors.js"
+import { Lifecycle, type Status } from "../lifecycle.js"
+import { assertKnownOptions, assertPositiveInt, describe, stripUndefined } from "../validate.js"
+import {
+  LEVEL_FAILURE_CODES,
+  classifyLevelFailure,
+  innermostLevelError,
+  isDiskFull,
+  levelMessage,
+  type LevelFailureKind,
+} from "./level-errors.js"
 
 /** Options of {@link DedupeStore} (and of `Worker`'s `dedupe`). */
 export interface DedupeOptions {
@@ -15,6 +25,11 @@ export interface DedupeOptions {
 }
 
 export const DEDUPE_DEFAULTS = Object.freeze({ maxEntries: 100_000, maxAge: 86_400_000 })
+
+const DEDUPE_OPTIONS = { path: true, maxEntries: true, maxAge: true } satisfies Record<
+  keyof DedupeOptions,
+  true
+>
 
 // Keys: "r:" + key → [completedAt f64 LE][reply bytes]; "t:" + completedAt (13 digits) + seq
 // (8 hex) → key, the age index used to forget the oldest first.
@@ -32,8 +47,7 @@ export class DedupeStore {
   #db: Level<string, Buffer> | undefined
   #count = 0
   #seq = 0
-  #opening: Promise<void> | undefined
-  #closing: Promise<void> | undefined
+  readonly #life = new Lifecycle("the dedupe store")
   #pruning: Promise<void> | undefined
 
   constructor(options: string | DedupeOptions) {
@@ -43,6 +57,7 @@ export class DedupeStore {
         `'dedupe' must be a directory path or { path, maxEntries?, maxAge? }, got ${describe(options)}`,
       )
     }
+    assertKnownOptions("dedupe", o, DEDUPE_OPTIONS)
     const merged = { ...DEDUPE_DEFAULTS, ...stripUndefined(o) }
     assertPositiveInt("dedupe.maxEntries", merged.maxEntries)
     assertPositiveInt("dedupe.maxAge", merged.maxAge)
@@ -51,17 +66,39 @@ export class DedupeStore {
     this.maxAge = merged.maxAge
   }
 
+  /** `new DedupeStore(options)` and {@link open} in one step. */
+  static async open(options: string | DedupeOptions): Promise<DedupeStore> {
+    const store = new DedupeStore(options)
+    await store.open()
+    return store
+  }
+
+  /** `"new"` until `open()` (and after a failed one), then `"opening"`, `"open"`, `"closing"`, `"closed"`. */
+  get status(): Status {
+    return this.#life.status
+  }
+
   /** Number of completions remembered. */
   get size(): number {
     return this.#count
   }
 
+  /**
+   * Opens (creating when missing) the store. Idempotent; a failed open may be retried.
+   * @throws PirateError `PIRATE_JOURNAL_LOCKED` when another worker holds it,
+   *   `PIRATE_JOURNAL_CORRUPT` when it is damaged, `PIRATE_JOURNAL_FULL` when its disk is full,
+   *   `PIRATE_JOURNAL_IO` for another I/O failure, `PIRATE_CLOSED` after `close()`.
+   */
   open(): Promise<void> {
-    return (this.#opening ??= this.#open())
+    return this.#life.open(() => this.#open())
   }
 
   async #open(): Promise<void> {
-    await mkdir(this.path, { recursive: true })
+    try {
+      await mkdir(this.path, { recursive: true })
+    } catch (err) {
+      throw this.#failure(isDiskFull(err) ? "full" : "io", err, errorMessage(err))
+    }
     const db = new Level<string, Buffer>(this.path, {
       keyEncoding: "utf8",
       valueEncoding: "buffer",
@@ -69,38 +106,49 @@ export class DedupeStore {
     try {
       await db.open()
     } catch (err) {
-      const code =
-        (err as { code?: string; cause?: { code?: string } }).cause?.code ??
-        (err as { code?: string }).code
-      if (code === "LEVEL_LOCKED") {
-        throw new PirateError(
-          "PIRATE_JOURNAL_LOCKED",
-          `the dedupe store at ${this.path} is held by another worker; give each worker its own directory`,
-          { cause: err },
-        )
-      }
-      throw new PirateError(
-        "PIRATE_JOURNAL_CORRUPT",
-        `cannot open the dedupe store at ${this.path}: ${errorMessage(err)}`,
-        {
-          cause: err,
-        },
-      )
+      throw this.#failure(classifyLevelFailure(err), innermostLevelError(err), levelMessage(err))
     }
-    this.#db = db
-    const keys = db.keys({ gt: RECORD, lt: "r;" })
-    for (let batch = await keys.nextv(1000); batch.length > 0; batch = await keys.nextv(1000))
-      this.#count += batch.length
-    await keys.close()
-    await this.#prune()
+    try {
+      const keys = db.keys({ gt: RECORD, lt: "r;" })
+      let count = 0
+      for (let batch = await keys.nextv(1000); batch.length > 0; batch = await keys.nextv(1000))
+        count += batch.length
+      await keys.close()
+      this.#db = db
+      this.#count = count
+      await this.#prune(db)
+    } catch (err) {
+      this.#db = undefined
+      await db.close().catch(() => undefined)
+      throw err instanceof PirateError
+        ? err
+        : this.#failure(classifyLevelFailure(err), innermostLevelError(err), levelMessage(err))
+    }
   }
 
+  /** An open failure as the `PirateError` it means (the journal's classification). */
+  #failure(kind: LevelFailureKind, cause: unknown, message: string): PirateError {
+    const text: Record<LevelFailureKind, string> = {
+      locked: `the dedupe store in ${this.path} is held by another worker (another process, or another Worker in this one); give each worker its own directory`,
+      full: `cannot open the dedupe store in ${this.path}: its disk is full (${message}); free space on that disk, then open it again`,
+      corrupt: `the dedupe store in ${this.path} is damaged (${message}); move the directory away (the worker then forgets which messages it completed) and open it again`,
+      io: `cannot open the dedupe store in ${this.path} (${message}); check the disk and that the directory is readable and writable, then open it again`,
+    }
+    return new PirateError(LEVEL_FAILURE_CODES[kind], text[kind], { cause })
+  }
+
+  /** Closes the store once a pruning in progress is done. Idempotent. */
   close(): Promise<void> {
-    return (this.#closing ??= (async () => {
-      await this.#opening?.catch(() => undefined)
+    return this.#life.close(async () => {
       await this.#pruning
-      await this.#db?.close()
-    })())
+      const db = this.#db
+      this.#db = undefined
+      await db?.close()
+    })
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
   }
 
   /** The recorded reply of a completed message, or `undefined`. */
@@ -131,12 +179,14 @@ export class DedupeStore {
     ])
     if (!existed) this.#count++
     if (this.#count > this.maxEntries)
-      this.#pruning ??= this.#prune().finally(() => (this.#pruning = undefined))
+      this.#pruning ??= this.#prune(db)
+        // A failed pruning is retried after the next put; the entries it left are still valid.
+        .catch((err: unknown) => debug("dedupe store %s: pruning failed: %O", this.path, err))
+        .finally(() => (this.#pruning = undefined))
   }
 
   /** Forgets the oldest completions beyond `maxEntries` and those older than `maxAge`. */
-  async #prune(): Promise<void> {
-    const db = this.#open_()
+  async #prune(db: Level<string, Buffer>): Promise<void> {
     const cutoff = Date.now() - this.maxAge
     const ops: { type: "del"; key: string }[] = []
     let excess = this.#count - this.maxEntries
@@ -160,8 +210,7 @@ export class DedupeStore {
   }
 
   #open_(): Level<string, Buffer> {
-    if (this.#closing) throw closedError("the dedupe store")
-    if (!this.#db) throw new PirateError("PIRATE_NOT_OPEN", "the dedupe store is not open")
-    return this.#db
+    this.#life.assertOpen()
+    return this.#db as Level<string, Buffer>
   }
 }

@@ -461,3 +461,14 @@ export function merge(a: JournalEntry[], b: JournalEntry[], limit: number): Jour
   }
   return out
 }
+
+/**
+ * A payload at least this large goes to the value log (as a batch) however few entries its append
+ * has: LevelDB would write it twice and copy it again in its compactions.
+ */
+const LARGE_PAYLOAD = 16 * 1024
+
+export function hasLarge(entries: readonly JournalEntry[]): boolean {
+  for (const e of entries) if (e.payload.length >= LARGE_PAYLOAD) return true
+  return false
+}

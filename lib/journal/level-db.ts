@@ -5,7 +5,7 @@
 import { mkdir, readFile, readdir, rename, stat } from "node:fs/promises"
 import { join } from "node:path"
 import { Level } from "level"
-import { PirateError, errorMessage } from "../errors.js"
+import { PirateError, errorCode, errorMessage } from "../errors.js"
 import { howToRecover, levelFailure, openFailure } from "./level-errors.js"
 import { checkTableIndex, liveTables } from "./level-table.js"
 import {
@@ -393,7 +393,7 @@ export async function verifyTables(dir: string): Promise<void> {
     const size = live?.get(parseInt(name, 10))
     if (live !== undefined && size === undefined) continue // left over: LevelDB deletes it
     const problem = await checkTableIndex(join(dir, name), size).catch((err: unknown) =>
-      (err as NodeJS.ErrnoException).code === "ENOENT" ? undefined : errorMessage(err),
+      errorCode(err) === "ENOENT" ? undefined : errorMessage(err),
     )
     if (problem !== undefined) {
       throw new PirateError(

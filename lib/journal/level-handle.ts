@@ -7,10 +7,9 @@
 import { mkdir } from "node:fs/promises"
 import { debug } from "../debug.js"
 import { PirateError, closedError, errorMessage } from "../errors.js"
+import { Lifecycle, type Status } from "../lifecycle.js"
 import type { Db } from "./level-db.js"
 import { fromLevelDb, isDiskFull, levelCode, levelFailure } from "./level-errors.js"
-
-export type State = "new" | "opening" | "open" | "closing" | "closed"
 
 export interface HandleHooks {
   /** Opens the database and takes what the journal keeps of it: at `open()` and after a failed write. */
@@ -22,7 +21,7 @@ export interface HandleHooks {
 export class LevelHandle {
   readonly #path: string
   readonly #hooks: HandleHooks
-  #state: State = "new"
+  readonly #life = new Lifecycle("the journal")
   #db: Db | undefined
   // Set when a write failed. LevelDB may then hold a torn record at the end of its log (a record
   // written after it would sit behind the tear, where the next open stops reading or this
@@ -32,8 +31,6 @@ export class LevelHandle {
   // torn record as a crash would, and starts a fresh log.
   #stale = false
   #reopening: Promise<Db> | undefined
-  #opening: Promise<void> | undefined
-  #closing: Promise<void> | undefined
   // Writes run one at a time: each reads what it must (existence, old values) and writes the
   // counters in its own batch, so the counters on disk always match the entries.
   #tail: Promise<unknown> = Promise.resolve()
@@ -45,24 +42,23 @@ export class LevelHandle {
     this.#hooks = hooks
   }
 
-  get status(): State {
-    return this.#state
+  get status(): Status {
+    return this.#life.status
   }
 
   /** True once `close()` was called. */
   get closing(): boolean {
-    return this.#closing !== undefined
+    return this.#life.closeRequested
   }
 
   /** See `LevelJournal.open()`. */
   open(): Promise<void> {
-    if (this.#closing) return Promise.reject(closedError("the journal"))
-    return (this.#opening ??= this.#open())
+    return this.#life.open(() => this.#open())
   }
 
   /** Closes the database once the writes in progress are done. Idempotent. */
   close(): Promise<void> {
-    return (this.#closing ??= this.#close())
+    return this.#life.close(() => this.#close())
   }
 
   /** The next write reopens the database first (its write failed: see `#stale`). */
@@ -72,12 +68,9 @@ export class LevelHandle {
 
   /** Waits for an open or a reopen in progress; throws unless the journal is open. */
   async ready(): Promise<void> {
-    if (this.#state === "opening" && this.#opening) await this.#opening.catch(() => undefined)
+    if (this.#life.status === "opening") await this.#life.ready().catch(() => undefined)
     await this.#reopening?.catch(() => undefined)
-    if (this.#closing) throw closedError("the journal")
-    if (this.#state !== "open") {
-      throw new PirateError("PIRATE_NOT_OPEN", "the journal is not open; call open() first")
-    }
+    this.#life.assertOpen()
   }
 
   /**
@@ -86,7 +79,7 @@ export class LevelHandle {
    * waits for it.
    */
   async write<T>(fn: (db: Db) => Promise<T>): Promise<T> {
-    if (this.#state !== "open") await this.ready()
+    if (this.#life.status !== "open" || this.closing) await this.ready()
     const run = this.#tail.then(async () =>
       fn(this.#db !== undefined && !this.#stale ? this.#db : await this.#reopen()),
     )
@@ -102,7 +95,7 @@ export class LevelHandle {
   async read<T>(fn: (db: Db) => Promise<T>): Promise<T> {
     for (;;) {
       const db = this.#db
-      if (this.#state === "open" && db !== undefined && !this.#reopening) {
+      if (this.#life.status === "open" && !this.closing && db !== undefined && !this.#reopening) {
         const run = fn(db) // registered at once, so that a reopen waits for it
         this.#reads.add(run)
         try {
@@ -118,24 +111,16 @@ export class LevelHandle {
     }
   }
 
+  /** A failed open may be retried (e.g. once the other sender exits): see `Lifecycle`. */
   async #open(): Promise<void> {
-    if (this.#closing) throw closedError("the journal")
-    this.#state = "opening"
-    try {
-      await mkdir(this.#path, { recursive: true }).catch((err: unknown) => {
-        throw new PirateError(
-          isDiskFull(err) ? "PIRATE_JOURNAL_FULL" : "PIRATE_JOURNAL_IO",
-          `cannot create the journal directory ${this.#path}: ${errorMessage(err)}; check the path, its permissions and the space left on its disk`,
-          { cause: err },
-        )
-      })
-      this.#db = await this.#hooks.load("open")
-      if (!this.#closing) this.#state = "open"
-    } catch (err) {
-      this.#state = this.#closing ? "closing" : "new"
-      this.#opening = undefined // a failed open may be retried (e.g. once the other sender exits)
-      throw err
-    }
+    await mkdir(this.#path, { recursive: true }).catch((err: unknown) => {
+      throw new PirateError(
+        isDiskFull(err) ? "PIRATE_JOURNAL_FULL" : "PIRATE_JOURNAL_IO",
+        `cannot create the journal directory ${this.#path}: ${errorMessage(err)}; check the path, its permissions and the space left on its disk`,
+        { cause: err },
+      )
+    })
+    this.#db = await this.#hooks.load("open")
   }
 
   /**
@@ -164,26 +149,20 @@ export class LevelHandle {
     })())
   }
 
+  /** Runs after an open in progress has settled (see `Lifecycle.close`). */
   async #close(): Promise<void> {
-    const opening = this.#opening
-    this.#state = "closing"
-    if (opening) await opening.catch(() => undefined)
     await this.#tail
     await this.#reopening?.catch(() => undefined)
     await Promise.allSettled(this.#reads)
     const db = this.#db
     this.#db = undefined
-    try {
-      await this.#hooks.closing()
-      if (db !== undefined) await db.close()
-    } finally {
-      this.#state = "closed"
-    }
+    await this.#hooks.closing()
+    if (db !== undefined) await db.close()
   }
 
   #operational(err: unknown, doing: "read" | "write to"): unknown {
     if (err instanceof PirateError) return err
-    if (levelCode(err) === "LEVEL_DATABASE_NOT_OPEN" && this.#closing)
+    if (levelCode(err) === "LEVEL_DATABASE_NOT_OPEN" && this.closing)
       return closedError("the journal")
     if (isDiskFull(err) || fromLevelDb(err)) return levelFailure(this.#path, doing, err)
     return err

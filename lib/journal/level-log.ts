@@ -15,7 +15,7 @@
  */
 import { readFile, readdir, stat } from "node:fs/promises"
 import { join } from "node:path"
-import { PirateError, errorMessage } from "../errors.js"
+import { PirateError, errorCode, errorMessage } from "../errors.js"
 import { howToRecover } from "./level-errors.js"
 import { BATCH_KEY_LENGTH, parseBatchKey } from "./level-batch.js"
 import { KEY_LENGTH, META, isEntryKey } from "./level-format.js"
@@ -208,7 +208,7 @@ async function readLogs(dir: string): Promise<{ name: string; buf: Buffer }[]> {
     } catch (err) {
       // Another process holding the journal may just have rolled its log; open() will then
       // report the lock.
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") continue
+      if (errorCode(err) === "ENOENT") continue
       throw new PirateError(
         "PIRATE_JOURNAL_IO",
         `cannot read ${file}: ${errorMessage(err)}; check the journal directory's permissions`,

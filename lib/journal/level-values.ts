@@ -19,7 +19,7 @@ import { closeSync, openSync, readSync } from "node:fs"
 import { mkdir, open, readdir, stat, unlink, type FileHandle } from "node:fs/promises"
 import { join } from "node:path"
 import { debug } from "../debug.js"
-import { PirateError, errorMessage } from "../errors.js"
+import { PirateError, errorCode, errorMessage } from "../errors.js"
 import { howToRecover, levelFailure } from "./level-errors.js"
 import { addKey, removeKey, valueCrc, type Counters } from "./level-format.js"
 
@@ -195,7 +195,7 @@ export class ValueLog {
     try {
       names = await readdir(this.#dir)
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err
+      if (errorCode(err) !== "ENOENT") throw err
     }
     const files = new Map<number, string>()
     for (const name of names) {
@@ -389,7 +389,7 @@ export class ValueLog {
       file = await reader
     } catch (err) {
       if (this.#deleted.has(p.segment)) return undefined
-      if ((err as NodeJS.ErrnoException).code === "ENOENT")
+      if (errorCode(err) === "ENOENT")
         throw this.#damaged(`its value segment ${VALUES_DIR}/${fileName(p.segment)} is missing`)
       throw err
     }

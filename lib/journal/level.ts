@@ -1,4 +1,3 @@
-import { resolve } from "node:path"
 import { TAKES_SPLIT_BODIES } from "../body.js"
 import { debug } from "../debug.js"
 import { errorMessage } from "../errors.js"
@@ -22,7 +21,8 @@ import {
   unique,
 } from "./level-format.js"
 import { SlotChanges, checkEntry, type Batch } from "./level-batch.js"
-import { BatchStore, MIN_BATCH, merge, type Op } from "./level-batch-store.js"
+import { BatchStore, hasLarge, merge, type Op } from "./level-batch-store.js"
+import { resolveLevelJournalOptions, type LevelJournalOptions } from "./level-options.js"
 import { repairJournal, type LevelJournalRepairReport } from "./level-repair.js"
 import { LevelHandle } from "./level-handle.js"
 import type { Status } from "../lifecycle.js"
@@ -30,18 +30,7 @@ import { SegmentChanges, ValueLog } from "./level-values.js"
 import type { DeadLetter, Journal, JournalEntry, JournalStats, JournalUpdate } from "./types.js"
 
 export type { LevelJournalRepairReport, LostEntry } from "./level-repair.js"
-
-/** Options of {@link LevelJournal}. */
-export interface LevelJournalOptions {
-  /** Directory of the LevelDB database; created (recursively) when missing. */
-  path: string
-  /**
-   * Appends of at least this many new entries are stored as one batch (one value, see
-   * docs/journal.md); smaller ones as one value per entry. Default 8; `Infinity` stores every
-   * entry under a key of its own, as format 2 did (slower, but a damaged value loses one entry).
-   */
-  minBatch?: number
-}
+export type { LevelJournalOptions } from "./level-options.js"
 
 /**
  * A journal in a LevelDB database: entries survive the process, and with `sync: true` the machine.
@@ -82,7 +71,7 @@ export class LevelJournal implements Journal {
   #dead = 0
   #lastId: string | undefined
   #keySum = 0
-  readonly #minBatch: number = MIN_BATCH
+  readonly #minBatch: number
   /** The batches on disk (`b:` keys) and which of their entries are still pending. */
   readonly #batches: BatchStore
   /** The segment files that hold the values of batches. */
@@ -94,14 +83,12 @@ export class LevelJournal implements Journal {
    * Validates the options; does no I/O (call `open()`).
    *
    * @param options - the directory, or {@link LevelJournalOptions}
-   * @throws TypeError when the path is not a non-empty string
+   * @throws TypeError when the path is not a non-empty string, or for an unknown option
    */
   constructor(options: string | LevelJournalOptions) {
-    const path: unknown = typeof options === "object" && options !== null ? options.path : options
-    if (typeof path !== "string" || path === "") {
-      throw new TypeError(`'path' must be a non-empty string, got ${describe(path)}`)
-    }
-    this.path = resolve(path)
+    const { path, minBatch } = resolveLevelJournalOptions(options)
+    this.path = path
+    this.#minBatch = minBatch
     this.#values = new ValueLog(this.path)
     this.#batches = new BatchStore(this.path, this.#values)
     this.#db = new LevelHandle(this.path, {
@@ -111,14 +98,20 @@ export class LevelJournal implements Journal {
         await this.#values.close()
       },
     })
-    const minBatch: unknown = typeof options === "object" ? options.minBatch : undefined
-    if (minBatch !== undefined) {
-      if (minBatch !== Infinity) assertNonNegativeInt("minBatch", minBatch)
-      this.#minBatch = Math.max(1, minBatch)
-    }
   }
 
-  /** `"new"` until `open()`, then `"opening"`, `"open"`, `"closing"`, `"closed"`. */
+  /**
+   * `new LevelJournal(options)` and {@link open} in one step.
+   *
+   * @throws see the constructor and {@link open}
+   */
+  static async open(options: string | LevelJournalOptions): Promise<LevelJournal> {
+    const journal = new LevelJournal(options)
+    await journal.open()
+    return journal
+  }
+
+  /** `"new"` until `open()` (and after a failed one), then `"opening"`, `"open"`, `"closing"`, `"closed"`. */
   get status(): Status {
     return this.#db.status
   }
@@ -528,15 +521,4 @@ export class LevelJournal implements Journal {
     if (typeof entry === "string") throw corruptValue(this.path, key, entry)
     return entry
   }
-}
-
-/**
- * A payload at least this large goes to the value log (as a batch) however few entries its append
- * has: LevelDB would write it twice and copy it again in its compactions.
- */
-const LARGE_PAYLOAD = 16 * 1024
-
-function hasLarge(entries: readonly JournalEntry[]): boolean {
-  for (const e of entries) if (e.payload.length >= LARGE_PAYLOAD) return true
-  return false
 }

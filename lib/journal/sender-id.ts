@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto"
 import { open, readFile, rename } from "node:fs/promises"
 import { join } from "node:path"
-import { PirateError, errorMessage } from "../errors.js"
+import { PirateError, errorCode, errorMessage } from "../errors.js"
 import { LevelJournal } from "./level.js"
 import type { Journal } from "./types.js"
 
@@ -41,7 +41,7 @@ export async function senderIdIn(dir: string): Promise<string> {
   try {
     text = (await readFile(file, "latin1")).trim()
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw ioError(file, err)
+    if (errorCode(err) !== "ENOENT") throw ioError(file, err)
   }
   if (text !== undefined) {
     if (SENDER_ID.test(text)) return text

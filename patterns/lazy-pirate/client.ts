@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto"
 import { EventEmitter } from "node:events"
 import { Request } from "zeromq"
-import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
+import { encodePayload, resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
 import { debug } from "../../lib/debug.js"
 import {
   PirateError,
@@ -14,7 +14,9 @@ import {
   RequestTimeoutError,
   abortedError,
   closedError,
+  toError,
 } from "../../lib/errors.js"
+import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import {
   LPX_ERROR,
   LPX_OK,
@@ -22,13 +24,18 @@ import {
   decodeReplyStatus,
   encodeRequestHeader,
 } from "../../lib/protocol.js"
-import { assertPositiveInt, describe, endpointList, stripUndefined } from "../../lib/validate.js"
+import {
+  assertKnownOptions,
+  assertPositiveInt,
+  describe,
+  endpointList,
+  stripUndefined,
+} from "../../lib/validate.js"
 import {
   applyCurveClient,
   validateCurveClient,
   type CurveClientOptions,
 } from "../../lib/security.js"
-import type { Status } from "../../lib/lifecycle.js"
 
 /** Options of {@link LazyPirateClient}. `connect` is required; every other field is optional. */
 export interface LazyPirateClientOptions {
@@ -98,6 +105,22 @@ export const LAZY_PIRATE_CLIENT_DEFAULTS = Object.freeze({
   maxMessageSize: 16 * 1024 * 1024,
 })
 
+const CLIENT_OPTIONS = {
+  connect: true,
+  timeout: true,
+  retries: true,
+  codec: true,
+  framed: true,
+  concurrency: true,
+  maxMessageSize: true,
+  curve: true,
+} as const satisfies Record<keyof LazyPirateClientOptions, true>
+
+const REQUEST_OPTIONS = { timeout: true, retries: true, signal: true } as const satisfies Record<
+  keyof RequestOptions,
+  true
+>
+
 /** Largest delay `setTimeout` accepts. */
 const MAX_TIMEOUT = 2 ** 31 - 1
 
@@ -150,9 +173,7 @@ export class LazyPirateClient extends EventEmitter<LazyPirateClientEvents> {
   readonly #maxMessageSize: number
   readonly #curve: CurveClientOptions | undefined
 
-  #status: Status = "closed"
-  #opening: Promise<void> | undefined
-  #closing: Promise<void> | undefined
+  readonly #life = new Lifecycle("LazyPirateClient")
   /** Index of the endpoint new tries go to. */
   #current = 0
   readonly #idle: Pooled[] = []
@@ -165,13 +186,15 @@ export class LazyPirateClient extends EventEmitter<LazyPirateClientEvents> {
 
   /**
    * Validates the options; does no I/O (the first request, or {@link open}, connects).
-   * @throws TypeError or RangeError naming the option that is wrong.
+   * @throws TypeError or RangeError naming the option that is wrong (an unknown one too, with the
+   *   closest known name).
    */
   constructor(options: LazyPirateClientOptions) {
     super()
     if (typeof options !== "object" || options === null) {
       throw new TypeError(`'options' must be an object, got ${describe(options)}`)
     }
+    assertKnownOptions("LazyPirateClient", options, CLIENT_OPTIONS)
     const o = { ...LAZY_PIRATE_CLIENT_DEFAULTS, ...stripUndefined(options) }
     this.endpoints = Object.freeze([...endpointList("connect", o.connect)])
     for (const ep of this.endpoints) {
@@ -204,9 +227,9 @@ export class LazyPirateClient extends EventEmitter<LazyPirateClientEvents> {
     return client
   }
 
-  /** `"closed"` before {@link open} (the first request opens it), then `"opening"`, `"open"`, `"closing"`, `"closed"`. */
+  /** `"new"` before {@link open} (the first request opens it), then `"opening"`, `"open"`, `"closing"`, `"closed"`. */
   get status(): Status {
-    return this.#status
+    return this.#life.status
   }
 
   /** The endpoint new tries go to (it changes on failover). */
@@ -225,18 +248,21 @@ export class LazyPirateClient extends EventEmitter<LazyPirateClientEvents> {
    * @throws `PIRATE_CLOSED` when the client was closed.
    */
   open(): Promise<void> {
-    return (this.#opening ??= new Promise<void>((resolve) => {
-      this.#open()
-      resolve()
-    }))
+    return this.#life.open(() => {
+      // Connect one socket now so that the connection is up when the first request comes.
+      this.#idle.push({ sock: this.#newSocket(this.#current), endpoint: this.#current })
+      return Promise.resolve()
+    })
   }
 
   /** Stops the client: pending and queued requests reject with `PIRATE_CLOSED`. Idempotent. */
   close(): Promise<void> {
-    return (this.#closing ??= new Promise<void>((resolve) => {
-      this.#close()
-      resolve()
-    }))
+    return this.#life.close(() => {
+      const err = closedError("LazyPirateClient")
+      for (const call of this.#calls) this.#cancel(call, err)
+      for (const { sock } of this.#idle.splice(0)) sock.close()
+      return Promise.resolve()
+    })
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -251,8 +277,10 @@ export class LazyPirateClient extends EventEmitter<LazyPirateClientEvents> {
    *
    * @param payload - any msgpack-encodable value (a Buffer or string with `codec: "raw"`).
    * @returns the decoded reply (a Buffer with `codec: "raw"`).
-   * @throws TypeError or RangeError (synchronously) for wrong options or a payload the codec refuses.
-   * @throws `PIRATE_TIMEOUT` ({@link RequestTimeoutError}) when no try got a reply,
+   * @throws TypeError or RangeError (synchronously) for wrong options.
+   * @throws `PIRATE_ENCODE` when the codec cannot encode `payload` (a circular reference, a
+   *   symbol, a non-Buffer with `codec: "raw"`…; `cause` is the codec's error),
+   *   `PIRATE_TIMEOUT` ({@link RequestTimeoutError}) when no try got a reply,
    *   `PIRATE_REMOTE` ({@link RemoteError}) when the server's handler failed,
    *   `PIRATE_BUSY` when the server refused the request unrun (too many waiting: try later),
    *   `PIRATE_ABORTED` when `signal` fired, `PIRATE_CLOSED` when the client is (or gets) closed,
@@ -268,6 +296,7 @@ export class LazyPirateClient extends EventEmitter<LazyPirateClientEvents> {
     if (typeof options !== "object" || options === null) {
       throw new TypeError(`'options' must be an object, got ${describe(options)}`)
     }
+    assertKnownOptions("request()", options, REQUEST_OPTIONS)
     const timeout = options.timeout ?? this.#timeout
     const tries = options.retries ?? this.#retries
     assertTimeout("timeout", timeout)
@@ -276,26 +305,15 @@ export class LazyPirateClient extends EventEmitter<LazyPirateClientEvents> {
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw new TypeError(`'signal' must be an AbortSignal, got ${describe(signal)}`)
     }
-    const body = this.#codec.encode(payload)
-    if (this.#closing) return Promise.reject(closedError("LazyPirateClient"))
+    if (this.#life.closeRequested) return Promise.reject(closedError("LazyPirateClient"))
+    let body: Buffer
+    try {
+      body = encodePayload(this.#codec, payload)
+    } catch (err) {
+      return Promise.reject(toError(err))
+    }
     if (signal?.aborted) return Promise.reject(abortedError(signal))
     return this.#request(body, timeout, tries, signal)
-  }
-
-  #open(): void {
-    if (this.#closing) throw closedError("LazyPirateClient")
-    this.#status = "opening"
-    // Connect one socket now so that the connection is up when the first request comes.
-    this.#idle.push({ sock: this.#newSocket(this.#current), endpoint: this.#current })
-    this.#status = "open"
-  }
-
-  #close(): void {
-    this.#status = "closing"
-    const err = closedError("LazyPirateClient")
-    for (const call of this.#calls) this.#cancel(call, err)
-    for (const { sock } of this.#idle.splice(0)) sock.close()
-    this.#status = "closed"
   }
 
   async #request(
@@ -321,7 +339,7 @@ export class LazyPirateClient extends EventEmitter<LazyPirateClientEvents> {
       if (this.#inFlight < this.#concurrency) this.#inFlight++
       else await this.#waitForSlot(call)
       try {
-        if (this.#status !== "open") await this.open()
+        if (this.#life.status !== "open") await this.open()
         return await this.#tries(call, body, timeout, tries)
       } finally {
         this.#releaseSlot()
@@ -379,7 +397,7 @@ export class LazyPirateClient extends EventEmitter<LazyPirateClientEvents> {
       // this try (the socket was fresh), but the socket cannot be reused.
       const stopped = cancellation(call)
       if (stopped) throw stopped
-      if (call.timedOut || this.#closing) sock.close()
+      if (call.timedOut || this.#life.closeRequested) sock.close()
       else this.#idle.push({ sock, endpoint: index })
       this.#stats.replies++
       return this.#parse(reply, endpoint)

@@ -5,10 +5,11 @@
  */
 import { EventEmitter, setMaxListeners } from "node:events"
 import { Router } from "zeromq"
-import { bindRetrying } from "../../lib/writer.js"
-import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
+import { SocketWriter, bindRetrying } from "../../lib/writer.js"
+import { encodePayload, resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
 import { debug } from "../../lib/debug.js"
 import { PirateError, closedError, toError } from "../../lib/errors.js"
+import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import {
   LPX_ERROR,
   LPX_OK,
@@ -19,6 +20,7 @@ import {
 import { Fifo } from "../../lib/fifo.js"
 import {
   assertFunction,
+  assertKnownOptions,
   assertNonNegativeInt,
   assertPositiveInt,
   describe,
@@ -30,7 +32,6 @@ import {
   validateCurveServer,
   type CurveServerOptions,
 } from "../../lib/security.js"
-import type { Status } from "../../lib/lifecycle.js"
 
 /** What a handler learns about the request besides its payload. */
 export interface RequestContext {
@@ -131,6 +132,18 @@ export const REPLY_CACHE_DEFAULTS = Object.freeze({
   ttl: 60_000,
 }) satisfies Required<ReplyCacheOptions>
 
+const SERVER_OPTIONS = {
+  bind: true,
+  handler: true,
+  concurrency: true,
+  maxQueued: true,
+  replyCache: true,
+  codec: true,
+  maxMessageSize: true,
+  closeTimeout: true,
+  curve: true,
+} as const satisfies Record<keyof LazyPirateServerOptions, true>
+
 /** Replies still queued in libzmq when the socket closes get this long to leave (ms). */
 const CLOSE_LINGER = 100
 const STATUS_OK = encodeReplyStatus(LPX_OK)
@@ -215,28 +228,28 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
   readonly #queue = new Fifo<Queued>()
   readonly #abort = new AbortController()
 
-  #status: Status = "closed"
-  #opening: Promise<void> | undefined
-  #closing: Promise<void> | undefined
+  readonly #life = new Lifecycle("LazyPirateServer")
   #router: Router | undefined
+  /** The one writer of the socket (zeromq allows one pending send per socket). */
+  #writer: SocketWriter | undefined
   #endpoint: string | undefined
   #loop: Promise<void> | undefined
   #running = 0
-  /** Wakes close() when everything running has finished and been written. */
+  /** Wakes close() when every running handler has finished. */
   #idle: (() => void) | undefined
-  #writing = false
-  readonly #outbox: Buffer[][] = []
   readonly #stats = { requests: 0, replies: 0, errors: 0, cacheHits: 0, dropped: 0, refused: 0 }
 
   /**
    * Validates the options; does no I/O.
-   * @throws TypeError or RangeError naming the option that is wrong.
+   * @throws TypeError or RangeError naming the option that is wrong (an unknown one too, with the
+   *   closest known name).
    */
   constructor(options: LazyPirateServerOptions) {
     super()
     if (typeof options !== "object" || options === null) {
       throw new TypeError(`'options' must be an object, got ${describe(options)}`)
     }
+    assertKnownOptions("LazyPirateServer", options, SERVER_OPTIONS)
     const o = { ...LAZY_PIRATE_SERVER_DEFAULTS, ...stripUndefined(options) }
     const [bind] = endpointList("bind", o.bind)
     if (typeof o.bind !== "string" || bind === undefined) {
@@ -267,9 +280,9 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
     return server
   }
 
-  /** `"closed"` before {@link open}, then `"opening"`, `"open"`, `"closing"`, `"closed"`. */
+  /** `"new"` before {@link open} (and after a failed one), then `"opening"`, `"open"`, `"closing"`, `"closed"`. */
   get status(): Status {
-    return this.#status
+    return this.#life.status
   }
 
   /**
@@ -289,11 +302,12 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
   }
 
   /**
-   * Binds the socket and starts answering. Idempotent.
-   * @throws the bind error of zeromq (e.g. `EADDRINUSE`), or `PIRATE_CLOSED` after {@link close}.
+   * Binds the socket and starts answering. Idempotent; a failed open may be retried.
+   * @throws `PIRATE_ADDRESS_IN_USE` when `bind` is in use, another bind error of zeromq, or
+   *   `PIRATE_CLOSED` after {@link close}.
    */
   open(): Promise<void> {
-    return (this.#opening ??= this.#open())
+    return this.#life.open(() => this.#open())
   }
 
   /**
@@ -301,7 +315,7 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
    * to `closeTimeout` ms to finish and send their replies, then the socket closes. Idempotent.
    */
   close(): Promise<void> {
-    return (this.#closing ??= this.#close())
+    return this.#life.close(() => this.#close())
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -309,54 +323,54 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
   }
 
   async #open(): Promise<void> {
-    if (this.#closing) throw closedError("LazyPirateServer")
-    this.#status = "opening"
     const router = new Router({ linger: 0, maxMessageSize: this.#maxMessageSize })
     try {
       if (this.#curve) this.#unregisterCurve = await applyCurveServer(router, this.#curve)
-      await bindRetrying(router, this.#bind)
+      await bindRetrying(router, this.#bind, "bind")
     } catch (err) {
       this.#unregisterCurve?.()
+      this.#unregisterCurve = undefined
       router.close()
-      this.#status = "closed"
       throw err
     }
     this.#router = router
     this.#endpoint = router.lastEndpoint ?? this.#bind
+    this.#writer = new SocketWriter(router, (err) => {
+      // Without `mandatory` a ROUTER drops a reply to a vanished client instead of failing:
+      // that is what we want for the abandoned tries of a Lazy Pirate client.
+      if (!router.closed) debug("lazy pirate server: send failed: %O", err)
+    })
     this.#loop = this.#receiveLoop(router).catch((err: unknown) => {
       this.emit("error", toError(err))
     })
-    this.#status = "open"
     debug("lazy pirate server: bound %s", this.#endpoint)
   }
 
+  /** Runs once an open in progress has settled (see `Lifecycle.close`). */
   async #close(): Promise<void> {
-    await this.#opening?.catch(() => undefined)
     const router = this.#router
-    if (router === undefined) {
-      this.#status = "closed"
-      return
-    }
-    this.#status = "closing"
+    if (router === undefined) return
     this.#abort.abort(closedError("LazyPirateServer"))
     // Requests that never started are dropped: their clients retry, elsewhere if they can.
     for (const q of this.#queue.drain()) if (q.id !== undefined) this.#joined.delete(q.id)
-    if (this.#running > 0 || this.#writing) {
-      let timer: NodeJS.Timeout | undefined
-      await new Promise<void>((resolve) => {
-        this.#idle = resolve
-        timer = setTimeout(resolve, this.#closeTimeout)
-      })
-      clearTimeout(timer)
-      this.#idle = undefined
-    }
+    // Running handlers get up to closeTimeout to finish, and their replies to be written.
+    let timer: NodeJS.Timeout | undefined
+    const timedOut = new Promise<void>(
+      (resolve) => (timer = setTimeout(resolve, this.#closeTimeout)),
+    )
+    const settled = (async () => {
+      if (this.#running > 0) await new Promise<void>((resolve) => (this.#idle = resolve))
+      await this.#writer?.flushed()
+    })()
+    await Promise.race([settled, timedOut])
+    clearTimeout(timer)
+    this.#idle = undefined
     router.linger = CLOSE_LINGER
     router.close()
+    this.#writer?.clear()
     this.#unregisterCurve?.()
     await this.#loop
     this.#joined.clear()
-    this.#outbox.length = 0
-    this.#status = "closed"
   }
 
   async #receiveLoop(router: Router): Promise<void> {
@@ -367,10 +381,10 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
       try {
         msg = await router.receive()
       } catch (err) {
-        if (this.#closing) return
+        if (this.#life.closeRequested) return
         throw err
       }
-      if (!this.#closing) this.#onMessage(msg)
+      if (!this.#life.closeRequested) this.#onMessage(msg)
     }
   }
 
@@ -442,7 +456,7 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
     try {
       const payload = this.#codec.decode(body)
       const result: unknown = await this.#handler(payload, { id, raw, signal: this.#abort.signal })
-      const encoded = this.#codec.encode(result)
+      const encoded = encodePayload(this.#codec, result)
       frames = raw ? [encoded] : [STATUS_OK, encoded]
     } catch (err) {
       this.#stats.errors++
@@ -461,7 +475,7 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
     } else if (frames) {
       this.#reply(envelope, frames)
     }
-    const next = this.#closing ? undefined : this.#queue.shift()
+    const next = this.#life.closeRequested ? undefined : this.#queue.shift()
     if (next) this.#start(next.envelope, next.id, next.body)
     this.#checkIdle()
     if (failed) this.emit("request:error", { id, raw, error })
@@ -476,33 +490,11 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
   #reply(envelope: Buffer[], frames: Buffer[]): void {
     if (this.#router === undefined || this.#router.closed) return
     this.#stats.replies++
-    const msg = envelope.concat(frames)
-    // One writer per socket: a second send() while one is pending throws EBUSY.
-    if (this.#writing) {
-      this.#outbox.push(msg)
-      return
-    }
-    this.#writing = true
-    void this.#flush(this.#router, msg)
-  }
-
-  async #flush(router: Router, first: Buffer[]): Promise<void> {
-    for (let msg: Buffer[] | undefined = first; msg; msg = this.#outbox.shift()) {
-      try {
-        // Without `mandatory` a ROUTER drops a reply to a vanished client instead of blocking:
-        // that is what we want for the abandoned tries of a Lazy Pirate client.
-        await router.send(msg)
-      } catch (err) {
-        if (router.closed) break
-        debug("lazy pirate server: send failed: %O", err)
-      }
-    }
-    this.#writing = false
-    this.#checkIdle()
+    this.#writer?.write(envelope.concat(frames))
   }
 
   #checkIdle(): void {
-    if (this.#idle && this.#running === 0 && !this.#writing) this.#idle()
+    if (this.#idle && this.#running === 0) this.#idle()
   }
 }
 
@@ -514,6 +506,7 @@ function replyCache(option: unknown): ReplyCache | undefined {
       `'replyCache' must be a boolean or an object such as { size: 1000, ttl: 60000 }, got ${describe(option)}`,
     )
   }
+  assertKnownOptions("replyCache", option, REPLY_CACHE_DEFAULTS)
   const o = { ...REPLY_CACHE_DEFAULTS, ...stripUndefined(option as ReplyCacheOptions) }
   assertPositiveInt("replyCache.size", o.size)
   assertPositiveInt("replyCache.ttl", o.ttl)

@@ -1,9 +1,9 @@
 import { EventEmitter } from "node:events"
 import { Router } from "zeromq"
 import { debug } from "../../lib/debug.js"
-import { PirateError, errorMessage, toError } from "../../lib/errors.js"
+import { PirateError, errorCode, errorMessage, toError } from "../../lib/errors.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
-import { renderPrometheus, type Metric } from "../../lib/metrics.js"
+import { metricsOf, renderPrometheus } from "../../lib/metrics.js"
 import {
   FRAME_EMPTY,
   LPX_ERROR,
@@ -14,7 +14,7 @@ import {
 } from "../../lib/protocol.js"
 import { SocketWriter, bindRetrying } from "../../lib/writer.js"
 import { applyCurveServer } from "../../lib/security.js"
-import { singleEndpoint } from "../../lib/validate.js"
+import { assertKnownOptions, singleEndpoint } from "../../lib/validate.js"
 import {
   Dispatcher,
   forward,
@@ -24,7 +24,7 @@ import {
   type Waiter,
   type WorkerInfo,
 } from "./core/index.js"
-import { SENDER_DEFAULTS, resolveCore, type SenderOptions } from "./settings.js"
+import { CORE_OPTIONS, SENDER_DEFAULTS, resolveCore, type SenderOptions } from "./settings.js"
 import type { Journal, JournalEntry } from "../../lib/journal/types.js"
 import { decodeRequestRecord, encodeRequestRecord } from "../../lib/request-record.js"
 
@@ -56,6 +56,12 @@ export interface QueueStats extends SenderStats {
   /** Malformed client requests dropped. */
   malformed: number
 }
+
+const QUEUE_OPTIONS = {
+  ...CORE_OPTIONS,
+  frontend: true,
+  backend: true,
+} as const satisfies Record<keyof ParanoidPirateQueueOptions, true>
 
 const OK_STATUS = encodeReplyStatus(LPX_OK)
 const ERROR_STATUS = encodeReplyStatus(LPX_ERROR)
@@ -115,6 +121,7 @@ export class ParanoidPirateQueue extends EventEmitter<ParanoidPirateQueueEvents>
     super()
     if (typeof options !== "object" || options === null)
       throw new TypeError("ParanoidPirateQueue options must be an object")
+    assertKnownOptions("ParanoidPirateQueue", options, QUEUE_OPTIONS)
     this.#frontendBind = singleEndpoint("frontend", options.frontend)
     this.#backendBind = singleEndpoint("backend", options.backend)
     const { journal, settings } = resolveCore(options)
@@ -162,7 +169,7 @@ export class ParanoidPirateQueue extends EventEmitter<ParanoidPirateQueueEvents>
         this.#restore(entry),
       )
       forward(core, this)
-      await core.open(this.#backendBind)
+      await core.open(this.#backendBind, "backend")
       this.#core = core
       const frontend = new Router({
         linger: 0,
@@ -172,7 +179,7 @@ export class ParanoidPirateQueue extends EventEmitter<ParanoidPirateQueueEvents>
       try {
         if (this.#settings.curve)
           this.#unregisterCurve = await applyCurveServer(frontend, this.#settings.curve)
-        await bindRetrying(frontend, this.#frontendBind)
+        await bindRetrying(frontend, this.#frontendBind, "frontend")
       } catch (err) {
         frontend.close()
         await core.close()
@@ -220,12 +227,7 @@ export class ParanoidPirateQueue extends EventEmitter<ParanoidPirateQueueEvents>
   metrics(labels: Record<string, string> = {}): string {
     this.#life.assertOpen()
     const core = this.#core as Dispatcher
-    const c = (name: string, help: string, value: number): Metric => ({
-      name: `pirate_queue_${name}_total`,
-      help,
-      type: "counter",
-      value,
-    })
+    const { counter: c } = metricsOf("pirate_queue")
     return renderPrometheus(
       [
         ...core.metrics("pirate_queue"),
@@ -256,7 +258,7 @@ export class ParanoidPirateQueue extends EventEmitter<ParanoidPirateQueueEvents>
       try {
         msg = await frontend.receive()
       } catch (err) {
-        if (frontend.closed || (err as { code?: string }).code === "EAGAIN") return
+        if (frontend.closed || errorCode(err) === "EAGAIN") return
         throw err
       }
       // REQ clients: [client, "", body] or, framed, [client, "", header, body].

@@ -1,10 +1,10 @@
 import { EventEmitter } from "node:events"
 import { encodeBody, resolveCodec, type Codec } from "../../lib/codec.js"
-import { PirateError, abortedError, toError } from "../../lib/errors.js"
+import { PirateError, RequestTimeoutError, abortedError, toError } from "../../lib/errors.js"
 import type { DeadLetter, Journal } from "../../lib/journal/types.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import { renderPrometheus } from "../../lib/metrics.js"
-import { assertPositiveInt, singleEndpoint } from "../../lib/validate.js"
+import { assertKnownOptions, assertPositiveInt, singleEndpoint } from "../../lib/validate.js"
 import {
   Dispatcher,
   forward,
@@ -14,7 +14,7 @@ import {
   type SenderStats,
   type WorkerInfo,
 } from "./core/index.js"
-import { SENDER_DEFAULTS, resolveCore, type SenderOptions } from "./settings.js"
+import { CORE_OPTIONS, SENDER_DEFAULTS, resolveCore, type SenderOptions } from "./settings.js"
 
 export { SENDER_DEFAULTS, type SenderOptions }
 
@@ -31,6 +31,16 @@ export interface RequestToWorkerOptions extends SendOptions {
 }
 
 export type { SenderEvents, SenderStats, WorkerInfo }
+
+const SENDER_OPTIONS = { ...CORE_OPTIONS, bind: true, codec: true } as const satisfies Record<
+  keyof SenderOptions,
+  true
+>
+const SEND_OPTIONS = { signal: true } as const satisfies Record<keyof SendOptions, true>
+const REQUEST_OPTIONS = { signal: true, timeout: true } as const satisfies Record<
+  keyof RequestToWorkerOptions,
+  true
+>
 
 /**
  * The brokerless queue inside a producer process. Binds a ROUTER that workers connect to, keeps
@@ -55,12 +65,14 @@ export class Sender extends EventEmitter<SenderEvents> {
 
   /**
    * Validates options; does no I/O.
-   * @throws TypeError or RangeError naming a wrong option.
+   * @throws TypeError or RangeError naming a wrong option (an unknown one too, with the closest
+   *   known name).
    */
   constructor(options: SenderOptions) {
     super()
     if (typeof options !== "object" || options === null)
       throw new TypeError("Sender options must be an object")
+    assertKnownOptions("Sender", options, SENDER_OPTIONS)
     this.#bind = singleEndpoint("bind", options.bind)
     this.#codec = resolveCodec(options.codec)
     const { journal, settings } = resolveCore(options)
@@ -132,13 +144,15 @@ export class Sender extends EventEmitter<SenderEvents> {
    * @returns the message id, once the message is as durable as `durability` says.
    * @throws PirateError `PIRATE_CLOSED`, `PIRATE_ABORTED`, `PIRATE_JOURNAL_FULL` (disk full: the
    *   message was not kept; retry once space is freed), `PIRATE_JOURNAL_IO`, `PIRATE_TOO_LARGE`
-   *   (the encoded payload is over `maxMessageSize` less 4 bytes); TypeError when the codec
-   *   cannot encode the payload.
+   *   (the encoded payload is over `maxMessageSize` less 4 bytes), `PIRATE_ENCODE` (the codec
+   *   cannot encode the payload: a circular reference, a symbol…; `cause` is the codec's error);
+   *   TypeError for an unknown option.
    */
   send(payload: unknown, options: SendOptions = {}): Promise<string> {
     let frame: Buffer
     let core: Dispatcher
     try {
+      assertKnownOptions("send()", options, SEND_OPTIONS)
       core = this.#open()
       frame = encodeBody(this.#codec, payload)
     } catch (err) {
@@ -151,10 +165,12 @@ export class Sender extends EventEmitter<SenderEvents> {
    * Sends a message and resolves with the worker's reply. Requests are kept in memory only (their
    * caller would not survive a restart either) and wait for room in the window; they are still
    * redelivered if a worker is lost. `timeout` covers the whole wait, for room and for the reply.
-   * @throws PirateError `PIRATE_TIMEOUT`, `PIRATE_ABORTED`, `PIRATE_CLOSED`, `PIRATE_DEAD_LETTER`,
-   *   `PIRATE_DECODE`, `PIRATE_TOO_LARGE`
+   * @throws PirateError `PIRATE_TIMEOUT` (a {@link RequestTimeoutError}), `PIRATE_ABORTED`,
+   *   `PIRATE_CLOSED`, `PIRATE_DEAD_LETTER`, `PIRATE_DECODE`, `PIRATE_TOO_LARGE`,
+   *   `PIRATE_ENCODE`; TypeError for an unknown option.
    */
   async request(payload: unknown, options: RequestToWorkerOptions = {}): Promise<unknown> {
+    assertKnownOptions("request()", options, REQUEST_OPTIONS)
     const core = this.#open()
     const frame = encodeBody(this.#codec, payload)
     const tooLarge = core.tooLarge(frame)
@@ -164,12 +180,12 @@ export class Sender extends EventEmitter<SenderEvents> {
     if (signal?.aborted) throw abortedError(signal)
     // One signal for both waits: the caller's abort or the timeout, whichever comes first.
     const stop = new AbortController()
-    const timedOut = new PirateError(
-      "PIRATE_TIMEOUT",
-      `no reply from a worker within ${timeout} ms`,
-    )
+    const timedOut = (ms: number): RequestTimeoutError =>
+      new RequestTimeoutError([this.endpoint], 1, ms, {
+        message: `no reply from a worker of the sender at ${this.endpoint} within ${ms} ms; are workers connected, and is the handler that slow?`,
+      })
     const timer =
-      timeout === undefined ? undefined : setTimeout(() => stop.abort(timedOut), timeout)
+      timeout === undefined ? undefined : setTimeout(() => stop.abort(timedOut(timeout)), timeout)
     const onAbort = (): void => stop.abort(abortedError(signal as AbortSignal))
     signal?.addEventListener("abort", onAbort, { once: true })
     let id: string | undefined

@@ -70,6 +70,26 @@ export interface SenderOptions {
 /** Options shared by `Sender` and `ParanoidPirateQueue` (the queue core). */
 export type CoreOptions = Omit<SenderOptions, "bind" | "codec">
 
+/** Every name of {@link CoreOptions}, to refuse unknown ones (see `assertKnownOptions`). */
+export const CORE_OPTIONS = {
+  journal: true,
+  durability: true,
+  heartbeatInterval: true,
+  liveness: true,
+  maxAttempts: true,
+  retryBackoff: true,
+  ackTimeout: true,
+  window: true,
+  windowBytes: true,
+  maxBacklog: true,
+  maxBacklogBytes: true,
+  maxBatch: true,
+  maxMessageSize: true,
+  sendTimeout: true,
+  random: true,
+  curve: true,
+} as const satisfies Record<keyof CoreOptions, true>
+
 /** Defaults of the queue core's options (`Sender`, `ParanoidPirateQueue`). */
 export const SENDER_DEFAULTS = Object.freeze({
   heartbeatInterval: 1000,

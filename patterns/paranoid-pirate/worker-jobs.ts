@@ -4,7 +4,14 @@
  * result, a nack with its error, or nothing when the session that brought it is gone.
  */
 import { joinBody } from "../../lib/body.js"
-import { decodeRange, encodeReply, msgpackCodec, rawCodec, type Codec } from "../../lib/codec.js"
+import {
+  decodeRange,
+  encodePayload,
+  encodeReply,
+  msgpackCodec,
+  rawCodec,
+  type Codec,
+} from "../../lib/codec.js"
 import { errorMessage, toError, tooLargeError } from "../../lib/errors.js"
 import type { LatencyHistogram } from "../../lib/metrics.js"
 import {
@@ -292,7 +299,7 @@ export class Jobs {
   /** Runs the handler for the dedupe store, which keeps its encoded reply. */
   async #handle(payload: unknown, ctx: JobContext): Promise<Buffer> {
     const t0 = performance.now()
-    const reply = this.#h.codec.encode(await this.#h.handler(payload, ctx))
+    const reply = encodePayload(this.#h.codec, await this.#h.handler(payload, ctx))
     this.#h.latency.record(performance.now() - t0)
     return reply
   }

@@ -2,11 +2,12 @@
 import { validateBackoff, type BackoffOptions } from "../../lib/backoff.js"
 import { resolveCodec, type Codec, type CodecOption } from "../../lib/codec.js"
 import type { DedupeOptions } from "../../lib/journal/dedupe.js"
-import type { LatencySummary, Metric } from "../../lib/metrics.js"
+import { metricsOf, type LatencySummary, type Metric } from "../../lib/metrics.js"
 import {
   assertFunction,
   assertNonNegativeInt,
   assertOneOf,
+  assertKnownOptions,
   assertPositiveInt,
   endpointList,
   stripUndefined,
@@ -84,6 +85,24 @@ export const WORKER_DEFAULTS = Object.freeze({
   maxBatch: 64,
 })
 
+/** Every name of {@link WorkerOptions}, to refuse unknown ones. */
+const WORKER_OPTIONS = {
+  connect: true,
+  handler: true,
+  concurrency: true,
+  prefetch: true,
+  heartbeatInterval: true,
+  liveness: true,
+  reconnect: true,
+  codec: true,
+  protocol: true,
+  closeTimeout: true,
+  maxMessageSize: true,
+  maxBatch: true,
+  dedupe: true,
+  curve: true,
+} as const satisfies Record<keyof WorkerOptions, true>
+
 export interface WorkerStats {
   /** Messages received. */
   received: number
@@ -137,6 +156,7 @@ export function resolveWorker(options: WorkerOptions): {
 } {
   if (typeof options !== "object" || (options as unknown) === null)
     throw new TypeError("Worker options must be an object")
+  assertKnownOptions("Worker", options, WORKER_OPTIONS)
   const endpoints = endpointList("connect", options.connect)
   assertFunction("handler", options.handler)
   const o = { ...WORKER_DEFAULTS, ...stripUndefined(options) }
@@ -170,18 +190,7 @@ export function resolveWorker(options: WorkerOptions): {
 
 /** A worker's stats as metrics for the Prometheus text format. */
 export function workerMetrics(s: WorkerStats): Metric[] {
-  const c = (name: string, help: string, value: number): Metric => ({
-    name: `pirate_worker_${name}_total`,
-    help,
-    type: "counter",
-    value,
-  })
-  const g = (name: string, help: string, value: number): Metric => ({
-    name: `pirate_worker_${name}`,
-    help,
-    type: "gauge",
-    value,
-  })
+  const { counter: c, gauge: g, summary } = metricsOf("pirate_worker")
   return [
     c("received", "Messages received.", s.received),
     c("acked", "Messages acked.", s.acked),
@@ -197,11 +206,6 @@ export function workerMetrics(s: WorkerStats): Metric[] {
       "Sender sessions connected.",
       s.sessions.filter((x) => x.connected).length,
     ),
-    {
-      name: "pirate_worker_handler_seconds",
-      help: "Handler run time of successful jobs.",
-      type: "summary",
-      value: s.handlerLatency,
-    },
+    summary("handler_seconds", "Handler run time of successful jobs.", s.handlerLatency),
   ]
 }

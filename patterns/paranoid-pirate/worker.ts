@@ -3,7 +3,7 @@ import { Dealer } from "zeromq"
 import { Backoff } from "../../lib/backoff.js"
 import { splitBody } from "../../lib/body.js"
 import { debug } from "../../lib/debug.js"
-import { PirateError, errorMessage, toError } from "../../lib/errors.js"
+import { PirateError, errorCode, errorMessage, toError } from "../../lib/errors.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import { LatencyHistogram, renderPrometheus } from "../../lib/metrics.js"
 import { Liveness } from "../../lib/liveness.js"
@@ -334,7 +334,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       try {
         msg = await socket.receive()
       } catch (err) {
-        if (socket.closed || (err as { code?: string }).code === "EAGAIN") return
+        if (socket.closed || errorCode(err) === "EAGAIN") return
         throw err
       }
       if (s.generation !== generation || this.#expired(s)) return

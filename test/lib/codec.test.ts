@@ -276,9 +276,22 @@ describe("raw codec", () => {
     expect(rawCodec.decode(Buffer.alloc(0))).toEqual(Buffer.alloc(0))
   })
 
-  it("refuses other values with a TypeError (a programmer mistake)", () => {
-    for (const value of [42, null, undefined, { a: 1 }, [1]]) {
-      expect(() => rawCodec.encode(value)).toThrow(TypeError)
+  it("refuses other values with PIRATE_ENCODE, the reason a TypeError in `cause`", () => {
+    for (const [value, type] of [
+      [42, "number"],
+      [null, "null"],
+      [undefined, "undefined"],
+      [{ a: 1 }, "object"],
+      [[1], "object"],
+    ] as const) {
+      expect(() => rawCodec.encode(value)).toThrow(
+        expect.objectContaining({
+          name: "PirateError",
+          code: "PIRATE_ENCODE",
+          message: `the raw codec cannot encode the payload: it sends a Buffer, a Uint8Array or a string as it is, got ${type}`,
+          cause: expect.any(TypeError) as unknown,
+        }),
+      )
     }
   })
 })

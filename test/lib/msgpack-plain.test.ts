@@ -260,9 +260,16 @@ describe("plain msgpack fast path: encoding", () => {
   it("throws as msgpackr does, and the next encoding is whole", () => {
     const circular: Record<string, unknown> = { a: 1 }
     circular["self"] = circular
-    expect(() => msgpackCodec.encode(circular)).toThrow(RangeError)
+    expect(() => msgpackCodec.encode(circular)).toThrow(
+      expect.objectContaining({ code: "PIRATE_ENCODE", cause: expect.any(RangeError) as unknown }),
+    )
     const huge = 2n ** 70n
-    expect(() => msgpackCodec.encode({ huge })).toThrow(/too large/)
+    expect(() => msgpackCodec.encode({ huge })).toThrow(
+      expect.objectContaining({
+        code: "PIRATE_ENCODE",
+        message: expect.stringMatching(/64 bits/) as unknown,
+      }),
+    )
     expectSameBytes({ after: "error", n: 1 })
   })
 

@@ -39,7 +39,7 @@ async function fakeSender(options: { sender?: string; bind?: string } = {}): Pro
 }> {
   const router = new Router({ linger: 0 })
   onTestFinished(() => router.close())
-  await bindRetrying(router, options.bind ?? "tcp://127.0.0.1:*")
+  await bindRetrying(router, options.bind ?? "tcp://127.0.0.1:*", "bind")
   const next = async (match: (msg: Buffer[]) => boolean): Promise<Buffer[]> => {
     for (let i = 0; i < 1000; i++) {
       const msg = await router.receive()

@@ -60,15 +60,16 @@ describe("options are validated in the constructor", () => {
     expect(() => new LazyPirateClient()).toThrow(TypeError)
   })
 
-  it("client: request() options and payloads are checked synchronously", () => {
+  it("client: request() options are checked synchronously; a payload the codec refuses rejects", async () => {
     const client = openClient({ connect: ep })
     expect(() => client.request("x", { timeout: -1 })).toThrow(RangeError)
     expect(() => client.request("x", { retries: 0 })).toThrow(/'retries'/)
     // @ts-expect-error wrong type on purpose
     expect(() => client.request("x", { signal: "stop" })).toThrow(/'signal'/)
     const raw = openClient({ connect: ep, codec: "raw" })
-    expect(() => raw.request(42)).toThrow(TypeError)
-    expect(client.status).toBe("closed") // nothing was sent: still not opened
+    await expect(raw.request(42)).rejects.toMatchObject({ code: "PIRATE_ENCODE" })
+    expect(raw.status).toBe("new") // nothing was sent: still not opened
+    expect(client.status).toBe("new")
   })
 
   it("server: TypeError or RangeError naming the option; no I/O before open()", () => {
@@ -94,7 +95,7 @@ describe("options are validated in the constructor", () => {
       /'maxMessageSize'/,
     )
     const server = new LazyPirateServer({ bind, handler: echo })
-    expect(server.status).toBe("closed")
+    expect(server.status).toBe("new")
     expect(() => server.endpoint).toThrow(expect.objectContaining({ code: "PIRATE_NOT_OPEN" }))
   })
 })
@@ -113,7 +114,7 @@ describe("lifecycle", () => {
     expect(server.close()).toBe(closing)
     await closing
     expect(server.status).toBe("closed")
-    await expect(server.open()).resolves.toBeUndefined() // still the first open()
+    await expect(server.open()).rejects.toMatchObject({ code: "PIRATE_CLOSED" })
     expect(server.status).toBe("closed")
 
     const closedFirst = new LazyPirateServer({ bind: "tcp://127.0.0.1:*", handler: echo })
@@ -124,7 +125,7 @@ describe("lifecycle", () => {
   it("client: opens lazily, open/close idempotent, asyncDispose, PIRATE_CLOSED afterwards", async () => {
     const server = await startServer({ handler: echo })
     const client = new LazyPirateClient({ connect: server.endpoint })
-    expect(client.status).toBe("closed")
+    expect(client.status).toBe("new")
     await expect(client.request("hi")).resolves.toBe("hi")
     expect(client.status).toBe("open")
     expect(client.open()).toBe(client.open())
@@ -136,7 +137,7 @@ describe("lifecycle", () => {
     const opened = await LazyPirateClient.open({ connect: server.endpoint })
     expect(opened.status).toBe("open")
     await opened.close()
-    await expect(opened.open()).resolves.toBeUndefined()
+    await expect(opened.open()).rejects.toMatchObject({ code: "PIRATE_CLOSED" })
     const never = new LazyPirateClient({ connect: server.endpoint })
     await never.close()
     await expect(never.open()).rejects.toMatchObject({ code: "PIRATE_CLOSED" })

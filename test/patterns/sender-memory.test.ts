@@ -129,7 +129,10 @@ describe("Sender: bounded memory on waiting paths", () => {
       journal: dir,
       curve: { ...server, allow: [generateKeyPair().publicKey] },
     })
-    await expect(second.open()).rejects.toMatchObject({ code: "EADDRINUSE" })
+    await expect(second.open()).rejects.toMatchObject({
+      code: "PIRATE_ADDRESS_IN_USE",
+      cause: expect.objectContaining({ code: "EADDRINUSE" }) as unknown,
+    })
     expect(zapDomainCount()).toBe(domains)
     // The journal was closed: another process (here, a LevelJournal) may take it.
     const journal = new LevelJournal(dir)

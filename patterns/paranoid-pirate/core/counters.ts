@@ -1,5 +1,10 @@
 /** The core's counters and gauges, as `stats()` and as Prometheus metrics. */
-import { LatencyHistogram, type LatencySummary, type Metric } from "../../../lib/metrics.js"
+import {
+  LatencyHistogram,
+  metricsOf,
+  type LatencySummary,
+  type Metric,
+} from "../../../lib/metrics.js"
 
 /**
  * A snapshot of a `Sender`'s counters: the core's, which `ParanoidPirateQueue`'s `QueueStats`
@@ -108,16 +113,7 @@ export class Counters {
 
 /** The stats as metrics for the Prometheus text format (`prefix` e.g. "pirate_sender"). */
 export function statsMetrics(prefix: string, s: DispatcherStats): Metric[] {
-  const metric =
-    (type: "gauge" | "counter") =>
-    (name: string, help: string, value: number): Metric => ({
-      name: type === "counter" ? `${prefix}_${name}_total` : `${prefix}_${name}`,
-      help,
-      type,
-      value,
-    })
-  const g = metric("gauge")
-  const c = metric("counter")
+  const { gauge: g, counter: c, summary } = metricsOf(prefix)
   return [
     g("ready", "Messages waiting for a worker.", s.ready),
     g("in_flight", "Messages handed to a worker and not yet acked.", s.inFlight),
@@ -137,11 +133,6 @@ export function statsMetrics(prefix: string, s: DispatcherStats): Metric[] {
     c("dropped", "Malformed or unexpected frames dropped.", s.dropped),
     c("workers_lost", "Workers lost.", s.workersLost),
     c("denied", "Connection attempts refused by the CURVE policy.", s.denied),
-    {
-      name: `${prefix}_ack_latency_seconds`,
-      help: "Time from acceptance to ack.",
-      type: "summary",
-      value: s.latency,
-    },
+    summary("ack_latency_seconds", "Time from acceptance to ack.", s.latency),
   ]
 }

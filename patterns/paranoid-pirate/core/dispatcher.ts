@@ -12,6 +12,7 @@ import { debug } from "../../../lib/debug.js"
 import {
   PirateError,
   closedError,
+  errorCode,
   errorMessage,
   toError,
   tooLargeError,
@@ -179,7 +180,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   // ------------------------------------------------------------------------------------------
   // lifecycle
 
-  async open(bind: string): Promise<void> {
+  /** Opens the journal and binds `bind`, the endpoint of the option named `option` (for errors). */
+  async open(bind: string, option = "bind"): Promise<void> {
     await this.#journal.open()
     let router: Router | undefined
     try {
@@ -194,12 +196,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       }
       router = workerRouter(this.#s)
       const r = router
-      if (this.#s.curve) {
-        this.#unregisterCurve = await applyCurveServer(r, this.#s.curve)
-        // Every refused handshake, the ZAP handler's denials included, is reported here once.
-        void watchRefusals(r, () => this.#n.denied++)
-      }
-      await bindRetrying(router, bind)
+      if (this.#s.curve) this.#unregisterCurve = await applyCurveServer(r, this.#s.curve)
+      await bindRetrying(router, bind, option)
+      // Every refused handshake, the ZAP handler's denials included, is reported here once. The
+      // monitor starts after the bind: with it attached, libzmq reports each failed bind of the
+      // retries as an event, and a bind can then fail with EAGAIN instead of EADDRINUSE.
+      if (this.#s.curve) void watchRefusals(r, () => this.#n.denied++)
       this.#router = router
       this.#endpoint = router.lastEndpoint ?? bind
       this.#writer = new SocketWriter(router, (err, frames) => this.#onSendError(err, frames))
@@ -464,7 +466,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     if (this.#closed) return
     const id = frames[0]
     const w = id ? this.#workers.get(id.toString("hex")) : undefined
-    const code = (err as { code?: string }).code ?? errorMessage(err)
+    const code = errorCode(err) ?? errorMessage(err)
     if (w) this.#sessions.lose(w, `unreachable (${code})`)
     else debug("%s: send failed: %s", this.#name, code)
   }

@@ -3,7 +3,7 @@
  * handler for each. A malformed message is dropped with a reason, never thrown.
  */
 import type { Router } from "zeromq"
-import { errorMessage } from "../../../lib/errors.js"
+import { errorCode, errorMessage } from "../../../lib/errors.js"
 import {
   PPP,
   PPX,
@@ -42,7 +42,7 @@ export async function receiveLoop(
     try {
       msg = await router.receive()
     } catch (err) {
-      if (closed() || (err as { code?: string }).code === "EAGAIN") return
+      if (closed() || errorCode(err) === "EAGAIN") return
       throw err
     }
     try {

@@ -6,7 +6,7 @@
  */
 import { TAKES_SPLIT_BODIES, joinBody, prefixOf } from "../../../lib/body.js"
 import { debug } from "../../../lib/debug.js"
-import { PirateError, errorMessage } from "../../../lib/errors.js"
+import { PirateError, errorCode, errorMessage } from "../../../lib/errors.js"
 import type {
   DeadLetter,
   Journal,
@@ -221,7 +221,7 @@ export class JournalLanes {
 /** A failed journal write as a `PirateError` (kept as it is when it already is one). */
 export function journalWriteError(err: unknown): PirateError {
   if (err instanceof PirateError) return err
-  const code = (err as { code?: unknown } | undefined)?.code
+  const code = errorCode(err)
   const text = errorMessage(err)
   if (code === "ENOSPC" || /ENOSPC|no space left|disk full/i.test(text))
     return new PirateError(
