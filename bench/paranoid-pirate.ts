@@ -419,10 +419,8 @@ async function throughput(): Promise<void> {
         const n = sends * MULTIPART
         emit({ case: "raw-send-multipart64", run, ...r, p50us: null, p99us: null, ...common(), n })
       }
-      if (ppRaw && wantPipe) {
-        const r = await sendAckPipelined(ppRaw, N, payload, PIPELINE)
-        const pipeline = PIPELINE
-        const name = "send-ack-raw-pipelined"
+      // A send→ack case's line: the run's figures, the machine's and the workers' settings.
+      const emitAck = (name: string, r: OneWay, extra: Record<string, unknown>): void =>
         emit({
           case: name,
           run,
@@ -431,37 +429,20 @@ async function throughput(): Promise<void> {
           p99us: null,
           ...common(),
           ...settings,
-          pipeline,
+          ...extra,
         })
+      if (ppRaw && wantPipe) {
+        const r = await sendAckPipelined(ppRaw, N, payload, PIPELINE)
+        emitAck("send-ack-raw-pipelined", r, { pipeline: PIPELINE })
       }
-      const ackRaw = async (pp: Pp): Promise<void> => {
-        const r = await sendAck(pp, N, payload)
-        emit({
-          case: "send-ack-raw",
-          run,
-          ...r,
-          p50us: null,
-          p99us: null,
-          ...common(),
-          ...settings,
-          codec: "raw",
-        })
-      }
-      const pack = async (pp: Pp, c: PackCase): Promise<void> => {
-        const r = await c.run(pp, N)
-        emit({
-          case: c.name,
-          run,
-          ...r,
-          p50us: null,
-          p99us: null,
-          ...common(),
-          ...settings,
+      const ackRaw = async (pp: Pp): Promise<void> =>
+        emitAck("send-ack-raw", await sendAck(pp, N, payload), { codec: "raw" })
+      const pack = async (pp: Pp, c: PackCase): Promise<void> =>
+        emitAck(c.name, await c.run(pp, N), {
           codec: "msgpack",
           encodedSize: msgpackCodec.encode(c.payload).length,
           ...c.extra,
         })
-      }
       // The two producer shapes take turns going first: each run's garbage from the cases
       // before weighs on whichever comes next.
       const order = ppPack ? (run % 2 === 1 ? swapShapes(packCases) : packCases) : []

@@ -78,7 +78,8 @@ export class BatchStore {
   #lastRead: { key: string; entries: JournalEntry[] } | undefined
   /** Encode buffers of batches, free again once their append is written (see SPARE_BYTES). */
   readonly #spares: Buffer[] = []
-  #sparesOut = 0
+  /** Encode buffers made so far, free or in a write: SPARES at most. */
+  #sparesMade = 0
 
   /**
    * @param path - the journal's directory, for errors
@@ -109,10 +110,7 @@ export class BatchStore {
       const spare = this.#spare()
       const { key, parts, length, name, into } = encodeBatchParts(part, COPY_BELOW, spare)
       // A value larger than a spare has a buffer of its own; the spare stays free.
-      if (spare !== undefined && into) {
-        used.push(spare)
-        this.#sparesOut++
-      } else if (spare !== undefined) this.#spares.push(spare)
+      if (spare !== undefined) (into ? used : this.#spares).push(spare)
       values.push({ parts, length })
       next.pending += part.length
       next.keySum = addKey(next.keySum, key)
@@ -121,10 +119,9 @@ export class BatchStore {
       batches.push({ key, ...name, slots, acked: undefined, live: part.length })
     }
     // Nothing refers to the encoded values once written (reads decode buffers of their own).
-    const pointers = await this.#values.append(values, sync, segments).finally(() => {
-      this.#sparesOut -= used.length
-      this.#spares.push(...used)
-    })
+    const pointers = await this.#values
+      .append(values, sync, segments)
+      .finally(() => this.#spares.push(...used))
     batches.forEach((b, i) => {
       const p = pointers[i] as Pointer
       b.segment = p.segment
@@ -136,7 +133,8 @@ export class BatchStore {
   /** A free encode buffer, a new one while there are fewer than SPARES, else none. */
   #spare(): Buffer | undefined {
     const free = this.#spares.pop()
-    if (free !== undefined || this.#spares.length + this.#sparesOut >= SPARES) return free
+    if (free !== undefined || this.#sparesMade >= SPARES) return free
+    this.#sparesMade++
     return Buffer.allocUnsafeSlow(SPARE_BYTES)
   }
 
