@@ -15,6 +15,12 @@ export interface JournalEntry {
   notBefore?: number
   /** Epoch ms when the message was first accepted. */
   enqueuedAt: number
+  /** Epoch ms after which the message is not dispatched any more (dead-lettered as expired). */
+  expiresAt?: number
+  /** 0–9, higher first; absent: 4. */
+  priority?: number
+  /** Messages with the same key are processed one at a time, in send order. */
+  key?: string
 }
 
 /** A message given up on: kept with its last error until replayed or purged. */
@@ -35,6 +41,8 @@ export interface JournalUpdate {
 export interface JournalStats {
   pending: number
   dead: number
+  /** Entries in the scheduled store (journals that keep one). */
+  scheduled?: number
 }
 
 /**
@@ -55,6 +63,16 @@ export interface Journal {
    * `sync` is true.
    */
   append(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void>
+  /** Stores entries that are due later (each has `notBefore`): not returned by pending() nor counted in stats().pending until promoted. */
+  schedule?(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void>
+  /** Scheduled entries with notBefore <= until, earliest first (ties in id order), at most limit. */
+  due?(options: { until: number; limit: number }): Promise<JournalEntry[]>
+  /** The earliest notBefore among scheduled entries; undefined when there is none. */
+  nextDue?(): Promise<number | undefined>
+  /** Moves scheduled entries (as returned by due()) to pending in one write. Ids that are not scheduled are ignored. */
+  promote?(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void>
+  /** Deletes scheduled entries by id (not pending ones); resolves with the ids that were deleted. */
+  unschedule?(ids: readonly string[]): Promise<string[]>
   /** Deletes acknowledged entries in one batch. Unknown ids are ignored. */
   remove(ids: readonly string[]): Promise<void>
   /** Records failed attempts of pending entries in one batch. Unknown ids are ignored. */

@@ -4,7 +4,14 @@ import { PirateError, RequestTimeoutError, abortedError, toError } from "../../l
 import type { DeadLetter, Journal } from "../../lib/journal/types.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import { renderPrometheus } from "../../lib/metrics.js"
-import { assertKnownOptions, assertPositiveInt, singleEndpoint } from "../../lib/validate.js"
+import {
+  assertKnownOptions,
+  assertPositiveInt,
+  describe,
+  singleEndpoint,
+} from "../../lib/validate.js"
+import type { Schedule } from "./core/message.js"
+import { resolveSchedule } from "./schedule-options.js"
 import {
   Dispatcher,
   forward,
@@ -22,6 +29,31 @@ export { SENDER_DEFAULTS, type SenderOptions }
 export interface SendOptions {
   /** Stops waiting (for room in the window, or for the reply). */
   signal?: AbortSignal
+  /**
+   * Do not dispatch the message before this many ms from now (its first attempt only; retries
+   * keep their backoff). With a persistent journal it waits there, not in memory.
+   */
+  delay?: number
+  /** Do not dispatch the message before this time (epoch ms); exclusive with `delay`. */
+  notBefore?: number
+  /**
+   * Time to live (ms from now): a message not acked by then is not dispatched again and goes to
+   * the dead letters with the error "expired" (`message:expired`). One in flight is left to finish.
+   */
+  ttl?: number
+  /** The time to live as a time (epoch ms); exclusive with `ttl`. */
+  expiresAt?: number
+  /**
+   * 0–9, higher first: among the messages in memory (the window) that are ready, a higher
+   * priority is dispatched first; equal priorities keep send order. @defaultValue 4
+   */
+  priority?: number
+  /**
+   * Messages with the same key are processed one at a time, in send order, across all workers;
+   * other keys flow in parallel. A failed message blocks its key until it is acked or
+   * dead-lettered (see the `keyOnDead` option).
+   */
+  key?: string
 }
 
 /** Options of `request()`. */
@@ -36,8 +68,16 @@ const SENDER_OPTIONS = { ...CORE_OPTIONS, bind: true, codec: true } as const sat
   keyof SenderOptions,
   true
 >
-const SEND_OPTIONS = { signal: true } as const satisfies Record<keyof SendOptions, true>
-const REQUEST_OPTIONS = { signal: true, timeout: true } as const satisfies Record<
+const SEND_OPTIONS = {
+  signal: true,
+  delay: true,
+  notBefore: true,
+  ttl: true,
+  expiresAt: true,
+  priority: true,
+  key: true,
+} as const satisfies Record<keyof SendOptions, true>
+const REQUEST_OPTIONS = { ...SEND_OPTIONS, timeout: true } as const satisfies Record<
   keyof RequestToWorkerOptions,
   true
 >
@@ -151,14 +191,31 @@ export class Sender extends EventEmitter<SenderEvents> {
   send(payload: unknown, options: SendOptions = {}): Promise<string> {
     let frame: Buffer
     let core: Dispatcher
+    let schedule: Schedule | undefined
     try {
       assertKnownOptions("send()", options, SEND_OPTIONS)
+      schedule = resolveSchedule(options)
       core = this.#open()
       frame = encodeBody(this.#codec, payload)
     } catch (err) {
       return Promise.reject(toError(err))
     }
-    return core.send(frame, options.signal)
+    return core.send(frame, options.signal, schedule)
+  }
+
+  /**
+   * Removes a message that has not been dispatched yet: one due later (`delay`), ready, waiting
+   * for its retry, behind its key, or waiting on disk. Resolves true when it was removed, false
+   * when it is unknown, in flight or already done. A `request()` it cancels rejects with
+   * `PIRATE_ABORTED`.
+   */
+  cancel(id: string): Promise<boolean> {
+    try {
+      if (typeof id !== "string") throw new TypeError(`'id' must be a string, got ${describe(id)}`)
+      return this.#open().cancel(id)
+    } catch (err) {
+      return Promise.reject(toError(err))
+    }
   }
 
   /**
@@ -171,6 +228,7 @@ export class Sender extends EventEmitter<SenderEvents> {
    */
   async request(payload: unknown, options: RequestToWorkerOptions = {}): Promise<unknown> {
     assertKnownOptions("request()", options, REQUEST_OPTIONS)
+    const schedule = resolveSchedule(options)
     const core = this.#open()
     const frame = encodeBody(this.#codec, payload)
     const tooLarge = core.tooLarge(frame)
@@ -193,7 +251,7 @@ export class Sender extends EventEmitter<SenderEvents> {
       const room = core.reserve(frame.length, stop.signal)
       if (room) await room
       const reply = new Promise<Buffer>((resolve, reject) => {
-        id = core.submit(frame, { durable: false, waiter: { resolve, reject } }).id
+        id = core.submit(frame, { durable: false, waiter: { resolve, reject }, schedule }).id
       })
       const stopped = new Promise<never>((_, reject) => {
         const fail = (): void => reject(toError(stop.signal.reason))
@@ -203,7 +261,7 @@ export class Sender extends EventEmitter<SenderEvents> {
       return this.#codec.decode(await Promise.race([reply, stopped]))
     } catch (err) {
       if (stop.signal.aborted) {
-        if (id !== undefined) core.cancel(id)
+        if (id !== undefined) core.cancelRequest(id)
         throw toError(stop.signal.reason)
       }
       throw err

@@ -65,6 +65,12 @@ export interface SenderOptions {
   random?: () => number
   /** CURVE encryption and authentication: this side's key pair and the workers' (clients') allowed public keys. @defaultValue off */
   curve?: CurveServerOptions
+  /**
+   * What a dead letter does to the messages behind it on its `key`: `"continue"` lets the next one
+   * go; `"hold"` keeps them waiting until the dead letter is replayed (also across restarts).
+   * @defaultValue "continue"
+   */
+  keyOnDead?: "continue" | "hold"
 }
 
 /** Options shared by `Sender` and `ParanoidPirateQueue` (the queue core). */
@@ -88,6 +94,7 @@ export const CORE_OPTIONS = {
   sendTimeout: true,
   random: true,
   curve: true,
+  keyOnDead: true,
 } as const satisfies Record<keyof CoreOptions, true>
 
 /** Defaults of the queue core's options (`Sender`, `ParanoidPirateQueue`). */
@@ -104,6 +111,7 @@ export const SENDER_DEFAULTS = Object.freeze({
   maxBatch: 64,
   maxMessageSize: 16 * 1024 * 1024,
   sendTimeout: 1000,
+  keyOnDead: "continue",
 })
 
 /** Validates core options (TypeError/RangeError naming the option) and opens no journal yet. */
@@ -134,6 +142,7 @@ export function resolveCore(options: CoreOptions): {
   assertPositiveInt("maxBatch", o.maxBatch)
   assertPositiveInt("maxMessageSize", o.maxMessageSize)
   assertPositiveInt("sendTimeout", o.sendTimeout)
+  assertOneOf("keyOnDead", o.keyOnDead, ["continue", "hold"] as const)
   if (o.random !== undefined && typeof o.random !== "function")
     throw new TypeError("'random' must be a function")
   return {
@@ -154,6 +163,7 @@ export function resolveCore(options: CoreOptions): {
       sendTimeout: o.sendTimeout,
       random: o.random ?? Math.random,
       curve: options.curve === undefined ? undefined : validateCurveServer(options.curve),
+      keyOnDead: o.keyOnDead,
     },
   }
 }

@@ -11,6 +11,7 @@
  */
 import { abortedError } from "../../../lib/errors.js"
 import { Fifo } from "../../../lib/fifo.js"
+import type { Schedule } from "./message.js"
 
 /** The `backpressure` event: when producers start waiting (`reason` says for what) and when they stop (`"resumed"`). */
 export interface BackpressureEvent {
@@ -39,9 +40,16 @@ export interface AdmissionHost {
   /** Payload bytes of the messages in memory. */
   inWindowBytes(): number
   /** Accepts a send into the window; resolves with its id once durable. */
-  accept(frame: Buffer): Promise<string>
+  accept(frame: Buffer, schedule: Schedule | undefined): Promise<string>
   /** Journals a send as backlog (not kept in memory); resolves with its id once durable. */
-  spill(frame: Buffer): Promise<string>
+  spill(frame: Buffer, schedule: Schedule | undefined): Promise<string>
+  /**
+   * True when the journal keeps a scheduled store: a send that is due later goes there (`later()`),
+   * not into the window. Without one it goes into the window, or to disk, and waits there.
+   */
+  canSchedule(): boolean
+  /** Journals a send that is due later in the scheduled store; resolves with its id once durable. */
+  later(frame: Buffer, schedule: Schedule): Promise<string>
   backpressure(event: BackpressureEvent): void
 }
 
@@ -51,6 +59,8 @@ interface Entry {
   reject: (err: Error) => void
   /** A send's payload; dropped as soon as the entry is settled. */
   frame: Buffer | undefined
+  /** A send's scheduling options. */
+  schedule: Schedule | undefined
   /** A reservation's payload size (a send's is its frame's). */
   bytes: number
   settled: boolean
@@ -118,6 +128,7 @@ class WaitQueue {
   #settle(e: Entry): void {
     e.settled = true
     e.frame = undefined
+    e.schedule = undefined
     this.#live--
   }
 }
@@ -144,6 +155,9 @@ export class Admission {
   bytes = 0
   spilling = 0
   spillingBytes = 0
+  /** Sends due later being written to the scheduled store (held in memory until then). */
+  scheduling = 0
+  schedulingBytes = 0
   after: string | undefined
   until: string | undefined
 
@@ -194,14 +208,20 @@ export class Admission {
     return Math.max(0, this.#limits.windowBytes - this.heldBytes())
   }
 
-  send(frame: Buffer, signal: AbortSignal | undefined): Promise<string> {
+  send(
+    frame: Buffer,
+    signal: AbortSignal | undefined,
+    schedule: Schedule | undefined,
+  ): Promise<string> {
     if (this.#closed) return Promise.reject(this.#closed)
     if (signal?.aborted) return Promise.reject(abortedError(signal))
     if (this.#sendQ.live === 0) {
-      const now = this.#trySend(frame)
+      const now = this.#trySend(frame, schedule)
       if (now) return now
     }
-    return new Promise((resolve, reject) => this.#wait(this.#sendQ, resolve, reject, frame, signal))
+    return new Promise((resolve, reject) =>
+      this.#wait(this.#sendQ, resolve, reject, frame, signal, frame.length, schedule),
+    )
   }
 
   /**
@@ -221,7 +241,7 @@ export class Admission {
       this.#reason ??= full
     }
     return new Promise<void>((resolve, reject) =>
-      this.#wait(this.#windowQ, () => resolve(), reject, undefined, signal, bytes),
+      this.#wait(this.#windowQ, () => resolve(), reject, undefined, signal, bytes, undefined),
     )
   }
 
@@ -245,7 +265,7 @@ export class Admission {
     }
     for (let e = this.#sendQ.peek(); e; e = this.#sendQ.peek()) {
       const frame = e.frame as Buffer
-      const now = this.#trySend(frame)
+      const now = this.#trySend(frame, e.schedule)
       if (!now) break
       this.#sendQ.take(e)
       this.#unwatch(e)
@@ -273,15 +293,33 @@ export class Admission {
       reservedBytes: this.#reservedBytes,
       spilling: this.spilling,
       spillingBytes: this.spillingBytes,
+      scheduling: this.scheduling,
+      schedulingBytes: this.schedulingBytes,
     }
   }
 
-  /** Takes a send now when it can go in: into the window, or to disk as backlog. */
-  #trySend(frame: Buffer): Promise<string> | undefined {
+  /**
+   * Takes a send now when it can go in: to the scheduled store (due later), into the window, or
+   * to disk as backlog.
+   */
+  #trySend(frame: Buffer, schedule: Schedule | undefined): Promise<string> | undefined {
+    if (
+      schedule?.notBefore !== undefined &&
+      schedule.notBefore > Date.now() &&
+      this.#host.canSchedule()
+    ) {
+      // Held in memory until written, as spills are.
+      const l = this.#limits
+      if (this.scheduling >= l.window) this.#reason = "window"
+      else if (this.scheduling > 0 && this.schedulingBytes + frame.length > l.windowBytes)
+        this.#reason = "windowBytes"
+      else return this.#host.later(frame, schedule)
+      return undefined
+    }
     const full = this.#windowQ.live > 0 ? "window" : this.windowFull(frame.length)
-    if (full === undefined && !this.backlogActive) return this.#host.accept(frame)
+    if (full === undefined && !this.backlogActive) return this.#host.accept(frame, schedule)
     const why = this.#spillBlocked(frame.length, full ?? "window")
-    if (why === undefined) return this.#host.spill(frame)
+    if (why === undefined) return this.#host.spill(frame, schedule)
     this.#reason = why
     return undefined
   }
@@ -311,9 +349,10 @@ export class Admission {
     reject: (err: Error) => void,
     frame: Buffer | undefined,
     signal: AbortSignal | undefined,
-    bytes = frame?.length ?? 0,
+    bytes: number,
+    schedule: Schedule | undefined,
   ): void {
-    const e: Entry = { resolve, reject, frame, bytes, settled: false, signal, queue }
+    const e: Entry = { resolve, reject, frame, schedule, bytes, settled: false, signal, queue }
     queue.push(e)
     if (queue === this.#windowQ) this.#reason ??= "window"
     if (signal) this.#watch(signal, e)

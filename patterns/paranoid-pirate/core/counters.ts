@@ -17,6 +17,11 @@ export interface SenderStats {
   inFlight: number
   /** Messages waiting for their retry delay. */
   delayed: number
+  /**
+   * Messages sent with a `delay` or `notBefore` that is not due yet (in the journal's scheduled
+   * store, or in memory without a persistent journal).
+   */
+  scheduled: number
   /** Pending messages on disk, not in memory: they are paged in, oldest first, as the window frees. */
   backlog: number
   /** Payload bytes of the backlog (estimated for a backlog found at open, exact for what was sent since). */
@@ -32,6 +37,8 @@ export interface SenderStats {
   waiting: number
   /** Dead letters in the journal. */
   dead: number
+  /** Messages whose `ttl` ran out before they were acked (dead-lettered as "expired"), since open. */
+  expired: number
   /** Messages accepted since open. */
   sent: number
   /** Messages acknowledged since open. */
@@ -66,6 +73,7 @@ export type Gauges = Pick<
   | "ready"
   | "inFlight"
   | "delayed"
+  | "scheduled"
   | "backlog"
   | "backlogBytes"
   | "inWindow"
@@ -82,6 +90,7 @@ export class Counters {
   staleAcks = 0
   dropped = 0
   dead = 0
+  expired = 0
   workersLost = 0
   denied = 0
   readonly latency = new LatencyHistogram()
@@ -91,12 +100,14 @@ export class Counters {
       ready: gauges.ready,
       inFlight: gauges.inFlight,
       delayed: gauges.delayed,
+      scheduled: gauges.scheduled,
       backlog: gauges.backlog,
       backlogBytes: gauges.backlogBytes,
       inWindow: gauges.inWindow,
       inWindowBytes: gauges.inWindowBytes,
       waiting: gauges.waiting,
       dead: this.dead,
+      expired: this.expired,
       sent: this.sent,
       acked: this.acked,
       nacked: this.nacked,
@@ -118,6 +129,7 @@ export function statsMetrics(prefix: string, s: DispatcherStats): Metric[] {
     g("ready", "Messages waiting for a worker.", s.ready),
     g("in_flight", "Messages handed to a worker and not yet acked.", s.inFlight),
     g("delayed", "Messages waiting for their retry delay.", s.delayed),
+    g("scheduled", "Messages sent with a delay that are not due yet.", s.scheduled),
     g("backlog", "Pending messages on disk not yet loaded into memory.", s.backlog),
     g("backlog_bytes", "Payload bytes of the backlog on disk.", s.backlogBytes),
     g("in_window", "Messages held in memory (the window).", s.inWindow),
@@ -130,6 +142,7 @@ export function statsMetrics(prefix: string, s: DispatcherStats): Metric[] {
     c("nacked", "Handler failures reported by workers.", s.nacked),
     c("redelivered", "Messages delivered again after a failure or a lost worker.", s.redelivered),
     c("stale_acks", "Acks ignored because their attempt was no longer in flight.", s.staleAcks),
+    c("expired", "Messages whose time to live ran out before an ack.", s.expired),
     c("dropped", "Malformed or unexpected frames dropped.", s.dropped),
     c("workers_lost", "Workers lost.", s.workersLost),
     c("denied", "Connection attempts refused by the CURVE policy.", s.denied),

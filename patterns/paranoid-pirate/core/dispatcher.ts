@@ -28,10 +28,21 @@ import { Admission } from "./admission.js"
 import { Counters, statsMetrics, type DispatcherStats } from "./counters.js"
 import { receiveLoop } from "./inbound.js"
 import { ACCEPTED, Intake, KEEP_WINDOWS } from "./intake.js"
+import { KeyGate } from "./keys.js"
 import { JournalLanes } from "./lanes.js"
-import { fromEntry, message, ownPayload, type Message, type Waiter } from "./message.js"
+import {
+  expired,
+  fromEntry,
+  message,
+  ownPayload,
+  scheduled,
+  type Message,
+  type Schedule,
+  type Waiter,
+} from "./message.js"
 import { DelayQueue, ReadyQueue } from "./ready.js"
 import { BacklogPager } from "./pager.js"
+import { Scheduler, scheduledStore } from "./scheduler.js"
 import { DrainWatch } from "./drain-watch.js"
 import { workerRouter } from "./router.js"
 import { Sessions } from "./sessions.js"
@@ -81,6 +92,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   readonly #replayed = new Set<string>()
   readonly #ready = new ReadyQueue()
   readonly #delayed = new DelayQueue((due) => this.#makeReadyFront(due))
+  readonly #keys = new KeyGate()
+  /** Sends due later, in the journal's scheduled store (a persistent journal that has one). */
+  readonly #scheduler: Scheduler | undefined
+  /** The earliest `expiresAt` among messages in the window (a sweep is armed for it). */
+  #nextExpiry = Infinity
+  #expiryTimer: NodeJS.Timeout | undefined
   readonly #workers = new WorkerRegistry()
   readonly #adm: Admission
   readonly #lanes: JournalLanes
@@ -107,8 +124,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       {
         inWindow: () => this.#held,
         inWindowBytes: () => this.#windowBytes,
-        accept: (frame) => this.#accept(frame),
-        spill: (frame) => this.#spill(frame),
+        accept: (frame, schedule) => this.#accept(frame, schedule),
+        spill: (frame, schedule) => this.#spill(frame, schedule),
+        canSchedule: () => this.#scheduler !== undefined,
+        later: (frame, schedule) => this.#later(frame, schedule),
         backpressure: (event) => this.emit("backpressure", event),
       },
     )
@@ -121,8 +140,19 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       append: (item) => this.#lanes.append(item),
       lastWindowId: () => this.#lastWindowId,
       hold: (m) => this.#hold(m),
-      makeReady: (m) => this.#makeReady(m),
+      makeReady: (m) => this.#arrive(m, m.notBefore),
       finish: (m) => this.#finish(m),
+      scheduledWritten: (entry, ok) => {
+        this.#adm.scheduling--
+        this.#adm.schedulingBytes -= entry.payload.length
+        this.#scheduler?.written(entry, ok)
+      },
+      holdScheduled: (entry) => {
+        const m = fromEntry(entry, false)
+        m.t0 = performance.now()
+        this.#hold(m)
+        this.#arrive(m, entry.notBefore)
+      },
       pokePager: () => this.#pager.poke(),
       checkDrained: () => this.#checkDrained(),
       error: (err) => this.emit("error", err),
@@ -153,6 +183,23 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       },
       error: (err) => this.emit("error", err),
     })
+    const store = scheduledStore(journal)
+    this.#scheduler =
+      store &&
+      new Scheduler(store, {
+        room: () => this.#adm.pageRoom(),
+        roomBytes: () => this.#adm.pageBytes(),
+        load: (e, now) => {
+          // Promoted: pending in the journal now, under an id the pager may not have passed yet.
+          const { count, after } = this.#adm
+          if (count > 0 && (after === undefined || e.id > after)) this.#replayed.add(e.id)
+          this.#load(e, now)
+        },
+        sync: settings.durability === "fsync",
+        closed: () => this.#closed,
+        paged: () => this.#checkDrained(),
+        error: (err) => this.emit("error", err),
+      })
     const emit = this.emit.bind(this)
     this.#sessions = new Sessions({
       name,
@@ -161,6 +208,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       lanes: this.#lanes,
       workers: this.#workers,
       delayed: this.#delayed,
+      keys: this.#keys,
       senderId: () => this.#senderId,
       write: (frames) => this.#writer?.write(frames),
       makeReadyFront: (list) => this.#makeReadyFront(list),
@@ -193,6 +241,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       if (js.pending > 0) {
         this.#pager.found(js.pending, lastId)
         this.#drain.busy()
+      }
+      if (this.#s.keyOnDead === "hold" && js.dead > 0) await this.#holdDeadKeys()
+      if (this.#scheduler && (js.scheduled ?? 0) > 0) {
+        this.#drain.busy()
+        await this.#scheduler.start(js.scheduled ?? 0)
       }
       router = workerRouter(this.#s)
       const r = router
@@ -229,6 +282,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#sessions.stop()
     this.#pager.stop()
     this.#delayed.stop()
+    this.#scheduler?.stop()
+    clearTimeout(this.#expiryTimer)
     const closed = closedError(this.#name)
     this.#adm.close(closed)
     for (const w of this.#workers.values())
@@ -244,6 +299,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         this.#unregisterCurve?.()
       },
       () => this.#pager.running,
+      () => this.#scheduler?.running,
       () => this.#lanes.flush(),
       () => this.#journal.close(),
     ]) {
@@ -266,10 +322,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   // producing
 
   /** A durable send: resolves with its id once as durable as configured (see `Admission`). */
-  send(frame: Buffer, signal?: AbortSignal): Promise<string> {
+  send(frame: Buffer, signal?: AbortSignal, schedule?: Schedule): Promise<string> {
     const tooLarge = this.tooLarge(frame)
     if (tooLarge) return Promise.reject(tooLarge)
-    return this.#adm.send(frame, signal)
+    return this.#adm.send(frame, signal, schedule)
   }
 
   /**
@@ -299,15 +355,20 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    */
   submit(
     payload: Buffer,
-    options: { durable: boolean; waiter?: Waiter; stored?: Buffer },
+    options: {
+      durable: boolean
+      waiter?: Waiter
+      stored?: Buffer
+      schedule?: Schedule | undefined
+    },
   ): { id: string; accepted: Promise<unknown> } {
     if (this.#closed) throw closedError(this.#name)
     this.#adm.useReservation(payload.length)
-    return this.#enter(payload, options.durable, options.waiter, options.stored)
+    return this.#enter(payload, options.durable, options.waiter, options.stored, options.schedule)
   }
 
-  #accept(frame: Buffer): Promise<string> {
-    const { id, accepted } = this.#enter(frame, true, undefined)
+  #accept(frame: Buffer, schedule: Schedule | undefined): Promise<string> {
+    const { id, accepted } = this.#enter(frame, true, undefined, frame, schedule)
     // A journaled send's promise resolves with its id: no second promise to map it.
     return accepted === ACCEPTED ? Promise.resolve(id) : (accepted as Promise<string>)
   }
@@ -317,6 +378,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     wantDurable: boolean,
     waiter: Waiter | undefined,
     stored = payload,
+    schedule?: Schedule,
   ): { id: string; accepted: Promise<unknown> } {
     const id = this.#ids.next()
     // Only a persistent journal keeps pending messages; a memory journal only keeps dead letters.
@@ -330,42 +392,119 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       state: "appending",
       durable,
     })
+    scheduled(m, schedule)
     m.waiter = waiter
     this.#hold(m)
     this.#lastWindowId = id
     this.#n.sent++
     this.#drain.busy()
+    if (schedule?.notBefore !== undefined) m.notBefore = schedule.notBefore
     if (!durable) {
-      this.#makeReady(m)
+      this.#arrive(m, m.notBefore)
       return { id, accepted: ACCEPTED }
     }
-    return { id, accepted: this.#intake.journal(m, id, stored, m.enqueuedAt) }
+    return { id, accepted: this.#intake.journal(m, id, stored, m.enqueuedAt, schedule) }
   }
 
   /** A send that waits on disk (see `Intake.spill()`). */
-  #spill(frame: Buffer): Promise<string> {
+  #spill(frame: Buffer, schedule: Schedule | undefined): Promise<string> {
     this.#n.sent++
     this.#drain.busy()
-    return this.#intake.spill(this.#ids.next(), frame)
+    return this.#intake.spill(this.#ids.next(), frame, schedule)
+  }
+
+  /** A send that is due later, to the journal's scheduled store (see `Scheduler`). */
+  #later(frame: Buffer, schedule: Schedule): Promise<string> {
+    this.#n.sent++
+    this.#drain.busy()
+    this.#adm.scheduling++
+    this.#adm.schedulingBytes += frame.length
+    this.#scheduler?.writing()
+    const id = this.#ids.next()
+    const accepted = this.#intake.later(id, frame, schedule)
+    return accepted === ACCEPTED ? Promise.resolve(id) : (accepted as Promise<string>)
   }
 
   /** Cancels a message nobody waits for any more (an aborted request). */
-  cancel(id: string): void {
+  cancelRequest(id: string): void {
     const m = this.#waited.get(id)
     if (!m) return
     m.waiter = undefined
-    if (m.state !== "ready" && m.state !== "delayed") return
+    if (m.state !== "ready" && m.state !== "delayed" && m.state !== "parked") return
     this.#withdraw(m)
     this.#finish(m)
     if (m.durable) this.#lanes.remove(m.id)
   }
 
-  /** Takes a ready or delayed message out of its queue. */
+  /**
+   * Removes a message that has not been dispatched yet: due later, ready, waiting for its retry or
+   * behind its key in the window, or waiting on disk. True when it was removed; false when it is
+   * unknown, in flight, or done.
+   */
+  async cancel(id: string): Promise<boolean> {
+    if (this.#closed) throw closedError(this.#name)
+    // Every send accepted so far is written: a backlog send is on disk, a scheduled one stored.
+    await this.#lanes.flush()
+    if (await this.#scheduler?.cancel(id)) {
+      this.#drain.check()
+      return true
+    }
+    const m = this.#findWaiting(id)
+    if (m) {
+      const waiter = m.waiter
+      this.#withdraw(m)
+      this.#finish(m)
+      if (m.durable) this.#lanes.remove(m.id)
+      waiter?.reject(new PirateError("PIRATE_ABORTED", `message ${id} was cancelled`))
+      return true
+    }
+    return this.#cancelBacklog(id)
+  }
+
+  /** A message in the window that has not been dispatched: ready, delayed or parked. */
+  #findWaiting(id: string): Message | undefined {
+    let found: Message | undefined
+    const look = (m: Message): void => {
+      if (m.id === id) found = m
+    }
+    this.#ready.forEach(look)
+    if (!found) this.#delayed.forEach(look)
+    if (!found) this.#keys.forEachParked(look)
+    return found
+  }
+
+  /** Cancels a message of the backlog on disk (not paged in yet). */
+  async #cancelBacklog(id: string): Promise<boolean> {
+    await this.#pager.running
+    const adm = this.#adm
+    if (adm.count === 0 || adm.until === undefined || id > adm.until) return false
+    if ((adm.after !== undefined && id <= adm.after) || this.#replayed.has(id)) return false
+    const before = previousId(id)
+    const found = await this.#journal.pending({
+      ...(before === undefined ? {} : { after: before }),
+      until: id,
+      limit: 1,
+    })
+    // The pager may have passed it while the journal was read.
+    if (found[0]?.id !== id || (adm.after !== undefined && id <= adm.after)) return false
+    this.#replayed.add(id) // the pager skips it, from the journal or from the kept sends
+    adm.count = Math.max(0, adm.count - 1)
+    adm.bytes = Math.max(0, adm.bytes - found[0].payload.length)
+    this.#lanes.remove(id)
+    this.#settled()
+    return true
+  }
+
+  /** Takes a ready, delayed or parked message out of its queue. */
   #withdraw(m: Message): void {
     if (m.state === "ready") {
       m.state = "done"
-      this.#ready.discard()
+      this.#ready.discard(m)
     } else if (m.state === "delayed") this.#delayed.delete(m)
+    else if (m.state === "parked") {
+      this.#keys.unpark(m)
+      m.state = "done"
+    }
   }
 
   // ------------------------------------------------------------------------------------------
@@ -377,6 +516,19 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#held++
     this.#windowBytes += m.payload.length
     if (m.waiter !== undefined) this.#waited.set(m.id, m)
+    if (m.expiresAt !== undefined && m.expiresAt < this.#nextExpiry) this.#armExpiry(m.expiresAt)
+  }
+
+  /**
+   * A message in the window becomes ready for the first time (sent, paged in, restored): it joins
+   * its key, and waits for `notBefore` when that is later.
+   */
+  #arrive(m: Message, notBefore: number | undefined): void {
+    if (m.key !== undefined) this.#keys.enter(m)
+    if (notBefore !== undefined && notBefore > Date.now()) {
+      ownPayload(m)
+      this.#delayed.add(m, notBefore)
+    } else this.#makeReady(m)
   }
 
   #makeReady(m: Message): void {
@@ -398,6 +550,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   #leave(m: Message): void {
     m.state = "done"
+    if (m.key !== undefined) {
+      const next = this.#keys.leave(m)
+      if (next) this.#makeReadyFront([next])
+    }
     if (!m.held) return
     m.held = false
     this.#held--
@@ -406,6 +562,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   #settled(): void {
+    this.#scheduler?.poke()
     this.#pager.poke()
     this.#adm.admit()
     this.#checkDrained()
@@ -419,10 +576,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     )
     m.waiter = restored?.waiter
     this.#hold(m)
-    if (e.notBefore !== undefined && e.notBefore > now) {
-      ownPayload(m)
-      this.#delayed.add(m, e.notBefore)
-    } else this.#makeReady(m)
+    if (expired(m, now)) this.#sessions.expire(m)
+    else this.#arrive(m, e.notBefore)
   }
 
   /** Adds entries that were replayed from the dead letters in the journal back to the window. */
@@ -431,14 +586,77 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const { count, after } = this.#adm
     for (const e of entries) {
       // The journal moved each of these from its dead letters once: none is in the window yet.
+      // A replayed message has its time to live again: it would expire at once otherwise.
       const m = fromEntry({ ...e, attempts: 0 }, this.#journal.persistent)
+      m.expiresAt = undefined
       this.#hold(m)
       if (count > 0 && (after === undefined || e.id > after)) this.#replayed.add(e.id)
+      if (m.key !== undefined) {
+        this.#keys.enter(m)
+        const head = this.#keys.release(m.key)
+        if (head) list.push(head)
+      }
       list.push(m)
     }
     this.#n.dead = Math.max(0, this.#n.dead - list.length)
     if (list.length > 0) this.#drain.busy()
     this.#makeReadyFront(list)
+  }
+
+  /** `keyOnDead: "hold"`: the keys of the dead letters found at open stay held. */
+  async #holdDeadKeys(): Promise<void> {
+    let after: string | undefined
+    for (;;) {
+      const page = await this.#journal.dead({
+        ...(after === undefined ? {} : { after }),
+        limit: 1000,
+      })
+      for (const d of page) if (d.key !== undefined) this.#keys.hold(d.key)
+      if (page.length < 1000) return
+      after = page[page.length - 1]?.id
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // expiry
+
+  /** Sweeps the window for expired messages at `at` (at most every 100 ms). */
+  #armExpiry(at: number): void {
+    clearTimeout(this.#expiryTimer)
+    this.#nextExpiry = at
+    this.#expiryTimer = setTimeout(
+      () => this.#sweepExpired(),
+      Math.min(Math.max(100, at - Date.now()), 0x7fffffff),
+    )
+    this.#expiryTimer.unref()
+  }
+
+  /**
+   * Moves the expired messages that wait in the window (ready, delayed, parked) to the dead
+   * letters; one in flight is left to finish. Arms the next sweep for the earliest one left.
+   */
+  #sweepExpired(): void {
+    this.#nextExpiry = Infinity
+    this.#expiryTimer = undefined
+    if (this.#closed) return
+    const now = Date.now()
+    const out: Message[] = []
+    let next = Infinity
+    const look = (m: Message): void => {
+      if (m.expiresAt === undefined) return
+      if (m.expiresAt <= now) out.push(m)
+      else if (m.expiresAt < next) next = m.expiresAt
+    }
+    this.#ready.forEach(look)
+    this.#delayed.forEach(look)
+    this.#keys.forEachParked(look)
+    for (const w of this.#workers.values()) for (const m of w.inflight.values()) look(m)
+    for (const m of out) {
+      if (m.state === "inflight") continue // left to finish: its ack still counts
+      this.#withdraw(m)
+      this.#sessions.expire(m)
+    }
+    if (next < Infinity) this.#armExpiry(next)
   }
 
   // ------------------------------------------------------------------------------------------
@@ -483,7 +701,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   #isDrained(): boolean {
-    return this.#held === 0 && this.#adm.count === 0 && this.#adm.spilling === 0 && this.#lanes.idle
+    return (
+      this.#held === 0 &&
+      this.#adm.count === 0 &&
+      this.#adm.spilling === 0 &&
+      this.#lanes.idle &&
+      (this.#scheduler === undefined || (this.#scheduler.count === 0 && !this.#scheduler.busy))
+    )
   }
 
   #checkDrained(): void {
@@ -501,9 +725,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     for (const w of this.#workers.values()) inFlight += w.inflight.size
     const adm = this.#adm
     return this.#n.stats({
-      ready: this.#ready.size,
+      ready: this.#ready.size + this.#keys.parked,
       inFlight,
-      delayed: this.#delayed.size,
+      delayed: this.#delayed.size - this.#delayed.scheduled,
+      scheduled: this.#delayed.scheduled + (this.#scheduler?.count ?? 0),
       backlog: adm.count + adm.spilling,
       backlogBytes: adm.bytes + adm.spillingBytes,
       inWindow: this.#held,
@@ -531,7 +756,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       replayed: this.#replayed.size,
       windowBytes: this.#windowBytes,
       ready: this.#ready.held,
-      delayed: this.#delayed.size,
+      delayed: this.#delayed.held,
+      keys: this.#keys.size,
+      parked: this.#keys.parked,
+      scheduled: this.#scheduler?.count ?? 0,
       drainedWaiters: this.#drain.size,
       backlog: this.#adm.count,
       ...this.#adm.sizes(),
@@ -540,4 +768,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       ...this.#lanes.sizes(),
     }
   }
+}
+
+/** The id just before `id` (ids are 16 hex digits), for a range that starts at `id`. */
+function previousId(id: string): string | undefined {
+  const n = BigInt(`0x${id}`)
+  return n === 0n ? undefined : (n - 1n).toString(16).padStart(id.length, "0")
 }

@@ -16,6 +16,7 @@ export function forward(core: Dispatcher, target: EventEmitter): void {
     "message:requeued",
     "message:nacked",
     "message:dead",
+    "message:expired",
     "backpressure",
     "drained",
   ]

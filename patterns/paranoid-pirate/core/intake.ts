@@ -9,7 +9,7 @@ import { Fifo } from "../../../lib/fifo.js"
 import type { Durability, JournalEntry } from "../../../lib/journal/types.js"
 import type { Admission } from "./admission.js"
 import type { AppendItem, Kept } from "./lanes.js"
-import { message, type Message } from "./message.js"
+import { fromEntry, scheduleFields, type Message, type Schedule } from "./message.js"
 
 /**
  * A persistent sender keeps the oldest spilled sends in memory, up to this many windows of
@@ -42,9 +42,14 @@ export interface IntakeHost {
   lastWindowId(): string | undefined
   /** Puts a message into the window. */
   hold(m: Message): void
+  /** The message is written: it becomes ready, or waits for its `notBefore` or its key. */
   makeReady(m: Message): void
   /** The message left the window. */
   finish(m: Message): void
+  /** A send for the scheduled store was written (`ok`) or not. */
+  scheduledWritten(entry: JournalEntry, ok: boolean): void
+  /** Puts an entry that is due later into the window (its write to the scheduled store failed). */
+  holdScheduled(entry: JournalEntry): void
   /** Backlog was written: page it in if the window has room. */
   pokePager(): void
   checkDrained(): void
@@ -99,12 +104,41 @@ export class Intake {
    * Journals a new message (`m` when it is in the window, undefined for a spill): `ACCEPTED` at
    * once with durability "memory", else a promise that resolves with its id once written.
    */
-  journal(m: Message | undefined, id: string, payload: Buffer, at: number): Promise<unknown> {
-    return this.#write({ id, payload, attempts: 0, enqueuedAt: at }, m, false)
+  journal(
+    m: Message | undefined,
+    id: string,
+    payload: Buffer,
+    at: number,
+    schedule?: Schedule,
+  ): Promise<unknown> {
+    const entry: JournalEntry = { id, payload, attempts: 0, enqueuedAt: at }
+    return this.#write(
+      schedule === undefined ? entry : { ...entry, ...scheduleFields(schedule) },
+      m,
+      false,
+    )
   }
 
-  #write(entry: JournalEntry, m: Message | undefined, keep: boolean): Promise<unknown> {
+  /** Journals a send that is due later in the journal's scheduled store (see `Scheduler`). */
+  later(id: string, payload: Buffer, schedule: Schedule): Promise<unknown> {
+    const entry: JournalEntry = {
+      id,
+      payload,
+      attempts: 0,
+      enqueuedAt: Date.now(),
+      ...scheduleFields(schedule),
+    }
+    return this.#write(entry, undefined, false, true)
+  }
+
+  #write(
+    entry: JournalEntry,
+    m: Message | undefined,
+    keep: boolean,
+    later = false,
+  ): Promise<unknown> {
     const item: AppendItem = { entry, message: m, settle: undefined, kept: undefined }
+    if (later) item.scheduled = true
     if (keep) {
       // A copy (see #copy): the journal writes the sender's own buffer, which is let go after.
       const kept: Kept = {
@@ -126,7 +160,7 @@ export class Intake {
   }
 
   /** A send that waits on disk: journaled, counted as backlog, kept in memory while there is room. */
-  spill(id: string, frame: Buffer): Promise<string> {
+  spill(id: string, frame: Buffer, schedule?: Schedule): Promise<string> {
     const adm = this.#h.admission
     const last = this.#h.lastWindowId()
     // The first message of a new backlog: every message in memory is older than it, so the
@@ -141,8 +175,9 @@ export class Intake {
       this.#keptBytes + frame.length + this.#h.inWindowBytes() <= this.#h.windowBytes
     adm.spilling++
     adm.spillingBytes += frame.length
+    const entry: JournalEntry = { id, payload: frame, attempts: 0, enqueuedAt: Date.now() }
     const accepted = this.#write(
-      { id, payload: frame, attempts: 0, enqueuedAt: Date.now() },
+      schedule === undefined ? entry : { ...entry, ...scheduleFields(schedule) },
       undefined,
       keep,
     )
@@ -177,7 +212,8 @@ export class Intake {
       const { entry, message: m, settle } = item
       if (m) {
         if (m.state === "appending") this.#h.makeReady(m)
-      } else {
+      } else if (item.scheduled === true) this.#h.scheduledWritten(entry, true)
+      else {
         if (item.kept) item.kept.state = "written"
         adm.spilling--
         adm.spillingBytes -= entry.payload.length
@@ -198,18 +234,17 @@ export class Intake {
     const stay = h.durability === "memory"
     for (const item of items) {
       const { entry, message: m, settle } = item
-      if (!m) {
+      if (item.scheduled === true) {
+        h.scheduledWritten(entry, false)
+        if (stay) h.holdScheduled(entry)
+      } else if (!m) {
         if (item.kept) item.kept.state = "failed"
         h.admission.spilling--
         h.admission.spillingBytes -= entry.payload.length
         if (stay) {
-          const back = message({
-            ...entry,
-            attempt: 0,
-            t0: performance.now(),
-            state: "ready",
-            durable: false,
-          })
+          const back = fromEntry(entry, false)
+          back.t0 = performance.now()
+          back.notBefore = entry.notBefore
           h.hold(back)
           h.makeReady(back)
         }

@@ -24,6 +24,8 @@ export interface AppendItem {
   settle: ((err: Error | undefined) => void) | undefined
   /** A spilled send kept in memory (see `Intake`): told where its write is. */
   kept?: Kept | undefined
+  /** A send due later, for the journal's scheduled store (see `Scheduler`). */
+  scheduled?: boolean
 }
 
 /** A spilled send kept in memory: its own copy, and where its write is. */
@@ -138,21 +140,33 @@ export class JournalLanes {
         await new Promise<void>((r) => setImmediate(r))
         const batch = this.#appendQueue
         this.#appendQueue = []
-        try {
-          await this.#journal.append(
-            batch.map((i) => (this.#whole ? wholeEntry(i.entry) : i.entry)),
-            { sync: this.#sync },
-          )
-        } catch (err) {
-          this.#host.appendFailed(batch, journalWriteError(err))
-          continue
+        // Sends due later go to the scheduled store, in a write of their own.
+        let later: AppendItem[] | undefined
+        for (const i of batch) if (i.scheduled === true) (later ??= []).push(i)
+        if (later === undefined) await this.#write(batch, false)
+        else {
+          const now = batch.filter((i) => i.scheduled !== true)
+          if (now.length > 0) await this.#write(now, false)
+          await this.#write(later, true)
         }
-        this.#host.appended(batch)
       }
     } finally {
       this.#appending = undefined
       if (this.idle) this.#host.idle()
     }
+  }
+
+  /** Writes a group commit (to the scheduled store: `later`) and tells the host how it went. */
+  async #write(batch: AppendItem[], later: boolean): Promise<void> {
+    const entries = batch.map((i) => (this.#whole ? wholeEntry(i.entry) : i.entry))
+    try {
+      if (later) await this.#journal.schedule?.(entries, { sync: this.#sync })
+      else await this.#journal.append(entries, { sync: this.#sync })
+    } catch (err) {
+      this.#host.appendFailed(batch, journalWriteError(err))
+      return
+    }
+    this.#host.appended(batch)
   }
 
   #gather(): Promise<void> {

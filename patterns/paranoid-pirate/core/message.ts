@@ -3,7 +3,26 @@ import { ownBody } from "../../../lib/body.js"
 import type { JournalEntry } from "../../../lib/journal/types.js"
 import type { Liveness } from "../../../lib/liveness.js"
 
-export type State = "appending" | "ready" | "inflight" | "delayed" | "done"
+/**
+ * "parked": ready, but an older message with the same key is not done yet (see `KeyGate`); it
+ * waits outside the ready queue until that one is.
+ */
+export type State = "appending" | "ready" | "inflight" | "delayed" | "parked" | "done"
+
+/** The scheduling options of a message, as `send()` gives them (absent ones: the defaults). */
+export interface Schedule {
+  /** Epoch ms before which its first attempt is not dispatched. */
+  notBefore: number | undefined
+  /** Epoch ms after which it is not dispatched any more: it goes to the dead letters as expired. */
+  expiresAt: number | undefined
+  /** 0–9, higher first. */
+  priority: number
+  /** Messages with the same key are processed one at a time, in send order. */
+  key: string | undefined
+}
+
+/** The priority of a message sent without one. */
+export const DEFAULT_PRIORITY = 4
 
 /** Who waits for a message's reply (`request()`, a queue's client). */
 export interface Waiter {
@@ -32,6 +51,12 @@ export interface Message {
   waiter: Waiter | undefined
   /** Counted in the sender's window (from `#hold` until it leaves). */
   held: boolean
+  /** 0–9, higher first (see `ReadyQueue`). */
+  priority: number
+  /** Its ordering key (see `KeyGate`). */
+  key: string | undefined
+  /** Epoch ms after which it is not dispatched any more. */
+  expiresAt: number | undefined
 }
 
 /** A connected worker and what it holds. */
@@ -79,7 +104,37 @@ export function message(
     deadline: undefined,
     waiter: undefined,
     held: false,
+    priority: DEFAULT_PRIORITY,
+    key: undefined,
+    expiresAt: undefined,
   }
+}
+
+/** Gives a new message its scheduling options (none: it keeps the defaults). */
+export function scheduled(m: Message, schedule: Schedule | undefined): Message {
+  if (schedule === undefined) return m
+  m.priority = schedule.priority
+  m.key = schedule.key
+  m.expiresAt = schedule.expiresAt
+  return m
+}
+
+/** The journal entry's fields for a schedule (only those that differ from the defaults). */
+export function scheduleFields(
+  schedule: Schedule | undefined,
+): Pick<JournalEntry, "notBefore" | "expiresAt" | "priority" | "key"> {
+  const out: Pick<JournalEntry, "notBefore" | "expiresAt" | "priority" | "key"> = {}
+  if (schedule === undefined) return out
+  if (schedule.notBefore !== undefined) out.notBefore = schedule.notBefore
+  if (schedule.expiresAt !== undefined) out.expiresAt = schedule.expiresAt
+  if (schedule.priority !== DEFAULT_PRIORITY) out.priority = schedule.priority
+  if (schedule.key !== undefined) out.key = schedule.key
+  return out
+}
+
+/** True when the message's time to live has run out at `now` (epoch ms). */
+export function expired(m: Message, now: number): boolean {
+  return m.expiresAt !== undefined && m.expiresAt <= now
 }
 
 /** A message read back from the journal (a restart's backlog, a replayed dead letter). */
@@ -101,6 +156,9 @@ export function fromEntry(e: JournalEntry, durable: boolean): Message {
     deadline: undefined,
     waiter: undefined,
     held: false,
+    priority: e.priority ?? DEFAULT_PRIORITY,
+    key: e.key,
+    expiresAt: e.expiresAt,
   }
 }
 

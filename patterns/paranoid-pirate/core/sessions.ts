@@ -27,8 +27,16 @@ import {
 } from "../../../lib/protocol.js"
 import type { Counters } from "./counters.js"
 import type { InboundHandler } from "./inbound.js"
+import type { KeyGate } from "./keys.js"
 import type { JournalLanes } from "./lanes.js"
-import { byId, ownPayload, type Message, type WorkerPeer } from "./message.js"
+import {
+  DEFAULT_PRIORITY,
+  byId,
+  expired,
+  ownPayload,
+  type Message,
+  type WorkerPeer,
+} from "./message.js"
 import type { DelayQueue, ReadyQueue } from "./ready.js"
 import type { DispatcherEvents, DispatcherSettings } from "./types.js"
 import type { Hello, WorkerRegistry } from "./workers.js"
@@ -41,6 +49,7 @@ export interface SessionsHost {
   readonly lanes: JournalLanes
   readonly workers: WorkerRegistry
   readonly delayed: DelayQueue
+  readonly keys: KeyGate
   /** The sender's identity, announced in WELCOME. */
   senderId(): string | undefined
   write(frames: Buffer[]): void
@@ -234,6 +243,8 @@ export class Sessions implements InboundHandler {
    */
   dispatch(ready: ReadyQueue): void {
     const { maxBatch } = this.#h.settings
+    const keys = this.#h.keys
+    const now = Date.now()
     // Turns in a row that sent nothing: one per worker means nothing ready fits a free worker.
     for (let idle = 0; ready.size > 0 && idle < this.#h.workers.size;) {
       const next = this.#h.workers.nextFree()
@@ -246,6 +257,14 @@ export class Sessions implements InboundHandler {
       while (batch.length < n && skipped.length < maxBatch) {
         const m = ready.take()
         if (!m) break
+        if (m.expiresAt !== undefined && m.expiresAt <= now) {
+          this.expire(m)
+          continue
+        }
+        if (m.key !== undefined && !keys.mayGo(m)) {
+          keys.park(m) // behind an older message of its key; made ready when that one is done
+          continue
+        }
         const size = 4 + bodyLength(m.payload)
         if (size > w.maxMessageSize) {
           skipped.push(m)
@@ -426,6 +445,7 @@ export class Sessions implements InboundHandler {
   #fail(m: Message, error: string, reject: boolean, delay?: number): void {
     const s = this.#h.settings
     m.lastError = error
+    if (expired(m, Date.now())) return this.expire(m)
     if (reject || m.attempt >= s.maxAttempts) return this.#bury(m, error)
     const wait = delay ?? backoffDelay(m.attempt, s.retryBackoff, s.random)
     this.#h.emit("message:nacked", { id: m.id, attempt: m.attempt, error, delay: wait })
@@ -437,8 +457,20 @@ export class Sessions implements InboundHandler {
     else this.#h.delayed.add(m, notBefore)
   }
 
+  /**
+   * A message's time to live ran out before it was acked: it goes to the dead letters, with the
+   * error "expired", and is not dispatched again.
+   */
+  expire(m: Message): void {
+    this.#h.counters.expired++
+    this.#h.emit("message:expired", { id: m.id, attempts: m.attempt })
+    this.#bury(m, "expired")
+  }
+
   #bury(m: Message, error: string): void {
     this.#h.counters.dead++
+    // `keyOnDead: "hold"`: the messages behind it on its key wait until it is replayed.
+    if (m.key !== undefined && this.#h.settings.keyOnDead === "hold") this.#h.keys.hold(m.key)
     debug("%s: message %s dead after %d attempts: %s", this.#h.name, m.id, m.attempt, error)
     // Every dead letter is kept, in a memory journal too, so it can be listed and replayed.
     const letter: DeadLetter = {
@@ -449,6 +481,9 @@ export class Sessions implements InboundHandler {
       enqueuedAt: m.enqueuedAt,
       deadAt: Date.now(),
     }
+    if (m.priority !== DEFAULT_PRIORITY) letter.priority = m.priority
+    if (m.key !== undefined) letter.key = m.key
+    if (m.expiresAt !== undefined) letter.expiresAt = m.expiresAt
     this.#h.lanes.bury(letter)
     const waiter = m.waiter
     this.#h.finish(m)
@@ -464,7 +499,8 @@ export class Sessions implements InboundHandler {
       m.deadline = undefined
       m.lastError = reason
       this.#h.emit("message:requeued", { id: m.id, attempt: m.attempt, reason })
-      if (m.attempt >= this.#h.settings.maxAttempts) this.#bury(m, reason)
+      if (expired(m, Date.now())) this.expire(m)
+      else if (m.attempt >= this.#h.settings.maxAttempts) this.#bury(m, reason)
       else {
         if (m.durable) this.#h.lanes.update({ id: m.id, attempts: m.attempt, lastError: reason })
         ownPayload(m)

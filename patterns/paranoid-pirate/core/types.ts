@@ -3,6 +3,7 @@ import type { BackoffOptions } from "../../../lib/backoff.js"
 import type { Durability } from "../../../lib/journal/types.js"
 import type { CurveServerOptions } from "../../../lib/security.js"
 import type { BackpressureEvent } from "./admission.js"
+import type { KeyOnDead } from "./keys.js"
 
 /** Settings of the core; `Sender` and `ParanoidPirateQueue` validate and fill them. */
 export interface DispatcherSettings {
@@ -21,6 +22,7 @@ export interface DispatcherSettings {
   sendTimeout: number
   random: () => number
   curve: CurveServerOptions | undefined
+  keyOnDead: KeyOnDead
 }
 
 /**
@@ -34,6 +36,8 @@ export interface SenderEvents {
   "message:requeued": [{ id: string; attempt: number; reason: string }]
   "message:nacked": [{ id: string; attempt: number; error: string; delay: number }]
   "message:dead": [{ id: string; attempts: number; error: string }]
+  /** A message's `ttl` ran out before it was acked: it is dead-lettered with the error "expired". */
+  "message:expired": [{ id: string; attempts: number }]
   backpressure: [BackpressureEvent]
   drained: [Record<string, never>]
   error: [Error]

@@ -1,0 +1,74 @@
+/** The scheduling options of `send()`: checked, and turned into the times the core uses. */
+import { describe } from "../../lib/validate.js"
+import { DEFAULT_PRIORITY, type Schedule } from "./core/message.js"
+
+/** The most bytes a `key` may have (it is stored with every message that has one). */
+export const MAX_KEY_BYTES = 1024
+
+/** What `send()` takes to schedule a message; see `SendOptions`. */
+export interface ScheduleOptions {
+  delay?: number | undefined
+  notBefore?: number | undefined
+  ttl?: number | undefined
+  expiresAt?: number | undefined
+  priority?: number | undefined
+  key?: string | undefined
+}
+
+/**
+ * The schedule of a send, or undefined when it sets none of the options (the common case, which
+ * costs six property reads).
+ * @throws TypeError or RangeError naming the option
+ */
+export function resolveSchedule(o: ScheduleOptions): Schedule | undefined {
+  const { delay, notBefore, ttl, expiresAt, priority, key } = o
+  if (
+    delay === undefined &&
+    notBefore === undefined &&
+    ttl === undefined &&
+    expiresAt === undefined &&
+    priority === undefined &&
+    key === undefined
+  )
+    return undefined
+  const now = Date.now()
+  if (delay !== undefined && notBefore !== undefined)
+    throw new TypeError("'delay' and 'notBefore' cannot both be set: give one")
+  if (ttl !== undefined && expiresAt !== undefined)
+    throw new TypeError("'ttl' and 'expiresAt' cannot both be set: give one")
+  let due: number | undefined
+  if (delay !== undefined) {
+    finite("delay", delay)
+    if (delay < 0) throw new RangeError(`'delay' must be 0 or more (ms), got ${delay}`)
+    due = delay > 0 ? now + delay : undefined
+  } else if (notBefore !== undefined) {
+    finite("notBefore", notBefore)
+    due = notBefore > now ? notBefore : undefined
+  }
+  let until: number | undefined
+  if (ttl !== undefined) {
+    finite("ttl", ttl)
+    if (ttl <= 0) throw new RangeError(`'ttl' must be more than 0 (ms), got ${ttl}`)
+    until = now + ttl
+  } else if (expiresAt !== undefined) {
+    finite("expiresAt", expiresAt)
+    until = expiresAt
+  }
+  if (priority !== undefined && (!Number.isInteger(priority) || priority < 0 || priority > 9)) {
+    const Err = typeof priority === "number" ? RangeError : TypeError
+    throw new Err(`'priority' must be an integer from 0 to 9, got ${describe(priority)}`)
+  }
+  if (key !== undefined) {
+    if (typeof key !== "string" || key === "")
+      throw new TypeError(`'key' must be a non-empty string, got ${describe(key)}`)
+    const bytes = Buffer.byteLength(key)
+    if (bytes > MAX_KEY_BYTES)
+      throw new RangeError(`'key' must be at most ${MAX_KEY_BYTES} bytes, got ${bytes}`)
+  }
+  return { notBefore: due, expiresAt: until, priority: priority ?? DEFAULT_PRIORITY, key }
+}
+
+function finite(name: string, value: unknown): asserts value is number {
+  if (typeof value !== "number" || !Number.isFinite(value))
+    throw new TypeError(`'${name}' must be a finite number (ms), got ${describe(value)}`)
+}
