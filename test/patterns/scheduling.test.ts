@@ -127,7 +127,8 @@ describe.each(journals)("scheduling (%s journal)", (_kind, journal) => {
     release()
     await sender.drained(timeout())
     expect(handled).toEqual(["head"])
-    expect(sizes(sender)).toMatchObject({ messages: 0, keys: 0, parked: 0, delayed: 0 })
+    // Nothing left behind by the cancelled ones: every internal structure is empty.
+    expect(Object.entries(sizes(sender)).filter(([, n]) => n !== 0)).toEqual([])
   })
 
   it("dead-letters a message whose ttl ran out before it was dispatched, as expired", async () => {
