@@ -98,6 +98,29 @@ describe.each(journals)("scheduling (%s journal)", (_kind, journal) => {
     expect(sender.stats().scheduled).toBe(0)
   })
 
+  it("a delayed message joins its key when it falls due, behind the one in flight", async () => {
+    const sender = await openSender({ ...(await journal()) })
+    const events: string[] = []
+    let inFlight = 0
+    let maxInFlight = 0
+    await openWorker(sender.endpoint, {
+      concurrency: 4,
+      handler: async (m) => {
+        maxInFlight = Math.max(maxInFlight, ++inFlight)
+        events.push(`start ${m as string}`)
+        // "b" is still running when "a" falls due: "a" must wait for it.
+        if (m === "b") await new Promise((r) => setTimeout(r, 500))
+        events.push(`end ${m as string}`)
+        inFlight--
+      },
+    })
+    await sender.send("a", { key: "k", delay: 200 })
+    await sender.send("b", { key: "k" })
+    await sender.drained(timeout())
+    expect(events).toEqual(["start b", "end b", "start a", "end a"])
+    expect(maxInFlight).toBe(1)
+  })
+
   it("cancel() removes a message not dispatched yet: delayed, ready, behind its key", async () => {
     const sender = await openSender({ ...(await journal()) })
     const later = await sender.send("later", { delay: 60_000 })

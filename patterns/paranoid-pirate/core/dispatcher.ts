@@ -91,7 +91,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    */
   readonly #replayed = new Set<string>()
   readonly #ready = new ReadyQueue()
-  readonly #delayed = new DelayQueue((due) => this.#makeReadyFront(due))
+  readonly #delayed = new DelayQueue((due) => this.#due(due))
   readonly #keys = new KeyGate()
   /** Sends due later, in the journal's scheduled store (a persistent journal that has one). */
   readonly #scheduler: Scheduler | undefined
@@ -524,11 +524,22 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    * its key, and waits for `notBefore` when that is later.
    */
   #arrive(m: Message, notBefore: number | undefined): void {
-    if (m.key !== undefined) this.#keys.enter(m)
     if (notBefore !== undefined && notBefore > Date.now()) {
+      // A first attempt that waits joins its key when it falls due (see #due); a retry that
+      // waits (restored from the journal) keeps its place at the head of its key.
+      if (m.key !== undefined && m.attempt > 0) this.#keys.enter(m)
       ownPayload(m)
       this.#delayed.add(m, notBefore)
-    } else this.#makeReady(m)
+      return
+    }
+    if (m.key !== undefined) this.#keys.enter(m)
+    this.#makeReady(m)
+  }
+
+  /** Messages whose time came: retries, and first attempts sent with a delay (they join their key now). */
+  #due(list: Message[]): void {
+    for (const m of list) if (m.attempt === 0 && m.key !== undefined) this.#keys.enter(m)
+    this.#makeReadyFront(list)
   }
 
   #makeReady(m: Message): void {
@@ -592,9 +603,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       this.#hold(m)
       if (count > 0 && (after === undefined || e.id > after)) this.#replayed.add(e.id)
       if (m.key !== undefined) {
-        this.#keys.enter(m)
-        const head = this.#keys.release(m.key)
-        if (head) list.push(head)
+        // A dead letter that held its key goes first; else it queues behind its key.
+        const held = this.#keys.isHeld(m.key)
+        this.#keys.enter(m, held)
+        if (held) this.#keys.release(m.key)
       }
       list.push(m)
     }

@@ -1,8 +1,8 @@
 /**
  * Per-key order: messages sent with the same `key` are processed one at a time, in the order they
- * became ready (send order), across all workers. The gate keeps, for each key with messages in
- * the window, those messages in id order; only the first of them (the key's head) may be
- * dispatched. A later one taken from the ready queue is parked here until the head is done (acked,
+ * became ready (send order; a delayed one when it falls due), across all workers. The gate keeps,
+ * for each key with messages in the window, those messages in that order; only the first of them
+ * (the key's head) may be dispatched. A later one taken from the ready queue is parked here until the head is done (acked,
  * dead-lettered, expired or cancelled); a head that fails and waits for its retry keeps the key.
  *
  * With `keyOnDead: "hold"`, a key whose head is dead-lettered stays held: its other messages wait
@@ -34,18 +34,16 @@ export class KeyGate {
     return this.#held.size
   }
 
-  /** A keyed message entered the window (sent, paged in, replayed). */
-  enter(m: Message): void {
+  /**
+   * A keyed message joins its key, behind the others (sent, paged in, fallen due), or ahead of them
+   * with `first` (a replayed dead letter that held its key: nothing of the key is in flight).
+   */
+  enter(m: Message, first = false): void {
     const key = m.key as string
     const list = this.#keys.get(key)
-    if (list === undefined) {
-      this.#keys.set(key, [m])
-      return
-    }
-    // Usually the newest; a replayed dead letter or a restored message may be older.
-    let i = list.length
-    while (i > 0 && (list[i - 1] as Message).id > m.id) i--
-    list.splice(i, 0, m)
+    if (list === undefined) this.#keys.set(key, [m])
+    else if (first) list.unshift(m)
+    else list.push(m)
   }
 
   /**
