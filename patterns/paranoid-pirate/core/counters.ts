@@ -11,7 +11,7 @@ import {
  * extend. Declared here under its public name so that the published types name no internal one.
  */
 export interface SenderStats {
-  /** Messages waiting for a worker. */
+  /** Messages waiting for a worker (those waiting behind an older message of their `key` too). */
   ready: number
   /** Messages handed to a worker and not yet acked. */
   inFlight: number
