@@ -15,6 +15,12 @@ export interface JournalEntry {
   notBefore?: number
   /** Epoch ms when the message was first accepted. */
   enqueuedAt: number
+  /** Epoch ms after which the message is not to be dispatched again (it expires). */
+  expiresAt?: number
+  /** Dispatch priority, an integer from 0 to 9 (higher first); absent means the default, 4. */
+  priority?: number
+  /** Messages with one key are processed one at a time, in send order (at most 1024 utf-8 bytes). */
+  key?: string
 }
 
 /** A message given up on: kept with its last error until replayed or purged. */
@@ -35,6 +41,8 @@ export interface JournalUpdate {
 export interface JournalStats {
   pending: number
   dead: number
+  /** Entries stored by `schedule()` and not yet promoted (both built-in journals count them). */
+  scheduled?: number
 }
 
 /**
@@ -82,4 +90,21 @@ export interface Journal {
   /** The greatest id ever stored (pending, dead or acked), so ids stay unique across restarts. */
   lastId(): Promise<string | undefined>
   stats(): Promise<JournalStats>
+  /**
+   * Stores entries that are due later (each has `notBefore`): not returned by `pending()` nor
+   * counted in `stats().pending` until promoted. An id scheduled already is replaced.
+   */
+  schedule?(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void>
+  /** Scheduled entries with `notBefore <= until`, earliest first (ties in id order), at most `limit`. */
+  due?(options: { until: number; limit: number }): Promise<JournalEntry[]>
+  /** The earliest `notBefore` among scheduled entries; undefined when there is none. */
+  nextDue?(): Promise<number | undefined>
+  /**
+   * Moves scheduled entries (as returned by `due()`; only their ids are read) to pending in one
+   * write, as they are stored: afterwards `pending()`, `remove()`, `update()` and `bury()` see
+   * them as if `append()` had written them. Ids that are not scheduled are ignored.
+   */
+  promote?(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void>
+  /** Deletes scheduled entries by id (not pending ones); resolves with the ids that were deleted. */
+  unschedule?(ids: readonly string[]): Promise<string[]>
 }
