@@ -33,7 +33,7 @@ describe("chaos", () => {
       expect(result.failures, summary(result)).toEqual([])
       expect(result.lost).toBe(0)
       expect(result.unique).toBe(result.messages)
-      expect(result.final?.journal).toEqual({ pending: 0, dead: 0 })
+      expect(result.final?.journal).toEqual({ pending: 0, dead: 0, scheduled: 0 })
       expect(result.duplicatesByCause.unexplained).toBe(0)
       expect(result.rssPeakMb).toBeLessThan(result.maxRssMb)
       expect(result.ok).toBe(true)

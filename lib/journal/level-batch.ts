@@ -12,9 +12,14 @@
 import { crc32 } from "node:zlib"
 import { prefixOf } from "../body.js"
 import {
+  EXTRA_FLAGS,
   FLAG_ERROR,
   FLAG_NOT_BEFORE,
+  extraFlags,
+  extrasSize,
   kindSeed,
+  readExtras,
+  writeExtras,
   lengthPrefixed,
   valueCrc,
   writeId,
@@ -31,7 +36,9 @@ export const BATCH_KEY_LENGTH = 2 + 2 * ID_HEX + COUNT_HEX
 
 // Batch (kind 5): [kind u8][crc32 u32][count u32][first id 8 bytes][last id 8 bytes], then per
 // entry [id 8 bytes][flags u8][attempts u32][enqueuedAt f64][notBefore f64]?
-// [errorLength u32, error utf8]? [payloadLength u32][payload]. Bitmap (kind 6): the same header,
+// [errorLength u32, error utf8]? [expiresAt f64]? [priority u8]? [keyLength u16, key utf8]?
+// [payloadLength u32][payload] (the three before the payload from format 5 on, see FLAG_EXPIRES
+// in level-format.ts). Bitmap (kind 6): the same header,
 // then ceil(count / 8) bytes, bit i (of byte i >> 3, bit i & 7) set when entry i is not pending.
 // The crc covers the kind byte and everything after the crc, as in the entries of format 2.
 const KIND_BATCH = 5
@@ -112,6 +119,9 @@ export function encodeBatchParts(
     if (e.notBefore !== undefined) own += 8
     const error = e.lastError === undefined ? undefined : Buffer.from(e.lastError)
     if (error !== undefined) own += 4 + error.length
+    // Format 5's fields cost plain entries three property reads, here and below.
+    const extras = extraFlags(e)
+    if (extras !== 0) own += extrasSize(e, extras)
     errors.push(error)
     size += own + (e.payload.length < copyBelow ? e.payload.length : 0)
     length += own + e.payload.length
@@ -130,8 +140,11 @@ export function encodeBatchParts(
   entries.forEach((e, i) => {
     const error = errors[i]
     writeId(buf, e.id, off)
+    const extras = extraFlags(e)
     buf[off + 8] =
-      (error === undefined ? 0 : FLAG_ERROR) | (e.notBefore === undefined ? 0 : FLAG_NOT_BEFORE)
+      (error === undefined ? 0 : FLAG_ERROR) |
+      (e.notBefore === undefined ? 0 : FLAG_NOT_BEFORE) |
+      extras
     buf.writeUInt32LE(e.attempts, off + 9)
     buf.writeDoubleLE(e.enqueuedAt, off + 13)
     off += ENTRY_HEAD
@@ -140,6 +153,7 @@ export function encodeBatchParts(
       off = buf.writeUInt32LE(error.length, off)
       off += error.copy(buf, off)
     }
+    if (extras !== 0) off = writeExtras(buf, e, extras, off)
     const prefix = prefixOf(e.payload)
     off = buf.writeUInt32LE(e.payload.length + (prefix?.length ?? 0), off)
     if (prefix !== undefined) off += prefix.copy(buf, off)
@@ -221,6 +235,10 @@ export function decodeBatch(key: string, buf: Buffer): JournalEntry[] | string {
       if (error === undefined) return "value is truncated"
       entry.lastError = buf.toString("utf8", error.start, error.end)
       off = error.end
+    }
+    if (flags & EXTRA_FLAGS) {
+      off = readExtras(buf, off, flags, entry)
+      if (off < 0) return "value is truncated"
     }
     const payload = lengthPrefixed(buf, off)
     if (payload === undefined) return "value is truncated"

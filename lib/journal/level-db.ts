@@ -14,8 +14,10 @@ import {
   PENDING,
   decodeMeta,
   encodeMeta,
+  INDEX_KEY_LENGTH,
   isEntryKey,
   isQuarantineKey,
+  parseIndexKey,
   keyHash,
   maxId,
   type Counters,
@@ -136,9 +138,13 @@ export interface KeyScan {
   /** `p:` keys; the caller adds the pending entries of the batches before `checkKeys()`. */
   pending: number
   dead: number
+  /** `s:` keys. */
+  scheduled: number
+  /** `t:` keys (one per `s:` key). */
+  indexed: number
   /** See `Counters.keySum`. */
   keySum: number
-  /** The greatest id among the `p:` and `d:` keys and the batches. */
+  /** The greatest id among the `p:`, `d:` and `s:` keys and the batches. */
   lastId: string | undefined
   /** The `b:` keys, in key order within each scanned range. */
   batches: string[]
@@ -169,6 +175,8 @@ export async function scanKeys(db: Db, dir: string, expected = 0): Promise<KeySc
   const scan = scans.reduce((a, b) => ({
     pending: a.pending + b.pending,
     dead: a.dead + b.dead,
+    scheduled: a.scheduled + b.scheduled,
+    indexed: a.indexed + b.indexed,
     keySum: (a.keySum + b.keySum) >>> 0,
     lastId: maxId(a.lastId, b.lastId),
     quarantined: a.quarantined + b.quarantined,
@@ -214,6 +222,8 @@ async function scanRange(
   const scan: KeyScan = {
     pending: 0,
     dead: 0,
+    scheduled: 0,
+    indexed: 0,
     keySum: 0,
     lastId: undefined,
     quarantined: 0,
@@ -237,8 +247,10 @@ async function scanRange(
       if (rows.length === 0) break
       for (const [key] of rows) {
         if (isEntryKey(key)) {
-          if (key.charCodeAt(0) === 0x70) scan.pending++
-          else scan.dead++
+          const p = key.charCodeAt(0)
+          if (p === 0x70) scan.pending++
+          else if (p === 0x64) scan.dead++
+          else scan.scheduled++
           scan.keySum = (scan.keySum + keyHash(key)) >>> 0
           const id = key.slice(2)
           if (id > last) last = id
@@ -249,6 +261,9 @@ async function scanRange(
             const id = key.slice(18, 34)
             if (id > last) last = id
           } else scan.acks.push(key)
+        } else if (key.length === INDEX_KEY_LENGTH && parseIndexKey(key) !== undefined) {
+          scan.keySum = (scan.keySum + keyHash(key)) >>> 0
+          scan.indexed++
         } else if (parseSegmentKey(key) !== undefined) {
           scan.keySum = (scan.keySum + keyHash(key)) >>> 0
           scan.segments.push(key)
@@ -289,7 +304,10 @@ export function checkKeys(
     )
   if (scan.strange > 0) {
     const some = scan.examples.map((k) => JSON.stringify(k)).join(", ")
-    if (meta === undefined && scan.pending + scan.dead + scan.batches.length === 0) {
+    if (
+      meta === undefined &&
+      scan.pending + scan.dead + scan.scheduled + scan.batches.length === 0
+    ) {
       throw new PirateError(
         "PIRATE_JOURNAL_CORRUPT",
         `${dir} holds a LevelDB database that is not a zeromq-pirate journal (keys ${some}); give the journal another directory`,
@@ -303,7 +321,10 @@ export function checkKeys(
     // Every write since there were counters stores them: data on disk, with neither counters
     // nor entries to be read, is a database LevelDB cannot read (a damaged table index reads
     // as an empty table).
-    if (hadData && scan.pending + scan.dead + scan.quarantined + scan.batches.length === 0) {
+    if (
+      hadData &&
+      scan.pending + scan.dead + scan.scheduled + scan.quarantined + scan.batches.length === 0
+    ) {
       throw damaged("its state record is missing and no entry can be read, though it holds data")
     }
     return
@@ -311,6 +332,11 @@ export function checkKeys(
   if (scan.pending !== meta.pending || scan.dead !== meta.dead) {
     throw damaged(
       `it holds ${scan.pending} pending entries and ${scan.dead} dead letters where its counters say ${meta.pending} and ${meta.dead}`,
+    )
+  }
+  if (scan.scheduled !== meta.scheduled || scan.indexed !== scan.scheduled) {
+    throw damaged(
+      `it holds ${scan.scheduled} scheduled entries and ${scan.indexed} due-time keys where its counters say ${meta.scheduled} of each`,
     )
   }
   if (meta.keySum !== undefined && scan.keySum !== meta.keySum) {
@@ -361,7 +387,7 @@ export async function loadDatabase(
       return { db, counters: { ...meta, keySum: meta.keySum } }
     }
     // Every key once: a key damaged or lost on disk shows here, before any of it is read.
-    const scan = await scanKeys(db, path, meta ? meta.pending + meta.dead : 0)
+    const scan = await scanKeys(db, path, meta ? meta.pending + meta.dead + meta.scheduled : 0)
     scan.pending += await batches.load(db, scan.batches, scan.acks)
     checkKeys(path, meta, scan, hadData)
     // After the key check: a segment file that no record names is deleted, so a record lost on
@@ -371,6 +397,7 @@ export async function loadDatabase(
     const counters: Counters = {
       pending: scan.pending,
       dead: scan.dead,
+      scheduled: scan.scheduled,
       keySum: scan.keySum,
       lastId: meta?.lastId ?? scan.lastId,
     }

@@ -11,26 +11,41 @@ import type { DeadLetter, JournalEntry } from "./types.js"
 // ends just before the next prefix character (":" + 1 = ";").
 export const PENDING = "p:"
 export const DEAD = "d:"
+/** Entries due later (`Journal.schedule()`), under `s:<id>`. */
+export const SCHEDULED = "s:"
+/**
+ * The due-time index of the scheduled entries: `t:<notBefore><id>` with an empty value, where
+ * notBefore is 16 hex digits that sort as the number does (see `sortableTime`). So the entries
+ * due first are a range read from the start of `t:`, and no scheduled entry costs memory.
+ */
+export const INDEX = "t:"
 /** Entries moved aside by a repair: `q:` + the key they had (kept, never read). */
 export const QUARANTINE = "q:"
 export const META = "m:state"
 /**
  * The format this version writes: 3 added batches (`b:`) and their bitmaps (`a:`, see
  * level-batch.ts); 4 keeps the values of new batches in the value log (`v:` records and the
- * `values/` directory, see level-values.ts). It reads formats 1 to 3 as they are (their values
- * are format 4 values too) and writes format 4 from its first write on.
+ * `values/` directory, see level-values.ts); 5 adds the scheduled entries (`s:`, `t:`, and
+ * `scheduled` in the state record) and the flags FLAG_EXPIRES, FLAG_PRIORITY and FLAG_KEY of an
+ * entry. It reads formats 1 to 4 as they are (their values are format 5 values too) and writes
+ * format 5 from its first write on; a release that reads up to 4 refuses a format 5 journal.
  */
-export const FORMAT = 4
+export const FORMAT = 5
 
-export type Prefix = typeof PENDING | typeof DEAD
+export type Prefix = typeof PENDING | typeof DEAD | typeof SCHEDULED
 
 /** The counters every write batch stores under `m:state`. */
 export interface Counters {
   pending: number
   dead: number
+  /** `s:` keys (each with its `t:` key). */
+  scheduled: number
   /** The greatest id ever stored (pending, dead or since acked). */
   lastId: string | undefined
-  /** The sum (mod 2^32) of `keyHash()` of every `p:`, `d:`, `b:` and `a:` key: what a key scan must find. */
+  /**
+   * The sum (mod 2^32) of `keyHash()` of every `p:`, `d:`, `s:`, `t:`, `b:`, `a:` and `v:` key:
+   * what a key scan must find.
+   */
   keySum: number
 }
 
@@ -64,13 +79,59 @@ export function writeId(buf: Buffer, id: string, off: number): number {
   return off
 }
 
-/** True for `p:` or `d:` followed by 16 lower-case hex digits. */
+/** True for `p:`, `d:` or `s:` followed by 16 lower-case hex digits. */
 export function isEntryKey(key: string): boolean {
   if (key.length !== KEY_LENGTH || key.charCodeAt(1) !== 0x3a) return false
   const p = key.charCodeAt(0)
-  if (p !== 0x70 && p !== 0x64) return false
+  if (p !== 0x70 && p !== 0x64 && p !== 0x73) return false
   for (let i = 2; i < KEY_LENGTH; i++) if (!isHex(key.charCodeAt(i))) return false
   return true
+}
+
+const TIME_HEX = 16
+/** `t:`, the due time and the id. */
+export const INDEX_KEY_LENGTH = 2 + TIME_HEX + ID_LENGTH
+const timeView = new DataView(new ArrayBuffer(8))
+
+/**
+ * A finite number as 16 hex digits that sort (as strings) as the numbers do: the bits of the
+ * double, with the sign bit set for a positive one and every bit flipped for a negative one.
+ */
+export function sortableTime(t: number): string {
+  timeView.setFloat64(0, t === 0 ? 0 : t) // -0 sorts as 0
+  let hi = timeView.getUint32(0)
+  let lo = timeView.getUint32(4)
+  if (hi & 0x80000000) {
+    hi = ~hi >>> 0
+    lo = ~lo >>> 0
+  } else hi = (hi | 0x80000000) >>> 0
+  return hi.toString(16).padStart(8, "0") + lo.toString(16).padStart(8, "0")
+}
+
+/** The number `sortableTime()` wrote. */
+export function timeOf(hex: string): number {
+  let hi = parseInt(hex.slice(0, 8), 16)
+  let lo = parseInt(hex.slice(8, 16), 16)
+  if (hi & 0x80000000) hi = (hi & 0x7fffffff) >>> 0
+  else {
+    hi = ~hi >>> 0
+    lo = ~lo >>> 0
+  }
+  timeView.setUint32(0, hi)
+  timeView.setUint32(4, lo)
+  return timeView.getFloat64(0)
+}
+
+/** The index key of a scheduled entry. */
+export function indexKey(notBefore: number, id: string): string {
+  return INDEX + sortableTime(notBefore) + id
+}
+
+/** The due time and id of a `t:` key; undefined when it has another shape. */
+export function parseIndexKey(key: string): { notBefore: number; id: string } | undefined {
+  if (key.length !== INDEX_KEY_LENGTH || !key.startsWith(INDEX)) return undefined
+  for (let i = 2; i < INDEX_KEY_LENGTH; i++) if (!isHex(key.charCodeAt(i))) return undefined
+  return { notBefore: timeOf(key.slice(2, 2 + TIME_HEX)), id: key.slice(2 + TIME_HEX) }
 }
 
 /** True for a key a repair moved aside: `q:` + a key of the form `x:…`. */
@@ -129,9 +190,23 @@ const KIND_PENDING_1 = 1
 const KIND_DEAD_1 = 2
 const KIND_PENDING = 3
 const KIND_DEAD = 4
-/** Flags of an entry (here and in batches): it has a last error, a not-before time. */
+/** A scheduled entry (format 5): the layout of kind 3. Kinds 5 to 8 are batches and the value log's. */
+const KIND_SCHEDULED = 9
+/**
+ * Flags of an entry (here and in batches): it has a last error, a not-before time, and (format
+ * 5) an expiry time, a priority, a key. The last three follow the error, in that order:
+ * [expiresAt f64]? [priority u8]? [keyLength u16, key utf8]?, so an entry without them is
+ * stored byte for byte as format 4 stored it.
+ */
 export const FLAG_ERROR = 1
 export const FLAG_NOT_BEFORE = 2
+export const FLAG_EXPIRES = 4
+export const FLAG_PRIORITY = 8
+export const FLAG_KEY = 16
+/** The flags of format 5's fields. */
+export const EXTRA_FLAGS = FLAG_EXPIRES | FLAG_PRIORITY | FLAG_KEY
+/** The most utf-8 bytes of an entry's `key`. */
+export const MAX_KEY_BYTES = 1024
 const FIXED_1 = 18
 const FIXED = 26
 const ID_AT = 18
@@ -174,17 +249,111 @@ export function checkEntry(e: JournalEntry): void {
   if (e.notBefore !== undefined && typeof e.notBefore !== "number") {
     throw new TypeError(`'notBefore' must be a number, got ${describe(e.notBefore)}`)
   }
+  if (e.expiresAt !== undefined || e.priority !== undefined || e.key !== undefined) checkExtras(e)
+}
+
+function checkExtras(e: JournalEntry): void {
+  const { expiresAt, priority, key } = e
+  if (expiresAt !== undefined) {
+    if (typeof expiresAt !== "number")
+      throw new TypeError(`'expiresAt' must be a number, got ${describe(expiresAt)}`)
+    if (Number.isNaN(expiresAt)) throw new RangeError(`'expiresAt' must not be NaN`)
+  }
+  if (priority !== undefined) {
+    if (typeof priority !== "number")
+      throw new TypeError(`'priority' must be a number, got ${describe(priority)}`)
+    if (!Number.isInteger(priority) || priority < 0 || priority > 9)
+      throw new RangeError(`'priority' must be an integer from 0 to 9, got ${priority}`)
+  }
+  if (key !== undefined) {
+    if (typeof key !== "string") throw new TypeError(`'key' must be a string, got ${describe(key)}`)
+    const bytes = Buffer.byteLength(key)
+    if (bytes > MAX_KEY_BYTES)
+      throw new RangeError(`'key' must be at most ${MAX_KEY_BYTES} utf-8 bytes, got ${bytes}`)
+  }
+}
+
+/** The flags of the format 5 fields an entry has (0 for most). */
+export function extraFlags(e: JournalEntry): number {
+  let flags = 0
+  if (e.expiresAt !== undefined) flags |= FLAG_EXPIRES
+  if (e.priority !== undefined) flags |= FLAG_PRIORITY
+  if (e.key !== undefined) flags |= FLAG_KEY
+  return flags
+}
+
+/** The bytes of the format 5 fields of an entry with these flags. */
+export function extrasSize(e: JournalEntry, flags: number): number {
+  let size = 0
+  if (flags & FLAG_EXPIRES) size += 8
+  if (flags & FLAG_PRIORITY) size += 1
+  if (flags & FLAG_KEY) size += 2 + Buffer.byteLength(e.key as string)
+  return size
+}
+
+/** Writes the format 5 fields of an entry at `off`; returns the offset after them. */
+export function writeExtras(buf: Buffer, e: JournalEntry, flags: number, off: number): number {
+  if (flags & FLAG_EXPIRES) off = buf.writeDoubleLE(e.expiresAt as number, off)
+  if (flags & FLAG_PRIORITY) off = buf.writeUInt8(e.priority as number, off)
+  if (flags & FLAG_KEY) {
+    const n = buf.write(e.key as string, off + 2, "utf8")
+    buf.writeUInt16LE(n, off)
+    off += 2 + n
+  }
+  return off
+}
+
+/** Reads the format 5 fields into `entry`; returns the offset after them, or -1 when truncated. */
+export function readExtras(buf: Buffer, off: number, flags: number, entry: JournalEntry): number {
+  if (flags & FLAG_EXPIRES) {
+    if (buf.length < off + 8) return -1
+    entry.expiresAt = buf.readDoubleLE(off)
+    off += 8
+  }
+  if (flags & FLAG_PRIORITY) {
+    if (buf.length < off + 1) return -1
+    entry.priority = buf.readUInt8(off)
+    off += 1
+  }
+  if (flags & FLAG_KEY) {
+    if (buf.length < off + 2) return -1
+    const end = off + 2 + buf.readUInt16LE(off)
+    if (buf.length < end) return -1
+    entry.key = buf.toString("utf8", off + 2, end)
+    off = end
+  }
+  return off
 }
 
 /** Encodes a pending entry (`deadAt` undefined) or a dead letter in format 2. */
 export function encodeEntry(e: JournalEntry, deadAt: number | undefined): Buffer {
+  return encodeValue(e, deadAt === undefined ? KIND_PENDING : KIND_DEAD, deadAt)
+}
+
+/** Encodes a scheduled entry (for an `s:` key): a pending entry's layout under a kind of its own. */
+export function encodeScheduled(e: JournalEntry): Buffer {
+  return encodeValue(e, KIND_SCHEDULED, undefined)
+}
+
+/**
+ * The value of a scheduled entry as a pending entry's (for its `p:` key): the same bytes under
+ * the pending kind, with their crc.
+ */
+export function scheduledToPending(value: Buffer): Buffer {
+  const buf = Buffer.from(value)
+  buf[0] = KIND_PENDING
+  buf.writeUInt32LE(valueCrc(buf, KIND_PENDING), 1)
+  return buf
+}
+
+function encodeValue(e: JournalEntry, kind: number, deadAt: number | undefined): Buffer {
   checkEntry(e)
   const payload = joinBody(e.payload)
-  const kind = deadAt === undefined ? KIND_PENDING : KIND_DEAD
   const error = e.lastError
   const errorLength = error === undefined ? 0 : Buffer.byteLength(error)
-  let flags = 0
-  let size = FIXED + payload.length
+  const extras = extraFlags(e)
+  let flags = extras
+  let size = FIXED + payload.length + (extras === 0 ? 0 : extrasSize(e, extras))
   if (e.notBefore !== undefined) {
     flags |= FLAG_NOT_BEFORE
     size += 8
@@ -207,6 +376,7 @@ export function encodeEntry(e: JournalEntry, deadAt: number | undefined): Buffer
     off = buf.writeUInt32LE(errorLength, off)
     off += buf.write(error, off, "utf8")
   }
+  if (extras !== 0) off = writeExtras(buf, e, extras, off)
   buf.set(payload, off)
   buf.writeUInt32LE(valueCrc(buf, kind), 1)
   return buf
@@ -232,17 +402,23 @@ export function identifyValue(buf: Buffer): ValueIdentity | string {
     if (stored !== crc32(buf.subarray(5))) return "checksum mismatch"
     return { prefix: kind === KIND_PENDING_1 ? PENDING : DEAD, id: undefined }
   }
-  if (kind !== KIND_PENDING && kind !== KIND_DEAD) return `unknown value kind ${kind}`
+  if (kind !== KIND_PENDING && kind !== KIND_DEAD && kind !== KIND_SCHEDULED)
+    return `unknown value kind ${kind}`
   if (buf.length < FIXED) return `value of ${buf.length} bytes is too short`
   if (stored !== valueCrc(buf, kind)) return "checksum mismatch"
   return {
-    prefix: kind === KIND_PENDING ? PENDING : DEAD,
+    prefix: kind === KIND_PENDING ? PENDING : kind === KIND_DEAD ? DEAD : SCHEDULED,
     id: buf.toString("hex", ID_AT, ID_AT + ID_LENGTH / 2),
   }
 }
 
+/** What a value under a key with this prefix is, in words. */
+function kindName(prefix: string): string {
+  return prefix === PENDING ? "pending entry" : prefix === DEAD ? "dead letter" : "scheduled entry"
+}
+
 /**
- * Decodes the value stored under `key` (`p:<id>` or `d:<id>`); returns a description of the
+ * Decodes the value stored under `key` (`p:<id>`, `d:<id>` or `s:<id>`); returns a description of the
  * damage instead when the key has another shape, or the value is damaged or belongs under
  * another key.
  */
@@ -252,7 +428,7 @@ export function decodeEntry(key: string, buf: Buffer): JournalEntry | DeadLetter
   if (typeof identity === "string") return identity
   const id = key.slice(2)
   if (identity.prefix !== key.slice(0, 2)) {
-    return `a ${identity.prefix === PENDING ? "pending entry" : "dead letter"} under a ${key.startsWith(PENDING) ? "pending" : "dead"} key`
+    return `a ${kindName(identity.prefix)} under the key of a ${kindName(key.slice(0, 2))}`
   }
   if (identity.id !== undefined && identity.id !== id) {
     return `the value belongs to id ${identity.id}: the key is damaged`
@@ -283,6 +459,10 @@ export function decodeEntry(key: string, buf: Buffer): JournalEntry | DeadLetter
     entry.lastError = buf.toString("utf8", error.start, error.end)
     off = error.end
   }
+  if (flags & EXTRA_FLAGS) {
+    off = readExtras(buf, off, flags, entry)
+    if (off < 0) return "value is truncated"
+  }
   // The value buffer is this entry's own (classic-level copies each one), so a view is safe.
   entry.payload = buf.subarray(off)
   if (deadAt === undefined) return entry
@@ -303,20 +483,35 @@ export function lengthPrefixed(
 // ---------------------------------------------------------------------------------------------
 // the state record
 
-// JSON, so that a person can read it: {"v":3,"lastId":…,"pending":…,"dead":…,"keySum":…,"crc":…},
-// where crc is the CRC-32 of the same JSON without it. Format 2 wrote the same record.
+// JSON, so that a person can read it: {"v":5,"lastId":…,"pending":…,"dead":…,"scheduled":…,
+// "keySum":…,"crc":…}, where crc is the CRC-32 of the same JSON without it. Formats 2 to 4 wrote
+// the same record without "scheduled".
 function metaJson(c: Counters, v = FORMAT): string {
+  if (v < 5) {
+    return JSON.stringify({
+      v,
+      lastId: c.lastId ?? null,
+      pending: c.pending,
+      dead: c.dead,
+      keySum: c.keySum,
+    })
+  }
   return JSON.stringify({
     v,
     lastId: c.lastId ?? null,
     pending: c.pending,
     dead: c.dead,
+    scheduled: c.scheduled,
     keySum: c.keySum,
   })
 }
 
-export function encodeMeta(c: Counters): Buffer {
-  const json = metaJson(c)
+/**
+ * The state record of these counters, in the format this version writes (`v`, an older one from
+ * 2 on, is for tests that make journals of an older format).
+ */
+export function encodeMeta(c: Counters, v = FORMAT): Buffer {
+  const json = metaJson(c, v)
   return Buffer.from(`${json.slice(0, -1)},"crc":${crc32(json)}}`)
 }
 
@@ -344,9 +539,12 @@ export function decodeMeta(raw: Buffer): (Omit<Meta, "keySum"> & { keySum?: numb
     !isCount(dead)
   )
     return "not a valid state record"
-  const counters = { v, lastId: lastId ?? undefined, pending, dead }
+  const scheduled = v >= 5 ? m["scheduled"] : 0
+  const counters = { v, lastId: lastId ?? undefined, pending, dead, scheduled: 0 }
   if (v < 2) return counters
   if (v > FORMAT) return counters
+  if (!isCount(scheduled)) return "not a valid state record"
+  counters.scheduled = scheduled
   const keySum = m["keySum"]
   if (!isCount(keySum) || keySum > 0xffffffff) return "not a valid state record"
   if (m["crc"] !== crc32(metaJson({ ...counters, keySum }, v))) return "checksum mismatch"
@@ -392,18 +590,23 @@ export function unique(ids: readonly string[]): string[] {
   return (increasing ? ids : [...new Set(ids)]).filter(isStoredId)
 }
 
-/** Counts a key the write adds to the journal. */
+/** Counts a key the write adds to the journal (an entry's, or a `t:` key). */
 export function added(c: Counters, key: string): void {
-  if (key.startsWith(PENDING)) c.pending++
-  else c.dead++
   c.keySum = addKey(c.keySum, key)
+  const p = key.charCodeAt(0)
+  if (p === 0x74) return // t:, counted with its s: key
+  if (p === 0x70) c.pending++
+  else if (p === 0x64) c.dead++
+  else c.scheduled++
   const id = key.slice(2)
   if (c.lastId === undefined || id > c.lastId) c.lastId = id
 }
 
-/** Counts a key the write deletes from the journal. */
+/** Counts a key the write deletes from the journal (an entry's, or a `t:` key). */
 export function removed(c: Counters, key: string): void {
-  if (key.startsWith(PENDING)) c.pending--
-  else c.dead--
   c.keySum = removeKey(c.keySum, key)
+  const p = key.charCodeAt(0)
+  if (p === 0x70) c.pending--
+  else if (p === 0x64) c.dead--
+  else if (p === 0x73) c.scheduled--
 }

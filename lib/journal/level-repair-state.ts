@@ -14,6 +14,7 @@ import {
 import type { Db } from "./level-db.js"
 import { inlineValue } from "./level-values.js"
 import {
+  DEAD,
   PENDING,
   QUARANTINE,
   addKey,
@@ -28,8 +29,8 @@ import {
 export interface LostEntry {
   /** Its id, as far as it could be read (a damaged key may have changed it). */
   id: string
-  /** Pending entry or dead letter; undefined when that could not be read either. */
-  state: "pending" | "dead" | undefined
+  /** Pending entry, dead letter or scheduled entry; undefined when that could not be read either. */
+  state: "pending" | "dead" | "scheduled" | undefined
   /** Why it is lost, and where what is left of it went (`q:` keys). */
   reason: string
   /**
@@ -45,11 +46,13 @@ export interface LevelJournalRepairReport {
   pending: number
   /** Dead letters after the repair. */
   dead: number
+  /** Scheduled entries after the repair. */
+  scheduled: number
   /**
    * What the journal's counters said before the repair (its newest readable state record);
    * undefined when none could be read.
    */
-  before: { pending: number; dead: number } | undefined
+  before: { pending: number; dead: number; scheduled: number } | undefined
   /**
    * Entries lost: those in `lostEntries`, plus those the counters show missing whose ids could
    * not be read. 0 means nothing was lost, unless `warnings` says the repair cannot tell.
@@ -103,6 +106,7 @@ export class Repair {
   readonly unkeyed: LostEntry[] = []
   pending = 0
   dead = 0
+  scheduled = 0
   keySum = 0
   /** The greatest id seen anywhere: ids must stay unique, so it only grows. */
   lastId: string | undefined
@@ -129,7 +133,8 @@ export class Repair {
     const batch = parseBatchKey(key)
     if (batch === undefined) {
       if (key.startsWith(PENDING)) this.pending += delta
-      else this.dead += delta
+      else if (key.startsWith(DEAD)) this.dead += delta
+      else this.scheduled += delta
     } else if (key.startsWith(BATCH)) this.pending += delta * batch.count
     else {
       const acked = value && decodeAcks(key, value)
@@ -199,7 +204,7 @@ export function keyNamedBy(value: Buffer | undefined, dir: string): string | und
   return typeof inline === "object" ? batchValueKey(inline) : undefined
 }
 
-/** A key of an entry, a batch or a bitmap. */
+/** A key of an entry (pending, dead or scheduled), a batch or a bitmap. */
 export function isJournalKey(key: string): boolean {
   return isEntryKey(key) || parseBatchKey(key) !== undefined
 }
@@ -221,6 +226,6 @@ export function linesCount(lines: readonly LostEntry[]): number {
   return n
 }
 
-export function stateOf(prefix: string): "pending" | "dead" {
-  return prefix === PENDING ? "pending" : "dead"
+export function stateOf(prefix: string): "pending" | "dead" | "scheduled" {
+  return prefix === PENDING ? "pending" : prefix === DEAD ? "dead" : "scheduled"
 }

@@ -29,10 +29,14 @@ import {
 } from "./level-db.js"
 import { levelCode, openFailure } from "./level-errors.js"
 import {
+  INDEX,
   META,
   QUARANTINE,
+  SCHEDULED,
   addKey,
   decodeEntry,
+  indexKey,
+  parseIndexKey,
   decodeMeta,
   encodeMeta,
   identifyValue,
@@ -125,10 +129,12 @@ export async function repairJournal(dir: string): Promise<LevelJournalRepairRepo
     const stored = await storedMeta(db, history, repair.tableMeta)
     await replayDropped(repair, history)
     await rebuildSegments(repair)
+    await rebuildIndex(repair)
     repair.seeId(stored?.lastId)
     const counters: Counters = {
       pending: repair.pending,
       dead: repair.dead,
+      scheduled: repair.scheduled,
       lastId: repair.lastId,
       keySum: repair.keySum,
     }
@@ -150,7 +156,12 @@ export async function repairJournal(dir: string): Promise<LevelJournalRepairRepo
         )
       }
     } else {
-      const gap = stored.pending + stored.dead - (repair.pending + repair.dead) + repair.redelivered
+      const gap =
+        stored.pending +
+        stored.dead +
+        stored.scheduled -
+        (repair.pending + repair.dead + repair.scheduled) +
+        repair.redelivered
       unidentified = Math.max(0, gap - linesCount(lostEntries))
       // Keys that changed without changing shape show only in their sum (entries of format 1,
       // which carry no id, cannot be checked one by one).
@@ -170,7 +181,8 @@ export async function repairJournal(dir: string): Promise<LevelJournalRepairRepo
     return {
       pending: repair.pending,
       dead: repair.dead,
-      before: stored && { pending: stored.pending, dead: stored.dead },
+      scheduled: repair.scheduled,
+      before: stored && { pending: stored.pending, dead: stored.dead, scheduled: stored.scheduled },
       lost: linesCount(lostEntries) + unidentified,
       lostEntries,
       recovered: repair.recovered,
@@ -237,13 +249,16 @@ function journalEntries(dir: string): EntryReader {
       isQuarantineKey(key) ||
       key === META ||
       parseSegmentKey(key) !== undefined ||
+      parseIndexKey(key) !== undefined ||
       keyNamedBy(value, dir) !== undefined,
     verified: (key, value) =>
-      key === META
-        ? typeof decodeMeta(value) === "object"
-        : parseSegmentKey(key) !== undefined
-          ? typeof decodeSegmentRecord(key, value) === "object"
-          : typeof identifyValue(value) === "object" || keyNamedBy(value, dir) !== undefined,
+      parseIndexKey(key) !== undefined
+        ? value.length === 0
+        : key === META
+          ? typeof decodeMeta(value) === "object"
+          : parseSegmentKey(key) !== undefined
+            ? typeof decodeSegmentRecord(key, value) === "object"
+            : typeof identifyValue(value) === "object" || keyNamedBy(value, dir) !== undefined,
   }
 }
 
@@ -386,6 +401,11 @@ async function examine(
   moves: Move[],
 ): Promise<void> {
   if (key === META || isQuarantineKey(key)) return
+  if (parseIndexKey(key) !== undefined) {
+    // Counted with the keys, and made to agree with the scheduled entries left (see rebuildIndex).
+    if (source === "db") repair.foundSum = addKey(repair.foundSum, key)
+    return
+  }
   if (parseSegmentKey(key) !== undefined) {
     // Counted with the keys, and written again from the batches left (see rebuildSegments).
     if (source === "db") repair.foundSum = addKey(repair.foundSum, key)
@@ -496,6 +516,39 @@ async function rebuildSegments(repair: Repair): Promise<void> {
   for (const [segment, r] of records) {
     const key = segmentKey(segment)
     repair.changes.set(key, encodeSegmentRecord(segment, r))
+    repair.keySum = addKey(repair.keySum, key)
+  }
+}
+
+/**
+ * Makes the due-time index (`t:` keys) agree with the scheduled entries the repair keeps: a `t:`
+ * key without its `s:` entry goes, an `s:` entry without its `t:` key gets it back.
+ */
+async function rebuildIndex(repair: Repair): Promise<void> {
+  const stored = await repair.db.keys({ gte: SCHEDULED, lt: "s;" }).all()
+  const changed = [...repair.changes.keys()].filter((k) => k.startsWith(SCHEDULED))
+  const wanted = new Set<string>()
+  for (const key of new Set([...stored, ...changed])) {
+    const value = await repair.current(key)
+    if (value === undefined) continue
+    const entry = decodeEntry(key, value)
+    // A damaged one was moved aside (its change deletes it) before this runs.
+    if (typeof entry === "string" || entry.notBefore === undefined) continue
+    wanted.add(indexKey(entry.notBefore, entry.id))
+  }
+  const present = new Set(await repair.db.keys({ gte: INDEX, lt: "t;" }).all())
+  for (const key of present) {
+    if (wanted.has(key)) continue
+    repair.changes.set(key, undefined)
+    // The key of an entry moved aside was written with it; one with no entry at all was not.
+    const id = (parseIndexKey(key) as { id: string }).id
+    if ((await repair.db.get(SCHEDULED + id)) === undefined) repair.expectedSumDelta -= keyHash(key)
+  }
+  for (const key of wanted) {
+    if (!present.has(key)) {
+      repair.changes.set(key, Buffer.alloc(0))
+      repair.expectedSumDelta += keyHash(key)
+    }
     repair.keySum = addKey(repair.keySum, key)
   }
 }

@@ -6,12 +6,19 @@ import { getMany, loadDatabase, type Db } from "./level-db.js"
 import { corruptValue } from "./level-errors.js"
 import {
   DEAD,
+  INDEX,
   META,
   PENDING,
+  SCHEDULED,
   decodeEntry,
   encodeEntry,
   encodeMeta,
+  encodeScheduled,
+  indexKey,
   isStoredId,
+  parseIndexKey,
+  scheduledToPending,
+  sortableTime,
   type Counters,
   added,
   checkId,
@@ -69,6 +76,7 @@ export class LevelJournal implements Journal {
   readonly #db: LevelHandle
   #pending = 0
   #dead = 0
+  #scheduled = 0
   #lastId: string | undefined
   #keySum = 0
   readonly #minBatch: number
@@ -244,6 +252,7 @@ export class LevelJournal implements Journal {
         }
         if (u.lastError !== undefined) entry.lastError = u.lastError
         if (u.notBefore !== undefined) entry.notBefore = u.notBefore
+        keepFields(entry, old, true)
         return encodeEntry(entry, undefined)
       }
       // An entry of a batch moves to a `p:` key of its own, which holds its attempts from now on.
@@ -372,7 +381,13 @@ export class LevelJournal implements Journal {
         const value = values[i]
         if (value === undefined) return
         const d = this.#decode(DEAD + id, value)
-        const entry = { id, payload: d.payload, attempts: 0, enqueuedAt: d.enqueuedAt }
+        const entry: JournalEntry = {
+          id,
+          payload: d.payload,
+          attempts: 0,
+          enqueuedAt: d.enqueuedAt,
+        }
+        keepFields(entry, d, false)
         ops.push({ type: "del", key: DEAD + id })
         ops.push({ type: "put", key: PENDING + id, value: encodeEntry(entry, undefined) })
         removed(next, DEAD + id)
@@ -413,7 +428,162 @@ export class LevelJournal implements Journal {
 
   async stats(): Promise<JournalStats> {
     await this.#db.ready()
-    return { pending: this.#pending, dead: this.#dead }
+    return { pending: this.#pending, dead: this.#dead, scheduled: this.#scheduled }
+  }
+
+  /**
+   * Stores entries due later under `s:` keys, with their due time in the `t:` index (see
+   * level-format.ts): no scheduled entry costs memory. An id scheduled already is replaced.
+   *
+   * @throws TypeError/RangeError for an entry without a finite `notBefore`, or see `append()`
+   */
+  async schedule(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void> {
+    const sync = options.sync
+    if (typeof sync !== "boolean")
+      throw new TypeError(`'sync' must be a boolean, got ${describe(sync)}`)
+    const byId = new Map<string, { entry: JournalEntry; value: Buffer }>()
+    for (const e of entries) {
+      checkEntry(e)
+      checkStoredId(e.id)
+      checkNotBefore(e.notBefore)
+      byId.set(e.id, { entry: e, value: encodeScheduled(e) })
+    }
+    if (byId.size === 0) return
+    await this.#db.write(async (db) => {
+      const lastId = this.#lastId
+      // Only an id at or below lastId can be scheduled already (see append()).
+      const old = [...byId.keys()].filter((id) => lastId !== undefined && id <= lastId)
+      const values =
+        old.length > 0
+          ? await getMany(
+              db,
+              old.map((id) => SCHEDULED + id),
+            )
+          : []
+      const ops: Op[] = []
+      const next = this.#meta()
+      old.forEach((id, i) => {
+        const value = values[i]
+        if (value === undefined) return
+        const before = this.#decode(SCHEDULED + id, value)
+        const t = indexKey(before.notBefore as number, id)
+        ops.push({ type: "del", key: t }, { type: "del", key: SCHEDULED + id })
+        removed(next, t)
+        removed(next, SCHEDULED + id)
+      })
+      for (const [id, { entry, value }] of byId) {
+        const t = indexKey(entry.notBefore as number, id)
+        ops.push({ type: "put", key: SCHEDULED + id, value }, { type: "put", key: t, value: EMPTY })
+        added(next, SCHEDULED + id)
+        added(next, t)
+      }
+      await this.#commit(db, ops, next, sync, new SegmentChanges())
+    })
+  }
+
+  /** Scheduled entries with `notBefore <= until`, earliest first (ties in id order), at most `limit`. */
+  async due(options: { until: number; limit: number }): Promise<JournalEntry[]> {
+    const limit = checkLimit(options.limit)
+    const until = options.until
+    if (typeof until !== "number" || Number.isNaN(until))
+      throw new TypeError(`'until' must be a number, got ${describe(until)}`)
+    if (limit === 0 || until === -Infinity) return []
+    // Every key of a due time at or below `until`: its hex digits, then any id ('g' > 'f').
+    const lt = until === Infinity ? "t;" : INDEX + sortableTime(until) + "g"
+    return this.#db.read(async (db) => {
+      const keys = await db.keys({ gt: INDEX, lt, limit: limit === Infinity ? -1 : limit }).all()
+      const ids = keys.map((k) => (parseIndexKey(k) as { id: string }).id)
+      const values =
+        ids.length > 0
+          ? await getMany(
+              db,
+              ids.map((id) => SCHEDULED + id),
+            )
+          : []
+      const out: JournalEntry[] = []
+      ids.forEach((id, i) => {
+        const value = values[i]
+        // Promoted or unscheduled by a write between the two reads (reads do not wait for
+        // writes); a `t:` key without its entry otherwise fails the open's key check.
+        if (value !== undefined) out.push(this.#decode(SCHEDULED + id, value))
+      })
+      return out
+    })
+  }
+
+  /** The earliest `notBefore` among scheduled entries; undefined when there is none. */
+  async nextDue(): Promise<number | undefined> {
+    const [first] = await this.#db.read((db) => db.keys({ gt: INDEX, lt: "t;", limit: 1 }).all())
+    return first === undefined ? undefined : parseIndexKey(first)?.notBefore
+  }
+
+  /**
+   * Moves scheduled entries to pending in one write, as they are stored (only the ids of
+   * `entries` are read): each becomes a `p:` entry, as `append()` of it would have written.
+   */
+  async promote(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void> {
+    const sync = options.sync
+    if (typeof sync !== "boolean")
+      throw new TypeError(`'sync' must be a boolean, got ${describe(sync)}`)
+    const wanted = unique(entries.map((e) => e.id))
+    if (wanted.length === 0) return
+    await this.#db.write(async (db) => {
+      const values = await getMany(
+        db,
+        wanted.map((id) => SCHEDULED + id),
+      )
+      const present = wanted.filter((_, i) => values[i] !== undefined)
+      if (present.length === 0) return
+      // Pending already (appended as well): replaced, and counted once, as append() does.
+      const { slots, loose } = await this.#batches.locate(db, present)
+      const changes = new SlotChanges()
+      for (const [b, slot] of slots) changes.clear(b, slot)
+      const found = loose.length > 0 ? await db.hasMany(loose.map((id) => PENDING + id)) : []
+      const pendingKey = new Set(loose.filter((_, i) => found[i]))
+      const ops: Op[] = []
+      const next = this.#meta()
+      const segments = new SegmentChanges()
+      wanted.forEach((id, i) => {
+        const value = values[i]
+        if (value === undefined) return
+        const e = this.#decode(SCHEDULED + id, value)
+        const t = indexKey(e.notBefore as number, id)
+        ops.push({ type: "del", key: SCHEDULED + id }, { type: "del", key: t })
+        ops.push({ type: "put", key: PENDING + id, value: scheduledToPending(value) })
+        removed(next, SCHEDULED + id)
+        removed(next, t)
+        if (!pendingKey.has(id)) added(next, PENDING + id)
+      })
+      this.#batches.changeOps(changes, ops, next, segments)
+      await this.#commit(db, ops, next, sync, segments)
+      this.#batches.applied(changes)
+    })
+  }
+
+  /** Deletes scheduled entries (not pending ones); resolves with the ids that were deleted. */
+  async unschedule(ids: readonly string[]): Promise<string[]> {
+    const wanted = unique(ids)
+    if (wanted.length === 0) return []
+    return this.#db.write(async (db) => {
+      const values = await getMany(
+        db,
+        wanted.map((id) => SCHEDULED + id),
+      )
+      const ops: Op[] = []
+      const next = this.#meta()
+      const deleted: string[] = []
+      wanted.forEach((id, i) => {
+        const value = values[i]
+        if (value === undefined) return
+        const t = indexKey(this.#decode(SCHEDULED + id, value).notBefore as number, id)
+        ops.push({ type: "del", key: SCHEDULED + id }, { type: "del", key: t })
+        removed(next, SCHEDULED + id)
+        removed(next, t)
+        deleted.push(id)
+      })
+      if (deleted.length > 0) await this.#commit(db, ops, next, false, new SegmentChanges())
+      return deleted
+    })
   }
 
   /**
@@ -442,6 +612,7 @@ export class LevelJournal implements Journal {
     const { db, counters } = await loadDatabase(this.path, doing, this.#batches, this.#values)
     this.#pending = counters.pending
     this.#dead = counters.dead
+    this.#scheduled = counters.scheduled
     this.#lastId = counters.lastId
     this.#keySum = counters.keySum
     return db
@@ -471,6 +642,7 @@ export class LevelJournal implements Journal {
     }
     this.#pending = next.pending
     this.#dead = next.dead
+    this.#scheduled = next.scheduled
     this.#lastId = next.lastId
     this.#keySum = next.keySum
     this.#values.applied(segments, gone)
@@ -511,6 +683,7 @@ export class LevelJournal implements Journal {
     return {
       pending: this.#pending,
       dead: this.#dead,
+      scheduled: this.#scheduled,
       lastId: this.#lastId,
       keySum: this.#keySum,
     }
@@ -521,4 +694,25 @@ export class LevelJournal implements Journal {
     if (typeof entry === "string") throw corruptValue(this.path, key, entry)
     return entry
   }
+}
+
+const EMPTY = Buffer.alloc(0)
+
+/** A scheduled entry's due time must be a finite number: it orders the `t:` index. */
+function checkNotBefore(notBefore: unknown): void {
+  if (typeof notBefore !== "number")
+    throw new TypeError(`'notBefore' must be a number, got ${describe(notBefore)}`)
+  if (!Number.isFinite(notBefore))
+    throw new RangeError(`'notBefore' must be finite, got ${notBefore}`)
+}
+
+/**
+ * Copies what a message keeps across its attempts (`expiry` true) and a replay: its priority and
+ * key, and its expiry time except on a replay (a replayed message past it would be dead-lettered
+ * again at once).
+ */
+function keepFields(to: JournalEntry, from: JournalEntry, expiry: boolean): void {
+  if (expiry && from.expiresAt !== undefined) to.expiresAt = from.expiresAt
+  if (from.priority !== undefined) to.priority = from.priority
+  if (from.key !== undefined) to.key = from.key
 }

@@ -7,6 +7,9 @@ export class MemoryJournal implements Journal {
   readonly persistent = false
   readonly #pending = new Map<string, JournalEntry>()
   readonly #dead = new Map<string, DeadLetter>()
+  /** Scheduled entries by id, and the same sorted by (notBefore, id). */
+  readonly #scheduled = new Map<string, JournalEntry>()
+  readonly #due: JournalEntry[] = []
   #lastId: string | undefined
   /** New with each instance, as its messages are: nothing it held outlives the process. */
   readonly #senderId = randomBytes(16).toString("hex")
@@ -35,6 +38,43 @@ export class MemoryJournal implements Journal {
       if (u.notBefore === undefined) delete e.notBefore
       else e.notBefore = u.notBefore
     }
+  }
+
+  async schedule(entries: readonly JournalEntry[]): Promise<void> {
+    for (const e of entries) {
+      const notBefore: unknown = e.notBefore
+      if (typeof notBefore !== "number" || !Number.isFinite(notBefore))
+        throw new TypeError(`'notBefore' must be a finite number, got ${String(notBefore)}`)
+    }
+    for (const e of entries) {
+      this.#unschedule(e.id)
+      const copy = { ...e }
+      this.#scheduled.set(e.id, copy)
+      this.#due.splice(this.#dueIndex(copy.notBefore as number, copy.id), 0, copy)
+      this.#bump(e.id)
+    }
+  }
+
+  async due(options: { until: number; limit: number }): Promise<JournalEntry[]> {
+    const end = Math.min(this.#dueIndex(options.until, "\uffff"), options.limit)
+    return this.#due.slice(0, end).map((e) => ({ ...e }))
+  }
+
+  async nextDue(): Promise<number | undefined> {
+    return this.#due[0]?.notBefore
+  }
+
+  async promote(entries: readonly JournalEntry[]): Promise<void> {
+    for (const { id } of entries) {
+      const e = this.#unschedule(id)
+      if (e !== undefined) this.#pending.set(id, e)
+    }
+  }
+
+  async unschedule(ids: readonly string[]): Promise<string[]> {
+    const deleted: string[] = []
+    for (const id of ids) if (this.#unschedule(id) !== undefined) deleted.push(id)
+    return deleted
   }
 
   async bury(letters: readonly DeadLetter[]): Promise<void> {
@@ -66,7 +106,10 @@ export class MemoryJournal implements Journal {
       const d = this.#dead.get(id)
       if (!d) continue
       this.#dead.delete(id)
-      const entry = { id, payload: d.payload, attempts: 0, enqueuedAt: d.enqueuedAt }
+      const entry: JournalEntry = { id, payload: d.payload, attempts: 0, enqueuedAt: d.enqueuedAt }
+      // Its priority and key stay; not its expiry, past which a replay would bury it again.
+      if (d.priority !== undefined) entry.priority = d.priority
+      if (d.key !== undefined) entry.key = d.key
       this.#pending.set(id, entry)
       moved.push({ ...entry })
     }
@@ -88,11 +131,35 @@ export class MemoryJournal implements Journal {
   }
 
   async stats(): Promise<JournalStats> {
-    return { pending: this.#pending.size, dead: this.#dead.size }
+    return { pending: this.#pending.size, dead: this.#dead.size, scheduled: this.#scheduled.size }
   }
 
   #bump(id: string): void {
     if (this.#lastId === undefined || id > this.#lastId) this.#lastId = id
+  }
+
+  /** Where (notBefore, id) goes in `#due`: the number of entries before it. */
+  #dueIndex(notBefore: number, id: string): number {
+    let lo = 0
+    let hi = this.#due.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      const e = this.#due[mid] as JournalEntry
+      const t = e.notBefore as number
+      if (t < notBefore || (t === notBefore && e.id < id)) lo = mid + 1
+      else hi = mid
+    }
+    return lo
+  }
+
+  /** Deletes a scheduled entry; returns it, or undefined when it was not scheduled. */
+  #unschedule(id: string): JournalEntry | undefined {
+    const e = this.#scheduled.get(id)
+    if (e === undefined) return undefined
+    this.#scheduled.delete(id)
+    const i = this.#dueIndex(e.notBefore as number, id)
+    if (this.#due[i] === e) this.#due.splice(i, 1)
+    return e
   }
 }
 

@@ -15,11 +15,11 @@ export interface JournalEntry {
   notBefore?: number
   /** Epoch ms when the message was first accepted. */
   enqueuedAt: number
-  /** Epoch ms after which the message is not dispatched any more (dead-lettered as expired). */
+  /** Epoch ms after which the message is not to be dispatched again (it expires). */
   expiresAt?: number
-  /** 0–9, higher first; absent: 4. */
+  /** Dispatch priority, an integer from 0 to 9 (higher first); absent means the default, 4. */
   priority?: number
-  /** Messages with the same key are processed one at a time, in send order. */
+  /** Messages with one key are processed one at a time, in send order (at most 1024 utf-8 bytes). */
   key?: string
 }
 
@@ -41,7 +41,7 @@ export interface JournalUpdate {
 export interface JournalStats {
   pending: number
   dead: number
-  /** Entries in the scheduled store (journals that keep one). */
+  /** Entries stored by `schedule()` and not yet promoted (both built-in journals count them). */
   scheduled?: number
 }
 
@@ -63,16 +63,6 @@ export interface Journal {
    * `sync` is true.
    */
   append(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void>
-  /** Stores entries that are due later (each has `notBefore`): not returned by pending() nor counted in stats().pending until promoted. */
-  schedule?(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void>
-  /** Scheduled entries with notBefore <= until, earliest first (ties in id order), at most limit. */
-  due?(options: { until: number; limit: number }): Promise<JournalEntry[]>
-  /** The earliest notBefore among scheduled entries; undefined when there is none. */
-  nextDue?(): Promise<number | undefined>
-  /** Moves scheduled entries (as returned by due()) to pending in one write. Ids that are not scheduled are ignored. */
-  promote?(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void>
-  /** Deletes scheduled entries by id (not pending ones); resolves with the ids that were deleted. */
-  unschedule?(ids: readonly string[]): Promise<string[]>
   /** Deletes acknowledged entries in one batch. Unknown ids are ignored. */
   remove(ids: readonly string[]): Promise<void>
   /** Records failed attempts of pending entries in one batch. Unknown ids are ignored. */
@@ -100,4 +90,21 @@ export interface Journal {
   /** The greatest id ever stored (pending, dead or acked), so ids stay unique across restarts. */
   lastId(): Promise<string | undefined>
   stats(): Promise<JournalStats>
+  /**
+   * Stores entries that are due later (each has `notBefore`): not returned by `pending()` nor
+   * counted in `stats().pending` until promoted. An id scheduled already is replaced.
+   */
+  schedule?(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void>
+  /** Scheduled entries with `notBefore <= until`, earliest first (ties in id order), at most `limit`. */
+  due?(options: { until: number; limit: number }): Promise<JournalEntry[]>
+  /** The earliest `notBefore` among scheduled entries; undefined when there is none. */
+  nextDue?(): Promise<number | undefined>
+  /**
+   * Moves scheduled entries (as returned by `due()`; only their ids are read) to pending in one
+   * write, as they are stored: afterwards `pending()`, `remove()`, `update()` and `bury()` see
+   * them as if `append()` had written them. Ids that are not scheduled are ignored.
+   */
+  promote?(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void>
+  /** Deletes scheduled entries by id (not pending ones); resolves with the ids that were deleted. */
+  unschedule?(ids: readonly string[]): Promise<string[]>
 }

@@ -39,7 +39,7 @@ describe("batches", () => {
     ])
     expect(prefixed(all, "a:")).toHaveLength(1)
     expect(prefixed(all, "p:")).toEqual([`p:${id(101)}`, `p:${id(103)}`])
-    expect(await journalStats(dir)).toEqual({ pending: 99, dead: 0 })
+    expect(await journalStats(dir)).toEqual({ pending: 99, dead: 0, scheduled: 0 })
 
     const again = await openJournal(dir)
     const pending = await again.pending({ limit: Infinity })
@@ -60,7 +60,7 @@ describe("batches", () => {
     await again.close()
     all = await keys(dir)
     expect(all).toEqual(["m:state"])
-    expect(await journalStats(dir)).toEqual({ pending: 0, dead: 0 })
+    expect(await journalStats(dir)).toEqual({ pending: 0, dead: 0, scheduled: 0 })
   })
 
   test("a large append is cut into batches of at most 1024 entries", async () => {
@@ -78,19 +78,19 @@ describe("batches", () => {
     await journal.append(entryRange(1, 10), { sync: false })
     await journal.update([{ id: id(4), attempts: 1, lastError: "worker lost", notBefore: 5 }])
     await journal.bury([letter(entry(6))])
-    expect(await journal.stats()).toEqual({ pending: 9, dead: 1 })
+    expect(await journal.stats()).toEqual({ pending: 9, dead: 1, scheduled: 0 })
     await journal.close()
     expect(prefixed(await keys(dir), "p:")).toEqual([`p:${id(4)}`])
 
     const again = await openJournal(dir)
-    expect(await again.stats()).toEqual({ pending: 9, dead: 1 })
+    expect(await again.stats()).toEqual({ pending: 9, dead: 1, scheduled: 0 })
     const pending = await again.pending({ limit: 4 })
     expect(pending.map((e) => e.id)).toEqual([1, 2, 3, 4].map((n) => id(n)))
     expect(pending[3]).toEqual(entry(4, { attempts: 1, lastError: "worker lost", notBefore: 5 }))
     expect(await again.replay([id(6)])).toEqual([entry(6)])
-    expect(await again.stats()).toEqual({ pending: 10, dead: 0 })
+    expect(await again.stats()).toEqual({ pending: 10, dead: 0, scheduled: 0 })
     await again.remove(idRange(1, 10))
-    expect(await again.stats()).toEqual({ pending: 0, dead: 0 })
+    expect(await again.stats()).toEqual({ pending: 0, dead: 0, scheduled: 0 })
     await again.close()
     expect(await keys(dir)).toEqual(["m:state"])
   })
@@ -136,7 +136,7 @@ describe("batches", () => {
       },
     ])
     const repaired = await openJournal(dir)
-    expect(await repaired.stats()).toEqual({ pending: 20, dead: 0 })
+    expect(await repaired.stats()).toEqual({ pending: 20, dead: 0, scheduled: 0 })
     expect(await repaired.pending({ limit: 100 })).toHaveLength(20)
   })
 
@@ -161,7 +161,7 @@ describe("batches", () => {
     expect(report).toMatchObject({ pending: 20, lost: 0, quarantined: 1 })
     expect(report.warnings).toEqual([expect.stringMatching(/acked will be delivered again/)])
     const repaired = await openJournal(dir)
-    expect(await repaired.stats()).toEqual({ pending: 20, dead: 0 })
+    expect(await repaired.stats()).toEqual({ pending: 20, dead: 0, scheduled: 0 })
   })
 
   test("a batch key changed on disk: the open fails; repair puts the batch back under its key", async () => {
@@ -211,7 +211,7 @@ describe("journals of format 2", () => {
   test("opens as it is, takes batches beside its entries, and is format 4 from its first write", async () => {
     const dir = await formatTwoJournal()
     const journal = await openJournal(dir)
-    expect(await journal.stats()).toEqual({ pending: 29, dead: 1 })
+    expect(await journal.stats()).toEqual({ pending: 29, dead: 1, scheduled: 0 })
     expect((await journal.pending({ limit: 3 })).map((e) => e.id)).toEqual([1, 2, 3].map(id))
     await journal.append(entryRange(31, 60), { sync: false })
     await journal.remove([...range(1, 4), ...range(6, 40)].map((n) => id(n)))
@@ -220,9 +220,9 @@ describe("journals of format 2", () => {
       dir,
       async (db) => JSON.parse((await db.get("m:state")).toString()) as unknown,
     )
-    expect(state).toMatchObject({ v: 4, pending: 20, dead: 1 })
+    expect(state).toMatchObject({ v: 5, pending: 20, dead: 1 })
     const again = await openJournal(dir)
-    expect(await again.stats()).toEqual({ pending: 20, dead: 1 })
+    expect(await again.stats()).toEqual({ pending: 20, dead: 1, scheduled: 0 })
     expect((await again.pending({ limit: 100 })).map((e) => e.id)).toEqual(idRange(41, 60))
     expect((await again.dead()).map((d) => d.id)).toEqual([id(5)])
   })

@@ -161,7 +161,7 @@ describe("pirate journal", { timeout: 30_000 }, () => {
     expect(r.code).toBe(0)
     expect(r.stdout).toBe("replayed 1 of 2 (1 not found among the dead letters)\n")
     expect(r.stderr).toBe(`pirate: ${id(9)} is not a dead letter\n`)
-    expect(await journalStats(dir)).toEqual({ pending: 4, dead: 1 })
+    expect(await journalStats(dir)).toEqual({ pending: 4, dead: 1, scheduled: 0 })
   })
 
   test("replay ID… DIR works too; none found exits non-zero", async () => {
@@ -172,7 +172,7 @@ describe("pirate journal", { timeout: 30_000 }, () => {
     const none = await pirate("journal", "replay", id(5), id(1), dir)
     expect(none.code).toBe(1)
     expect(none.stdout).toBe("replayed 0 of 2 (2 not found among the dead letters)\n")
-    expect(await journalStats(dir)).toEqual({ pending: 4, dead: 1 })
+    expect(await journalStats(dir)).toEqual({ pending: 4, dead: 1, scheduled: 0 })
   })
 
   test("replay --all and purge", async () => {
@@ -182,10 +182,10 @@ describe("pirate journal", { timeout: 30_000 }, () => {
       code: 0,
       stdout: "purged 1 of 2 (1 not found among the dead letters)\n",
     })
-    expect(await journalStats(dir)).toEqual({ pending: 3, dead: 1 })
+    expect(await journalStats(dir)).toEqual({ pending: 3, dead: 1, scheduled: 0 })
     const all = await pirate("journal", "replay", "--all", dir)
     expect(all).toMatchObject({ code: 0, stdout: "replayed 1 dead letter\n" })
-    expect(await journalStats(dir)).toEqual({ pending: 4, dead: 0 })
+    expect(await journalStats(dir)).toEqual({ pending: 4, dead: 0, scheduled: 0 })
   })
 
   test("while a sender holds the journal: one clear line, non-zero exit, nothing changed", async () => {
@@ -210,7 +210,7 @@ describe("pirate journal", { timeout: 30_000 }, () => {
         message,
       })
     }
-    expect(await holder.stats()).toEqual({ pending: 3, dead: 2 })
+    expect(await holder.stats()).toEqual({ pending: 3, dead: 2, scheduled: 0 })
   })
 
   test("a missing directory is an error, not a new journal", async () => {
@@ -293,7 +293,7 @@ describe("pirate journal", { timeout: 30_000 }, () => {
       expect(err, args.join(" ")).toBeInstanceOf(UsageError)
       expect((err as Error).message).toMatch(message)
     }
-    expect(await journalStats(dir)).toEqual({ pending: 3, dead: 2 })
+    expect(await journalStats(dir)).toEqual({ pending: 3, dead: 2, scheduled: 0 })
   })
 
   test("--help documents both places of DIR", async () => {

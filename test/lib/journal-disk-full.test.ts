@@ -113,7 +113,7 @@ describe("LevelJournal write failures", { timeout: 15_000 }, () => {
     expect(failed["message"]).toContain(dir)
     const journal = await openJournal(dir)
     expect(await pendingIds(journal)).toEqual(resolved)
-    expect(await journal.stats()).toEqual({ pending: resolved.length, dead: 0 })
+    expect(await journal.stats()).toEqual({ pending: resolved.length, dead: 0, scheduled: 0 })
   })
 
   test("another I/O failure (a file too large) rejects PIRATE_JOURNAL_IO, and is survived the same way", async () => {
@@ -147,7 +147,7 @@ describe("LevelJournal write failures", { timeout: 15_000 }, () => {
     expect((failure as Error).cause).toBeInstanceOf(Error)
     const acked = resolved.slice(0, 10)
     await expect(journal.remove(acked)).rejects.toMatchObject({ code: "PIRATE_JOURNAL_FULL" })
-    expect(await journal.stats()).toEqual({ pending: resolved.length, dead: 0 })
+    expect(await journal.stats()).toEqual({ pending: resolved.length, dead: 0, scheduled: 0 })
 
     await rm(filler)
     // The read waits for the database the remove reopens (the failed remove left none).
@@ -157,12 +157,12 @@ describe("LevelJournal write failures", { timeout: 15_000 }, () => {
     for (const e of more) await journal.append([e], { sync: false })
     const expected = [...resolved.slice(10), ...more.map((e) => e.id)]
     expect(await pendingIds(journal)).toEqual(expected)
-    expect(await journal.stats()).toEqual({ pending: expected.length, dead: 0 })
+    expect(await journal.stats()).toEqual({ pending: expected.length, dead: 0, scheduled: 0 })
 
     await journal.close()
     const reopened = await openJournal(dir)
     expect(await pendingIds(reopened)).toEqual(expected)
-    expect(await reopened.stats()).toEqual({ pending: expected.length, dead: 0 })
+    expect(await reopened.stats()).toEqual({ pending: expected.length, dead: 0, scheduled: 0 })
     expect(await reopened.lastId()).toBe(more.at(-1)?.id)
   })
 
@@ -183,6 +183,6 @@ describe("LevelJournal write failures", { timeout: 15_000 }, () => {
       code: "PIRATE_JOURNAL_CORRUPT",
       message: expect.stringContaining(`${log}: checksum mismatch at offset 0`) as string,
     })
-    expect(await journal.stats()).toEqual({ pending: resolved.length, dead: 0 })
+    expect(await journal.stats()).toEqual({ pending: resolved.length, dead: 0, scheduled: 0 })
   })
 })

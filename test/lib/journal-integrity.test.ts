@@ -119,7 +119,7 @@ describe("a byte flipped in a key inside a table", () => {
     expect(report).toMatchObject({ pending: N, dead: 0, lost: 0, lostEntries: [] })
     expect(report.recovered).toBeGreaterThan(0)
     const journal = await openJournal(dir)
-    expect(await journal.stats()).toEqual({ pending: N, dead: 0 })
+    expect(await journal.stats()).toEqual({ pending: N, dead: 0, scheduled: 0 })
     expect(await readAll(journal)).toEqual(Array.from({ length: N }, (_, i) => id(i + 1)))
   })
 
@@ -135,7 +135,7 @@ describe("a byte flipped in a key inside a table", () => {
     expect(repaired.code).toBe(0)
     expect(repaired.stdout).toMatch(/nothing lost/)
     const journal = await openJournal(dir)
-    expect(await journal.stats()).toEqual({ pending: N, dead: 0 })
+    expect(await journal.stats()).toEqual({ pending: N, dead: 0, scheduled: 0 })
     expect(await readAll(journal)).toHaveLength(N)
   })
 })
@@ -244,7 +244,7 @@ describe("a byte flipped in the middle of the log", () => {
     expect(repaired.stdout).toContain(id(victim))
     expect(repaired.stderr).toMatch(/^pirate: .*lost 1 entry/)
     const journal = await openJournal(dir)
-    expect(await journal.stats()).toEqual({ pending: N - 1, dead: 0 })
+    expect(await journal.stats()).toEqual({ pending: N - 1, dead: 0, scheduled: 0 })
     const ids = await readAll(journal)
     expect(ids).toHaveLength(N - 1)
     expect(ids).not.toContain(id(victim))
@@ -385,7 +385,7 @@ describe("journals written by the previous release (format 1)", () => {
   test("opens, reads as before, and is checked from then on", async () => {
     const dir = await formatOneJournal({ pending: 2, dead: 1 })
     const journal = await openJournal(dir)
-    expect(await journal.stats()).toEqual({ pending: 2, dead: 1 })
+    expect(await journal.stats()).toEqual({ pending: 2, dead: 1, scheduled: 0 })
     expect(await journal.pending({ limit: 10 })).toEqual([entry(1), retried])
     expect(await journal.dead()).toEqual([buried])
     await journal.update([{ id: id(1), attempts: 1 }]) // written again, in format 2
@@ -394,7 +394,7 @@ describe("journals written by the previous release (format 1)", () => {
       expect((await db.get(`p:${id(1)}`))[0]).toBe(3)
       return JSON.parse((await db.get("m:state")).toString()) as Record<string, unknown>
     })
-    expect(meta).toMatchObject({ v: 4, pending: 2, dead: 1, lastId: id(3) })
+    expect(meta).toMatchObject({ v: 5, pending: 2, dead: 1, lastId: id(3) })
     expect(meta["keySum"]).toEqual(expect.any(Number))
     // A key changed now shows at the next open.
     await raw(dir, async (db) => {

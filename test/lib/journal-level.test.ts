@@ -71,7 +71,7 @@ describe("LevelJournal", () => {
       const opening = journal.open()
       const appended = journal.append([entry(1)], { sync: false })
       await Promise.all([opening, appended])
-      expect(await journal.stats()).toEqual({ pending: 1, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 0, scheduled: 0 })
     })
 
     test("close() waits for the writes in progress", async () => {
@@ -83,7 +83,7 @@ describe("LevelJournal", () => {
       await journal.close()
       await Promise.all(writes)
       const again = await openJournal(dir)
-      expect(await again.stats()).toEqual({ pending: 50, dead: 0 })
+      expect(await again.stats()).toEqual({ pending: 50, dead: 0, scheduled: 0 })
     })
 
     test("close() before open() and during open() is safe", async () => {
@@ -107,7 +107,7 @@ describe("LevelJournal", () => {
         await journal.open()
         await journal.append([entry(1)], { sync: true })
       }
-      expect(await (await openJournal(dir)).stats()).toEqual({ pending: 1, dead: 0 })
+      expect(await (await openJournal(dir)).stats()).toEqual({ pending: 1, dead: 0, scheduled: 0 })
     })
 
     test("programmer mistakes throw TypeError or RangeError", async () => {
@@ -135,7 +135,7 @@ describe("LevelJournal", () => {
       await expect(journal.bury([{ ...entry(1), deadAt: 1 } as never])).rejects.toThrow(
         "'lastError' must be a string",
       )
-      expect(await journal.stats()).toEqual({ pending: 0, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 0, dead: 0, scheduled: 0 })
     })
   })
 
@@ -185,7 +185,7 @@ describe("LevelJournal", () => {
       // once the first one lets go, the same instance can open
       await first.close()
       await second.open()
-      expect(await second.stats()).toEqual({ pending: 1, dead: 0 })
+      expect(await second.stats()).toEqual({ pending: 1, dead: 0, scheduled: 0 })
     })
 
     test("a journal held by another process gets PIRATE_JOURNAL_LOCKED; after a crash it opens again", async () => {
@@ -199,7 +199,7 @@ describe("LevelJournal", () => {
         await holder.waitFor((m) => m["type"] === "ready" || m["type"] === "error", 20_000),
       ).toEqual({
         type: "ready",
-        stats: { pending: 2, dead: 0 },
+        stats: { pending: 2, dead: 0, scheduled: 0 },
       })
       const blocked = new LevelJournal(dir)
       onTestFinished(() => blocked.close())
@@ -212,7 +212,7 @@ describe("LevelJournal", () => {
 
       await holder.kill("SIGKILL")
       await blocked.open()
-      expect(await blocked.stats()).toEqual({ pending: 2, dead: 0 })
+      expect(await blocked.stats()).toEqual({ pending: 2, dead: 0, scheduled: 0 })
       expect((await blocked.pending({ limit: 10 })).map((e) => e.id)).toEqual([id(1), id(2)])
     })
   })
@@ -227,7 +227,7 @@ describe("LevelJournal", () => {
       expect(signal).toBe("SIGKILL")
       const ids = plan["ids"] as string[]
       const journal = await openJournal(dir)
-      expect(await journal.stats()).toEqual({ pending: 1_000, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 1_000, dead: 0, scheduled: 0 })
       expect(await journal.lastId()).toBe(ids.at(-1))
       const got = await journal.pending({ limit: 2_000 })
       expect(got.map((e) => e.id)).toEqual(ids)
@@ -240,7 +240,7 @@ describe("LevelJournal", () => {
       for (let i = 0; i < 20; i++) await journal.append([entry(i + 1)], { sync: true })
       await journal.close()
       const again = await openJournal(dir)
-      expect(await again.stats()).toEqual({ pending: 20, dead: 0 })
+      expect(await again.stats()).toEqual({ pending: 20, dead: 0, scheduled: 0 })
     })
 
     test("pages through 20 000 entries in pages of 1 000, in order", async () => {
@@ -276,7 +276,7 @@ describe("LevelJournal", () => {
       await journal.close()
       await raw(dir, (db) => db.del("m:state"))
       const again = await openJournal(dir)
-      expect(await again.stats()).toEqual({ pending: 2, dead: 1 })
+      expect(await again.stats()).toEqual({ pending: 2, dead: 1, scheduled: 0 })
       expect(await again.lastId()).toBe(id(3))
     })
   })
@@ -339,7 +339,7 @@ describe("LevelJournal", () => {
       const log = await readFile(logs[0]!)
       await writeFile(logs[0]!, log.subarray(0, log.length - 100))
       const journal = await openJournal(dir)
-      expect(await journal.stats()).toEqual({ pending: 90, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 90, dead: 0, scheduled: 0 })
       expect(await journal.pending({ limit: 1_000 })).toHaveLength(90)
     })
 
@@ -361,7 +361,7 @@ describe("LevelJournal", () => {
         await db.put(`p:${id(7)}`, Buffer.from("garbage"))
       })
       const journal = await openJournal(dir)
-      expect(await journal.stats()).toEqual({ pending: 100, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 100, dead: 0, scheduled: 0 })
       expect(await journal.pending({ limit: 4 })).toHaveLength(4)
       await expect(journal.pending({ limit: 10 })).rejects.toMatchObject({
         code: "PIRATE_JOURNAL_CORRUPT",
@@ -393,7 +393,7 @@ describe("LevelJournal", () => {
         warnings: [],
       })
       const journal = await openJournal(dir)
-      expect(await journal.stats()).toEqual({ pending: 99, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 99, dead: 0, scheduled: 0 })
       expect(await journal.lastId()).toBe(id(100))
       expect(await journal.pending({ limit: 1_000 })).toHaveLength(99)
       await journal.close()
@@ -418,7 +418,11 @@ describe("LevelJournal", () => {
         levelRepaired: true,
         warnings: [],
       })
-      expect(await (await openJournal(dir)).stats()).toEqual({ pending: 100, dead: 0 })
+      expect(await (await openJournal(dir)).stats()).toEqual({
+        pending: 100,
+        dead: 0,
+        scheduled: 0,
+      })
     })
 
     test("LevelJournal.repair() refuses a journal that a sender holds", async () => {
@@ -444,7 +448,11 @@ describe("LevelJournal", () => {
         levelRepaired: true,
         warnings: [],
       })
-      expect(await (await openJournal(dir)).stats()).toEqual({ pending: 100, dead: 0 })
+      expect(await (await openJournal(dir)).stats()).toEqual({
+        pending: 100,
+        dead: 0,
+        scheduled: 0,
+      })
     })
 
     test("LevelJournal.repair() of a directory without a journal is PIRATE_NOT_FOUND", async () => {
@@ -469,9 +477,9 @@ describe("LevelJournal", () => {
       const dir = await tempDir()
       await (await openJournal(dir)).close()
       await raw(dir, (db) =>
-        db.put("m:state", Buffer.from(JSON.stringify({ v: 5, lastId: null, pending: 0, dead: 0 }))),
+        db.put("m:state", Buffer.from(JSON.stringify({ v: 6, lastId: null, pending: 0, dead: 0 }))),
       )
-      await expectCorrupt(dir, /format 5/)
+      await expectCorrupt(dir, /format 6/)
     })
 
     test("a directory that cannot be created is a clear error", async () => {

@@ -87,7 +87,7 @@ describe("the value log", { timeout: 60_000 }, () => {
     await journal.close()
     expect(await bytesIn(dir)).toBeLessThan(4 * MiB) // LevelDB's own files, no payload
     const again = await openJournal(dir)
-    expect(await again.stats()).toEqual({ pending: 0, dead: 0 })
+    expect(await again.stats()).toEqual({ pending: 0, dead: 0, scheduled: 0 })
     await again.append([large(n + 1, MiB)], { sync: false })
     expect(await segments(dir)).toHaveLength(1)
   })
@@ -170,7 +170,7 @@ describe("the value log", { timeout: 60_000 }, () => {
     expect(report.lostEntries.map((e) => e.count)).toEqual([20, 10])
     expect(report.lostEntries[0]!.reason).toMatch(/values\/000001\.vlog cannot be read/)
     const repaired = await openJournal(dir)
-    expect(await repaired.stats()).toEqual({ pending: 0, dead: 0 })
+    expect(await repaired.stats()).toEqual({ pending: 0, dead: 0, scheduled: 0 })
     await repaired.append(entryRange(31, 40), { sync: false })
     expect((await repaired.pending({ limit: 100 })).map((e) => e.id)).toEqual(idRange(31, 40))
   })
@@ -219,7 +219,7 @@ describe("the value log", { timeout: 60_000 }, () => {
     await writeFile(join(dir, "values", "000007.vlog"), Buffer.alloc(4096, 1))
     const again = await openJournal(dir)
     expect(await segments(dir)).toEqual(["000001.vlog"])
-    expect(await again.stats()).toEqual({ pending: 10, dead: 0 })
+    expect(await again.stats()).toEqual({ pending: 10, dead: 0, scheduled: 0 })
     await again.append(entryRange(11, 20), { sync: false })
     // A new segment takes the number after the highest ever seen.
     expect(await segments(dir)).toEqual(["000001.vlog", "000008.vlog"])

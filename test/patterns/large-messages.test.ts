@@ -72,7 +72,7 @@ describe("large messages", { timeout: 90_000 }, () => {
       expect(sender.stats()).toMatchObject({ acked: pending, dead: 0, nacked: 0 })
       expect(deliveries).toBe(pending) // nothing twice: the worker never missed a heartbeat
       await sender.close()
-      expect(await journalStats(dir)).toEqual({ pending: 0, dead: 0 })
+      expect(await journalStats(dir)).toEqual({ pending: 0, dead: 0, scheduled: 0 })
       // Every segment of the value log is gone with the last ack.
       const left = await readdir(join(dir, "values")).catch(() => [] as string[])
       expect(left.filter((n) => n.endsWith(".vlog"))).toEqual([])

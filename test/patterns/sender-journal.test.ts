@@ -52,7 +52,7 @@ describe("Sender with a LevelDB journal", () => {
       expect(got.size).toBe(300)
       expect(Math.min(...got)).toBe(0)
       expect(Math.max(...got)).toBe(299)
-      expect(await sender.journal.stats()).toEqual({ pending: 0, dead: 0 })
+      expect(await sender.journal.stats()).toEqual({ pending: 0, dead: 0, scheduled: 0 })
     })
   }
 

@@ -174,7 +174,7 @@ describe("store and forward, end to end", () => {
           redelivered: 0,
           workersLost: 0,
         })
-        expect(drained.journal).toEqual({ pending: 0, dead: 0 })
+        expect(drained.journal).toEqual({ pending: 0, dead: 0, scheduled: 0 })
         expect(drained.held, "internal structures still holding something").toEqual({})
         expect(drained.backpressure, "no producer ever waited").toEqual([])
         expect(await closeWorkers(children)).toBe(n)
@@ -188,7 +188,11 @@ describe("store and forward, end to end", () => {
           orderBreaks: [],
           sessions: 2,
         })
-        expect(await closeAndReadJournal(child, journal)).toEqual({ pending: 0, dead: 0 })
+        expect(await closeAndReadJournal(child, journal)).toEqual({
+          pending: 0,
+          dead: 0,
+          scheduled: 0,
+        })
         console.log(
           `store and forward (${durability}): ${n} offline sends in ${sent.ms} ms (peak RSS ${mb(sent.peakRss)}, ${mb(drained.peakRss)} while draining), drained in ${Math.round(t2 - t1)} ms, ${Math.round(performance.now() - t0)} ms in all`,
         )
@@ -221,7 +225,7 @@ describe("store and forward, end to end", () => {
       const { logs, children } = startWorkers(second.open.endpoint, dir)
       const drained = await nextReport(second.child, ["drained"], phaseMs(n))
       expect(drained.stats).toMatchObject({ backlog: 0, acked: recovered, redelivered: 0 })
-      expect(drained.journal).toEqual({ pending: 0, dead: 0 })
+      expect(drained.journal).toEqual({ pending: 0, dead: 0, scheduled: 0 })
       expect(drained.held, "internal structures still holding something").toEqual({})
       expect(await closeWorkers(children)).toBe(recovered)
       // No worker saw the first sender, so nothing can come twice.
@@ -233,7 +237,11 @@ describe("store and forward, end to end", () => {
         outOfRange: 0,
         orderBreaks: [],
       })
-      expect(await closeAndReadJournal(second.child, journal)).toEqual({ pending: 0, dead: 0 })
+      expect(await closeAndReadJournal(second.child, journal)).toEqual({
+        pending: 0,
+        dead: 0,
+        scheduled: 0,
+      })
       console.log(
         `store and forward, sender SIGKILLed: ${resolved} sends had resolved, ${recovered} recovered, all delivered; ${Math.round(performance.now() - t0)} ms in all`,
       )
@@ -315,7 +323,7 @@ describe("store and forward, in process", () => {
         backlogBytes: 0,
         acked: total,
       })
-      expect(await sender.journal.stats()).toEqual({ pending: 0, dead: 0 })
+      expect(await sender.journal.stats()).toEqual({ pending: 0, dead: 0, scheduled: 0 })
       expectNothingHeld(sender)
     }, 20_000)
   }
@@ -414,7 +422,7 @@ describe("store and forward, in process", () => {
       sender.send({ n: "aborted" }, { signal: AbortSignal.abort(reason) }),
     ).rejects.toMatchObject({ code: "PIRATE_ABORTED", cause: reason })
     expect(sender.stats()).toMatchObject({ sent: 0, waiting: 0 })
-    expect(await sender.journal.stats()).toEqual({ pending: 0, dead: 0 })
+    expect(await sender.journal.stats()).toEqual({ pending: 0, dead: 0, scheduled: 0 })
 
     await sender.send({ n: "kept" })
     await sender.drained(signal())

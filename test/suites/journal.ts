@@ -84,7 +84,7 @@ export function journalSuite(name: string, factory: JournalFactory): void {
 
     test("a new journal is empty", async () => {
       const { journal } = await setup()
-      expect(await journal.stats()).toEqual({ pending: 0, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 0, dead: 0, scheduled: 0 })
       expect(await journal.lastId()).toBeUndefined()
       expect(await journal.pending({ limit: 10 })).toEqual([])
       expect(await journal.dead()).toEqual([])
@@ -115,14 +115,14 @@ export function journalSuite(name: string, factory: JournalFactory): void {
       expect(got).toEqual([b, c, a])
       expect(got[0]).not.toHaveProperty("dead")
       expect(Object.keys(got[2]!).sort()).toEqual(["attempts", "enqueuedAt", "id", "payload"])
-      expect(await journal.stats()).toEqual({ pending: 3, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 3, dead: 0, scheduled: 0 })
     })
 
     test("an empty append changes nothing", async () => {
       const { journal } = await setup()
       await journal.append([], { sync: false })
       await journal.append([], { sync: true })
-      expect(await journal.stats()).toEqual({ pending: 0, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 0, dead: 0, scheduled: 0 })
       expect(await journal.lastId()).toBeUndefined()
     })
 
@@ -183,12 +183,12 @@ export function journalSuite(name: string, factory: JournalFactory): void {
       await journal.append([entry(1), entry(2), entry(3)], { sync: false })
       await journal.remove([id(2), id(9), id(2)])
       expect(ids(await journal.pending({ limit: 10 }))).toEqual([id(1), id(3)])
-      expect(await journal.stats()).toEqual({ pending: 2, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 2, dead: 0, scheduled: 0 })
       await journal.remove([id(2)])
       await journal.remove([])
-      expect(await journal.stats()).toEqual({ pending: 2, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 2, dead: 0, scheduled: 0 })
       await journal.remove([id(1), id(3)])
-      expect(await journal.stats()).toEqual({ pending: 0, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 0, dead: 0, scheduled: 0 })
       expect(await journal.pending({ limit: 10 })).toEqual([])
     })
 
@@ -198,7 +198,7 @@ export function journalSuite(name: string, factory: JournalFactory): void {
       await journal.append([entry(4), entry(5), entry(6)], { sync: false })
       await journal.remove([id(5), id(2), id(6), id(1), id(5)])
       expect(ids(await journal.pending({ limit: 10 }))).toEqual([id(3), id(4)])
-      expect(await journal.stats()).toEqual({ pending: 2, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 2, dead: 0, scheduled: 0 })
     })
 
     test("update() records attempts, lastError and notBefore", async () => {
@@ -218,7 +218,7 @@ export function journalSuite(name: string, factory: JournalFactory): void {
       await journal.update([{ id: id(1), attempts: 2 }])
       expect((await journal.pending({ limit: 1 }))[0]).toEqual({ ...e, attempts: 2 })
       expect((await journal.pending({ after: id(1), limit: 1 }))[0]).toEqual(entry(2))
-      expect(await journal.stats()).toEqual({ pending: 2, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 2, dead: 0, scheduled: 0 })
     })
 
     test("update() never resurrects a removed entry and ignores unknown ids", async () => {
@@ -233,7 +233,7 @@ export function journalSuite(name: string, factory: JournalFactory): void {
       expect(await journal.pending({ limit: 10 })).toEqual([
         { ...entry(2), attempts: 1, lastError: "x" },
       ])
-      expect(await journal.stats()).toEqual({ pending: 1, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 0, scheduled: 0 })
       await journal.update([])
     })
 
@@ -254,13 +254,13 @@ export function journalSuite(name: string, factory: JournalFactory): void {
       await journal.bury([d3, d1])
       expect(ids(await journal.pending({ limit: 10 }))).toEqual([id(2)])
       expect(await journal.dead()).toEqual([d1, d3])
-      expect(await journal.stats()).toEqual({ pending: 1, dead: 2 })
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 2, scheduled: 0 })
       // burying again (or an id that is not pending) counts each dead letter once
       await journal.bury([d1, letter(entry(8))])
       expect(ids(await journal.dead())).toEqual([id(1), id(3), id(8)])
-      expect(await journal.stats()).toEqual({ pending: 1, dead: 3 })
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 3, scheduled: 0 })
       await journal.bury([])
-      expect(await journal.stats()).toEqual({ pending: 1, dead: 3 })
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 3, scheduled: 0 })
     })
 
     test("dead() pages with after and limit", async () => {
@@ -288,7 +288,7 @@ export function journalSuite(name: string, factory: JournalFactory): void {
       expect(moved).toEqual([e])
       expect(await journal.dead()).toEqual([])
       expect(await journal.pending({ limit: 10 })).toEqual([e, entry(2)])
-      expect(await journal.stats()).toEqual({ pending: 2, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 2, dead: 0, scheduled: 0 })
       expect(await journal.replay([id(1)])).toEqual([])
       expect(await journal.replay([])).toEqual([])
     })
@@ -307,11 +307,12 @@ export function journalSuite(name: string, factory: JournalFactory): void {
       const { journal, reopen } = await setup()
       await journal.bury([letter(entry(1), "gave up")])
       await journal.append([entry(1)], { sync: false })
-      expect(await journal.stats()).toEqual({ pending: 1, dead: 1 })
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 1, scheduled: 0 })
       expect(ids(await journal.replay([id(1)]))).toEqual([id(1)])
       expect(ids(await journal.pending({ limit: 10 }))).toEqual([id(1)])
-      expect(await journal.stats()).toEqual({ pending: 1, dead: 0 })
-      if (reopen) expect(await (await reopen()).stats()).toEqual({ pending: 1, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 0, scheduled: 0 })
+      if (reopen)
+        expect(await (await reopen()).stats()).toEqual({ pending: 1, dead: 0, scheduled: 0 })
     })
 
     test("purgeDead() deletes dead letters and counts them", async () => {
@@ -321,10 +322,10 @@ export function journalSuite(name: string, factory: JournalFactory): void {
       expect(await journal.purgeDead([id(1), id(3), id(7), id(1)])).toBe(1)
       expect(ids(await journal.dead())).toEqual([id(2)])
       expect(ids(await journal.pending({ limit: 10 }))).toEqual([id(3)])
-      expect(await journal.stats()).toEqual({ pending: 1, dead: 1 })
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 1, scheduled: 0 })
       expect(await journal.purgeDead([id(2)])).toBe(1)
       expect(await journal.purgeDead([])).toBe(0)
-      expect(await journal.stats()).toEqual({ pending: 1, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 1, dead: 0, scheduled: 0 })
     })
 
     test("lastId() is the greatest id ever stored, even once everything is gone", async () => {
@@ -337,16 +338,16 @@ export function journalSuite(name: string, factory: JournalFactory): void {
       expect(await journal.lastId()).toBe(id(9))
       await journal.remove([id(5), id(2), id(3)])
       expect(await journal.purgeDead([id(9)])).toBe(1)
-      expect(await journal.stats()).toEqual({ pending: 0, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 0, dead: 0, scheduled: 0 })
       expect(await journal.lastId()).toBe(id(9))
     })
 
     test("re-appending a stored id replaces it and counts it once", async () => {
       const { journal } = await setup()
       await journal.append([entry(1), entry(2), entry(2, { attempts: 1 })], { sync: false })
-      expect(await journal.stats()).toEqual({ pending: 2, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 2, dead: 0, scheduled: 0 })
       await journal.append([entry(1, { payload: Buffer.from("again") })], { sync: false })
-      expect(await journal.stats()).toEqual({ pending: 2, dead: 0 })
+      expect(await journal.stats()).toEqual({ pending: 2, dead: 0, scheduled: 0 })
       expect((await journal.pending({ limit: 1 }))[0]!.payload.toString()).toBe("again")
     })
 
@@ -414,7 +415,7 @@ export function journalSuite(name: string, factory: JournalFactory): void {
         journal.bury([letter(entry(4))]),
         journal.remove([id(5)]),
       ])
-      expect(await journal.stats()).toEqual({ pending: 36, dead: 1 })
+      expect(await journal.stats()).toEqual({ pending: 36, dead: 1, scheduled: 0 })
       expect((await journal.pending({ limit: 1 }))[0]).toEqual({ ...entry(3), attempts: 1 })
     })
 
@@ -503,6 +504,7 @@ export function journalSuite(name: string, factory: JournalFactory): void {
           expect(await journal.stats()).toEqual({
             pending: model.pending.size,
             dead: model.dead.size,
+            scheduled: 0,
           })
           expect(await journal.lastId()).toBe(model.lastId)
         }),
@@ -527,16 +529,255 @@ export function journalSuite(name: string, factory: JournalFactory): void {
       const again = await reopen()
       expect(await again.pending({ limit: 10 })).toEqual(pending)
       expect(await again.dead()).toEqual(dead)
-      expect(await again.stats()).toEqual({ pending: 2, dead: 1 })
+      expect(await again.stats()).toEqual({ pending: 2, dead: 1, scheduled: 0 })
       expect(await again.lastId()).toBe(id(4))
       // acked everything: the high-water mark still survives
       await again.remove([id(1), id(2)])
       await again.purgeDead([id(3)])
       const third = await reopen()
-      expect(await third.stats()).toEqual({ pending: 0, dead: 0 })
+      expect(await third.stats()).toEqual({ pending: 0, dead: 0, scheduled: 0 })
       expect(await third.lastId()).toBe(id(4))
       await third.append([entry(5)], { sync: false })
       expect(await third.lastId()).toBe(id(5))
+    })
+
+    describe("message options and scheduled entries", () => {
+      /** Entries with every field, format 5's included, in several combinations. */
+      function rich(from: number, count: number): JournalEntry[] {
+        return Array.from({ length: count }, (_, i) => {
+          const n = from + i
+          const e = entry(n)
+          if (i % 2 === 0) e.priority = i % 10
+          if (i % 3 === 0) e.key = `key ${n % 4} ✓`
+          if (i % 4 === 0) e.expiresAt = 1_700_000_900_000 + n + 0.5
+          if (i % 5 === 1) e.lastError = "earlier"
+          if (i % 6 === 2) e.notBefore = 1_700_000_100_000 + n
+          return e
+        })
+      }
+
+      /** The scheduling methods, which both built-in journals have. */
+      function scheduling(
+        journal: Journal,
+      ): Required<Pick<Journal, "schedule" | "due" | "nextDue" | "promote" | "unschedule">> {
+        if (
+          !journal.schedule ||
+          !journal.due ||
+          !journal.nextDue ||
+          !journal.promote ||
+          !journal.unschedule
+        )
+          throw new Error("this journal does not schedule")
+        return journal as Required<
+          Pick<Journal, "schedule" | "due" | "nextDue" | "promote" | "unschedule">
+        >
+      }
+
+      const at = (n: number, notBefore: number, extra: Partial<JournalEntry> = {}): JournalEntry =>
+        entry(n, { notBefore, ...extra })
+
+      test("expiresAt, priority and key round-trip through append and pending, alone and in batches", async () => {
+        const { journal, reopen } = await setup()
+        const single = rich(1, 6)
+        for (const e of single) await journal.append([e], { sync: false })
+        const batched = rich(101, 40) // one append of many: a batch where the journal makes them
+        await journal.append(batched, { sync: true })
+        const all = [...single, ...batched]
+        expect(await journal.pending({ limit: 100 })).toEqual(all)
+        const key = await journal.pending({ after: id(101), limit: 1 })
+        expect(key[0]).toEqual(batched[1])
+        if (reopen !== undefined)
+          expect(await (await reopen()).pending({ limit: 100 })).toEqual(all)
+      })
+
+      test("update() keeps them; bury() and dead() carry them; replay() keeps priority and key, not the expiry", async () => {
+        const { journal } = await setup()
+        const loose = entry(1, { priority: 9, key: "k", expiresAt: 1_700_000_999_000 })
+        const batched = rich(11, 20).map((e) => ({
+          ...e,
+          priority: 2,
+          key: "b",
+          expiresAt: 1_700_000_888_000,
+        }))
+        await journal.append([loose], { sync: false })
+        await journal.append(batched, { sync: false })
+        await journal.update([
+          { id: id(1), attempts: 1, lastError: "nack", notBefore: 5 },
+          { id: id(12), attempts: 3 },
+        ])
+        const [one, twelve] = await journal
+          .pending({ until: id(12), limit: 10 })
+          .then((p) => [p.find((e) => e.id === id(1)), p.find((e) => e.id === id(12))])
+        expect(one).toEqual({ ...loose, attempts: 1, lastError: "nack", notBefore: 5 })
+        const twelveKept: JournalEntry = { ...batched[1]! }
+        delete twelveKept.lastError
+        delete twelveKept.notBefore
+        expect(twelve).toEqual({ ...twelveKept, attempts: 3 })
+
+        await journal.bury([letter(one!, "poison"), letter(batched[5]!, "poison")])
+        const dead = await journal.dead()
+        expect(dead).toEqual([letter(one!, "poison"), letter(batched[5]!, "poison")])
+        const moved = await journal.replay([id(1), id(16)])
+        const again = (e: JournalEntry): JournalEntry => {
+          const out: JournalEntry = {
+            id: e.id,
+            payload: e.payload,
+            attempts: 0,
+            enqueuedAt: e.enqueuedAt,
+          }
+          if (e.priority !== undefined) out.priority = e.priority
+          if (e.key !== undefined) out.key = e.key
+          return out
+        }
+        expect(moved).toEqual([again(one!), again(batched[5]!)])
+        const pending = await journal.pending({ limit: 100 })
+        expect(pending.find((e) => e.id === id(1))).toEqual(again(one!))
+        expect(pending.find((e) => e.id === id(16))).toEqual(again(batched[5]!))
+      })
+
+      test("schedule() keeps entries out of pending; due() is earliest first, ties in id order, within until and limit", async () => {
+        const { journal } = await setup()
+        const s = scheduling(journal)
+        expect(await s.nextDue()).toBeUndefined()
+        expect(await s.due({ until: Infinity, limit: 10 })).toEqual([])
+        const entries = [
+          at(1, 300, { priority: 7, key: "k", expiresAt: 900 }),
+          at(2, 100),
+          at(3, 200.5),
+          at(4, 100, { lastError: "e", attempts: 2 }),
+          at(5, -50),
+          at(6, 200),
+          at(7, 1_700_000_000_000),
+        ]
+        await s.schedule(entries, { sync: false })
+        expect(await journal.pending({ limit: 10 })).toEqual([])
+        expect(await journal.stats()).toEqual({ pending: 0, dead: 0, scheduled: 7 })
+        const byId = (n: number): JournalEntry => entries[n - 1]!
+        expect(await s.due({ until: Infinity, limit: 100 })).toEqual(
+          [5, 2, 4, 6, 3, 1, 7].map(byId),
+        )
+        expect(ids(await s.due({ until: 100, limit: 10 }))).toEqual([id(5), id(2), id(4)])
+        expect(ids(await s.due({ until: 99.9, limit: 10 }))).toEqual([id(5)])
+        expect(ids(await s.due({ until: 200.25, limit: 10 }))).toEqual([id(5), id(2), id(4), id(6)])
+        expect(ids(await s.due({ until: 200.5, limit: 2 }))).toEqual([id(5), id(2)])
+        expect(await s.due({ until: 1_000, limit: 0 })).toEqual([])
+        expect(await s.due({ until: -51, limit: 10 })).toEqual([])
+        expect(await s.nextDue()).toBe(-50)
+        await s.unschedule([id(5)])
+        expect(await s.nextDue()).toBe(100)
+      })
+
+      test("promote() makes scheduled entries pending; remove(), update() and bury() then see them", async () => {
+        const { journal } = await setup()
+        const s = scheduling(journal)
+        await journal.append([entry(1)], { sync: false })
+        const later = [
+          at(2, 10, { priority: 1, key: "x" }),
+          at(3, 20),
+          at(4, 30),
+          at(5, 40, { expiresAt: 99 }),
+          at(6, 50),
+        ]
+        await s.schedule(later, { sync: true })
+        const due = await s.due({ until: 40, limit: 10 })
+        expect(ids(due)).toEqual([id(2), id(3), id(4), id(5)])
+        // an id that is not scheduled (pending, or unknown) is ignored
+        await s.promote([...due, entry(1), entry(99)], { sync: false })
+        expect(await journal.stats()).toEqual({ pending: 5, dead: 0, scheduled: 1 })
+        expect(await journal.pending({ limit: 10 })).toEqual([entry(1), ...later.slice(0, 4)])
+        expect(await s.due({ until: Infinity, limit: 10 })).toEqual([later[4]])
+        expect(await s.nextDue()).toBe(50)
+        await s.promote(due, { sync: false }) // again: nothing left to move
+        expect(await journal.stats()).toEqual({ pending: 5, dead: 0, scheduled: 1 })
+
+        await journal.remove([id(2)])
+        await journal.update([{ id: id(3), attempts: 1, lastError: "nack" }])
+        await journal.bury([letter(later[3]!, "poison")])
+        const three: JournalEntry = { ...later[1]! }
+        delete three.notBefore
+        expect(await journal.pending({ limit: 10 })).toEqual([
+          entry(1),
+          { ...three, attempts: 1, lastError: "nack" },
+          later[2],
+        ])
+        expect(await journal.dead()).toEqual([letter(later[3]!, "poison")])
+        expect(await journal.stats()).toEqual({ pending: 3, dead: 1, scheduled: 1 })
+      })
+
+      test("unschedule() deletes scheduled entries only, and says which", async () => {
+        const { journal } = await setup()
+        const s = scheduling(journal)
+        await s.schedule([at(1, 10), at(2, 20), at(3, 30)], { sync: false })
+        await journal.append([entry(4)], { sync: false })
+        expect(await s.unschedule([id(2), id(4), id(9), "not an id", id(2)])).toEqual([id(2)])
+        expect(await s.unschedule([id(2)])).toEqual([])
+        expect(await s.unschedule([])).toEqual([])
+        expect(await journal.stats()).toEqual({ pending: 1, dead: 0, scheduled: 2 })
+        expect(ids(await journal.pending({ limit: 10 }))).toEqual([id(4)])
+        expect(ids(await s.due({ until: Infinity, limit: 10 }))).toEqual([id(1), id(3)])
+        expect(await s.unschedule([id(3), id(1)])).toEqual([id(3), id(1)])
+        expect(await s.nextDue()).toBeUndefined()
+        expect(await journal.stats()).toEqual({ pending: 1, dead: 0, scheduled: 0 })
+      })
+
+      test("schedule() of an id scheduled already replaces it, due time included", async () => {
+        const { journal } = await setup()
+        const s = scheduling(journal)
+        await s.schedule([at(1, 10), at(2, 20)], { sync: false })
+        await s.schedule([at(1, 30, { priority: 9 })], { sync: false })
+        expect(await journal.stats()).toEqual({ pending: 0, dead: 0, scheduled: 2 })
+        expect(await s.due({ until: Infinity, limit: 10 })).toEqual([
+          at(2, 20),
+          at(1, 30, { priority: 9 }),
+        ])
+        expect(await s.nextDue()).toBe(20)
+      })
+
+      test("schedule() refuses an entry without a finite notBefore", async () => {
+        const { journal } = await setup()
+        const s = scheduling(journal)
+        await expect(s.schedule([entry(1)], { sync: false })).rejects.toThrow(/notBefore/)
+        await expect(s.schedule([at(1, NaN)], { sync: false })).rejects.toThrow(/notBefore/)
+        await expect(s.schedule([at(1, Infinity)], { sync: false })).rejects.toThrow(/notBefore/)
+        expect(await journal.stats()).toEqual({ pending: 0, dead: 0, scheduled: 0 })
+      })
+
+      test("lastId() covers scheduled ids, also once they are gone", async () => {
+        const { journal } = await setup()
+        const s = scheduling(journal)
+        await journal.append([entry(3)], { sync: false })
+        await s.schedule([at(50, 1)], { sync: false })
+        expect(await journal.lastId()).toBe(id(50))
+        await s.unschedule([id(50)])
+        expect(await journal.lastId()).toBe(id(50))
+        await s.schedule([at(60, 1)], { sync: false })
+        await s.promote([at(60, 1)], { sync: false })
+        await journal.remove([id(60)])
+        expect(await journal.lastId()).toBe(id(60))
+      })
+
+      test("scheduled entries survive close and reopen", async (ctx) => {
+        const { journal, reopen } = await setup()
+        if (reopen === undefined) {
+          ctx.skip()
+          return
+        }
+        const s = scheduling(journal)
+        const later = [at(1, 30, { key: "k" }), at(2, 10), at(3, 20, { priority: 0 })]
+        await s.schedule(later, { sync: true })
+        await journal.append([entry(4)], { sync: false })
+        await s.promote([later[1]!], { sync: false })
+        const again = await reopen()
+        const s2 = scheduling(again)
+        expect(await again.stats()).toEqual({ pending: 2, dead: 0, scheduled: 2 })
+        expect(await s2.due({ until: Infinity, limit: 10 })).toEqual([later[2], later[0]])
+        expect(await s2.nextDue()).toBe(20)
+        expect(await again.pending({ limit: 10 })).toEqual([later[1], entry(4)])
+        expect(await again.lastId()).toBe(id(4))
+        expect(await s2.unschedule([id(1)])).toEqual([id(1)])
+        const third = await reopen()
+        expect(await third.stats()).toEqual({ pending: 2, dead: 0, scheduled: 1 })
+      })
     })
   })
 }
