@@ -24,10 +24,12 @@ fail with "held by a running sender" and change nothing; stop the sender, or use
 API (e.g. to replay dead letters) instead.
 
 Subcommands:
-  stats     counts of pending messages and dead letters, the oldest pending
-            message and its age, the last id handed out
+  stats     counts of pending messages, dead letters and messages scheduled for
+            later (send's delay), the oldest pending message and its age, the
+            last id handed out
   pending   one line per pending (unacknowledged) message, in id (send) order:
-            id, attempts, enqueued time, payload size, retry time, last error
+            id, attempts, enqueued time, payload size, retry time, expiry,
+            priority (when not the default 4), key, last error
   dead      one line per dead letter: id, attempts, dead-letter time, payload
             size, last error
   replay    moves dead letters back to pending with their attempts reset; the
@@ -199,6 +201,7 @@ async function stats(journal: LevelJournal, json: boolean, out: Output): Promise
         path: journal.path,
         pending: counts.pending,
         dead: counts.dead,
+        scheduled: counts.scheduled ?? 0,
         disk,
         lastId: lastId ?? null,
         oldest: oldest
@@ -212,6 +215,7 @@ async function stats(journal: LevelJournal, json: boolean, out: Output): Promise
     ["journal", journal.path],
     ["pending", String(counts.pending)],
     ["dead", String(counts.dead)],
+    ["scheduled", String(counts.scheduled ?? 0)],
     [
       "oldest",
       oldest
@@ -224,7 +228,7 @@ async function stats(journal: LevelJournal, json: boolean, out: Output): Promise
       `${mib(disk.levelBytes + disk.valueLogBytes)} (LevelDB ${mib(disk.levelBytes)}, value log ${mib(disk.valueLogBytes)} in ${disk.segments} ${disk.segments === 1 ? "segment" : "segments"})`,
     ],
   ]
-  for (const [k, v] of rows) await out.line(`${k.padEnd(8)} ${v}`)
+  for (const [k, v] of rows) await out.line(`${k.padEnd(9)} ${v}`)
   return 0
 }
 
@@ -279,6 +283,9 @@ function textLine(e: JournalEntry | DeadLetter): string {
   if ("deadAt" in e) parts.push(`dead=${iso(e.deadAt)}`)
   parts.push(`size=${e.payload.length}`)
   if (e.notBefore !== undefined) parts.push(`not-before=${iso(e.notBefore)}`)
+  if (e.expiresAt !== undefined) parts.push(`expires=${iso(e.expiresAt)}`)
+  if (e.priority !== undefined) parts.push(`priority=${e.priority}`)
+  if (e.key !== undefined) parts.push(`key=${JSON.stringify(e.key)}`)
   if (e.lastError !== undefined) parts.push(`error=${JSON.stringify(e.lastError)}`)
   return parts.join("  ")
 }
@@ -291,6 +298,9 @@ function jsonLine(e: JournalEntry | DeadLetter): string {
     ...("deadAt" in e ? { deadAt: e.deadAt } : {}),
     size: e.payload.length,
     notBefore: e.notBefore ?? null,
+    expiresAt: e.expiresAt ?? null,
+    priority: e.priority ?? 4,
+    key: e.key ?? null,
     lastError: e.lastError ?? null,
   })
 }

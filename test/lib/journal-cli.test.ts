@@ -126,6 +126,9 @@ describe("pirate journal", { timeout: 30_000 }, () => {
         enqueuedAt: NOW - 240_000,
         size: 102,
         notBefore: NOW + 5_000,
+        expiresAt: null,
+        priority: 4,
+        key: null,
         lastError: "worker lost",
       },
       {
@@ -134,9 +137,35 @@ describe("pirate journal", { timeout: 30_000 }, () => {
         enqueuedAt: NOW - 180_000,
         size: 103,
         notBefore: null,
+        expiresAt: null,
+        priority: 4,
+        key: null,
         lastError: null,
       },
     ])
+  })
+
+  test("pending shows a message's expiry, priority and key; stats counts scheduled ones", async () => {
+    const dir = await tempDir()
+    const journal = new LevelJournal(dir)
+    await journal.open()
+    try {
+      await journal.append(
+        [entry(1, { expiresAt: NOW + 60_000, priority: 9, key: "account 7", enqueuedAt: NOW })],
+        { sync: false },
+      )
+      await journal.schedule?.([entry(2, { notBefore: NOW + 3_600_000, enqueuedAt: NOW })], {
+        sync: false,
+      })
+    } finally {
+      await journal.close()
+    }
+    const text = await pirate("journal", "pending", dir)
+    expect(text.stdout.trimEnd()).toBe(
+      `${id(1)}  attempts=0  enqueued=${new Date(NOW).toISOString()}  size=${entry(1).payload.length}  expires=${new Date(NOW + 60_000).toISOString()}  priority=9  key="account 7"`,
+    )
+    const stats = await pirate("journal", "stats", "--json", dir)
+    expect(JSON.parse(stats.stdout)).toMatchObject({ pending: 1, scheduled: 1 })
   })
 
   test("dead prints id, attempts and last error", async () => {
