@@ -2,7 +2,7 @@ import { TAKES_SPLIT_BODIES } from "../body.js"
 import { debug } from "../debug.js"
 import { errorMessage } from "../errors.js"
 import { assertNonNegativeInt, describe } from "../validate.js"
-import { getMany, loadDatabase, type Db } from "./level-db.js"
+import { getMany, hasMany, loadDatabase, type Db } from "./level-db.js"
 import { corruptValue } from "./level-errors.js"
 import {
   DEAD,
@@ -77,6 +77,14 @@ export class LevelJournal implements Journal {
   #pending = 0
   #dead = 0
   #scheduled = 0
+  /**
+   * No `t:` key sorts below this one: where the reads of the due-time index start. The index is
+   * read from its start, and a queue's reads from the start of a range that it keeps deleting would
+   * each skip every deletion LevelDB has not compacted away yet (all the promoted entries): a scan
+   * that grows with the messages delivered. Moved up to the first key a read finds; moved down by
+   * a `schedule()` of an earlier time.
+   */
+  #indexFloor = INDEX
   #lastId: string | undefined
   #keySum = 0
   readonly #minBatch: number
@@ -189,7 +197,10 @@ export class LevelJournal implements Journal {
         for (const [b, slot] of slots) changes.clear(b, slot)
         const found =
           loose.length > 0 && lastId !== undefined
-            ? await db.hasMany(loose.map((id) => PENDING + id))
+            ? await hasMany(
+                db,
+                loose.map((id) => PENDING + id),
+              )
             : []
         const existing = new Set(loose.filter((_, i) => found[i]))
         for (const e of old) {
@@ -215,7 +226,7 @@ export class LevelJournal implements Journal {
       const ops: Op[] = []
       if (loose.length > 0) {
         const keys = loose.map((id) => PENDING + id)
-        const found = await db.hasMany(keys)
+        const found = await hasMany(db, keys)
         keys.forEach((key, i) => {
           if (!found[i]) return
           ops.push({ type: "del", key })
@@ -300,7 +311,7 @@ export class LevelJournal implements Journal {
       const { slots, loose } = await this.#batches.locate(db, ids)
       const changes = new SlotChanges()
       for (const [b, slot] of slots) changes.clear(b, slot)
-      const found = await db.hasMany([
+      const found = await hasMany(db, [
         ...loose.map((id) => PENDING + id),
         ...ids.map((id) => DEAD + id),
       ])
@@ -371,7 +382,13 @@ export class LevelJournal implements Journal {
       const { slots, loose } = await this.#batches.locate(db, present)
       const changes = new SlotChanges()
       for (const [b, slot] of slots) changes.clear(b, slot)
-      const found = loose.length > 0 ? await db.hasMany(loose.map((id) => PENDING + id)) : []
+      const found =
+        loose.length > 0
+          ? await hasMany(
+              db,
+              loose.map((id) => PENDING + id),
+            )
+          : []
       const pendingKey = new Set(loose.filter((_, i) => found[i]))
       const ops: Op[] = []
       const moved: JournalEntry[] = []
@@ -405,7 +422,7 @@ export class LevelJournal implements Journal {
     const keys = unique(ids).map((id) => DEAD + id)
     if (keys.length === 0) return 0
     return this.#db.write(async (db) => {
-      const found = await db.hasMany(keys)
+      const found = await hasMany(db, keys)
       const ops: Op[] = []
       const next = this.#meta()
       const segments = new SegmentChanges()
@@ -476,6 +493,8 @@ export class LevelJournal implements Journal {
         ops.push({ type: "put", key: SCHEDULED + id, value }, { type: "put", key: t, value: EMPTY })
         added(next, SCHEDULED + id)
         added(next, t)
+        // Before the write: a read that starts once it is done must not start above it.
+        if (t < this.#indexFloor) this.#indexFloor = t
       }
       await this.#commit(db, ops, next, sync, new SegmentChanges())
     })
@@ -491,7 +510,9 @@ export class LevelJournal implements Journal {
     // Every key of a due time at or below `until`: its hex digits, then any id ('g' > 'f').
     const lt = until === Infinity ? "t;" : INDEX + sortableTime(until) + "g"
     return this.#db.read(async (db) => {
-      const keys = await db.keys({ gt: INDEX, lt, limit: limit === Infinity ? -1 : limit }).all()
+      const floor = this.#indexFloor
+      const keys = await db.keys({ gte: floor, lt, limit: limit === Infinity ? -1 : limit }).all()
+      this.#raiseFloor(floor, keys[0])
       const ids = keys.map((k) => (parseIndexKey(k) as { id: string }).id)
       const values =
         ids.length > 0
@@ -513,8 +534,18 @@ export class LevelJournal implements Journal {
 
   /** The earliest `notBefore` among scheduled entries; undefined when there is none. */
   async nextDue(): Promise<number | undefined> {
-    const [first] = await this.#db.read((db) => db.keys({ gt: INDEX, lt: "t;", limit: 1 }).all())
+    const floor = this.#indexFloor
+    const [first] = await this.#db.read((db) => db.keys({ gte: floor, lt: "t;", limit: 1 }).all())
+    this.#raiseFloor(floor, first ?? "t;")
     return first === undefined ? undefined : parseIndexKey(first)?.notBefore
+  }
+
+  /**
+   * A read from `floor` found `first` first (or nothing below it): no key lies between them, unless
+   * a `schedule()` lowered the floor meanwhile (reads do not wait for writes).
+   */
+  #raiseFloor(floor: string, first: string | undefined): void {
+    if (first !== undefined && this.#indexFloor === floor && first > floor) this.#indexFloor = first
   }
 
   /**
@@ -538,7 +569,13 @@ export class LevelJournal implements Journal {
       const { slots, loose } = await this.#batches.locate(db, present)
       const changes = new SlotChanges()
       for (const [b, slot] of slots) changes.clear(b, slot)
-      const found = loose.length > 0 ? await db.hasMany(loose.map((id) => PENDING + id)) : []
+      const found =
+        loose.length > 0
+          ? await hasMany(
+              db,
+              loose.map((id) => PENDING + id),
+            )
+          : []
       const pendingKey = new Set(loose.filter((_, i) => found[i]))
       const ops: Op[] = []
       const next = this.#meta()
