@@ -12,15 +12,15 @@ export interface JournalEntry {
   /** The error of the last failed attempt. */
   lastError?: string
   /** Epoch ms before which the message must not be delivered (retry backoff). */
-  notBefore?: number
+  notBefore?: number | undefined
   /** Epoch ms when the message was first accepted. */
   enqueuedAt: number
   /** Epoch ms after which the message is not to be dispatched again (it expires). */
-  expiresAt?: number
+  expiresAt?: number | undefined
   /** Dispatch priority, an integer from 0 to 9 (higher first); absent means the default, 4. */
-  priority?: number
+  priority?: number | undefined
   /** Messages with one key are processed one at a time, in send order (at most 1024 utf-8 bytes). */
-  key?: string
+  key?: string | undefined
 }
 
 /** A message given up on: kept with its last error until replayed or purged. */

@@ -9,7 +9,7 @@ import { Fifo } from "../../../lib/fifo.js"
 import type { Durability, JournalEntry } from "../../../lib/journal/types.js"
 import type { Admission } from "./admission.js"
 import type { AppendItem, Kept } from "./lanes.js"
-import { fromEntry, scheduleFields, type Message, type Schedule } from "./message.js"
+import { fromEntry, newEntry, withPayload, type Message, type Schedule } from "./message.js"
 
 /**
  * A persistent sender keeps the oldest spilled sends in memory, up to this many windows of
@@ -111,24 +111,12 @@ export class Intake {
     at: number,
     schedule?: Schedule,
   ): Promise<unknown> {
-    const entry: JournalEntry = { id, payload, attempts: 0, enqueuedAt: at }
-    return this.#write(
-      schedule === undefined ? entry : { ...entry, ...scheduleFields(schedule) },
-      m,
-      false,
-    )
+    return this.#write(newEntry(id, payload, at, schedule), m, false)
   }
 
   /** Journals a send that is due later in the journal's scheduled store (see `Scheduler`). */
   later(id: string, payload: Buffer, schedule: Schedule): Promise<unknown> {
-    const entry: JournalEntry = {
-      id,
-      payload,
-      attempts: 0,
-      enqueuedAt: Date.now(),
-      ...scheduleFields(schedule),
-    }
-    return this.#write(entry, undefined, false, true)
+    return this.#write(newEntry(id, payload, Date.now(), schedule), undefined, false, true)
   }
 
   #write(
@@ -142,7 +130,7 @@ export class Intake {
     if (keep) {
       // A copy (see #copy): the journal writes the sender's own buffer, which is let go after.
       const kept: Kept = {
-        entry: { ...entry, payload: this.#copy(entry.payload) },
+        entry: withPayload(entry, this.#copy(entry.payload)),
         state: "writing",
       }
       item.kept = kept
@@ -175,12 +163,7 @@ export class Intake {
       this.#keptBytes + frame.length + this.#h.inWindowBytes() <= this.#h.windowBytes
     adm.spilling++
     adm.spillingBytes += frame.length
-    const entry: JournalEntry = { id, payload: frame, attempts: 0, enqueuedAt: Date.now() }
-    const accepted = this.#write(
-      schedule === undefined ? entry : { ...entry, ...scheduleFields(schedule) },
-      undefined,
-      keep,
-    )
+    const accepted = this.#write(newEntry(id, frame, Date.now(), schedule), undefined, keep)
     return accepted === ACCEPTED ? Promise.resolve(id) : (accepted as Promise<string>)
   }
 

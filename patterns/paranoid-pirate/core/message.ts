@@ -119,17 +119,49 @@ export function scheduled(m: Message, schedule: Schedule | undefined): Message {
   return m
 }
 
-/** The journal entry's fields for a schedule (only those that differ from the defaults). */
-export function scheduleFields(
+/**
+ * A new message's journal entry. Entries come in two shapes only, with and without scheduling
+ * options (absent ones undefined), so that the journal's encoder reads their fields at one or two
+ * known offsets, never through a dictionary lookup.
+ */
+export function newEntry(
+  id: string,
+  payload: Buffer,
+  enqueuedAt: number,
   schedule: Schedule | undefined,
-): Pick<JournalEntry, "notBefore" | "expiresAt" | "priority" | "key"> {
-  const out: Pick<JournalEntry, "notBefore" | "expiresAt" | "priority" | "key"> = {}
-  if (schedule === undefined) return out
-  if (schedule.notBefore !== undefined) out.notBefore = schedule.notBefore
-  if (schedule.expiresAt !== undefined) out.expiresAt = schedule.expiresAt
-  if (schedule.priority !== DEFAULT_PRIORITY) out.priority = schedule.priority
-  if (schedule.key !== undefined) out.key = schedule.key
-  return out
+): JournalEntry {
+  if (schedule === undefined) return { id, payload, attempts: 0, enqueuedAt }
+  return {
+    id,
+    payload,
+    attempts: 0,
+    enqueuedAt,
+    notBefore: schedule.notBefore,
+    expiresAt: schedule.expiresAt,
+    priority: schedule.priority === DEFAULT_PRIORITY ? undefined : schedule.priority,
+    key: schedule.key,
+  }
+}
+
+/** A new message's entry (see `newEntry`) with another payload, in the same shape. */
+export function withPayload(e: JournalEntry, payload: Buffer): JournalEntry {
+  if (
+    e.notBefore === undefined &&
+    e.expiresAt === undefined &&
+    e.priority === undefined &&
+    e.key === undefined
+  )
+    return { id: e.id, payload, attempts: e.attempts, enqueuedAt: e.enqueuedAt }
+  return {
+    id: e.id,
+    payload,
+    attempts: e.attempts,
+    enqueuedAt: e.enqueuedAt,
+    notBefore: e.notBefore,
+    expiresAt: e.expiresAt,
+    priority: e.priority,
+    key: e.key,
+  }
 }
 
 /** True when the message's time to live has run out at `now` (epoch ms). */
