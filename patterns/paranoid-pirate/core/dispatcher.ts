@@ -445,6 +445,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     if (this.#closed) throw closedError(this.#name)
     // Every send accepted so far is written: a backlog send is on disk, a scheduled one stored.
     await this.#lanes.flush()
+    await this.#scheduler?.running // a page being moved into the window is dispatched
     if (await this.#scheduler?.cancel(id)) {
       this.#drain.check()
       return true
@@ -524,6 +525,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    * its key, and waits for `notBefore` when that is later.
    */
   #arrive(m: Message, notBefore: number | undefined): void {
+    // Armed at #hold too; a sweep that ran while this one was being journaled did not see it.
+    if (m.expiresAt !== undefined && m.expiresAt < this.#nextExpiry) this.#armExpiry(m.expiresAt)
     if (notBefore !== undefined && notBefore > Date.now()) {
       // A first attempt that waits joins its key when it falls due (see #due); a retry that
       // waits (restored from the journal) keeps its place at the head of its key.
