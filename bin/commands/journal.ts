@@ -383,11 +383,15 @@ async function repair(dir: string, json: boolean, out: Output): Promise<number> 
 }
 
 function repairLines(where: string, r: LevelJournalRepairReport): string[] {
+  // Scheduled messages (send's delay) are named only when there are some.
+  const scheduled = (n: number | undefined): string => (n ? `, ${n} scheduled` : "")
   const before = r.before
-    ? `; the counters said ${r.before.pending} pending, ${r.before.dead} dead`
+    ? `; the counters said ${r.before.pending} pending, ${r.before.dead} dead${scheduled(r.before.scheduled)}`
     : "; the counters could not be read"
   const nothingLost = r.lost === 0 && r.warnings.length === 0 ? "; nothing lost" : ""
-  const lines = [`repaired ${where}: ${r.pending} pending, ${r.dead} dead${before}${nothingLost}`]
+  const lines = [
+    `repaired ${where}: ${r.pending} pending, ${r.dead} dead${scheduled(r.scheduled)}${before}${nothingLost}`,
+  ]
   for (const place of r.damage) lines.push(`damage: ${place}`)
   for (const file of r.movedAside) lines.push(`moved a damaged table aside: ${file}`)
   if (r.levelRepaired) lines.push("LevelDB's own repair ran")
