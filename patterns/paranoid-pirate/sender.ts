@@ -2,6 +2,7 @@ import { EventEmitter } from "node:events"
 import { encodeBody, resolveCodec, type Codec } from "../../lib/codec.js"
 import { PirateError, RequestTimeoutError, abortedError, toError } from "../../lib/errors.js"
 import type { DeadLetter, Journal } from "../../lib/journal/types.js"
+import { isMessageId } from "../../lib/journal/ids.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
 import { renderPrometheus } from "../../lib/metrics.js"
 import {
@@ -212,7 +213,8 @@ export class Sender extends EventEmitter<SenderEvents> {
   cancel(id: string): Promise<boolean> {
     try {
       if (typeof id !== "string") throw new TypeError(`'id' must be a string, got ${describe(id)}`)
-      return this.#open().cancel(id)
+      const core = this.#open()
+      return isMessageId(id) ? core.cancel(id) : Promise.resolve(false) // no message has it
     } catch (err) {
       return Promise.reject(toError(err))
     }
