@@ -370,51 +370,62 @@ export class LevelJournal implements Journal {
   async replay(ids: readonly string[]): Promise<JournalEntry[]> {
     const wanted = unique(ids).sort() // code-unit order, as LevelDB's keys and `<` sort
     if (wanted.length === 0) return []
+    // An id can be pending and dead at once (appended again after it was buried): replaying it
+    // replaces the pending entry.
+    return this.#toPending(DEAD, wanted, false, (id, stored) => {
+      const d = this.#decode(DEAD + id, stored)
+      const entry: JournalEntry = { id, payload: d.payload, attempts: 0, enqueuedAt: d.enqueuedAt }
+      keepFields(entry, d, false)
+      return { drop: [], value: encodeEntry(entry, undefined), out: entry }
+    })
+  }
+
+  /**
+   * Moves the entries stored under `from` + id (dead letters, scheduled entries) to pending, in one
+   * write: `move` gives for each one found the pending value and the other keys to delete with it.
+   * An id pending already (appended again) is replaced, and counted once, as `append()` does.
+   */
+  #toPending<T>(
+    from: string,
+    wanted: string[],
+    sync: boolean,
+    move: (id: string, stored: Buffer) => { drop: string[]; value: Buffer; out: T },
+  ): Promise<T[]> {
     return this.#db.write(async (db) => {
       const values = await getMany(
         db,
-        wanted.map((id) => DEAD + id),
+        wanted.map((id) => from + id),
       )
       const present = wanted.filter((_, i) => values[i] !== undefined)
       if (present.length === 0) return []
-      // An id can be pending and dead at once (appended again after it was buried): replaying
-      // it replaces the pending entry, which must not count it twice.
       const { slots, loose } = await this.#batches.locate(db, present)
       const changes = new SlotChanges()
       for (const [b, slot] of slots) changes.clear(b, slot)
-      const found =
-        loose.length > 0
-          ? await hasMany(
-              db,
-              loose.map((id) => PENDING + id),
-            )
-          : []
+      const found = await hasMany(
+        db,
+        loose.map((id) => PENDING + id),
+      )
       const pendingKey = new Set(loose.filter((_, i) => found[i]))
       const ops: Op[] = []
-      const moved: JournalEntry[] = []
+      const out: T[] = []
       const next = this.#meta()
       const segments = new SegmentChanges()
       wanted.forEach((id, i) => {
-        const value = values[i]
-        if (value === undefined) return
-        const d = this.#decode(DEAD + id, value)
-        const entry: JournalEntry = {
-          id,
-          payload: d.payload,
-          attempts: 0,
-          enqueuedAt: d.enqueuedAt,
+        const stored = values[i]
+        if (stored === undefined) return
+        const moved = move(id, stored)
+        for (const key of [from + id, ...moved.drop]) {
+          ops.push({ type: "del", key })
+          removed(next, key)
         }
-        keepFields(entry, d, false)
-        ops.push({ type: "del", key: DEAD + id })
-        ops.push({ type: "put", key: PENDING + id, value: encodeEntry(entry, undefined) })
-        removed(next, DEAD + id)
+        ops.push({ type: "put", key: PENDING + id, value: moved.value })
         if (!pendingKey.has(id)) added(next, PENDING + id)
-        moved.push(entry)
+        out.push(moved.out)
       })
       this.#batches.changeOps(changes, ops, next, segments)
-      await this.#commit(db, ops, next, false, segments)
+      await this.#commit(db, ops, next, sync, segments)
       this.#batches.applied(changes)
-      return moved
+      return out
     })
   }
 
@@ -558,42 +569,9 @@ export class LevelJournal implements Journal {
       throw new TypeError(`'sync' must be a boolean, got ${describe(sync)}`)
     const wanted = unique(entries.map((e) => e.id))
     if (wanted.length === 0) return
-    await this.#db.write(async (db) => {
-      const values = await getMany(
-        db,
-        wanted.map((id) => SCHEDULED + id),
-      )
-      const present = wanted.filter((_, i) => values[i] !== undefined)
-      if (present.length === 0) return
-      // Pending already (appended as well): replaced, and counted once, as append() does.
-      const { slots, loose } = await this.#batches.locate(db, present)
-      const changes = new SlotChanges()
-      for (const [b, slot] of slots) changes.clear(b, slot)
-      const found =
-        loose.length > 0
-          ? await hasMany(
-              db,
-              loose.map((id) => PENDING + id),
-            )
-          : []
-      const pendingKey = new Set(loose.filter((_, i) => found[i]))
-      const ops: Op[] = []
-      const next = this.#meta()
-      const segments = new SegmentChanges()
-      wanted.forEach((id, i) => {
-        const value = values[i]
-        if (value === undefined) return
-        const e = this.#decode(SCHEDULED + id, value)
-        const t = indexKey(e.notBefore as number, id)
-        ops.push({ type: "del", key: SCHEDULED + id }, { type: "del", key: t })
-        ops.push({ type: "put", key: PENDING + id, value: scheduledToPending(value) })
-        removed(next, SCHEDULED + id)
-        removed(next, t)
-        if (!pendingKey.has(id)) added(next, PENDING + id)
-      })
-      this.#batches.changeOps(changes, ops, next, segments)
-      await this.#commit(db, ops, next, sync, segments)
-      this.#batches.applied(changes)
+    await this.#toPending(SCHEDULED, wanted, sync, (id, stored) => {
+      const t = indexKey(this.#decode(SCHEDULED + id, stored).notBefore as number, id)
+      return { drop: [t], value: scheduledToPending(stored), out: id }
     })
   }
 
