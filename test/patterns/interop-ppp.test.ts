@@ -62,6 +62,29 @@ const ofType = (events: Record<string, unknown>[], type: string) =>
   events.filter((e) => e["event"] === type)
 
 describe.runIf(python)("our Sender with plain Python PPP workers", () => {
+  it("keeps per-key order and delays with them: the sender does the scheduling", async () => {
+    const sender = await openSender()
+    const a = pythonWorker(sender.endpoint, "--delay", "20")
+    const b = pythonWorker(sender.endpoint, "--delay", "20")
+    await waitFor(() => expect(sender.stats().workers).toBe(2))
+    const due = Date.now() + 300
+    await sender.send(Buffer.from("late"), { notBefore: due })
+    for (let n = 0; n < 6; n++)
+      for (const k of ["x", "y"]) await sender.send(Buffer.from(`${k}${n}`), { key: k })
+    await sender.drained({ signal: AbortSignal.timeout(10_000) })
+    type Event = { event: string; body?: string; t: number }
+    const events = ([...a.events, ...b.events] as Event[]).sort((p, q) => p.t - q.t)
+    // Across both workers, each message of a key starts after the one before it was answered.
+    for (const k of ["x", "y"]) {
+      const ofKey = events.filter((e) => e.body?.startsWith(k) === true)
+      const expected = Array.from({ length: 6 }, (_, n) => [`request ${k}${n}`, `reply ${k}${n}`])
+      expect(ofKey.map((e) => `${e.event} ${e.body}`)).toEqual(expected.flat())
+    }
+    const late = events.find((e) => e.event === "request" && e.body === "late")
+    expect(late?.t).toBeGreaterThanOrEqual(due)
+    expect(ofType([...a.events, ...b.events], "request").length).toBe(13)
+  })
+
   it("dispatches to them, takes their replies as acks and returns their reply to request()", async () => {
     const sender = await openSender()
     const ready = collect<{ protocol: string }>(sender, "worker:ready")
