@@ -563,13 +563,13 @@ export class LevelJournal implements Journal {
    * Moves scheduled entries to pending in one write, as they are stored (only the ids of
    * `entries` are read): each becomes a `p:` entry, as `append()` of it would have written.
    */
-  async promote(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void> {
+  async promote(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<string[]> {
     const sync = options.sync
     if (typeof sync !== "boolean")
       throw new TypeError(`'sync' must be a boolean, got ${describe(sync)}`)
     const wanted = unique(entries.map((e) => e.id))
-    if (wanted.length === 0) return
-    await this.#toPending(SCHEDULED, wanted, sync, (id, stored) => {
+    if (wanted.length === 0) return []
+    return this.#toPending(SCHEDULED, wanted, sync, (id, stored) => {
       const t = indexKey(this.#decode(SCHEDULED + id, stored).notBefore as number, id)
       return { drop: [t], value: scheduledToPending(stored), out: id }
     })

@@ -64,11 +64,15 @@ export class MemoryJournal implements Journal {
     return this.#due[0]?.notBefore
   }
 
-  async promote(entries: readonly JournalEntry[]): Promise<void> {
+  async promote(entries: readonly JournalEntry[]): Promise<string[]> {
+    const moved: string[] = []
     for (const { id } of entries) {
       const e = this.#unschedule(id)
-      if (e !== undefined) this.#pending.set(id, e)
+      if (e === undefined) continue
+      this.#pending.set(id, e)
+      moved.push(id)
     }
+    return moved
   }
 
   async unschedule(ids: readonly string[]): Promise<string[]> {

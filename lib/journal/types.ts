@@ -102,9 +102,10 @@ export interface Journal {
   /**
    * Moves scheduled entries (as returned by `due()`; only their ids are read) to pending in one
    * write, as they are stored: afterwards `pending()`, `remove()`, `update()` and `bury()` see
-   * them as if `append()` had written them. Ids that are not scheduled are ignored.
+   * them as if `append()` had written them. Ids that are not scheduled (any more: unscheduled
+   * meanwhile) are ignored; resolves with the ids moved, in the order given.
    */
-  promote?(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void>
+  promote?(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<string[]>
   /** Deletes scheduled entries by id (not pending ones); resolves with the ids that were deleted. */
   unschedule?(ids: readonly string[]): Promise<string[]>
 }

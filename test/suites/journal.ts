@@ -682,12 +682,12 @@ export function journalSuite(name: string, factory: JournalFactory): void {
         const due = await s.due({ until: 40, limit: 10 })
         expect(ids(due)).toEqual([id(2), id(3), id(4), id(5)])
         // an id that is not scheduled (pending, or unknown) is ignored
-        await s.promote([...due, entry(1), entry(99)], { sync: false })
+        expect(await s.promote([...due, entry(1), entry(99)], { sync: false })).toEqual(ids(due))
         expect(await journal.stats()).toEqual({ pending: 5, dead: 0, scheduled: 1 })
         expect(await journal.pending({ limit: 10 })).toEqual([entry(1), ...later.slice(0, 4)])
         expect(await s.due({ until: Infinity, limit: 10 })).toEqual([later[4]])
         expect(await s.nextDue()).toBe(50)
-        await s.promote(due, { sync: false }) // again: nothing left to move
+        expect(await s.promote(due, { sync: false })).toEqual([]) // again: nothing left to move
         expect(await journal.stats()).toEqual({ pending: 5, dead: 0, scheduled: 1 })
 
         await journal.remove([id(2)])

@@ -158,10 +158,11 @@ export class Scheduler {
           this.#arm((await this.#store.nextDue()) ?? Infinity)
           return
         }
-        await this.#store.promote(due, { sync: h.sync })
-        this.#count = Math.max(0, this.#count - due.length)
+        // Only what was still scheduled moved: one cancelled meanwhile is not loaded.
+        const moved = new Set(await this.#store.promote(due, { sync: h.sync }))
+        this.#count = Math.max(0, this.#count - moved.size)
         if (h.closed()) return
-        for (const e of due) h.load(e, now)
+        for (const e of due) if (moved.has(e.id)) h.load(e, now)
         if (due.length < room) {
           this.#arm((await this.#store.nextDue()) ?? Infinity)
           return
