@@ -60,4 +60,44 @@ describe("Sender: disk full", () => {
     expect((await sender.journal.stats()).pending).toBe(0)
     expect(Object.entries(sender[internals]()).filter(([, n]) => n !== 0)).toEqual([])
   }, 40_000)
+
+  test("delayed sends: the failed ones reject, every resolved one is delivered once due, after space is freed", async (ctx) => {
+    const disk = await tmpfs(ctx, 8)
+    const filler = join(disk, "filler")
+    await writeFile(filler, Buffer.alloc(6 * 1024 * 1024 + 512 * 1024))
+    const sender = await openSender({ journal: join(disk, "journal"), codec: "raw" })
+    const due = new Map<string, number>()
+    let failure: unknown
+    for (let batch = 0; batch < 200 && failure === undefined; batch++) {
+      const at = Date.now() + 300
+      const results = await Promise.allSettled(
+        Array.from({ length: 20 }, () => sender.send(randomBytes(4096), { notBefore: at })),
+      )
+      for (const r of results) {
+        if (r.status === "fulfilled") due.set(r.value, at)
+        else failure ??= r.reason
+      }
+    }
+    expect(failure).toMatchObject({ code: "PIRATE_JOURNAL_FULL" })
+    expect(due.size).toBeGreaterThan(50)
+    expect(sender.stats().scheduled).toBe(due.size)
+
+    await rm(filler)
+    const delivered = new Map<string, number>()
+    await openWorker(sender.endpoint, {
+      codec: "raw",
+      concurrency: 16,
+      handler: (_payload, c) => {
+        delivered.set(c.id, Date.now())
+        return Buffer.alloc(0)
+      },
+    })
+    await sender.drained({ signal: AbortSignal.timeout(20_000) })
+    expect([...due.keys()].filter((id) => !delivered.has(id))).toEqual([])
+    expect([...delivered.keys()].filter((id) => !due.has(id))).toEqual([])
+    const early = [...delivered].filter(([id, t]) => t < (due.get(id) as number))
+    expect(early).toEqual([])
+    expect(await sender.journal.stats()).toMatchObject({ pending: 0, scheduled: 0 })
+    expect(Object.entries(sender[internals]()).filter(([, n]) => n !== 0)).toEqual([])
+  }, 40_000)
 })
