@@ -241,6 +241,34 @@ describe.each(journals)("scheduling (%s journal)", (_kind, journal) => {
   })
 })
 
+describe("cancel() of the backlog on disk", () => {
+  it("removes a message waiting on disk, kept in memory or not; the pager skips it", async () => {
+    // window 10: 10 in the window, the next 40 (4 windows) kept in memory too, the rest on disk only.
+    const sender = await openSender({ journal: await tempDir("sched-backlog-"), window: 10 })
+    const ids: string[] = []
+    for (let i = 0; i < 100; i++) ids.push(await sender.send(i))
+    expect(sender.stats().backlog).toBe(90)
+    const kept = ids[30] as string
+    const onDisk = ids[80] as string
+    expect(await sender.cancel(kept)).toBe(true)
+    expect(await sender.cancel(onDisk)).toBe(true)
+    expect(await sender.cancel(onDisk)).toBe(false)
+    expect(sender.stats().backlog).toBe(88)
+    const handled: number[] = []
+    await openWorker(sender.endpoint, {
+      concurrency: 4,
+      handler: (m) => void handled.push(m as number),
+    })
+    await sender.drained(timeout())
+    expect(handled.sort((a, b) => a - b)).toEqual(
+      Array.from({ length: 100 }, (_, i) => i).filter((i) => i !== 30 && i !== 80),
+    )
+    expect(await sender.cancel(ids[0] as string)).toBe(false) // done
+    expect((await sender.journal.stats()).pending).toBe(0)
+    expect(Object.entries(sizes(sender)).filter(([, n]) => n !== 0)).toEqual([])
+  })
+})
+
 describe("scheduling: options", () => {
   it("refuses wrong scheduling options with a named error", async () => {
     const sender = await openSender()
