@@ -91,6 +91,7 @@ describe.each(journals)("scheduling (%s journal)", (_kind, journal) => {
     await sender.send({ n: 2 }, { notBefore: t0 + 200 })
     await sender.send({ n: 3 })
     expect(sender.stats().scheduled).toBe(2)
+    expect(sender.metrics()).toMatch(/^pirate_sender_scheduled 2$/m)
     await sender.drained(timeout())
     expect(handled.map((h) => h.n)).toEqual([3, 2, 1])
     expect((handled[1] as { at: number }).at).toBeGreaterThanOrEqual(t0 + 200)
@@ -161,6 +162,7 @@ describe.each(journals)("scheduling (%s journal)", (_kind, journal) => {
     const [event] = (await expired) as [{ id: string; attempts: number }]
     expect(event).toEqual({ id, attempts: 0 })
     expect(sender.stats()).toMatchObject({ expired: 1, dead: 1, ready: 0 })
+    expect(sender.metrics()).toMatch(/^pirate_sender_expired_total 1$/m)
     const dead = await sender.deadLetters()
     expect(dead.map((d) => [d.id, d.lastError])).toEqual([[id, "expired"]])
     await sender.drained(timeout())
