@@ -1,3 +1,5 @@
+import { describe } from "./validate.js"
+
 /**
  * Stable error codes. Codes follow semver; messages may change between releases.
  *
@@ -114,6 +116,75 @@ export class DeadLetterError extends PirateError {
     )
     this.id = id
     this.attempts = attempts
+  }
+}
+
+/** Longest delay a handler may ask for a retry (ms): 24 h, the most a PPX/1 NACK carries. */
+export const MAX_RETRY_DELAY = 86_400_000
+
+/**
+ * Validates a retry delay (ms): a finite number from 0 to {@link MAX_RETRY_DELAY}, rounded up to
+ * a whole ms (the retry never comes earlier than asked). `name` names it in the error.
+ * @throws TypeError when it is not a number, RangeError when it is out of range
+ */
+export function retryDelay(name: string, value: unknown): number {
+  if (typeof value !== "number" || Number.isNaN(value))
+    throw new TypeError(`'${name}' must be a number of ms, got ${describe(value)}`)
+  if (!(value >= 0 && value <= MAX_RETRY_DELAY))
+    throw new RangeError(
+      `'${name}' must be a finite number of ms from 0 to ${MAX_RETRY_DELAY} (24 h), got ${value}`,
+    )
+  return Math.ceil(value)
+}
+
+/**
+ * Thrown by a `Worker`'s handler: nack this attempt and retry the message after `delay` ms
+ * instead of the sender's retry backoff (the sender's backoff when `delay` is absent). The
+ * attempt still counts against the sender's `maxAttempts`: the last one makes a dead letter,
+ * with this error's message as its `lastError`. `ctx.retry({ delay })` does the same without
+ * throwing. Not a `PirateError`: the library never throws it, your handler does.
+ *
+ * @example
+ * ```ts
+ * handler: async (job) => {
+ *   const res = await fetch(url)
+ *   if (res.status === 429) throw new RetryError("rate limited", { delay: 5000 })
+ *   return res.json()
+ * }
+ * ```
+ * @throws TypeError or RangeError when `delay` is not a number of ms from 0 to 86 400 000
+ */
+export class RetryError extends Error {
+  override name = "RetryError"
+  /** Delay before the retry (ms, whole), or `undefined` for the sender's backoff. */
+  readonly delay: number | undefined
+  constructor(
+    message = "retry requested by the handler",
+    options?: ErrorOptions & { delay?: number },
+  ) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause })
+    this.delay = options?.delay === undefined ? undefined : retryDelay("delay", options.delay)
+  }
+}
+
+/**
+ * Thrown by a `Worker`'s handler: retrying cannot help, so dead-letter the message now, with no
+ * more attempts, and with this error's message as its `lastError` (BullMQ's
+ * `UnrecoverableError`, JetStream's `term`). `ctx.term(reason)` does the same without
+ * throwing. Not a `PirateError`: the library never throws it, your handler does.
+ *
+ * @example
+ * ```ts
+ * handler: async (order) => {
+ *   if (!isValid(order)) throw new UnrecoverableError("invalid order: no customer id")
+ *   return charge(order)
+ * }
+ * ```
+ */
+export class UnrecoverableError extends Error {
+  override name = "UnrecoverableError"
+  constructor(message = "terminated by the handler", options?: ErrorOptions) {
+    super(message, options)
   }
 }
 

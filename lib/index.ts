@@ -9,6 +9,8 @@ export {
   RequestTimeoutError,
   RemoteError,
   DeadLetterError,
+  RetryError,
+  UnrecoverableError,
   type ErrorCode,
 } from "./errors.js"
 export { msgpackCodec, rawCodec, type Codec, type CodecOption } from "./codec.js"

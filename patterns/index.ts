@@ -54,6 +54,8 @@ export {
   RequestTimeoutError,
   RemoteError,
   DeadLetterError,
+  RetryError,
+  UnrecoverableError,
   type ErrorCode,
 } from "../lib/errors.js"
 export { MemoryJournal } from "../lib/journal/memory.js"

@@ -1,7 +1,8 @@
 /**
  * A worker's jobs: the tasks its sessions received, run with bounded concurrency (the rest wait
  * in a queue), each decoded, handed to the handler and answered: an ack with the handler's
- * result, a nack with its error, or nothing when the session that brought it is gone.
+ * result, a nack with its error (with a delay for a `RetryError` or `ctx.retry()`, a reject for
+ * an `UnrecoverableError` or `ctx.term()`), or nothing when the session that brought it is gone.
  */
 import { joinBody } from "../../lib/body.js"
 import {
@@ -12,7 +13,13 @@ import {
   rawCodec,
   type Codec,
 } from "../../lib/codec.js"
-import { errorMessage, toError, tooLargeError } from "../../lib/errors.js"
+import {
+  RetryError,
+  UnrecoverableError,
+  errorMessage,
+  toError,
+  tooLargeError,
+} from "../../lib/errors.js"
 import type { LatencyHistogram } from "../../lib/metrics.js"
 import {
   FRAME_EMPTY,
@@ -20,7 +27,9 @@ import {
   decodeEnvelope,
   decodeEnvelopeAt,
   encodeNack,
+  type NackInfo,
 } from "../../lib/protocol.js"
+import { describe } from "../../lib/validate.js"
 import type { DedupeRuns } from "./worker-dedupe.js"
 import type { JobContext, JobHandler, WorkerEvents, WorkerSettings } from "./worker-options.js"
 import { envelopeOf, type Job, type Session } from "./worker-session.js"
@@ -47,6 +56,39 @@ export interface JobsHost {
   /** No job runs any more (a closing worker may finish). */
   idle(): void
   emit<K extends keyof WorkerEvents>(event: K, ...args: WorkerEvents[K]): boolean
+}
+
+/**
+ * A job's own decision, taken by `ctx.retry()` or `ctx.term()` while its handler runs and applied
+ * when the handler ends, whatever it returns or throws then: the first decision wins. One taken
+ * after the handler ended is never read.
+ */
+interface Control {
+  decision: RetryError | UnrecoverableError | undefined
+}
+
+/** Records `decision` for the job unless it has one. */
+function decide(control: Control, decision: RetryError | UnrecoverableError): void {
+  control.decision ??= decision
+}
+
+/** `ctx.retry(options)`'s decision, its arguments checked. */
+function retryDecision(options: unknown): RetryError {
+  if (options === undefined) return new RetryError()
+  if (typeof options !== "object" || options === null || Array.isArray(options))
+    throw new TypeError(`ctx.retry()'s options must be an object, got ${describe(options)}`)
+  const { delay, reason } = options as { delay?: unknown; reason?: unknown }
+  if (reason !== undefined && typeof reason !== "string")
+    throw new TypeError(`'reason' must be a string, got ${describe(reason)}`)
+  // RetryError checks `delay` (TypeError or RangeError naming it).
+  return new RetryError(reason, delay === undefined ? {} : { delay: delay as number })
+}
+
+/** `ctx.term(reason)`'s decision, its argument checked. */
+function termDecision(reason: unknown): UnrecoverableError {
+  if (reason !== undefined && typeof reason !== "string")
+    throw new TypeError(`'reason' must be a string, got ${describe(reason)}`)
+  return new UnrecoverableError(reason)
 }
 
 export class Jobs {
@@ -185,6 +227,7 @@ export class Jobs {
       this.#nack(job, errorMessage(err), true)
       return undefined
     }
+    const control: Control = { decision: undefined }
     const ctx: JobContext = {
       id: job.id,
       attempt: job.attempt,
@@ -194,35 +237,50 @@ export class Jobs {
         if (job.ppx && s.generation === job.generation)
           s.writer?.write([FRAME_EXTEND, envelopeOf(job)])
       },
+      retry: (options) => decide(control, retryDecision(options)),
+      term: (reason) => decide(control, termDecision(reason)),
     }
-    if (this.#h.dedupe && job.ours) return this.#completeDeduped(this.#h.dedupe, job, payload, ctx)
+    if (this.#h.dedupe && job.ours)
+      return this.#completeDeduped(this.#h.dedupe, job, payload, ctx, control)
     const t0 = performance.now()
     let result: unknown
     try {
       result = this.#h.handler(payload, ctx)
     } catch (err) {
-      this.#failed(job, toError(err), errorMessage(err))
+      this.#failed(job, toError(err), errorMessage(err), control)
       return undefined
     }
-    if (isThenable(result)) return this.#completeLater(job, result, t0)
-    this.#answer(job, result, t0)
+    if (isThenable(result)) return this.#completeLater(job, result, t0, control)
+    this.#answer(job, result, t0, control)
     return undefined
   }
 
   /** The handler returned a promise: ack with what it resolves to, nack if it rejects. */
-  async #completeLater(job: Job, result: PromiseLike<unknown>, t0: number): Promise<void> {
+  async #completeLater(
+    job: Job,
+    result: PromiseLike<unknown>,
+    t0: number,
+    control: Control,
+  ): Promise<void> {
     let value: unknown
     try {
       value = await result
     } catch (err) {
-      this.#failed(job, toError(err), errorMessage(err))
+      this.#failed(job, toError(err), errorMessage(err), control)
       return
     }
-    this.#answer(job, value, t0)
+    this.#answer(job, value, t0, control)
   }
 
-  /** The handler (started at `t0`) returned `value`: ack with it, or nack if it cannot be encoded. */
-  #answer(job: Job, value: unknown, t0: number): void {
+  /**
+   * The handler (started at `t0`) returned `value`: ack with it, or nack if it cannot be encoded
+   * or the handler decided so (`ctx.retry()`, `ctx.term()`).
+   */
+  #answer(job: Job, value: unknown, t0: number, control: Control): void {
+    if (control.decision) {
+      this.#failed(job, control.decision, control.decision.message, control)
+      return
+    }
     let reply: Buffer
     try {
       reply = encodeReply(this.#h.codec, value)
@@ -241,6 +299,7 @@ export class Jobs {
     job: Job,
     payload: unknown,
     ctx: JobContext,
+    control: Control,
   ): Promise<void> {
     // Ids are unique per sender: key on the identity it announced in WELCOME, so that any
     // address of the same sender finds its records and two senders never share one. A sender
@@ -252,11 +311,11 @@ export class Jobs {
     try {
       reply = await dedupe.complete(
         key,
-        () => this.#handle(payload, ctx),
+        () => this.#handle(payload, ctx, control),
         () => this.#h.stats.deduplicated++,
       )
     } catch (err) {
-      this.#failed(job, toError(err), errorMessage(err))
+      this.#failed(job, toError(err), errorMessage(err), control)
       return
     }
     this.#reply(job, reply, performance.now())
@@ -289,31 +348,50 @@ export class Jobs {
     s.ack(job, reply, this.#h.settings.maxBatch)
   }
 
-  /** The handler failed (or its reply cannot be sent): nack. */
-  #failed(job: Job, error: Error, reason: string): void {
+  /**
+   * The handler failed (or its reply cannot be sent): nack. The job's own decision, when it took
+   * one, stands instead of `error`: a `RetryError` nacks with its delay, an `UnrecoverableError`
+   * rejects (a dead letter now); any other error nacks for the sender's backoff.
+   */
+  #failed(job: Job, error: Error, reason: string, control?: Control): void {
+    const decided = control?.decision
+    const err: Error = decided ?? error
+    const why = decided ? decided.message : reason
     this.#h.stats.nacked++
-    this.#h.emit("job:failed", { id: job.id, attempt: job.attempt, error })
-    this.#nack(job, reason, false)
+    this.#h.emit("job:failed", { id: job.id, attempt: job.attempt, error: err })
+    if (err instanceof UnrecoverableError) this.#nack(job, why, true)
+    else this.#nack(job, why, false, err instanceof RetryError ? err.delay : undefined)
   }
 
-  /** Runs the handler for the dedupe store, which keeps its encoded reply. */
-  async #handle(payload: unknown, ctx: JobContext): Promise<Buffer> {
+  /** Runs the handler for the dedupe store, which keeps its encoded reply (not when it decided to nack). */
+  async #handle(payload: unknown, ctx: JobContext, control: Control): Promise<Buffer> {
     const t0 = performance.now()
-    const reply = encodePayload(this.#h.codec, await this.#h.handler(payload, ctx))
+    const value: unknown = await this.#h.handler(payload, ctx)
+    // Thrown, so that the store records nothing: the message is not complete.
+    if (control.decision) throw control.decision
+    const reply = encodePayload(this.#h.codec, value)
     this.#h.latency.record(performance.now() - t0)
     return reply
   }
 
-  #nack(job: Job, error: string, reject: boolean): void {
+  /**
+   * Nacks a job: `reject` dead-letters it now; otherwise the sender retries it after `delay` (ms)
+   * or, without one, after its retry backoff.
+   */
+  #nack(job: Job, error: string, reject: boolean, delay?: number): void {
     const s = job.session
     if (this.#h.expired(s) || s.generation !== job.generation) {
       this.#h.stats.discarded++
       return
     }
-    // A plain PPP queue has no nack: send nothing, so the client's retry (or the queue) decides.
+    // A plain PPP queue has no nack (so no delay, no reject either): send nothing, so the
+    // client's retry (or the queue) decides; our Sender retries after its backoff.
     if (!job.ppx) return
     s.flush()
-    s.writer?.write(encodeNack(envelopeOf(job), reject ? { error, reject: true } : { error }))
+    const info: NackInfo = { error }
+    if (reject) info.reject = true
+    else if (delay !== undefined) info.delay = delay
+    s.writer?.write(encodeNack(envelopeOf(job), info))
     s.liveness.sent()
   }
 }

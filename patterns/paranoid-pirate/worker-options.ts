@@ -31,9 +31,39 @@ export interface JobContext {
   signal: AbortSignal
   /** Renews the job's ack deadline on the sender (`ackTimeout`), for long jobs. */
   extend(): void
+  /**
+   * Nacks this attempt when the handler ends, whatever it returns or throws then, and asks the
+   * sender to retry the message after `delay` ms instead of its retry backoff (after the backoff
+   * when `delay` is absent), like throwing a `RetryError`. The attempt counts against the
+   * sender's `maxAttempts`; at the last one the message is dead-lettered with `reason` (default
+   * `"retry requested by the handler"`). The first decision of a job wins: a later `retry()` or
+   * `term()`, or a call after the handler ended, does nothing. A plain PPP sender or queue has
+   * no nack: there it is a failure like any throw, and the delay is not conveyed.
+   *
+   * @example
+   * ```ts
+   * if (rateLimited) return ctx.retry({ delay: 5000 })
+   * ```
+   * @throws TypeError or RangeError when `delay` is not a number of ms from 0 to 86 400 000
+   * (rounded up to a whole ms), or `reason` is not a string
+   */
+  retry(options?: { delay?: number; reason?: string }): void
+  /**
+   * Dead-letters the message when the handler ends, whatever it returns or throws then, with no
+   * more attempts and `reason` as its `lastError` (default `"terminated by the handler"`), like
+   * throwing an `UnrecoverableError`. The first decision of a job wins (see {@link retry}). A
+   * plain PPP sender or queue has no nack: there it is a failure like any throw (retried).
+   *
+   * @throws TypeError when `reason` is not a string
+   */
+  term(reason?: string): void
 }
 
-/** Processes one message; its return value is the reply (the ack). Throwing nacks it. */
+/**
+ * Processes one message; its return value is the reply (the ack). Throwing nacks it: a
+ * `RetryError` with its delay, an `UnrecoverableError` to the dead letters at once. `ctx.retry()`
+ * and `ctx.term()` decide the same without throwing.
+ */
 export type JobHandler = (payload: unknown, ctx: JobContext) => unknown
 
 /** Options of {@link Worker}. Durations are in ms. */

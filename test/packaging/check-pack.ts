@@ -34,6 +34,8 @@ const ROOT_EXPORTS = [
   "MemoryJournal",
   "PirateError",
   "RequestTimeoutError",
+  "RetryError",
+  "UnrecoverableError",
 ]
 
 const CONSUMER_TS = `import { Sender, Worker, PirateError, type WorkerOptions } from "zeromq-pirate"
