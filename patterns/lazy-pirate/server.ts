@@ -43,8 +43,15 @@ export interface RequestContext {
   readonly signal: AbortSignal
 }
 
-/** Answers one request; may be async. A thrown error becomes an error reply (`RemoteError` at the client). */
-export type RequestHandler = (payload: unknown, ctx: RequestContext) => unknown
+/**
+ * Answers one request; may be async. A thrown error becomes an error reply (`RemoteError` at the
+ * client). `Req` is the request type and `Res` the reply type (both `unknown` by default): a
+ * promise the caller makes, checked by nothing at runtime; validate in the handler if needed.
+ */
+export type RequestHandler<Req = unknown, Res = unknown> = (
+  payload: Req,
+  ctx: RequestContext,
+) => Res | Promise<Res>
 
 /** Reply cache settings; see {@link LazyPirateServerOptions.replyCache}. */
 export interface ReplyCacheOptions {
@@ -54,12 +61,15 @@ export interface ReplyCacheOptions {
   ttl?: number
 }
 
-/** Options of {@link LazyPirateServer}. `bind` and `handler` are required. */
-export interface LazyPirateServerOptions {
+/**
+ * Options of {@link LazyPirateServer}. `bind` and `handler` are required. `Req` and `Res` type
+ * the handler (see {@link RequestHandler}).
+ */
+export interface LazyPirateServerOptions<Req = unknown, Res = unknown> {
   /** Endpoint to bind, e.g. `"tcp://*:5555"`; `"tcp://127.0.0.1:*"` picks a free port (see `endpoint`). */
   bind: string
   /** Computes the reply of a request. */
-  handler: RequestHandler
+  handler: RequestHandler<Req, Res>
   /**
    * Handlers running at once. The server keeps reading while they run: retries are answered from
    * the reply cache or joined to their running request, and new requests wait their turn (see
@@ -200,20 +210,26 @@ export class ReplyCache {
  * lpclient) get a single-frame reply, and a handler error there cannot be signalled: it is
  * counted and emitted as `request:error`, and no reply is sent (the client times out).
  *
+ * `Req` is the type of the requests its handler receives and `Res` the type of its replies (both
+ * `unknown` by default; see {@link RequestHandler}).
+ *
  * @example
  * ```ts
- * const server = await LazyPirateServer.open({
+ * const server = await LazyPirateServer.open<{ text: string }>({
  *   bind: "tcp://127.0.0.1:5555",
- *   handler: async (req) => ({ echo: req }),
+ *   handler: async (req) => ({ echo: req.text }),
  *   replyCache: { size: 1000, ttl: 60_000 },
  * })
  * // … later
  * await server.close()
  * ```
  */
-export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
+export class LazyPirateServer<
+  Req = unknown,
+  Res = unknown,
+> extends EventEmitter<LazyPirateServerEvents> {
   readonly #bind: string
-  readonly #handler: RequestHandler
+  readonly #handler: RequestHandler<Req, Res>
   readonly #concurrency: number
   readonly #maxQueued: number
   readonly #codec: Codec
@@ -244,7 +260,7 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
    * @throws TypeError or RangeError naming the option that is wrong (an unknown one too, with the
    *   closest known name).
    */
-  constructor(options: LazyPirateServerOptions) {
+  constructor(options: LazyPirateServerOptions<Req, Res>) {
     super()
     if (typeof options !== "object" || options === null) {
       throw new TypeError(`'options' must be an object, got ${describe(options)}`)
@@ -274,8 +290,10 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
   }
 
   /** `new LazyPirateServer(options)` and {@link open} in one step. */
-  static async open(options: LazyPirateServerOptions): Promise<LazyPirateServer> {
-    const server = new LazyPirateServer(options)
+  static async open<Req = unknown, Res = unknown>(
+    options: LazyPirateServerOptions<Req, Res>,
+  ): Promise<LazyPirateServer<Req, Res>> {
+    const server = new LazyPirateServer<Req, Res>(options)
     await server.open()
     return server
   }
@@ -454,7 +472,8 @@ export class LazyPirateServer extends EventEmitter<LazyPirateServerEvents> {
     let failed = false
     let error: unknown
     try {
-      const payload = this.#codec.decode(body)
+      // Typed by the caller's promise only: the codec does not validate.
+      const payload = this.#codec.decode(body) as Req
       const result: unknown = await this.#handler(payload, { id, raw, signal: this.#abort.signal })
       const encoded = encodePayload(this.#codec, result)
       frames = raw ? [encoded] : [STATUS_OK, encoded]

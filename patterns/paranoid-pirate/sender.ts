@@ -88,15 +88,22 @@ const REQUEST_OPTIONS = { ...SEND_OPTIONS, timeout: true } as const satisfies Re
  * every unacknowledged message in its journal and hands messages to ready workers with credit.
  * A message is done only when a worker acks it; a lost worker's messages go to other workers.
  *
+ * `T` is the type of the payloads it sends and `R` the type of the replies `request()` resolves
+ * with (both `unknown` by default). They are a promise the caller makes, not checked at runtime:
+ * a reply is whatever the worker's handler returned, as the codec decodes it.
+ *
  * @example
  * ```ts
- * const sender = await Sender.open({ bind: "tcp://127.0.0.1:5556", journal: "./journal" })
+ * const sender = await Sender.open<{ task: string; file: string }>({
+ *   bind: "tcp://127.0.0.1:5556",
+ *   journal: "./journal",
+ * })
  * const id = await sender.send({ task: "resize", file: "a.png" })  // resolves once journaled
  * await sender.drained()
  * await sender.close()
  * ```
  */
-export class Sender extends EventEmitter<SenderEvents> {
+export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents> {
   readonly #bind: string
   readonly #codec: Codec
   readonly #journal: Journal
@@ -122,8 +129,8 @@ export class Sender extends EventEmitter<SenderEvents> {
   }
 
   /** Creates and opens a sender. */
-  static async open(options: SenderOptions): Promise<Sender> {
-    const sender = new Sender(options)
+  static async open<T = unknown, R = unknown>(options: SenderOptions): Promise<Sender<T, R>> {
+    const sender = new Sender<T, R>(options)
     await sender.open()
     return sender
   }
@@ -189,7 +196,7 @@ export class Sender extends EventEmitter<SenderEvents> {
    *   cannot encode the payload: a circular reference, a symbol…; `cause` is the codec's error);
    *   TypeError for an unknown option.
    */
-  send(payload: unknown, options: SendOptions = {}): Promise<string> {
+  send(payload: T, options: SendOptions = {}): Promise<string> {
     let frame: Buffer
     let core: Dispatcher
     let schedule: Schedule | undefined
@@ -228,7 +235,7 @@ export class Sender extends EventEmitter<SenderEvents> {
    *   `PIRATE_CLOSED`, `PIRATE_DEAD_LETTER`, `PIRATE_DECODE`, `PIRATE_TOO_LARGE`,
    *   `PIRATE_ENCODE`; TypeError for an unknown option.
    */
-  async request(payload: unknown, options: RequestToWorkerOptions = {}): Promise<unknown> {
+  async request(payload: T, options: RequestToWorkerOptions = {}): Promise<R> {
     assertKnownOptions("request()", options, REQUEST_OPTIONS)
     const schedule = resolveSchedule(options)
     const core = this.#open()
@@ -260,7 +267,7 @@ export class Sender extends EventEmitter<SenderEvents> {
         if (stop.signal.aborted) fail()
         else stop.signal.addEventListener("abort", fail, { once: true })
       })
-      return this.#codec.decode(await Promise.race([reply, stopped]))
+      return this.#codec.decode(await Promise.race([reply, stopped])) as R
     } catch (err) {
       if (stop.signal.aborted) {
         if (id !== undefined) core.cancelRequest(id)
@@ -322,9 +329,9 @@ export class Sender extends EventEmitter<SenderEvents> {
     return entries.map((e) => e.id)
   }
 
-  /** Decodes a payload with this sender's codec (for dead letters). */
-  decode(payload: Buffer): unknown {
-    return this.#codec.decode(payload)
+  /** Decodes a payload with this sender's codec (for dead letters): typed `T`, not checked. */
+  decode(payload: Buffer): T {
+    return this.#codec.decode(payload) as T
   }
 
   /**

@@ -63,15 +63,22 @@ export interface JobContext {
  * Processes one message; its return value is the reply (the ack). Throwing nacks it: a
  * `RetryError` with its delay, an `UnrecoverableError` to the dead letters at once. `ctx.retry()`
  * and `ctx.term()` decide the same without throwing.
+ *
+ * `T` is the payload type and `R` the reply type (both `unknown` by default). They are a promise
+ * the caller makes, checked by nothing at runtime: the codec decodes whatever the sender sent.
+ * Validate the payload in the handler if it can come from a sender you do not control.
  */
-export type JobHandler = (payload: unknown, ctx: JobContext) => unknown
+export type JobHandler<T = unknown, R = unknown> = (payload: T, ctx: JobContext) => R | Promise<R>
 
-/** Options of {@link Worker}. Durations are in ms. */
-export interface WorkerOptions {
+/**
+ * Options of {@link Worker}. Durations are in ms. `T` is the payload type the handler receives,
+ * `R` the type of its reply (see {@link JobHandler}).
+ */
+export interface WorkerOptions<T = unknown, R = unknown> {
   /** Sender(s) or queue(s) to connect to; the worker keeps an independent session with each. */
   connect: string | string[]
   /** Runs each message. */
-  handler: JobHandler
+  handler: JobHandler<T, R>
   /** Handlers running at once at most. @defaultValue 1 */
   concurrency?: number
   /** Messages each sender may hand out ahead to this worker (its credit). @defaultValue concurrency */
@@ -178,7 +185,9 @@ export interface WorkerSettings {
 }
 
 /** Validates a worker's options (TypeError/RangeError naming the option) and fills defaults. */
-export function resolveWorker(options: WorkerOptions): {
+export function resolveWorker<T, R>(
+  options: WorkerOptions<T, R>,
+): {
   endpoints: string[]
   handler: JobHandler
   codec: Codec
@@ -202,7 +211,8 @@ export function resolveWorker(options: WorkerOptions): {
   assertPositiveInt("maxBatch", o.maxBatch)
   return {
     endpoints,
-    handler: options.handler,
+    // The payload types are the caller's promise: the jobs run the handler on what the codec decodes.
+    handler: options.handler as JobHandler,
     codec,
     settings: {
       concurrency: o.concurrency,

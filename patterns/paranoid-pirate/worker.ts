@@ -43,18 +43,22 @@ import {
  * concurrency, acks with the handler's result or nacks with its error, and reconnects with
  * exponential backoff when a sender goes silent or away.
  *
+ * `T` is the type of the payloads its handler receives and `R` the type of its replies (both
+ * `unknown` by default): a promise the caller makes, not checked at runtime (see `JobHandler`).
+ * They type the handler only: nothing else of a worker carries a payload.
+ *
  * @example
  * ```ts
- * const worker = await Worker.open({
+ * const worker = await Worker.open<{ file: string }>({
  *   connect: "tcp://127.0.0.1:5556",
  *   concurrency: 8,
- *   handler: async (payload, ctx) => ({ ok: true, id: ctx.id }),
+ *   handler: async (job, ctx) => ({ resized: job.file, id: ctx.id }),
  * })
  * // …
  * await worker.close() // finishes running jobs first
  * ```
  */
-export class Worker extends EventEmitter<WorkerEvents> {
+export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents> {
   readonly #endpoints: string[]
   readonly #o: WorkerSettings
   readonly #life = new Lifecycle("worker")
@@ -83,7 +87,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * Validates options; does no I/O.
    * @throws TypeError or RangeError naming a wrong option.
    */
-  constructor(options: WorkerOptions) {
+  constructor(options: WorkerOptions<T, R>) {
     super()
     const r = resolveWorker(options)
     this.#endpoints = r.endpoints
@@ -104,8 +108,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /** Creates and opens a worker. */
-  static async open(options: WorkerOptions): Promise<Worker> {
-    const worker = new Worker(options)
+  static async open<T = unknown, R = unknown>(options: WorkerOptions<T, R>): Promise<Worker<T, R>> {
+    const worker = new Worker<T, R>(options)
     await worker.open()
     return worker
   }
