@@ -5,8 +5,14 @@ import { NOT_PLAIN, decodePlain, encodePlain, setPlainFallback } from "./msgpack
 
 /** Turns payloads into frames and back. */
 export interface Codec {
-  /** Name shown in errors and stats. */
-  readonly name: string
+  /**
+   * Names the codec, in errors and to peers: a `Worker` states its codec's name in its READY and a
+   * `Sender` its own in WELCOME, and two peers whose codecs both have a name must have the same
+   * one, or they refuse each other with `PIRATE_CODEC_MISMATCH` (the built-in codecs are
+   * `"msgpack"` and `"raw"`). Leave it out (or empty) for a codec that is never checked. At most
+   * 64 characters.
+   */
+  readonly name?: string
   /**
    * Throws when it cannot encode `value`; the roles report that as a `PIRATE_ENCODE`
    * `PirateError` whose `cause` is the error thrown here (the built-in codecs throw that
@@ -233,7 +239,7 @@ export function encodePayload(codec: Codec, value: unknown): Buffer {
   try {
     return codec.encode(value)
   } catch (err) {
-    throw err instanceof PirateError ? err : encodeError(codec.name, value, err)
+    throw err instanceof PirateError ? err : encodeError(codecName(codec) ?? "custom", value, err)
   }
 }
 
@@ -325,9 +331,46 @@ export function resolveCodec(option: CodecOption | undefined): Codec {
     typeof option.encode === "function" &&
     typeof option.decode === "function"
   ) {
+    const name: unknown = option.name
+    if (name !== undefined && (typeof name !== "string" || name.length > MAX_CODEC_NAME))
+      throw new TypeError(
+        `'codec.name' must be a string of at most ${MAX_CODEC_NAME} characters, got ${typeof name === "string" ? `${name.length} characters` : typeof name}`,
+      )
     return option
   }
   throw new TypeError(`'codec' must be "msgpack", "raw" or an object with encode() and decode()`)
+}
+
+/** Longest codec name a peer may state (READY, WELCOME). */
+export const MAX_CODEC_NAME = 64
+
+/**
+ * The name a codec goes by on the wire (READY, WELCOME): its `name`, or `undefined` for a codec
+ * without one (or with an empty one), which is never checked against a peer's.
+ */
+export function codecName(codec: Codec): string | undefined {
+  const name = codec.name
+  return typeof name === "string" && name.length > 0 ? name : undefined
+}
+
+/**
+ * The `PIRATE_CODEC_MISMATCH` error when two codec names are both known and differ, else
+ * `undefined`: a codec a peer does not state (an older peer, a codec without a name) never
+ * mismatches. `peer` names the other side ("worker 0a1b…", "sender tcp://…"), `self` this side
+ * ("this sender"), `outcome` what becomes of the connection.
+ */
+export function codecMismatch(
+  ours: string | undefined,
+  theirs: string | undefined,
+  peer: string,
+  self: string,
+  outcome: string,
+): PirateError | undefined {
+  if (ours === undefined || theirs === undefined || ours === theirs) return undefined
+  return new PirateError(
+    "PIRATE_CODEC_MISMATCH",
+    `${peer} uses the ${JSON.stringify(theirs)} codec and ${self} the ${JSON.stringify(ours)} codec: ${outcome}; give both the same 'codec' option`,
+  )
 }
 
 /** msgpack helpers for protocol metadata (never user payloads). */

@@ -26,6 +26,9 @@ import { describe } from "./validate.js"
  * - `PIRATE_ADDRESS_IN_USE`: an endpoint to bind is in use (by another process, or another
  *   socket of this one); the message names the endpoint and the option (`bind`, `frontend`,
  *   `backend`); `cause` is zeromq's `EADDRINUSE`.
+ * - `PIRATE_CODEC_MISMATCH`: a worker and its sender use different codecs (each states its own,
+ *   the worker in READY, the sender in WELCOME); the message names both. The sender refuses the
+ *   worker and the worker stops that session.
  */
 export type ErrorCode =
   | "PIRATE_CLOSED"
@@ -45,6 +48,7 @@ export type ErrorCode =
   | "PIRATE_TOO_LARGE"
   | "PIRATE_ENCODE"
   | "PIRATE_ADDRESS_IN_USE"
+  | "PIRATE_CODEC_MISMATCH"
 
 /** Every operational failure of this library is a `PirateError` with a stable {@link ErrorCode}. */
 export class PirateError extends Error {

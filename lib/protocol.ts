@@ -7,8 +7,8 @@
  *   queue → worker:  HEARTBEAT [0x02] | request [envelope, "", body]
  *
  * PPX/1 (only after the worker announced it in its READY frame and the sender answered WELCOME):
- *   READY    w→s  single frame 0x01 "PPX" 0x01 msgpack{credit, heartbeatInterval, liveness}
- *   WELCOME  s→w  [0x10, msgpack{version, heartbeatInterval, liveness}]
+ *   READY    w→s  single frame 0x01 "PPX" 0x01 msgpack{credit, heartbeatInterval, liveness, codec?}
+ *   WELCOME  s→w  [0x10, msgpack{version, heartbeatInterval, liveness, codec?}]
  *   TASKS    s→w  [0x11, envelopes, bodies]     (envelopes: n × [length u8][envelope])
  *   ACKS     w→s  [0x12, envelopes, replies]    (bodies, replies: n × [length u32 BE][bytes])
  *   NACK     w→s  [0x13, envelope, msgpack{error, reject?, delay?}]
@@ -23,7 +23,7 @@
  *                                               WELCOME said `single: true`)
  */
 import { bodyLength, prefixOf } from "./body.js"
-import { packMeta, unpackMeta } from "./codec.js"
+import { MAX_CODEC_NAME, packMeta, unpackMeta } from "./codec.js"
 import { PirateError, toError } from "./errors.js"
 import { stripUndefined } from "./validate.js"
 
@@ -75,6 +75,8 @@ export interface Hello {
   started?: true | undefined
   /** The worker takes TASK (one task, its body as its own frame). */
   single?: true | undefined
+  /** The name of the worker's payload codec; unknown (never a mismatch) when absent. */
+  codec?: string | undefined
 }
 
 /** What the sender answers. */
@@ -94,6 +96,8 @@ export interface Welcome {
   started?: true | undefined
   /** The sender takes ACK (one reply as its own frame); only to a worker that announced `single`. */
   single?: true | undefined
+  /** The name of the sender's payload codec; unknown (never a mismatch) when absent. */
+  codec?: string | undefined
 }
 
 /** Largest `maxMessageSize` a READY or WELCOME may announce: 2^53 − 1. */
@@ -156,7 +160,18 @@ export function decodeReady(frame: Buffer): Hello | null {
   if (maxMessageSize !== undefined) hello.maxMessageSize = maxMessageSize
   if (m["started"] === true) hello.started = true
   if (m["single"] === true) hello.single = true
+  const codec = announcedCodec(m, "READY")
+  if (codec !== undefined) hello.codec = codec
   return hello
+}
+
+/** The optional `codec` key: absent, or a string of 1 to 64 characters. */
+function announcedCodec(m: Record<string, unknown>, what: string): string | undefined {
+  const codec = m["codec"]
+  if (codec === undefined) return undefined
+  if (typeof codec !== "string" || codec.length === 0 || codec.length > MAX_CODEC_NAME)
+    throw new PirateError("PIRATE_PROTOCOL", `${what} announces an invalid codec name`)
+  return codec
 }
 
 /** The optional `maxMessageSize` key: absent, or an integer from 1 to 2^53 − 1. */
@@ -201,6 +216,8 @@ export function decodeWelcome(frame: Buffer | undefined): Welcome {
   }
   if (m["started"] === true) welcome.started = true
   if (m["single"] === true) welcome.single = true
+  const codec = announcedCodec(m, "WELCOME")
+  if (codec !== undefined) welcome.codec = codec
   return welcome
 }
 

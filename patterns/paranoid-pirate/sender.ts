@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events"
-import { encodeBody, resolveCodec, type Codec } from "../../lib/codec.js"
+import { codecName, encodeBody, resolveCodec, type Codec } from "../../lib/codec.js"
 import { PirateError, RequestTimeoutError, abortedError, toError } from "../../lib/errors.js"
 import type { DeadLetter, Journal } from "../../lib/journal/types.js"
 import { isMessageId } from "../../lib/journal/ids.js"
@@ -125,7 +125,8 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
     this.#codec = resolveCodec(options.codec)
     const { journal, settings } = resolveCore(options)
     this.#journal = journal
-    this.#settings = settings
+    // Stated in WELCOME: a worker whose codec differs is refused (PIRATE_CODEC_MISMATCH).
+    this.#settings = { ...settings, codec: codecName(this.#codec) }
   }
 
   /** Creates and opens a sender. */

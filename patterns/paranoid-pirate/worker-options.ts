@@ -161,7 +161,16 @@ export interface WorkerStats {
   deduplicated: number
   /** Handler run time of successful jobs (ms). */
   handlerLatency: LatencySummary
-  sessions: { endpoint: string; connected: boolean; protocol: "ppp" | "ppx" | "none" }[]
+  sessions: {
+    endpoint: string
+    connected: boolean
+    protocol: "ppp" | "ppx" | "none"
+    /**
+     * Present while the sender refuses this worker: the `PIRATE_CODEC_MISMATCH` message, which
+     * names both codecs. The worker takes no task from it and tries again every `reconnect.max`.
+     */
+    refused?: string
+  }[]
 }
 
 export interface WorkerEvents {

@@ -54,6 +54,12 @@ export class Session {
   ppx = false
   /** The identity the sender announced in its WELCOME (dedupe keys on it), if any. */
   sender: string | undefined
+  /**
+   * Why the sender refused this session (`PIRATE_CODEC_MISMATCH`: its WELCOME states another
+   * codec than ours), until a later connection is served; kept across reconnects, unlike the
+   * rest, so that the refusal is reported once, not on each try.
+   */
+  refused: string | undefined
   connected = false
   heard = false
   liveness: Liveness

@@ -1,6 +1,7 @@
 import { EventEmitter } from "node:events"
 import { Dealer } from "zeromq"
 import { Backoff } from "../../lib/backoff.js"
+import { codecMismatch, codecName } from "../../lib/codec.js"
 import { splitBody } from "../../lib/body.js"
 import { debug } from "../../lib/debug.js"
 import { PirateError, errorCode, errorMessage, toError } from "../../lib/errors.js"
@@ -82,6 +83,8 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
   readonly #dedupe: DedupeRuns | undefined
   readonly #curve: CurveClientOptions | undefined
   readonly #handlerLatency = new LatencyHistogram()
+  /** Our codec's name, stated in READY; a sender whose WELCOME states another refuses us. */
+  readonly #codec: string | undefined
 
   /**
    * Validates options; does no I/O.
@@ -92,6 +95,7 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
     const r = resolveWorker(options)
     this.#endpoints = r.endpoints
     this.#o = r.settings
+    this.#codec = codecName(r.codec)
     this.#dedupe = options.dedupe === undefined ? undefined : new DedupeRuns(options.dedupe)
     this.#curve = options.curve === undefined ? undefined : validateCurveClient(options.curve)
     this.#jobs = new Jobs({
@@ -203,6 +207,7 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
         endpoint: s.endpoint,
         connected: s.connected,
         protocol: s.heard ? (s.ppx ? "ppx" : "ppp") : "none",
+        ...(s.refused === undefined ? {} : { refused: s.refused }),
       })),
     }
   }
@@ -261,6 +266,7 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
             maxMessageSize: this.#o.maxMessageSize,
             started: true as const,
             single: true as const,
+            codec: this.#codec,
           }
         : undefined
     s.writer.write([encodeReady(hello)])
@@ -297,9 +303,8 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
     }
   }
 
-  #lost(s: Session, reason: string): void {
+  #lost(s: Session, reason: string, wait = s.backoff.next()): void {
     if (s.closed) return
-    const wait = s.backoff.next()
     this.#stats.reconnects++
     debug("worker: lost %s (%s), reconnecting in %d ms", s.endpoint, reason, wait)
     s.generation++ // results of this session's jobs are now stale
@@ -381,6 +386,14 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
         // A sender may only answer with a version we announced (1); anything else: stay plain PPP.
         if (welcome.version !== PPX.VERSION)
           return this.#drop(s, `WELCOME for unknown PPX version ${welcome.version}`)
+        const mismatch = codecMismatch(
+          this.#codec,
+          welcome.codec,
+          `sender ${s.endpoint}`,
+          "this worker",
+          `the worker takes no task from it and tries again every ${this.#o.reconnect.max} ms`,
+        )
+        if (mismatch) return this.#refused(s, mismatch)
         if (s.welcomed(welcome) && !this.#closing) this.#armTick(welcome.heartbeatInterval)
         return this.#heard(s)
       }
@@ -434,7 +447,24 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
   #heard(s: Session): void {
     if (s.heard) return
     s.heard = true
+    s.refused = undefined
     this.emit("sender:ready", { endpoint: s.endpoint, protocol: s.ppx ? "ppx" : "ppp" })
+  }
+
+  /**
+   * The sender refused us (its codec differs): report it once (`error` when listened to, as it
+   * ends no process; always in `stats().sessions`), stop the session, and try again only after
+   * the longest reconnect delay, since a mismatch does not go away by itself, but a sender
+   * restarted with the right codec is found again without restarting the worker.
+   */
+  #refused(s: Session, err: PirateError): void {
+    if (s.refused !== err.message) {
+      s.refused = err.message
+      if (this.listenerCount("error") > 0) this.emit("error", err)
+    }
+    debug("worker: %s", err.message)
+    const { max, jitter } = this.#o.reconnect
+    this.#lost(s, err.message, Math.round(max * (1 - jitter * Math.random())))
   }
 
   #drop(s: Session, reason: string): void {

@@ -60,6 +60,11 @@ export interface SenderStats {
    * peers without CURVE, peers with a wrong server key.
    */
   denied: number
+  /**
+   * Worker connections refused at their READY since open: the worker's codec differs from this
+   * sender's (`PIRATE_CODEC_MISMATCH`).
+   */
+  refused: number
   /** Time from acceptance to ack of acked messages (ms), since open. */
   latency: LatencySummary
 }
@@ -93,6 +98,7 @@ export class Counters {
   expired = 0
   workersLost = 0
   denied = 0
+  refused = 0
   readonly latency = new LatencyHistogram()
 
   stats(gauges: Gauges): DispatcherStats {
@@ -117,6 +123,7 @@ export class Counters {
       workers: gauges.workers,
       workersLost: this.workersLost,
       denied: this.denied,
+      refused: this.refused,
       latency: this.latency.summary(),
     }
   }
@@ -146,6 +153,7 @@ export function statsMetrics(prefix: string, s: DispatcherStats): Metric[] {
     c("dropped", "Malformed or unexpected frames dropped.", s.dropped),
     c("workers_lost", "Workers lost.", s.workersLost),
     c("denied", "Connection attempts refused by the CURVE policy.", s.denied),
+    c("refused", "Worker connections refused because their codec differs.", s.refused),
     summary("ack_latency_seconds", "Time from acceptance to ack.", s.latency),
   ]
 }

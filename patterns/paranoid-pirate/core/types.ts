@@ -23,6 +23,11 @@ export interface DispatcherSettings {
   random: () => number
   curve: CurveServerOptions | undefined
   keyOnDead: KeyOnDead
+  /**
+   * The name of the payload codec (`Sender`'s), stated in WELCOME: a worker that states another
+   * is refused. Absent for `ParanoidPirateQueue`, which passes payloads through untouched.
+   */
+  codec?: string | undefined
 }
 
 /**
