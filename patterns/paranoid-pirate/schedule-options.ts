@@ -4,6 +4,8 @@ import { DEFAULT_PRIORITY, type Schedule } from "./core/message.js"
 
 /** The most bytes a `key` may have (it is stored with every message that has one). */
 export const MAX_KEY_BYTES = 1024
+/** The most bytes a send `id` may have (it is stored with its message, and as a record of its own). */
+export const MAX_ID_BYTES = 256
 
 /** What `send()` takes to schedule a message; see `SendOptions`. */
 export interface ScheduleOptions {
@@ -13,6 +15,7 @@ export interface ScheduleOptions {
   expiresAt?: number | undefined
   priority?: number | undefined
   key?: string | undefined
+  id?: string | undefined
 }
 
 /**
@@ -21,8 +24,9 @@ export interface ScheduleOptions {
  * @throws TypeError or RangeError naming the option
  */
 export function resolveSchedule(o: ScheduleOptions): Schedule | undefined {
-  const { delay, notBefore, ttl, expiresAt, priority, key } = o
+  const { delay, notBefore, ttl, expiresAt, priority, key, id } = o
   if (
+    id === undefined &&
     delay === undefined &&
     notBefore === undefined &&
     ttl === undefined &&
@@ -65,7 +69,20 @@ export function resolveSchedule(o: ScheduleOptions): Schedule | undefined {
     if (bytes > MAX_KEY_BYTES)
       throw new RangeError(`'key' must be at most ${MAX_KEY_BYTES} bytes, got ${bytes}`)
   }
-  return { notBefore: due, expiresAt: until, priority: priority ?? DEFAULT_PRIORITY, key }
+  if (id !== undefined) {
+    if (typeof id !== "string" || id === "")
+      throw new TypeError(`'id' must be a non-empty string, got ${describe(id)}`)
+    const bytes = Buffer.byteLength(id)
+    if (bytes > MAX_ID_BYTES)
+      throw new RangeError(`'id' must be at most ${MAX_ID_BYTES} bytes, got ${bytes}`)
+  }
+  return {
+    notBefore: due,
+    expiresAt: until,
+    priority: priority ?? DEFAULT_PRIORITY,
+    key,
+    dedupeId: id,
+  }
 }
 
 function finite(name: string, value: unknown): asserts value is number {

@@ -55,10 +55,17 @@ export interface SendOptions {
    * dead-lettered (see the `keyOnDead` option).
    */
   key?: string
+  /**
+   * A send id of the caller's choosing (at most 256 bytes): a send with an id whose message is
+   * pending, in flight, dead, or was acked within `dedupeWindow` enqueues nothing and resolves with
+   * that message's id. Kept in the journal with the message, so after a crash the producer can
+   * send again what it is unsure of.
+   */
+  id?: string
 }
 
-/** Options of `request()`. */
-export interface RequestToWorkerOptions extends SendOptions {
+/** Options of `request()`: those of `send()` but `id` (a request lives in memory only). */
+export interface RequestToWorkerOptions extends Omit<SendOptions, "id"> {
   /** Give up waiting for the reply after this long (ms); the message is cancelled if not yet delivered. */
   timeout?: number
 }
@@ -69,7 +76,8 @@ const SENDER_OPTIONS = { ...CORE_OPTIONS, bind: true, codec: true } as const sat
   keyof SenderOptions,
   true
 >
-const SEND_OPTIONS = {
+/** The options of both `send()` and `request()`. */
+const SHARED_SEND_OPTIONS = {
   signal: true,
   delay: true,
   notBefore: true,
@@ -77,8 +85,12 @@ const SEND_OPTIONS = {
   expiresAt: true,
   priority: true,
   key: true,
-} as const satisfies Record<keyof SendOptions, true>
-const REQUEST_OPTIONS = { ...SEND_OPTIONS, timeout: true } as const satisfies Record<
+} as const satisfies Record<Exclude<keyof SendOptions, "id">, true>
+const SEND_OPTIONS = { ...SHARED_SEND_OPTIONS, id: true } as const satisfies Record<
+  keyof SendOptions,
+  true
+>
+const REQUEST_OPTIONS = { ...SHARED_SEND_OPTIONS, timeout: true } as const satisfies Record<
   keyof RequestToWorkerOptions,
   true
 >

@@ -71,6 +71,12 @@ export interface SenderOptions {
    * @defaultValue "continue"
    */
   keyOnDead?: "continue" | "hold"
+  /**
+   * How long a send id (`send(payload, { id })`) is remembered after its message is acked (ms): a
+   * send with that id within it enqueues nothing. Kept in the journal. 0: forgotten at the ack.
+   * @defaultValue 600000 (10 minutes)
+   */
+  dedupeWindow?: number
 }
 
 /** Options shared by `Sender` and `ParanoidPirateQueue` (the queue core). */
@@ -95,6 +101,7 @@ export const CORE_OPTIONS = {
   random: true,
   curve: true,
   keyOnDead: true,
+  dedupeWindow: true,
 } as const satisfies Record<keyof CoreOptions, true>
 
 /** Defaults of the queue core's options (`Sender`, `ParanoidPirateQueue`). */
@@ -112,6 +119,7 @@ export const SENDER_DEFAULTS = Object.freeze({
   maxMessageSize: 16 * 1024 * 1024,
   sendTimeout: 1000,
   keyOnDead: "continue",
+  dedupeWindow: 600_000,
 })
 
 /** Validates core options (TypeError/RangeError naming the option) and opens no journal yet. */
@@ -143,6 +151,7 @@ export function resolveCore(options: CoreOptions): {
   assertPositiveInt("maxMessageSize", o.maxMessageSize)
   assertPositiveInt("sendTimeout", o.sendTimeout)
   assertOneOf("keyOnDead", o.keyOnDead, ["continue", "hold"] as const)
+  assertNonNegativeInt("dedupeWindow", o.dedupeWindow)
   if (o.random !== undefined && typeof o.random !== "function")
     throw new TypeError("'random' must be a function")
   return {
@@ -164,6 +173,7 @@ export function resolveCore(options: CoreOptions): {
       random: o.random ?? Math.random,
       curve: options.curve === undefined ? undefined : validateCurveServer(options.curve),
       keyOnDead: o.keyOnDead,
+      dedupeWindow: o.dedupeWindow,
     },
   }
 }

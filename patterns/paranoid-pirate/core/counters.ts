@@ -41,6 +41,11 @@ export interface SenderStats {
   expired: number
   /** Messages accepted since open. */
   sent: number
+  /**
+   * Sends with a send id (`send(payload, { id })`) that enqueued nothing since open: the id named
+   * a message pending, dead, or acked within `dedupeWindow`.
+   */
+  deduplicated: number
   /** Messages acknowledged since open. */
   acked: number
   /** Handler failures reported by workers since open. */
@@ -96,6 +101,7 @@ export class Counters {
   dropped = 0
   dead = 0
   expired = 0
+  deduplicated = 0
   workersLost = 0
   denied = 0
   refused = 0
@@ -115,6 +121,7 @@ export class Counters {
       dead: this.dead,
       expired: this.expired,
       sent: this.sent,
+      deduplicated: this.deduplicated,
       acked: this.acked,
       nacked: this.nacked,
       redelivered: this.redelivered,
@@ -145,6 +152,7 @@ export function statsMetrics(prefix: string, s: DispatcherStats): Metric[] {
     g("dead", "Dead letters in the journal.", s.dead),
     g("workers", "Connected workers.", s.workers),
     c("sent", "Messages accepted.", s.sent),
+    c("deduplicated", "Sends whose send id named a message already sent.", s.deduplicated),
     c("acked", "Messages acknowledged by a worker.", s.acked),
     c("nacked", "Handler failures reported by workers.", s.nacked),
     c("redelivered", "Messages delivered again after a failure or a lost worker.", s.redelivered),

@@ -43,6 +43,7 @@ import {
 import { DelayQueue, ReadyQueue } from "./ready.js"
 import { BacklogPager } from "./pager.js"
 import { Scheduler, scheduledStore } from "./scheduler.js"
+import { SendIds } from "./send-ids.js"
 import { DrainWatch } from "./drain-watch.js"
 import { workerRouter } from "./router.js"
 import { Sessions } from "./sessions.js"
@@ -93,6 +94,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   readonly #ready = new ReadyQueue()
   readonly #delayed = new DelayQueue((due) => this.#due(due))
   readonly #keys = new KeyGate()
+  readonly #sendIds: SendIds
   /** Sends due later, in the journal's scheduled store (a persistent journal that has one). */
   readonly #scheduler: Scheduler | undefined
   /** The earliest `expiresAt` among messages in the window (a sweep is armed for it). */
@@ -147,6 +149,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         this.#adm.schedulingBytes -= entry.payload.length
         this.#scheduler?.written(entry, ok)
       },
+      sendIdWritten: (dedupeId, ok) => this.#sendIds.written(dedupeId, ok),
       holdScheduled: (entry) => {
         const m = fromEntry(entry, false)
         m.t0 = performance.now()
@@ -183,6 +186,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       },
       error: (err) => this.emit("error", err),
     })
+    this.#sendIds = new SendIds(journal, settings.dedupeWindow, (err) => this.emit("error", err))
     const store = scheduledStore(journal)
     this.#scheduler =
       store &&
@@ -209,6 +213,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       workers: this.#workers,
       delayed: this.#delayed,
       keys: this.#keys,
+      sendIdAcked: (dedupeId) => this.#sendIds.ackedInMemory(dedupeId),
       senderId: () => this.#senderId,
       write: (frames) => this.#writer?.write(frames),
       makeReadyFront: (list) => this.#makeReadyFront(list),
@@ -262,6 +267,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         this.emit("error", toError(err)),
       )
       this.#sessions.start()
+      this.#sendIds.start()
       await this.#pager.start()
     } catch (err) {
       // Leave nothing behind: a failed open may be retried with another endpoint.
@@ -284,6 +290,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#delayed.stop()
     this.#scheduler?.stop()
     clearTimeout(this.#expiryTimer)
+    const sweeping = this.#sendIds.stop()
     const closed = closedError(this.#name)
     this.#adm.close(closed)
     for (const w of this.#workers.values())
@@ -300,6 +307,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       },
       () => this.#pager.running,
       () => this.#scheduler?.running,
+      () => sweeping,
       () => this.#lanes.flush(),
       () => this.#journal.close(),
     ]) {
@@ -325,7 +333,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   send(frame: Buffer, signal?: AbortSignal, schedule?: Schedule): Promise<string> {
     const tooLarge = this.tooLarge(frame)
     if (tooLarge) return Promise.reject(tooLarge)
-    return this.#adm.send(frame, signal, schedule)
+    const dedupeId = schedule?.dedupeId
+    if (dedupeId === undefined) return this.#adm.send(frame, signal, schedule)
+    return this.#sendIds.once(
+      dedupeId,
+      () => this.#adm.send(frame, signal, schedule),
+      () => this.#n.deduplicated++,
+    )
   }
 
   /**
@@ -393,6 +407,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       durable,
     })
     scheduled(m, schedule)
+    if (schedule?.dedupeId !== undefined) this.#sendIds.accepted(schedule.dedupeId, id)
     m.waiter = waiter
     this.#hold(m)
     this.#lastWindowId = id
@@ -410,7 +425,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #spill(frame: Buffer, schedule: Schedule | undefined): Promise<string> {
     this.#n.sent++
     this.#drain.busy()
-    return this.#intake.spill(this.#ids.next(), frame, schedule)
+    const id = this.#ids.next()
+    if (schedule?.dedupeId !== undefined) this.#sendIds.accepted(schedule.dedupeId, id)
+    return this.#intake.spill(id, frame, schedule)
   }
 
   /** A send that is due later, to the journal's scheduled store (see `Scheduler`). */
@@ -421,6 +438,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#adm.schedulingBytes += frame.length
     this.#scheduler?.writing()
     const id = this.#ids.next()
+    if (schedule.dedupeId !== undefined) this.#sendIds.accepted(schedule.dedupeId, id)
     const accepted = this.#intake.later(id, frame, schedule)
     return accepted === ACCEPTED ? Promise.resolve(id) : (accepted as Promise<string>)
   }
@@ -447,6 +465,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     await this.#lanes.flush()
     await this.#scheduler?.running // a page being moved into the window is dispatched
     if (await this.#scheduler?.cancel(id)) {
+      this.#sendIds.forgetMessage(id)
       this.#drain.check()
       return true
     }
@@ -455,7 +474,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       const waiter = m.waiter
       this.#withdraw(m)
       this.#finish(m)
-      if (m.durable) this.#lanes.remove(m.id)
+      this.#forget(m.id, m.durable, m.dedupeId)
       waiter?.reject(new PirateError("PIRATE_ABORTED", `message ${id} was cancelled`))
       return true
     }
@@ -491,9 +510,15 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#replayed.add(id) // the pager skips it, from the journal or from the kept sends
     adm.count = Math.max(0, adm.count - 1)
     adm.bytes = Math.max(0, adm.bytes - found[0].payload.length)
-    this.#lanes.remove(id)
+    this.#forget(id, true, found[0].dedupeId)
     this.#settled()
     return true
+  }
+
+  /** A cancelled message leaves the journal, and its send id is forgotten. */
+  #forget(id: string, durable: boolean, dedupeId: string | undefined): void {
+    if (durable) this.#lanes.remove(id, dedupeId, true)
+    if (dedupeId !== undefined) this.#sendIds.forgetInMemory(dedupeId)
   }
 
   /** Takes a ready, delayed or parked message out of its queue. */
@@ -781,6 +806,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       kept: this.#intake.kept,
       keptBytes: this.#intake.keptBytes,
       ...this.#lanes.sizes(),
+      ...this.#sendIds.sizes(),
     }
   }
 }

@@ -61,6 +61,8 @@ export interface IntakeHost {
   scheduledWritten(entry: JournalEntry, ok: boolean): void
   /** Puts an entry that is due later into the window (its write to the scheduled store failed). */
   holdScheduled(entry: JournalEntry): void
+  /** A send with a send id was written (`ok`) or not (see `SendIds`). */
+  sendIdWritten(dedupeId: string, ok: boolean): void
   /** Backlog was written: page it in if the window has room. */
   pokePager(): void
   checkDrained(): void
@@ -209,6 +211,7 @@ export class Intake {
     for (const item of items) {
       const { entry, message: m } = item
       item.state = "written"
+      if (entry.dedupeId !== undefined) this.#h.sendIdWritten(entry.dedupeId, true)
       if (m) {
         if (m.state === "appending") this.#h.makeReady(m)
       } else if (item.scheduled) this.#h.scheduledWritten(entry, true)
@@ -233,6 +236,8 @@ export class Intake {
     for (const item of items) {
       const { entry, message: m } = item
       item.state = "failed"
+      // Kept in memory (durability "memory": accepted already), the send id stays known there.
+      if (entry.dedupeId !== undefined && !stay) this.#h.sendIdWritten(entry.dedupeId, false)
       if (item.scheduled) {
         h.scheduledWritten(entry, false)
         if (stay) h.holdScheduled(entry)

@@ -65,6 +65,9 @@ export class JournalLanes {
   #appendQueue: AppendItem[] = []
   #appending: Promise<void> | undefined
   #removes: string[] = []
+  /** Send ids of acked messages (marked acked with the removals), and of cancelled ones (forgotten). */
+  #acked: string[] = []
+  #forget: string[] = []
   #updates: JournalUpdate[] = []
   #buries: DeadLetter[] = []
   #changing: Promise<void> | undefined
@@ -89,8 +92,13 @@ export class JournalLanes {
     this.#appending ??= this.#appendLoop()
   }
 
-  remove(id: string): void {
+  /**
+   * Deletes an acked (or cancelled: `forget`) message; its send id, if it has one, is marked acked
+   * (or forgotten) in the same write.
+   */
+  remove(id: string, dedupeId?: string, forget = false): void {
     this.#removes.push(id)
+    if (dedupeId !== undefined) (forget ? this.#forget : this.#acked).push(dedupeId)
     if (this.#removes.length >= GATHER) this.#wakeGather?.()
     this.#startChanges()
   }
@@ -194,14 +202,21 @@ export class JournalLanes {
         const removes = this.#removes
         const updates = this.#updates
         const buries = this.#buries
+        const acked = this.#acked
+        const forget = this.#forget
         this.#removes = []
         this.#updates = []
         this.#buries = []
+        this.#acked = []
+        this.#forget = []
         try {
           // Each step is idempotent, so a retry may repeat one that had been written.
           if (updates.length > 0) await this.#journal.update(updates)
           if (buries.length > 0) await this.#journal.bury(buries)
-          if (removes.length > 0) await this.#journal.remove(removes)
+          if (removes.length > 0) {
+            if (acked.length + forget.length === 0) await this.#journal.remove(removes)
+            else await this.#journal.remove(removes, { acked, forget, at: Date.now() })
+          }
           wait = RETRY_FIRST
         } catch (err) {
           const e = journalWriteError(err)
@@ -212,6 +227,8 @@ export class JournalLanes {
           }
           // Keep them, in order, ahead of what came meanwhile, and try again.
           this.#removes = removes.concat(this.#removes)
+          this.#acked = acked.concat(this.#acked)
+          this.#forget = forget.concat(this.#forget)
           this.#updates = updates.concat(this.#updates)
           this.#buries = buries.concat(this.#buries)
           if (wait === RETRY_FIRST) this.#host.changeFailed(e) // once per episode

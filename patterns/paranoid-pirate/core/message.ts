@@ -9,7 +9,7 @@ import type { Liveness } from "../../../lib/liveness.js"
  */
 export type State = "appending" | "ready" | "inflight" | "delayed" | "parked" | "done"
 
-/** The scheduling options of a message, as `send()` gives them (absent ones: the defaults). */
+/** The options of a send (absent ones: the defaults): its scheduling, its ordering key, its send id. */
 export interface Schedule {
   /** Epoch ms before which its first attempt is not dispatched. */
   notBefore: number | undefined
@@ -19,6 +19,8 @@ export interface Schedule {
   priority: number
   /** Messages with the same key are processed one at a time, in send order. */
   key: string | undefined
+  /** The caller's send id (`send(payload, { id })`), see `SendIds`. */
+  dedupeId: string | undefined
 }
 
 /** The priority of a message sent without one. */
@@ -57,6 +59,8 @@ export interface Message {
   key: string | undefined
   /** Epoch ms after which it is not dispatched any more. */
   expiresAt: number | undefined
+  /** The caller's send id, see `SendIds`. */
+  dedupeId: string | undefined
 }
 
 /** A connected worker and what it holds. */
@@ -107,6 +111,7 @@ export function message(
     priority: DEFAULT_PRIORITY,
     key: undefined,
     expiresAt: undefined,
+    dedupeId: undefined,
   }
 }
 
@@ -116,6 +121,7 @@ export function scheduled(m: Message, schedule: Schedule | undefined): Message {
   m.priority = schedule.priority
   m.key = schedule.key
   m.expiresAt = schedule.expiresAt
+  m.dedupeId = schedule.dedupeId
   return m
 }
 
@@ -140,6 +146,7 @@ export function newEntry(
     expiresAt: schedule.expiresAt,
     priority: schedule.priority === DEFAULT_PRIORITY ? undefined : schedule.priority,
     key: schedule.key,
+    dedupeId: schedule.dedupeId,
   }
 }
 
@@ -170,6 +177,7 @@ export function fromEntry(e: JournalEntry, durable: boolean): Message {
     priority: e.priority ?? DEFAULT_PRIORITY,
     key: e.key,
     expiresAt: e.expiresAt,
+    dedupeId: e.dedupeId,
   }
 }
 

@@ -51,6 +51,8 @@ export interface SessionsHost {
   readonly workers: WorkerRegistry
   readonly delayed: DelayQueue
   readonly keys: KeyGate
+  /** A message with a send id was acked (see `SendIds`). */
+  sendIdAcked(dedupeId: string): void
   /** The sender's identity, announced in WELCOME. */
   senderId(): string | undefined
   write(frames: Buffer[]): void
@@ -197,7 +199,8 @@ export class Sessions implements InboundHandler {
     const n = this.#h.counters
     n.acked++
     n.latency.record(performance.now() - m.t0)
-    if (m.durable) this.#h.lanes.remove(m.id)
+    if (m.durable) this.#h.lanes.remove(m.id, m.dedupeId)
+    if (m.dedupeId !== undefined) this.#h.sendIdAcked(m.dedupeId)
     const waiter = m.waiter
     this.#h.leave(m)
     waiter?.resolve(start === 0 && end === frame.length ? frame : frame.subarray(start, end))

@@ -23,6 +23,8 @@ export interface DispatcherSettings {
   random: () => number
   curve: CurveServerOptions | undefined
   keyOnDead: KeyOnDead
+  /** How long a send id is remembered after its message is acked (ms). */
+  dedupeWindow: number
   /**
    * The name of the payload codec (`Sender`'s), stated in WELCOME: a worker that states another
    * is refused. Absent for `ParanoidPirateQueue`, which passes payloads through untouched.
