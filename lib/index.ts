@@ -27,6 +27,7 @@ export type {
   JournalEntry,
   JournalUpdate,
   JournalStats,
+  DedupeRecord,
   DeadLetter,
   Durability,
 } from "./journal/types.js"

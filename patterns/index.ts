@@ -65,6 +65,7 @@ export type {
   JournalEntry,
   JournalUpdate,
   JournalStats,
+  DedupeRecord,
   DeadLetter,
   Durability,
 } from "../lib/journal/types.js"
