@@ -21,6 +21,16 @@ export interface JournalEntry {
   priority?: number | undefined
   /** Messages with one key are processed one at a time, in send order (at most 1024 utf-8 bytes). */
   key?: string | undefined
+  /** The caller's send id (`send(payload, { id })`): at most 256 utf-8 bytes. */
+  dedupeId?: string | undefined
+}
+
+/** What the journal remembers of a caller's send id. */
+export interface DedupeRecord {
+  /** The message the send id named. */
+  id: string
+  /** Epoch ms when that message was acked; absent while it is pending, scheduled or dead. */
+  ackedAt?: number | undefined
 }
 
 /** A message given up on: kept with its last error until replayed or purged. */
@@ -43,6 +53,11 @@ export interface JournalStats {
   dead: number
   /** Entries stored by `schedule()` and not yet promoted (both built-in journals count them). */
   scheduled?: number
+  /**
+   * Send ids remembered (`JournalEntry.dedupeId`). Both built-in journals count them, and leave
+   * the field out while there is none (so a journal of plain sends reports what it always did).
+   */
+  dedupe?: number
 }
 
 /**
@@ -63,8 +78,14 @@ export interface Journal {
    * `sync` is true.
    */
   append(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void>
-  /** Deletes acknowledged entries in one batch. Unknown ids are ignored. */
-  remove(ids: readonly string[]): Promise<void>
+  /**
+   * Deletes acknowledged entries in one batch. Unknown ids are ignored. With `dedupe`, in the same
+   * write: the send ids in `acked` are marked acked at `at`; those in `forget` are forgotten.
+   */
+  remove(
+    ids: readonly string[],
+    dedupe?: { acked: readonly string[]; forget: readonly string[]; at: number },
+  ): Promise<void>
   /** Records failed attempts of pending entries in one batch. Unknown ids are ignored. */
   update(updates: readonly JournalUpdate[]): Promise<void>
   /** Moves pending entries to the dead letters in one batch. */
@@ -108,4 +129,14 @@ export interface Journal {
   promote?(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<string[]>
   /** Deletes scheduled entries by id (not pending ones); resolves with the ids that were deleted. */
   unschedule?(ids: readonly string[]): Promise<string[]>
+  /**
+   * The record of each send id (undefined: unknown or forgotten), in the order given.
+   *
+   * An entry appended or scheduled with a `dedupeId` writes its record (`{ id }`, not acked) in
+   * the same write; `update()`, `bury()`, `replay()` and `promote()` keep it; `purgeDead()` deletes
+   * the records of the dead letters it deletes.
+   */
+  dedupeLookup?(dedupeIds: readonly string[]): Promise<(DedupeRecord | undefined)[]>
+  /** Forgets the send ids of messages acked before `before`; resolves with how many were forgotten. */
+  dedupeForget?(before: number): Promise<number>
 }
