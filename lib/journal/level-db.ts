@@ -17,6 +17,8 @@ import {
   INDEX_KEY_LENGTH,
   isEntryKey,
   isQuarantineKey,
+  parseDedupeIndexKey,
+  parseDedupeKey,
   parseIndexKey,
   keyHash,
   maxId,
@@ -154,6 +156,10 @@ export interface KeyScan {
   scheduled: number
   /** `t:` keys (one per `s:` key). */
   indexed: number
+  /** `k:` keys (send ids). */
+  dedupe: number
+  /** `K:` keys (one per acked send id). */
+  dedupeIndexed: number
   /** See `Counters.keySum`. */
   keySum: number
   /** The greatest id among the `p:`, `d:` and `s:` keys and the batches. */
@@ -189,6 +195,8 @@ export async function scanKeys(db: Db, dir: string, expected = 0): Promise<KeySc
     dead: a.dead + b.dead,
     scheduled: a.scheduled + b.scheduled,
     indexed: a.indexed + b.indexed,
+    dedupe: a.dedupe + b.dedupe,
+    dedupeIndexed: a.dedupeIndexed + b.dedupeIndexed,
     keySum: (a.keySum + b.keySum) >>> 0,
     lastId: maxId(a.lastId, b.lastId),
     quarantined: a.quarantined + b.quarantined,
@@ -236,6 +244,8 @@ async function scanRange(
     dead: 0,
     scheduled: 0,
     indexed: 0,
+    dedupe: 0,
+    dedupeIndexed: 0,
     keySum: 0,
     lastId: undefined,
     quarantined: 0,
@@ -279,6 +289,12 @@ async function scanRange(
         } else if (parseSegmentKey(key) !== undefined) {
           scan.keySum = (scan.keySum + keyHash(key)) >>> 0
           scan.segments.push(key)
+        } else if (parseDedupeKey(key) !== undefined) {
+          scan.keySum = (scan.keySum + keyHash(key)) >>> 0
+          scan.dedupe++
+        } else if (parseDedupeIndexKey(key) !== undefined) {
+          scan.keySum = (scan.keySum + keyHash(key)) >>> 0
+          scan.dedupeIndexed++
         } else if (isQuarantineKey(key)) scan.quarantined++
         else if (key !== META) {
           scan.strange++
@@ -351,6 +367,11 @@ export function checkKeys(
       `it holds ${scan.scheduled} scheduled entries and ${scan.indexed} due-time keys where its counters say ${meta.scheduled} of each`,
     )
   }
+  if (scan.dedupe !== meta.dedupe || scan.dedupeIndexed > scan.dedupe) {
+    throw damaged(
+      `it holds ${scan.dedupe} send ids and ${scan.dedupeIndexed} acked-time keys where its counters say ${meta.dedupe} send ids, and at most as many acked-time keys`,
+    )
+  }
   if (meta.keySum !== undefined && scan.keySum !== meta.keySum) {
     throw damaged("its keys disagree with their checksum: a key was changed on disk")
   }
@@ -410,6 +431,7 @@ export async function loadDatabase(
       pending: scan.pending,
       dead: scan.dead,
       scheduled: scan.scheduled,
+      dedupe: scan.dedupe,
       keySum: scan.keySum,
       lastId: meta?.lastId ?? scan.lastId,
     }

@@ -5,7 +5,7 @@
 import { crc32 } from "node:zlib"
 import { joinBody } from "../body.js"
 import { assertNonNegativeInt, describe } from "../validate.js"
-import type { DeadLetter, JournalEntry } from "./types.js"
+import type { DeadLetter, DedupeRecord, JournalEntry } from "./types.js"
 
 // Keys are utf8 strings: a prefix and 16 hex digits, so every range below sorts in id order and
 // ends just before the next prefix character (":" + 1 = ";").
@@ -19,6 +19,18 @@ export const SCHEDULED = "s:"
  * due first are a range read from the start of `t:`, and no scheduled entry costs memory.
  */
 export const INDEX = "t:"
+/**
+ * The records of the callers' send ids (`send(payload, { id })`, `JournalEntry.dedupeId`):
+ * `k:` + the hex digits of the send id's utf-8 (so any send id makes one unambiguous key), whose
+ * value (kind 10) names the message and, once it is acked, when.
+ */
+export const DEDUPE = "k:"
+/**
+ * The acked-time index of the send ids: `K:<ackedAt><hex of the send id>` with an empty value,
+ * where ackedAt is 16 hex digits as in `t:`. A record has one while it is acked, so forgetting
+ * the ids acked before a time is a range read from the start of `K:`, never a scan of records.
+ */
+export const DEDUPE_INDEX = "K:"
 /** Entries moved aside by a repair: `q:` + the key they had (kept, never read). */
 export const QUARANTINE = "q:"
 export const META = "m:state"
@@ -27,10 +39,12 @@ export const META = "m:state"
  * level-batch.ts); 4 keeps the values of new batches in the value log (`v:` records and the
  * `values/` directory, see level-values.ts); 5 adds the scheduled entries (`s:`, `t:`, and
  * `scheduled` in the state record) and the flags FLAG_EXPIRES, FLAG_PRIORITY and FLAG_KEY of an
- * entry. It reads formats 1 to 4 as they are (their values are format 5 values too) and writes
- * format 5 from its first write on; a release that reads up to 4 refuses a format 5 journal.
+ * entry; 6 adds the flag FLAG_DEDUPE of an entry (its send id), the send-id records (`k:`, `K:`,
+ * and `dedupe` in the state record). It reads formats 1 to 5 as they are (their values are format
+ * 6 values too) and writes format 6 from its first write on; a release that reads up to 5 refuses
+ * a format 6 journal (it would take a send id for the start of the payload).
  */
-export const FORMAT = 5
+export const FORMAT = 6
 
 export type Prefix = typeof PENDING | typeof DEAD | typeof SCHEDULED
 
@@ -40,10 +54,13 @@ export interface Counters {
   dead: number
   /** `s:` keys (each with its `t:` key). */
   scheduled: number
+  /** `k:` keys (each acked one with its `K:` key). */
+  dedupe: number
   /** The greatest id ever stored (pending, dead or since acked). */
   lastId: string | undefined
   /**
-   * The sum (mod 2^32) of `keyHash()` of every `p:`, `d:`, `s:`, `t:`, `b:`, `a:` and `v:` key:
+   * The sum (mod 2^32) of `keyHash()` of every `p:`, `d:`, `s:`, `t:`, `b:`, `a:`, `v:`, `k:` and
+   * `K:` key:
    * what a key scan must find.
    */
   keySum: number
@@ -134,6 +151,42 @@ export function parseIndexKey(key: string): { notBefore: number; id: string } | 
   return { notBefore: timeOf(key.slice(2, 2 + TIME_HEX)), id: key.slice(2 + TIME_HEX) }
 }
 
+/** The most utf-8 bytes of a send id (`JournalEntry.dedupeId`). */
+export const MAX_DEDUPE_BYTES = 256
+
+/** The key of a send id's record. */
+export function dedupeKey(dedupeId: string): string {
+  return DEDUPE + Buffer.from(dedupeId, "utf8").toString("hex")
+}
+
+/** The hex digits of a `k:` key (its send id's utf-8); undefined when it has another shape. */
+export function parseDedupeKey(key: string): string | undefined {
+  if (!key.startsWith(DEDUPE)) return undefined
+  const hex = key.slice(2)
+  return isDedupeHex(hex) ? hex : undefined
+}
+
+/** 1 to MAX_DEDUPE_BYTES bytes as lower-case hex digits. */
+function isDedupeHex(hex: string): boolean {
+  if (hex.length === 0 || hex.length % 2 !== 0 || hex.length > 2 * MAX_DEDUPE_BYTES) return false
+  for (let i = 0; i < hex.length; i++) if (!isHex(hex.charCodeAt(i))) return false
+  return true
+}
+
+/** The acked-time index key of a send id (`hex`: the digits of its `k:` key). */
+export function dedupeIndexKey(ackedAt: number, hex: string): string {
+  return DEDUPE_INDEX + sortableTime(ackedAt) + hex
+}
+
+/** The acked time and send id (hex) of a `K:` key; undefined when it has another shape. */
+export function parseDedupeIndexKey(key: string): { ackedAt: number; hex: string } | undefined {
+  if (!key.startsWith(DEDUPE_INDEX) || key.length < 2 + TIME_HEX + 2) return undefined
+  const time = key.slice(2, 2 + TIME_HEX)
+  for (let i = 0; i < TIME_HEX; i++) if (!isHex(time.charCodeAt(i))) return undefined
+  const hex = key.slice(2 + TIME_HEX)
+  return isDedupeHex(hex) ? { ackedAt: timeOf(time), hex } : undefined
+}
+
 /** True for a key a repair moved aside: `q:` + a key of the form `x:…`. */
 export function isQuarantineKey(key: string): boolean {
   return key.startsWith(QUARANTINE) && key.length > 4 && key.charCodeAt(3) === 0x3a
@@ -192,19 +245,25 @@ const KIND_PENDING = 3
 const KIND_DEAD = 4
 /** A scheduled entry (format 5): the layout of kind 3. Kinds 5 to 8 are batches and the value log's. */
 const KIND_SCHEDULED = 9
+/** A send id's record (format 6, under `k:`). */
+const KIND_DEDUPE = 10
 /**
  * Flags of an entry (here and in batches): it has a last error, a not-before time, and (format
  * 5) an expiry time, a priority, a key. The last three follow the error, in that order:
- * [expiresAt f64]? [priority u8]? [keyLength u16, key utf8]?, so an entry without them is
- * stored byte for byte as format 4 stored it.
+ * [expiresAt f64]? [priority u8]? [keyLength u16, key utf8]?, then (format 6) its send id
+ * [dedupeIdLength u8, dedupeId utf8]?, so an entry without them is stored byte for byte as
+ * format 4 stored it.
  */
 export const FLAG_ERROR = 1
 export const FLAG_NOT_BEFORE = 2
 export const FLAG_EXPIRES = 4
 export const FLAG_PRIORITY = 8
 export const FLAG_KEY = 16
-/** The flags of format 5's fields. */
-export const EXTRA_FLAGS = FLAG_EXPIRES | FLAG_PRIORITY | FLAG_KEY
+export const FLAG_DEDUPE = 32
+/** The flags of the fields of formats 5 and 6. */
+export const EXTRA_FLAGS = FLAG_EXPIRES | FLAG_PRIORITY | FLAG_KEY | FLAG_DEDUPE
+/** Every flag this version knows: a value with another one is refused, never misread. */
+export const KNOWN_FLAGS = FLAG_ERROR | FLAG_NOT_BEFORE | EXTRA_FLAGS
 /** The most utf-8 bytes of an entry's `key`. */
 export const MAX_KEY_BYTES = 1024
 const FIXED_1 = 18
@@ -249,11 +308,35 @@ export function checkEntry(e: JournalEntry): void {
   if (e.notBefore !== undefined && typeof e.notBefore !== "number") {
     throw new TypeError(`'notBefore' must be a number, got ${describe(e.notBefore)}`)
   }
-  if (e.expiresAt !== undefined || e.priority !== undefined || e.key !== undefined) checkExtras(e)
+  if (
+    e.expiresAt !== undefined ||
+    e.priority !== undefined ||
+    e.key !== undefined ||
+    e.dedupeId !== undefined
+  )
+    checkExtras(e)
+}
+
+/**
+ * Checks a send id: a non-empty string of at most MAX_DEDUPE_BYTES utf-8 bytes, without lone
+ * surrogates (which utf-8 cannot carry: two send ids would share a record).
+ *
+ * @throws TypeError/RangeError naming the field
+ */
+export function checkDedupeId(dedupeId: unknown, name = "dedupeId"): string {
+  if (typeof dedupeId !== "string" || dedupeId === "")
+    throw new TypeError(`'${name}' must be a non-empty string, got ${describe(dedupeId)}`)
+  const bytes = Buffer.byteLength(dedupeId)
+  if (bytes > MAX_DEDUPE_BYTES)
+    throw new RangeError(`'${name}' must be at most ${MAX_DEDUPE_BYTES} utf-8 bytes, got ${bytes}`)
+  if (Buffer.from(dedupeId, "utf8").toString("utf8") !== dedupeId)
+    throw new RangeError(`'${name}' must be well-formed unicode (no lone surrogate)`)
+  return dedupeId
 }
 
 function checkExtras(e: JournalEntry): void {
-  const { expiresAt, priority, key } = e
+  const { expiresAt, priority, key, dedupeId } = e
+  if (dedupeId !== undefined) checkDedupeId(dedupeId)
   if (expiresAt !== undefined) {
     if (typeof expiresAt !== "number")
       throw new TypeError(`'expiresAt' must be a number, got ${describe(expiresAt)}`)
@@ -279,6 +362,7 @@ export function extraFlags(e: JournalEntry): number {
   if (e.expiresAt !== undefined) flags |= FLAG_EXPIRES
   if (e.priority !== undefined) flags |= FLAG_PRIORITY
   if (e.key !== undefined) flags |= FLAG_KEY
+  if (e.dedupeId !== undefined) flags |= FLAG_DEDUPE
   return flags
 }
 
@@ -288,6 +372,7 @@ export function extrasSize(e: JournalEntry, flags: number): number {
   if (flags & FLAG_EXPIRES) size += 8
   if (flags & FLAG_PRIORITY) size += 1
   if (flags & FLAG_KEY) size += 2 + Buffer.byteLength(e.key as string)
+  if (flags & FLAG_DEDUPE) size += 1 + Buffer.byteLength(e.dedupeId as string)
   return size
 }
 
@@ -299,6 +384,12 @@ export function writeExtras(buf: Buffer, e: JournalEntry, flags: number, off: nu
     const n = buf.write(e.key as string, off + 2, "utf8")
     buf.writeUInt16LE(n, off)
     off += 2 + n
+  }
+  if (flags & FLAG_DEDUPE) {
+    // Its length less one: a send id is never empty, and may be 256 bytes long.
+    const n = buf.write(e.dedupeId as string, off + 1, "utf8")
+    buf.writeUInt8(n - 1, off)
+    off += 1 + n
   }
   return off
 }
@@ -320,6 +411,13 @@ export function readExtras(buf: Buffer, off: number, flags: number, entry: Journ
     const end = off + 2 + buf.readUInt16LE(off)
     if (buf.length < end) return -1
     entry.key = buf.toString("utf8", off + 2, end)
+    off = end
+  }
+  if (flags & FLAG_DEDUPE) {
+    if (buf.length < off + 1) return -1
+    const end = off + 2 + buf.readUInt8(off)
+    if (buf.length < end) return -1
+    entry.dedupeId = buf.toString("utf8", off + 1, end)
     off = end
   }
   return off
@@ -435,6 +533,7 @@ export function decodeEntry(key: string, buf: Buffer): JournalEntry | DeadLetter
   }
   const dead = identity.prefix === DEAD
   const flags = buf.readUInt8(5)
+  if (flags & ~KNOWN_FLAGS) return `unknown flags ${flags & ~KNOWN_FLAGS}`
   const entry: JournalEntry = {
     id,
     payload: Buffer.alloc(0),
@@ -469,6 +568,46 @@ export function decodeEntry(key: string, buf: Buffer): JournalEntry | DeadLetter
   return { ...entry, lastError: entry.lastError ?? "", deadAt }
 }
 
+// A send id's record (kind 10, under `k:<hex>`): [kind u8][crc u32][message id 8 bytes]
+// [flags u8: 1 = acked][ackedAt f64]? [send id utf8…]. The send id inside ties it to its key.
+const DEDUPE_FIXED = 14
+const DEDUPE_ACKED = 1
+
+/** Encodes the record of a send id (`hex`: the digits of its `k:` key). */
+export function encodeDedupe(hex: string, record: DedupeRecord): Buffer {
+  const acked = record.ackedAt !== undefined
+  const size = DEDUPE_FIXED + (acked ? 8 : 0) + hex.length / 2
+  const buf = Buffer.allocUnsafe(size)
+  buf[0] = KIND_DEDUPE
+  let off = writeId(buf, record.id, 5)
+  buf[off++] = acked ? DEDUPE_ACKED : 0
+  if (acked) off = buf.writeDoubleLE(record.ackedAt as number, off)
+  buf.write(hex, off, "hex")
+  buf.writeUInt32LE(valueCrc(buf, KIND_DEDUPE), 1)
+  return buf
+}
+
+/**
+ * Decodes the value stored under a `k:` key; returns a description of the damage instead when
+ * the key has another shape, or the value is damaged or belongs under another key.
+ */
+export function decodeDedupe(key: string, buf: Buffer): DedupeRecord | string {
+  const hex = parseDedupeKey(key)
+  if (hex === undefined) return "not a send-id key"
+  if (buf.length < DEDUPE_FIXED) return `value of ${buf.length} bytes is too short`
+  if (buf[0] !== KIND_DEDUPE) return `unknown value kind ${buf[0]}`
+  if (buf.readUInt32LE(1) !== valueCrc(buf, KIND_DEDUPE)) return "checksum mismatch"
+  const flags = buf[13] as number
+  if (flags & ~DEDUPE_ACKED) return `unknown flags ${flags & ~DEDUPE_ACKED}`
+  const at = flags & DEDUPE_ACKED ? DEDUPE_FIXED + 8 : DEDUPE_FIXED
+  if (buf.length < at) return "value is truncated"
+  if (buf.toString("hex", at) !== hex)
+    return "the value belongs to another send id: the key is damaged"
+  const record: DedupeRecord = { id: buf.toString("hex", 5, 13) }
+  if (flags & DEDUPE_ACKED) record.ackedAt = buf.readDoubleLE(DEDUPE_FIXED)
+  return record
+}
+
 /** The bytes at `off` after their u32 length, or undefined when they run past the end. */
 export function lengthPrefixed(
   buf: Buffer,
@@ -483,9 +622,9 @@ export function lengthPrefixed(
 // ---------------------------------------------------------------------------------------------
 // the state record
 
-// JSON, so that a person can read it: {"v":5,"lastId":…,"pending":…,"dead":…,"scheduled":…,
-// "keySum":…,"crc":…}, where crc is the CRC-32 of the same JSON without it. Formats 2 to 4 wrote
-// the same record without "scheduled".
+// JSON, so that a person can read it: {"v":6,"lastId":…,"pending":…,"dead":…,"scheduled":…,
+// "dedupe":…,"keySum":…,"crc":…}, where crc is the CRC-32 of the same JSON without it. Formats 2
+// to 4 wrote the same record without "scheduled" and "dedupe", format 5 without "dedupe".
 function metaJson(c: Counters, v = FORMAT): string {
   if (v < 5) {
     return JSON.stringify({
@@ -496,12 +635,23 @@ function metaJson(c: Counters, v = FORMAT): string {
       keySum: c.keySum,
     })
   }
+  if (v < 6) {
+    return JSON.stringify({
+      v,
+      lastId: c.lastId ?? null,
+      pending: c.pending,
+      dead: c.dead,
+      scheduled: c.scheduled,
+      keySum: c.keySum,
+    })
+  }
   return JSON.stringify({
     v,
     lastId: c.lastId ?? null,
     pending: c.pending,
     dead: c.dead,
     scheduled: c.scheduled,
+    dedupe: c.dedupe,
     keySum: c.keySum,
   })
 }
@@ -540,11 +690,13 @@ export function decodeMeta(raw: Buffer): (Omit<Meta, "keySum"> & { keySum?: numb
   )
     return "not a valid state record"
   const scheduled = v >= 5 ? m["scheduled"] : 0
-  const counters = { v, lastId: lastId ?? undefined, pending, dead, scheduled: 0 }
+  const dedupe = v >= 6 ? m["dedupe"] : 0
+  const counters = { v, lastId: lastId ?? undefined, pending, dead, scheduled: 0, dedupe: 0 }
   if (v < 2) return counters
   if (v > FORMAT) return counters
-  if (!isCount(scheduled)) return "not a valid state record"
+  if (!isCount(scheduled) || !isCount(dedupe)) return "not a valid state record"
   counters.scheduled = scheduled
+  counters.dedupe = dedupe
   const keySum = m["keySum"]
   if (!isCount(keySum) || keySum > 0xffffffff) return "not a valid state record"
   if (m["crc"] !== crc32(metaJson({ ...counters, keySum }, v))) return "checksum mismatch"
@@ -590,11 +742,15 @@ export function unique(ids: readonly string[]): string[] {
   return (increasing ? ids : [...new Set(ids)]).filter(isStoredId)
 }
 
-/** Counts a key the write adds to the journal (an entry's, or a `t:` key). */
+/** Counts a key the write adds to the journal (an entry's, a send id's, or a `t:` or `K:` key). */
 export function added(c: Counters, key: string): void {
   c.keySum = addKey(c.keySum, key)
   const p = key.charCodeAt(0)
-  if (p === 0x74) return // t:, counted with its s: key
+  if (p === 0x74 || p === 0x4b) return // t: and K:, counted with their s: and k: keys
+  if (p === 0x6b) {
+    c.dedupe++
+    return
+  }
   if (p === 0x70) c.pending++
   else if (p === 0x64) c.dead++
   else c.scheduled++
@@ -602,11 +758,37 @@ export function added(c: Counters, key: string): void {
   if (c.lastId === undefined || id > c.lastId) c.lastId = id
 }
 
-/** Counts a key the write deletes from the journal (an entry's, or a `t:` key). */
+/** Counts a key the write deletes from the journal (an entry's, a send id's, or a `t:` or `K:` key). */
 export function removed(c: Counters, key: string): void {
   c.keySum = removeKey(c.keySum, key)
   const p = key.charCodeAt(0)
   if (p === 0x70) c.pending--
   else if (p === 0x64) c.dead--
   else if (p === 0x73) c.scheduled--
+  else if (p === 0x6b) c.dedupe--
+}
+
+/** Checks the `dedupe` argument of `remove()`. */
+export function checkDedupeChanges(dedupe: {
+  acked: readonly string[]
+  forget: readonly string[]
+  at: number
+}): void {
+  if (typeof dedupe !== "object" || dedupe === null)
+    throw new TypeError(`'dedupe' must be an object, got ${describe(dedupe)}`)
+  for (const name of ["acked", "forget"] as const) {
+    const list: unknown = dedupe[name]
+    if (!Array.isArray(list))
+      throw new TypeError(`'dedupe.${name}' must be an array, got ${describe(list)}`)
+    for (const d of list as unknown[])
+      if (typeof d !== "string")
+        throw new TypeError(`'dedupe.${name}' must hold strings, got ${describe(d)}`)
+  }
+  checkTime("dedupe.at", dedupe.at)
+}
+
+/** A time the journal stores (sortable in its index): a finite number. */
+export function checkTime(name: string, t: unknown): void {
+  if (typeof t !== "number") throw new TypeError(`'${name}' must be a number, got ${describe(t)}`)
+  if (!Number.isFinite(t)) throw new RangeError(`'${name}' must be finite, got ${t}`)
 }

@@ -107,6 +107,8 @@ export class Repair {
   pending = 0
   dead = 0
   scheduled = 0
+  /** Send-id records (`k:` keys) kept. */
+  dedupe = 0
   keySum = 0
   /** The greatest id seen anywhere: ids must stay unique, so it only grows. */
   lastId: string | undefined

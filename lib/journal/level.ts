@@ -6,6 +6,8 @@ import { getMany, hasMany, loadDatabase, type Db } from "./level-db.js"
 import { corruptValue } from "./level-errors.js"
 import {
   DEAD,
+  DEDUPE,
+  DEDUPE_INDEX,
   INDEX,
   META,
   PENDING,
@@ -21,7 +23,15 @@ import {
   sortableTime,
   type Counters,
   added,
+  checkDedupeChanges,
+  checkDedupeId,
   checkId,
+  checkTime,
+  decodeDedupe,
+  dedupeIndexKey,
+  dedupeKey,
+  encodeDedupe,
+  parseDedupeIndexKey,
   checkLimit,
   checkStoredId,
   removed,
@@ -34,7 +44,14 @@ import { repairJournal, type LevelJournalRepairReport } from "./level-repair.js"
 import { LevelHandle } from "./level-handle.js"
 import type { Status } from "../lifecycle.js"
 import { SegmentChanges, ValueLog } from "./level-values.js"
-import type { DeadLetter, Journal, JournalEntry, JournalStats, JournalUpdate } from "./types.js"
+import type {
+  DeadLetter,
+  DedupeRecord,
+  Journal,
+  JournalEntry,
+  JournalStats,
+  JournalUpdate,
+} from "./types.js"
 
 export type { LevelJournalRepairReport, LostEntry } from "./level-repair.js"
 export type { LevelJournalOptions } from "./level-options.js"
@@ -77,6 +94,12 @@ export class LevelJournal implements Journal {
   #pending = 0
   #dead = 0
   #scheduled = 0
+  #dedupe = 0
+  /**
+   * No `K:` key sorts below this one (see `#indexFloor`): `dedupeForget()` reads from here, and
+   * moves it up to where it stopped; an ack at an earlier time moves it down.
+   */
+  #dedupeFloor = DEDUPE_INDEX
   /**
    * No `t:` key sorts below this one: where the reads of the due-time index start. The index is
    * read from its start, and a queue's reads from the start of a range that it keeps deleting would
@@ -208,6 +231,9 @@ export class LevelJournal implements Journal {
           if (!existing.has(e.id)) added(next, PENDING + e.id)
         }
       }
+      // The records of their send ids: in this very write, so a message is never without its
+      // record, nor a record without its message.
+      await this.#rememberOps(db, list, ops, next)
       this.#batches.changeOps(changes, ops, next, segments)
       await this.#commit(db, ops, next, sync, segments)
       this.#batches.applied(changes)
@@ -215,9 +241,24 @@ export class LevelJournal implements Journal {
     })
   }
 
-  async remove(ids: readonly string[]): Promise<void> {
+  /**
+   * Deletes acknowledged entries in one write; with `dedupe`, marks the send ids in `acked` as
+   * acked at `at` and forgets those in `forget`, in the same write. Unknown ids and send ids are
+   * ignored; a send id in both lists is forgotten.
+   */
+  async remove(
+    ids: readonly string[],
+    dedupe?: { acked: readonly string[]; forget: readonly string[]; at: number },
+  ): Promise<void> {
     const wanted = unique(ids)
-    if (wanted.length === 0) return
+    let acked: string[] = []
+    let forget: string[] = []
+    if (dedupe !== undefined) {
+      checkDedupeChanges(dedupe)
+      acked = storableKeys(dedupe.acked)
+      forget = storableKeys(dedupe.forget)
+    }
+    if (wanted.length === 0 && acked.length === 0 && forget.length === 0) return
     await this.#db.write(async (db) => {
       const changes = new SlotChanges()
       const loose = await this.#batches.visit(db, wanted, (b, slot) => changes.clear(b, slot))
@@ -233,11 +274,69 @@ export class LevelJournal implements Journal {
           removed(next, key)
         })
       }
+      if (dedupe !== undefined) await this.#ackOps(db, acked, forget, dedupe.at, ops, next)
       this.#batches.changeOps(changes, ops, next, segments)
       if (ops.length === 0) return
       await this.#commit(db, ops, next, false, segments)
       this.#batches.applied(changes)
     })
+  }
+
+  /**
+   * The record of each send id (undefined: unknown, forgotten, or no send id the journal can
+   * store), in the order given.
+   */
+  async dedupeLookup(dedupeIds: readonly string[]): Promise<(DedupeRecord | undefined)[]> {
+    const keys = dedupeIds.map((d) => {
+      if (typeof d !== "string")
+        throw new TypeError(`'dedupeIds' must hold strings, got ${describe(d)}`)
+      return storableKey(d)
+    })
+    const present = keys.filter((k): k is string => k !== undefined)
+    if (present.length === 0) return keys.map(() => undefined)
+    const values = await this.#db.read((db) => getMany(db, present))
+    let i = 0
+    return keys.map((key) => {
+      if (key === undefined) return undefined
+      const value = values[i++]
+      return value === undefined ? undefined : this.#decodeDedupe(key, value)
+    })
+  }
+
+  /**
+   * Forgets the send ids of messages acked before `before`: a range read of the acked-time index
+   * (`K:`), never a scan of every record, deleting both keys of each, in writes of at most
+   * 10 000. Resolves with how many were forgotten.
+   */
+  async dedupeForget(before: number): Promise<number> {
+    checkTime("before", before)
+    const lt = DEDUPE_INDEX + sortableTime(before)
+    let total = 0
+    for (;;) {
+      const { forgotten, done } = await this.#db.write(async (db) => {
+        const floor = this.#dedupeFloor
+        if (floor >= lt) return { forgotten: 0, done: true }
+        const keys = await db.keys({ gte: floor, lt, limit: FORGET_BATCH }).all()
+        const ops: Op[] = []
+        const next = this.#meta()
+        let forgotten = 0
+        for (const key of keys) {
+          const parsed = parseDedupeIndexKey(key)
+          if (parsed === undefined) continue // no such key passes the open's key check
+          ops.push({ type: "del", key }, { type: "del", key: DEDUPE + parsed.hex })
+          removed(next, key)
+          removed(next, DEDUPE + parsed.hex)
+          forgotten++
+        }
+        if (ops.length > 0) await this.#commit(db, ops, next, false, new SegmentChanges())
+        // Every key below is gone now (writes wait for this one: none came in between).
+        const reached = keys.length < FORGET_BATCH ? lt : (keys[keys.length - 1] as string)
+        if (reached > this.#dedupeFloor) this.#dedupeFloor = reached
+        return { forgotten, done: keys.length < FORGET_BATCH }
+      })
+      total += forgotten
+      if (done) return total
+    }
   }
 
   async update(updates: readonly JournalUpdate[]): Promise<void> {
@@ -296,6 +395,7 @@ export class LevelJournal implements Journal {
 
   async bury(letters: readonly DeadLetter[]): Promise<void> {
     const byId = new Map<string, Buffer>()
+    const unnamed = new Map<string, DeadLetter>()
     for (const d of letters) {
       if (typeof d.lastError !== "string") {
         throw new TypeError(`'lastError' must be a string, got ${describe(d.lastError)}`)
@@ -304,6 +404,7 @@ export class LevelJournal implements Journal {
         throw new TypeError(`'deadAt' must be a number, got ${describe(d.deadAt)}`)
       }
       byId.set(checkStoredId(d.id), encodeEntry(d, d.deadAt))
+      if (d.dedupeId === undefined) unnamed.set(d.id, d)
     }
     if (byId.size === 0) return
     await this.#db.write(async (db) => {
@@ -311,10 +412,28 @@ export class LevelJournal implements Journal {
       const { slots, loose } = await this.#batches.locate(db, ids)
       const changes = new SlotChanges()
       for (const [b, slot] of slots) changes.clear(b, slot)
-      const found = await hasMany(db, [
+      const found = await getMany(db, [
         ...loose.map((id) => PENDING + id),
         ...ids.map((id) => DEAD + id),
       ])
+      // A letter given without the send id of its pending entry keeps it all the same, so that
+      // purgeDead() forgets the send id with the letter.
+      const keep = (d: DeadLetter, stored: JournalEntry): void => {
+        if (stored.dedupeId !== undefined)
+          byId.set(d.id, encodeEntry({ ...d, dedupeId: stored.dedupeId }, d.deadAt))
+      }
+      if (unnamed.size > 0) {
+        const inBatches = await this.#batches.entries(db, [...new Set(slots.map(([b]) => b))])
+        for (const [b, slot, id] of slots) {
+          const d = unnamed.get(id)
+          if (d !== undefined) keep(d, inBatches.get(b)?.[slot] as JournalEntry)
+        }
+        loose.forEach((id, i) => {
+          const d = unnamed.get(id)
+          const value = found[i]
+          if (d !== undefined && value !== undefined) keep(d, this.#decode(PENDING + id, value))
+        })
+      }
       const ops: Op[] = []
       const next = this.#meta()
       const segments = new SegmentChanges()
@@ -433,19 +552,43 @@ export class LevelJournal implements Journal {
     const keys = unique(ids).map((id) => DEAD + id)
     if (keys.length === 0) return 0
     return this.#db.write(async (db) => {
-      const found = await hasMany(db, keys)
+      // Their values name their send ids, whose records go with them.
+      const values = await getMany(db, keys)
       const ops: Op[] = []
       const next = this.#meta()
       const segments = new SegmentChanges()
+      const named = new Map<string, string>()
       keys.forEach((key, i) => {
-        if (!found[i]) return
+        const value = values[i]
+        if (value === undefined) return
         ops.push({ type: "del", key })
         removed(next, key)
+        const letter = decodeEntry(key, value) // a damaged one goes all the same
+        if (typeof letter !== "string" && letter.dedupeId !== undefined)
+          named.set(dedupeKey(letter.dedupeId), letter.id)
       })
       const purged = ops.length
       if (purged === 0) return 0
+      await this.#forgetNamed(db, named, ops, next)
       await this.#commit(db, ops, next, false, segments) // adds the counters to ops
       return purged
+    })
+  }
+
+  /**
+   * Adds to `ops` the deletion of the send-id records under the keys of `named` that still name
+   * the message given there (a later message may have taken a send id over: its record stays).
+   */
+  async #forgetNamed(db: Db, named: Map<string, string>, ops: Op[], next: Counters): Promise<void> {
+    if (named.size === 0) return
+    const recordKeys = [...named.keys()]
+    const records = await getMany(db, recordKeys)
+    recordKeys.forEach((key, i) => {
+      const value = records[i]
+      if (value === undefined) return
+      const record = this.#decodeDedupe(key, value)
+      if (record.id !== named.get(key)) return
+      this.#forgetOps(key, record, ops, next)
     })
   }
 
@@ -456,7 +599,13 @@ export class LevelJournal implements Journal {
 
   async stats(): Promise<JournalStats> {
     await this.#db.ready()
-    return { pending: this.#pending, dead: this.#dead, scheduled: this.#scheduled }
+    const stats: JournalStats = {
+      pending: this.#pending,
+      dead: this.#dead,
+      scheduled: this.#scheduled,
+    }
+    if (this.#dedupe > 0) stats.dedupe = this.#dedupe
+    return stats
   }
 
   /**
@@ -507,6 +656,12 @@ export class LevelJournal implements Journal {
         // Before the write: a read that starts once it is done must not start above it.
         if (t < this.#indexFloor) this.#indexFloor = t
       }
+      await this.#rememberOps(
+        db,
+        [...byId.values()].map((v) => v.entry),
+        ops,
+        next,
+      )
       await this.#commit(db, ops, next, sync, new SegmentChanges())
     })
   }
@@ -587,15 +742,20 @@ export class LevelJournal implements Journal {
       const ops: Op[] = []
       const next = this.#meta()
       const deleted: string[] = []
+      // A cancelled message's send id is forgotten with it.
+      const named = new Map<string, string>()
       wanted.forEach((id, i) => {
         const value = values[i]
         if (value === undefined) return
-        const t = indexKey(this.#decode(SCHEDULED + id, value).notBefore as number, id)
+        const e = this.#decode(SCHEDULED + id, value)
+        const t = indexKey(e.notBefore as number, id)
         ops.push({ type: "del", key: SCHEDULED + id }, { type: "del", key: t })
         removed(next, SCHEDULED + id)
         removed(next, t)
+        if (e.dedupeId !== undefined) named.set(dedupeKey(e.dedupeId), id)
         deleted.push(id)
       })
+      await this.#forgetNamed(db, named, ops, next)
       if (deleted.length > 0) await this.#commit(db, ops, next, false, new SegmentChanges())
       return deleted
     })
@@ -628,6 +788,8 @@ export class LevelJournal implements Journal {
     this.#pending = counters.pending
     this.#dead = counters.dead
     this.#scheduled = counters.scheduled
+    this.#dedupe = counters.dedupe
+    this.#dedupeFloor = DEDUPE_INDEX
     this.#lastId = counters.lastId
     this.#keySum = counters.keySum
     return db
@@ -658,6 +820,7 @@ export class LevelJournal implements Journal {
     this.#pending = next.pending
     this.#dead = next.dead
     this.#scheduled = next.scheduled
+    this.#dedupe = next.dedupe
     this.#lastId = next.lastId
     this.#keySum = next.keySum
     this.#values.applied(segments, gone)
@@ -699,9 +862,97 @@ export class LevelJournal implements Journal {
       pending: this.#pending,
       dead: this.#dead,
       scheduled: this.#scheduled,
+      dedupe: this.#dedupe,
       lastId: this.#lastId,
       keySum: this.#keySum,
     }
+  }
+
+  /**
+   * Adds to a write the records of the send ids of `entries` (not acked; the last entry of a
+   * send id wins), replacing the records they had.
+   */
+  async #rememberOps(
+    db: Db,
+    entries: readonly JournalEntry[],
+    ops: Op[],
+    next: Counters,
+  ): Promise<void> {
+    let byKey: Map<string, string> | undefined
+    for (const e of entries) {
+      if (e.dedupeId === undefined) continue
+      ;(byKey ??= new Map()).set(dedupeKey(e.dedupeId), e.id)
+    }
+    if (byKey === undefined) return
+    const keys = [...byKey.keys()]
+    const old = next.dedupe > 0 ? await getMany(db, keys) : []
+    keys.forEach((key, i) => {
+      const value = old[i]
+      if (value === undefined) added(next, key)
+      else {
+        const record = this.#decodeDedupe(key, value)
+        if (record.ackedAt !== undefined) {
+          const k = dedupeIndexKey(record.ackedAt, key.slice(2))
+          ops.push({ type: "del", key: k })
+          removed(next, k)
+        }
+      }
+      const id = byKey.get(key) as string
+      ops.push({ type: "put", key, value: encodeDedupe(key.slice(2), { id }) })
+    })
+  }
+
+  /** Adds to a write: the send ids (keys) in `acked` acked at `at`, those in `forget` forgotten. */
+  async #ackOps(
+    db: Db,
+    acked: string[],
+    forget: string[],
+    at: number,
+    ops: Op[],
+    next: Counters,
+  ): Promise<void> {
+    const forgetting = new Set(forget)
+    const keys = [...new Set([...acked, ...forget])]
+    if (keys.length === 0 || next.dedupe === 0) return
+    const values = await getMany(db, keys)
+    keys.forEach((key, i) => {
+      const value = values[i]
+      if (value === undefined) return
+      const record = this.#decodeDedupe(key, value)
+      if (forgetting.has(key)) {
+        this.#forgetOps(key, record, ops, next)
+        return
+      }
+      if (record.ackedAt !== undefined) {
+        const k = dedupeIndexKey(record.ackedAt, key.slice(2))
+        ops.push({ type: "del", key: k })
+        removed(next, k)
+      }
+      const k = dedupeIndexKey(at, key.slice(2))
+      ops.push(
+        { type: "put", key, value: encodeDedupe(key.slice(2), { id: record.id, ackedAt: at }) },
+        { type: "put", key: k, value: EMPTY },
+      )
+      added(next, k)
+      // Before the write: a forget that starts once it is done must not start above it.
+      if (k < this.#dedupeFloor) this.#dedupeFloor = k
+    })
+  }
+
+  /** Adds to a write the deletion of a send id's record and of its acked-time key. */
+  #forgetOps(key: string, record: DedupeRecord, ops: Op[], next: Counters): void {
+    ops.push({ type: "del", key })
+    removed(next, key)
+    if (record.ackedAt === undefined) return
+    const k = dedupeIndexKey(record.ackedAt, key.slice(2))
+    ops.push({ type: "del", key: k })
+    removed(next, k)
+  }
+
+  #decodeDedupe(key: string, value: Buffer): DedupeRecord {
+    const record = decodeDedupe(key, value)
+    if (typeof record === "string") throw corruptValue(this.path, key, record)
+    return record
   }
 
   #decode(key: string, value: Buffer): JournalEntry | DeadLetter {
@@ -713,6 +964,28 @@ export class LevelJournal implements Journal {
 
 const EMPTY = Buffer.alloc(0)
 
+/** The most send ids one write of `dedupeForget()` forgets. */
+const FORGET_BATCH = 10_000
+
+/** The key of a send id's record; undefined for a send id the journal cannot store (so cannot hold). */
+function storableKey(dedupeId: string): string | undefined {
+  try {
+    return dedupeKey(checkDedupeId(dedupeId))
+  } catch {
+    return undefined
+  }
+}
+
+/** The distinct keys of the send ids the journal can store. */
+function storableKeys(dedupeIds: readonly string[]): string[] {
+  const keys = new Set<string>()
+  for (const d of dedupeIds) {
+    const key = storableKey(d)
+    if (key !== undefined) keys.add(key)
+  }
+  return [...keys]
+}
+
 /** A scheduled entry's due time must be a finite number: it orders the `t:` index. */
 function checkNotBefore(notBefore: unknown): void {
   if (typeof notBefore !== "number")
@@ -722,12 +995,13 @@ function checkNotBefore(notBefore: unknown): void {
 }
 
 /**
- * Copies what a message keeps across its attempts (`expiry` true) and a replay: its priority and
- * key, and its expiry time except on a replay (a replayed message past it would be dead-lettered
+ * Copies what a message keeps across its attempts (`expiry` true) and a replay: its priority,
+ * key and send id, and its expiry time except on a replay (a replayed message past it would be dead-lettered
  * again at once).
  */
 function keepFields(to: JournalEntry, from: JournalEntry, expiry: boolean): void {
   if (expiry && from.expiresAt !== undefined) to.expiresAt = from.expiresAt
   if (from.priority !== undefined) to.priority = from.priority
   if (from.key !== undefined) to.key = from.key
+  if (from.dedupeId !== undefined) to.dedupeId = from.dedupeId
 }

@@ -1,6 +1,15 @@
 import { randomBytes } from "node:crypto"
 import { ownBody } from "../body.js"
-import type { DeadLetter, Journal, JournalEntry, JournalStats, JournalUpdate } from "./types.js"
+import { describe } from "../validate.js"
+import { checkDedupeChanges, checkDedupeId, checkTime } from "./level-format.js"
+import type {
+  DeadLetter,
+  DedupeRecord,
+  Journal,
+  JournalEntry,
+  JournalStats,
+  JournalUpdate,
+} from "./types.js"
 
 /** Keeps messages in this process's memory: fast, and lost with the process. */
 export class MemoryJournal implements Journal {
@@ -10,6 +19,9 @@ export class MemoryJournal implements Journal {
   /** Scheduled entries by id, and the same sorted by (notBefore, id). */
   readonly #scheduled = new Map<string, JournalEntry>()
   readonly #due: JournalEntry[] = []
+  /** The record of each send id, and the send ids acked (in the order they were acked). */
+  readonly #records = new Map<string, DedupeRecord>()
+  readonly #acked = new Set<string>()
   #lastId: string | undefined
   /** New with each instance, as its messages are: nothing it held outlives the process. */
   readonly #senderId = randomBytes(16).toString("hex")
@@ -18,14 +30,49 @@ export class MemoryJournal implements Journal {
   async close(): Promise<void> {}
 
   async append(entries: readonly JournalEntry[]): Promise<void> {
+    for (const e of entries) if (e.dedupeId !== undefined) checkDedupeId(e.dedupeId)
     for (const e of entries) {
       this.#pending.set(e.id, { ...e })
+      this.#remember(e)
       this.#bump(e.id)
     }
   }
 
-  async remove(ids: readonly string[]): Promise<void> {
+  async remove(
+    ids: readonly string[],
+    dedupe?: { acked: readonly string[]; forget: readonly string[]; at: number },
+  ): Promise<void> {
+    if (dedupe !== undefined) checkDedupeChanges(dedupe)
     for (const id of ids) this.#pending.delete(id)
+    if (dedupe === undefined) return
+    for (const d of dedupe.acked) {
+      const record = this.#records.get(d)
+      if (record === undefined) continue
+      record.ackedAt = dedupe.at
+      this.#acked.delete(d)
+      this.#acked.add(d)
+    }
+    for (const d of dedupe.forget) this.#forget(d)
+  }
+
+  async dedupeLookup(dedupeIds: readonly string[]): Promise<(DedupeRecord | undefined)[]> {
+    return dedupeIds.map((d) => {
+      if (typeof d !== "string")
+        throw new TypeError(`'dedupeIds' must hold strings, got ${describe(d)}`)
+      const record = this.#records.get(d)
+      return record && { ...record }
+    })
+  }
+
+  async dedupeForget(before: number): Promise<number> {
+    checkTime("before", before)
+    let n = 0
+    for (const d of this.#acked) {
+      if (((this.#records.get(d) as DedupeRecord).ackedAt as number) >= before) continue
+      this.#forget(d)
+      n++
+    }
+    return n
   }
 
   async update(updates: readonly JournalUpdate[]): Promise<void> {
@@ -45,10 +92,12 @@ export class MemoryJournal implements Journal {
       const notBefore: unknown = e.notBefore
       if (typeof notBefore !== "number" || !Number.isFinite(notBefore))
         throw new TypeError(`'notBefore' must be a finite number, got ${String(notBefore)}`)
+      if (e.dedupeId !== undefined) checkDedupeId(e.dedupeId)
     }
     for (const e of entries) {
       this.#unschedule(e.id)
       const copy = { ...e }
+      this.#remember(e)
       this.#scheduled.set(e.id, copy)
       this.#due.splice(this.#dueIndex(copy.notBefore as number, copy.id), 0, copy)
       this.#bump(e.id)
@@ -77,15 +126,26 @@ export class MemoryJournal implements Journal {
 
   async unschedule(ids: readonly string[]): Promise<string[]> {
     const deleted: string[] = []
-    for (const id of ids) if (this.#unschedule(id) !== undefined) deleted.push(id)
+    for (const id of ids) {
+      const e = this.#unschedule(id)
+      if (e === undefined) continue
+      // A cancelled message's send id is forgotten with it (unless a later message took it over).
+      if (e.dedupeId !== undefined && this.#records.get(e.dedupeId)?.id === id)
+        this.#forget(e.dedupeId)
+      deleted.push(id)
+    }
     return deleted
   }
 
   async bury(letters: readonly DeadLetter[]): Promise<void> {
     for (const d of letters) {
+      // Its send id stays with it, given or not: purgeDead() forgets it with the letter.
+      const dedupeId = d.dedupeId ?? this.#pending.get(d.id)?.dedupeId
       this.#pending.delete(d.id)
       // Kept for long: not as a view that would keep a whole scratch buffer or page alive.
-      this.#dead.set(d.id, { ...d, payload: ownBody(d.payload) })
+      const letter = { ...d, payload: ownBody(d.payload) }
+      if (dedupeId !== undefined) letter.dedupeId = dedupeId
+      this.#dead.set(d.id, letter)
       this.#bump(d.id)
     }
   }
@@ -114,6 +174,7 @@ export class MemoryJournal implements Journal {
       // Its priority and key stay; not its expiry, past which a replay would bury it again.
       if (d.priority !== undefined) entry.priority = d.priority
       if (d.key !== undefined) entry.key = d.key
+      if (d.dedupeId !== undefined) entry.dedupeId = d.dedupeId
       this.#pending.set(id, entry)
       moved.push({ ...entry })
     }
@@ -122,7 +183,15 @@ export class MemoryJournal implements Journal {
 
   async purgeDead(ids: readonly string[]): Promise<number> {
     let n = 0
-    for (const id of ids) if (this.#dead.delete(id)) n++
+    for (const id of ids) {
+      const d = this.#dead.get(id)
+      if (d === undefined) continue
+      this.#dead.delete(id)
+      // Its send id goes with it, unless a later message took the send id over.
+      if (d.dedupeId !== undefined && this.#records.get(d.dedupeId)?.id === id)
+        this.#forget(d.dedupeId)
+      n++
+    }
     return n
   }
 
@@ -135,7 +204,25 @@ export class MemoryJournal implements Journal {
   }
 
   async stats(): Promise<JournalStats> {
-    return { pending: this.#pending.size, dead: this.#dead.size, scheduled: this.#scheduled.size }
+    const stats: JournalStats = {
+      pending: this.#pending.size,
+      dead: this.#dead.size,
+      scheduled: this.#scheduled.size,
+    }
+    if (this.#records.size > 0) stats.dedupe = this.#records.size
+    return stats
+  }
+
+  /** Writes the record of an entry's send id (not acked), replacing any it had. */
+  #remember(e: JournalEntry): void {
+    if (e.dedupeId === undefined) return
+    this.#acked.delete(e.dedupeId)
+    this.#records.set(e.dedupeId, { id: e.id })
+  }
+
+  #forget(dedupeId: string): void {
+    this.#records.delete(dedupeId)
+    this.#acked.delete(dedupeId)
   }
 
   #bump(id: string): void {

@@ -53,6 +53,11 @@ export interface JournalStats {
   dead: number
   /** Entries stored by `schedule()` and not yet promoted (both built-in journals count them). */
   scheduled?: number
+  /**
+   * Send ids remembered (`JournalEntry.dedupeId`). Both built-in journals count them, and leave
+   * the field out while there is none (so a journal of plain sends reports what it always did).
+   */
+  dedupe?: number
 }
 
 /**
@@ -81,10 +86,6 @@ export interface Journal {
     ids: readonly string[],
     dedupe?: { acked: readonly string[]; forget: readonly string[]; at: number },
   ): Promise<void>
-  /** The record of each send id (undefined: unknown or forgotten), in the order given. */
-  dedupeLookup?(dedupeIds: readonly string[]): Promise<(DedupeRecord | undefined)[]>
-  /** Forgets the send ids of messages acked before `before`; resolves with how many were forgotten. */
-  dedupeForget?(before: number): Promise<number>
   /** Records failed attempts of pending entries in one batch. Unknown ids are ignored. */
   update(updates: readonly JournalUpdate[]): Promise<void>
   /** Moves pending entries to the dead letters in one batch. */
@@ -128,4 +129,14 @@ export interface Journal {
   promote?(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<string[]>
   /** Deletes scheduled entries by id (not pending ones); resolves with the ids that were deleted. */
   unschedule?(ids: readonly string[]): Promise<string[]>
+  /**
+   * The record of each send id (undefined: unknown or forgotten), in the order given.
+   *
+   * An entry appended or scheduled with a `dedupeId` writes its record (`{ id }`, not acked) in
+   * the same write; `update()`, `bury()`, `replay()` and `promote()` keep it; `purgeDead()` deletes
+   * the records of the dead letters it deletes.
+   */
+  dedupeLookup?(dedupeIds: readonly string[]): Promise<(DedupeRecord | undefined)[]>
+  /** Forgets the send ids of messages acked before `before`; resolves with how many were forgotten. */
+  dedupeForget?(before: number): Promise<number>
 }

@@ -29,6 +29,7 @@ describe("send ids across a sender SIGKILL", () => {
         const n = String(payload)
         runs.set(n, (runs.get(n) ?? 0) + 1)
         await new Promise((r) => setImmediate(r))
+        return Buffer.alloc(0) // a raw worker replies with bytes
       },
     })
     // Kill it mid-stream, with sends resolved and not yet processed, and some in flight.
@@ -59,5 +60,6 @@ describe("send ids across a sender SIGKILL", () => {
     // Every resend of a message that had resolved before the crash enqueued nothing.
     expect(done.stats.deduplicated).toBeGreaterThanOrEqual(resolvedBefore - from)
     expect(done.stats.sent + done.stats.deduplicated).toBe(TOTAL - from)
+    expect(done.stats).toMatchObject({ dead: 0, nacked: 0 })
   }, 90_000)
 })

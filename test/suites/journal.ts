@@ -541,6 +541,226 @@ export function journalSuite(name: string, factory: JournalFactory): void {
       expect(await third.lastId()).toBe(id(5))
     })
 
+    describe("send ids (dedupe)", () => {
+      /** The send-id methods, which both built-in journals have. */
+      function dedupe(journal: Journal): Required<Pick<Journal, "dedupeLookup" | "dedupeForget">> {
+        if (journal.dedupeLookup === undefined || journal.dedupeForget === undefined)
+          throw new Error(`${name} has no send-id methods`)
+        return {
+          dedupeLookup: (ids) =>
+            (journal.dedupeLookup as NonNullable<Journal["dedupeLookup"]>)(ids),
+          dedupeForget: (before) =>
+            (journal.dedupeForget as NonNullable<Journal["dedupeForget"]>)(before),
+        }
+      }
+
+      // Atomicity is by construction: a LevelJournal writes an entry and its send id's record in
+      // one LevelDB batch (append, schedule), and a removal with its acked/forgotten records in
+      // another; a crash keeps all of one write or none of it.
+      test("append() with a dedupeId writes its record; pending() and dead() return it", async () => {
+        const { journal } = await setup()
+        const d = dedupe(journal)
+        const send = "order-42 ✓ \u0000 k:zz"
+        await journal.append(
+          [entry(1, { dedupeId: send }), entry(2), entry(3, { dedupeId: "b" })],
+          {
+            sync: false,
+          },
+        )
+        expect(await d.dedupeLookup([send, "unknown", "b"])).toEqual([
+          { id: id(1) },
+          undefined,
+          { id: id(3) },
+        ])
+        expect((await journal.pending({ limit: 10 })).map((e) => e.dedupeId)).toEqual([
+          send,
+          undefined,
+          "b",
+        ])
+        expect(await journal.stats()).toMatchObject({ pending: 3, dedupe: 2 })
+        await journal.update([{ id: id(1), attempts: 1, lastError: "x" }])
+        await journal.bury([letter(entry(3, { dedupeId: "b" }))])
+        // A letter given without its send id keeps the pending entry's.
+        await journal.bury([letter(entry(1))])
+        const dead = await journal.dead()
+        expect(dead.map((e) => [e.id, e.dedupeId])).toEqual([
+          [id(1), send],
+          [id(3), "b"],
+        ])
+        // A dead letter's send id still dedupes.
+        expect(await d.dedupeLookup([send, "b"])).toEqual([{ id: id(1) }, { id: id(3) }])
+        const replayed = await journal.replay([id(3)])
+        expect(replayed[0]?.dedupeId).toBe("b")
+        expect((await journal.pending({ limit: 10 })).map((e) => e.dedupeId)).toEqual([
+          undefined,
+          "b",
+        ])
+      })
+
+      test("a send id longer than 256 utf-8 bytes, empty or not a string is refused", async () => {
+        const { journal } = await setup()
+        const d = dedupe(journal)
+        await journal.append([entry(1, { dedupeId: "é".repeat(128) })], { sync: false })
+        expect(await d.dedupeLookup(["é".repeat(128)])).toEqual([{ id: id(1) }])
+        await expect(
+          journal.append([entry(2, { dedupeId: "é".repeat(128) + "x" })], { sync: false }),
+        ).rejects.toThrow(RangeError)
+        await expect(journal.append([entry(2, { dedupeId: "" })], { sync: false })).rejects.toThrow(
+          TypeError,
+        )
+        await expect(
+          journal.append([entry(2, { dedupeId: 7 as unknown as string })], { sync: false }),
+        ).rejects.toThrow(TypeError)
+        expect(await journal.stats()).toMatchObject({ pending: 1, dedupe: 1 })
+      })
+
+      test("remove() with acked marks records acked at `at`; forget deletes them", async () => {
+        const { journal } = await setup()
+        const d = dedupe(journal)
+        await journal.append(
+          [entry(1, { dedupeId: "a" }), entry(2, { dedupeId: "b" }), entry(3, { dedupeId: "c" })],
+          { sync: false },
+        )
+        await journal.remove([id(1), id(2)], { acked: ["a", "b", "nope"], forget: [], at: 5_000 })
+        expect(await d.dedupeLookup(["a", "b", "c"])).toEqual([
+          { id: id(1), ackedAt: 5_000 },
+          { id: id(2), ackedAt: 5_000 },
+          { id: id(3) },
+        ])
+        expect(await journal.stats()).toMatchObject({ pending: 1, dedupe: 3 })
+        // Acked again later: the newer time counts (and forgetting by age follows it).
+        await journal.remove([], { acked: ["a"], forget: ["b"], at: 9_000 })
+        expect(await d.dedupeLookup(["a", "b"])).toEqual([{ id: id(1), ackedAt: 9_000 }, undefined])
+        await journal.remove([id(3)], { acked: [], forget: ["c"], at: 9_500 })
+        expect(await d.dedupeLookup(["c"])).toEqual([undefined])
+        expect(await d.dedupeForget(9_000)).toBe(0)
+        expect(await d.dedupeForget(9_001)).toBe(1)
+        expect(await journal.stats()).toEqual({ pending: 0, dead: 0, scheduled: 0 })
+      })
+
+      test("dedupeForget(before) forgets only the send ids acked before it", async () => {
+        const { journal } = await setup()
+        const d = dedupe(journal)
+        const sends = Array.from({ length: 6 }, (_, i) => `send ${i}`)
+        await journal.append(
+          sends.map((s, i) => entry(i + 1, { dedupeId: s })),
+          { sync: false },
+        )
+        // Acked at 1000, 2000, 3000, 4000; the last two stay pending.
+        for (let i = 0; i < 4; i++)
+          await journal.remove([id(i + 1)], {
+            acked: [sends[i] as string],
+            forget: [],
+            at: 1_000 * (i + 1),
+          })
+        expect(await d.dedupeForget(-1)).toBe(0)
+        expect(await d.dedupeForget(2_500)).toBe(2)
+        expect((await d.dedupeLookup(sends)).map((r) => r?.id)).toEqual([
+          undefined,
+          undefined,
+          id(3),
+          id(4),
+          id(5),
+          id(6),
+        ])
+        // An ack at an earlier time after a forget is forgotten by the next one.
+        await journal.remove([id(5)], { acked: [sends[4] as string], forget: [], at: 500 })
+        expect(await d.dedupeForget(2_500)).toBe(1)
+        expect(await d.dedupeForget(Number.MAX_VALUE)).toBe(2)
+        expect((await d.dedupeLookup(sends)).map((r) => r?.id)).toEqual([
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+          id(6),
+        ])
+        expect(await journal.stats()).toMatchObject({ pending: 1, dedupe: 1 })
+        await expect(d.dedupeForget(NaN)).rejects.toThrow(RangeError)
+      })
+
+      test("purgeDead() deletes the records of the dead letters it purges", async () => {
+        const { journal } = await setup()
+        const d = dedupe(journal)
+        await journal.append([entry(1, { dedupeId: "a" }), entry(2, { dedupeId: "b" })], {
+          sync: false,
+        })
+        await journal.bury([
+          letter(entry(1, { dedupeId: "a" })),
+          letter(entry(2, { dedupeId: "b" })),
+        ])
+        expect(await journal.purgeDead([id(1)])).toBe(1)
+        expect(await d.dedupeLookup(["a", "b"])).toEqual([undefined, { id: id(2) }])
+        expect(await journal.stats()).toMatchObject({ dead: 1, dedupe: 1 })
+      })
+
+      test("a send id taken over by a later message stays when the older one is purged", async () => {
+        const { journal } = await setup()
+        const d = dedupe(journal)
+        await journal.append([entry(1, { dedupeId: "a" })], { sync: false })
+        await journal.bury([letter(entry(1, { dedupeId: "a" }))])
+        await journal.append([entry(2, { dedupeId: "a" })], { sync: false })
+        expect(await journal.purgeDead([id(1)])).toBe(1)
+        expect(await d.dedupeLookup(["a"])).toEqual([{ id: id(2) }])
+      })
+
+      test("schedule() writes the record; promote() keeps the send id", async (ctx) => {
+        const { journal } = await setup()
+        const d = dedupe(journal)
+        if (journal.schedule === undefined || journal.promote === undefined) {
+          ctx.skip()
+          return
+        }
+        await journal.schedule([entry(1, { dedupeId: "later", notBefore: 10 })], { sync: false })
+        expect(await d.dedupeLookup(["later"])).toEqual([{ id: id(1) }])
+        expect(await journal.stats()).toMatchObject({ pending: 0, scheduled: 1, dedupe: 1 })
+        const due = await journal.due?.({ until: 10, limit: 10 })
+        expect(due?.map((e) => e.dedupeId)).toEqual(["later"])
+        expect(await journal.promote(due ?? [], { sync: false })).toEqual([id(1)])
+        expect((await journal.pending({ limit: 10 })).map((e) => e.dedupeId)).toEqual(["later"])
+        expect(await d.dedupeLookup(["later"])).toEqual([{ id: id(1) }])
+      })
+
+      test("unschedule() forgets the send id of what it deletes", async (ctx) => {
+        const { journal } = await setup()
+        const d = dedupe(journal)
+        if (journal.schedule === undefined || journal.unschedule === undefined) {
+          ctx.skip()
+          return
+        }
+        await journal.schedule(
+          [entry(1, { dedupeId: "x", notBefore: 10 }), entry(2, { dedupeId: "y", notBefore: 10 })],
+          { sync: false },
+        )
+        expect(await journal.unschedule([id(1)])).toEqual([id(1)])
+        expect(await d.dedupeLookup(["x", "y"])).toEqual([undefined, { id: id(2) }])
+        expect((await journal.stats()).dedupe).toBe(1)
+      })
+
+      test("records survive close and reopen", async (ctx) => {
+        const { journal, reopen } = await setup()
+        if (reopen === undefined) {
+          ctx.skip()
+          return
+        }
+        await journal.append([entry(1, { dedupeId: "a" }), entry(2, { dedupeId: "b" })], {
+          sync: true,
+        })
+        await journal.remove([id(1)], { acked: ["a"], forget: [], at: 1_234.5 })
+        const again = await reopen()
+        const d = dedupe(again)
+        expect(await d.dedupeLookup(["a", "b"])).toEqual([
+          { id: id(1), ackedAt: 1_234.5 },
+          { id: id(2) },
+        ])
+        expect((await again.pending({ limit: 10 }))[0]?.dedupeId).toBe("b")
+        expect(await again.stats()).toMatchObject({ pending: 1, dedupe: 2 })
+        expect(await d.dedupeForget(2_000)).toBe(1)
+        const third = await reopen()
+        expect(await dedupe(third).dedupeLookup(["a", "b"])).toEqual([undefined, { id: id(2) }])
+      })
+    })
+
     describe("message options and scheduled entries", () => {
       /** Entries with every field, format 5's included, in several combinations. */
       function rich(from: number, count: number): JournalEntry[] {

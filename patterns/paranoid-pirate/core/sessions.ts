@@ -539,6 +539,7 @@ export class Sessions implements InboundHandler {
     if (m.priority !== DEFAULT_PRIORITY) letter.priority = m.priority
     if (m.key !== undefined) letter.key = m.key
     if (m.expiresAt !== undefined) letter.expiresAt = m.expiresAt
+    if (m.dedupeId !== undefined) letter.dedupeId = m.dedupeId
     this.#h.lanes.bury(letter)
     const waiter = m.waiter
     this.#h.finish(m)
