@@ -24,9 +24,9 @@ fail with "held by a running sender" and change nothing; stop the sender, or use
 API (e.g. to replay dead letters) instead.
 
 Subcommands:
-  stats     counts of pending messages, dead letters and messages scheduled for
-            later (send's delay), the oldest pending message and its age, the
-            last id handed out
+  stats     counts of pending messages, dead letters, messages scheduled for
+            later (send's delay) and send ids remembered (send's id), the oldest
+            pending message and its age, the last id handed out
   pending   one line per pending (unacknowledged) message, in id (send) order:
             id, attempts, enqueued time, payload size, retry time, expiry,
             priority (when not the default 4), key, last error
@@ -202,6 +202,7 @@ async function stats(journal: LevelJournal, json: boolean, out: Output): Promise
         pending: counts.pending,
         dead: counts.dead,
         scheduled: counts.scheduled ?? 0,
+        sendIds: counts.dedupe ?? 0,
         disk,
         lastId: lastId ?? null,
         oldest: oldest
@@ -216,6 +217,7 @@ async function stats(journal: LevelJournal, json: boolean, out: Output): Promise
     ["pending", String(counts.pending)],
     ["dead", String(counts.dead)],
     ["scheduled", String(counts.scheduled ?? 0)],
+    ["send ids", String(counts.dedupe ?? 0)],
     [
       "oldest",
       oldest
