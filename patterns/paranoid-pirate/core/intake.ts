@@ -8,8 +8,8 @@ import type { PirateError } from "../../../lib/errors.js"
 import { Fifo } from "../../../lib/fifo.js"
 import type { Durability, JournalEntry } from "../../../lib/journal/types.js"
 import type { Admission } from "./admission.js"
-import type { AppendItem } from "./lanes.js"
-import { fromEntry, newEntry, type Message, type Schedule } from "./message.js"
+import type { AppendItem, Kept } from "./lanes.js"
+import { fromEntry, newEntry, withPayload, type Message, type Schedule } from "./message.js"
 
 /**
  * A persistent sender keeps the oldest spilled sends in memory, up to this many windows of
@@ -27,17 +27,6 @@ const SLAB = 64 * 1024
 
 /** Settled at once: with durability "memory" a send is accepted before its write. */
 export const ACCEPTED = Promise.resolve()
-
-/**
- * The item whose promise is being made: one executor for every send (`new Promise(settleOn)`)
- * instead of a closure per send.
- */
-let making: AppendItem | undefined
-function settleOn(resolve: (id: string) => void, reject: (err: Error) => void): void {
-  const item = making as AppendItem
-  item.resolve = resolve
-  item.reject = reject
-}
 
 /** What the intake needs of the core. */
 export interface IntakeHost {
@@ -76,7 +65,7 @@ export class Intake {
    * from here, not read back). A spill is kept only while every older one is, so the kept ones
    * are always the head of the backlog, in id order.
    */
-  #kept = new Fifo<AppendItem>()
+  #kept = new Fifo<Kept>()
   #keptBytes = 0
   #slab = Buffer.alloc(0)
   #slabUsed = 0
@@ -138,30 +127,26 @@ export class Intake {
     keep: boolean,
     later = false,
   ): Promise<unknown> {
-    const item: AppendItem = {
-      entry,
-      message: m,
-      resolve: undefined,
-      reject: undefined,
-      kept: keep,
-      state: "writing",
-      scheduled: later,
-    }
+    const item: AppendItem = { entry, message: m, settle: undefined, kept: undefined }
+    if (later) item.scheduled = true
     if (keep) {
-      // Written from its copy (see #copy), which is kept: the sender's own buffer is let go.
-      entry.payload = this.#copy(entry.payload)
-      this.#kept.push(item)
+      // A copy (see #copy): the journal writes the sender's own buffer, which is let go after.
+      const kept: Kept = {
+        entry: withPayload(entry, this.#copy(entry.payload)),
+        state: "writing",
+      }
+      item.kept = kept
+      this.#kept.push(kept)
       this.#keptBytes += entry.payload.length
     }
     if (this.#h.durability === "memory") {
       this.#h.append(item)
       return ACCEPTED
     }
-    making = item
-    const accepted = new Promise<string>(settleOn)
-    making = undefined
-    this.#h.append(item)
-    return accepted
+    return new Promise<string>((resolve, reject) => {
+      item.settle = (err) => (err ? reject(err) : resolve(entry.id))
+      this.#h.append(item)
+    })
   }
 
   /** A send that waits on disk: journaled, counted as backlog, kept in memory while there is room. */
@@ -209,20 +194,20 @@ export class Intake {
   appended(items: AppendItem[]): void {
     const adm = this.#h.admission
     for (const item of items) {
-      const { entry, message: m } = item
-      item.state = "written"
+      const { entry, message: m, settle } = item
       if (entry.dedupeId !== undefined) this.#h.sendIdWritten(entry.dedupeId, true)
       if (m) {
         if (m.state === "appending") this.#h.makeReady(m)
-      } else if (item.scheduled) this.#h.scheduledWritten(entry, true)
+      } else if (item.scheduled === true) this.#h.scheduledWritten(entry, true)
       else {
+        if (item.kept) item.kept.state = "written"
         adm.spilling--
         adm.spillingBytes -= entry.payload.length
         adm.count++
         adm.bytes += entry.payload.length
         if (adm.until === undefined || entry.id > adm.until) adm.until = entry.id
       }
-      item.resolve?.(entry.id)
+      settle?.(undefined)
     }
     this.#h.pokePager()
     adm.admit()
@@ -234,14 +219,14 @@ export class Intake {
     // (as durable as promised) and tell the operator; otherwise each sender gets the error.
     const stay = h.durability === "memory"
     for (const item of items) {
-      const { entry, message: m } = item
-      item.state = "failed"
+      const { entry, message: m, settle } = item
       // Kept in memory (durability "memory": accepted already), the send id stays known there.
       if (entry.dedupeId !== undefined && !stay) this.#h.sendIdWritten(entry.dedupeId, false)
-      if (item.scheduled) {
+      if (item.scheduled === true) {
         h.scheduledWritten(entry, false)
         if (stay) h.holdScheduled(entry)
       } else if (!m) {
+        if (item.kept) item.kept.state = "failed"
         h.admission.spilling--
         h.admission.spillingBytes -= entry.payload.length
         if (stay) {
@@ -261,7 +246,7 @@ export class Intake {
           waiter?.reject(err)
         }
       }
-      item.reject?.(err)
+      settle?.(err)
     }
     if (stay) h.error(err)
     // Failed spills at the head of the kept ones are not backlog: let the next ones be paged.

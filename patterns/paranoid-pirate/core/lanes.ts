@@ -15,22 +15,23 @@ import type {
 } from "../../../lib/journal/types.js"
 import type { Message } from "./message.js"
 
-/**
- * A new message on its way to the journal. Every field is always set (one shape), and a spilled
- * send kept in memory (see `Intake`) is kept as its item: a send costs one object here.
- */
+/** A new message on its way to the journal. */
 export interface AppendItem {
   entry: JournalEntry
-  /** The message in memory; absent for a send that waits on disk (backlog) or is due later. */
+  /** The message in memory; absent for a send that waits on disk (backlog). */
   message: Message | undefined
-  /** The sender's promise, settled once written or failed; absent when nobody waits for the write (durability "memory"). */
-  resolve: ((id: string) => void) | undefined
-  reject: ((err: Error) => void) | undefined
-  /** A spilled send kept in memory, and where its write is. */
-  kept: boolean
-  state: "writing" | "written" | "failed"
+  /** Resolved once written, or rejected; absent when the caller did not wait (durability "memory"). */
+  settle: ((err: Error | undefined) => void) | undefined
+  /** A spilled send kept in memory (see `Intake`): told where its write is. */
+  kept?: Kept | undefined
   /** A send due later, for the journal's scheduled store (see `Scheduler`). */
-  scheduled: boolean
+  scheduled?: boolean
+}
+
+/** A spilled send kept in memory: its own copy, and where its write is. */
+export interface Kept {
+  entry: JournalEntry
+  state: "writing" | "written" | "failed"
 }
 
 export interface LanesHost {
@@ -149,10 +150,10 @@ export class JournalLanes {
         this.#appendQueue = []
         // Sends due later go to the scheduled store, in a write of their own.
         let later: AppendItem[] | undefined
-        for (const i of batch) if (i.scheduled) (later ??= []).push(i)
+        for (const i of batch) if (i.scheduled === true) (later ??= []).push(i)
         if (later === undefined) await this.#write(batch, false)
         else {
-          const now = batch.filter((i) => !i.scheduled)
+          const now = batch.filter((i) => i.scheduled !== true)
           if (now.length > 0) await this.#write(now, false)
           await this.#write(later, true)
         }

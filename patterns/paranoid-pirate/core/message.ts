@@ -150,6 +150,27 @@ export function newEntry(
   }
 }
 
+/** A new message's entry (see `newEntry`) with another payload, in the same shape. */
+export function withPayload(e: JournalEntry, payload: Buffer): JournalEntry {
+  if (
+    e.notBefore === undefined &&
+    e.expiresAt === undefined &&
+    e.priority === undefined &&
+    e.key === undefined
+  )
+    return { id: e.id, payload, attempts: e.attempts, enqueuedAt: e.enqueuedAt }
+  return {
+    id: e.id,
+    payload,
+    attempts: e.attempts,
+    enqueuedAt: e.enqueuedAt,
+    notBefore: e.notBefore,
+    expiresAt: e.expiresAt,
+    priority: e.priority,
+    key: e.key,
+  }
+}
+
 /** True when the message's time to live has run out at `now` (epoch ms). */
 export function expired(m: Message, now: number): boolean {
   return m.expiresAt !== undefined && m.expiresAt <= now
