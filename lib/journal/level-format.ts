@@ -626,34 +626,17 @@ export function lengthPrefixed(
 // "dedupe":…,"keySum":…,"crc":…}, where crc is the CRC-32 of the same JSON without it. Formats 2
 // to 4 wrote the same record without "scheduled" and "dedupe", format 5 without "dedupe".
 function metaJson(c: Counters, v = FORMAT): string {
-  if (v < 5) {
-    return JSON.stringify({
-      v,
-      lastId: c.lastId ?? null,
-      pending: c.pending,
-      dead: c.dead,
-      keySum: c.keySum,
-    })
-  }
-  if (v < 6) {
-    return JSON.stringify({
-      v,
-      lastId: c.lastId ?? null,
-      pending: c.pending,
-      dead: c.dead,
-      scheduled: c.scheduled,
-      keySum: c.keySum,
-    })
-  }
-  return JSON.stringify({
+  // In this key order, which the crc covers.
+  const record: Record<string, unknown> = {
     v,
     lastId: c.lastId ?? null,
     pending: c.pending,
     dead: c.dead,
-    scheduled: c.scheduled,
-    dedupe: c.dedupe,
-    keySum: c.keySum,
-  })
+  }
+  if (v >= 5) record["scheduled"] = c.scheduled
+  if (v >= 6) record["dedupe"] = c.dedupe
+  record["keySum"] = c.keySum
+  return JSON.stringify(record)
 }
 
 /**

@@ -62,20 +62,8 @@ export function resolveSchedule(o: ScheduleOptions): Schedule | undefined {
     const Err = typeof priority === "number" ? RangeError : TypeError
     throw new Err(`'priority' must be an integer from 0 to 9, got ${describe(priority)}`)
   }
-  if (key !== undefined) {
-    if (typeof key !== "string" || key === "")
-      throw new TypeError(`'key' must be a non-empty string, got ${describe(key)}`)
-    const bytes = Buffer.byteLength(key)
-    if (bytes > MAX_KEY_BYTES)
-      throw new RangeError(`'key' must be at most ${MAX_KEY_BYTES} bytes, got ${bytes}`)
-  }
-  if (id !== undefined) {
-    if (typeof id !== "string" || id === "")
-      throw new TypeError(`'id' must be a non-empty string, got ${describe(id)}`)
-    const bytes = Buffer.byteLength(id)
-    if (bytes > MAX_ID_BYTES)
-      throw new RangeError(`'id' must be at most ${MAX_ID_BYTES} bytes, got ${bytes}`)
-  }
+  if (key !== undefined) boundedString("key", key, MAX_KEY_BYTES)
+  if (id !== undefined) boundedString("id", id, MAX_ID_BYTES)
   return {
     notBefore: due,
     expiresAt: until,
@@ -88,4 +76,12 @@ export function resolveSchedule(o: ScheduleOptions): Schedule | undefined {
 function finite(name: string, value: unknown): asserts value is number {
   if (typeof value !== "number" || !Number.isFinite(value))
     throw new TypeError(`'${name}' must be a finite number (ms), got ${describe(value)}`)
+}
+
+/** A non-empty string of at most `max` utf-8 bytes (TypeError/RangeError naming it). */
+function boundedString(name: string, value: unknown, max: number): void {
+  if (typeof value !== "string" || value === "")
+    throw new TypeError(`'${name}' must be a non-empty string, got ${describe(value)}`)
+  const bytes = Buffer.byteLength(value)
+  if (bytes > max) throw new RangeError(`'${name}' must be at most ${max} bytes, got ${bytes}`)
 }
