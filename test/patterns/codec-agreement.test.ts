@@ -239,7 +239,8 @@ describe("codec agreement between Sender and Worker", () => {
     await waitFor(() => expect(sender.stats().refused).toBeGreaterThanOrEqual(2))
     expect(senderErrors.length).toBe(sender.stats().refused)
     expect(workerErrors).toHaveLength(1)
-    expect(worker.stats().reconnects).toBeGreaterThanOrEqual(2)
+    // Refused twice: the first connection and at least one more (a third may be under way).
+    expect(worker.stats().reconnects).toBeGreaterThanOrEqual(1)
     expect(worker.status).toBe("open")
   })
 
