@@ -6,9 +6,6 @@ import { getMany, hasMany, loadDatabase, type Db } from "./level-db.js"
 import { corruptValue } from "./level-errors.js"
 import {
   DEAD,
-  DEDUPE,
-  DEDUPE_INDEX,
-  INDEX,
   META,
   PENDING,
   SCHEDULED,
@@ -16,22 +13,14 @@ import {
   encodeEntry,
   encodeMeta,
   encodeScheduled,
-  indexKey,
   isStoredId,
-  parseIndexKey,
   scheduledToPending,
-  sortableTime,
   type Counters,
   added,
   checkDedupeChanges,
-  checkDedupeId,
   checkId,
   checkTime,
-  decodeDedupe,
-  dedupeIndexKey,
   dedupeKey,
-  encodeDedupe,
-  parseDedupeIndexKey,
   checkLimit,
   checkStoredId,
   removed,
@@ -44,6 +33,8 @@ import { repairJournal, type LevelJournalRepairReport } from "./level-repair.js"
 import { LevelHandle } from "./level-handle.js"
 import type { Status } from "../lifecycle.js"
 import { SegmentChanges, ValueLog } from "./level-values.js"
+import { SendIdRecords, storableKeys } from "./level-dedupe.js"
+import { ScheduledIndex, checkNotBefore } from "./level-schedule.js"
 import type {
   DeadLetter,
   DedupeRecord,
@@ -95,19 +86,10 @@ export class LevelJournal implements Journal {
   #dead = 0
   #scheduled = 0
   #dedupe = 0
-  /**
-   * No `K:` key sorts below this one (see `#indexFloor`): `dedupeForget()` reads from here, and
-   * moves it up to where it stopped; an ack at an earlier time moves it down.
-   */
-  #dedupeFloor = DEDUPE_INDEX
-  /**
-   * No `t:` key sorts below this one: where the reads of the due-time index start. The index is
-   * read from its start, and a queue's reads from the start of a range that it keeps deleting would
-   * each skip every deletion LevelDB has not compacted away yet (all the promoted entries): a scan
-   * that grows with the messages delivered. Moved up to the first key a read finds; moved down by
-   * a `schedule()` of an earlier time.
-   */
-  #indexFloor = INDEX
+  /** The send ids' records (`k:`, `K:`), see level-dedupe.ts. */
+  readonly #sendIds: SendIdRecords
+  /** The scheduled entries' due-time index (`s:`, `t:`), see level-schedule.ts. */
+  readonly #scheduledIndex: ScheduledIndex
   #lastId: string | undefined
   #keySum = 0
   readonly #minBatch: number
@@ -130,6 +112,8 @@ export class LevelJournal implements Journal {
     this.#minBatch = minBatch
     this.#values = new ValueLog(this.path)
     this.#batches = new BatchStore(this.path, this.#values)
+    this.#sendIds = new SendIdRecords(this.path)
+    this.#scheduledIndex = new ScheduledIndex(this.path)
     this.#db = new LevelHandle(this.path, {
       load: (doing) => this.#load(doing),
       closing: async () => {
@@ -233,7 +217,7 @@ export class LevelJournal implements Journal {
       }
       // The records of their send ids: in this very write, so a message is never without its
       // record, nor a record without its message.
-      await this.#rememberOps(db, list, ops, next)
+      await this.#sendIds.rememberOps(db, list, ops, next)
       this.#batches.changeOps(changes, ops, next, segments)
       await this.#commit(db, ops, next, sync, segments)
       this.#batches.applied(changes)
@@ -274,7 +258,7 @@ export class LevelJournal implements Journal {
           removed(next, key)
         })
       }
-      if (dedupe !== undefined) await this.#ackOps(db, acked, forget, dedupe.at, ops, next)
+      if (dedupe !== undefined) await this.#sendIds.ackOps(db, acked, forget, dedupe.at, ops, next)
       this.#batches.changeOps(changes, ops, next, segments)
       if (ops.length === 0) return
       await this.#commit(db, ops, next, false, segments)
@@ -287,20 +271,7 @@ export class LevelJournal implements Journal {
    * store), in the order given.
    */
   async dedupeLookup(dedupeIds: readonly string[]): Promise<(DedupeRecord | undefined)[]> {
-    const keys = dedupeIds.map((d) => {
-      if (typeof d !== "string")
-        throw new TypeError(`'dedupeIds' must hold strings, got ${describe(d)}`)
-      return storableKey(d)
-    })
-    const present = keys.filter((k): k is string => k !== undefined)
-    if (present.length === 0) return keys.map(() => undefined)
-    const values = await this.#db.read((db) => getMany(db, present))
-    let i = 0
-    return keys.map((key) => {
-      if (key === undefined) return undefined
-      const value = values[i++]
-      return value === undefined ? undefined : this.#decodeDedupe(key, value)
-    })
+    return this.#sendIds.lookup((read) => this.#db.read(read), dedupeIds)
   }
 
   /**
@@ -310,29 +281,15 @@ export class LevelJournal implements Journal {
    */
   async dedupeForget(before: number): Promise<number> {
     checkTime("before", before)
-    const lt = DEDUPE_INDEX + sortableTime(before)
     let total = 0
     for (;;) {
       const { forgotten, done } = await this.#db.write(async (db) => {
-        const floor = this.#dedupeFloor
-        if (floor >= lt) return { forgotten: 0, done: true }
-        const keys = await db.keys({ gte: floor, lt, limit: FORGET_BATCH }).all()
         const ops: Op[] = []
         const next = this.#meta()
-        let forgotten = 0
-        for (const key of keys) {
-          const parsed = parseDedupeIndexKey(key)
-          if (parsed === undefined) continue // no such key passes the open's key check
-          ops.push({ type: "del", key }, { type: "del", key: DEDUPE + parsed.hex })
-          removed(next, key)
-          removed(next, DEDUPE + parsed.hex)
-          forgotten++
-        }
+        const page = await this.#sendIds.forgetPage(db, before, ops, next)
         if (ops.length > 0) await this.#commit(db, ops, next, false, new SegmentChanges())
-        // Every key below is gone now (writes wait for this one: none came in between).
-        const reached = keys.length < FORGET_BATCH ? lt : (keys[keys.length - 1] as string)
-        if (reached > this.#dedupeFloor) this.#dedupeFloor = reached
-        return { forgotten, done: keys.length < FORGET_BATCH }
+        this.#sendIds.forgotPage(page)
+        return page
       })
       total += forgotten
       if (done) return total
@@ -569,26 +526,9 @@ export class LevelJournal implements Journal {
       })
       const purged = ops.length
       if (purged === 0) return 0
-      await this.#forgetNamed(db, named, ops, next)
+      await this.#sendIds.forgetNamed(db, named, ops, next)
       await this.#commit(db, ops, next, false, segments) // adds the counters to ops
       return purged
-    })
-  }
-
-  /**
-   * Adds to `ops` the deletion of the send-id records under the keys of `named` that still name
-   * the message given there (a later message may have taken a send id over: its record stays).
-   */
-  async #forgetNamed(db: Db, named: Map<string, string>, ops: Op[], next: Counters): Promise<void> {
-    if (named.size === 0) return
-    const recordKeys = [...named.keys()]
-    const records = await getMany(db, recordKeys)
-    recordKeys.forEach((key, i) => {
-      const value = records[i]
-      if (value === undefined) return
-      const record = this.#decodeDedupe(key, value)
-      if (record.id !== named.get(key)) return
-      this.#forgetOps(key, record, ops, next)
     })
   }
 
@@ -627,36 +567,10 @@ export class LevelJournal implements Journal {
     }
     if (byId.size === 0) return
     await this.#db.write(async (db) => {
-      const lastId = this.#lastId
-      // Only an id at or below lastId can be scheduled already (see append()).
-      const old = [...byId.keys()].filter((id) => lastId !== undefined && id <= lastId)
-      const values =
-        old.length > 0
-          ? await getMany(
-              db,
-              old.map((id) => SCHEDULED + id),
-            )
-          : []
       const ops: Op[] = []
       const next = this.#meta()
-      old.forEach((id, i) => {
-        const value = values[i]
-        if (value === undefined) return
-        const before = this.#decode(SCHEDULED + id, value)
-        const t = indexKey(before.notBefore as number, id)
-        ops.push({ type: "del", key: t }, { type: "del", key: SCHEDULED + id })
-        removed(next, t)
-        removed(next, SCHEDULED + id)
-      })
-      for (const [id, { entry, value }] of byId) {
-        const t = indexKey(entry.notBefore as number, id)
-        ops.push({ type: "put", key: SCHEDULED + id, value }, { type: "put", key: t, value: EMPTY })
-        added(next, SCHEDULED + id)
-        added(next, t)
-        // Before the write: a read that starts once it is done must not start above it.
-        if (t < this.#indexFloor) this.#indexFloor = t
-      }
-      await this.#rememberOps(
+      await this.#scheduledIndex.scheduleOps(db, byId, this.#lastId, ops, next)
+      await this.#sendIds.rememberOps(
         db,
         [...byId.values()].map((v) => v.entry),
         ops,
@@ -673,45 +587,12 @@ export class LevelJournal implements Journal {
     if (typeof until !== "number" || Number.isNaN(until))
       throw new TypeError(`'until' must be a number, got ${describe(until)}`)
     if (limit === 0 || until === -Infinity) return []
-    // Every key of a due time at or below `until`: its hex digits, then any id ('g' > 'f').
-    const lt = until === Infinity ? "t;" : INDEX + sortableTime(until) + "g"
-    return this.#db.read(async (db) => {
-      const floor = this.#indexFloor
-      const keys = await db.keys({ gte: floor, lt, limit: limit === Infinity ? -1 : limit }).all()
-      this.#raiseFloor(floor, keys[0])
-      const ids = keys.map((k) => (parseIndexKey(k) as { id: string }).id)
-      const values =
-        ids.length > 0
-          ? await getMany(
-              db,
-              ids.map((id) => SCHEDULED + id),
-            )
-          : []
-      const out: JournalEntry[] = []
-      ids.forEach((id, i) => {
-        const value = values[i]
-        // Promoted or unscheduled by a write between the two reads (reads do not wait for
-        // writes); a `t:` key without its entry otherwise fails the open's key check.
-        if (value !== undefined) out.push(this.#decode(SCHEDULED + id, value))
-      })
-      return out
-    })
+    return this.#db.read((db) => this.#scheduledIndex.due(db, until, limit))
   }
 
   /** The earliest `notBefore` among scheduled entries; undefined when there is none. */
   async nextDue(): Promise<number | undefined> {
-    const floor = this.#indexFloor
-    const [first] = await this.#db.read((db) => db.keys({ gte: floor, lt: "t;", limit: 1 }).all())
-    this.#raiseFloor(floor, first ?? "t;")
-    return first === undefined ? undefined : parseIndexKey(first)?.notBefore
-  }
-
-  /**
-   * A read from `floor` found `first` first (or nothing below it): no key lies between them, unless
-   * a `schedule()` lowered the floor meanwhile (reads do not wait for writes).
-   */
-  #raiseFloor(floor: string, first: string | undefined): void {
-    if (first !== undefined && this.#indexFloor === floor && first > floor) this.#indexFloor = first
+    return this.#db.read((db) => this.#scheduledIndex.nextDue(db))
   }
 
   /**
@@ -724,10 +605,11 @@ export class LevelJournal implements Journal {
       throw new TypeError(`'sync' must be a boolean, got ${describe(sync)}`)
     const wanted = unique(entries.map((e) => e.id))
     if (wanted.length === 0) return []
-    return this.#toPending(SCHEDULED, wanted, sync, (id, stored) => {
-      const t = indexKey(this.#decode(SCHEDULED + id, stored).notBefore as number, id)
-      return { drop: [t], value: scheduledToPending(stored), out: id }
-    })
+    return this.#toPending(SCHEDULED, wanted, sync, (id, stored) => ({
+      drop: [this.#scheduledIndex.indexKeyOf(id, stored)],
+      value: scheduledToPending(stored),
+      out: id,
+    }))
   }
 
   /** Deletes scheduled entries (not pending ones); resolves with the ids that were deleted. */
@@ -735,27 +617,11 @@ export class LevelJournal implements Journal {
     const wanted = unique(ids)
     if (wanted.length === 0) return []
     return this.#db.write(async (db) => {
-      const values = await getMany(
-        db,
-        wanted.map((id) => SCHEDULED + id),
-      )
       const ops: Op[] = []
       const next = this.#meta()
-      const deleted: string[] = []
+      const { deleted, named } = await this.#scheduledIndex.unscheduleOps(db, wanted, ops, next)
       // A cancelled message's send id is forgotten with it.
-      const named = new Map<string, string>()
-      wanted.forEach((id, i) => {
-        const value = values[i]
-        if (value === undefined) return
-        const e = this.#decode(SCHEDULED + id, value)
-        const t = indexKey(e.notBefore as number, id)
-        ops.push({ type: "del", key: SCHEDULED + id }, { type: "del", key: t })
-        removed(next, SCHEDULED + id)
-        removed(next, t)
-        if (e.dedupeId !== undefined) named.set(dedupeKey(e.dedupeId), id)
-        deleted.push(id)
-      })
-      await this.#forgetNamed(db, named, ops, next)
+      await this.#sendIds.forgetNamed(db, named, ops, next)
       if (deleted.length > 0) await this.#commit(db, ops, next, false, new SegmentChanges())
       return deleted
     })
@@ -789,7 +655,8 @@ export class LevelJournal implements Journal {
     this.#dead = counters.dead
     this.#scheduled = counters.scheduled
     this.#dedupe = counters.dedupe
-    this.#dedupeFloor = DEDUPE_INDEX
+    this.#sendIds.reset()
+    this.#scheduledIndex.reset()
     this.#lastId = counters.lastId
     this.#keySum = counters.keySum
     return db
@@ -868,130 +735,11 @@ export class LevelJournal implements Journal {
     }
   }
 
-  /**
-   * Adds to a write the records of the send ids of `entries` (not acked; the last entry of a
-   * send id wins), replacing the records they had.
-   */
-  async #rememberOps(
-    db: Db,
-    entries: readonly JournalEntry[],
-    ops: Op[],
-    next: Counters,
-  ): Promise<void> {
-    let byKey: Map<string, string> | undefined
-    for (const e of entries) {
-      if (e.dedupeId === undefined) continue
-      ;(byKey ??= new Map()).set(dedupeKey(e.dedupeId), e.id)
-    }
-    if (byKey === undefined) return
-    const keys = [...byKey.keys()]
-    const old = next.dedupe > 0 ? await getMany(db, keys) : []
-    keys.forEach((key, i) => {
-      const value = old[i]
-      if (value === undefined) added(next, key)
-      else {
-        const record = this.#decodeDedupe(key, value)
-        if (record.ackedAt !== undefined) {
-          const k = dedupeIndexKey(record.ackedAt, key.slice(2))
-          ops.push({ type: "del", key: k })
-          removed(next, k)
-        }
-      }
-      const id = byKey.get(key) as string
-      ops.push({ type: "put", key, value: encodeDedupe(key.slice(2), { id }) })
-    })
-  }
-
-  /** Adds to a write: the send ids (keys) in `acked` acked at `at`, those in `forget` forgotten. */
-  async #ackOps(
-    db: Db,
-    acked: string[],
-    forget: string[],
-    at: number,
-    ops: Op[],
-    next: Counters,
-  ): Promise<void> {
-    const forgetting = new Set(forget)
-    const keys = [...new Set([...acked, ...forget])]
-    if (keys.length === 0 || next.dedupe === 0) return
-    const values = await getMany(db, keys)
-    keys.forEach((key, i) => {
-      const value = values[i]
-      if (value === undefined) return
-      const record = this.#decodeDedupe(key, value)
-      if (forgetting.has(key)) {
-        this.#forgetOps(key, record, ops, next)
-        return
-      }
-      if (record.ackedAt !== undefined) {
-        const k = dedupeIndexKey(record.ackedAt, key.slice(2))
-        ops.push({ type: "del", key: k })
-        removed(next, k)
-      }
-      const k = dedupeIndexKey(at, key.slice(2))
-      ops.push(
-        { type: "put", key, value: encodeDedupe(key.slice(2), { id: record.id, ackedAt: at }) },
-        { type: "put", key: k, value: EMPTY },
-      )
-      added(next, k)
-      // Before the write: a forget that starts once it is done must not start above it.
-      if (k < this.#dedupeFloor) this.#dedupeFloor = k
-    })
-  }
-
-  /** Adds to a write the deletion of a send id's record and of its acked-time key. */
-  #forgetOps(key: string, record: DedupeRecord, ops: Op[], next: Counters): void {
-    ops.push({ type: "del", key })
-    removed(next, key)
-    if (record.ackedAt === undefined) return
-    const k = dedupeIndexKey(record.ackedAt, key.slice(2))
-    ops.push({ type: "del", key: k })
-    removed(next, k)
-  }
-
-  #decodeDedupe(key: string, value: Buffer): DedupeRecord {
-    const record = decodeDedupe(key, value)
-    if (typeof record === "string") throw corruptValue(this.path, key, record)
-    return record
-  }
-
   #decode(key: string, value: Buffer): JournalEntry | DeadLetter {
     const entry = decodeEntry(key, value)
     if (typeof entry === "string") throw corruptValue(this.path, key, entry)
     return entry
   }
-}
-
-const EMPTY = Buffer.alloc(0)
-
-/** The most send ids one write of `dedupeForget()` forgets. */
-const FORGET_BATCH = 10_000
-
-/** The key of a send id's record; undefined for a send id the journal cannot store (so cannot hold). */
-function storableKey(dedupeId: string): string | undefined {
-  try {
-    return dedupeKey(checkDedupeId(dedupeId))
-  } catch {
-    return undefined
-  }
-}
-
-/** The distinct keys of the send ids the journal can store. */
-function storableKeys(dedupeIds: readonly string[]): string[] {
-  const keys = new Set<string>()
-  for (const d of dedupeIds) {
-    const key = storableKey(d)
-    if (key !== undefined) keys.add(key)
-  }
-  return [...keys]
-}
-
-/** A scheduled entry's due time must be a finite number: it orders the `t:` index. */
-function checkNotBefore(notBefore: unknown): void {
-  if (typeof notBefore !== "number")
-    throw new TypeError(`'notBefore' must be a number, got ${describe(notBefore)}`)
-  if (!Number.isFinite(notBefore))
-    throw new RangeError(`'notBefore' must be finite, got ${notBefore}`)
 }
 
 /**
