@@ -45,3 +45,9 @@ export class IdGenerator {
 export function isMessageId(value: unknown): value is string {
   return typeof value === "string" && /^[0-9a-f]{16}$/.test(value)
 }
+
+/** The id just before `id` (ids are 16 hex digits), for a range that starts at `id`. */
+export function previousId(id: string): string | undefined {
+  const n = BigInt(`0x${id}`)
+  return n === 0n ? undefined : (n - 1n).toString(16).padStart(id.length, "0")
+}

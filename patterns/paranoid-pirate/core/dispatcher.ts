@@ -17,7 +17,7 @@ import {
   toError,
   tooLargeError,
 } from "../../../lib/errors.js"
-import { IdGenerator } from "../../../lib/journal/ids.js"
+import { IdGenerator, previousId } from "../../../lib/journal/ids.js"
 import { journalSenderId } from "../../../lib/journal/sender-id.js"
 import type { Journal, JournalEntry } from "../../../lib/journal/types.js"
 import type { Metric } from "../../../lib/metrics.js"
@@ -28,7 +28,8 @@ import { Admission } from "./admission.js"
 import { Counters, statsMetrics, type DispatcherStats } from "./counters.js"
 import { receiveLoop } from "./inbound.js"
 import { ACCEPTED, Intake, KEEP_WINDOWS } from "./intake.js"
-import { KeyGate } from "./keys.js"
+import { ExpirySweep } from "./expiry.js"
+import { KeyGate, holdDeadLetterKeys } from "./keys.js"
 import { JournalLanes } from "./lanes.js"
 import {
   expired,
@@ -97,9 +98,17 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   readonly #sendIds: SendIds
   /** Sends due later, in the journal's scheduled store (a persistent journal that has one). */
   readonly #scheduler: Scheduler | undefined
-  /** The earliest `expiresAt` among messages in the window (a sweep is armed for it). */
-  #nextExpiry = Infinity
-  #expiryTimer: NodeJS.Timeout | undefined
+  readonly #expiry = new ExpirySweep({
+    forEachWaiting: (visit) => this.#forEachWaiting(visit),
+    forEachInFlight: (visit) => {
+      for (const w of this.#workers.values()) for (const m of w.inflight.values()) visit(m)
+    },
+    expire: (m) => {
+      this.#withdraw(m)
+      this.#sessions.expire(m)
+    },
+    closed: () => this.#closed,
+  })
   readonly #workers = new WorkerRegistry()
   readonly #adm: Admission
   readonly #lanes: JournalLanes
@@ -247,7 +256,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         this.#pager.found(js.pending, lastId)
         this.#drain.busy()
       }
-      if (this.#s.keyOnDead === "hold" && js.dead > 0) await this.#holdDeadKeys()
+      if (this.#s.keyOnDead === "hold" && js.dead > 0)
+        await holdDeadLetterKeys(this.#journal, this.#keys)
       if (this.#scheduler && (js.scheduled ?? 0) > 0) {
         this.#drain.busy()
         await this.#scheduler.start(js.scheduled ?? 0)
@@ -289,7 +299,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#pager.stop()
     this.#delayed.stop()
     this.#scheduler?.stop()
-    clearTimeout(this.#expiryTimer)
+    this.#expiry.stop()
     const sweeping = this.#sendIds.stop()
     const closed = closedError(this.#name)
     this.#adm.close(closed)
@@ -487,10 +497,15 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const look = (m: Message): void => {
       if (m.id === id) found = m
     }
-    this.#ready.forEach(look)
-    if (!found) this.#delayed.forEach(look)
-    if (!found) this.#keys.forEachParked(look)
+    this.#forEachWaiting(look)
     return found
+  }
+
+  /** Visits every message in the window that waits: ready, delayed, parked behind its key. */
+  #forEachWaiting(visit: (m: Message) => void): void {
+    this.#ready.forEach(visit)
+    this.#delayed.forEach(visit)
+    this.#keys.forEachParked(visit)
   }
 
   /** Cancels a message of the backlog on disk (not paged in yet). */
@@ -542,7 +557,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#held++
     this.#windowBytes += m.payload.length
     if (m.waiter !== undefined) this.#waited.set(m.id, m)
-    if (m.expiresAt !== undefined && m.expiresAt < this.#nextExpiry) this.#armExpiry(m.expiresAt)
+    this.#expiry.note(m)
   }
 
   /**
@@ -551,7 +566,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    */
   #arrive(m: Message, notBefore: number | undefined): void {
     // Armed at #hold too; a sweep that ran while this one was being journaled did not see it.
-    if (m.expiresAt !== undefined && m.expiresAt < this.#nextExpiry) this.#armExpiry(m.expiresAt)
+    this.#expiry.note(m)
     if (notBefore !== undefined && notBefore > Date.now()) {
       // A first attempt that waits joins its key when it falls due (see #due); a retry that
       // waits (restored from the journal) keeps its place at the head of its key.
@@ -641,62 +656,6 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#n.dead = Math.max(0, this.#n.dead - list.length)
     if (list.length > 0) this.#drain.busy()
     this.#makeReadyFront(list)
-  }
-
-  /** `keyOnDead: "hold"`: the keys of the dead letters found at open stay held. */
-  async #holdDeadKeys(): Promise<void> {
-    let after: string | undefined
-    for (;;) {
-      const page = await this.#journal.dead({
-        ...(after === undefined ? {} : { after }),
-        limit: 1000,
-      })
-      for (const d of page) if (d.key !== undefined) this.#keys.hold(d.key)
-      if (page.length < 1000) return
-      after = page[page.length - 1]?.id
-    }
-  }
-
-  // ------------------------------------------------------------------------------------------
-  // expiry
-
-  /** Sweeps the window for expired messages at `at` (at most every 100 ms). */
-  #armExpiry(at: number): void {
-    clearTimeout(this.#expiryTimer)
-    this.#nextExpiry = at
-    this.#expiryTimer = setTimeout(
-      () => this.#sweepExpired(),
-      Math.min(Math.max(100, at - Date.now()), 0x7fffffff),
-    )
-    this.#expiryTimer.unref()
-  }
-
-  /**
-   * Moves the expired messages that wait in the window (ready, delayed, parked) to the dead
-   * letters; one in flight is left to finish. Arms the next sweep for the earliest one left.
-   */
-  #sweepExpired(): void {
-    this.#nextExpiry = Infinity
-    this.#expiryTimer = undefined
-    if (this.#closed) return
-    const now = Date.now()
-    const out: Message[] = []
-    let next = Infinity
-    const look = (m: Message): void => {
-      if (m.expiresAt === undefined) return
-      if (m.expiresAt <= now) out.push(m)
-      else if (m.expiresAt < next) next = m.expiresAt
-    }
-    this.#ready.forEach(look)
-    this.#delayed.forEach(look)
-    this.#keys.forEachParked(look)
-    for (const w of this.#workers.values()) for (const m of w.inflight.values()) look(m)
-    for (const m of out) {
-      if (m.state === "inflight") continue // left to finish: its ack still counts
-      this.#withdraw(m)
-      this.#sessions.expire(m)
-    }
-    if (next < Infinity) this.#armExpiry(next)
   }
 
   // ------------------------------------------------------------------------------------------
@@ -809,10 +768,4 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       ...this.#sendIds.sizes(),
     }
   }
-}
-
-/** The id just before `id` (ids are 16 hex digits), for a range that starts at `id`. */
-function previousId(id: string): string | undefined {
-  const n = BigInt(`0x${id}`)
-  return n === 0n ? undefined : (n - 1n).toString(16).padStart(id.length, "0")
 }

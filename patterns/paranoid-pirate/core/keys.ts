@@ -8,6 +8,7 @@
  * With `keyOnDead: "hold"`, a key whose head is dead-lettered stays held: its other messages wait
  * (parked) until that dead letter is replayed.
  */
+import type { Journal } from "../../../lib/journal/types.js"
 import type { Message } from "./message.js"
 
 export type KeyOnDead = "continue" | "hold"
@@ -112,5 +113,16 @@ export class KeyGate {
     if (head.state !== "parked") return undefined
     this.#parked--
     return head
+  }
+}
+
+/** `keyOnDead: "hold"`: the keys of the dead letters in the journal (at open) stay held. */
+export async function holdDeadLetterKeys(journal: Journal, gate: KeyGate): Promise<void> {
+  let after: string | undefined
+  for (;;) {
+    const page = await journal.dead({ ...(after === undefined ? {} : { after }), limit: 1000 })
+    for (const d of page) if (d.key !== undefined) gate.hold(d.key)
+    if (page.length < 1000) return
+    after = page[page.length - 1]?.id
   }
 }
