@@ -5,7 +5,6 @@
  */
 import { backoffDelay } from "../../../lib/backoff.js"
 import { bodyLength, bodyParts, joinBody } from "../../../lib/body.js"
-import { codecMismatch } from "../../../lib/codec.js"
 import { debug } from "../../../lib/debug.js"
 import { DeadLetterError, errorMessage } from "../../../lib/errors.js"
 import type { DeadLetter } from "../../../lib/journal/types.js"
@@ -41,6 +40,7 @@ import {
 import type { DelayQueue, ReadyQueue } from "./ready.js"
 import type { DispatcherEvents, DispatcherSettings } from "./types.js"
 import type { Hello, WorkerRegistry } from "./workers.js"
+import { CodecRefusals } from "./refusals.js"
 
 /** What the sessions need of the core. */
 export interface SessionsHost {
@@ -75,14 +75,23 @@ export class Sessions implements InboundHandler {
   #tick: NodeJS.Timeout | undefined
   /** The heartbeat interval the tick is armed for. */
   #tickFor = Infinity
-  /**
-   * Connections refused at their READY (their codec differs), until they drop: their HEARTBEATs
-   * must not register them as plain PPP workers. Bounded, as `WorkerRegistry`'s gone ones.
-   */
-  readonly #refused = new Set<string>()
+  /** Connections refused at their READY: their codec differs (see refusals.ts). */
+  readonly #refusals: CodecRefusals
 
   constructor(host: SessionsHost) {
     this.#h = host
+    this.#refusals = new CodecRefusals({
+      name: host.name,
+      settings: host.settings,
+      counters: host.counters,
+      senderId: () => host.senderId(),
+      write: (frames) => host.write(frames),
+      lose: (key, reason) => {
+        const w = host.workers.get(key)
+        if (w) this.lose(w, reason)
+      },
+      emit: (event, ...args) => host.emit(event, ...args),
+    })
   }
 
   /** Starts the heartbeat and deadline checks. */
@@ -98,7 +107,7 @@ export class Sessions implements InboundHandler {
   // inbound
 
   disconnected(key: string): void {
-    this.#refused.delete(key)
+    this.#refusals.forget(key)
     const w = this.#h.workers.get(key)
     if (w) this.lose(w, "disconnected")
     else this.#h.workers.clearGone(key)
@@ -115,8 +124,8 @@ export class Sessions implements InboundHandler {
     } catch (err) {
       return this.drop(errorMessage(err), key)
     }
-    if (hello && this.#refuse(routingId, key, hello)) return
-    this.#refused.delete(key)
+    if (hello && this.#refusals.refuse(routingId, key, hello)) return
+    this.#refusals.forget(key)
     const existing = this.#h.workers.get(key)
     if (!existing) return this.#register(routingId, key, hello)
     // A second READY from the same connection: take the new settings, keep what it holds.
@@ -137,7 +146,7 @@ export class Sessions implements InboundHandler {
       if (w.protocol === "ppp" && w.inflight.size > 0) this.#onIdleHeartbeat(w)
       return
     }
-    if (this.#refused.has(key)) return // its codec differs: it is not a worker of ours
+    if (this.#refusals.has(key)) return // its codec differs: it is not a worker of ours
     const gone = workers.gone(key)
     if (gone === "expired") {
       // A PPX worker we gave up on (it was silent) is back on the same connection: have it
@@ -366,47 +375,6 @@ export class Sessions implements InboundHandler {
       }),
     ])
     w.liveness.sent()
-  }
-
-  /**
-   * Refuses a READY whose codec differs from ours (both named): the worker is not registered (one
-   * that was, on this connection, is lost), and is answered by a WELCOME that states our codec,
-   * so that it sees the mismatch, reports it and stops the session; nothing else is ever sent to
-   * it. Reported (`error`, `refused` + 1) once per connection. True when refused.
-   */
-  #refuse(routingId: Buffer, key: string, hello: NonNullable<Hello>): boolean {
-    const ours = this.#h.settings.codec
-    const mismatch = codecMismatch(
-      ours,
-      hello.codec,
-      `worker ${key}`,
-      `this ${this.#h.name}`,
-      "the worker is refused and gets no task",
-    )
-    if (!mismatch) return false
-    const existing = this.#h.workers.get(key)
-    if (existing) this.lose(existing, "its codec changed and differs from ours")
-    if (!this.#refused.has(key)) {
-      this.#refused.add(key)
-      // Bounded: a refused worker drops its connection at once.
-      if (this.#refused.size > 1024)
-        this.#refused.delete(this.#refused.values().next().value as string)
-      this.#h.counters.refused++
-      debug("%s: %s", this.#h.name, mismatch.message)
-      this.#h.emit("error", mismatch)
-    }
-    this.#h.write([
-      routingId,
-      ...encodeWelcome({
-        version: PPX.VERSION,
-        heartbeatInterval: hello.heartbeatInterval,
-        liveness: hello.liveness,
-        maxMessageSize: this.#h.settings.maxMessageSize,
-        sender: this.#h.senderId(),
-        codec: ours,
-      }),
-    ])
-    return true
   }
 
   /**
