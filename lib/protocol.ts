@@ -6,10 +6,14 @@
  *   worker → queue:  READY [0x01] | HEARTBEAT [0x02] | reply [envelope, "", body]
  *   queue → worker:  HEARTBEAT [0x02] | request [envelope, "", body]
  *
- * PPX/1 (only after the worker announced it in its READY frame and the sender answered WELCOME):
- *   READY    w→s  single frame 0x01 "PPX" 0x01 msgpack{credit, heartbeatInterval, liveness, codec?}
+ * PPX/1 and PPX/2 (only after the worker announced it in its READY frame and the sender answered
+ * WELCOME with the lower of both versions):
+ *   READY    w→s  single frame 0x01 "PPX" version msgpack{credit, heartbeatInterval, liveness,
+ *                 codec?, queues? (PPX/2)}
  *   WELCOME  s→w  [0x10, msgpack{version, heartbeatInterval, liveness, codec?}]
  *   TASKS    s→w  [0x11, envelopes, bodies]     (envelopes: n × [length u8][envelope])
+ *                 or, PPX/2, [0x11, envelopes, bodies, metas] (metas: n × [length u32][msgpack
+ *                 {queue?, headers?}], an empty record for a task with neither)
  *   ACKS     w→s  [0x12, envelopes, replies]    (bodies, replies: n × [length u32 BE][bytes])
  *   NACK     w→s  [0x13, envelope, msgpack{error, reject?, delay?}]
  *   EXTEND   w→s  [0x14, envelope, …]          (the job is still running: renew its ack deadline)
@@ -21,16 +25,20 @@
  *                                               or [0x17, envelope, prefix, rest]: a split body)
  *   ACK      w→s  [0x18, envelope, reply]       (one large reply as its own frame; only when the
  *                                               WELCOME said `single: true`)
+ *   TASKM    s→w  [0x19, envelope, meta, body] or [0x19, envelope, meta, prefix, rest] (PPX/2: a
+ *                                               TASK with its meta record)
  */
 import { bodyLength, prefixOf } from "./body.js"
 import { MAX_CODEC_NAME, packMeta, unpackMeta } from "./codec.js"
-import { PirateError, toError } from "./errors.js"
+import { PirateError, errorMessage, toError } from "./errors.js"
+import { DEFAULT_QUEUE, checkHeaders, checkQueueName } from "./headers.js"
 import { stripUndefined } from "./validate.js"
 
 export const PPP = Object.freeze({ READY: 0x01, HEARTBEAT: 0x02 } as const)
 
 export const PPX = Object.freeze({
-  VERSION: 1,
+  /** The highest version this release speaks; a peer answers with the lower of both. */
+  VERSION: 2,
   WELCOME: 0x10,
   TASKS: 0x11,
   ACKS: 0x12,
@@ -40,6 +48,7 @@ export const PPX = Object.freeze({
   STARTED: 0x16,
   TASK: 0x17,
   ACK: 0x18,
+  TASKM: 0x19,
 } as const)
 
 const PPX_MAGIC = Buffer.from("PPX")
@@ -56,6 +65,7 @@ export const FRAME_GOODBYE = Buffer.from([PPX.GOODBYE])
 export const FRAME_STARTED = Buffer.from([PPX.STARTED])
 export const FRAME_TASK = Buffer.from([PPX.TASK])
 export const FRAME_ACK = Buffer.from([PPX.ACK])
+export const FRAME_TASKM = Buffer.from([PPX.TASKM])
 
 /**
  * A body (or reply) of at least this many bytes goes alone, as its own frame (TASK, ACK), to a
@@ -66,6 +76,8 @@ export const SINGLE_BYTES = 64 * 1024
 
 /** What an extension worker announces in its READY frame. */
 export interface Hello {
+  /** The highest PPX version the worker speaks (the READY frame's version byte). */
+  version?: number | undefined
   credit: number
   heartbeatInterval: number
   liveness: number
@@ -77,7 +89,15 @@ export interface Hello {
   single?: true | undefined
   /** The name of the worker's payload codec; unknown (never a mismatch) when absent. */
   codec?: string | undefined
+  /**
+   * PPX/2: the named queues the worker takes tasks of (1 to 256 distinct names); `["default"]`
+   * when absent.
+   */
+  queues?: string[] | undefined
 }
+
+/** The most queues a worker may announce in READY. */
+export const MAX_WORKER_QUEUES = 256
 
 /** What the sender answers. */
 export interface Welcome {
@@ -113,12 +133,13 @@ export interface NackInfo {
 
 export function encodeReady(hello?: Hello): Buffer {
   if (!hello) return FRAME_READY
+  const { version, ...meta } = hello
   return Buffer.concat([
     FRAME_READY,
     PPX_MAGIC,
-    Buffer.from([PPX.VERSION]),
+    Buffer.from([version ?? PPX.VERSION]),
     // msgpack has no `undefined`: absent keys are left out rather than sent as nil.
-    packMeta(stripUndefined(hello)),
+    packMeta(stripUndefined(meta)),
   ])
 }
 
@@ -155,14 +176,82 @@ export function decodeReady(frame: Buffer): Hello | null {
       "READY metadata lacks credit, heartbeatInterval or liveness",
     )
   }
-  const hello: Hello = { credit, heartbeatInterval, liveness }
+  const hello: Hello = { version: frame[4], credit, heartbeatInterval, liveness }
   const maxMessageSize = announcedSize(m, "READY")
   if (maxMessageSize !== undefined) hello.maxMessageSize = maxMessageSize
   if (m["started"] === true) hello.started = true
   if (m["single"] === true) hello.single = true
   const codec = announcedCodec(m, "READY")
   if (codec !== undefined) hello.codec = codec
+  const queues = announcedQueues(m["queues"])
+  if (queues !== undefined) hello.queues = queues
   return hello
+}
+
+/** The optional `queues` key of READY: absent, or 1 to 256 distinct queue names. */
+function announcedQueues(raw: unknown): string[] | undefined {
+  if (raw === undefined) return undefined
+  if (!Array.isArray(raw) || raw.length === 0 || raw.length > MAX_WORKER_QUEUES)
+    throw new PirateError(
+      "PIRATE_PROTOCOL",
+      `READY announces queues that are not a list of 1 to ${MAX_WORKER_QUEUES} names`,
+    )
+  const names = new Set<string>()
+  for (const q of raw) {
+    try {
+      names.add(checkQueueName(q, "queues"))
+    } catch (err) {
+      throw new PirateError(
+        "PIRATE_PROTOCOL",
+        `READY announces an invalid queue name: ${errorMessage(err)}`,
+      )
+    }
+  }
+  return [...names]
+}
+
+/** What goes with a task to a PPX/2 worker besides its body. */
+export interface TaskMeta {
+  /** Its named queue; `"default"` when absent. */
+  queue?: string | undefined
+  headers?: Readonly<Record<string, string>> | undefined
+}
+
+/** The meta record of a task: empty when it has neither a queue other than "default" nor headers. */
+export function encodeTaskMeta(queue: string, headers: TaskMeta["headers"]): Buffer {
+  if (queue === DEFAULT_QUEUE && headers === undefined) return EMPTY
+  return packMeta(
+    headers === undefined ? { queue } : queue === DEFAULT_QUEUE ? { headers } : { queue, headers },
+  )
+}
+
+/**
+ * Reads a task's meta record `frame[start, end)`: `{}` for an empty one, `null` when it is not a
+ * map with a valid `queue` and `headers` of strings.
+ */
+export function decodeTaskMeta(frame: Buffer, start: number, end: number): TaskMeta | null {
+  if (start === end) return {}
+  let meta: unknown
+  try {
+    meta = unpackMeta(frame.subarray(start, end))
+  } catch {
+    return null
+  }
+  if (typeof meta !== "object" || meta === null || Array.isArray(meta)) return null
+  const m = meta as Record<string, unknown>
+  const out: TaskMeta = {}
+  try {
+    if (m["queue"] !== undefined) out.queue = checkQueueName(m["queue"])
+    if (m["headers"] !== undefined) out.headers = checkHeaders(m["headers"])
+  } catch {
+    return null
+  }
+  return out
+}
+
+/** Packs the meta records of a TASKS batch (see {@link packBodies}): the frame after its bodies. */
+export function packMetas(metas: readonly Buffer[]): Buffer {
+  return packRecords(metas, 4)
 }
 
 /** The optional `codec` key: absent, or a string of 1 to 64 characters. */

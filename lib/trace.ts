@@ -129,6 +129,21 @@ function extract(
   }
 }
 
+/**
+ * True when a handler call is worth a consumer span: `@opentelemetry/api` is loaded, and the
+ * message carries a trace context or an SDK registered a tracer provider. Without either every
+ * span would be a no-op, and the handler is called as it is (no promise, no span objects).
+ */
+export function wantsConsumerSpan(headers: Readonly<Record<string, string>>): boolean {
+  if (api === undefined) return false
+  if (Object.hasOwn(headers, "traceparent")) return true
+  const provider = api.trace.getTracerProvider() as OtelApi.TracerProvider & {
+    getDelegate?: () => OtelApi.TracerProvider
+  }
+  const delegate = typeof provider.getDelegate === "function" ? provider.getDelegate() : provider
+  return delegate.constructor.name !== "NoopTracerProvider"
+}
+
 /** What the worker knows about one delivery, for its consumer span. */
 export interface ConsumerSpanInfo {
   /** The queue the message was taken from. */

@@ -31,7 +31,7 @@ export {
   type RequestToWorkerOptions,
   type WorkerInfo,
 } from "./paranoid-pirate/sender.js"
-export type { BackpressureEvent } from "./paranoid-pirate/core/index.js"
+export type { BackpressureEvent, NamedQueueStats } from "./paranoid-pirate/core/index.js"
 export { Worker } from "./paranoid-pirate/worker.js"
 export {
   WORKER_DEFAULTS,

@@ -238,6 +238,7 @@ export function decodeBatch(key: string, buf: Buffer): JournalEntry[] | string {
     }
     if (flags & EXTRA_FLAGS) {
       off = readExtras(buf, off, flags, entry)
+      if (off === -2) return "unknown flags in its second flags byte"
       if (off < 0) return "value is truncated"
     }
     const payload = lengthPrefixed(buf, off)

@@ -5,6 +5,13 @@
  */
 import { crc32 } from "node:zlib"
 import { joinBody } from "../body.js"
+import {
+  checkHeaders,
+  checkQueueName,
+  readStoredHeaders,
+  storedHeadersSize,
+  writeStoredHeaders,
+} from "../headers.js"
 import { assertNonNegativeInt, describe } from "../validate.js"
 import type { DeadLetter, DedupeRecord, JournalEntry } from "./types.js"
 
@@ -47,8 +54,9 @@ const KIND_DEDUPE = 10
  * Flags of an entry (here and in batches): it has a last error, a not-before time, and (format
  * 5) an expiry time, a priority, a key. The last three follow the error, in that order:
  * [expiresAt f64]? [priority u8]? [keyLength u16, key utf8]?, then (format 6) its send id
- * [dedupeIdLength u8, dedupeId utf8]?, so an entry without them is stored byte for byte as
- * format 4 stored it.
+ * [dedupeIdLength u8, dedupeId utf8]?, then (format 7) its queue [queueLength u8, queue utf8]?
+ * and its headers [headersLength u32, msgpack map]?, so an entry without them is stored byte for
+ * byte as format 4 stored it.
  */
 export const FLAG_ERROR = 1
 export const FLAG_NOT_BEFORE = 2
@@ -56,8 +64,20 @@ export const FLAG_EXPIRES = 4
 export const FLAG_PRIORITY = 8
 export const FLAG_KEY = 16
 export const FLAG_DEDUPE = 32
-/** The flags of the fields of formats 5 and 6. */
-export const EXTRA_FLAGS = FLAG_EXPIRES | FLAG_PRIORITY | FLAG_KEY | FLAG_DEDUPE
+/** Format 7: the entry's named queue [queueLength u8, queue utf8] (absent: "default"). */
+export const FLAG_QUEUE = 64
+/**
+ * Format 7: a second flags byte follows the queue, [more u8], with the flags below (the first
+ * byte has no bit left for more fields).
+ */
+export const FLAG_MORE = 128
+/** In the second flags byte: the entry's headers [headersLength u32, headers] (lib/headers.ts). */
+export const MORE_HEADERS = 1
+/** Every flag of the second byte this version knows: a value with another one is refused. */
+export const KNOWN_MORE = MORE_HEADERS
+/** The flags of the fields of formats 5 to 7. */
+export const EXTRA_FLAGS =
+  FLAG_EXPIRES | FLAG_PRIORITY | FLAG_KEY | FLAG_DEDUPE | FLAG_QUEUE | FLAG_MORE
 /** Every flag this version knows: a value with another one is refused, never misread. */
 export const KNOWN_FLAGS = FLAG_ERROR | FLAG_NOT_BEFORE | EXTRA_FLAGS
 /** The most utf-8 bytes of an entry's `key`. */
@@ -108,7 +128,9 @@ export function checkEntry(e: JournalEntry): void {
     e.expiresAt !== undefined ||
     e.priority !== undefined ||
     e.key !== undefined ||
-    e.dedupeId !== undefined
+    e.dedupeId !== undefined ||
+    e.queue !== undefined ||
+    e.headers !== undefined
   )
     checkExtras(e)
 }
@@ -131,8 +153,10 @@ export function checkDedupeId(dedupeId: unknown, name = "dedupeId"): string {
 }
 
 function checkExtras(e: JournalEntry): void {
-  const { expiresAt, priority, key, dedupeId } = e
+  const { expiresAt, priority, key, dedupeId, queue, headers } = e
   if (dedupeId !== undefined) checkDedupeId(dedupeId)
+  if (queue !== undefined) checkQueueName(queue)
+  if (headers !== undefined) checkHeaders(headers)
   if (expiresAt !== undefined) {
     if (typeof expiresAt !== "number")
       throw new TypeError(`'expiresAt' must be a number, got ${describe(expiresAt)}`)
@@ -159,6 +183,8 @@ export function extraFlags(e: JournalEntry): number {
   if (e.priority !== undefined) flags |= FLAG_PRIORITY
   if (e.key !== undefined) flags |= FLAG_KEY
   if (e.dedupeId !== undefined) flags |= FLAG_DEDUPE
+  if (e.queue !== undefined) flags |= FLAG_QUEUE
+  if (e.headers !== undefined) flags |= FLAG_MORE
   return flags
 }
 
@@ -169,6 +195,8 @@ export function extrasSize(e: JournalEntry, flags: number): number {
   if (flags & FLAG_PRIORITY) size += 1
   if (flags & FLAG_KEY) size += 2 + Buffer.byteLength(e.key as string)
   if (flags & FLAG_DEDUPE) size += 1 + Buffer.byteLength(e.dedupeId as string)
+  if (flags & FLAG_QUEUE) size += 1 + Buffer.byteLength(e.queue as string)
+  if (flags & FLAG_MORE) size += 5 + storedHeadersSize(e.headers as Record<string, string>)
   return size
 }
 
@@ -187,10 +215,24 @@ export function writeExtras(buf: Buffer, e: JournalEntry, flags: number, off: nu
     buf.writeUInt8(n - 1, off)
     off += 1 + n
   }
+  if (flags & FLAG_QUEUE) {
+    const n = buf.write(e.queue as string, off + 1, "utf8")
+    buf.writeUInt8(n, off)
+    off += 1 + n
+  }
+  if (flags & FLAG_MORE) {
+    off = buf.writeUInt8(MORE_HEADERS, off)
+    const end = writeStoredHeaders(buf, e.headers as Record<string, string>, off + 4)
+    buf.writeUInt32LE(end - off - 4, off)
+    off = end
+  }
   return off
 }
 
-/** Reads the format 5 fields into `entry`; returns the offset after them, or -1 when truncated. */
+/**
+ * Reads the format 5 to 7 fields into `entry`; returns the offset after them, -1 when truncated,
+ * -2 when its second flags byte has a flag this version does not know.
+ */
 export function readExtras(buf: Buffer, off: number, flags: number, entry: JournalEntry): number {
   if (flags & FLAG_EXPIRES) {
     if (buf.length < off + 8) return -1
@@ -214,6 +256,29 @@ export function readExtras(buf: Buffer, off: number, flags: number, entry: Journ
     const end = off + 2 + buf.readUInt8(off)
     if (buf.length < end) return -1
     entry.dedupeId = buf.toString("utf8", off + 1, end)
+    off = end
+  }
+  if (flags & FLAG_QUEUE) {
+    if (buf.length < off + 1) return -1
+    const end = off + 1 + buf.readUInt8(off)
+    if (buf.length < end) return -1
+    entry.queue = buf.toString("utf8", off + 1, end)
+    off = end
+  }
+  let more = 0
+  if (flags & FLAG_MORE) {
+    if (buf.length < off + 1) return -1
+    more = buf.readUInt8(off)
+    if (more & ~KNOWN_MORE) return -2
+    off += 1
+  }
+  if (more & MORE_HEADERS) {
+    if (buf.length < off + 4) return -1
+    const end = off + 4 + buf.readUInt32LE(off)
+    if (buf.length < end) return -1
+    const headers = readStoredHeaders(buf, off + 4, end)
+    if (headers === undefined) return -1
+    entry.headers = headers
     off = end
   }
   return off
@@ -356,6 +421,7 @@ export function decodeEntry(key: string, buf: Buffer): JournalEntry | DeadLetter
   }
   if (flags & EXTRA_FLAGS) {
     off = readExtras(buf, off, flags, entry)
+    if (off === -2) return "unknown flags in its second flags byte"
     if (off < 0) return "value is truncated"
   }
   // The value buffer is this entry's own (classic-level copies each one), so a view is safe.

@@ -11,11 +11,12 @@ import { addKey, removeKey } from "./level-keys.js"
  * `values/` directory, see level-values.ts); 5 adds the scheduled entries (`s:`, `t:`, and
  * `scheduled` in the state record) and the flags FLAG_EXPIRES, FLAG_PRIORITY and FLAG_KEY of an
  * entry; 6 adds the flag FLAG_DEDUPE of an entry (its send id), the send-id records (`k:`, `K:`,
- * and `dedupe` in the state record). It reads formats 1 to 5 as they are (their values are format
- * 6 values too) and writes format 6 from its first write on; a release that reads up to 5 refuses
- * a format 6 journal (it would take a send id for the start of the payload).
+ * and `dedupe` in the state record); 7 adds the flags FLAG_QUEUE and FLAG_HEADERS of an entry (its
+ * named queue and its headers). It reads formats 1 to 6 as they are (their values are format 7
+ * values too) and writes format 7 from its first write on; a release that reads up to 6 refuses a
+ * format 7 journal (it would take a queue name for the start of the payload).
  */
-export const FORMAT = 6
+export const FORMAT = 7
 
 /** The counters every write batch stores under `m:state`. */
 export interface Counters {

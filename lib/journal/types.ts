@@ -23,6 +23,10 @@ export interface JournalEntry {
   key?: string | undefined
   /** The caller's send id (`send(payload, { id })`): at most 256 utf-8 bytes. */
   dedupeId?: string | undefined
+  /** Its named queue (`send(payload, { queue })`): 1 to 255 utf-8 bytes; absent means `"default"`. */
+  queue?: string | undefined
+  /** Its headers (`send(payload, { headers })`): string keys and values, delivered as `ctx.headers`. */
+  headers?: Readonly<Record<string, string>> | undefined
 }
 
 /** What the journal remembers of a caller's send id. */

@@ -1,4 +1,5 @@
 /** The scheduling options of `send()`: checked, and turned into the times the core uses. */
+import { DEFAULT_QUEUE, checkHeaders, checkQueueName } from "../../lib/headers.js"
 import { describe } from "../../lib/validate.js"
 import { DEFAULT_PRIORITY, type Schedule } from "./core/message.js"
 
@@ -16,17 +17,21 @@ export interface ScheduleOptions {
   priority?: number | undefined
   key?: string | undefined
   id?: string | undefined
+  queue?: string | undefined
+  headers?: Readonly<Record<string, string>> | undefined
 }
 
 /**
  * The schedule of a send, or undefined when it sets none of the options (the common case, which
- * costs six property reads).
+ * costs nine property reads).
  * @throws TypeError or RangeError naming the option
  */
 export function resolveSchedule(o: ScheduleOptions): Schedule | undefined {
-  const { delay, notBefore, ttl, expiresAt, priority, key, id } = o
+  const { delay, notBefore, ttl, expiresAt, priority, key, id, queue, headers } = o
   if (
     id === undefined &&
+    queue === undefined &&
+    headers === undefined &&
     delay === undefined &&
     notBefore === undefined &&
     ttl === undefined &&
@@ -70,6 +75,8 @@ export function resolveSchedule(o: ScheduleOptions): Schedule | undefined {
     priority: priority ?? DEFAULT_PRIORITY,
     key,
     dedupeId: id,
+    queue: queue === undefined ? DEFAULT_QUEUE : checkQueueName(queue),
+    headers: headers === undefined ? undefined : checkHeaders(headers),
   }
 }
 

@@ -12,12 +12,15 @@ import {
   singleEndpoint,
 } from "../../lib/validate.js"
 import type { Schedule } from "./core/message.js"
-import { resolveSchedule } from "./schedule-options.js"
+import { resolveSchedule, type ScheduleOptions } from "./schedule-options.js"
+import { checkQueueName } from "../../lib/headers.js"
+import { withTraceContext } from "../../lib/trace.js"
 import {
   Dispatcher,
   forward,
   internals,
   type DispatcherSettings,
+  type NamedQueueStats,
   type SenderEvents,
   type SenderStats,
   type WorkerInfo,
@@ -62,6 +65,17 @@ export interface SendOptions {
    * send again what it is unsure of.
    */
   id?: string
+  /**
+   * The named queue (1 to 255 bytes): only workers that take it (their `queues` option) get the
+   * message; one nobody connected takes waits, durably. @defaultValue "default"
+   */
+  queue?: string
+  /**
+   * String headers carried with the message (journaled, delivered as `ctx.headers`; at most 64
+   * entries and 64 KiB, counted against `maxMessageSize`). With `@opentelemetry/api` installed and
+   * a span active, `traceparent`/`tracestate` are added (see docs/tracing.md).
+   */
+  headers?: Readonly<Record<string, string>>
 }
 
 /** Options of `request()`: those of `send()` but `id` (a request lives in memory only). */
@@ -85,6 +99,8 @@ const SHARED_SEND_OPTIONS = {
   expiresAt: true,
   priority: true,
   key: true,
+  queue: true,
+  headers: true,
 } as const satisfies Record<Exclude<keyof SendOptions, "id">, true>
 const SEND_OPTIONS = { ...SHARED_SEND_OPTIONS, id: true } as const satisfies Record<
   keyof SendOptions,
@@ -215,7 +231,7 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
     let schedule: Schedule | undefined
     try {
       assertKnownOptions("send()", options, SEND_OPTIONS)
-      schedule = resolveSchedule(options)
+      schedule = resolveSchedule(traced(options))
       core = this.#open()
       frame = encodeBody(this.#codec, payload)
     } catch (err) {
@@ -250,10 +266,10 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
    */
   async request(payload: T, options: RequestToWorkerOptions = {}): Promise<R> {
     assertKnownOptions("request()", options, REQUEST_OPTIONS)
-    const schedule = resolveSchedule(options)
+    const schedule = resolveSchedule(traced(options))
     const core = this.#open()
     const frame = encodeBody(this.#codec, payload)
-    const tooLarge = core.tooLarge(frame)
+    const tooLarge = core.tooLarge(frame, schedule?.headers)
     if (tooLarge) throw tooLarge
     const { signal, timeout } = options
     if (timeout !== undefined) assertPositiveInt("timeout", timeout)
@@ -307,10 +323,17 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
     }
   }
 
-  /** Counters and gauges; after `close()`, the final figures. */
-  stats(): SenderStats {
-    if (this.#core && this.status === "closed") return this.#core.stats()
-    return this.#open().stats()
+  /**
+   * Counters and gauges; after `close()`, the final figures. With `{ queue }`, that named queue's
+   * figures only (all 0 for a queue the sender has not seen).
+   */
+  stats(): SenderStats
+  stats(options: { queue: string }): NamedQueueStats
+  stats(options?: { queue: string }): SenderStats | NamedQueueStats {
+    if (options !== undefined) assertKnownOptions("stats()", options, { queue: true })
+    const queue = options === undefined ? undefined : checkQueueName(options.queue)
+    const core = this.#core && this.status === "closed" ? this.#core : this.#open()
+    return queue === undefined ? core.stats() : core.queueStats(queue)
   }
 
   /**
@@ -359,4 +382,13 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
     this.#life.assertOpen()
     return this.#core as Dispatcher
   }
+}
+
+/**
+ * The send's options with the active span's trace context added to its headers (the same object
+ * when no span is active, or without `@opentelemetry/api`).
+ */
+function traced<O extends ScheduleOptions>(options: O): O {
+  const headers = withTraceContext(options.headers)
+  return headers === options.headers ? options : { ...options, headers }
 }

@@ -28,11 +28,19 @@ import {
   decodeEnvelopeAt,
   encodeNack,
   type NackInfo,
+  type TaskMeta,
 } from "../../lib/protocol.js"
 import { describe } from "../../lib/validate.js"
 import type { DedupeRuns } from "./worker-dedupe.js"
 import type { JobContext, JobHandler, WorkerEvents, WorkerSettings } from "./worker-options.js"
-import { envelopeOf, type Job, type Session } from "./worker-session.js"
+import { NO_HEADERS, envelopeOf, type Job, type Session } from "./worker-session.js"
+import { DEFAULT_QUEUE } from "../../lib/headers.js"
+import { runInConsumerSpan, wantsConsumerSpan, type ConsumerSpanInfo } from "../../lib/trace.js"
+
+/** What the consumer span of a job's handler call names (see lib/trace.ts). */
+function traceInfo(job: Job, senderId: string | undefined): ConsumerSpanInfo {
+  return { queue: job.queue, id: job.id, attempt: job.attempt, headers: job.headers, senderId }
+}
 
 /** The counters of `WorkerStats` that jobs move. */
 export interface JobCounters {
@@ -132,6 +140,7 @@ export class Jobs {
     body: Buffer,
     bodyAt: number,
     ppx: boolean,
+    meta?: TaskMeta,
   ): void {
     this.#h.stats.received++
     const start = envelopeAt + 1
@@ -149,6 +158,8 @@ export class Jobs {
       attempt: env?.attempt ?? 1,
       ppx,
       ours: env !== null,
+      queue: meta?.queue ?? DEFAULT_QUEUE,
+      headers: meta?.headers ?? NO_HEADERS,
     }
     if (!ppx) s.plainJobs++
     if (this.#running < this.#h.settings.concurrency) this.#run(job)
@@ -232,6 +243,8 @@ export class Jobs {
       id: job.id,
       attempt: job.attempt,
       endpoint: s.endpoint,
+      queue: job.queue,
+      headers: job.headers,
       signal: s.abort.signal,
       extend: () => {
         if (job.ppx && s.generation === job.generation)
@@ -245,7 +258,7 @@ export class Jobs {
     const t0 = performance.now()
     let result: unknown
     try {
-      result = this.#h.handler(payload, ctx)
+      result = this.#call(job, payload, ctx)
     } catch (err) {
       this.#failed(job, toError(err), errorMessage(err), control)
       return undefined
@@ -311,7 +324,7 @@ export class Jobs {
     try {
       reply = await dedupe.complete(
         key,
-        () => this.#handle(payload, ctx, control),
+        () => this.#handle(job, payload, ctx, control),
         () => this.#h.stats.deduplicated++,
       )
     } catch (err) {
@@ -363,10 +376,23 @@ export class Jobs {
     else this.#nack(job, why, false, err instanceof RetryError ? err.delay : undefined)
   }
 
+  /**
+   * Calls the handler; with `@opentelemetry/api` installed, inside a consumer span whose parent is
+   * the trace context the message carries (see lib/trace.ts).
+   */
+  #call(job: Job, payload: unknown, ctx: JobContext): unknown {
+    if (!wantsConsumerSpan(job.headers)) return this.#h.handler(payload, ctx)
+    const s = job.session
+    const sender = s.generation === job.generation ? s.sender : undefined
+    return runInConsumerSpan(traceInfo(job, sender), () =>
+      Promise.resolve(this.#h.handler(payload, ctx)),
+    )
+  }
+
   /** Runs the handler for the dedupe store, which keeps its encoded reply (not when it decided to nack). */
-  async #handle(payload: unknown, ctx: JobContext, control: Control): Promise<Buffer> {
+  async #handle(job: Job, payload: unknown, ctx: JobContext, control: Control): Promise<Buffer> {
     const t0 = performance.now()
-    const value: unknown = await this.#h.handler(payload, ctx)
+    const value: unknown = await this.#call(job, payload, ctx)
     // Thrown, so that the store records nothing: the message is not complete.
     if (control.decision) throw control.decision
     const reply = encodePayload(this.#h.codec, value)

@@ -9,10 +9,13 @@ import {
   assertOneOf,
   assertKnownOptions,
   assertPositiveInt,
+  describe,
   endpointList,
   stripUndefined,
 } from "../../lib/validate.js"
 import type { CurveClientOptions } from "../../lib/security.js"
+import { DEFAULT_QUEUE, checkQueueName } from "../../lib/headers.js"
+import { MAX_WORKER_QUEUES } from "../../lib/protocol.js"
 
 /** What a handler gets besides the payload. */
 export interface JobContext {
@@ -27,6 +30,13 @@ export interface JobContext {
   attempt: number
   /** The endpoint of the sender this job came from. */
   endpoint: string
+  /** The named queue the message was sent to (`"default"` when none was). */
+  queue: string
+  /**
+   * The headers the message was sent with (`send(payload, { headers })`), frozen; `{}` when it
+   * had none, or came from a sender or queue that does not carry headers (plain PPP, PPX/1).
+   */
+  headers: Readonly<Record<string, string>>
   /** Aborted when the worker closes past its `closeTimeout` or the sender is lost: stop early. */
   signal: AbortSignal
   /** Renews the job's ack deadline on the sender (`ackTimeout`), for long jobs. */
@@ -108,6 +118,12 @@ export interface WorkerOptions<T = unknown, R = unknown> {
   dedupe?: string | DedupeOptions
   /** CURVE encryption and authentication: this worker's key pair and the sender's public key. @defaultValue off */
   curve?: CurveClientOptions
+  /**
+   * The named queues this worker takes messages of (1 to 256 names), round robin across those
+   * with messages ready. A plain PPP worker (`protocol: "ppp"`) takes `"default"` only.
+   * @defaultValue ["default"]
+   */
+  queues?: string[]
 }
 
 export const WORKER_DEFAULTS = Object.freeze({
@@ -138,6 +154,7 @@ const WORKER_OPTIONS = {
   maxBatch: true,
   dedupe: true,
   curve: true,
+  queues: true,
 } as const satisfies Record<keyof WorkerOptions, true>
 
 export interface WorkerStats {
@@ -191,6 +208,8 @@ export interface WorkerSettings {
   closeTimeout: number
   maxMessageSize: number
   maxBatch: number
+  /** The queues announced in READY; undefined: the default queue only (announced as nothing). */
+  queues: string[] | undefined
 }
 
 /** Validates a worker's options (TypeError/RangeError naming the option) and fills defaults. */
@@ -218,6 +237,7 @@ export function resolveWorker<T, R>(
   assertNonNegativeInt("closeTimeout", o.closeTimeout)
   assertPositiveInt("maxMessageSize", o.maxMessageSize)
   assertPositiveInt("maxBatch", o.maxBatch)
+  const queues = workerQueues(options.queues, o.protocol)
   return {
     endpoints,
     // The payload types are the caller's promise: the jobs run the handler on what the codec decodes.
@@ -233,8 +253,33 @@ export function resolveWorker<T, R>(
       closeTimeout: o.closeTimeout,
       maxMessageSize: o.maxMessageSize,
       maxBatch: o.maxBatch,
+      queues,
     },
   }
+}
+
+/**
+ * The `queues` option: 1 to 256 distinct queue names; undefined for the default queue alone.
+ * @throws TypeError/RangeError naming the option
+ */
+function workerQueues(raw: unknown, protocol: "ppx" | "ppp"): string[] | undefined {
+  if (raw === undefined) return undefined
+  if (!Array.isArray(raw) || raw.length === 0 || raw.length > MAX_WORKER_QUEUES)
+    throw new TypeError(
+      `'queues' must be an array of 1 to ${MAX_WORKER_QUEUES} queue names, got ${describe(raw)}`,
+    )
+  const names = new Set<string>()
+  for (const [i, q] of raw.entries()) {
+    const name = checkQueueName(q, `queues[${i}]`)
+    if (names.has(name)) throw new TypeError(`'queues' names ${JSON.stringify(name)} twice`)
+    names.add(name)
+  }
+  if (names.size === 1 && names.has(DEFAULT_QUEUE)) return undefined
+  if (protocol === "ppp")
+    throw new TypeError(
+      `a plain PPP worker (protocol "ppp") takes the "${DEFAULT_QUEUE}" queue only; leave 'queues' out or use protocol "ppx"`,
+    )
+  return [...names]
 }
 
 /** A worker's stats as metrics for the Prometheus text format. */

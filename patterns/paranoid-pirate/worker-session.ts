@@ -36,7 +36,14 @@ export interface Job {
   ppx: boolean
   /** The envelope is one of our senders' (so `id` is a stable message id). */
   ours: boolean
+  /** Its named queue (PPX/2 meta record; `"default"` otherwise). */
+  queue: string
+  /** Its headers (PPX/2 meta record; `NO_HEADERS` otherwise). */
+  headers: Readonly<Record<string, string>>
 }
+
+/** The headers of a job that came without any. */
+export const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({})
 
 /** The envelope of a job as a Buffer of its own (a view of the received frame). */
 export function envelopeOf(job: Job): Buffer {

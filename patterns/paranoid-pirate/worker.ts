@@ -27,7 +27,9 @@ import {
   decodeWelcome,
   type Welcome,
   encodeReady,
+  decodeTaskMeta,
   recordBounds,
+  type TaskMeta,
   singleEnvelope,
 } from "../../lib/protocol.js"
 import { SocketWriter } from "../../lib/writer.js"
@@ -267,6 +269,7 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
             started: true as const,
             single: true as const,
             codec: this.#codec,
+            queues: this.#o.queues,
           }
         : undefined
     s.writer.write([encodeReady(hello)])
@@ -383,8 +386,9 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
         } catch (err) {
           return this.#drop(s, errorMessage(err))
         }
-        // A sender may only answer with a version we announced (1); anything else: stay plain PPP.
-        if (welcome.version !== PPX.VERSION)
+        // A sender answers with the lower of its version and ours (2): 1 or 2; anything else,
+        // stay plain PPP.
+        if (welcome.version > PPX.VERSION)
           return this.#drop(s, `WELCOME for unknown PPX version ${welcome.version}`)
         const mismatch = codecMismatch(
           this.#codec,
@@ -397,13 +401,16 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
         if (s.welcomed(welcome) && !this.#closing) this.#armTick(welcome.heartbeatInterval)
         return this.#heard(s)
       }
-      if (cmd === PPX.TASKS && s.ppx && msg.length === 3) {
-        // [0x11, envelopes, bodies]: each job keeps its records' offsets, not a view of each
+      if (cmd === PPX.TASKS && s.ppx && (msg.length === 3 || msg.length === 4)) {
+        // [0x11, envelopes, bodies] or (PPX/2) [0x11, envelopes, bodies, metas]: each job keeps
+        // its records' offsets, not a view of each
         const envelopes = msg[1] as Buffer
         const bodies = msg[2] as Buffer
         const env = recordBounds(envelopes, Infinity, 1)
         const rep = env && recordBounds(bodies, env.length / 2, 4)
         if (!env || !rep) return this.#drop(s, "TASKS whose envelopes do not match its bodies")
+        const metas = msg.length === 4 ? this.#metas(msg[3] as Buffer, env.length / 2) : undefined
+        if (metas === null) return this.#drop(s, "TASKS with a malformed metas frame")
         s.hold()
         try {
           // A record's length (1 byte for an envelope, 4 for a body) comes just before its bytes.
@@ -415,11 +422,24 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
               bodies,
               (rep[i] as number) - 4,
               true,
+              metas?.[i / 2],
             )
         } finally {
           s.release()
         }
         return
+      }
+      if (cmd === PPX.TASKM && s.ppx && (msg.length === 4 || msg.length === 5)) {
+        // [0x19, envelope, meta, body] or [0x19, envelope, meta, prefix, rest]: a TASK with its
+        // meta record (PPX/2)
+        const split = msg.length === 5
+        const envelope = singleEnvelope([msg[1] as Buffer, ...msg.slice(3)], split ? 2 : 1)
+        const metaFrame = msg[2] as Buffer
+        const meta = envelope && decodeTaskMeta(metaFrame, 0, metaFrame.length)
+        if (!envelope || !meta)
+          return this.#drop(s, "TASKM that is not [0x19, envelope, meta, body]")
+        const body = split ? splitBody(msg[3] as Buffer, msg[4] as Buffer) : (msg[3] as Buffer)
+        return this.#jobs.accept(s, envelope, -1, body, -1, true, meta)
       }
       if (cmd === PPX.TASK && s.ppx) {
         // [0x17, envelope, body] or [0x17, envelope, prefix, rest]: one task; the body is the
@@ -442,6 +462,19 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
       }
     }
     this.#drop(s, `malformed message of ${msg.length} frames`)
+  }
+
+  /** The meta records of a TASKS frame, one per task; null when malformed. */
+  #metas(frame: Buffer, count: number): TaskMeta[] | null {
+    const bounds = recordBounds(frame, count, 4)
+    if (!bounds) return null
+    const out: TaskMeta[] = []
+    for (let i = 0; i < bounds.length; i += 2) {
+      const meta = decodeTaskMeta(frame, bounds[i] as number, bounds[i + 1] as number)
+      if (!meta) return null
+      out.push(meta)
+    }
+    return out
   }
 
   #heard(s: Session): void {

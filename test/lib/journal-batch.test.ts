@@ -220,7 +220,7 @@ describe("journals of format 2", () => {
       dir,
       async (db) => JSON.parse((await db.get("m:state")).toString()) as unknown,
     )
-    expect(state).toMatchObject({ v: 6, pending: 20, dead: 1 })
+    expect(state).toMatchObject({ v: 7, pending: 20, dead: 1 })
     const again = await openJournal(dir)
     expect(await again.stats()).toEqual({ pending: 20, dead: 1, scheduled: 0 })
     expect((await again.pending({ limit: 100 })).map((e) => e.id)).toEqual(idRange(41, 60))

@@ -38,10 +38,13 @@ describe("format 6 values", () => {
   })
 
   test("a value with a flag this version does not know is refused, not misread", () => {
-    const buf = encodeEntry(entry(1), undefined)
-    buf[5] = (buf[5] as number) | 64
+    // Every bit of the first flags byte is known since format 7: an unknown one is in the second.
+    const buf = encodeEntry(entry(1, { headers: { a: "b" } }), undefined)
+    const more = buf.indexOf(Buffer.from([1, 10, 0, 0, 0]))
+    expect(more).toBeGreaterThan(0)
+    buf[more] = 3
     buf.writeUInt32LE(valueCrc(buf, 3), 1)
-    expect(decodeEntry(`p:${id(1)}`, buf)).toBe("unknown flags 64")
+    expect(decodeEntry(`p:${id(1)}`, buf)).toBe("unknown flags in its second flags byte")
     expect(FLAG_DEDUPE).toBe(32)
   })
 
@@ -155,7 +158,7 @@ describe("LevelJournal send ids on disk", () => {
     expect(await journal.stats()).toEqual({ pending: 20, dead: 0, scheduled: 0 })
     await journal.append([entry(21, { dedupeId: "x" })], { sync: false })
     await journal.close()
-    expect(await state()).toMatchObject({ v: 6, pending: 21, dedupe: 1 })
+    expect(await state()).toMatchObject({ v: 7, pending: 21, dedupe: 1 })
     const again = await openJournal(dir)
     expect(await again.dedupeLookup(["x"])).toEqual([{ id: id(21) }])
     await again.close()

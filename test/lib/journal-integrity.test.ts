@@ -394,7 +394,7 @@ describe("journals written by the previous release (format 1)", () => {
       expect((await db.get(`p:${id(1)}`))[0]).toBe(3)
       return JSON.parse((await db.get("m:state")).toString()) as Record<string, unknown>
     })
-    expect(meta).toMatchObject({ v: 6, pending: 2, dead: 1, lastId: id(3) })
+    expect(meta).toMatchObject({ v: 7, pending: 2, dead: 1, lastId: id(3) })
     expect(meta["keySum"]).toEqual(expect.any(Number))
     // A key changed now shows at the next open.
     await raw(dir, async (db) => {

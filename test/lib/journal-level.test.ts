@@ -477,9 +477,9 @@ describe("LevelJournal", () => {
       const dir = await tempDir()
       await (await openJournal(dir)).close()
       await raw(dir, (db) =>
-        db.put("m:state", Buffer.from(JSON.stringify({ v: 7, lastId: null, pending: 0, dead: 0 }))),
+        db.put("m:state", Buffer.from(JSON.stringify({ v: 8, lastId: null, pending: 0, dead: 0 }))),
       )
-      await expectCorrupt(dir, /format 7/)
+      await expectCorrupt(dir, /format 8/)
     })
 
     test("a directory that cannot be created is a clear error", async () => {

@@ -198,7 +198,7 @@ describe("LevelJournal scheduled entries on disk", () => {
     expect(await journal.pending({ limit: 100 })).toHaveLength(20)
     await journal.schedule([scheduled(30, 7)], { sync: false })
     await journal.close()
-    expect(await state()).toMatchObject({ v: 6, pending: 20, dead: 1, scheduled: 1 })
+    expect(await state()).toMatchObject({ v: 7, pending: 20, dead: 1, scheduled: 1 })
     const again = await openJournal(dir)
     expect(await again.stats()).toEqual({ pending: 20, dead: 1, scheduled: 1 })
     expect(await again.lastId()).toBe(id(30))

@@ -2,6 +2,7 @@
 import { describe, expect, it } from "vitest"
 import { msgpackCodec, rawCodec } from "../../lib/codec.js"
 import {
+  PPX,
   SINGLE_BYTES,
   decodeReady,
   decodeWelcome,
@@ -10,7 +11,7 @@ import {
   singleEnvelope,
 } from "../../lib/protocol.js"
 
-const HELLO = { credit: 4, heartbeatInterval: 1000, liveness: 3 } as const
+const HELLO = { version: PPX.VERSION, credit: 4, heartbeatInterval: 1000, liveness: 3 } as const
 
 describe("the single key of READY and WELCOME", () => {
   it("READY may say the worker takes TASK; any other value reads as absent", () => {

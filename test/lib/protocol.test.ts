@@ -76,26 +76,35 @@ describe("READY", () => {
     expect(frame[0]).toBe(PPP.READY)
     expect(frame.subarray(1, 4).toString()).toBe("PPX")
     expect(frame[4]).toBe(PPX.VERSION)
-    expect(decodeReady(frame)).toEqual(hello)
+    expect(decodeReady(frame)).toEqual({ version: PPX.VERSION, ...hello })
   })
 
   it("may announce the worker's maxMessageSize; an absent one is left out, not sent as nil", () => {
     const hello = { credit: 8, heartbeatInterval: 1000, liveness: 3, maxMessageSize: 8192 }
-    expect(decodeReady(encodeReady(hello))).toEqual(hello)
+    expect(decodeReady(encodeReady(hello))).toEqual({ version: PPX.VERSION, ...hello })
     const without = encodeReady({ ...hello, maxMessageSize: undefined })
-    expect(decodeReady(without)).toEqual({ credit: 8, heartbeatInterval: 1000, liveness: 3 })
+    expect(decodeReady(without)).toEqual({
+      version: PPX.VERSION,
+      credit: 8,
+      heartbeatInterval: 1000,
+      liveness: 3,
+    })
     expect(without.includes(Buffer.from("maxMessageSize"))).toBe(false)
   })
 
   it("may say the worker can report starts (started: true); any other value reads as absent", () => {
     const hello = { credit: 8, heartbeatInterval: 1000, liveness: 3 }
     expect(decodeReady(encodeReady({ ...hello, started: true }))).toEqual({
+      version: PPX.VERSION,
       ...hello,
       started: true,
     })
     const ppx = Buffer.from([0x01, 0x50, 0x50, 0x58, 0x01])
     for (const started of [false, 1, "yes"])
-      expect(decodeReady(Buffer.concat([ppx, packMeta({ ...hello, started })]))).toEqual(hello)
+      expect(decodeReady(Buffer.concat([ppx, packMeta({ ...hello, started })]))).toEqual({
+        version: 1,
+        ...hello,
+      })
   })
 
   it("rejects damaged READY frames with PIRATE_PROTOCOL", () => {

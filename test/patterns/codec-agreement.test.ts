@@ -32,7 +32,7 @@ import { openSender } from "../helpers/paranoid.js"
 import { waitFor } from "../helpers/wait.js"
 
 const signal = (ms = 5_000): { signal: AbortSignal } => ({ signal: AbortSignal.timeout(ms) })
-const HELLO = { credit: 4, heartbeatInterval: 100, liveness: 3 } as const
+const HELLO = { version: PPX.VERSION, credit: 4, heartbeatInterval: 100, liveness: 3 } as const
 
 /** A JSON codec of our own, named "json". */
 const json: Codec = {
@@ -260,7 +260,7 @@ describe("codec agreement on the wire", () => {
   it("serves a PPX worker that states no codec (an older peer) and tells it ours in WELCOME", async () => {
     const sender = await openSender()
     const d = dealer(sender.endpoint)
-    await d.send(encodeReady(HELLO))
+    await d.send(encodeReady({ ...HELLO, version: 1 }))
     const [cmd, meta] = await next(d)
     expect(cmd?.[0]).toBe(PPX.WELCOME)
     expect(decodeWelcome(meta)).toMatchObject({ version: 1, codec: "msgpack" })
@@ -279,7 +279,7 @@ describe("codec agreement on the wire", () => {
     const [cmd, meta] = await next(d)
     expect(cmd?.[0]).toBe(PPX.WELCOME)
     const welcome = decodeWelcome(meta)
-    expect(welcome).toMatchObject({ version: 1, codec: "msgpack" })
+    expect(welcome).toMatchObject({ version: PPX.VERSION, codec: "msgpack" })
     // Nothing is negotiated with a refused worker.
     expect(welcome.started).toBeUndefined()
     expect(welcome.single).toBeUndefined()

@@ -239,7 +239,7 @@ describe.runIf(python)("our Worker behind a plain Python PPP queue", () => {
         // The plain queue logs our extended READY (0x01 "PPX" 0x01 msgpack…) as an invalid
         // command, but any message marks a worker ready: it still gets the requests.
         expect(invalid).toEqual([
-          expect.objectContaining({ frames: [expect.stringMatching(/^0150505801/)] }),
+          expect.objectContaining({ frames: [expect.stringMatching(/^0150505802/)] }),
         ])
       } else {
         expect(invalid).toEqual([])

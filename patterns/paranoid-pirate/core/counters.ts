@@ -1,4 +1,5 @@
 /** The core's counters and gauges, as `stats()` and as Prometheus metrics. */
+import type { NamedQueueStats } from "./queues.js"
 import {
   LatencyHistogram,
   metricsOf,
@@ -72,6 +73,8 @@ export interface SenderStats {
   refused: number
   /** Time from acceptance to ack of acked messages (ms), since open. */
   latency: LatencySummary
+  /** Each named queue's figures, by name (`"default"` always among them). */
+  queues: Record<string, NamedQueueStats>
 }
 
 /** The core's name for its counters. */
@@ -90,6 +93,7 @@ export type Gauges = Pick<
   | "inWindowBytes"
   | "waiting"
   | "workers"
+  | "queues"
 >
 
 export class Counters {
@@ -132,6 +136,7 @@ export class Counters {
       denied: this.denied,
       refused: this.refused,
       latency: this.latency.summary(),
+      queues: gauges.queues,
     }
   }
 }

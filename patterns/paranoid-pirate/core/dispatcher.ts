@@ -17,6 +17,7 @@ import {
   toError,
   tooLargeError,
 } from "../../../lib/errors.js"
+import { DEFAULT_QUEUE, storedHeadersSize } from "../../../lib/headers.js"
 import { IdGenerator, previousId } from "../../../lib/journal/ids.js"
 import { journalSenderId } from "../../../lib/journal/sender-id.js"
 import type { Journal, JournalEntry } from "../../../lib/journal/types.js"
@@ -41,7 +42,8 @@ import {
   type Schedule,
   type Waiter,
 } from "./message.js"
-import { DelayQueue, ReadyQueue } from "./ready.js"
+import { DelayQueue } from "./ready.js"
+import { Queues, type NamedQueueStats } from "./queues.js"
 import { BacklogPager } from "./pager.js"
 import { Scheduler, scheduledStore } from "./scheduler.js"
 import { SendIds } from "./send-ids.js"
@@ -92,7 +94,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    * left to page.
    */
   readonly #replayed = new Set<string>()
-  readonly #ready = new ReadyQueue()
+  /** The ready messages, by queue. */
+  readonly #ready = new Queues()
   readonly #delayed = new DelayQueue((due) => this.#due(due))
   readonly #keys = new KeyGate()
   readonly #sendIds: SendIds
@@ -109,13 +112,18 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     },
     closed: () => this.#closed,
   })
-  readonly #workers = new WorkerRegistry()
+  readonly #workers = new WorkerRegistry(this.#ready)
   readonly #adm: Admission
   readonly #lanes: JournalLanes
   readonly #intake: Intake
   readonly #n = new Counters()
   readonly #sessions: Sessions
   #dispatchScheduled = false
+  /**
+   * The greatest id at open when a backlog was found: what lies up to it was not counted in its
+   * queue's `backlog` (see `#backlogLeft`).
+   */
+  #foundUntil: string | undefined
   /** The greatest id given to a message that went into the window (not to disk). */
   #lastWindowId: string | undefined
   readonly #pager: BacklogPager
@@ -186,7 +194,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       kept: () => this.#intake.kept,
       keptPage: (limit) => this.#intake.keptPage(limit),
       dropKept: (lastId) => this.#intake.dropKept(lastId),
-      load: (e, now) => this.#load(e, now),
+      load: (e, now) => {
+        this.#backlogLeft(e)
+        this.#load(e, now)
+      },
       closed: () => this.#closed,
       paged: () => {
         if (this.#adm.count === 0) this.#replayed.clear()
@@ -222,6 +233,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       workers: this.#workers,
       delayed: this.#delayed,
       keys: this.#keys,
+      queues: this.#ready,
       sendIdAcked: (dedupeId) => this.#sendIds.ackedInMemory(dedupeId),
       senderId: () => this.#senderId,
       write: (frames) => this.#writer?.write(frames),
@@ -253,6 +265,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       const js = await this.#journal.stats()
       this.#n.dead = js.dead
       if (js.pending > 0) {
+        this.#foundUntil = lastId
         this.#pager.found(js.pending, lastId)
         this.#drain.busy()
       }
@@ -341,7 +354,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   /** A durable send: resolves with its id once as durable as configured (see `Admission`). */
   send(frame: Buffer, signal?: AbortSignal, schedule?: Schedule): Promise<string> {
-    const tooLarge = this.tooLarge(frame)
+    const tooLarge = this.tooLarge(frame, schedule?.headers)
     if (tooLarge) return Promise.reject(tooLarge)
     const dedupeId = schedule?.dedupeId
     if (dedupeId === undefined) return this.#adm.send(frame, signal, schedule)
@@ -353,14 +366,22 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   /**
-   * `PIRATE_TOO_LARGE` for a payload larger than this side's own `maxMessageSize` allows (its
-   * workers' limits match it by default): such a message is refused before it is journaled.
+   * `PIRATE_TOO_LARGE` for a payload (with its headers, as stored) larger than this side's own
+   * `maxMessageSize` allows (its workers' limits match it by default): such a message is refused
+   * before it is journaled.
    */
-  tooLarge(frame: Buffer): PirateError | undefined {
+  tooLarge(frame: Buffer, headers?: Readonly<Record<string, string>>): PirateError | undefined {
     const max = this.#s.maxMessageSize
     const length = bodyLength(frame)
-    if (length + 4 <= max) return undefined
-    return tooLargeError(`a payload for this ${this.#name}`, length, max)
+    const extra = headers === undefined ? 0 : storedHeadersSize(headers)
+    if (length + 4 + extra <= max) return undefined
+    return tooLargeError(
+      extra === 0
+        ? `a payload for this ${this.#name}`
+        : `a payload with its headers for this ${this.#name}`,
+      length + extra,
+      max,
+    )
   }
 
   /**
@@ -419,6 +440,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     scheduled(m, schedule)
     if (schedule?.dedupeId !== undefined) this.#sendIds.accepted(schedule.dedupeId, id)
     m.waiter = waiter
+    this.#ready.state(m.queue).sent++
     this.#hold(m)
     this.#lastWindowId = id
     this.#n.sent++
@@ -434,6 +456,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /** A send that waits on disk (see `Intake.spill()`). */
   #spill(frame: Buffer, schedule: Schedule | undefined): Promise<string> {
     this.#n.sent++
+    const q = this.#ready.state(schedule?.queue ?? DEFAULT_QUEUE)
+    q.sent++
+    q.backlog++
     this.#drain.busy()
     const id = this.#ids.next()
     if (schedule?.dedupeId !== undefined) this.#sendIds.accepted(schedule.dedupeId, id)
@@ -443,6 +468,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /** A send that is due later, to the journal's scheduled store (see `Scheduler`). */
   #later(frame: Buffer, schedule: Schedule): Promise<string> {
     this.#n.sent++
+    this.#ready.state(schedule.queue).sent++
     this.#drain.busy()
     this.#adm.scheduling++
     this.#adm.schedulingBytes += frame.length
@@ -523,6 +549,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     // The pager may have passed it while the journal was read.
     if (found[0]?.id !== id || (adm.after !== undefined && id <= adm.after)) return false
     this.#replayed.add(id) // the pager skips it, from the journal or from the kept sends
+    this.#backlogLeft(found[0])
     adm.count = Math.max(0, adm.count - 1)
     adm.bytes = Math.max(0, adm.bytes - found[0].payload.length)
     this.#forget(id, true, found[0].dedupeId)
@@ -555,6 +582,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #hold(m: Message): void {
     m.held = true
     this.#held++
+    this.#ready.state(m.queue).held++
     this.#windowBytes += m.payload.length
     if (m.waiter !== undefined) this.#waited.set(m.id, m)
     this.#expiry.note(m)
@@ -611,6 +639,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     if (!m.held) return
     m.held = false
     this.#held--
+    this.#ready.state(m.queue).held--
     this.#windowBytes -= m.payload.length
     if (this.#waited.size > 0) this.#waited.delete(m.id)
   }
@@ -620,6 +649,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#pager.poke()
     this.#adm.admit()
     this.#checkDrained()
+  }
+
+  /** A message of the backlog left the disk (paged in, cancelled): its queue counts one less. */
+  #backlogLeft(e: JournalEntry): void {
+    if (this.#foundUntil !== undefined && e.id <= this.#foundUntil) return
+    const q = this.#ready.state(e.queue ?? DEFAULT_QUEUE)
+    if (q.backlog > 0) q.backlog--
   }
 
   #load(e: JournalEntry, now: number): void {
@@ -672,7 +708,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   #dispatch(): void {
     if (this.#closed) return
-    this.#workers.deal(this.#ready.size, this.#s.maxBatch)
+    const ready = this.#ready
+    this.#workers.deal(ready.size, this.#s.maxBatch, (w) => ready.readyFor(w))
     this.#sessions.dispatch(this.#ready)
   }
 
@@ -721,7 +758,14 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /** Counters and gauges; also after close (the final figures). */
   stats(): DispatcherStats {
     let inFlight = 0
-    for (const w of this.#workers.values()) inFlight += w.inflight.size
+    const byQueue = new Map<string, number>()
+    for (const w of this.#workers.values()) {
+      inFlight += w.inflight.size
+      for (const m of w.inflight.values()) byQueue.set(m.queue, (byQueue.get(m.queue) ?? 0) + 1)
+    }
+    const queues: Record<string, NamedQueueStats> = {}
+    for (const q of this.#ready.values())
+      queues[q.name] = this.#ready.stats(q, byQueue.get(q.name) ?? 0)
     const adm = this.#adm
     return this.#n.stats({
       ready: this.#ready.size + this.#keys.parked,
@@ -734,7 +778,16 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       inWindowBytes: this.#windowBytes,
       waiting: adm.waiting,
       workers: this.#workers.size,
+      queues,
     })
+  }
+
+  /** One named queue's figures (all 0 for a queue this core has not seen). */
+  queueStats(name: string): NamedQueueStats {
+    let inFlight = 0
+    for (const w of this.#workers.values())
+      for (const m of w.inflight.values()) if (m.queue === name) inFlight++
+    return this.#ready.stats(this.#ready.find(name), inFlight)
   }
 
   /** The stats as metrics for the Prometheus text format (`prefix` e.g. "pirate_sender"). */
@@ -755,6 +808,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       replayed: this.#replayed.size,
       windowBytes: this.#windowBytes,
       ready: this.#ready.held,
+      namedQueues: this.#ready.states - 1,
       delayed: this.#delayed.held,
       keys: this.#keys.size,
       parked: this.#keys.parked,

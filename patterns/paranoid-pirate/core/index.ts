@@ -6,3 +6,4 @@ export type { DispatcherEvents, DispatcherSettings, SenderEvents } from "./types
 export type { DispatcherStats, SenderStats } from "./counters.js"
 export type { BackpressureEvent, WaitReason } from "./admission.js"
 export type { WorkerInfo } from "./workers.js"
+export type { NamedQueueStats } from "./queues.js"

@@ -1,7 +1,9 @@
 /** A message's life inside the core, and the small helpers every part of the core shares. */
 import { ownBody } from "../../../lib/body.js"
+import { DEFAULT_QUEUE } from "../../../lib/headers.js"
 import type { JournalEntry } from "../../../lib/journal/types.js"
 import type { Liveness } from "../../../lib/liveness.js"
+import type { QueueState } from "./queues.js"
 
 /**
  * "parked": ready, but an older message with the same key is not done yet (see `KeyGate`); it
@@ -9,7 +11,10 @@ import type { Liveness } from "../../../lib/liveness.js"
  */
 export type State = "appending" | "ready" | "inflight" | "delayed" | "parked" | "done"
 
-/** The options of a send (absent ones: the defaults): its scheduling, its ordering key, its send id. */
+/**
+ * The options of a send (absent ones: the defaults): its scheduling, its ordering key, its send
+ * id, its queue and headers.
+ */
 export interface Schedule {
   /** Epoch ms before which its first attempt is not dispatched. */
   notBefore: number | undefined
@@ -21,6 +26,10 @@ export interface Schedule {
   key: string | undefined
   /** The caller's send id (`send(payload, { id })`), see `SendIds`. */
   dedupeId: string | undefined
+  /** The named queue (`DEFAULT_QUEUE` when none was given). */
+  queue: string
+  /** The headers (frozen), delivered to the worker as `ctx.headers`. */
+  headers: Readonly<Record<string, string>> | undefined
 }
 
 /** The priority of a message sent without one. */
@@ -61,6 +70,12 @@ export interface Message {
   expiresAt: number | undefined
   /** The caller's send id, see `SendIds`. */
   dedupeId: string | undefined
+  /** Its named queue. */
+  queue: string
+  /** Its headers, delivered to the worker as `ctx.headers`. */
+  headers: Readonly<Record<string, string>> | undefined
+  /** What goes with it to a PPX/2 worker (its queue and headers), encoded once; see `taskMeta()`. */
+  meta: Buffer | undefined
 }
 
 /** A connected worker and what it holds. */
@@ -68,6 +83,12 @@ export interface WorkerPeer {
   key: string
   routingId: Buffer
   protocol: "ppp" | "ppx"
+  /** The PPX version spoken with it (the lower of both sides'); 0 for a plain PPP worker. */
+  version: number
+  /** The queues it takes (see `Queues.attach`). */
+  queues: QueueState[]
+  /** Where its next round robin turn across `queues` starts. */
+  turn: number
   credit: number
   /** Largest packed bodies frame to send it (see `packLimit()`). */
   packLimit: number
@@ -112,6 +133,9 @@ export function message(
     key: undefined,
     expiresAt: undefined,
     dedupeId: undefined,
+    queue: DEFAULT_QUEUE,
+    headers: undefined,
+    meta: undefined,
   }
 }
 
@@ -122,6 +146,8 @@ export function scheduled(m: Message, schedule: Schedule | undefined): Message {
   m.key = schedule.key
   m.expiresAt = schedule.expiresAt
   m.dedupeId = schedule.dedupeId
+  m.queue = schedule.queue
+  m.headers = schedule.headers
   return m
 }
 
@@ -147,6 +173,8 @@ export function newEntry(
     priority: schedule.priority === DEFAULT_PRIORITY ? undefined : schedule.priority,
     key: schedule.key,
     dedupeId: schedule.dedupeId,
+    queue: schedule.queue === DEFAULT_QUEUE ? undefined : schedule.queue,
+    headers: schedule.headers,
   }
 }
 
@@ -156,7 +184,10 @@ export function withPayload(e: JournalEntry, payload: Buffer): JournalEntry {
     e.notBefore === undefined &&
     e.expiresAt === undefined &&
     e.priority === undefined &&
-    e.key === undefined
+    e.key === undefined &&
+    e.dedupeId === undefined &&
+    e.queue === undefined &&
+    e.headers === undefined
   )
     return { id: e.id, payload, attempts: e.attempts, enqueuedAt: e.enqueuedAt }
   return {
@@ -168,6 +199,9 @@ export function withPayload(e: JournalEntry, payload: Buffer): JournalEntry {
     expiresAt: e.expiresAt,
     priority: e.priority,
     key: e.key,
+    dedupeId: e.dedupeId,
+    queue: e.queue,
+    headers: e.headers,
   }
 }
 
@@ -199,6 +233,9 @@ export function fromEntry(e: JournalEntry, durable: boolean): Message {
     key: e.key,
     expiresAt: e.expiresAt,
     dedupeId: e.dedupeId,
+    queue: e.queue ?? DEFAULT_QUEUE,
+    headers: e.headers,
+    meta: undefined,
   }
 }
 

@@ -72,7 +72,7 @@ export class CodecRefusals {
     h.write([
       routingId,
       ...encodeWelcome({
-        version: PPX.VERSION,
+        version: Math.min(hello.version ?? 1, PPX.VERSION),
         heartbeatInterval: hello.heartbeatInterval,
         liveness: hello.liveness,
         maxMessageSize: h.settings.maxMessageSize,

@@ -7,18 +7,21 @@ import { backoffDelay } from "../../../lib/backoff.js"
 import { bodyLength, bodyParts, joinBody } from "../../../lib/body.js"
 import { debug } from "../../../lib/debug.js"
 import { DeadLetterError, errorMessage } from "../../../lib/errors.js"
+import { DEFAULT_QUEUE } from "../../../lib/headers.js"
 import type { DeadLetter } from "../../../lib/journal/types.js"
 import {
   FRAME_EMPTY,
   FRAME_GOODBYE,
   FRAME_HEARTBEAT,
   FRAME_TASK,
+  FRAME_TASKM,
   FRAME_TASKS,
+  encodeTaskMeta,
+  packMetas,
   SINGLE_BYTES,
   encodeEnvelope,
   packBodies,
   packTaskEnvelopes,
-  PPX,
   decodeEnvelope,
   decodeReady,
   readAcks,
@@ -37,7 +40,8 @@ import {
   type Message,
   type WorkerPeer,
 } from "./message.js"
-import type { DelayQueue, ReadyQueue } from "./ready.js"
+import type { Queues } from "./queues.js"
+import type { DelayQueue } from "./ready.js"
 import type { DispatcherEvents, DispatcherSettings } from "./types.js"
 import type { Hello, WorkerRegistry } from "./workers.js"
 import { CodecRefusals } from "./refusals.js"
@@ -51,6 +55,8 @@ export interface SessionsHost {
   readonly workers: WorkerRegistry
   readonly delayed: DelayQueue
   readonly keys: KeyGate
+  /** The queues, for their counters and their meta records. */
+  readonly queues: Queues
   /** A message with a send id was acked (see `SendIds`). */
   sendIdAcked(dedupeId: string): void
   /** The sender's identity, announced in WELCOME. */
@@ -207,6 +213,7 @@ export class Sessions implements InboundHandler {
     else this.#h.withdraw(m) // a late ack, taken: nobody else has had the message since
     const n = this.#h.counters
     n.acked++
+    this.#h.queues.state(m.queue).acked++
     n.latency.record(performance.now() - m.t0)
     if (m.durable) this.#h.lanes.remove(m.id, m.dedupeId)
     if (m.dedupeId !== undefined) this.#h.sendIdAcked(m.dedupeId)
@@ -223,6 +230,7 @@ export class Sessions implements InboundHandler {
     if (!m || !w) return
     this.#release(w, m)
     this.#h.counters.nacked++
+    this.#h.queues.state(m.queue).nacked++
     this.#fail(m, info.error, info.reject === true, info.delay)
   }
 
@@ -263,7 +271,7 @@ export class Sessions implements InboundHandler {
    * it. To a worker that takes TASK, a message of `SINGLE_BYTES` or more goes alone (a batch is
    * cut before it), so that its body is sent as its own frame, never copied into a packed one.
    */
-  dispatch(ready: ReadyQueue): void {
+  dispatch(ready: Queues): void {
     const { maxBatch } = this.#h.settings
     const keys = this.#h.keys
     const now = Date.now()
@@ -277,7 +285,7 @@ export class Sessions implements InboundHandler {
       const skipped: Message[] = [] // too large for this worker; looked at no more than a batch
       let bytes = 0
       while (batch.length < n && skipped.length < maxBatch) {
-        const m = ready.take()
+        const m = ready.takeFor(w)
         if (!m) break
         if (m.expiresAt !== undefined && m.expiresAt <= now) {
           this.expire(m)
@@ -318,9 +326,20 @@ export class Sessions implements InboundHandler {
     // A worker that reports starts may hold a task behind a busy handler: its deadline waits.
     const deadline = ackTimeout > 0 && !w.starts ? now + ackTimeout : undefined
     const bodies: Buffer[] = []
+    // PPX/2: each task's queue and headers, in a frame of their own when any task has some.
+    const metas: Buffer[] | undefined = w.version >= 2 ? [] : undefined
+    let withMeta = false
     for (const m of batch) {
       m.attempt++
-      if (m.attempt > 1) this.#h.counters.redelivered++
+      if (m.attempt > 1) {
+        this.#h.counters.redelivered++
+        this.#h.queues.state(m.queue).redelivered++
+      }
+      if (metas !== undefined) {
+        const meta = this.#taskMeta(m)
+        if (meta.length > 0) withMeta = true
+        metas.push(meta)
+      }
       m.state = "inflight"
       m.worker = w
       m.sentAt = now
@@ -340,10 +359,32 @@ export class Sessions implements InboundHandler {
       // TASK: the body frame is the payload itself, which ZeroMQ sends without a copy (a split
       // body as its two parts, see lib/body.ts).
       const envelope = encodeEnvelope(only.id, only.attempt)
-      this.#h.write([w.routingId, FRAME_TASK, envelope, ...bodyParts(only.payload)])
-    } else if (ppx)
-      this.#h.write([w.routingId, FRAME_TASKS, packTaskEnvelopes(batch), packBodies(bodies)])
+      const parts = bodyParts(only.payload)
+      if (withMeta)
+        this.#h.write([
+          w.routingId,
+          FRAME_TASKM,
+          envelope,
+          (metas as Buffer[])[0] as Buffer,
+          ...parts,
+        ])
+      else this.#h.write([w.routingId, FRAME_TASK, envelope, ...parts])
+    } else if (ppx) {
+      const frames = [w.routingId, FRAME_TASKS, packTaskEnvelopes(batch), packBodies(bodies)]
+      if (withMeta) frames.push(packMetas(metas as Buffer[]))
+      this.#h.write(frames)
+    }
     w.liveness.sent()
+  }
+
+  /**
+   * What goes with a task to a PPX/2 worker: nothing for the default queue without headers; the
+   * queue's record (encoded once per queue) without headers; else encoded once per message.
+   */
+  #taskMeta(m: Message): Buffer {
+    if (m.headers === undefined)
+      return m.queue === DEFAULT_QUEUE ? FRAME_EMPTY : this.#h.queues.state(m.queue).meta
+    return (m.meta ??= encodeTaskMeta(m.queue, m.headers))
   }
 
   // ------------------------------------------------------------------------------------------
@@ -364,7 +405,7 @@ export class Sessions implements InboundHandler {
     this.#h.write([
       w.routingId,
       ...encodeWelcome({
-        version: PPX.VERSION,
+        version: w.version,
         heartbeatInterval: w.liveness.heartbeatInterval,
         liveness: w.liveness.liveness,
         maxMessageSize: this.#h.settings.maxMessageSize,
@@ -456,6 +497,7 @@ export class Sessions implements InboundHandler {
     for (const m of dropped) {
       this.#release(w, m)
       this.#h.counters.nacked++
+      this.#h.queues.state(m.queue).nacked++
       this.#fail(
         m,
         "the worker went idle without replying (a plain PPP worker's handler failed)",
@@ -486,12 +528,14 @@ export class Sessions implements InboundHandler {
    */
   expire(m: Message): void {
     this.#h.counters.expired++
+    this.#h.queues.state(m.queue).expired++
     this.#h.emit("message:expired", { id: m.id, attempts: m.attempt })
     this.#bury(m, "expired")
   }
 
   #bury(m: Message, error: string): void {
     this.#h.counters.dead++
+    this.#h.queues.state(m.queue).deadLettered++
     // `keyOnDead: "hold"`: the messages behind it on its key wait until it is replayed.
     if (m.key !== undefined && this.#h.settings.keyOnDead === "hold") this.#h.keys.hold(m.key)
     debug("%s: message %s dead after %d attempts: %s", this.#h.name, m.id, m.attempt, error)
@@ -508,6 +552,8 @@ export class Sessions implements InboundHandler {
     if (m.key !== undefined) letter.key = m.key
     if (m.expiresAt !== undefined) letter.expiresAt = m.expiresAt
     if (m.dedupeId !== undefined) letter.dedupeId = m.dedupeId
+    if (m.queue !== DEFAULT_QUEUE) letter.queue = m.queue
+    if (m.headers !== undefined) letter.headers = m.headers
     this.#h.lanes.bury(letter)
     const waiter = m.waiter
     this.#h.finish(m)

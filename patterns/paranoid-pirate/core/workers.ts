@@ -1,7 +1,8 @@
 /** Worker sessions: the registry, a fair share of each dispatch pass, and recently gone workers. */
 import { Liveness } from "../../../lib/liveness.js"
-import { packLimit, type decodeReady } from "../../../lib/protocol.js"
+import { PPX, packLimit, type decodeReady } from "../../../lib/protocol.js"
 import type { WorkerPeer } from "./message.js"
+import type { Queues } from "./queues.js"
 
 export type Hello = ReturnType<typeof decodeReady>
 
@@ -11,6 +12,8 @@ export interface WorkerInfo {
   protocol: "ppp" | "ppx"
   credit: number
   inFlight: number
+  /** The queues it takes. */
+  queues: string[]
 }
 
 /** A worker's share of one dispatch pass. */
@@ -28,6 +31,7 @@ function freeCredit(w: WorkerPeer): number {
 }
 
 export class WorkerRegistry {
+  readonly #queues: Queues
   readonly #byKey = new Map<string, WorkerPeer>()
   #ring: WorkerPeer[] = []
   /** Where the next turn starts in `#ring`. */
@@ -41,6 +45,11 @@ export class WorkerRegistry {
    * them must not register it as a plain PPP worker. Bounded: only recent ones matter.
    */
   readonly #gone = new Map<string, "expired" | "departed">()
+
+  /** @param queues - where a worker's queues are attached (and detached when it goes) */
+  constructor(queues: Queues) {
+    this.#queues = queues
+  }
 
   get size(): number {
     return this.#byKey.size
@@ -60,6 +69,7 @@ export class WorkerRegistry {
       protocol: w.protocol,
       credit: w.credit,
       inFlight: w.inflight.size,
+      queues: w.queues.map((q) => q.name),
     }))
   }
 
@@ -75,6 +85,9 @@ export class WorkerRegistry {
       key,
       routingId: Buffer.from(routingId),
       protocol: hello ? "ppx" : "ppp",
+      version: hello ? Math.min(hello.version ?? 1, PPX.VERSION) : 0,
+      queues: [],
+      turn: 0,
       credit: hello ? hello.credit : 1,
       packLimit: packLimit(hello?.maxMessageSize),
       maxMessageSize: hello?.maxMessageSize ?? Infinity,
@@ -88,6 +101,7 @@ export class WorkerRegistry {
       }),
       goodbye: false,
     }
+    this.#queues.attach(w, hello?.queues)
     this.#byKey.set(key, w)
     this.#ring.push(w)
     return w
@@ -96,10 +110,12 @@ export class WorkerRegistry {
   /** Takes a second READY's settings; keeps what the worker holds. */
   update(w: WorkerPeer, hello: NonNullable<Hello>): void {
     w.protocol = "ppx"
+    w.version = Math.min(hello.version ?? 1, PPX.VERSION)
     w.credit = hello.credit
     w.packLimit = packLimit(hello.maxMessageSize)
     w.maxMessageSize = hello.maxMessageSize ?? Infinity
     w.single = hello.single === true
+    this.#queues.attach(w, hello.queues)
     w.liveness = new Liveness({
       heartbeatInterval: hello.heartbeatInterval,
       liveness: hello.liveness,
@@ -107,6 +123,7 @@ export class WorkerRegistry {
   }
 
   delete(w: WorkerPeer): void {
+    if (this.#byKey.get(w.key) === w) this.#queues.detach(w)
     this.#byKey.delete(w.key)
     const i = this.#ring.indexOf(w)
     if (i < 0) return
@@ -116,14 +133,15 @@ export class WorkerRegistry {
 
   /**
    * Plans one dispatch pass over `ready` messages: they are dealt one at a time, like cards, to
-   * the workers with free credit (at most `maxBatch` each), in turn from the worker after the one
+   * the workers with free credit (at most `maxBatch` each, and no more than `readyFor()` says
+   * are ready in the queues each takes), in turn from the worker after the one
    * that got the last message of the previous pass. `nextFree()` then hands out each worker's
    * share as one batch. Dealing one message at a time is what keeps the spread even whatever the
    * number of workers and however messages arrive: filling one worker's credit per turn would give
    * the first worker of every pass a whole batch while a message that arrives alone goes to the
    * next one, and so load the same worker again and again.
    */
-  deal(ready: number, maxBatch: number): void {
+  deal(ready: number, maxBatch: number, readyFor: (w: WorkerPeer) => number): void {
     this.#plan = []
     this.#planned = 0
     const n = this.#ring.length
@@ -133,7 +151,7 @@ export class WorkerRegistry {
     for (let i = 0; i < n; i++) {
       const at = (this.#next + i) % n
       const worker = this.#ring[at] as WorkerPeer
-      const cap = Math.min(freeCredit(worker), maxBatch)
+      const cap = Math.min(freeCredit(worker), maxBatch, readyFor(worker))
       if (cap <= 0) continue
       order.push({ worker, at, cap, share: 0 })
       capacity += cap
