@@ -810,14 +810,22 @@ export function journalSuite(name: string, factory: JournalFactory): void {
           expect(await (await reopen()).pending({ limit: 100 })).toEqual(all)
       })
 
-      test("update() keeps them; bury() and dead() carry them; replay() keeps priority and key, not the expiry", async () => {
+      test("update() keeps them; bury() and dead() carry them; replay() keeps priority, key, queue and headers, not the expiry", async () => {
         const { journal } = await setup()
-        const loose = entry(1, { priority: 9, key: "k", expiresAt: 1_700_000_999_000 })
+        const loose = entry(1, {
+          priority: 9,
+          key: "k",
+          expiresAt: 1_700_000_999_000,
+          queue: "resize",
+          headers: { tenant: "t1", "trace ✓": "x" },
+        })
         const batched = rich(11, 20).map((e) => ({
           ...e,
           priority: 2,
           key: "b",
           expiresAt: 1_700_000_888_000,
+          queue: "thumbnail",
+          headers: { n: e.id },
         }))
         await journal.append([loose], { sync: false })
         await journal.append(batched, { sync: false })
@@ -847,6 +855,8 @@ export function journalSuite(name: string, factory: JournalFactory): void {
           }
           if (e.priority !== undefined) out.priority = e.priority
           if (e.key !== undefined) out.key = e.key
+          if (e.queue !== undefined) out.queue = e.queue
+          if (e.headers !== undefined) out.headers = e.headers
           return out
         }
         expect(moved).toEqual([again(one!), again(batched[5]!)])

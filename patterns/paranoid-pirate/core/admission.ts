@@ -50,6 +50,11 @@ export interface AdmissionHost {
   canSchedule(): boolean
   /** Journals a send that is due later in the scheduled store; resolves with its id once durable. */
   later(frame: Buffer, schedule: Schedule): Promise<string>
+  /**
+   * True when a send for the schedule's queue must wait on disk even with room in the window:
+   * named queues are in use and no connected worker takes its queue (see `QueueState.unserved`).
+   */
+  unserved(schedule: Schedule | undefined): boolean
   backpressure(event: BackpressureEvent): void
 }
 
@@ -153,6 +158,12 @@ export class Admission {
   // `until` the greatest id written as backlog.
   count = 0
   bytes = 0
+  /**
+   * Of `count` and `bytes`: the messages set aside for queues nobody took when the pager passed
+   * them (see `QueueState.aside`); what is left is ahead of the paging cursor.
+   */
+  aside = 0
+  asideBytes = 0
   spilling = 0
   spillingBytes = 0
   /** Sends due later being written to the scheduled store (held in memory until then). */
@@ -173,7 +184,7 @@ export class Admission {
 
   /** Older messages wait on disk (or are being written there): a new send must queue behind them. */
   get backlogActive(): boolean {
-    return this.count > 0 || this.spilling > 0
+    return this.count - this.aside > 0 || this.spilling > 0
   }
 
   /**
@@ -317,7 +328,12 @@ export class Admission {
       return undefined
     }
     const full = this.#windowQ.live > 0 ? "window" : this.windowFull(frame.length)
-    if (full === undefined && !this.backlogActive) return this.#host.accept(frame, schedule)
+    if (
+      full === undefined &&
+      !this.backlogActive &&
+      !(this.#limits.persistent && this.#host.unserved(schedule))
+    )
+      return this.#host.accept(frame, schedule)
     const why = this.#spillBlocked(frame.length, full ?? "window")
     if (why === undefined) return this.#host.spill(frame, schedule)
     this.#reason = why

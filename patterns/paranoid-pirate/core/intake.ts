@@ -160,7 +160,7 @@ export class Intake {
     // Kept while every older spill is (nothing waits only on disk) and there is room.
     const keep =
       frame.length <= KEEP_MAX &&
-      adm.count + adm.spilling === this.#kept.length &&
+      adm.count - adm.aside + adm.spilling === this.#kept.length &&
       this.#kept.length < this.#h.keep &&
       this.#keptBytes + frame.length + this.#h.inWindowBytes() <= this.#h.windowBytes
     adm.spilling++

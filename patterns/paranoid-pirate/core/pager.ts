@@ -7,8 +7,10 @@
  * the thousand only to be left there).
  */
 import { toError } from "../../../lib/errors.js"
+import { DEFAULT_QUEUE } from "../../../lib/headers.js"
 import type { Journal, JournalEntry } from "../../../lib/journal/types.js"
 import type { Admission } from "./admission.js"
+import type { QueueState } from "./queues.js"
 
 export interface PagerHost {
   readonly journal: Journal
@@ -30,6 +32,18 @@ export interface PagerHost {
   dropKept(lastId: string): void
   /** Puts an entry read from the journal into the window. */
   load(entry: JournalEntry, now: number): void
+  /**
+   * Where an entry of the backlog goes (named queues): into the window; set aside for its queue
+   * (nobody takes it, see `setAside()`); or nowhere yet: nobody takes any queue, so the page
+   * stops there and the rest stays on disk until a worker comes.
+   */
+  place(entry: JournalEntry, served: boolean): "load" | "aside" | "stop"
+  /** Counts an entry the pager passed as set aside for its queue. */
+  setAside(entry: JournalEntry): void
+  /** The queues with messages set aside that a connected worker takes now. */
+  catchUps(): QueueState[]
+  /** Some connected worker takes some queue. */
+  served(): boolean
   closed(): boolean
   /** A page was read (or the pager stopped): producers may get in, the sender may be drained. */
   paged(): void
@@ -76,6 +90,16 @@ export class BacklogPager {
     if (h.inWindow() <= h.window / 2 && h.inWindowBytes() <= h.windowBytes / 2) void this.#launch()
   }
 
+  /**
+   * Pages in now if there is room at all: a worker came (its queues' messages set aside are read
+   * back, and a page stopped for want of any worker goes on).
+   */
+  wake(): void {
+    const h = this.#h
+    if (h.closed() || h.admission.count === 0) return
+    if (h.admission.pageRoom() > 0) void this.#launch()
+  }
+
   #launch(): Promise<void> {
     if (this.#running) {
       this.#missed = true // room freed while a page was read: look again when it is done
@@ -101,7 +125,8 @@ export class BacklogPager {
     const h = this.#h
     const adm = h.admission
     try {
-      while (adm.count > 0 && !h.closed()) {
+      await this.#catchUp()
+      while (adm.count - adm.aside > 0 && !h.closed()) {
         const room = adm.pageRoom()
         const byteRoom = adm.pageBytes()
         if (room <= 0 || byteRoom <= 0) return
@@ -115,18 +140,31 @@ export class BacklogPager {
         let loaded = 0
         let consumed = 0
         let bytes = 0
+        let asideBytes = 0
         let full = false
         const now = Date.now()
+        const served = h.served()
         for (const e of page) {
           if (!h.skip(e.id)) {
-            // The window's bytes are full (an empty window takes one message of any size): the
-            // rest stays on disk, read again next time.
-            if (e.payload.length > adm.pageBytes()) {
+            const place = h.place(e, served)
+            // Nobody takes any queue: the rest stays on disk until a worker comes (wake()).
+            if (place === "stop") {
               full = true
               break
             }
-            loaded++
-            h.load(e, now)
+            if (place === "aside") {
+              h.setAside(e)
+              asideBytes += e.payload.length
+            } else {
+              // The window's bytes are full (an empty window takes one message of any size):
+              // the rest stays on disk, read again next time.
+              if (e.payload.length > adm.pageBytes()) {
+                full = true
+                break
+              }
+              loaded++
+              h.load(e, now)
+            }
           }
           adm.after = e.id
           consumed++
@@ -137,19 +175,21 @@ export class BacklogPager {
           this.#bytesEstimated = false
           adm.bytes = Math.round((bytes / consumed) * adm.count)
         }
-        adm.bytes = Math.max(0, adm.bytes - bytes)
+        // What was set aside stays on disk, counted in the backlog.
+        adm.bytes = Math.max(0, adm.bytes - (bytes - asideBytes))
         if (fromMemory) {
           if (adm.after !== undefined) h.dropKept(adm.after)
           adm.count = Math.max(0, adm.count - loaded)
         } else if (!full && page.length < limit && adm.until === until) {
-          adm.count = 0 // everything up to `until` is in memory, and nothing was added
-          adm.bytes = 0
+          // Everything up to `until` is in memory or set aside, and nothing was added.
+          adm.count = adm.aside
+          adm.bytes = adm.asideBytes
         } else adm.count = Math.max(0, adm.count - loaded)
         if (full) return // paged in again when the window has half emptied
         // Exactly a page left, or counts that drifted: ask the journal.
         if (
           !fromMemory &&
-          adm.count === 0 &&
+          adm.count - adm.aside === 0 &&
           page.length === limit &&
           (await this.#read(1)).length > 0
         )
@@ -163,6 +203,57 @@ export class BacklogPager {
       this.#retry.unref()
     } finally {
       h.paged()
+    }
+  }
+
+  /**
+   * Reads back the messages set aside for each queue a connected worker takes now, in id order,
+   * as far as the window has room: only that queue's entries of the range it passed are loaded
+   * (the others are in memory, done, or set aside for their own queues).
+   */
+  async #catchUp(): Promise<void> {
+    const h = this.#h
+    const adm = h.admission
+    for (const q of h.catchUps()) {
+      while (q.asideFrom !== undefined && q.takers > 0 && !h.closed()) {
+        const limit = adm.pageRoom()
+        if (limit <= 0 || adm.pageBytes() <= 0) return
+        const range: { after?: string; until?: string; limit: number } = { limit }
+        if (q.asideFrom !== "") range.after = q.asideFrom
+        if (q.asideTo !== undefined) range.until = q.asideTo
+        const page = await h.journal.pending(range)
+        const now = Date.now()
+        let full = false
+        for (const e of page) {
+          if ((e.queue ?? DEFAULT_QUEUE) === q.name && !h.skip(e.id)) {
+            if (e.payload.length > adm.pageBytes()) {
+              full = true
+              break
+            }
+            q.aside--
+            q.asideBytes -= e.payload.length
+            adm.aside--
+            adm.asideBytes -= e.payload.length
+            adm.count--
+            adm.bytes -= e.payload.length
+            h.load(e, now)
+          }
+          q.asideFrom = e.id
+        }
+        if (full) return
+        if (page.length < limit) {
+          // All of it is back. Counts that drifted (a message that left the disk meanwhile)
+          // are put right.
+          adm.aside -= q.aside
+          adm.asideBytes -= q.asideBytes
+          adm.count -= q.aside
+          adm.bytes -= q.asideBytes
+          q.aside = 0
+          q.asideBytes = 0
+          q.asideFrom = undefined
+          q.asideTo = undefined
+        }
+      }
     }
   }
 

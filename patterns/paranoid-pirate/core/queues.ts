@@ -50,6 +50,16 @@ export class QueueState {
   held = 0
   /** Messages of this queue known to wait on disk. */
   backlog = 0
+  /**
+   * Set aside: messages of this queue on disk that the pager passed (or that left the window)
+   * while no connected worker took the queue; read back by a catch-up of their own once one does
+   * (see `BacklogPager`). `asideFrom` is that catch-up's cursor (exclusive), undefined while none
+   * is set aside; `asideTo` the greatest id set aside.
+   */
+  aside = 0
+  asideBytes = 0
+  asideFrom: string | undefined
+  asideTo: string | undefined
   sent = 0
   acked = 0
   nacked = 0
@@ -64,7 +74,18 @@ export class QueueState {
 
   /** Nothing of it is anywhere and nobody takes it: its state may be forgotten. */
   get idle(): boolean {
-    return this.held === 0 && this.takers === 0 && this.backlog === 0 && this.ready.size === 0
+    return (
+      this.held === 0 &&
+      this.takers === 0 &&
+      this.backlog === 0 &&
+      this.ready.size === 0 &&
+      this.asideFrom === undefined
+    )
+  }
+
+  /** Sends to it wait on disk: nobody takes it, or its messages set aside are not all back yet. */
+  get unserved(): boolean {
+    return this.takers === 0 || this.asideFrom !== undefined
   }
 }
 
@@ -189,18 +210,44 @@ export class Queues {
     return undefined
   }
 
+  /** More than the default queue is known: the rules of named queues apply (see `Dispatcher`). */
+  get named(): boolean {
+    return this.#byName.size > 1
+  }
+
+  /** Some connected worker takes some queue. */
+  get served(): boolean {
+    for (const q of this.#byName.values()) if (q.takers > 0) return true
+    return false
+  }
+
+  /** Called with the queues that lost their last taker, and when a worker attached. */
+  onChange: ((lost: QueueState[], attached: boolean) => void) | undefined
+
   /** Worker `w` takes these queues (its READY's `queues`, or the default). */
   attach(w: WorkerPeer, names: readonly string[] | undefined): void {
-    this.detach(w)
+    const lost = this.#detach(w)
     w.queues = names === undefined ? [this.default] : names.map((n) => this.state(n))
     w.turn = 0
     for (const q of w.queues) q.takers++
+    this.onChange?.(
+      lost.filter((q) => q.takers === 0),
+      true,
+    )
   }
 
   /** Worker `w` is gone. */
   detach(w: WorkerPeer): void {
-    for (const q of w.queues) q.takers--
+    const lost = this.#detach(w)
+    if (lost.length > 0) this.onChange?.(lost, false)
+  }
+
+  /** Takes `w` off its queues; returns those it was the last taker of. */
+  #detach(w: WorkerPeer): QueueState[] {
+    const lost: QueueState[] = []
+    for (const q of w.queues) if (--q.takers === 0) lost.push(q)
     w.queues = []
+    return lost
   }
 
   /** One queue's figures; `inFlight` counted by the caller. */
