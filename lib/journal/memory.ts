@@ -171,10 +171,13 @@ export class MemoryJournal implements Journal {
       if (!d) continue
       this.#dead.delete(id)
       const entry: JournalEntry = { id, payload: d.payload, attempts: 0, enqueuedAt: d.enqueuedAt }
-      // Its priority and key stay; not its expiry, past which a replay would bury it again.
+      // Its priority, key, queue and headers stay; not its expiry, past which a replay would
+      // bury it again.
       if (d.priority !== undefined) entry.priority = d.priority
       if (d.key !== undefined) entry.key = d.key
       if (d.dedupeId !== undefined) entry.dedupeId = d.dedupeId
+      if (d.queue !== undefined) entry.queue = d.queue
+      if (d.headers !== undefined) entry.headers = d.headers
       this.#pending.set(id, entry)
       moved.push({ ...entry })
     }
