@@ -744,8 +744,8 @@ export class LevelJournal implements Journal {
 
 /**
  * Copies what a message keeps across its attempts (`expiry` true) and a replay: its priority,
- * key, send id, queue and headers, and its expiry time except on a replay (a replayed message past it would be dead-lettered
- * again at once).
+ * key, send id, queue and headers, and its expiry time except on a replay (a replayed message
+ * past it would be dead-lettered again at once).
  */
 function keepFields(to: JournalEntry, from: JournalEntry, expiry: boolean): void {
   if (expiry && from.expiresAt !== undefined) to.expiresAt = from.expiresAt

@@ -13,7 +13,7 @@ import {
 } from "../../lib/validate.js"
 import type { Schedule } from "./core/message.js"
 import { resolveSchedule, type ScheduleOptions } from "./schedule-options.js"
-import { checkQueueName } from "../../lib/headers.js"
+import { checkHeaders, checkQueueName } from "../../lib/headers.js"
 import { withTraceContext } from "../../lib/trace.js"
 import {
   Dispatcher,
@@ -389,6 +389,13 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
  * when no span is active, or without `@opentelemetry/api`).
  */
 function traced<O extends ScheduleOptions>(options: O): O {
+  const own: unknown = options.headers
+  // Not an object: resolveSchedule() refuses it as it is.
+  if (own !== undefined && (typeof own !== "object" || own === null)) return options
   const headers = withTraceContext(options.headers)
-  return headers === options.headers ? options : { ...options, headers }
+  if (headers === options.headers) return options
+  // The caller's headers are checked as given: the copy that carries the trace context would
+  // turn an array or a Map into a plain object (resolveSchedule() checks the copy).
+  if (own !== undefined) checkHeaders(own)
+  return { ...options, headers }
 }
