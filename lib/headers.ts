@@ -17,7 +17,7 @@ export const MAX_HEADERS_BYTES = 64 * 1024
 
 /** True when `s` survives utf-8 (no lone surrogate, which utf-8 cannot carry). */
 function wellFormed(s: string): boolean {
-  return Buffer.from(s, "utf8").toString("utf8") === s
+  return (s as string & { isWellFormed(): boolean }).isWellFormed()
 }
 
 /**
@@ -76,19 +76,57 @@ export function checkHeaders(
   return Object.freeze(out)
 }
 
+/**
+ * Headers received from a peer (a PPX/2 meta record, an LPX request), decoded by msgpack (whose
+ * strings are always well-formed): a plain object of at most 64 string values, frozen in place.
+ * Undefined when they are not that.
+ */
+export function receivedHeaders(value: unknown): Readonly<Record<string, string>> | undefined {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return undefined
+  const proto: unknown = Object.getPrototypeOf(value)
+  if (proto !== Object.prototype && proto !== null) return undefined
+  let count = 0
+  for (const name in value) {
+    if (++count > MAX_HEADERS || name === "") return undefined
+    if (typeof (value as Record<string, unknown>)[name] !== "string") return undefined
+  }
+  return Object.freeze(value as Record<string, string>)
+}
+
 // Stored form: [count u16] then per entry [nameLength u16][name utf8][valueLength u32][value utf8],
-// little-endian. Exact size without encoding, no codec involved.
+// little-endian. Encoded once per headers object (they are frozen, and shared by a message and
+// its journal entries), no codec involved.
+const stored = new WeakMap<object, Buffer>()
+
+/** `headers` in stored form, encoded on first use. */
+export function storedHeaders(headers: Readonly<Record<string, string>>): Buffer {
+  let buf = stored.get(headers)
+  if (buf === undefined) {
+    let size = 2
+    for (const name in headers)
+      size += 6 + Buffer.byteLength(name) + Buffer.byteLength(headers[name] as string)
+    buf = Buffer.allocUnsafe(size)
+    encodeStoredHeaders(buf, headers, 0)
+    if (Object.isFrozen(headers)) stored.set(headers, buf)
+  }
+  return buf
+}
 
 /** The bytes of `headers` in stored form. */
 export function storedHeadersSize(headers: Readonly<Record<string, string>>): number {
-  let size = 2
-  for (const name in headers)
-    size += 6 + Buffer.byteLength(name) + Buffer.byteLength(headers[name] as string)
-  return size
+  return storedHeaders(headers).length
 }
 
 /** Writes `headers` in stored form at `off`; returns the offset after them. */
 export function writeStoredHeaders(
+  buf: Buffer,
+  headers: Readonly<Record<string, string>>,
+  off: number,
+): number {
+  return off + storedHeaders(headers).copy(buf, off)
+}
+
+function encodeStoredHeaders(
   buf: Buffer,
   headers: Readonly<Record<string, string>>,
   off: number,

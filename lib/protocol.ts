@@ -31,7 +31,7 @@
 import { bodyLength, prefixOf } from "./body.js"
 import { MAX_CODEC_NAME, packMeta, unpackMeta } from "./codec.js"
 import { PirateError, errorMessage, toError } from "./errors.js"
-import { DEFAULT_QUEUE, checkHeaders, checkQueueName } from "./headers.js"
+import { DEFAULT_QUEUE, checkQueueName, receivedHeaders } from "./headers.js"
 import { stripUndefined } from "./validate.js"
 
 export const PPP = Object.freeze({ READY: 0x01, HEARTBEAT: 0x02 } as const)
@@ -242,7 +242,11 @@ export function decodeTaskMeta(frame: Buffer, start: number, end: number): TaskM
   const out: TaskMeta = {}
   try {
     if (m["queue"] !== undefined) out.queue = checkQueueName(m["queue"])
-    if (m["headers"] !== undefined) out.headers = checkHeaders(m["headers"])
+    if (m["headers"] !== undefined) {
+      const headers = receivedHeaders(m["headers"])
+      if (headers === undefined) return null
+      out.headers = headers
+    }
   } catch {
     return null
   }

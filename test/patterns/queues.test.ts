@@ -194,7 +194,11 @@ describe("named queues", () => {
     const id = await sender.send({ q: "x", n: 1 }, { queue: "x" })
     await waitFor(() => expect(sender.stats().dead).toBe(1))
     expect(sender.stats({ queue: "x" })).toMatchObject({ sent: 1, nacked: 1, deadLettered: 1 })
-    const [letter] = await sender.journal.dead()
+    const [letter] = await waitFor(async () => {
+      const dead = await sender.journal.dead()
+      expect(dead).toHaveLength(1)
+      return dead
+    })
     expect(letter).toMatchObject({ id, queue: "x", lastError: "no" })
     fail = false
     expect(await sender.replay([id])).toEqual([id])
