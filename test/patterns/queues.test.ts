@@ -92,58 +92,61 @@ describe("named queues", () => {
   it.each([
     ["before", "sent before its worker came (they wait on disk first)"],
     ["after", "sent while its worker is there (the first ones go straight to the window)"],
-  ])("the waiting messages of a queue whose last worker left give the window back: %s", async (when) => {
-    const journal = await tempDir("queues-")
-    const sender = await openSender({
-      journal,
-      window: 10,
-      retryBackoff: { initial: 10, max: 10, factor: 1, jitter: 0 },
-    })
-    const sendB = (): Promise<string[]> =>
-      Promise.all([...Array(30).keys()].map((n) => sender.send({ q: "b", n }, { queue: "b" })))
-    if (when === "before") await sendB()
-    let release: () => void = () => undefined
-    const gate = new Promise<void>((resolve) => (release = resolve))
-    const started: number[] = []
-    const workerB = await openWorker(sender.endpoint, {
-      queues: ["b"],
-      concurrency: 2,
-      closeTimeout: 0,
-      handler: async (m) => {
-        started.push((m as { n: number }).n)
-        await gate
-        throw new Error("gave up")
-      },
-    })
-    if (when === "after") {
-      await waitFor(() => expect(sender.stats().queues["b"]?.workers).toBe(1))
-      await sendB()
-    }
-    // The window fills with "b": two in flight, the rest ready behind them.
-    await waitFor(() => expect(started).toHaveLength(2))
-    await waitFor(() => expect(sender.stats().inWindow).toBe(10))
-    release()
-    await workerB.close()
-    await waitFor(() => expect(sender.stats().queues["b"]?.inWindow).toBe(0))
-    await Promise.all([...Array(5).keys()].map((n) => sender.send({ q: "a", n }, { queue: "a" })))
-    const seenA: Seen[] = []
-    await openWorker(sender.endpoint, { queues: ["a"], handler: recorder(seenA) })
-    await waitFor(() => expect(seenA).toHaveLength(5))
-    expect(sender.stats().queues["b"]).toMatchObject({ backlog: 30, acked: 0 })
-    // Every "b" comes back, each once, the two that failed with their attempts.
-    const seenB: Seen[] = []
-    const attempts = new Map<number, number>()
-    await openWorker(sender.endpoint, {
-      queues: ["b"],
-      handler: (m, ctx) => {
-        recorder(seenB)(m, ctx)
-        attempts.set((m as { n: number }).n, ctx.attempt)
-      },
-    })
-    await sender.drained(timeout())
-    expect(seenB.map((s) => s.n).sort((x, y) => x - y)).toEqual([...Array(30).keys()])
-    for (const n of started) expect(attempts.get(n)).toBe(2)
-  })
+  ])(
+    "the waiting messages of a queue whose last worker left give the window back: %s",
+    async (when) => {
+      const journal = await tempDir("queues-")
+      const sender = await openSender({
+        journal,
+        window: 10,
+        retryBackoff: { initial: 10, max: 10, factor: 1, jitter: 0 },
+      })
+      const sendB = (): Promise<string[]> =>
+        Promise.all([...Array(30).keys()].map((n) => sender.send({ q: "b", n }, { queue: "b" })))
+      if (when === "before") await sendB()
+      let release: () => void = () => undefined
+      const gate = new Promise<void>((resolve) => (release = resolve))
+      const started: number[] = []
+      const workerB = await openWorker(sender.endpoint, {
+        queues: ["b"],
+        concurrency: 2,
+        closeTimeout: 0,
+        handler: async (m) => {
+          started.push((m as { n: number }).n)
+          await gate
+          throw new Error("gave up")
+        },
+      })
+      if (when === "after") {
+        await waitFor(() => expect(sender.stats().queues["b"]?.workers).toBe(1))
+        await sendB()
+      }
+      // The window fills with "b": two in flight, the rest ready behind them.
+      await waitFor(() => expect(started).toHaveLength(2))
+      await waitFor(() => expect(sender.stats().inWindow).toBe(10))
+      release()
+      await workerB.close()
+      await waitFor(() => expect(sender.stats().queues["b"]?.inWindow).toBe(0))
+      await Promise.all([...Array(5).keys()].map((n) => sender.send({ q: "a", n }, { queue: "a" })))
+      const seenA: Seen[] = []
+      await openWorker(sender.endpoint, { queues: ["a"], handler: recorder(seenA) })
+      await waitFor(() => expect(seenA).toHaveLength(5))
+      expect(sender.stats().queues["b"]).toMatchObject({ backlog: 30, acked: 0 })
+      // Every "b" comes back, each once, the two that failed with their attempts.
+      const seenB: Seen[] = []
+      const attempts = new Map<number, number>()
+      await openWorker(sender.endpoint, {
+        queues: ["b"],
+        handler: (m, ctx) => {
+          recorder(seenB)(m, ctx)
+          attempts.set((m as { n: number }).n, ctx.attempt)
+        },
+      })
+      await sender.drained(timeout())
+      expect(seenB.map((s) => s.n).sort((x, y) => x - y)).toEqual([...Array(30).keys()])
+      for (const n of started) expect(attempts.get(n)).toBe(2)
+    },
+  )
 
   it("a worker that takes several queues is served round robin across those with messages", async () => {
     const sender = await openSender()
@@ -173,9 +176,9 @@ describe("named queues", () => {
     await openWorker(sender.endpoint, { protocol: "ppp", handler: recorder(seenPpp) })
     await openWorker(sender.endpoint, { handler: recorder(seenPpx) })
     await waitFor(() => expect(seenPpp.length + seenPpx.length).toBe(2))
-    expect([...seenPpp, ...seenPpx].every((s) => s.q === "default" && s.ctxQueue === "default")).toBe(
-      true,
-    )
+    expect(
+      [...seenPpp, ...seenPpx].every((s) => s.q === "default" && s.ctxQueue === "default"),
+    ).toBe(true)
     expect(sender.stats().queues["x"]).toMatchObject({ ready: 1, workers: 0 })
     expect(sender.stats().queues["default"]).toMatchObject({ acked: 2, workers: 2 })
   })
