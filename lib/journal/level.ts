@@ -744,12 +744,14 @@ export class LevelJournal implements Journal {
 
 /**
  * Copies what a message keeps across its attempts (`expiry` true) and a replay: its priority,
- * key and send id, and its expiry time except on a replay (a replayed message past it would be dead-lettered
- * again at once).
+ * key, send id, queue and headers, and its expiry time except on a replay (a replayed message past
+ * it would be dead-lettered again at once).
  */
 function keepFields(to: JournalEntry, from: JournalEntry, expiry: boolean): void {
   if (expiry && from.expiresAt !== undefined) to.expiresAt = from.expiresAt
   if (from.priority !== undefined) to.priority = from.priority
   if (from.key !== undefined) to.key = from.key
   if (from.dedupeId !== undefined) to.dedupeId = from.dedupeId
+  if (from.queue !== undefined) to.queue = from.queue
+  if (from.headers !== undefined) to.headers = from.headers
 }

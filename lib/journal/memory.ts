@@ -175,6 +175,8 @@ export class MemoryJournal implements Journal {
       if (d.priority !== undefined) entry.priority = d.priority
       if (d.key !== undefined) entry.key = d.key
       if (d.dedupeId !== undefined) entry.dedupeId = d.dedupeId
+      if (d.queue !== undefined) entry.queue = d.queue
+      if (d.headers !== undefined) entry.headers = d.headers
       this.#pending.set(id, entry)
       moved.push({ ...entry })
     }
