@@ -93,6 +93,12 @@ export interface Metric {
   type: "counter" | "gauge" | "summary"
   /** A number, or for summaries a latency summary (seconds are exported). */
   value: number | LatencySummary
+  /**
+   * The labels of this series (e.g. `{ queue: "resize" }`), after the renderer's own. Metrics of
+   * one name are one family: its HELP and TYPE are written once, with the help and type of the
+   * first, and all its series follow them.
+   */
+  labels?: Readonly<Record<string, string>> | undefined
 }
 
 /**
@@ -101,54 +107,82 @@ export interface Metric {
  * `<prefix>_<name>` (the name ends in its unit, e.g. `ack_latency_seconds`).
  */
 export function metricsOf(prefix: string): {
-  counter: (name: string, help: string, value: number) => Metric
-  gauge: (name: string, help: string, value: number) => Metric
-  summary: (name: string, help: string, value: LatencySummary) => Metric
+  counter: (name: string, help: string, value: number, labels?: Metric["labels"]) => Metric
+  gauge: (name: string, help: string, value: number, labels?: Metric["labels"]) => Metric
+  summary: (name: string, help: string, value: LatencySummary, labels?: Metric["labels"]) => Metric
 } {
+  const make = (
+    name: string,
+    help: string,
+    type: Metric["type"],
+    value: number | LatencySummary,
+    labels: Metric["labels"],
+  ): Metric =>
+    labels === undefined ? { name, help, type, value } : { name, help, type, value, labels }
   return {
-    counter: (name, help, value) => ({
-      name: `${prefix}_${name}_total`,
-      help,
-      type: "counter",
-      value,
-    }),
-    gauge: (name, help, value) => ({ name: `${prefix}_${name}`, help, type: "gauge", value }),
-    summary: (name, help, value) => ({ name: `${prefix}_${name}`, help, type: "summary", value }),
+    counter: (name, help, value, labels) =>
+      make(`${prefix}_${name}_total`, help, "counter", value, labels),
+    gauge: (name, help, value, labels) => make(`${prefix}_${name}`, help, "gauge", value, labels),
+    summary: (name, help, value, labels) =>
+      make(`${prefix}_${name}`, help, "summary", value, labels),
   }
 }
 
-/** Renders metrics in the Prometheus text exposition format (version 0.0.4). */
+/** A label value as the text format writes it: backslash, double quote and newline escaped. */
+function escapeLabel(value: string): string {
+  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")
+}
+
+/** `k1="v1",k2="v2"` for `labels`, escaped; empty for none. */
+function labelText(labels: Readonly<Record<string, string>> | undefined): string {
+  if (labels === undefined) return ""
+  return Object.entries(labels)
+    .map(([k, v]) => `${k}="${escapeLabel(v)}"`)
+    .join(",")
+}
+
+/**
+ * Renders metrics in the Prometheus text exposition format (version 0.0.4). `labels` go on every
+ * series; a metric's own `labels` follow them. Metrics that share a name are written as one
+ * family (one HELP and TYPE line, then each series), in the order their names first appear.
+ */
 export function renderPrometheus(
   metrics: readonly Metric[],
   labels: Record<string, string> = {},
 ): string {
-  const base = Object.entries(labels)
-    .map(
-      ([k, v]) => `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`,
-    )
-    .join(",")
-  const withLabels = (extra?: string): string => {
-    const all = [base, extra].filter((s) => s !== undefined && s !== "").join(",")
-    return all === "" ? "" : `{${all}}`
+  const base = labelText(labels)
+  const families = new Map<string, Metric[]>()
+  for (const m of metrics) {
+    const family = families.get(m.name)
+    if (family) family.push(m)
+    else families.set(m.name, [m])
   }
   const lines: string[] = []
-  for (const m of metrics) {
-    lines.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`)
-    if (typeof m.value === "number") {
-      lines.push(`${m.name}${withLabels()} ${m.value}`)
-    } else {
-      const s = m.value
-      for (const [q, v] of [
-        ["0.5", s.p50],
-        ["0.9", s.p90],
-        ["0.99", s.p99],
-      ] as const) {
-        lines.push(`${m.name}${withLabels(`quantile="${q}"`)} ${v / 1000}`)
+  for (const family of families.values()) {
+    const first = family[0] as Metric
+    lines.push(`# HELP ${first.name} ${first.help}`, `# TYPE ${first.name} ${first.type}`)
+    for (const m of family) {
+      const own = labelText(m.labels)
+      const withLabels = (extra?: string): string => {
+        const all = [base, own, extra].filter((s) => s !== undefined && s !== "").join(",")
+        return all === "" ? "" : `{${all}}`
       }
-      lines.push(
-        `${m.name}_sum${withLabels()} ${(s.mean * s.count) / 1000}`,
-        `${m.name}_count${withLabels()} ${s.count}`,
-      )
+      if (typeof m.value === "number") {
+        lines.push(`${m.name}${withLabels()} ${m.value}`)
+      } else {
+        const s = m.value
+        for (const [q, v] of [
+          ["0.5", s.p50],
+          ["0.9", s.p90],
+          ["0.99", s.p99],
+        ] as const) {
+          lines.push(`${m.name}${withLabels(`quantile="${q}"`)} ${v / 1000}`)
+        }
+        lines.push(
+          `${m.name}_sum${withLabels()} ${(s.mean * s.count) / 1000}`,
+          `${m.name}_count${withLabels()} ${s.count}`,
+        )
+      }
     }
   }
   return lines.join("\n") + "\n"

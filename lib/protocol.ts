@@ -31,7 +31,7 @@
 import { bodyLength, prefixOf } from "./body.js"
 import { MAX_CODEC_NAME, packMeta, unpackMeta } from "./codec.js"
 import { PirateError, errorMessage, toError } from "./errors.js"
-import { DEFAULT_QUEUE, checkQueueName, receivedHeaders } from "./headers.js"
+import { DEFAULT_QUEUE, checkHeaders, checkQueueName, receivedHeaders } from "./headers.js"
 import { stripUndefined } from "./validate.js"
 
 export const PPP = Object.freeze({ READY: 0x01, HEARTBEAT: 0x02 } as const)
@@ -573,8 +573,10 @@ export function readAcks(
 
 // ---------------------------------------------------------------------------------------------
 // Lazy Pirate framing (LPX/1). A plain request is one frame (any REP server answers it).
-// A framed request is [header, body] with header = "LPX" 0x01 request-id; its reply is
-// [status, body] with status = "LPX" 0x01 code (0 ok, 1 error: body = msgpack{message, name}).
+// A framed request is [header, body] with header = "LPX" 0x01 request-id, or [header, body, meta]
+// with meta = msgpack{queue?, headers?} (the named queue and the headers of the request, for a
+// ParanoidPirateQueue); its reply is [status, body] with status = "LPX" 0x01 code (0 ok, 1 error:
+// body = msgpack{message, name, code?}).
 
 const LPX_MAGIC = Buffer.from([0x4c, 0x50, 0x58, 0x01]) // "LPX" 1
 export const LPX_OK = 0
@@ -589,6 +591,56 @@ export function decodeRequestHeader(frame: Buffer | undefined): string | null {
   if (!frame || frame.length < 5 || frame.length > 4 + MAX_ID_LENGTH) return null
   if (!frame.subarray(0, 4).equals(LPX_MAGIC)) return null
   return frame.toString("latin1", 4)
+}
+
+/** What the meta frame of an LPX/1 request names: its queue and its headers. */
+export interface RequestMeta {
+  queue?: string | undefined
+  headers?: Readonly<Record<string, string>> | undefined
+}
+
+/** The meta frame of a request (`[header, body, meta]`): msgpack `{ queue?, headers? }`. */
+export function encodeRequestMeta(meta: RequestMeta): Buffer {
+  return packMeta(stripUndefined({ queue: meta.queue, headers: meta.headers }))
+}
+
+/**
+ * Reads a request's meta frame: a msgpack map with an optional `queue` (a queue name) and optional
+ * `headers` (strings), other keys ignored.
+ *
+ * @throws PirateError `PIRATE_PROTOCOL` saying what is wrong with it
+ */
+export function decodeRequestMeta(frame: Buffer): RequestMeta {
+  let meta: unknown
+  try {
+    meta = unpackMeta(frame)
+  } catch (err) {
+    throw new PirateError(
+      "PIRATE_PROTOCOL",
+      `the request's meta frame is not msgpack: ${errorMessage(err)}`,
+      { cause: err },
+    )
+  }
+  const proto: unknown = typeof meta === "object" && meta !== null && Object.getPrototypeOf(meta)
+  // A plain map only (msgpackr decodes the reserved byte 0xc1 to an object of its own class).
+  if (proto !== Object.prototype && proto !== null)
+    throw new PirateError(
+      "PIRATE_PROTOCOL",
+      "the request's meta frame must be a msgpack map of { queue?, headers? }",
+    )
+  const m = meta as Record<string, unknown>
+  try {
+    return stripUndefined({
+      queue: m["queue"] === undefined ? undefined : checkQueueName(m["queue"]),
+      headers: m["headers"] === undefined ? undefined : checkHeaders(m["headers"]),
+    })
+  } catch (err) {
+    throw new PirateError(
+      "PIRATE_PROTOCOL",
+      `the request's meta frame is invalid: ${errorMessage(err)}`,
+      { cause: err },
+    )
+  }
 }
 
 export function encodeReplyStatus(code: typeof LPX_OK | typeof LPX_ERROR): Buffer {

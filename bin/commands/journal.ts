@@ -12,10 +12,12 @@ import {
 import { UsageError, intOption, parse, type Command } from "../cli.js"
 
 const HELP = `Usage: pirate journal stats   DIR [--json]
-       pirate journal pending DIR [--limit N] [--after ID] [--json]
-       pirate journal dead    DIR [--limit N] [--after ID] [--json]
+       pirate journal pending DIR [--queue NAME] [--limit N] [--after ID] [--json]
+       pirate journal dead    DIR [--queue NAME] [--limit N] [--after ID] [--json]
        pirate journal replay  DIR (ID… | --all) [--json]
+       pirate journal replay  DIR --queue NAME [--json]
        pirate journal purge   DIR (ID… | --all) [--json]
+       pirate journal purge   DIR --queue NAME [--json]
        pirate journal repair  DIR [--json]
 
 Inspects and edits the journal of a Sender (its LevelDB directory, the "journal"
@@ -26,12 +28,15 @@ API (e.g. to replay dead letters) instead.
 Subcommands:
   stats     counts of pending messages, dead letters, messages scheduled for
             later (send's delay) and send ids remembered (send's id), the oldest
-            pending message and its age, the last id handed out
+            pending message and its age, the last id handed out, and the
+            pending messages and dead letters of each named queue (this reads
+            every pending message and dead letter: slow on a large journal)
   pending   one line per pending (unacknowledged) message, in id (send) order:
             id, attempts, enqueued time, payload size, retry time, expiry,
-            priority (when not the default 4), key, last error
+            priority (when not the default 4), key, queue (when not
+            "default"), headers, last error
   dead      one line per dead letter: id, attempts, dead-letter time, payload
-            size, last error
+            size, queue (when not "default"), headers, last error
   replay    moves dead letters back to pending with their attempts reset; the
             sender delivers them when it next starts. Prints how many were
             replayed and names the ids that were not dead letters
@@ -53,6 +58,10 @@ Options:
   -n, --limit N    pending, dead: print at most N entries (default: all)
       --after ID   pending, dead: start after this id (to page through)
       --all        replay, purge: every dead letter
+      --queue NAME pending, dead: only the entries of the named queue NAME
+                   (a message sent without a queue is in "default");
+                   replay, purge: every dead letter of that queue (or, with
+                   --all, the same)
   -h, --help       show this help
 
 Exit status: 0 on success; 1 when the journal is missing, held by a sender or
@@ -66,6 +75,8 @@ Examples:
   pirate journal dead ./journal --json | jq -r .lastError
   pirate journal replay ./journal 0006189a2b3c4d5e 0006189a2b3c4d5f
   pirate journal replay 0006189a2b3c4d5e ./journal
+  pirate journal dead ./journal --queue resize
+  pirate journal replay ./journal --queue resize
   pirate journal purge ./journal --all
 `
 
@@ -74,7 +85,11 @@ const OPTIONS = {
   limit: { type: "string", short: "n" },
   after: { type: "string" },
   all: { type: "boolean" },
+  queue: { type: "string" },
 } as const
+
+/** The queue of a message sent without one (the library's DEFAULT_QUEUE). */
+const DEFAULT_QUEUE = "default"
 
 type Sub = "stats" | "pending" | "dead" | "replay" | "purge" | "repair"
 const SUBS: readonly Sub[] = ["stats", "pending", "dead", "replay", "purge", "repair"]
@@ -95,7 +110,11 @@ export const command: Command = {
       throw new UsageError(`unknown subcommand "${name}"; expected one of ${SUBS.join(", ")}`)
     }
     const sub = name as Sub
-    const { dir, ids } = splitArguments(sub, rest, values.all === true)
+    const queue = values.queue
+    if (queue !== undefined && (sub === "stats" || sub === "repair"))
+      throw new UsageError("--queue applies to pending, dead, replay and purge")
+    if (queue === "") throw new UsageError("--queue must name a queue, got an empty name")
+    const { dir, ids } = splitArguments(sub, rest, values.all === true, queue !== undefined)
     const listing = sub === "pending" || sub === "dead"
     if (!listing && values.limit !== undefined)
       throw new UsageError("--limit applies to pending and dead")
@@ -122,10 +141,10 @@ export const command: Command = {
           return await stats(journal, json, out)
         case "pending":
         case "dead":
-          return await list(journal, sub, { limit, after: values.after, json }, out)
+          return await list(journal, sub, { limit, after: values.after, json, queue }, out)
         case "replay":
         case "purge":
-          return await edit(journal, sub, ids, json, out)
+          return await edit(journal, sub, ids, json, out, queue)
       }
     } finally {
       await journal.close()
@@ -134,7 +153,12 @@ export const command: Command = {
 }
 
 /** Finds DIR (first or last, not an id) and the ids among the arguments after the subcommand. */
-function splitArguments(sub: Sub, args: string[], all: boolean): { dir: string; ids: string[] } {
+function splitArguments(
+  sub: Sub,
+  args: string[],
+  all: boolean,
+  byQueue: boolean,
+): { dir: string; ids: string[] } {
   if (!TAKES_IDS.includes(sub)) {
     if (all) throw new UsageError("--all applies to replay and purge")
     if (args.length !== 1) {
@@ -159,7 +183,10 @@ function splitArguments(sub: Sub, args: string[], all: boolean): { dir: string; 
   }
   const ids = args.filter((a) => a !== dir)
   if (all && ids.length > 0) throw new UsageError("give either message ids or --all, not both")
-  if (!all && ids.length === 0) throw new UsageError(`expected message ids to ${sub}, or --all`)
+  if (byQueue && ids.length > 0)
+    throw new UsageError("give either message ids or --queue NAME, not both")
+  if (!all && !byQueue && ids.length === 0)
+    throw new UsageError(`expected message ids to ${sub}, or --all (or --queue NAME)`)
   return { dir, ids }
 }
 
@@ -195,6 +222,7 @@ async function stats(journal: LevelJournal, json: boolean, out: Output): Promise
   const [oldest] = await journal.pending({ limit: 1 })
   const now = Date.now()
   const disk = await diskUse(journal.path)
+  const queues = await queueCounts(journal)
   if (json) {
     await out.line(
       JSON.stringify({
@@ -208,6 +236,7 @@ async function stats(journal: LevelJournal, json: boolean, out: Output): Promise
         oldest: oldest
           ? { id: oldest.id, enqueuedAt: oldest.enqueuedAt, ageMs: now - oldest.enqueuedAt }
           : null,
+        queues,
       }),
     )
     return 0
@@ -230,8 +259,39 @@ async function stats(journal: LevelJournal, json: boolean, out: Output): Promise
       `${mib(disk.levelBytes + disk.valueLogBytes)} (LevelDB ${mib(disk.levelBytes)}, value log ${mib(disk.valueLogBytes)} in ${disk.segments} ${disk.segments === 1 ? "segment" : "segments"})`,
     ],
   ]
+  for (const [name, c] of Object.entries(queues))
+    rows.push(["queue", `${JSON.stringify(name)}: ${c.pending} pending, ${c.dead} dead`])
   for (const [k, v] of rows) await out.line(`${k.padEnd(9)} ${v}`)
   return 0
+}
+
+/**
+ * The pending messages and dead letters of each queue, by name in sorted order: the journal
+ * keeps no count per queue, so this reads every entry (a page at a time).
+ */
+async function queueCounts(
+  journal: LevelJournal,
+): Promise<Record<string, { pending: number; dead: number }>> {
+  const counts = new Map<string, { pending: number; dead: number }>()
+  const count = (e: JournalEntry, field: "pending" | "dead"): void => {
+    const name = e.queue ?? DEFAULT_QUEUE
+    let c = counts.get(name)
+    if (c === undefined) counts.set(name, (c = { pending: 0, dead: 0 }))
+    c[field]++
+  }
+  for (const field of ["pending", "dead"] as const) {
+    let after: string | undefined
+    for (;;) {
+      const page: JournalEntry[] =
+        field === "pending"
+          ? await journal.pending(after === undefined ? { limit: PAGE } : { after, limit: PAGE })
+          : await journal.dead(after === undefined ? { limit: PAGE } : { after, limit: PAGE })
+      for (const e of page) count(e, field)
+      if (page.length < PAGE) break
+      after = page.at(-1)?.id
+    }
+  }
+  return Object.fromEntries([...counts].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
 }
 
 /** Bytes of the journal's LevelDB files and of its value log (`values/`). */
@@ -260,21 +320,26 @@ function mib(bytes: number): string {
 async function list(
   journal: LevelJournal,
   sub: "pending" | "dead",
-  o: { limit: number; after: string | undefined; json: boolean },
+  o: { limit: number; after: string | undefined; json: boolean; queue: string | undefined },
   out: Output,
 ): Promise<number> {
   let after = o.after
   let left = o.limit
   // Page through: a journal may hold millions of entries.
   while (left > 0 && !out.closed) {
-    const limit = Math.min(PAGE, left)
+    // With --queue, entries of other queues are read and skipped: read whole pages.
+    const limit = o.queue === undefined ? Math.min(PAGE, left) : PAGE
     const page: (JournalEntry | DeadLetter)[] =
       sub === "pending"
         ? await journal.pending(after === undefined ? { limit } : { after, limit })
         : await journal.dead(after === undefined ? { limit } : { after, limit })
-    for (const e of page) await out.line(o.json ? jsonLine(e) : textLine(e))
+    for (const e of page) {
+      if (left === 0) break
+      if (o.queue !== undefined && (e.queue ?? DEFAULT_QUEUE) !== o.queue) continue
+      await out.line(o.json ? jsonLine(e) : textLine(e))
+      left--
+    }
     if (page.length < limit) break
-    left -= page.length
     after = page.at(-1)?.id
   }
   return 0
@@ -288,6 +353,9 @@ function textLine(e: JournalEntry | DeadLetter): string {
   if (e.expiresAt !== undefined) parts.push(`expires=${iso(e.expiresAt)}`)
   if (e.priority !== undefined) parts.push(`priority=${e.priority}`)
   if (e.key !== undefined) parts.push(`key=${JSON.stringify(e.key)}`)
+  if (e.queue !== undefined && e.queue !== DEFAULT_QUEUE)
+    parts.push(`queue=${JSON.stringify(e.queue)}`)
+  if (e.headers !== undefined) parts.push(`headers=${JSON.stringify(e.headers)}`)
   if (e.lastError !== undefined) parts.push(`error=${JSON.stringify(e.lastError)}`)
   return parts.join("  ")
 }
@@ -303,6 +371,8 @@ function jsonLine(e: JournalEntry | DeadLetter): string {
     expiresAt: e.expiresAt ?? null,
     priority: e.priority ?? 4,
     key: e.key ?? null,
+    queue: e.queue ?? DEFAULT_QUEUE,
+    headers: e.headers ?? null,
     lastError: e.lastError ?? null,
   })
 }
@@ -313,11 +383,25 @@ async function edit(
   ids: string[],
   json: boolean,
   out: Output,
+  queue: string | undefined,
 ): Promise<number> {
   const all = ids.length === 0
   let done: string[] = []
   let asked = ids.length
-  if (all) {
+  if (all && queue !== undefined) {
+    // Dead letters of other queues stay: page past them, moving each page's matches.
+    let after: string | undefined
+    for (;;) {
+      const page = await journal.dead(
+        after === undefined ? { limit: PAGE } : { after, limit: PAGE },
+      )
+      const mine = page.filter((d) => (d.queue ?? DEFAULT_QUEUE) === queue).map((d) => d.id)
+      asked += mine.length
+      if (mine.length > 0) done.push(...(await apply(journal, sub, mine)))
+      if (page.length < PAGE) break
+      after = page.at(-1)?.id
+    }
+  } else if (all) {
     // Each page is moved (or deleted) before the next one is read, so start from the top again.
     for (;;) {
       const page = (await journal.dead({ limit: PAGE })).map((d) => d.id)
@@ -338,7 +422,7 @@ async function edit(
   } else {
     await out.line(
       all
-        ? `${verb} ${done.length} dead ${done.length === 1 ? "letter" : "letters"}`
+        ? `${verb} ${done.length} dead ${done.length === 1 ? "letter" : "letters"}${queue === undefined ? "" : ` of queue ${JSON.stringify(queue)}`}`
         : `${verb} ${done.length} of ${asked} (${missing.length} not found among the dead letters)`,
     )
     for (const id of missing) process.stderr.write(`pirate: ${id} is not a dead letter\n`)

@@ -23,7 +23,8 @@ Handler (one of):
                              default export as the handler:
                                export default async function (payload, ctx) { return reply }
                              ctx has id, attempt (1, 2, … on redeliveries), endpoint,
-                             signal (aborted when the worker must stop) and extend()
+                             queue, headers, signal (aborted when the worker must
+                             stop) and extend()
 
 On start it prints one line on stdout, then one line each time a sender answers:
   worker connect=tcp://127.0.0.1:5556 concurrency=1
@@ -34,6 +35,9 @@ On SIGINT or SIGTERM it stops taking messages, lets running ones finish and answ
 Options:
   -c, --connect EP             sender or queue endpoint, e.g. tcp://127.0.0.1:5556 (required;
                                repeat it to serve several)
+  -q, --queue NAME             take the messages of the named queue NAME (repeat it to take
+                               several, round robin across them); default: the "default"
+                               queue only (needs --protocol ppx, the default)
   -n, --concurrency N          handlers running at once (default 1)
       --prefetch N             messages each sender may hand out ahead (default: concurrency)
       --raw                    payloads are bytes (a Buffer for the module's handler; the
@@ -59,10 +63,12 @@ function).
 Examples:
   pirate worker --connect tcp://127.0.0.1:5556 --echo
   pirate worker -c tcp://10.0.0.1:5556 -c tcp://10.0.0.2:5556 --module ./resize.js -n 8
+  pirate worker -c tcp://127.0.0.1:5556 --queue resize --queue thumbnail --module ./images.js
 `
 
 const OPTIONS = {
   connect: { type: "string", short: "c", multiple: true },
+  queue: { type: "string", short: "q", multiple: true },
   echo: { type: "boolean" },
   module: { type: "string" },
   concurrency: { type: "string", short: "n" },
@@ -113,6 +119,7 @@ export const command: Command = {
         handler,
         codec: values.raw === true ? "raw" : "msgpack",
         ...(protocol === undefined ? {} : { protocol }),
+        ...(values.queue === undefined ? {} : { queues: values.queue }),
         ...(concurrency === undefined ? {} : { concurrency }),
         ...(prefetch === undefined ? {} : { prefetch }),
         ...(heartbeatInterval === undefined ? {} : { heartbeatInterval }),
@@ -122,7 +129,12 @@ export const command: Command = {
         ...(curve === undefined ? {} : { curve }),
       })
     } catch (err) {
-      throw optionError(err)
+      // The library names the option 'queues' (or 'queues[1]'); here it is --queue.
+      throw optionError(
+        err instanceof TypeError || err instanceof RangeError
+          ? Object.assign(err, { message: err.message.replace(/'queues(\[\d+\])?'/g, "'queue'") })
+          : err,
+      )
     }
 
     const log = (line: string): void => {
@@ -145,8 +157,9 @@ export const command: Command = {
       name: "worker",
       start: async () => {
         // Before open(): a sender may answer (the "ready" line) as soon as the worker connects.
+        const queues = values.queue === undefined ? "" : ` queues=${values.queue.join(",")}`
         process.stdout.write(
-          `worker connect=${connect.join(",")} concurrency=${concurrency ?? 1}\n`,
+          `worker connect=${connect.join(",")} concurrency=${concurrency ?? 1}${queues}\n`,
         )
         await worker.open()
         if (metricsPort !== undefined) {

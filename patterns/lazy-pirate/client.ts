@@ -23,7 +23,9 @@ import {
   decodeRemoteError,
   decodeReplyStatus,
   encodeRequestHeader,
+  encodeRequestMeta,
 } from "../../lib/protocol.js"
+import { checkHeaders, checkQueueName } from "../../lib/headers.js"
 import {
   assertKnownOptions,
   assertPositiveInt,
@@ -70,6 +72,17 @@ export interface RequestOptions {
   retries?: number
   /** Aborts the request: it rejects with `PIRATE_ABORTED` (`cause` is `signal.reason`). */
   signal?: AbortSignal
+  /**
+   * The named queue of a `ParanoidPirateQueue` the request goes to (a plain server ignores it);
+   * sent in the request's LPX/1 meta frame, so framed requests only. @defaultValue the queue's
+   * `"default"`
+   */
+  queue?: string
+  /**
+   * Headers the request carries (a string → string map), delivered to a queue's worker as
+   * `ctx.headers` and to a `LazyPirateServer` handler as `ctx.headers`; framed requests only.
+   */
+  headers?: Readonly<Record<string, string>>
 }
 
 /** Counters of a {@link LazyPirateClient}. */
@@ -116,10 +129,13 @@ const CLIENT_OPTIONS = {
   curve: true,
 } as const satisfies Record<keyof LazyPirateClientOptions, true>
 
-const REQUEST_OPTIONS = { timeout: true, retries: true, signal: true } as const satisfies Record<
-  keyof RequestOptions,
-  true
->
+const REQUEST_OPTIONS = {
+  timeout: true,
+  retries: true,
+  signal: true,
+  queue: true,
+  headers: true,
+} as const satisfies Record<keyof RequestOptions, true>
 
 /** Largest delay `setTimeout` accepts. */
 const MAX_TIMEOUT = 2 ** 31 - 1
@@ -297,7 +313,8 @@ export class LazyPirateClient<
    *   `PIRATE_BUSY` when the server refused the request unrun (too many waiting: try later),
    *   `PIRATE_ABORTED` when `signal` fired, `PIRATE_CLOSED` when the client is (or gets) closed,
    *   `PIRATE_DECODE` when the reply cannot be decoded, `PIRATE_PROTOCOL` when a framed request
-   *   got a reply that is not LPX/1 (the server is a plain REP server: use `codec: "raw"`).
+   *   got a reply that is not LPX/1 (the server is a plain REP server: use `codec: "raw"`) or
+   *   the server could not read the request's meta frame (`queue`, `headers`).
    *
    * @example
    * ```ts
@@ -317,6 +334,7 @@ export class LazyPirateClient<
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw new TypeError(`'signal' must be an AbortSignal, got ${describe(signal)}`)
     }
+    const meta = requestMeta(options, this.#framed)
     if (this.#life.closeRequested) return Promise.reject(closedError("LazyPirateClient"))
     let body: Buffer
     try {
@@ -326,11 +344,12 @@ export class LazyPirateClient<
     }
     if (signal?.aborted) return Promise.reject(abortedError(signal))
     // The reply's type is the caller's promise: nothing checks the decoded value against it.
-    return this.#request(body, timeout, tries, signal) as Promise<Res>
+    return this.#request(body, meta, timeout, tries, signal) as Promise<Res>
   }
 
   async #request(
     body: Buffer,
+    meta: Buffer | undefined,
     timeout: number,
     tries: number,
     signal: AbortSignal | undefined,
@@ -353,7 +372,7 @@ export class LazyPirateClient<
       else await this.#waitForSlot(call)
       try {
         if (this.#life.status !== "open") await this.open()
-        return await this.#tries(call, body, timeout, tries)
+        return await this.#tries(call, body, meta, timeout, tries)
       } finally {
         this.#releaseSlot()
       }
@@ -363,10 +382,20 @@ export class LazyPirateClient<
     }
   }
 
-  async #tries(call: Call, body: Buffer, timeout: number, tries: number): Promise<unknown> {
+  async #tries(
+    call: Call,
+    body: Buffer,
+    meta: Buffer | undefined,
+    timeout: number,
+    tries: number,
+  ): Promise<unknown> {
     const id = this.#idPrefix + (this.#idCounter++).toString(36)
     // The same frames (and so the same request id) on every try: the server can deduplicate.
-    const frames = this.#framed ? [encodeRequestHeader(id), body] : [body]
+    const frames = !this.#framed
+      ? [body]
+      : meta === undefined
+        ? [encodeRequestHeader(id), body]
+        : [encodeRequestHeader(id), body, meta]
     const tried: string[] = [] // endpoints whose tries timed out, for the give-up message
     for (let attempt = 1; ; attempt++) {
       const cancelled = cancellation(call)
@@ -496,6 +525,12 @@ export class LazyPirateClient<
       const remote = decodeRemoteError(reply[1])
       // The server refused the request without running it: not the handler's failure.
       if (remote.code === "PIRATE_BUSY") throw new PirateError("PIRATE_BUSY", remote.message)
+      // The server could not read the request (e.g. its meta frame): not the handler's failure.
+      if (remote.code === "PIRATE_PROTOCOL")
+        throw new PirateError(
+          "PIRATE_PROTOCOL",
+          `${endpoint} refused the request: ${remote.message}`,
+        )
       throw new RemoteError(remote.message, remote.name)
     }
     throw new PirateError(
@@ -511,6 +546,23 @@ export class LazyPirateClient<
  */
 function cancellation(call: Call): PirateError | undefined {
   return call.error
+}
+
+/**
+ * The meta frame of a request with `queue` or `headers`, checked; undefined without them.
+ * @throws TypeError or RangeError naming the option (also for either on an unframed client)
+ */
+function requestMeta(options: RequestOptions, framed: boolean): Buffer | undefined {
+  const { queue, headers } = options
+  if (queue === undefined && headers === undefined) return undefined
+  if (!framed)
+    throw new TypeError(
+      `'${queue === undefined ? "headers" : "queue"}' needs LPX/1 framed requests: leave 'framed' (and a codec other than "raw") at its default, or set framed: true`,
+    )
+  return encodeRequestMeta({
+    queue: queue === undefined ? undefined : checkQueueName(queue),
+    headers: headers === undefined ? undefined : checkHeaders(headers),
+  })
 }
 
 function assertTimeout(name: string, value: unknown): asserts value is number {

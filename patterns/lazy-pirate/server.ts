@@ -14,8 +14,10 @@ import {
   LPX_ERROR,
   LPX_OK,
   decodeRequestHeader,
+  decodeRequestMeta,
   encodeRemoteError,
   encodeReplyStatus,
+  type RequestMeta,
 } from "../../lib/protocol.js"
 import { Fifo } from "../../lib/fifo.js"
 import {
@@ -41,6 +43,16 @@ export interface RequestContext {
   readonly raw: boolean
   /** Aborted when the server closes: a long handler may stop early. */
   readonly signal: AbortSignal
+  /**
+   * The headers of a framed request that carried a meta frame (`request(payload, { headers })`);
+   * `undefined` otherwise.
+   */
+  readonly headers?: Readonly<Record<string, string>> | undefined
+  /**
+   * The named queue a framed request asked for (`request(payload, { queue })`): a server has one
+   * queue and answers it all the same; `undefined` when the request named none.
+   */
+  readonly queue?: string | undefined
 }
 
 /**
@@ -164,6 +176,7 @@ interface Queued {
   envelope: Buffer[]
   id: string | undefined
   body: Buffer
+  meta: RequestMeta | undefined
 }
 
 /**
@@ -204,8 +217,9 @@ export class ReplyCache {
  * Lazy Pirate server: binds a ROUTER and answers each request with `handler`, running up to
  * `concurrency` handlers at once.
  *
- * It answers both kinds of Lazy Pirate client: LPX/1 framed requests (`[header(id), body]`, from
- * {@link LazyPirateClient} with its default codec) get `[status, body]` replies, and a handler
+ * It answers both kinds of Lazy Pirate client: LPX/1 framed requests (`[header(id), body]`, or
+ * `[header(id), body, meta]` with the request's queue and headers, shown as `ctx.queue` and
+ * `ctx.headers`; from {@link LazyPirateClient} with its default codec) get `[status, body]` replies, and a handler
  * error becomes an error reply; plain single-frame requests (any REQ client, such as the Guide's
  * lpclient) get a single-frame reply, and a handler error there cannot be signalled: it is
  * counted and emitted as `request:error`, and no reply is sent (the client times out).
@@ -411,21 +425,36 @@ export class LazyPirateServer<
     let delimiter = 1
     while (delimiter < msg.length && (msg[delimiter] as Buffer).length !== 0) delimiter++
     const bodyFrames = msg.length - delimiter - 1
-    if (bodyFrames < 1 || bodyFrames > 2) {
+    if (bodyFrames < 1 || bodyFrames > 3) {
       this.#drop(delimiter >= msg.length ? "no envelope delimiter" : `${bodyFrames} body frames`)
       return
     }
     let id: string | undefined
-    if (bodyFrames === 2) {
+    if (bodyFrames >= 2) {
       const header = decodeRequestHeader(msg[delimiter + 1])
       if (header === null) {
-        this.#drop("a two-frame request without an LPX/1 header")
+        this.#drop(`a ${bodyFrames === 2 ? "two" : "three"}-frame request without an LPX/1 header`)
         return
       }
       id = header
     }
     const envelope = msg.slice(0, delimiter + 1)
-    const body = msg[msg.length - 1] as Buffer
+    // [body], [header, body] or [header, body, meta]
+    const body = msg[bodyFrames === 1 ? delimiter + 1 : delimiter + 2] as Buffer
+    let meta: RequestMeta | undefined
+    if (bodyFrames === 3) {
+      try {
+        meta = decodeRequestMeta(msg[delimiter + 3] as Buffer)
+      } catch (err) {
+        // The request names its id: it learns why it was refused instead of timing out.
+        this.#stats.requests++
+        this.#stats.errors++
+        const code = err instanceof PirateError ? err.code : undefined
+        this.#reply(envelope, [STATUS_ERROR, encodeRemoteError(err, code)])
+        this.emit("request:error", { id, raw: false, error: err })
+        return
+      }
+    }
     this.#stats.requests++
     if (id !== undefined && this.#cache) {
       const cached = this.#cache.get(id)
@@ -442,16 +471,21 @@ export class LazyPirateServer<
         return
       }
     }
-    if (this.#running < this.#concurrency) return this.#start(envelope, id, body)
+    if (this.#running < this.#concurrency) return this.#start(envelope, id, body, meta)
     if (this.#queue.length >= this.#maxQueued) return this.#refuse(envelope, id)
     if (id !== undefined && this.#cache) this.#joined.set(id, [envelope])
-    this.#queue.push({ envelope, id, body })
+    this.#queue.push({ envelope, id, body, meta })
   }
 
-  #start(envelope: Buffer[], id: string | undefined, body: Buffer): void {
+  #start(
+    envelope: Buffer[],
+    id: string | undefined,
+    body: Buffer,
+    meta: RequestMeta | undefined,
+  ): void {
     if (id !== undefined && this.#cache && !this.#joined.has(id)) this.#joined.set(id, [envelope])
     this.#running++
-    void this.#run(envelope, id, body)
+    void this.#run(envelope, id, body, meta)
   }
 
   /** Too much waiting already: a framed request learns at once that it was not run. */
@@ -466,7 +500,12 @@ export class LazyPirateServer<
     this.#reply(envelope, [STATUS_ERROR, encodeRemoteError(busy, busy.code)])
   }
 
-  async #run(envelope: Buffer[], id: string | undefined, body: Buffer): Promise<void> {
+  async #run(
+    envelope: Buffer[],
+    id: string | undefined,
+    body: Buffer,
+    meta: RequestMeta | undefined,
+  ): Promise<void> {
     const raw = id === undefined
     let frames: Buffer[] | undefined
     let failed = false
@@ -474,7 +513,11 @@ export class LazyPirateServer<
     try {
       // Typed by the caller's promise only: the codec does not validate.
       const payload = this.#codec.decode(body) as Req
-      const result: unknown = await this.#handler(payload, { id, raw, signal: this.#abort.signal })
+      const ctx: RequestContext =
+        meta === undefined
+          ? { id, raw, signal: this.#abort.signal }
+          : { id, raw, signal: this.#abort.signal, headers: meta.headers, queue: meta.queue }
+      const result: unknown = await this.#handler(payload, ctx)
       const encoded = encodePayload(this.#codec, result)
       frames = raw ? [encoded] : [STATUS_OK, encoded]
     } catch (err) {
@@ -495,7 +538,7 @@ export class LazyPirateServer<
       this.#reply(envelope, frames)
     }
     const next = this.#life.closeRequested ? undefined : this.#queue.shift()
-    if (next) this.#start(next.envelope, next.id, next.body)
+    if (next) this.#start(next.envelope, next.id, next.body, next.meta)
     this.#checkIdle()
     if (failed) this.emit("request:error", { id, raw, error })
   }

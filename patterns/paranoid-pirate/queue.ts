@@ -9,6 +9,7 @@ import {
   LPX_ERROR,
   LPX_OK,
   decodeRequestHeader,
+  decodeRequestMeta,
   encodeRemoteError,
   encodeReplyStatus,
 } from "../../lib/protocol.js"
@@ -24,7 +25,9 @@ import {
   type Waiter,
   type WorkerInfo,
 } from "./core/index.js"
+import type { Schedule } from "./core/message.js"
 import { CORE_OPTIONS, SENDER_DEFAULTS, resolveCore, type SenderOptions } from "./settings.js"
+import { resolveSchedule } from "./schedule-options.js"
 import type { Journal, JournalEntry } from "../../lib/journal/types.js"
 import { decodeRequestRecord, encodeRequestRecord } from "../../lib/request-record.js"
 
@@ -261,22 +264,43 @@ export class ParanoidPirateQueue extends EventEmitter<ParanoidPirateQueueEvents>
         if (frontend.closed || errorCode(err) === "EAGAIN") return
         throw err
       }
-      // REQ clients: [client, "", body] or, framed, [client, "", header, body].
+      // REQ clients: [client, "", body] or, framed, [client, "", header, body] or
+      // [client, "", header, body, meta] (meta: the request's queue and headers).
       const client = msg[0]
-      if (!client || msg[1]?.length !== 0 || (msg.length !== 3 && msg.length !== 4)) {
+      if (!client || msg[1]?.length !== 0 || msg.length < 3 || msg.length > 5) {
         this.#counts.malformed++
         debug("queue: dropped a malformed request of %d frames", msg.length)
         continue
       }
-      const framed = msg.length === 4
+      const framed = msg.length >= 4
       const requestId = framed ? decodeRequestHeader(msg[2]) : null
       if (framed && requestId === null) {
         this.#counts.malformed++
         debug("queue: dropped a request with a bad header")
         continue
       }
+      const body = msg[framed ? 3 : 2] as Buffer
+      let schedule: Schedule | undefined
+      if (msg.length === 5) {
+        try {
+          const meta = decodeRequestMeta(msg[4] as Buffer)
+          schedule = resolveSchedule({ queue: meta.queue, headers: meta.headers })
+        } catch (err) {
+          // A framed request can be told why: an error reply, instead of a timeout.
+          this.#counts.malformed++
+          debug("queue: refused a request with a bad meta frame: %s", errorMessage(err))
+          this.#counts.replies++
+          const e = toError(err)
+          this.#writer?.write([
+            client,
+            FRAME_EMPTY,
+            ERROR_STATUS,
+            encodeRemoteError(e, e instanceof PirateError ? e.code : "PIRATE_PROTOCOL"),
+          ])
+          continue
+        }
+      }
       this.#counts.requests++
-      const body = msg[msg.length - 1] as Buffer
       if (requestId !== null && this.#join(requestId, client)) continue
       try {
         await core.reserve(body.length)
@@ -288,6 +312,8 @@ export class ParanoidPirateQueue extends EventEmitter<ParanoidPirateQueueEvents>
       const { accepted } = core.submit(body, {
         durable: this.#journal.persistent,
         waiter: this.#waiter(requestId, target),
+        // Its queue and headers go to the journal with it, and a restart keeps them.
+        schedule,
         // The request id goes to the journal with the body: a restarted queue can then join the
         // client's retry to the recovered request instead of running it again.
         ...(this.#journal.persistent ? { stored: encodeRequestRecord(requestId, body) } : {}),

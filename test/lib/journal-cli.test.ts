@@ -129,6 +129,8 @@ describe("pirate journal", { timeout: 30_000 }, () => {
         expiresAt: null,
         priority: 4,
         key: null,
+        queue: "default",
+        headers: null,
         lastError: "worker lost",
       },
       {
@@ -140,6 +142,8 @@ describe("pirate journal", { timeout: 30_000 }, () => {
         expiresAt: null,
         priority: 4,
         key: null,
+        queue: "default",
+        headers: null,
         lastError: null,
       },
     ])

@@ -168,5 +168,40 @@ export function statsMetrics(prefix: string, s: DispatcherStats): Metric[] {
     c("denied", "Connection attempts refused by the CURVE policy.", s.denied),
     c("refused", "Worker connections refused because their codec differs.", s.refused),
     summary("ack_latency_seconds", "Time from acceptance to ack.", s.latency),
+    ...queueMetrics(prefix, s.queues),
   ]
+}
+
+/** The figures of a named queue that are exported, with their metric's kind and help. */
+const QUEUE_METRICS: readonly [
+  kind: "gauge" | "counter",
+  name: string,
+  field: keyof NamedQueueStats,
+  help: string,
+][] = [
+  ["gauge", "queue_ready", "ready", "Messages of the queue waiting for a worker."],
+  ["gauge", "queue_in_flight", "inFlight", "Messages of the queue handed to a worker, not acked."],
+  ["gauge", "queue_in_window", "inWindow", "Messages of the queue held in memory."],
+  ["gauge", "queue_backlog", "backlog", "Messages of the queue known to wait on disk."],
+  ["gauge", "queue_workers", "workers", "Connected workers that take the queue."],
+  ["counter", "queue_sent", "sent", "Messages of the queue accepted."],
+  ["counter", "queue_acked", "acked", "Messages of the queue acknowledged by a worker."],
+  ["counter", "queue_nacked", "nacked", "Handler failures of the queue's messages."],
+  ["counter", "queue_redelivered", "redelivered", "Messages of the queue delivered again."],
+  ["counter", "queue_dead_lettered", "deadLettered", "Messages of the queue dead-lettered."],
+  ["counter", "queue_expired", "expired", "Messages of the queue whose time to live ran out."],
+]
+
+/**
+ * One family per figure of `stats().queues`, one series per queue (label `queue`, names in
+ * sorted order so that scrapes list them alike).
+ */
+function queueMetrics(prefix: string, queues: Record<string, NamedQueueStats>): Metric[] {
+  const m = metricsOf(prefix)
+  const names = Object.keys(queues).sort()
+  const out: Metric[] = []
+  for (const [kind, name, field, help] of QUEUE_METRICS)
+    for (const queue of names)
+      out.push(m[kind](name, help, (queues[queue] as NamedQueueStats)[field], { queue }))
+  return out
 }
