@@ -238,6 +238,9 @@ export function decodeTaskMeta(frame: Buffer, start: number, end: number): TaskM
     return null
   }
   if (typeof meta !== "object" || meta === null || Array.isArray(meta)) return null
+  // A plain map only (msgpackr decodes the reserved byte 0xc1 to an object of its own class).
+  const proto: unknown = Object.getPrototypeOf(meta)
+  if (proto !== Object.prototype && proto !== null) return null
   const m = meta as Record<string, unknown>
   const out: TaskMeta = {}
   try {
