@@ -44,6 +44,8 @@ describe("named queues", () => {
     await waitFor(() => expect(seenA).toHaveLength(30))
     expect(seenA.every((s) => s.q === "a" && s.ctxQueue === "a")).toBe(true)
     expect(seenA.map((s) => s.n)).toEqual([...Array(30).keys()])
+    // The last ack may still be on its way.
+    await waitFor(() => expect(sender.stats().acked).toBe(30))
     const stats = sender.stats()
     expect(stats.queues["a"]).toMatchObject({ sent: 30, acked: 30, workers: 1, ready: 0 })
     expect(stats.queues["b"]).toMatchObject({ sent: 30, acked: 0, workers: 0, inFlight: 0 })

@@ -18,7 +18,7 @@ import {
   tooLargeError,
 } from "../../../lib/errors.js"
 import { DEFAULT_QUEUE, storedHeadersSize } from "../../../lib/headers.js"
-import { IdGenerator, previousId } from "../../../lib/journal/ids.js"
+import { IdGenerator } from "../../../lib/journal/ids.js"
 import { journalSenderId } from "../../../lib/journal/sender-id.js"
 import type { Journal, JournalEntry } from "../../../lib/journal/types.js"
 import type { Metric } from "../../../lib/metrics.js"
@@ -43,7 +43,9 @@ import {
   type Waiter,
 } from "./message.js"
 import { DelayQueue } from "./ready.js"
-import { Queues, type NamedQueueStats, type QueueState } from "./queues.js"
+import { Queues, type NamedQueueStats } from "./queues.js"
+import { QueueAside } from "./aside.js"
+import { cancelMessage, forget, type CancelHost } from "./cancel.js"
 import { BacklogPager } from "./pager.js"
 import { Scheduler, scheduledStore } from "./scheduler.js"
 import { SendIds } from "./send-ids.js"
@@ -119,14 +121,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   readonly #n = new Counters()
   readonly #sessions: Sessions
   #dispatchScheduled = false
-  /**
-   * The greatest id at open when a backlog was found: what lies up to it was not counted in its
-   * queue's `backlog` (see `#backlogLeft`).
-   */
-  #foundUntil: string | undefined
   /** The greatest id given to a message that went into the window (not to disk). */
   #lastWindowId: string | undefined
   readonly #pager: BacklogPager
+  readonly #aside: QueueAside
   readonly #drain = new DrainWatch(
     () => this.#isDrained(),
     () => this.emit("drained", {}),
@@ -147,12 +145,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         spill: (frame, schedule) => this.#spill(frame, schedule),
         canSchedule: () => this.#scheduler !== undefined,
         later: (frame, schedule) => this.#later(frame, schedule),
-        unserved: (schedule) => {
-          const ready = this.#ready
-          const name = schedule?.queue ?? DEFAULT_QUEUE
-          if (name === DEFAULT_QUEUE) return ready.named && ready.default.unserved
-          return ready.find(name)?.unserved ?? true
-        },
+        unserved: (schedule) => this.#aside.unserved(schedule),
         backpressure: (event) => this.emit("backpressure", event),
       },
     )
@@ -201,19 +194,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       keptPage: (limit) => this.#intake.keptPage(limit),
       dropKept: (lastId) => this.#intake.dropKept(lastId),
       load: (e, now) => {
-        this.#backlogLeft(e)
+        this.#aside.backlogLeft(e)
         this.#load(e, now)
       },
-      place: (e, served) => {
-        const q = this.#ready.state(e.queue ?? DEFAULT_QUEUE)
-        if (!this.#ready.named) return "load"
-        if (q.asideFrom !== undefined) return "aside"
-        if (q.takers > 0) return "load"
-        return served ? "aside" : "stop"
-      },
-      setAside: (e) =>
-        this.#setAside(this.#ready.state(e.queue ?? DEFAULT_QUEUE), e.id, e.payload.length),
-      catchUps: () => [...this.#ready.values()].filter((q) => q.aside > 0 && q.takers > 0),
+      place: (e, served) => this.#aside.place(e, served),
+      setAside: (e) => this.#aside.passed(e),
+      catchUps: () => this.#aside.catchUps(),
       served: () => this.#ready.served,
       closed: () => this.#closed,
       paged: () => {
@@ -223,7 +209,31 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       },
       error: (err) => this.emit("error", err),
     })
-    this.#ready.onChange = (lost, attached) => this.#queuesChanged(lost, attached)
+    this.#aside = new QueueAside({
+      name,
+      journal,
+      admission: this.#adm,
+      queues: this.#ready,
+      window: settings.window,
+      replayed: this.#replayed,
+      inWindow: () => this.#held,
+      lastWindowId: () => this.#lastWindowId,
+      kept: () => this.#intake.kept,
+      forEachWaiting: (visit) => this.#forEachWaiting(visit),
+      forEachInFlight: (visit) => {
+        for (const w of this.#workers.values()) for (const m of w.inflight.values()) visit(m)
+      },
+      remove: (m) => {
+        this.#withdraw(m)
+        this.#leave(m)
+      },
+      forget: (id, durable, dedupeId) =>
+        forget({ lanes: this.#lanes, sendIds: this.#sendIds }, id, durable, dedupeId),
+      settled: () => this.#settled(),
+      wake: () => this.#pager.wake(),
+      closed: () => this.#closed,
+    })
+    this.#ready.onChange = (lost, attached) => this.#aside.changed(lost, attached)
     this.#sendIds = new SendIds(journal, settings.dedupeWindow, (err) => this.emit("error", err))
     const store = scheduledStore(journal)
     this.#scheduler =
@@ -269,16 +279,6 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     return this.#endpoint
   }
 
-  /** Workers came or went: set aside what waits for nobody, read back what waits for them. */
-  #queuesChanged(lost: QueueState[], attached: boolean): void {
-    if (lost.length > 0) this.#evict(lost)
-    if (!attached) return
-    // A worker came: what waits for queues nobody takes may hold the window against it.
-    if (this.#ready.named && this.#held >= this.#s.window / 2)
-      this.#evict([...this.#ready.values()].filter((q) => q.takers === 0))
-    this.#pager.wake()
-  }
-
   // ------------------------------------------------------------------------------------------
   // lifecycle
 
@@ -293,7 +293,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       const js = await this.#journal.stats()
       this.#n.dead = js.dead
       if (js.pending > 0) {
-        this.#foundUntil = lastId
+        this.#aside.foundUntil = lastId
         this.#pager.found(js.pending, lastId)
         this.#drain.busy()
       }
@@ -525,99 +525,34 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    */
   async cancel(id: string): Promise<boolean> {
     if (this.#closed) throw closedError(this.#name)
-    // Every send accepted so far is written: a backlog send is on disk, a scheduled one stored.
-    await this.#lanes.flush()
-    await this.#scheduler?.running // a page being moved into the window is dispatched
-    if (await this.#scheduler?.cancel(id)) {
-      this.#sendIds.forgetMessage(id)
-      this.#drain.check()
-      return true
-    }
-    const m = this.#findWaiting(id)
-    if (m) {
-      const waiter = m.waiter
-      this.#withdraw(m)
-      this.#finish(m)
-      this.#forget(m.id, m.durable, m.dedupeId)
-      waiter?.reject(new PirateError("PIRATE_ABORTED", `message ${id} was cancelled`))
-      return true
-    }
-    return this.#cancelBacklog(id)
+    return cancelMessage(this.#cancelHost, id)
   }
 
-  /** A message in the window that has not been dispatched: ready, delayed or parked. */
-  #findWaiting(id: string): Message | undefined {
-    let found: Message | undefined
-    const look = (m: Message): void => {
-      if (m.id === id) found = m
+  /** What `cancelMessage()` needs. */
+  get #cancelHost(): CancelHost {
+    return {
+      journal: this.#journal,
+      admission: this.#adm,
+      lanes: this.#lanes,
+      scheduler: this.#scheduler,
+      pager: this.#pager,
+      aside: this.#aside,
+      sendIds: this.#sendIds,
+      replayed: this.#replayed,
+      forEachWaiting: (visit) => this.#forEachWaiting(visit),
+      withdraw: (m) => {
+        this.#withdraw(m)
+        this.#finish(m)
+      },
+      settled: () => this.#settled(),
+      checkDrained: () => this.#drain.check(),
     }
-    this.#forEachWaiting(look)
-    return found
   }
-
   /** Visits every message in the window that waits: ready, delayed, parked behind its key. */
   #forEachWaiting(visit: (m: Message) => void): void {
     this.#ready.forEach(visit)
     this.#delayed.forEach(visit)
     this.#keys.forEachParked(visit)
-  }
-
-  /** Cancels a message of the backlog on disk (not paged in yet). */
-  async #cancelBacklog(id: string): Promise<boolean> {
-    await this.#pager.running
-    const adm = this.#adm
-    if (adm.aside > 0 && (await this.#cancelAside(id))) return true
-    if (adm.count === 0 || adm.until === undefined || id > adm.until) return false
-    if ((adm.after !== undefined && id <= adm.after) || this.#replayed.has(id)) return false
-    const before = previousId(id)
-    const found = await this.#journal.pending({
-      ...(before === undefined ? {} : { after: before }),
-      until: id,
-      limit: 1,
-    })
-    // The pager may have passed it while the journal was read.
-    if (found[0]?.id !== id || (adm.after !== undefined && id <= adm.after)) return false
-    this.#replayed.add(id) // the pager skips it, from the journal or from the kept sends
-    this.#backlogLeft(found[0])
-    adm.count = Math.max(0, adm.count - 1)
-    adm.bytes = Math.max(0, adm.bytes - found[0].payload.length)
-    this.#forget(id, true, found[0].dedupeId)
-    this.#settled()
-    return true
-  }
-
-  /** Cancels a message set aside for a queue nobody takes (see `#setAside`). */
-  async #cancelAside(id: string): Promise<boolean> {
-    const before = previousId(id)
-    const found = (
-      await this.#journal.pending({
-        ...(before === undefined ? {} : { after: before }),
-        until: id,
-        limit: 1,
-      })
-    )[0]
-    if (found?.id !== id) return false
-    const q = this.#ready.find(found.queue ?? DEFAULT_QUEUE)
-    if (q?.asideFrom === undefined || q.asideTo === undefined) return false
-    if (id <= q.asideFrom || id > q.asideTo || this.#replayed.has(id)) return false
-    const adm = this.#adm
-    this.#replayed.add(id) // the catch-up skips it
-    q.aside--
-    q.asideBytes -= found.payload.length
-    adm.aside--
-    adm.asideBytes -= found.payload.length
-    adm.count--
-    adm.bytes -= found.payload.length
-    this.#backlogLeft(found)
-    this.#forget(id, true, found.dedupeId)
-    this.#settled()
-    return true
-  }
-
-  /** A cancelled message leaves the journal, and its send id is forgotten. */
-  #forget(id: string, durable: boolean, dedupeId: string | undefined): void {
-    if (durable) this.#lanes.remove(id, dedupeId, true)
-    if (dedupeId !== undefined) this.#sendIds.forgetInMemory(dedupeId)
   }
 
   /** Takes a ready, delayed or parked message out of its queue. */
@@ -702,82 +637,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   #settled(): void {
+    this.#aside.retry()
     this.#scheduler?.poke()
     this.#pager.poke()
     this.#adm.admit()
     this.#checkDrained()
-  }
-
-  /**
-   * Counts a message on disk, not in the window, as set aside for queue `q` (the pager passed it,
-   * or it left the window, while nobody took `q`): read back once somebody does.
-   */
-  #setAside(q: QueueState, id: string, bytes: number): void {
-    q.aside++
-    q.asideBytes += bytes
-    this.#adm.aside++
-    this.#adm.asideBytes += bytes
-    const before = previousId(id) ?? ""
-    if (q.asideFrom === undefined || before < q.asideFrom) q.asideFrom = before
-    if (q.asideTo === undefined || id > q.asideTo) q.asideTo = id
-  }
-
-  /**
-   * Named queues that lost their last worker, with a persistent journal: their messages that wait
-   * in the window (ready, delayed, parked) leave it and are set aside on disk, so that they do not
-   * hold the window against the queues that are served. Not while one of them is in flight or
-   * being journaled: it is tried again when the next worker comes or goes.
-   */
-  #evict(queues: QueueState[]): void {
-    if (!this.#journal.persistent || !this.#ready.named || this.#closed) return
-    const adm = this.#adm
-    // Every message to set aside must lie behind the paging cursor, so that the main pass never
-    // reads it again: with nothing ahead of the cursor, the cursor moves to the newest message.
-    if (adm.count - adm.aside === 0 && adm.spilling === 0 && this.#intake.kept === 0) {
-      const last = this.#lastWindowId
-      if (last !== undefined && (adm.after === undefined || last > adm.after)) adm.after = last
-      if (adm.after !== undefined && (adm.until === undefined || adm.after > adm.until))
-        adm.until = adm.after
-    }
-    const after = adm.after
-    if (after === undefined) return
-    for (const q of queues) {
-      if (q.takers > 0 || q.held === 0) continue
-      const out: Message[] = []
-      let others = 0
-      this.#forEachWaiting((m) => {
-        if (m.queue !== q.name) return
-        if (m.durable && m.waiter === undefined && m.id <= after) out.push(m)
-        else others++
-      })
-      let inFlight = 0
-      for (const w of this.#workers.values())
-        for (const m of w.inflight.values()) if (m.queue === q.name) inFlight++
-      // Some are being journaled or in flight: not now.
-      if (out.length === 0 || out.length + others + inFlight !== q.held) continue
-      for (const m of out) {
-        this.#withdraw(m)
-        this.#leave(m)
-        adm.count++
-        adm.bytes += m.payload.length
-        if (this.#foundUntil === undefined || m.id > this.#foundUntil) q.backlog++
-        this.#setAside(q, m.id, m.payload.length)
-      }
-      debug(
-        "%s: %d messages of queue %s set aside: no worker takes it",
-        this.#name,
-        out.length,
-        q.name,
-      )
-    }
-    this.#settled()
-  }
-
-  /** A message of the backlog left the disk (paged in, cancelled): its queue counts one less. */
-  #backlogLeft(e: JournalEntry): void {
-    if (this.#foundUntil !== undefined && e.id <= this.#foundUntil) return
-    const q = this.#ready.state(e.queue ?? DEFAULT_QUEUE)
-    if (q.backlog > 0) q.backlog--
   }
 
   #load(e: JournalEntry, now: number): void {
@@ -803,12 +667,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       m.expiresAt = undefined
       this.#hold(m)
       if (count > 0 && (after === undefined || e.id > after)) this.#replayed.add(e.id)
-      else {
-        // Within what is set aside for its queue: its catch-up must not read it again.
-        const q = this.#ready.find(m.queue)
-        if (q?.asideFrom !== undefined && q.asideTo !== undefined)
-          if (e.id > q.asideFrom && e.id <= q.asideTo) this.#replayed.add(e.id)
-      }
+      // Within what is set aside for its queue: its catch-up must not read it again.
+      else if (this.#aside.within(e.id, m.queue)) this.#replayed.add(e.id)
       if (m.key !== undefined) {
         // A dead letter that held its key goes first; else it queues behind its key.
         const held = this.#keys.isHeld(m.key)
@@ -937,6 +797,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       windowBytes: this.#windowBytes,
       ready: this.#ready.held,
       namedQueues: this.#ready.states - 1,
+      pendingEvictions: this.#aside.pendingEvictions,
       delayed: this.#delayed.held,
       keys: this.#keys.size,
       parked: this.#keys.parked,
