@@ -3,7 +3,9 @@
  * queue nobody takes waits (durably, on disk with a persistent journal) without holding the
  * window against the others; per-queue stats and dead letters.
  */
-import { describe, expect, it } from "vitest"
+import { describe, expect, it, onTestFinished } from "vitest"
+import { Dealer } from "zeromq"
+import { decodeWelcome, encodeReady } from "../../lib/protocol.js"
 import { Sender, type JobContext } from "../../patterns/index.js"
 import { internals } from "../../patterns/paranoid-pirate/core/index.js"
 import { tempDir } from "../helpers/journal-files.js"
@@ -209,6 +211,28 @@ describe("named queues", () => {
     expect(await sender.replay([id])).toEqual([id])
     await sender.drained(timeout())
     expect(seen).toEqual([{ q: "x", n: 1, ctxQueue: "x" }])
+  })
+
+  it("takes the queues of a READY at PPX/2 only: a PPX/1 worker gets the default queue", async () => {
+    const sender = await openSender()
+    const dealers: Dealer[] = []
+    onTestFinished(() => dealers.forEach((d) => d.close()))
+    for (const version of [1, 2]) {
+      const d = new Dealer({ linger: 0 })
+      dealers.push(d)
+      d.connect(sender.endpoint)
+      const hello = { credit: 4, heartbeatInterval: 60_000, liveness: 3, queues: ["r"] }
+      await d.send(encodeReady({ version, ...hello }))
+      const [, welcome] = await d.receive()
+      expect(decodeWelcome(welcome)).toMatchObject({ version })
+    }
+    await waitFor(() => expect(sender.workers()).toHaveLength(2))
+    expect(
+      sender
+        .workers()
+        .map((w) => w.queues)
+        .sort(),
+    ).toEqual([["default"], ["r"]])
   })
 
   it("refuses bad queue names where they are given", async () => {

@@ -295,7 +295,8 @@ export class Sessions implements InboundHandler {
           keys.park(m) // behind an older message of its key; made ready when that one is done
           continue
         }
-        const size = 4 + bodyLength(m.payload)
+        // A PPX/2 worker also gets its meta record, in a frame of its own.
+        const size = 4 + bodyLength(m.payload) + (w.version >= 2 ? this.#taskMeta(m).length : 0)
         if (size > w.maxMessageSize) {
           skipped.push(m)
           continue

@@ -101,7 +101,7 @@ export class WorkerRegistry {
       }),
       goodbye: false,
     }
-    this.#queues.attach(w, hello?.queues)
+    this.#queues.attach(w, announcedQueues(hello))
     this.#byKey.set(key, w)
     this.#ring.push(w)
     return w
@@ -115,7 +115,7 @@ export class WorkerRegistry {
     w.packLimit = packLimit(hello.maxMessageSize)
     w.maxMessageSize = hello.maxMessageSize ?? Infinity
     w.single = hello.single === true
-    this.#queues.attach(w, hello.queues)
+    this.#queues.attach(w, announcedQueues(hello))
     w.liveness = new Liveness({
       heartbeatInterval: hello.heartbeatInterval,
       liveness: hello.liveness,
@@ -217,4 +217,9 @@ export class WorkerRegistry {
     // Bounded: a worker comes back within seconds or never.
     if (this.#gone.size > 1024) this.#gone.delete(this.#gone.keys().next().value as string)
   }
+}
+
+/** The queues a worker takes: those its READY announced at PPX/2 or later, else the default. */
+function announcedQueues(hello: Hello): string[] | undefined {
+  return hello && (hello.version ?? 1) >= 2 ? hello.queues : undefined
 }
