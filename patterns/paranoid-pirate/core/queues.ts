@@ -97,6 +97,8 @@ export class Queues {
   readonly #byName = new Map<string, QueueState>()
   readonly default = new QueueState(DEFAULT_QUEUE)
   #size = 0
+  /** States kept before idle ones are next swept out (twice what the last sweep kept). */
+  #sweepAt = KEEP_STATES
 
   constructor() {
     this.#byName.set(DEFAULT_QUEUE, this.default)
@@ -121,15 +123,18 @@ export class Queues {
 
   /**
    * The state of queue `name`, created on first use. Idle states of other queues are forgotten
-   * (with their counters) once there are more than `KEEP_STATES`, so that a sender fed ever new
-   * queue names keeps bounded memory.
+   * (with their counters) once there are `KEEP_STATES` or more (then twice as many as the last
+   * sweep kept, so that sweeps cost O(1) per new name), so that a sender fed ever new queue names
+   * keeps memory bounded by what it holds.
    */
   state(name: string): QueueState {
     if (name === DEFAULT_QUEUE) return this.default
     let q = this.#byName.get(name)
     if (q === undefined) {
-      if (this.#byName.size >= KEEP_STATES)
+      if (this.#byName.size >= this.#sweepAt) {
         for (const [n, s] of this.#byName) if (s !== this.default && s.idle) this.#byName.delete(n)
+        this.#sweepAt = Math.max(KEEP_STATES, 2 * this.#byName.size)
+      }
       q = new QueueState(name)
       this.#byName.set(name, q)
     }
