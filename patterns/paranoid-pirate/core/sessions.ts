@@ -4,24 +4,14 @@
  * whose messages go back to the front of the ready queue for the others.
  */
 import { backoffDelay } from "../../../lib/backoff.js"
-import { bodyLength, bodyParts, joinBody } from "../../../lib/body.js"
+import { joinBody } from "../../../lib/body.js"
 import { debug } from "../../../lib/debug.js"
 import { DeadLetterError, errorMessage } from "../../../lib/errors.js"
 import { DEFAULT_QUEUE } from "../../../lib/headers.js"
 import type { DeadLetter } from "../../../lib/journal/types.js"
 import {
-  FRAME_EMPTY,
   FRAME_GOODBYE,
   FRAME_HEARTBEAT,
-  FRAME_TASK,
-  FRAME_TASKM,
-  FRAME_TASKS,
-  encodeTaskMeta,
-  packMetas,
-  SINGLE_BYTES,
-  encodeEnvelope,
-  packBodies,
-  packTaskEnvelopes,
   decodeEnvelope,
   decodeReady,
   readAcks,
@@ -45,6 +35,7 @@ import type { DelayQueue } from "./ready.js"
 import type { DispatcherEvents, DispatcherSettings } from "./types.js"
 import type { Hello, WorkerRegistry } from "./workers.js"
 import { CodecRefusals } from "./refusals.js"
+import { dispatchReady } from "./dispatch.js"
 
 /** What the sessions need of the core. */
 export interface SessionsHost {
@@ -264,128 +255,9 @@ export class Sessions implements InboundHandler {
   // ------------------------------------------------------------------------------------------
   // dispatch
 
-  /**
-   * Hands ready messages to workers with free credit, in turn, in batches. A message larger than
-   * a worker takes (its announced `maxMessageSize`) is never sent to it, where libzmq would drop
-   * the connection and everything else in flight on it: it stays ready for a worker that takes
-   * it. To a worker that takes TASK, a message of `SINGLE_BYTES` or more goes alone (a batch is
-   * cut before it), so that its body is sent as its own frame, never copied into a packed one.
-   */
+  /** Hands ready messages to workers with free credit (see `dispatchReady()`). */
   dispatch(ready: Queues): void {
-    const { maxBatch } = this.#h.settings
-    const keys = this.#h.keys
-    const now = Date.now()
-    // Turns in a row that sent nothing: one per worker means nothing ready fits a free worker.
-    for (let idle = 0; ready.size > 0 && idle < this.#h.workers.size;) {
-      const next = this.#h.workers.nextFree()
-      if (!next) return
-      const { worker: w, free } = next
-      const n = Math.min(free, maxBatch)
-      const batch: Message[] = []
-      const skipped: Message[] = [] // too large for this worker; looked at no more than a batch
-      let bytes = 0
-      while (batch.length < n && skipped.length < maxBatch) {
-        const m = ready.takeFor(w)
-        if (!m) break
-        if (m.expiresAt !== undefined && m.expiresAt <= now) {
-          this.expire(m)
-          continue
-        }
-        if (m.key !== undefined && !keys.mayGo(m)) {
-          keys.park(m) // behind an older message of its key; made ready when that one is done
-          continue
-        }
-        // A PPX/2 worker also gets its meta record, in a frame of its own.
-        const size = 4 + bodyLength(m.payload) + (w.version >= 2 ? this.#taskMeta(m).length : 0)
-        if (size > w.maxMessageSize) {
-          skipped.push(m)
-          continue
-        }
-        const alone = w.single && m.payload.length >= SINGLE_BYTES
-        if ((alone || bytes + size > w.packLimit) && batch.length > 0) {
-          ready.putBack(m) // still ready: first of the next batch
-          break
-        }
-        bytes += size
-        batch.push(m)
-        if (alone) break
-      }
-      for (let i = skipped.length - 1; i >= 0; i--) ready.putBack(skipped[i] as Message)
-      if (batch.length === 0) {
-        idle++
-        continue
-      }
-      idle = 0
-      this.#sendBatch(w, batch)
-    }
-  }
-
-  #sendBatch(w: WorkerPeer, batch: Message[]): void {
-    const now = performance.now()
-    const ppx = w.protocol === "ppx"
-    const { ackTimeout } = this.#h.settings
-    // A worker that reports starts may hold a task behind a busy handler: its deadline waits.
-    const deadline = ackTimeout > 0 && !w.starts ? now + ackTimeout : undefined
-    const bodies: Buffer[] = []
-    // PPX/2: each task's queue and headers, in a frame of their own when any task has some.
-    const metas: Buffer[] | undefined = w.version >= 2 ? [] : undefined
-    let withMeta = false
-    for (const m of batch) {
-      m.attempt++
-      if (m.attempt > 1) {
-        this.#h.counters.redelivered++
-        this.#h.queues.state(m.queue).redelivered++
-      }
-      if (metas !== undefined) {
-        const meta = this.#taskMeta(m)
-        if (meta.length > 0) withMeta = true
-        metas.push(meta)
-      }
-      m.state = "inflight"
-      m.worker = w
-      m.sentAt = now
-      m.deadline = deadline
-      w.inflight.set(m.id, m)
-      if (ppx) bodies.push(m.payload)
-      else
-        this.#h.write([
-          w.routingId,
-          encodeEnvelope(m.id, m.attempt),
-          FRAME_EMPTY,
-          joinBody(m.payload), // a PPP request is exactly three frames
-        ])
-    }
-    const only = batch.length === 1 ? batch[0] : undefined
-    if (ppx && w.single && only && only.payload.length >= SINGLE_BYTES) {
-      // TASK: the body frame is the payload itself, which ZeroMQ sends without a copy (a split
-      // body as its two parts, see lib/body.ts).
-      const envelope = encodeEnvelope(only.id, only.attempt)
-      const parts = bodyParts(only.payload)
-      if (withMeta)
-        this.#h.write([
-          w.routingId,
-          FRAME_TASKM,
-          envelope,
-          (metas as Buffer[])[0] as Buffer,
-          ...parts,
-        ])
-      else this.#h.write([w.routingId, FRAME_TASK, envelope, ...parts])
-    } else if (ppx) {
-      const frames = [w.routingId, FRAME_TASKS, packTaskEnvelopes(batch), packBodies(bodies)]
-      if (withMeta) frames.push(packMetas(metas as Buffer[]))
-      this.#h.write(frames)
-    }
-    w.liveness.sent()
-  }
-
-  /**
-   * What goes with a task to a PPX/2 worker: nothing for the default queue without headers; the
-   * queue's record (encoded once per queue) without headers; else encoded once per message.
-   */
-  #taskMeta(m: Message): Buffer {
-    if (m.headers === undefined)
-      return m.queue === DEFAULT_QUEUE ? FRAME_EMPTY : this.#h.queues.state(m.queue).meta
-    return (m.meta ??= encodeTaskMeta(m.queue, m.headers))
+    dispatchReady(this.#h, ready, (m) => this.expire(m))
   }
 
   // ------------------------------------------------------------------------------------------
