@@ -94,27 +94,21 @@ export function receivedHeaders(value: unknown): Readonly<Record<string, string>
 }
 
 // Stored form: [count u16] then per entry [nameLength u16][name utf8][valueLength u32][value utf8],
-// little-endian. Encoded once per headers object (they are frozen, and shared by a message and
-// its journal entries), no codec involved.
-const stored = new WeakMap<object, Buffer>()
+// little-endian. Written straight into the journal's buffer (no codec, no buffer of its own).
 
-/** `headers` in stored form, encoded on first use. */
+/** `headers` in stored form. */
 export function storedHeaders(headers: Readonly<Record<string, string>>): Buffer {
-  let buf = stored.get(headers)
-  if (buf === undefined) {
-    let size = 2
-    for (const name in headers)
-      size += 6 + Buffer.byteLength(name) + Buffer.byteLength(headers[name] as string)
-    buf = Buffer.allocUnsafe(size)
-    encodeStoredHeaders(buf, headers, 0)
-    if (Object.isFrozen(headers)) stored.set(headers, buf)
-  }
+  const buf = Buffer.allocUnsafe(storedHeadersSize(headers))
+  writeStoredHeaders(buf, headers, 0)
   return buf
 }
 
 /** The bytes of `headers` in stored form. */
 export function storedHeadersSize(headers: Readonly<Record<string, string>>): number {
-  return storedHeaders(headers).length
+  let size = 2
+  for (const name in headers)
+    size += 6 + Buffer.byteLength(name) + Buffer.byteLength(headers[name] as string)
+  return size
 }
 
 /** Writes `headers` in stored form at `off`; returns the offset after them. */
@@ -123,28 +117,38 @@ export function writeStoredHeaders(
   headers: Readonly<Record<string, string>>,
   off: number,
 ): number {
-  return off + storedHeaders(headers).copy(buf, off)
-}
-
-function encodeStoredHeaders(
-  buf: Buffer,
-  headers: Readonly<Record<string, string>>,
-  off: number,
-): number {
   const countAt = off
   let count = 0
   off += 2
   for (const name in headers) {
-    const n = buf.write(name, off + 2, "utf8")
+    const n = writeUtf8(buf, name, off + 2)
     buf.writeUInt16LE(n, off)
     off += 2 + n
-    const v = buf.write(headers[name] as string, off + 4, "utf8")
+    const v = writeUtf8(buf, headers[name] as string, off + 4)
     buf.writeUInt32LE(v, off)
     off += 4 + v
     count++
   }
   buf.writeUInt16LE(count, countAt)
   return off
+}
+
+/**
+ * Writes `s` in utf-8 at `off` (room for it is the caller's); returns its bytes. Short ASCII
+ * strings, most names and values, are copied byte by byte: cheaper than a call into `buf.write`.
+ */
+function writeUtf8(buf: Buffer, s: string, off: number): number {
+  const length = s.length
+  if (length <= 64) {
+    let i = 0
+    for (; i < length; i++) {
+      const c = s.charCodeAt(i)
+      if (c >= 0x80) break
+      buf[off + i] = c
+    }
+    if (i === length) return length
+  }
+  return buf.write(s, off, "utf8")
 }
 
 /**
