@@ -73,7 +73,18 @@ export function checkHeaders(
       throw new RangeError(`'${option}' must be at most ${MAX_HEADERS_BYTES} bytes in all`)
     out[name] = value
   }
-  return Object.freeze(out)
+  const checked = Object.freeze(out)
+  CHECKED.add(checked)
+  return checked
+}
+
+/** Headers `checkHeaders()` returned (frozen): checked once, not again by the journal. */
+const CHECKED = new WeakSet<object>()
+
+/** Checks headers unless `checkHeaders()` made them; see it for the rules. */
+export function assertHeaders(headers: unknown, option = "headers"): void {
+  if (typeof headers !== "object" || headers === null || !CHECKED.has(headers))
+    checkHeaders(headers, option)
 }
 
 /**

@@ -141,8 +141,16 @@ export function wantsConsumerSpan(headers: Readonly<Record<string, string>>): bo
     getDelegate?: () => OtelApi.TracerProvider
   }
   const delegate = typeof provider.getDelegate === "function" ? provider.getDelegate() : provider
-  return delegate.constructor.name !== "NoopTracerProvider"
+  if (delegate !== lastProvider) {
+    lastProvider = delegate
+    lastVerdict = delegate.constructor.name !== "NoopTracerProvider"
+  }
+  return lastVerdict
 }
+
+/** The tracer provider `wantsConsumerSpan()` looked at last, and what it found. */
+let lastProvider: unknown
+let lastVerdict = false
 
 /** What the worker knows about one delivery, for its consumer span. */
 export interface ConsumerSpanInfo {

@@ -6,7 +6,7 @@
 import { crc32 } from "node:zlib"
 import { joinBody } from "../body.js"
 import {
-  checkHeaders,
+  assertHeaders,
   checkQueueName,
   readStoredHeaders,
   storedHeadersSize,
@@ -156,7 +156,7 @@ function checkExtras(e: JournalEntry): void {
   const { expiresAt, priority, key, dedupeId, queue, headers } = e
   if (dedupeId !== undefined) checkDedupeId(dedupeId)
   if (queue !== undefined) checkQueueName(queue)
-  if (headers !== undefined) checkHeaders(headers)
+  if (headers !== undefined) assertHeaders(headers)
   if (expiresAt !== undefined) {
     if (typeof expiresAt !== "number")
       throw new TypeError(`'expiresAt' must be a number, got ${describe(expiresAt)}`)

@@ -59,7 +59,11 @@ export function dispatchReady(h: DispatchHost, ready: Queues, expire: (m: Messag
         continue
       }
       // A PPX/2 worker also gets its meta record, in a frame of its own.
-      const size = 4 + bodyLength(m.payload) + (w.version >= 2 ? taskMeta(h, m).length : 0)
+      const meta =
+        w.version >= 2 && (m.headers !== undefined || m.queue !== DEFAULT_QUEUE)
+          ? taskMeta(h, m).length
+          : 0
+      const size = 4 + bodyLength(m.payload) + meta
       if (size > w.maxMessageSize) {
         skipped.push(m)
         continue
@@ -91,18 +95,12 @@ function sendBatch(h: DispatchHost, w: WorkerPeer, batch: Message[]): void {
   const deadline = ackTimeout > 0 && !w.starts ? now + ackTimeout : undefined
   const bodies: Buffer[] = []
   // PPX/2: each task's queue and headers, in a frame of their own when any task has some.
-  const metas: Buffer[] | undefined = w.version >= 2 ? [] : undefined
-  let withMeta = false
+  const metas = w.version >= 2 ? metaRecords(h, batch) : undefined
   for (const m of batch) {
     m.attempt++
     if (m.attempt > 1) {
       h.counters.redelivered++
       h.queues.state(m.queue).redelivered++
-    }
-    if (metas !== undefined) {
-      const meta = taskMeta(h, m)
-      if (meta.length > 0) withMeta = true
-      metas.push(meta)
     }
     m.state = "inflight"
     m.worker = w
@@ -124,12 +122,12 @@ function sendBatch(h: DispatchHost, w: WorkerPeer, batch: Message[]): void {
     // body as its two parts, see lib/body.ts).
     const envelope = encodeEnvelope(only.id, only.attempt)
     const parts = bodyParts(only.payload)
-    if (withMeta)
-      h.write([w.routingId, FRAME_TASKM, envelope, (metas as Buffer[])[0] as Buffer, ...parts])
+    if (metas !== undefined)
+      h.write([w.routingId, FRAME_TASKM, envelope, metas[0] as Buffer, ...parts])
     else h.write([w.routingId, FRAME_TASK, envelope, ...parts])
   } else if (ppx) {
     const frames = [w.routingId, FRAME_TASKS, packTaskEnvelopes(batch), packBodies(bodies)]
-    if (withMeta) frames.push(packMetas(metas as Buffer[]))
+    if (metas !== undefined) frames.push(packMetas(metas))
     h.write(frames)
   }
   w.liveness.sent()
@@ -139,6 +137,18 @@ function sendBatch(h: DispatchHost, w: WorkerPeer, batch: Message[]): void {
  * What goes with a task to a PPX/2 worker: nothing for the default queue without headers; the
  * queue's record (encoded once per queue) without headers; else encoded once per message.
  */
+/** The meta records of a batch, or undefined when none of its tasks has one (the usual case). */
+function metaRecords(h: DispatchHost, batch: Message[]): Buffer[] | undefined {
+  let i = 0
+  while (i < batch.length) {
+    const m = batch[i] as Message
+    if (m.headers !== undefined || m.queue !== DEFAULT_QUEUE) break
+    i++
+  }
+  if (i === batch.length) return undefined
+  return batch.map((m) => taskMeta(h, m))
+}
+
 function taskMeta(h: DispatchHost, m: Message): Buffer {
   if (m.headers === undefined)
     return m.queue === DEFAULT_QUEUE ? FRAME_EMPTY : h.queues.state(m.queue).meta
