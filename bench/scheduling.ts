@@ -34,10 +34,10 @@ import { rmSync } from "node:fs"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Dealer } from "zeromq"
 import type { SendOptions } from "../patterns/index.js"
-import { forkFixture, forkModule, runBench, withTimeout, type Child } from "./lib/children.js"
+import { forkModule, runBench, withTimeout } from "./lib/children.js"
 import { loadLibrary } from "./lib/compiled.js"
+import { openSink, rawOneWay, type Sink } from "./lib/raw-sink.js"
 import { envInt, printLine } from "./lib/env.js"
 import { median, medianOf, percentileSorted, round } from "./lib/stats.js"
 
@@ -325,55 +325,9 @@ async function delayAccuracy(
   }
 }
 
-/** The raw zeromq.js baseline: n payloads one-way, DEALER here → ROUTER in a child, each send awaited. */
-interface Sink {
-  child: Child
-  dealer: Dealer
-}
-
-async function openSink(): Promise<Sink> {
-  const child = forkFixture("raw-sink.ts", [])
-  const { endpoint } = await child.next<{ type: string; endpoint: string }>(
-    (m) => m.type === "ready",
-    30_000,
-    "raw-sink ready",
-  )
-  const dealer = new Dealer({ linger: 0, sendTimeout: 10_000, receiveTimeout: 60_000 })
-  dealer.connect(endpoint)
-  return { child, dealer }
-}
-
-async function sinkCpu(sink: Sink): Promise<number> {
-  const answer = sink.child.next<{ type: string; us: number }>(
-    (m) => m.type === "cpu",
-    5000,
-    "raw-sink cpu",
-  )
-  sink.child.send({ type: "cpu" })
-  return (await answer).us
-}
-
-async function rawOneWay(sink: Sink, n: number): Promise<Result> {
-  const peer0 = await sinkCpu(sink)
-  const cpu = process.cpuUsage()
-  const start = performance.now()
-  for (let i = 0; i < n; i++) await sink.dealer.send(BODIES[i % POOL] as Buffer)
-  await sink.dealer.send("END")
-  const [count] = await sink.dealer.receive()
-  const ms = performance.now() - start
-  const used = process.cpuUsage(cpu)
-  const peer = (await sinkCpu(sink)) - peer0
-  if (Number(count?.toString()) !== n)
-    throw new Error(`raw-oneway: the sink counted ${count?.toString() ?? "?"} of ${n}`)
-  return {
-    case: "raw-oneway",
-    n,
-    size: SIZE,
-    ms: round(ms, 1),
-    msgsPerSec: Math.round((n * 1000) / ms),
-    cpuUsPerMsg: cpuPerMsg(used, n),
-    peerCpuUsPerMsg: round(peer / n, 2),
-  }
+/** The raw zeromq.js baseline (bench/lib/raw-sink.ts) as a result line. */
+async function rawCase(sink: Sink, n: number): Promise<Result> {
+  return { case: "raw-oneway", size: SIZE, ...(await rawOneWay(sink, n, BODIES, "raw-oneway")) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -513,7 +467,7 @@ async function main(): Promise<void> {
   await Promise.all(workers.map((w) => w.next("started", 30_000)))
 
   const cases: { name: string; run: (warmup: boolean) => Promise<Result> }[] = [
-    ...(sink ? [{ name: "raw-oneway", run: (w: boolean) => rawOneWay(sink, w ? WARMUP : N) }] : []),
+    ...(sink ? [{ name: "raw-oneway", run: (w: boolean) => rawCase(sink, w ? WARMUP : N) }] : []),
     ...(["memory-plain", "plain", "key", "priority"] as const).map((kind) => ({
       name: kind,
       run: (w: boolean) => throughput(kind, w ? WARMUP : N, workers),
