@@ -88,6 +88,16 @@ export class QueueAside {
     return [...this.#h.queues.values()].filter((q) => q.aside > 0 && q.takers > 0)
   }
 
+  /**
+   * Messages of these queues entered the window without room being asked for (replayed dead
+   * letters): those of a queue nobody takes are set aside again, so that they do not hold the
+   * window against the queues that are served.
+   */
+  arrived(queues: Iterable<QueueState>): void {
+    const unserved = [...queues].filter((q) => q.takers === 0)
+    if (unserved.length > 0 && this.#h.queues.named) this.changed(unserved, false)
+  }
+
   /** Workers came or went: set aside what waits for nobody, read back what waits for them. */
   changed(lost: QueueState[], attached: boolean): void {
     for (const q of lost) this.#toEvict.add(q)
@@ -127,7 +137,12 @@ export class QueueAside {
     // Every message to set aside must lie behind the paging cursor, so that the main pass never
     // reads it again: with nothing ahead of the cursor, the cursor moves to the newest message.
     if (adm.count - adm.aside === 0 && adm.spilling === 0 && h.kept() === 0) {
-      const last = h.lastWindowId()
+      // The newest message in the window: a replayed dead letter or a promoted scheduled one
+      // may be newer than the last send that went to the window.
+      let last = h.lastWindowId()
+      h.forEachWaiting((m) => {
+        if (m.durable && (last === undefined || m.id > last)) last = m.id
+      })
       if (last !== undefined && (adm.after === undefined || last > adm.after)) adm.after = last
       if (adm.after !== undefined && (adm.until === undefined || adm.after > adm.until))
         adm.until = adm.after
@@ -155,6 +170,8 @@ export class QueueAside {
         continue
       }
       for (const m of out) {
+        // A replayed dead letter within what was set aside: its catch-up must read it again now.
+        h.replayed.delete(m.id)
         h.remove(m)
         adm.count++
         adm.bytes += m.payload.length

@@ -246,6 +246,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
           const { count, after } = this.#adm
           if (count > 0 && (after === undefined || e.id > after)) this.#replayed.add(e.id)
           this.#load(e, now)
+          // Due for a queue nobody takes: set aside, not held in the window.
+          this.#aside.arrived([this.#ready.state(e.queue ?? DEFAULT_QUEUE)])
         },
         sync: settings.durability === "fsync",
         closed: () => this.#closed,
@@ -680,6 +682,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#n.dead = Math.max(0, this.#n.dead - list.length)
     if (list.length > 0) this.#drain.busy()
     this.#makeReadyFront(list)
+    this.#aside.arrived(new Set(list.map((m) => this.#ready.state(m.queue))))
   }
 
   // ------------------------------------------------------------------------------------------
