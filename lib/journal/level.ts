@@ -423,7 +423,10 @@ export class LevelJournal implements Journal {
     }
     if (until === undefined) range.lt = "p;"
     else range.lte = PENDING + until
-    return this.#db.read(async (db) => {
+    // Between writes, not beside one: an update moves an entry of a batch to a `p:` key of its
+    // own, and a read of the `p:` keys before it and of the batches after it would miss that entry
+    // (the sender reads pages of what is set aside for a queue while it retries other entries).
+    return this.#db.write(async (db) => {
       const rows = await db.iterator(range).all()
       const loose = rows.map(([key, value]) => this.#decode(key, value))
       const batched = await this.#batches.pending(db, after, until, limit)

@@ -496,3 +496,24 @@ describe("LevelJournal", () => {
     })
   })
 })
+
+describe("LevelJournal reads beside writes", () => {
+  test("pending() while update() moves entries out of their batch misses none of them", async () => {
+    const journal = await openJournal(await tempDir())
+    let missed = 0
+    for (let round = 0; round < 600; round++) {
+      const base = round * 100
+      await journal.append(
+        Array.from({ length: 20 }, (_, i) => entry(base + i + 1)),
+        { sync: false },
+      )
+      // The update and the read start together: the read must see each entry once, moved or not.
+      const [, page] = await Promise.all([
+        journal.update([3, 4, 5, 6].map((n) => ({ id: id(base + n), attempts: 1 }))),
+        journal.pending({ after: id(base + 2), until: id(base + 20), limit: 4 }),
+      ])
+      if (page.map((e) => e.id).join() !== [3, 4, 5, 6].map((n) => id(base + n)).join()) missed++
+    }
+    expect(missed).toBe(0)
+  })
+})

@@ -42,6 +42,8 @@ export interface AsideHost {
   settled(): void
   /** A worker came: page in now if there is room. */
   wake(): void
+  /** A page of the backlog is being read: what is set aside must not change under it. */
+  paging(): boolean
   closed(): boolean
 }
 
@@ -133,6 +135,11 @@ export class QueueAside {
   #evict(queues: QueueState[]): void {
     const h = this.#h
     if (!h.journal.persistent || !h.queues.named || h.closed()) return
+    if (h.paging()) {
+      // Tried again once the page is read (the pager's catch-up reads these counts and ranges).
+      for (const q of queues) this.#toEvict.add(q)
+      return
+    }
     const adm = h.admission
     // Every message to set aside must lie behind the paging cursor, so that the main pass never
     // reads it again: with nothing ahead of the cursor, the cursor moves to the newest message.
@@ -187,6 +194,33 @@ export class QueueAside {
   /** Sizes of the internal structures (tests of bounded memory). */
   get pendingEvictions(): number {
     return this.#toEvict.size
+  }
+
+  /**
+   * A message due later fell due (the scheduler moved it to pending) for a queue nobody takes:
+   * true when it stays on disk, set aside or as backlog the pager sets aside, rather than going
+   * into the window. False when no backlog waits and its id lies ahead of the cursor: it goes into
+   * the window, and is set aside from there (see `arrived()` and `#evict`'s rule).
+   */
+  due(e: JournalEntry): boolean {
+    const h = this.#h
+    const q = h.queues.state(e.queue ?? DEFAULT_QUEUE)
+    if (!h.journal.persistent || !h.queues.named || !q.unserved) return false
+    const adm = h.admission
+    const after = adm.after
+    const behind = after !== undefined && e.id <= after
+    // Ahead of the cursor while a backlog waits: it joins that backlog, which the pager reads up
+    // to `until` and where it sets it aside. Between the cursor and it lie only backlog and
+    // messages the pager skips (promoted or replayed into the window meanwhile): a send goes to
+    // the window only while no backlog waits, and a new backlog starts past every such send.
+    const ahead = !behind && adm.backlogActive
+    if (!behind && !ahead) return false
+    adm.count++
+    adm.bytes += e.payload.length
+    if (ahead && (adm.until === undefined || e.id > adm.until)) adm.until = e.id
+    if (this.foundUntil === undefined || e.id > this.foundUntil) q.backlog++
+    if (behind) this.#setAside(q, e.id, e.payload.length)
+    return true
   }
 
   /** Cancels a message set aside; false when `id` is not one. */

@@ -207,6 +207,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         this.#adm.admit()
         this.#checkDrained()
       },
+      stopped: () => this.#aside.retry(),
       error: (err) => this.emit("error", err),
     })
     this.#aside = new QueueAside({
@@ -231,6 +232,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         forget({ lanes: this.#lanes, sendIds: this.#sendIds }, id, durable, dedupeId),
       settled: () => this.#settled(),
       wake: () => this.#pager.wake(),
+      paging: () => this.#pager.running !== undefined,
       closed: () => this.#closed,
     })
     this.#ready.onChange = (lost, attached) => this.#aside.changed(lost, attached)
@@ -242,6 +244,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         room: () => this.#adm.pageRoom(),
         roomBytes: () => this.#adm.pageBytes(),
         load: (e, now) => {
+          // Due for a queue nobody takes: it stays on disk (see QueueAside.due()).
+          if (this.#aside.due(e)) return
           // Promoted: pending in the journal now, under an id the pager may not have passed yet.
           const { count, after } = this.#adm
           if (count > 0 && (after === undefined || e.id > after)) this.#replayed.add(e.id)

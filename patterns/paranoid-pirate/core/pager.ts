@@ -47,6 +47,8 @@ export interface PagerHost {
   closed(): boolean
   /** A page was read (or the pager stopped): producers may get in, the sender may be drained. */
   paged(): void
+  /** No page is being read any more (see `running`). */
+  stopped(): void
   error(err: Error): void
 }
 
@@ -108,6 +110,7 @@ export class BacklogPager {
     // Cleared in a callback, which always runs later: #run() may finish without awaiting.
     const run: Promise<void> = this.#run().finally(() => {
       if (this.#running === run) this.#running = undefined
+      this.#h.stopped()
       if (this.#missed) {
         this.#missed = false
         this.poke()
@@ -221,7 +224,15 @@ export class BacklogPager {
         const range: { after?: string; until?: string; limit: number } = { limit }
         if (q.asideFrom !== "") range.after = q.asideFrom
         if (q.asideTo !== undefined) range.until = q.asideTo
+        const from = q.asideFrom
+        const to = q.asideTo
         const page = await h.journal.pending(range)
+        // Its last worker left meanwhile (what is set aside stays so), or more was set aside
+        // while the page was read (read again, next time round).
+        if (q.takers === 0 || q.asideFrom !== from || q.asideTo !== to) {
+          this.#missed = true
+          break
+        }
         const now = Date.now()
         let full = false
         for (const e of page) {
