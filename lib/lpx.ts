@@ -7,8 +7,10 @@
 import { packMeta, unpackMeta } from "./codec.js"
 import { PirateError, errorMessage, toError } from "./errors.js"
 import { checkHeaders, checkQueueName } from "./headers.js"
-import { MAX_ID_LENGTH } from "./protocol.js"
 import { stripUndefined } from "./validate.js"
+
+/** Longest request id: that of a message id, which it becomes in a queue (`MAX_ID_LENGTH` in protocol.ts). */
+const MAX_REQUEST_ID = 64
 
 // Lazy Pirate framing (LPX/1). A plain request is one frame (any REP server answers it).
 // A framed request is [header, body] with header = "LPX" 0x01 request-id, or [header, body, meta]
@@ -26,7 +28,7 @@ export function encodeRequestHeader(requestId: string): Buffer {
 
 /** The request id of a framed request's header, or `null` when the frame is not one. */
 export function decodeRequestHeader(frame: Buffer | undefined): string | null {
-  if (!frame || frame.length < 5 || frame.length > 4 + MAX_ID_LENGTH) return null
+  if (!frame || frame.length < 5 || frame.length > 4 + MAX_REQUEST_ID) return null
   if (!frame.subarray(0, 4).equals(LPX_MAGIC)) return null
   return frame.toString("latin1", 4)
 }
