@@ -152,5 +152,14 @@ function metaRecords(h: DispatchHost, batch: Message[]): Buffer[] | undefined {
 function taskMeta(h: DispatchHost, m: Message): Buffer {
   if (m.headers === undefined)
     return m.queue === DEFAULT_QUEUE ? FRAME_EMPTY : h.queues.state(m.queue).meta
-  return (m.meta ??= encodeTaskMeta(m.queue, m.headers))
+  // A message's headers are its own frozen copy: its record is encoded once, for every attempt.
+  let meta = metaOfHeaders.get(m.headers)
+  if (meta === undefined) {
+    meta = encodeTaskMeta(m.queue, m.headers)
+    metaOfHeaders.set(m.headers, meta)
+  }
+  return meta
 }
+
+/** The meta record of a message with headers, by its headers. */
+const metaOfHeaders = new WeakMap<object, Buffer>()

@@ -74,8 +74,6 @@ export interface Message {
   queue: string
   /** Its headers, delivered to the worker as `ctx.headers`. */
   headers: Readonly<Record<string, string>> | undefined
-  /** What goes with it to a PPX/2 worker (its queue and headers), encoded once; see `taskMeta()`. */
-  meta: Buffer | undefined
 }
 
 /** A connected worker and what it holds. */
@@ -135,7 +133,6 @@ export function message(
     dedupeId: undefined,
     queue: DEFAULT_QUEUE,
     headers: undefined,
-    meta: undefined,
   }
 }
 
@@ -235,7 +232,6 @@ export function fromEntry(e: JournalEntry, durable: boolean): Message {
     dedupeId: e.dedupeId,
     queue: e.queue ?? DEFAULT_QUEUE,
     headers: e.headers,
-    meta: undefined,
   }
 }
 
