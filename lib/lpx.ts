@@ -9,7 +9,10 @@ import { PirateError, errorMessage, toError } from "./errors.js"
 import { checkHeaders, checkQueueName } from "./headers.js"
 import { stripUndefined } from "./validate.js"
 
-/** Longest request id: a message id's (`MAX_ID_LENGTH` in protocol.ts), which it becomes in a queue. */
+/**
+ * Longest request id: a message id's (`MAX_ID_LENGTH` in protocol.ts), which it becomes in a
+ * queue.
+ */
 const MAX_REQUEST_ID = 64
 
 // Lazy Pirate framing (LPX/1). A plain request is one frame (any REP server answers it).

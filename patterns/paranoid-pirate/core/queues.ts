@@ -202,6 +202,11 @@ export class Queues {
   takeFor(w: WorkerPeer): Message | undefined {
     const qs = w.queues
     const n = qs.length
+    if (n === 1) {
+      const m = (qs[0] as QueueState).ready.take()
+      if (m !== undefined) this.#size--
+      return m
+    }
     for (let i = 0; i < n; i++) {
       const at = (w.turn + i) % n
       const q = qs[at] as QueueState
