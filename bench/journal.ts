@@ -39,15 +39,14 @@
  * noise of a shared machine falls on every case alike.
  */
 import { randomBytes } from "node:crypto"
-import { rmSync } from "node:fs"
-import { cp, mkdtemp, rm } from "node:fs/promises"
+import { cp } from "node:fs/promises"
 import { createServer } from "node:net"
-import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Level } from "level"
 import type { Durability, Sender as SenderType } from "../patterns/index.js"
 import { forkModule, killAll, withTimeout } from "./lib/children.js"
 import { loadLibrary } from "./lib/compiled.js"
+import { removeDir, tempDir } from "./lib/temp-dirs.js"
 import { envInt, printLine } from "./lib/env.js"
 import { median, medianOf, round } from "./lib/stats.js"
 
@@ -115,10 +114,6 @@ interface Child {
 }
 
 /** Temp directories not removed yet: the exit hook removes them on an early exit. */
-const tempDirs = new Set<string>()
-process.once("exit", () => {
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true })
-})
 // CPU_PROF_DIR: the fixtures write V8 CPU profiles there.
 if (CPU_PROF_DIR !== undefined)
   process.env["BENCH_CHILD_NODE_ARGS"] = `--cpu-prof --cpu-prof-dir=${CPU_PROF_DIR}`
@@ -800,17 +795,6 @@ async function main(): Promise<void> {
  */
 function payloads(size: number): Buffer[] {
   return Array.from({ length: POOL }, () => randomBytes(size))
-}
-
-async function tempDir(name: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), `pirate-bench-${name}-`))
-  tempDirs.add(dir)
-  return dir
-}
-
-async function removeDir(dir: string): Promise<void> {
-  await rm(dir, { recursive: true, force: true })
-  tempDirs.delete(dir)
 }
 
 /** A free loopback port, from the OS's ephemeral range (released again before use). */

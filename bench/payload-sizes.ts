@@ -25,14 +25,14 @@
  * (`stat: "median"`) and the ratios to the raw ceilings with their targets.
  */
 import { randomBytes } from "node:crypto"
-import { closeSync, fdatasyncSync, openSync, rmSync, writeSync } from "node:fs"
-import { mkdtemp, rm } from "node:fs/promises"
+import { closeSync, fdatasyncSync, openSync, writeSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Dealer } from "zeromq"
 import type { Durability } from "../patterns/index.js"
 import { forkFixture, forkModule, runBench, withTimeout, type Child } from "./lib/children.js"
 import { loadLibrary } from "./lib/compiled.js"
+import { removeDir, tempDir } from "./lib/temp-dirs.js"
 import { envInt, printLine } from "./lib/env.js"
 import { sampleMemory } from "./lib/statm.js"
 import { median, round } from "./lib/stats.js"
@@ -157,22 +157,6 @@ const mb = (bytes: number): number => round(bytes / MIB, 1)
 // ---------------------------------------------------------------------------------------------
 // temporary directories (removed after each run, and by an exit hook on an early exit)
 
-const tempDirs = new Set<string>()
-process.once("exit", () => {
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true })
-})
-
-async function tempDir(what: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), `pirate-bench-sizes-${what}-`))
-  tempDirs.add(dir)
-  return dir
-}
-
-async function removeDir(dir: string): Promise<void> {
-  await rm(dir, { recursive: true, force: true })
-  tempDirs.delete(dir)
-}
-
 // ---------------------------------------------------------------------------------------------
 // raw zeromq.js: DEALER here → ROUTER in a child (bench/fixtures/raw-sink.ts)
 
@@ -249,7 +233,7 @@ async function rawOneWay(sink: Sink, size: number, n: number): Promise<Result> {
 /** One `writeSync` per message, appended; with `sync`, `fdatasync` after every group. */
 async function fileWrite(sync: boolean, size: number, n: number): Promise<Result> {
   const bodies = payloads(size)
-  const dir = await tempDir("file")
+  const dir = await tempDir("sizes-file")
   const group = Math.max(1, Math.ceil(SYNC_GROUP / size))
   let syncs = 0
   try {
@@ -331,7 +315,7 @@ async function endToEnd(
   workers: Child[],
 ): Promise<Result> {
   const bodies = payloads(size)
-  const dir = durability === "memory" ? undefined : await tempDir("journal")
+  const dir = durability === "memory" ? undefined : await tempDir("sizes-journal")
   const sender = await Sender.open({
     bind: BIND,
     codec,

@@ -30,13 +30,10 @@
  * to run), so that the noise of a shared machine falls on every case alike.
  */
 import { randomBytes } from "node:crypto"
-import { rmSync } from "node:fs"
-import { mkdtemp, rm } from "node:fs/promises"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
 import type { SendOptions } from "../patterns/index.js"
 import { forkModule, runBench, withTimeout } from "./lib/children.js"
 import { loadLibrary } from "./lib/compiled.js"
+import { removeDir, tempDir } from "./lib/temp-dirs.js"
 import { openSink, rawOneWay, type Sink } from "./lib/raw-sink.js"
 import { envInt, printLine } from "./lib/env.js"
 import { median, medianOf, percentileSorted, round } from "./lib/stats.js"
@@ -91,11 +88,6 @@ interface Closed {
   lastAt: number | null
 }
 
-const tempDirs = new Set<string>()
-process.once("exit", () => {
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true })
-})
-
 function forkWorker(): WorkerChild {
   const child = forkModule(new URL("./scheduling-fixtures/worker.ts", import.meta.url), [
     JSON.stringify({ concurrency: CONCURRENCY, prefetch: CONCURRENCY }),
@@ -138,17 +130,6 @@ async function closeWorkers(workers: WorkerChild[]): Promise<Closed[]> {
       return reply
     }),
   )
-}
-
-async function tempDir(name: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), `pirate-bench-${name}-`))
-  tempDirs.add(dir)
-  return dir
-}
-
-async function removeDir(dir: string): Promise<void> {
-  await rm(dir, { recursive: true, force: true })
-  tempDirs.delete(dir)
 }
 
 // ---------------------------------------------------------------------------------------------

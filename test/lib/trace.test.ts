@@ -12,14 +12,9 @@ import {
   trace,
   type Span,
 } from "@opentelemetry/api"
-import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks"
-import {
-  BasicTracerProvider,
-  InMemorySpanExporter,
-  SimpleSpanProcessor,
-  type ReadableSpan,
-} from "@opentelemetry/sdk-trace-base"
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
+import { type ReadableSpan } from "@opentelemetry/sdk-trace-base"
+import { beforeEach, describe, expect, it } from "vitest"
+import { registerSdk } from "../helpers/otel.js"
 import { forkFixture } from "../helpers/processes.js"
 import {
   ATTEMPT_ATTRIBUTE,
@@ -31,19 +26,7 @@ import {
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/
 
-const exporter = new InMemorySpanExporter()
-const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] })
-const tracer = trace.getTracer("trace-test")
-
-beforeAll(() => {
-  expect(trace.setGlobalTracerProvider(provider)).toBe(true)
-  expect(context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())).toBe(true)
-})
-afterAll(async () => {
-  trace.disable()
-  context.disable()
-  await provider.shutdown()
-})
+const { exporter, tracer } = registerSdk("trace-test")
 beforeEach(() => {
   exporter.reset()
 })

@@ -6,30 +6,13 @@
  * the first worker was SIGKILLed in the middle of its handler.
  */
 import { context, SpanKind, trace, type Span } from "@opentelemetry/api"
-import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks"
-import {
-  BasicTracerProvider,
-  InMemorySpanExporter,
-  SimpleSpanProcessor,
-} from "@opentelemetry/sdk-trace-base"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import { ATTEMPT_ATTRIBUTE, TRACER_NAME } from "../../lib/trace.js"
+import { registerSdk } from "../helpers/otel.js"
 import { forkFixture, type Child } from "../helpers/processes.js"
 import { openSender } from "../helpers/paranoid.js"
 
-const exporter = new InMemorySpanExporter()
-const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] })
-const tracer = trace.getTracer("trace-context-test")
-
-beforeAll(() => {
-  expect(trace.setGlobalTracerProvider(provider)).toBe(true)
-  expect(context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())).toBe(true)
-})
-afterAll(async () => {
-  trace.disable()
-  context.disable()
-  await provider.shutdown()
-})
+const { exporter, tracer } = registerSdk("trace-context-test")
 
 /** What the fixture reports of a finished span. */
 interface SpanReport {
