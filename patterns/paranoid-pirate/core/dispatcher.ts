@@ -18,7 +18,6 @@ import {
   tooLargeError,
 } from "../../../lib/errors.js"
 import { DEFAULT_QUEUE, storedHeadersSize } from "../../../lib/headers.js"
-import { IdGenerator } from "../../../lib/journal/ids.js"
 import { journalSenderId } from "../../../lib/journal/sender-id.js"
 import type { Journal, JournalEntry } from "../../../lib/journal/types.js"
 import type { Metric } from "../../../lib/metrics.js"
@@ -28,22 +27,21 @@ import { SocketWriter, bindRetrying } from "../../../lib/writer.js"
 import { Admission } from "./admission.js"
 import { Counters, statsMetrics, type DispatcherStats } from "./counters.js"
 import { receiveLoop } from "./inbound.js"
-import { ACCEPTED, Intake, KEEP_WINDOWS } from "./intake.js"
+import { Intake, KEEP_WINDOWS } from "./intake.js"
 import { ExpirySweep } from "./expiry.js"
 import { KeyGate, holdDeadLetterKeys } from "./keys.js"
 import { JournalLanes } from "./lanes.js"
 import {
   expired,
   fromEntry,
-  message,
   ownPayload,
-  scheduled,
   type Message,
   type Schedule,
   type Waiter,
 } from "./message.js"
 import { DelayQueue } from "./ready.js"
 import { Queues, type NamedQueueStats } from "./queues.js"
+import { Producer } from "./producer.js"
 import { QueueAside } from "./aside.js"
 import { cancelMessage, forget, type CancelHost } from "./cancel.js"
 import { BacklogPager } from "./pager.js"
@@ -72,7 +70,6 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   readonly #restore: RestoreHook | undefined
   #router: Router | undefined
   #writer: SocketWriter | undefined
-  #ids = new IdGenerator()
   #endpoint: string | undefined
   /** Announced in WELCOME: workers key their dedupe records on it. */
   #senderId: string | undefined
@@ -121,8 +118,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   readonly #n = new Counters()
   readonly #sessions: Sessions
   #dispatchScheduled = false
-  /** The greatest id given to a message that went into the window (not to disk). */
-  #lastWindowId: string | undefined
+  /** Where accepted messages go, with their ids (see `Producer`). */
+  readonly #producer: Producer
   readonly #pager: BacklogPager
   readonly #aside: QueueAside
   readonly #drain = new DrainWatch(
@@ -141,14 +138,26 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       {
         inWindow: () => this.#held,
         inWindowBytes: () => this.#windowBytes,
-        accept: (frame, schedule) => this.#accept(frame, schedule),
-        spill: (frame, schedule) => this.#spill(frame, schedule),
+        accept: (frame, schedule) => this.#producer.accept(frame, schedule),
+        spill: (frame, schedule) => this.#producer.spill(frame, schedule),
         canSchedule: () => this.#scheduler !== undefined,
-        later: (frame, schedule) => this.#later(frame, schedule),
+        later: (frame, schedule) => this.#producer.later(frame, schedule),
         unserved: (schedule) => this.#aside.unserved(schedule),
         backpressure: (event) => this.emit("backpressure", event),
       },
     )
+    this.#producer = new Producer({
+      journal,
+      admission: this.#adm,
+      counters: this.#n,
+      queues: this.#ready,
+      intake: () => this.#intake,
+      sendIds: () => this.#sendIds,
+      scheduler: () => this.#scheduler,
+      hold: (m) => this.#hold(m),
+      arrive: (m, notBefore) => this.#arrive(m, notBefore),
+      busy: () => this.#drain.busy(),
+    })
     this.#intake = new Intake({
       admission: this.#adm,
       durability: settings.durability,
@@ -156,7 +165,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       windowBytes: settings.windowBytes,
       inWindowBytes: () => this.#windowBytes,
       append: (item) => this.#lanes.append(item),
-      lastWindowId: () => this.#lastWindowId,
+      lastWindowId: () => this.#producer.lastWindowId,
       hold: (m) => this.#hold(m),
       makeReady: (m) => this.#arrive(m, m.notBefore),
       finish: (m) => this.#finish(m),
@@ -218,7 +227,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       window: settings.window,
       replayed: this.#replayed,
       inWindow: () => this.#held,
-      lastWindowId: () => this.#lastWindowId,
+      lastWindowId: () => this.#producer.lastWindowId,
       kept: () => this.#intake.kept,
       forEachWaiting: (visit) => this.#forEachWaiting(visit),
       forEachInFlight: (visit) => {
@@ -294,7 +303,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     let router: Router | undefined
     try {
       const lastId = await this.#journal.lastId()
-      this.#ids = new IdGenerator(lastId)
+      this.#producer.startAfter(lastId)
       this.#senderId = await journalSenderId(this.#journal)
       const js = await this.#journal.stats()
       this.#n.dead = js.dead
@@ -443,74 +452,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   ): { id: string; accepted: Promise<unknown> } {
     if (this.#closed) throw closedError(this.#name)
     this.#adm.useReservation(payload.length)
-    return this.#enter(payload, options.durable, options.waiter, options.stored, options.schedule)
-  }
-
-  #accept(frame: Buffer, schedule: Schedule | undefined): Promise<string> {
-    const { id, accepted } = this.#enter(frame, true, undefined, frame, schedule)
-    // A journaled send's promise resolves with its id: no second promise to map it.
-    return accepted === ACCEPTED ? Promise.resolve(id) : (accepted as Promise<string>)
-  }
-
-  #enter(
-    payload: Buffer,
-    wantDurable: boolean,
-    waiter: Waiter | undefined,
-    stored = payload,
-    schedule?: Schedule,
-  ): { id: string; accepted: Promise<unknown> } {
-    const id = this.#ids.next()
-    // Only a persistent journal keeps pending messages; a memory journal only keeps dead letters.
-    const durable = wantDurable && this.#journal.persistent
-    const m = message({
-      id,
+    return this.#producer.enter(
       payload,
-      attempt: 0,
-      enqueuedAt: Date.now(),
-      t0: performance.now(),
-      state: "appending",
-      durable,
-    })
-    scheduled(m, schedule)
-    if (schedule?.dedupeId !== undefined) this.#sendIds.accepted(schedule.dedupeId, id)
-    m.waiter = waiter
-    this.#ready.state(m.queue).sent++
-    this.#hold(m)
-    this.#lastWindowId = id
-    this.#n.sent++
-    this.#drain.busy()
-    if (schedule?.notBefore !== undefined) m.notBefore = schedule.notBefore
-    if (!durable) {
-      this.#arrive(m, m.notBefore)
-      return { id, accepted: ACCEPTED }
-    }
-    return { id, accepted: this.#intake.journal(m, id, stored, m.enqueuedAt, schedule) }
-  }
-
-  /** A send that waits on disk (see `Intake.spill()`). */
-  #spill(frame: Buffer, schedule: Schedule | undefined): Promise<string> {
-    this.#n.sent++
-    const q = this.#ready.state(schedule?.queue ?? DEFAULT_QUEUE)
-    q.sent++
-    q.backlog++
-    this.#drain.busy()
-    const id = this.#ids.next()
-    if (schedule?.dedupeId !== undefined) this.#sendIds.accepted(schedule.dedupeId, id)
-    return this.#intake.spill(id, frame, schedule)
-  }
-
-  /** A send that is due later, to the journal's scheduled store (see `Scheduler`). */
-  #later(frame: Buffer, schedule: Schedule): Promise<string> {
-    this.#n.sent++
-    this.#ready.state(schedule.queue).sent++
-    this.#drain.busy()
-    this.#adm.scheduling++
-    this.#adm.schedulingBytes += frame.length
-    this.#scheduler?.writing()
-    const id = this.#ids.next()
-    if (schedule.dedupeId !== undefined) this.#sendIds.accepted(schedule.dedupeId, id)
-    const accepted = this.#intake.later(id, frame, schedule)
-    return accepted === ACCEPTED ? Promise.resolve(id) : (accepted as Promise<string>)
+      options.durable,
+      options.waiter,
+      options.stored,
+      options.schedule,
+    )
   }
 
   /** Cancels a message nobody waits for any more (an aborted request). */
