@@ -100,7 +100,8 @@ describe("Sender and Worker", () => {
     })
     for (let i = 0; i < 10; i++) void sender.send(i)
     await waitFor(() => expect(sender.stats().inFlight, "3 in flight").toBe(3))
-    expect(worker.stats()).toMatchObject({ running: 3, queued: 0 })
+    // The tasks the sender counts in flight may still be on their way to the worker.
+    await waitFor(() => expect(worker.stats()).toMatchObject({ running: 3, queued: 0 }))
     expect(sender.stats().ready).toBe(7)
     while (sender.stats().acked < 10) {
       release.shift()?.()
