@@ -1,0 +1,422 @@
+/**
+ * The pair link (docs/pair.md, section 4): each node binds a ROUTER on `pair.bind` and connects a
+ * DEALER to the peer's. A node says everything on its DEALER and hears everything on its ROUTER,
+ * so there is no reply routing; the state machine (`PairState`) decides, the link carries HELLO,
+ * HEARTBEAT, the replication stream (RECORDS) and its acknowledgements (ACK).
+ */
+import { randomBytes } from "node:crypto"
+import { EventEmitter } from "node:events"
+import { Dealer, Router } from "zeromq"
+import { packMeta, unpackMeta } from "../codec.js"
+import { debug } from "../debug.js"
+import { PirateError, errorCode } from "../errors.js"
+import { assertOneOf, assertPositiveInt, singleEndpoint } from "../validate.js"
+import { SocketWriter, bindRetrying } from "../writer.js"
+import {
+  PairState,
+  type PairOutput,
+  type PairRole,
+  type PairStateName,
+  type PeerReport,
+} from "./pair-state.js"
+import type { ReplicationOp, ReplicationRecord } from "./replicated-journal.js"
+
+/** Command bytes of the pair link (docs/pair.md, section 4). */
+export const PAIR_COMMAND = Object.freeze({
+  HELLO: 0x30,
+  HEARTBEAT: 0x31,
+  RECORDS: 0x32,
+  ACK: 0x33,
+} as const)
+
+export const PAIR_LINK_VERSION = 1
+
+const ROLES: readonly PairRole[] = ["primary", "backup"]
+const STATES: readonly PairStateName[] = ["primary", "backup", "active", "passive"]
+const OPS: readonly ReplicationOp["op"][] = [
+  "append",
+  "schedule",
+  "remove",
+  "update",
+  "bury",
+  "replay",
+  "purge",
+  "promote",
+  "unschedule",
+  "dedupe",
+]
+
+export interface PairLinkOptions {
+  role: PairRole
+  /** Where this node's ROUTER binds; `tcp://127.0.0.1:*` picks a port (see `endpoint`). */
+  bind: string
+  /** The peer's `bind` address; may also be given later to `connect()`. */
+  peer?: string
+  /** Heartbeat period (ms). @defaultValue 1000 */
+  heartbeatInterval?: number
+  /** Silence (ms) after which the peer is lost. @defaultValue 3 × heartbeatInterval */
+  timeout?: number
+  /** The epoch this node last knew (from its pair file). @defaultValue 0 */
+  epoch?: number
+}
+
+/** What the peer said in its HELLO. */
+export interface PeerHello extends PeerReport {
+  /** A random id of the peer's process: a new one means the peer restarted. */
+  node: string
+  sender?: string
+  stream?: string
+  applied?: number
+}
+
+export interface PairLinkEvents {
+  /** This node became active or passive. */
+  state: [{ state: "active" | "passive"; epoch: number; reason: string }]
+  "peer:alive": [{ node: string | undefined }]
+  "peer:lost": [{ lastState: PairStateName | undefined }]
+  hello: [PeerHello]
+  conflict: [{ reason: "same-role" }]
+  /** A batch of the peer's replication stream, in order. */
+  records: [{ stream: string; records: ReplicationRecord[] }]
+  /** The peer acknowledged the stream up to `seq`. */
+  ack: [{ stream: string; seq: number }]
+  /** A malformed message was dropped. */
+  dropped: [{ reason: string }]
+  error: [Error]
+}
+
+/**
+ * One node's end of the pair link. `open()` binds, connects to the peer (when given) and starts
+ * the heartbeats; every input goes through its `PairState`, whose decisions come out as events.
+ */
+export class PairLink extends EventEmitter<PairLinkEvents> {
+  readonly role: PairRole
+  readonly heartbeatInterval: number
+  readonly timeout: number
+  /** A random id of this process, in every HELLO. */
+  readonly node = randomBytes(8).toString("hex")
+  readonly #bind: string
+  #peer: string | undefined
+  readonly #state: PairState
+  readonly #router = new Router({ linger: 0 })
+  #dealer: Dealer | undefined
+  #writer: SocketWriter | undefined
+  /** The routing id of the peer's current DEALER (its latest HELLO); others are stale. */
+  #peerRoute: Buffer | undefined
+  #timer: NodeJS.Timeout | undefined
+  #receiving: Promise<void> | undefined
+  #endpoint: string | undefined
+  #opening: Promise<void> | undefined
+  #closing: Promise<void> | undefined
+  #dropped = 0
+  #conflictReported = false
+
+  constructor(options: PairLinkOptions) {
+    super()
+    assertOneOf("role", options.role, ROLES)
+    this.#bind = singleEndpoint("bind", options.bind)
+    if (options.peer !== undefined) this.#peer = singleEndpoint("peer", options.peer)
+    this.heartbeatInterval = options.heartbeatInterval ?? 1000
+    assertPositiveInt("heartbeatInterval", this.heartbeatInterval)
+    this.timeout = options.timeout ?? 3 * this.heartbeatInterval
+    assertPositiveInt("timeout", this.timeout)
+    this.role = options.role
+    this.#state = new PairState({
+      role: options.role,
+      timeout: this.timeout,
+      now: performance.now(),
+      ...(options.epoch === undefined ? {} : { epoch: options.epoch }),
+    })
+  }
+
+  /** The address the ROUTER is bound to, once open. */
+  get endpoint(): string | undefined {
+    return this.#endpoint
+  }
+
+  /** The state machine's state. */
+  get state(): PairStateName {
+    return this.#state.state
+  }
+
+  get epoch(): number {
+    return this.#state.epoch
+  }
+
+  get peerStatus(): "unknown" | "alive" | "lost" {
+    return this.#state.peerStatus
+  }
+
+  /** Malformed or stale messages dropped so far. */
+  get dropped(): number {
+    return this.#dropped
+  }
+
+  /** Binds, connects to the peer when it is known, and starts heartbeats. Idempotent. */
+  open(): Promise<void> {
+    return (this.#opening ??= this.#open())
+  }
+
+  async #open(): Promise<void> {
+    await bindRetrying(this.#router, this.#bind, "pair.bind")
+    this.#endpoint = this.#router.lastEndpoint ?? this.#bind
+    this.#receiving = this.#receive().catch((err: unknown) => {
+      this.emit("error", err instanceof Error ? err : new Error(String(err)))
+    })
+    this.#timer = setInterval(() => this.#beat(), this.heartbeatInterval)
+    if (this.#peer !== undefined) this.#connect()
+  }
+
+  /** Connects to the peer given late (when `peer` was not an option). */
+  connect(peer: string): void {
+    if (this.#peer !== undefined && this.#dealer !== undefined)
+      throw new TypeError("the pair link is connected already")
+    this.#peer = singleEndpoint("peer", peer)
+    if (this.#opening !== undefined) this.#connect()
+  }
+
+  /** Stops the heartbeats and closes both sockets. Idempotent. */
+  close(): Promise<void> {
+    return (this.#closing ??= this.#close())
+  }
+
+  async #close(): Promise<void> {
+    await this.#opening?.catch(() => undefined)
+    clearInterval(this.#timer)
+    this.#dropDealer()
+    this.#router.close()
+    await this.#receiving
+  }
+
+  /** A worker's VOTE (docs/pair.md, section 5). */
+  vote(): void {
+    this.#apply(this.#state.vote(performance.now()))
+  }
+
+  /** Sends a batch of this node's replication stream (records in order, seqs consecutive). */
+  sendRecords(stream: string, records: readonly ReplicationRecord[]): void {
+    if (records.length === 0) return
+    const first = records[0]?.seq ?? 0
+    this.#send([
+      Buffer.from([PAIR_COMMAND.RECORDS]),
+      packMeta({ stream, first }),
+      packMeta(records.map(withoutSeq)),
+    ])
+  }
+
+  /** Acknowledges the peer's stream up to `seq`. */
+  sendAck(stream: string, seq: number): void {
+    this.#send([Buffer.from([PAIR_COMMAND.ACK]), packMeta({ stream, seq })])
+  }
+
+  #report(): { role: PairRole; state: PairStateName; epoch: number } {
+    return { role: this.role, state: this.#state.state, epoch: this.#state.epoch }
+  }
+
+  #connect(): void {
+    const dealer = new Dealer({ linger: 0, immediate: true, sendHighWaterMark: 10_000 })
+    dealer.connect(this.#peer as string)
+    this.#dealer = dealer
+    this.#writer = new SocketWriter(dealer, (err) => {
+      // A full or closed DEALER: the message is lost; the stream recovers by catch-up.
+      debug("pair link: send failed: %s", errorCode(err) ?? String(err))
+    })
+    this.#writer.write([
+      Buffer.from([PAIR_COMMAND.HELLO]),
+      packMeta({ version: PAIR_LINK_VERSION, node: this.node, ...this.#report() }),
+    ])
+  }
+
+  #dropDealer(): void {
+    this.#writer?.clear()
+    this.#dealer?.close()
+    this.#dealer = undefined
+    this.#writer = undefined
+  }
+
+  #send(frames: Buffer[]): void {
+    this.#writer?.write(frames)
+  }
+
+  #beat(): void {
+    const now = performance.now()
+    this.#apply(this.#state.tick(now))
+    this.#send([Buffer.from([PAIR_COMMAND.HEARTBEAT]), packMeta(this.#report())])
+  }
+
+  #apply(outputs: PairOutput[]): void {
+    for (const o of outputs) {
+      switch (o.type) {
+        case "active":
+        case "passive":
+          // Tell the peer at once: it may be waiting on this word to decide.
+          this.#send([Buffer.from([PAIR_COMMAND.HEARTBEAT]), packMeta(this.#report())])
+          this.emit("state", { state: o.type, epoch: o.epoch, reason: o.reason })
+          break
+        case "peer:alive":
+          this.emit("peer:alive", { node: undefined })
+          break
+        case "peer:lost":
+          this.emit("peer:lost", { lastState: this.#state.lastPeer?.state })
+          // As for workers: a new DEALER, so nothing queued for the old peer arrives late.
+          if (this.#peer !== undefined && this.#dealer !== undefined) {
+            this.#dropDealer()
+            this.#connect()
+          }
+          break
+        case "conflict":
+          if (!this.#conflictReported) {
+            this.#conflictReported = true
+            this.emit("conflict", { reason: o.reason })
+            this.emit(
+              "error",
+              new PirateError(
+                "PIRATE_PROTOCOL",
+                `both nodes of the pair have the role "${this.role}": give one "primary" and the other "backup"`,
+              ),
+            )
+          }
+          break
+        case "vote:rejected":
+          debug("pair link: vote rejected (%s)", o.reason)
+          break
+      }
+    }
+  }
+
+  async #receive(): Promise<void> {
+    for (;;) {
+      let frames: Buffer[]
+      try {
+        frames = await this.#router.receive()
+      } catch (err) {
+        if (this.#router.closed || errorCode(err) === "EAGAIN") return
+        throw err
+      }
+      this.#handle(frames)
+    }
+  }
+
+  #drop(reason: string): void {
+    this.#dropped++
+    debug("pair link: dropped %s", reason)
+    this.emit("dropped", { reason })
+  }
+
+  #handle(frames: Buffer[]): void {
+    const [route, command, ...rest] = frames
+    if (route === undefined || command?.length !== 1)
+      return this.#drop("a message without a command")
+    const now = performance.now()
+    const byte = command[0] ?? -1
+    if (byte === PAIR_COMMAND.HELLO) {
+      const hello = readHello(rest[0])
+      if (hello === undefined) return this.#drop("a malformed HELLO")
+      this.#peerRoute = route
+      this.emit("hello", hello)
+      this.#apply(this.#state.peer(hello, now))
+      return
+    }
+    if (this.#peerRoute === undefined || !route.equals(this.#peerRoute))
+      return this.#drop("a message from a connection without HELLO")
+    switch (byte) {
+      case PAIR_COMMAND.HEARTBEAT: {
+        const report = readReport(rest[0])
+        if (report === undefined) return this.#drop("a malformed HEARTBEAT")
+        this.#apply(this.#state.peer(report, now))
+        return
+      }
+      case PAIR_COMMAND.RECORDS: {
+        const batch = readRecords(rest[0], rest[1])
+        if (batch === undefined) return this.#drop("a malformed RECORDS")
+        this.#apply(this.#state.heard(now))
+        this.emit("records", batch)
+        return
+      }
+      case PAIR_COMMAND.ACK: {
+        const ack = readAck(rest[0])
+        if (ack === undefined) return this.#drop("a malformed ACK")
+        this.#apply(this.#state.heard(now))
+        this.emit("ack", ack)
+        return
+      }
+      default:
+        return this.#drop(`an unknown command 0x${byte.toString(16)}`)
+    }
+  }
+}
+
+/** A record as it travels: its seq is implied by its place after the header's `first`. */
+function withoutSeq(record: ReplicationRecord): Partial<ReplicationRecord> {
+  const op: Partial<ReplicationRecord> = { ...record }
+  delete op.seq
+  return op
+}
+
+function unpack(frame: Buffer | undefined): unknown {
+  if (frame === undefined) return undefined
+  try {
+    return unpackMeta(frame)
+  } catch {
+    return undefined
+  }
+}
+
+function isMap(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && !Buffer.isBuffer(v)
+}
+
+function isEpoch(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0
+}
+
+function readReport(frame: Buffer | undefined): PeerReport | undefined {
+  const m = unpack(frame)
+  if (!isMap(m)) return undefined
+  const { role, state, epoch } = m
+  if (!ROLES.includes(role as PairRole) || !STATES.includes(state as PairStateName))
+    return undefined
+  if (!isEpoch(epoch)) return undefined
+  return { role: role as PairRole, state: state as PairStateName, epoch }
+}
+
+function readHello(frame: Buffer | undefined): PeerHello | undefined {
+  const report = readReport(frame)
+  const m = unpack(frame)
+  if (report === undefined || !isMap(m)) return undefined
+  if (typeof m["version"] !== "number" || m["version"] < 1) return undefined
+  if (typeof m["node"] !== "string" || m["node"].length === 0) return undefined
+  const hello: PeerHello = { ...report, node: m["node"] }
+  if (typeof m["sender"] === "string") hello.sender = m["sender"]
+  if (typeof m["stream"] === "string") hello.stream = m["stream"]
+  if (isEpoch(m["applied"])) hello.applied = m["applied"]
+  return hello
+}
+
+function readAck(frame: Buffer | undefined): { stream: string; seq: number } | undefined {
+  const m = unpack(frame)
+  if (!isMap(m) || typeof m["stream"] !== "string" || !isEpoch(m["seq"])) return undefined
+  return { stream: m["stream"], seq: m["seq"] }
+}
+
+/**
+ * A RECORDS message: its header and its records, numbered from `first`. Only the shape is checked
+ * here (a map per record with a known op); the journal checks the fields it writes.
+ */
+function readRecords(
+  header: Buffer | undefined,
+  body: Buffer | undefined,
+): { stream: string; records: ReplicationRecord[] } | undefined {
+  const h = unpack(header)
+  const list = unpack(body)
+  if (!isMap(h) || typeof h["stream"] !== "string" || !isEpoch(h["first"]) || h["first"] < 1)
+    return undefined
+  if (!Array.isArray(list) || list.length === 0) return undefined
+  const first = h["first"]
+  const records: ReplicationRecord[] = []
+  for (const [i, op] of (list as unknown[]).entries()) {
+    if (!isMap(op) || !OPS.includes(op["op"] as ReplicationOp["op"])) return undefined
+    records.push({ ...(op as ReplicationOp), seq: first + i })
+  }
+  return { stream: h["stream"], records }
+}
