@@ -30,11 +30,11 @@ export type ReplicationOp =
   | { op: "remove"; ids: string[]; dedupe?: DedupeChanges }
   | { op: "update"; updates: JournalUpdate[] }
   | { op: "bury"; letters: DeadLetter[] }
-  /** The ids the active's journal moved back to pending. */
-  | { op: "replay"; ids: string[] }
+  /** The dead letters the active's journal moved back to pending, as they now are. */
+  | { op: "replay"; entries: JournalEntry[] }
   | { op: "purge"; ids: string[] }
-  /** The ids the active's journal moved from scheduled to pending. */
-  | { op: "promote"; ids: string[] }
+  /** The scheduled entries the active's journal moved to pending, whole. */
+  | { op: "promote"; entries: JournalEntry[] }
   /** The ids the active's journal deleted from scheduled. */
   | { op: "unschedule"; ids: string[] }
   | { op: "dedupe"; before: number }
@@ -112,7 +112,12 @@ export class ReplicatedJournal implements Journal {
     if (inner.promote) {
       this.promote = async (entries, o) => {
         const moved = await missing("promote", inner.promote?.(entries, o))
-        if (moved.length > 0) this.#emit({ op: "promote", ids: [...moved] })
+        if (moved.length > 0) {
+          // Whole entries, so that a passive that lacks one (a full copy) still ends up with it.
+          const set = new Set(moved)
+          const whole = entries.filter((e) => set.delete(e.id)).map(recordEntry)
+          this.#emit({ op: "promote", entries: whole })
+        }
         return moved
       }
     }
@@ -171,7 +176,7 @@ export class ReplicatedJournal implements Journal {
 
   async replay(ids: readonly string[]): Promise<JournalEntry[]> {
     const moved = await this.inner.replay(ids)
-    if (moved.length > 0) this.#emit({ op: "replay", ids: moved.map((e) => e.id) })
+    if (moved.length > 0) this.#emit({ op: "replay", entries: moved.map(recordEntry) })
     return moved
   }
 
@@ -286,16 +291,23 @@ export async function applyRecord(
       return journal.update(record.updates)
     case "bury":
       return journal.bury(record.letters)
-    case "replay":
-      await journal.replay(record.ids)
+    case "replay": {
+      // A move writes its destination even when the source is missing here (a full copy whose
+      // dead page was read after the replay): what the active moved, the passive holds.
+      const moved = new Set(
+        (await journal.replay(record.entries.map((e) => e.id))).map((e) => e.id),
+      )
+      const rest = record.entries.filter((e) => !moved.has(e.id))
+      if (rest.length > 0) await journal.append(rest, options)
       return
+    }
     case "purge":
       await journal.purgeDead(record.ids)
       return
     case "promote": {
-      // promote() reads only the ids of the entries it is given.
-      const entries = record.ids.map((id) => ({ id }) as JournalEntry)
-      await missing("promote", journal.promote?.(entries, options))
+      const moved = new Set(await missing("promote", journal.promote?.(record.entries, options)))
+      const rest = record.entries.filter((e) => !moved.has(e.id))
+      if (rest.length > 0) await journal.append(rest, options)
       return
     }
     case "unschedule":

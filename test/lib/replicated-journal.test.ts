@@ -3,7 +3,7 @@ import { describe, expect, onTestFinished, test } from "vitest"
 import { TAKES_SPLIT_BODIES, splitBody } from "../../lib/body.js"
 import { LevelJournal } from "../../lib/journal/level.js"
 import { MemoryJournal } from "../../lib/journal/memory.js"
-import type { Journal } from "../../lib/journal/types.js"
+import type { DeadLetter, Journal, JournalEntry } from "../../lib/journal/types.js"
 import {
   ReplicatedJournal,
   ReplicationApplier,
@@ -46,6 +46,84 @@ async function source(
 
 const contents = journalContents
 
+const BASE = 1_700_000_000_000
+const someIds = fc.array(fc.integer({ min: 1, max: 16 }), { maxLength: 4 })
+/** A change a sender could make (see `change`). */
+const changeArb = fc.oneof(
+  fc.record({ t: fc.constant("append" as const), ns: someIds, dedupe: fc.boolean() }),
+  fc.record({
+    t: fc.constant("schedule" as const),
+    ns: someIds,
+    at: fc.integer({ min: 1, max: 9 }),
+  }),
+  fc.record({ t: fc.constant("promote" as const), at: fc.integer({ min: 1, max: 9 }) }),
+  fc.record({ t: fc.constant("unschedule" as const), ns: someIds }),
+  fc.record({ t: fc.constant("remove" as const), ns: someIds, ack: fc.boolean() }),
+  fc.record({
+    t: fc.constant("update" as const),
+    ns: someIds,
+    attempts: fc.integer({ min: 1, max: 5 }),
+  }),
+  fc.record({ t: fc.constant("bury" as const), ns: someIds }),
+  fc.record({ t: fc.constant("replay" as const), ns: someIds }),
+  fc.record({ t: fc.constant("purge" as const), ns: someIds }),
+  fc.record({ t: fc.constant("forget" as const), at: fc.integer({ min: 1, max: 9 }) }),
+)
+type Change = typeof changeArb extends fc.Arbitrary<infer T> ? T : never
+
+/** Makes one change, following the sender's rules: new ids only for new messages, changes only to pending ones. */
+async function change(journal: Journal, o: Change): Promise<void> {
+  const pendingIds = new Set((await journal.pending({ limit: 100 })).map((e) => e.id))
+  const taken = new Set([
+    ...pendingIds,
+    ...((await journal.due?.({ until: Infinity, limit: 100 })) ?? []).map((e) => e.id),
+    ...(await journal.dead()).map((e) => e.id),
+  ])
+  const fresh = [...new Set(o.t === "append" || o.t === "schedule" ? o.ns : [])].filter(
+    (k) => !taken.has(id(k)),
+  )
+  const mine = [...new Set("ns" in o ? o.ns : [])].map(id).filter((i) => pendingIds.has(i))
+  switch (o.t) {
+    case "append":
+      return journal.append(
+        fresh.map((k) => entry(k, o.dedupe ? { dedupeId: `d${k}` } : {})),
+        { sync: false },
+      )
+    case "schedule":
+      return journal.schedule?.(
+        fresh.map((k) => entry(k, { notBefore: BASE + o.at, dedupeId: `d${k}` })),
+        { sync: false },
+      )
+    case "promote":
+      await journal.promote?.((await journal.due?.({ until: BASE + o.at, limit: 100 })) ?? [], {
+        sync: false,
+      })
+      return
+    case "unschedule":
+      await journal.unschedule?.(o.ns.map(id))
+      return
+    case "remove": {
+      const acked = mine.map((i) => `d${parseInt(i, 16)}`)
+      return journal.remove(mine, o.ack ? { acked, forget: [], at: BASE + 5 } : undefined)
+    }
+    case "update":
+      return journal.update(mine.map((i) => ({ id: i, attempts: o.attempts })))
+    case "bury": {
+      const all = await journal.pending({ limit: 100 })
+      return journal.bury(all.filter((e) => mine.includes(e.id)).map((e) => letter(e)))
+    }
+    case "replay":
+      await journal.replay(o.ns.map(id))
+      return
+    case "purge":
+      await journal.purgeDead(o.ns.map(id))
+      return
+    case "forget":
+      await journal.dedupeForget?.(BASE + o.at)
+      return
+  }
+}
+
 describe("ReplicatedJournal", () => {
   test("emits each change once it is written, with seqs 1, 2, 3…", async () => {
     const { journal, records } = await source("memory")
@@ -66,8 +144,12 @@ describe("ReplicatedJournal", () => {
     expect(records.map((r) => r.seq)).toEqual(records.map((_, i) => i + 1))
     expect(journal.seq).toBe(records.length)
     // Results, not intents: the ids the journal acted on.
-    expect(records.find((r) => r.op === "replay")).toMatchObject({ ids: [id(3)] })
-    expect(records.find((r) => r.op === "promote")).toMatchObject({ ids: [id(11)] })
+    expect(records.find((r) => r.op === "replay")).toMatchObject({
+      entries: [{ id: id(3), attempts: 0 }],
+    })
+    expect(records.find((r) => r.op === "promote")).toMatchObject({
+      entries: [{ id: id(11), notBefore: 1_700_000_400_000 }],
+    })
     expect(records.find((r) => r.op === "unschedule")).toMatchObject({ ids: [id(12)] })
     expect(records.find((r) => r.op === "remove")).toMatchObject({
       ids: [id(1)],
@@ -245,98 +327,72 @@ describe("ReplicationApplier", () => {
   })
 
   test("property: any sequence of changes, streamed, gives the mirror the same contents", async () => {
-    const n = fc.integer({ min: 1, max: 16 })
-    const ns = fc.array(n, { maxLength: 4 })
-    const op = fc.oneof(
-      fc.record({ t: fc.constant("append" as const), ns, dedupe: fc.boolean() }),
-      fc.record({ t: fc.constant("schedule" as const), ns, at: fc.integer({ min: 1, max: 9 }) }),
-      fc.record({ t: fc.constant("promote" as const), at: fc.integer({ min: 1, max: 9 }) }),
-      fc.record({ t: fc.constant("unschedule" as const), ns }),
-      fc.record({ t: fc.constant("remove" as const), ns, ack: fc.boolean() }),
-      fc.record({
-        t: fc.constant("update" as const),
-        ns,
-        attempts: fc.integer({ min: 1, max: 5 }),
-      }),
-      fc.record({ t: fc.constant("bury" as const), ns }),
-      fc.record({ t: fc.constant("replay" as const), ns }),
-      fc.record({ t: fc.constant("purge" as const), ns }),
-      fc.record({ t: fc.constant("forget" as const), at: fc.integer({ min: 1, max: 9 }) }),
-    )
-    const base = 1_700_000_000_000
     await fc.assert(
-      fc.asyncProperty(fc.array(op, { maxLength: 30 }), async (ops) => {
+      fc.asyncProperty(fc.array(changeArb, { maxLength: 30 }), async (changes) => {
         const { journal, records } = await source("memory")
-        const pendingIds = async (): Promise<Set<string>> =>
-          new Set((await journal.pending({ limit: 100 })).map((e) => e.id))
-        const scheduledIds = async (): Promise<Set<string>> =>
-          new Set((await journal.due?.({ until: Infinity, limit: 100 }))?.map((e) => e.id))
-        const deadIds = async (): Promise<Set<string>> =>
-          new Set((await journal.dead()).map((e) => e.id))
-        for (const o of ops) {
-          // The sender's rules: new ids only for new messages, changes only to pending ones.
-          const taken = new Set([
-            ...(await pendingIds()),
-            ...(await scheduledIds()),
-            ...(await deadIds()),
-          ])
-          const fresh = [...new Set(o.t === "append" || o.t === "schedule" ? o.ns : [])].filter(
-            (k) => !taken.has(id(k)),
-          )
-          const pending = await pendingIds()
-          const mine = [...new Set("ns" in o ? o.ns : [])].map(id).filter((i) => pending.has(i))
-          switch (o.t) {
-            case "append":
-              await journal.append(
-                fresh.map((k) => entry(k, o.dedupe ? { dedupeId: `d${k}` } : {})),
-                { sync: false },
-              )
-              break
-            case "schedule":
-              await journal.schedule?.(
-                fresh.map((k) => entry(k, { notBefore: base + o.at, dedupeId: `d${k}` })),
-                { sync: false },
-              )
-              break
-            case "promote":
-              await journal.promote?.(
-                (await journal.due?.({ until: base + o.at, limit: 100 })) ?? [],
-                { sync: false },
-              )
-              break
-            case "unschedule":
-              await journal.unschedule?.(o.ns.map(id))
-              break
-            case "remove": {
-              const acked = mine.map((i) => `d${parseInt(i, 16)}`)
-              await journal.remove(mine, o.ack ? { acked, forget: [], at: base + 5 } : undefined)
-              break
-            }
-            case "update":
-              await journal.update(mine.map((i) => ({ id: i, attempts: o.attempts })))
-              break
-            case "bury": {
-              const all = await journal.pending({ limit: 100 })
-              await journal.bury(all.filter((e) => mine.includes(e.id)).map((e) => letter(e)))
-              break
-            }
-            case "replay":
-              await journal.replay(o.ns.map(id))
-              break
-            case "purge":
-              await journal.purgeDead(o.ns.map(id))
-              break
-            case "forget":
-              await journal.dedupeForget?.(base + o.at)
-              break
-          }
-        }
+        for (const c of changes) await change(journal, c)
         const mirror = await make("memory")
         await new ReplicationApplier(mirror, { sync: false }).apply(records)
         const dedupeIds = Array.from({ length: 16 }, (_, k) => `d${k + 1}`)
         expect(await contents(mirror, dedupeIds)).toEqual(await contents(journal, dedupeIds))
       }),
       { numRuns: 150 },
+    )
+  })
+
+  test("property: a full copy (pages read at any time after s0, then the records after s0) converges", async () => {
+    // docs/pair.md section 3.4: the pages of pending, scheduled and dead entries are read one by
+    // one while the journal keeps changing; the records after s0 applied afterwards fix them up.
+    const picks = fc.tuple(fc.nat(), fc.nat(), fc.nat(), fc.nat())
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(changeArb, { minLength: 1, maxLength: 30 }),
+        picks,
+        async (changes, [s0Pick, p1, p2, p3]) => {
+          const { journal, records } = await source("memory")
+          const pages: {
+            seq: number
+            pending: JournalEntry[]
+            scheduled: JournalEntry[]
+            dead: DeadLetter[]
+          }[] = []
+          const read = async (): Promise<void> => {
+            pages.push({
+              seq: records.length,
+              pending: await journal.pending({ limit: 1000 }),
+              scheduled: (await journal.due?.({ until: Infinity, limit: 1000 })) ?? [],
+              dead: await journal.dead(),
+            })
+          }
+          await read()
+          for (const c of changes) {
+            await change(journal, c)
+            await read()
+          }
+          const s0Page = s0Pick % pages.length
+          const s0 = pages[s0Page]?.seq ?? 0
+          const later = pages.slice(s0Page)
+          const at = (k: number): (typeof pages)[number] => {
+            const page = later[k % later.length]
+            if (page === undefined) throw new Error("no page")
+            return page
+          }
+          const mirror = await make("memory")
+          const pending = at(p1).pending
+          const scheduled = at(p2).scheduled
+          const dead = at(p3).dead
+          await mirror.append(pending, { sync: false })
+          await mirror.schedule?.(scheduled, { sync: false })
+          await mirror.bury(dead)
+          await new ReplicationApplier(mirror, { sync: false, applied: s0 }).apply(records)
+          const entries = async (j: Journal): Promise<unknown> => {
+            const all = await contents(j)
+            return { pending: all["pending"], dead: all["dead"], scheduled: all["scheduled"] }
+          }
+          expect(await entries(mirror)).toEqual(await entries(journal))
+        },
+      ),
+      { numRuns: 300 },
     )
   })
 })
