@@ -28,12 +28,18 @@
  *                                               WELCOME said `single: true`)
  *   TASKM    s→w  [0x19, envelope, meta, body] or [0x19, envelope, meta, prefix, rest] (PPX/2: a
  *                                               TASK with its meta record)
+ *   PAIR     s→w  [0x1a, msgpack{state}]        (a sender of a pair says its state; only to a
+ *                                               worker that said `pair: true` in READY)
+ *   VOTE     w→s  [0x1b]                        (a worker that has had no live session with an
+ *                                               active sender for a liveness window; see
+ *                                               docs/pair.md section 5)
  */
 import { bodyLength, prefixOf } from "./body.js"
 import { MAX_CODEC_NAME, packMeta, unpackMeta } from "./codec.js"
 import { PirateError, errorMessage } from "./errors.js"
 import { DEFAULT_QUEUE, checkQueueName, receivedHeaders } from "./headers.js"
-import { stripUndefined } from "./validate.js"
+import type { PairStateName } from "./pair/pair-state.js"
+import { describe, stripUndefined } from "./validate.js"
 
 export const PPP = Object.freeze({ READY: 0x01, HEARTBEAT: 0x02 } as const)
 
@@ -50,6 +56,8 @@ export const PPX = Object.freeze({
   TASK: 0x17,
   ACK: 0x18,
   TASKM: 0x19,
+  PAIR: 0x1a,
+  VOTE: 0x1b,
 } as const)
 
 const PPX_MAGIC = Buffer.from("PPX")
@@ -67,6 +75,8 @@ export const FRAME_STARTED = Buffer.from([PPX.STARTED])
 export const FRAME_TASK = Buffer.from([PPX.TASK])
 export const FRAME_ACK = Buffer.from([PPX.ACK])
 export const FRAME_TASKM = Buffer.from([PPX.TASKM])
+export const FRAME_PAIR = Buffer.from([PPX.PAIR])
+export const FRAME_VOTE = Buffer.from([PPX.VOTE])
 
 /**
  * A body (or reply) of at least this many bytes goes alone, as its own frame (TASK, ACK), to a
@@ -95,6 +105,8 @@ export interface Hello {
    * when absent.
    */
   queues?: string[] | undefined
+  /** The worker knows sender pairs: it takes PAIR and may send VOTE (docs/pair.md section 5). */
+  pair?: true | undefined
 }
 
 /** The most queues a worker may announce in READY. */
@@ -119,6 +131,11 @@ export interface Welcome {
   single?: true | undefined
   /** The name of the sender's payload codec; unknown (never a mismatch) when absent. */
   codec?: string | undefined
+  /**
+   * The state of a sender that is one of a pair (only to a worker that announced `pair`); a
+   * sender not in a pair leaves it out.
+   */
+  pair?: PairStateName | undefined
 }
 
 /** Largest `maxMessageSize` a READY or WELCOME may announce: 2^53 − 1. */
@@ -186,6 +203,7 @@ export function decodeReady(frame: Buffer): Hello | null {
   if (codec !== undefined) hello.codec = codec
   const queues = announcedQueues(m["queues"])
   if (queues !== undefined) hello.queues = queues
+  if (m["pair"] === true) hello.pair = true
   return hello
 }
 
@@ -315,7 +333,39 @@ export function decodeWelcome(frame: Buffer | undefined): Welcome {
   if (m["single"] === true) welcome.single = true
   const codec = announcedCodec(m, "WELCOME")
   if (codec !== undefined) welcome.codec = codec
+  if (m["pair"] !== undefined) welcome.pair = pairState(m["pair"], "WELCOME")
   return welcome
+}
+
+const PAIR_STATES: readonly PairStateName[] = ["primary", "backup", "active", "passive"]
+
+/** A pair state read from a peer: one of the four names, else `PIRATE_PROTOCOL`. */
+function pairState(raw: unknown, what: string): PairStateName {
+  if (typeof raw !== "string" || !PAIR_STATES.includes(raw as PairStateName))
+    throw new PirateError("PIRATE_PROTOCOL", `${what} announces an invalid pair state`)
+  return raw as PairStateName
+}
+
+/**
+ * PAIR `[0x1a, msgpack{state}]`: a sender of a pair tells a worker that announced `pair` its
+ * state (on each change).
+ * @throws TypeError for a state that is not one of the four
+ */
+export function encodePair(state: PairStateName): Buffer[] {
+  if (!PAIR_STATES.includes(state))
+    throw new TypeError(`'state' must be one of ${PAIR_STATES.join(", ")}, got ${describe(state)}`)
+  return [FRAME_PAIR, packMeta({ state })]
+}
+
+/**
+ * Reads the frame after PAIR's command byte: the sender's state.
+ * @throws PirateError `PIRATE_PROTOCOL` when it is not a map with a valid `state`.
+ */
+export function decodePair(frame: Buffer | undefined): PairStateName {
+  const meta = frame ? unpackMeta(frame) : undefined
+  if (typeof meta !== "object" || meta === null || Array.isArray(meta))
+    throw new PirateError("PIRATE_PROTOCOL", "PAIR metadata is not a map")
+  return pairState((meta as Record<string, unknown>)["state"], "PAIR")
 }
 
 export function encodeNack(envelope: Buffer, info: NackInfo): Buffer[] {

@@ -176,6 +176,11 @@ export interface WorkerStats {
   reconnects: number
   /** Redeliveries of completed messages answered from the dedupe store without running the handler. */
   deduplicated: number
+  /**
+   * VOTEs sent to a sender of a pair: the worker had no live session with an active sender for a
+   * liveness window (see docs/pair.md section 5).
+   */
+  votes: number
   /** Handler run time of successful jobs (ms). */
   handlerLatency: LatencySummary
   sessions: {
@@ -194,6 +199,8 @@ export interface WorkerEvents {
   "sender:ready": [{ endpoint: string; protocol: "ppp" | "ppx" }]
   "sender:lost": [{ endpoint: string; reason: string; reconnectIn: number }]
   "job:failed": [{ id: string; attempt: number; error: Error }]
+  /** The worker voted for the sender at `endpoint` (no live session with an active sender). */
+  "pair:vote": [{ endpoint: string }]
   error: [Error]
 }
 
@@ -293,6 +300,7 @@ export function workerMetrics(s: WorkerStats): Metric[] {
     c("dropped", "Malformed frames dropped.", s.dropped),
     c("reconnects", "Sender sessions lost and reconnected.", s.reconnects),
     c("deduplicated", "Redeliveries answered from the dedupe store.", s.deduplicated),
+    c("votes", "Votes sent for a sender of a pair.", s.votes),
     g("running", "Handlers running.", s.running),
     g("queued", "Messages waiting for a handler slot.", s.queued),
     g(

@@ -13,6 +13,7 @@ import {
   packLimit,
   type Welcome,
 } from "../../lib/protocol.js"
+import type { PairStateName } from "../../lib/pair/pair-state.js"
 import type { SocketWriter } from "../../lib/writer.js"
 import type { Worker } from "./worker.js"
 
@@ -62,6 +63,11 @@ export class Session {
   /** The identity the sender announced in its WELCOME (dedupe keys on it), if any. */
   sender: string | undefined
   /**
+   * The sender's pair state, from its WELCOME's `pair` and each PAIR since; undefined for a
+   * sender not in a pair.
+   */
+  pair: PairStateName | undefined
+  /**
    * Why the sender refused this session (`PIRATE_CODEC_MISMATCH`: its WELCOME states another
    * codec than ours), until a later connection is served; kept across reconnects, unlike the
    * rest, so that the refusal is reported once, not on each try.
@@ -69,6 +75,11 @@ export class Session {
   refused: string | undefined
   connected = false
   heard = false
+  /**
+   * Set just before the session is lost to silence: when it was last heard from
+   * (`performance.now()`), for the vote's window (see `Voter.update`).
+   */
+  silentSince: number | undefined
   liveness: Liveness
   /**
    * When the receive loop last took a message (`performance.now()`), just before it told
@@ -117,6 +128,7 @@ export class Session {
   reset(): void {
     this.ppx = false
     this.sender = undefined
+    this.pair = undefined
     this.heard = false
     this.connected = false
     this.abort = new AbortController()
@@ -142,6 +154,7 @@ export class Session {
   welcomed(welcome: Welcome): boolean {
     this.ppx = true
     this.sender = welcome.sender
+    this.pair = welcome.pair
     this.packLimit = packLimit(welcome.maxMessageSize)
     this.senderMax = welcome.maxMessageSize ?? Infinity
     this.reportStarts = welcome.started === true
@@ -154,6 +167,15 @@ export class Session {
       return false
     this.liveness = new Liveness({ heartbeatInterval, liveness })
     return true
+  }
+
+  /**
+   * The sender's state while this session is live (see `VoteSession`): a sender not in a pair,
+   * or a plain PPP one, counts as active.
+   */
+  senderState(): PairStateName | undefined {
+    if (this.socket === undefined || !this.heard) return undefined
+    return this.pair ?? "active"
   }
 
   /** A task's handler started: say so (STARTED) at the end of this turn of the event loop. */

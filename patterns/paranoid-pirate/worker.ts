@@ -19,11 +19,14 @@ import {
 import { DedupeRuns } from "./worker-dedupe.js"
 import { Jobs } from "./worker-jobs.js"
 import { Session } from "./worker-session.js"
+import { Voter } from "./worker-vote.js"
 import {
   FRAME_GOODBYE,
   FRAME_HEARTBEAT,
+  FRAME_VOTE,
   PPP,
   PPX,
+  decodePair,
   decodeWelcome,
   type Welcome,
   encodeReady,
@@ -81,12 +84,15 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
     dropped: 0,
     reconnects: 0,
     deduplicated: 0,
+    votes: 0,
   }
   readonly #dedupe: DedupeRuns | undefined
   readonly #curve: CurveClientOptions | undefined
   readonly #handlerLatency = new LatencyHistogram()
   /** Our codec's name, stated in READY; a sender whose WELCOME states another refuses us. */
   readonly #codec: string | undefined
+  /** Votes for a sender of a pair (docs/pair.md section 5); none for a plain PPP worker. */
+  readonly #voter: Voter<Session> | undefined
 
   /**
    * Validates options; does no I/O.
@@ -111,6 +117,15 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
       idle: () => this.#checkClose(),
       emit: this.emit.bind(this),
     })
+    this.#voter =
+      r.settings.protocol === "ppx"
+        ? new Voter<Session>({
+            sessions: () => this.#sessions,
+            vote: (s) => this.#vote(s),
+            heartbeatInterval: r.settings.heartbeatInterval,
+            liveness: r.settings.liveness,
+          })
+        : undefined
   }
 
   /** Creates and opens a worker. */
@@ -142,6 +157,7 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
         this.#connect(s)
       }
       this.#armTick(this.#o.heartbeatInterval)
+      this.#voter?.start()
     })
   }
 
@@ -153,6 +169,7 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
   close(): Promise<void> {
     return this.#life.close(async () => {
       this.#closing = true
+      this.#voter?.stop()
       for (const s of this.#sessions) {
         if (!s.ppx || !s.connected) continue
         s.writer?.write([FRAME_GOODBYE])
@@ -270,6 +287,8 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
             single: true as const,
             codec: this.#codec,
             queues: this.#o.queues,
+            // We take PAIR and vote; a sender not in a pair ignores the key.
+            pair: true as const,
           }
         : undefined
     s.writer.write([encodeReady(hello)])
@@ -317,6 +336,8 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
     s.socket = undefined
     s.writer = undefined
     s.connected = false
+    this.#voter?.update(s.silentSince)
+    s.silentSince = undefined
     // Jobs of that session that have not started are dropped: the sender gives them to others.
     this.#jobs.dropQueued(s)
     this.emit("sender:lost", { endpoint: s.endpoint, reason, reconnectIn: wait })
@@ -365,7 +386,9 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
    */
   #expired(s: Session): boolean {
     if (!s.connected || !s.liveness.expired()) return false
-    this.#lost(s, `no heartbeat for ${Math.round(s.liveness.silence())} ms`)
+    const silence = s.liveness.silence()
+    s.silentSince = performance.now() - silence
+    this.#lost(s, `no heartbeat for ${Math.round(silence)} ms`)
     return true
   }
 
@@ -399,7 +422,17 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
         )
         if (mismatch) return this.#refused(s, mismatch)
         if (s.welcomed(welcome) && !this.#closing) this.#armTick(welcome.heartbeatInterval)
-        return this.#heard(s)
+        this.#heard(s)
+        return this.#voter?.update()
+      }
+      if (cmd === PPX.PAIR && msg.length === 2 && s.ppx) {
+        // [0x1a, msgpack{state}]: the sender of a pair changed state
+        try {
+          s.pair = decodePair(msg[1])
+        } catch (err) {
+          return this.#drop(s, errorMessage(err))
+        }
+        return this.#voter?.update()
       }
       if (cmd === PPX.TASKS && s.ppx && (msg.length === 3 || msg.length === 4)) {
         // [0x11, envelopes, bodies] or (PPX/2) [0x11, envelopes, bodies, metas]: each job keeps
@@ -481,7 +514,17 @@ export class Worker<T = unknown, R = unknown> extends EventEmitter<WorkerEvents>
     if (s.heard) return
     s.heard = true
     s.refused = undefined
+    this.#voter?.update()
     this.emit("sender:ready", { endpoint: s.endpoint, protocol: s.ppx ? "ppx" : "ppp" })
+  }
+
+  /** VOTE to the sender of this session: we have had no active sender for a liveness window. */
+  #vote(s: Session): void {
+    s.writer?.write([FRAME_VOTE])
+    s.liveness.sent()
+    this.#stats.votes++
+    debug("worker: vote for %s (%s)", s.endpoint, s.pair ?? "?")
+    this.emit("pair:vote", { endpoint: s.endpoint })
   }
 
   /**

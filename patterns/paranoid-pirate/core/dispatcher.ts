@@ -49,7 +49,8 @@ import { Scheduler, scheduledStore } from "./scheduler.js"
 import { SendIds } from "./send-ids.js"
 import { DrainWatch } from "./drain-watch.js"
 import { workerRouter } from "./router.js"
-import { Sessions } from "./sessions.js"
+import { Sessions, type PairHooks } from "./sessions.js"
+import type { PairStateName } from "../../../lib/pair/pair-state.js"
 import type { DispatcherEvents, DispatcherSettings } from "./types.js"
 import { WorkerRegistry, type WorkerInfo } from "./workers.js"
 
@@ -127,7 +128,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     () => this.emit("drained", {}),
   )
 
-  constructor(name: string, settings: DispatcherSettings, journal: Journal, restore?: RestoreHook) {
+  constructor(
+    name: string,
+    settings: DispatcherSettings,
+    journal: Journal,
+    restore?: RestoreHook,
+    pair?: PairHooks,
+  ) {
     super()
     this.#name = name
     this.#restore = restore
@@ -286,8 +293,14 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       leave: (m) => this.#leave(m),
       settled: () => this.#settled(),
       scheduleDispatch: () => this.#scheduleDispatch(),
+      pair,
       emit,
     })
+  }
+
+  /** A sender of a pair changed state: tells the workers that know pairs (PAIR). */
+  announcePair(state: PairStateName): void {
+    this.#sessions.announcePair(state)
   }
 
   get endpoint(): string | undefined {

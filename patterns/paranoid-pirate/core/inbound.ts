@@ -21,6 +21,8 @@ export interface InboundHandler {
   ready(routingId: Buffer, key: string, frame: Buffer): void
   heartbeat(routingId: Buffer, key: string): void
   goodbye(routingId: Buffer, key: string): void
+  /** VOTE (`[0x1b]`, docs/pair.md section 5): taken by a sender of a pair, else dropped. */
+  vote(key: string): void
   ack(key: string, envelope: Buffer, body: Buffer): void
   /** ACKS: the packed envelopes and replies; false when they do not split alike (nothing taken). */
   acks(key: string, envelopes: Buffer, replies: Buffer): boolean
@@ -69,6 +71,7 @@ export function dispatchInbound(msg: Buffer[], h: InboundHandler): void {
     if (first.length !== 1) return h.drop("single frame with unknown command", key)
     if (cmd === PPP.HEARTBEAT) return h.heartbeat(routingId, key)
     if (cmd === PPX.GOODBYE) return h.goodbye(routingId, key)
+    if (cmd === PPX.VOTE) return h.vote(key)
     return h.drop(`unknown command 0x${cmd?.toString(16) ?? "?"}`, key)
   }
 

@@ -9,10 +9,12 @@ import { debug } from "../../../lib/debug.js"
 import { DeadLetterError, errorMessage } from "../../../lib/errors.js"
 import { DEFAULT_QUEUE } from "../../../lib/headers.js"
 import type { DeadLetter } from "../../../lib/journal/types.js"
+import type { PairStateName } from "../../../lib/pair/pair-state.js"
 import {
   FRAME_GOODBYE,
   FRAME_HEARTBEAT,
   decodeEnvelope,
+  encodePair,
   decodeReady,
   readAcks,
   encodeWelcome,
@@ -36,6 +38,17 @@ import type { DispatcherEvents, DispatcherSettings } from "./types.js"
 import type { Hello, WorkerRegistry } from "./workers.js"
 import { CodecRefusals } from "./refusals.js"
 import { dispatchReady } from "./dispatch.js"
+
+/**
+ * What a sender of a pair gives its sessions (docs/pair.md section 5): its state, announced to
+ * workers that know pairs, and where their votes go.
+ */
+export interface PairHooks {
+  /** The sender's pair state now, for a WELCOME. */
+  state(): PairStateName
+  /** A worker that announced `pair` voted for this sender. */
+  vote(): void
+}
 
 /** What the sessions need of the core. */
 export interface SessionsHost {
@@ -64,6 +77,8 @@ export interface SessionsHost {
   /** Messages left the window: page in, let producers in, check for drained. */
   settled(): void
   scheduleDispatch(): void
+  /** Present on a sender of a pair: WELCOME says its state, VOTE is taken. */
+  readonly pair?: PairHooks | undefined
   emit<K extends keyof DispatcherEvents>(event: K, ...args: DispatcherEvents[K]): boolean
 }
 
@@ -74,6 +89,11 @@ export class Sessions implements InboundHandler {
   #tickFor = Infinity
   /** Connections refused at their READY: their codec differs (see refusals.ts). */
   readonly #refusals: CodecRefusals
+  /**
+   * Keys of the registered PPX workers that announced `pair` to a sender of a pair: they get its
+   * state in WELCOME and PAIR, and their VOTEs count.
+   */
+  readonly #pairAware = new Set<string>()
 
   constructor(host: SessionsHost) {
     this.#h = host
@@ -127,6 +147,7 @@ export class Sessions implements InboundHandler {
     if (!existing) return this.#register(routingId, key, hello)
     // A second READY from the same connection: take the new settings, keep what it holds.
     if (hello) {
+      this.#setPairAware(key, hello)
       this.#h.workers.update(existing, hello)
       this.#setStarts(existing, hello)
       if (hello.heartbeatInterval < this.#tickFor) this.#armTick(hello.heartbeatInterval)
@@ -164,6 +185,32 @@ export class Sessions implements InboundHandler {
     if (!w.goodbye && w.protocol === "ppx") this.#h.write([routingId, FRAME_GOODBYE])
     w.goodbye = true
     if (holds(w) === 0) this.#depart(w)
+  }
+
+  vote(key: string): void {
+    const hooks = this.#h.pair
+    // Not in a pair, or a worker that did not say it knows pairs: an unknown command to us.
+    if (!hooks || !this.#pairAware.has(key)) return this.drop("unknown command 0x1b", key)
+    debug("%s: vote from %s", this.#h.name, key)
+    hooks.vote()
+  }
+
+  /** PAIR: tells every PPX worker that announced `pair` the sender's new state. */
+  announcePair(state: PairStateName): void {
+    if (this.#pairAware.size === 0) return
+    const frames = encodePair(state)
+    for (const key of this.#pairAware) {
+      const w = this.#h.workers.get(key)
+      if (!w) continue
+      this.#h.write([w.routingId, ...frames])
+      w.liveness.sent()
+    }
+  }
+
+  /** Marks a PPX worker as pair-aware when it announced `pair` and this sender is of a pair. */
+  #setPairAware(key: string, hello: NonNullable<Hello>): void {
+    if (this.#h.pair && hello.pair === true) this.#pairAware.add(key)
+    else this.#pairAware.delete(key)
   }
 
   ack(key: string, envelope: Buffer, body: Buffer): void {
@@ -267,6 +314,8 @@ export class Sessions implements InboundHandler {
     const s = this.#h.settings
     const w = this.#h.workers.add(routingId, key, hello, s)
     this.#setStarts(w, hello)
+    if (hello) this.#setPairAware(key, hello)
+    else this.#pairAware.delete(key)
     if (w.liveness.heartbeatInterval < this.#tickFor) this.#armTick(w.liveness.heartbeatInterval)
     if (hello) this.#welcome(w)
     debug("%s: worker %s ready (%s, credit %d)", this.#h.name, key, w.protocol, w.credit)
@@ -286,6 +335,7 @@ export class Sessions implements InboundHandler {
         started: w.starts || undefined,
         single: w.single || undefined,
         codec: this.#h.settings.codec,
+        pair: this.#pairAware.has(w.key) ? this.#h.pair?.state() : undefined,
       }),
     ])
     w.liveness.sent()
@@ -509,6 +559,7 @@ export class Sessions implements InboundHandler {
     if (w.protocol === "ppx" && reason !== "disconnected") workers.forget(w.key, "expired")
     const held = [...w.inflight.values()]
     workers.delete(w)
+    this.#pairAware.delete(w.key)
     this.#h.counters.workersLost++
     debug("%s: worker %s lost (%s), requeueing %d", this.#h.name, w.key, reason, held.length)
     held.sort(byId)
@@ -519,6 +570,7 @@ export class Sessions implements InboundHandler {
   /** A worker that said GOODBYE holds nothing any more: forget it. */
   #depart(w: WorkerPeer): void {
     this.#h.workers.delete(w)
+    this.#pairAware.delete(w.key)
     this.#h.workers.forget(w.key, "departed")
   }
 }
