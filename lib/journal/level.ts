@@ -1,6 +1,6 @@
 import { TAKES_SPLIT_BODIES } from "../body.js"
 import { debug } from "../debug.js"
-import { errorMessage } from "../errors.js"
+import { PirateError, errorMessage } from "../errors.js"
 import { assertNonNegativeInt, describe } from "../validate.js"
 import { getMany, hasMany, loadDatabase, type Db } from "./level-db.js"
 import { corruptValue } from "./level-errors.js"
@@ -31,6 +31,7 @@ import { BatchStore, hasLarge, merge, type Op } from "./level-batch-store.js"
 import { resolveLevelJournalOptions, type LevelJournalOptions } from "./level-options.js"
 import { repairJournal, type LevelJournalRepairReport } from "./level-repair.js"
 import { LevelHandle } from "./level-handle.js"
+import { checkSenderId, writeSenderIdFile } from "./level-sender-id.js"
 import type { Status } from "../lifecycle.js"
 import { SegmentChanges, ValueLog } from "./level-values.js"
 import { SendIdRecords, storableKeys } from "./level-dedupe.js"
@@ -533,6 +534,26 @@ export class LevelJournal implements Journal {
       await this.#commit(db, ops, next, false, segments) // adds the counters to ops
       return purged
     })
+  }
+
+  /**
+   * Keeps `id` as this journal's sender id (the `SENDER_ID` file, which `journalSenderId()` reads):
+   * a sender pair's passive takes the pair's id (docs/pair.md, section 6.2).
+   *
+   * @throws TypeError when `id` is not 32 lower-case hex digits; PirateError `PIRATE_JOURNAL_IO`
+   *   when the file cannot be written
+   */
+  async adoptSenderId(id: string): Promise<void> {
+    checkSenderId(id)
+    try {
+      await writeSenderIdFile(this.path, id)
+    } catch (err) {
+      throw new PirateError(
+        "PIRATE_JOURNAL_IO",
+        `cannot keep the sender id in ${this.path}: ${errorMessage(err)}; check the journal directory's permissions and free space`,
+        { cause: err },
+      )
+    }
   }
 
   async lastId(): Promise<string | undefined> {

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto"
 import { ownBody } from "../body.js"
 import { describe } from "../validate.js"
 import { checkDedupeChanges, checkDedupeId, checkTime } from "./level-format.js"
+import { checkSenderId } from "./level-sender-id.js"
 import type {
   DeadLetter,
   DedupeRecord,
@@ -24,7 +25,7 @@ export class MemoryJournal implements Journal {
   readonly #acked = new Set<string>()
   #lastId: string | undefined
   /** New with each instance, as its messages are: nothing it held outlives the process. */
-  readonly #senderId = randomBytes(16).toString("hex")
+  #senderId = randomBytes(16).toString("hex")
 
   async open(): Promise<void> {}
   async close(): Promise<void> {}
@@ -200,6 +201,11 @@ export class MemoryJournal implements Journal {
 
   async senderId(): Promise<string> {
     return this.#senderId
+  }
+
+  async adoptSenderId(id: string): Promise<void> {
+    checkSenderId(id)
+    this.#senderId = id
   }
 
   async lastId(): Promise<string | undefined> {

@@ -4,14 +4,14 @@
  * whatever address the worker used to reach the sender.
  */
 import { randomBytes } from "node:crypto"
-import { open, readFile, rename } from "node:fs/promises"
+import { readFile } from "node:fs/promises"
 import { join } from "node:path"
 import { PirateError, errorCode, errorMessage } from "../errors.js"
+import { SENDER_ID_FILE, writeSenderIdFile } from "./level-sender-id.js"
 import { LevelJournal } from "./level.js"
 import type { Journal } from "./types.js"
 
-/** The file in a `LevelJournal`'s directory that holds the sender id. */
-export const SENDER_ID_FILE = "SENDER_ID"
+export { SENDER_ID_FILE }
 
 const SENDER_ID = /^[0-9a-f]{32}$/
 
@@ -51,23 +51,8 @@ export async function senderIdIn(dir: string): Promise<string> {
     )
   }
   const id = newSenderId()
-  const tmp = `${file}.tmp`
   try {
-    const handle = await open(tmp, "w")
-    try {
-      await handle.writeFile(`${id}\n`, "latin1")
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-    await rename(tmp, file)
-    // The rename is durable once the directory is synced.
-    const dirHandle = await open(dir, "r")
-    try {
-      await dirHandle.sync()
-    } finally {
-      await dirHandle.close()
-    }
+    await writeSenderIdFile(dir, id)
   } catch (err) {
     throw ioError(file, err)
   }

@@ -112,6 +112,12 @@ export interface Journal {
    * and any other journal gets a new id each time its sender opens.
    */
   senderId?(): Promise<string>
+  /**
+   * Makes `id` (32 lower-case hex digits) this journal's sender id from now on, across restarts
+   * for a persistent journal: the passive node of a sender pair takes the pair's id from the
+   * active (docs/pair.md, section 6.2). Optional, as `senderId()`.
+   */
+  adoptSenderId?(id: string): Promise<void>
   /** The greatest id ever stored (pending, dead or acked), so ids stay unique across restarts. */
   lastId(): Promise<string | undefined>
   stats(): Promise<JournalStats>

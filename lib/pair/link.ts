@@ -19,6 +19,7 @@ import {
   type PairStateName,
   type PeerReport,
 } from "./pair-state.js"
+import type { DeadLetter, JournalEntry } from "../journal/types.js"
 import type { ReplicationOp, ReplicationRecord } from "./replicated-journal.js"
 
 /** Command bytes of the pair link (docs/pair.md, section 4). */
@@ -27,7 +28,15 @@ export const PAIR_COMMAND = Object.freeze({
   HEARTBEAT: 0x31,
   RECORDS: 0x32,
   ACK: 0x33,
+  COPY: 0x34,
+  COPY_END: 0x35,
+  HANDOVER: 0x36,
+  HANDED: 0x37,
 } as const)
+
+/** The kinds of entries a COPY or HANDOVER page holds. */
+export type PageKind = "pending" | "scheduled" | "dead"
+const KINDS: readonly PageKind[] = ["pending", "scheduled", "dead"]
 
 export const PAIR_LINK_VERSION = 1
 
@@ -60,13 +69,39 @@ export interface PairLinkOptions {
   epoch?: number
 }
 
-/** What the peer said in its HELLO. */
-export interface PeerHello extends PeerReport {
-  /** A random id of the peer's process: a new one means the peer restarted. */
-  node: string
+/**
+ * What a node adds to its HELLO (docs/pair.md, section 4): the pair's sender id, and, when it
+ * asks to be caught up, the stream it applied last, how far, and a request number (a new number
+ * is a new request, even for the same position).
+ */
+export interface HelloFields {
   sender?: string
   stream?: string
   applied?: number
+  request?: number
+}
+
+/** What the peer said in its HELLO. */
+export interface PeerHello extends PeerReport, HelloFields {
+  /** A random id of the peer's process: a new one means the peer restarted. */
+  node: string
+}
+
+/** A page of a full copy (active → passive). */
+export interface CopyPage {
+  stream: string
+  s0: number
+  page: number
+  kind: PageKind
+  entries: JournalEntry[] | DeadLetter[]
+}
+
+/** A page of a hand-over (returning → active). */
+export interface HandoverPage {
+  page: number
+  last: boolean
+  kind: "pending" | "scheduled"
+  entries: JournalEntry[]
 }
 
 export interface PairLinkEvents {
@@ -78,8 +113,16 @@ export interface PairLinkEvents {
   conflict: [{ reason: "same-role" }]
   /** A batch of the peer's replication stream, in order. */
   records: [{ stream: string; records: ReplicationRecord[] }]
-  /** The peer acknowledged the stream up to `seq`. */
-  ack: [{ stream: string; seq: number }]
+  /** The peer acknowledged the stream up to `seq` (and, during a full copy, the page `page`). */
+  ack: [{ stream: string; seq: number; page?: number }]
+  /** A page of a full copy. */
+  copy: [CopyPage]
+  /** The end of a full copy: `pages` pages, the state at `s0`; the active's `lastId()`. */
+  "copy:end": [{ stream: string; s0: number; pages: number; lastId?: string }]
+  /** A page of the peer's hand-over. */
+  handover: [HandoverPage]
+  /** The active took the hand-over page `page`. */
+  handed: [{ page: number }]
   /** A malformed message was dropped. */
   dropped: [{ reason: string }]
   error: [Error]
@@ -110,6 +153,9 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
   #closing: Promise<void> | undefined
   #dropped = 0
   #conflictReported = false
+  #hello: () => HelloFields = () => ({})
+  /** The `node` of the peer's latest HELLO. */
+  #peerNode: string | undefined
 
   constructor(options: PairLinkOptions) {
     super()
@@ -204,9 +250,52 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
     ])
   }
 
-  /** Acknowledges the peer's stream up to `seq`. */
-  sendAck(stream: string, seq: number): void {
-    this.#send([Buffer.from([PAIR_COMMAND.ACK]), packMeta({ stream, seq })])
+  /** Acknowledges the peer's stream up to `seq` (and, during a full copy, the page `page`). */
+  sendAck(stream: string, seq: number, page?: number): void {
+    const ack = page === undefined ? { stream, seq } : { stream, seq, page }
+    this.#send([Buffer.from([PAIR_COMMAND.ACK]), packMeta(ack)])
+  }
+
+  /** Sends a page of a full copy. */
+  sendCopy(copy: CopyPage): void {
+    const { entries, ...header } = copy
+    this.#send([Buffer.from([PAIR_COMMAND.COPY]), packMeta(header), packMeta(entries)])
+  }
+
+  /** Ends a full copy of `pages` pages. */
+  sendCopyEnd(end: { stream: string; s0: number; pages: number; lastId?: string }): void {
+    this.#send([Buffer.from([PAIR_COMMAND.COPY_END]), packMeta(end)])
+  }
+
+  /** Sends a page of this node's hand-over. */
+  sendHandover(handover: HandoverPage): void {
+    const { entries, ...header } = handover
+    this.#send([Buffer.from([PAIR_COMMAND.HANDOVER]), packMeta(header), packMeta(entries)])
+  }
+
+  /** Acknowledges a hand-over page. */
+  sendHanded(page: number): void {
+    this.#send([Buffer.from([PAIR_COMMAND.HANDED]), packMeta({ page })])
+  }
+
+  /**
+   * Sets what every HELLO adds (the sender id, a catch-up request); called when a HELLO is built.
+   */
+  setHello(fields: () => HelloFields): void {
+    this.#hello = fields
+  }
+
+  /** Sends a HELLO now (with the fields of `setHello`): a new request, or news of the sender id. */
+  hello(): void {
+    this.#send(this.#helloFrames())
+  }
+
+  #helloFrames(): Buffer[] {
+    const fields = this.#hello()
+    return [
+      Buffer.from([PAIR_COMMAND.HELLO]),
+      packMeta({ ...fields, version: PAIR_LINK_VERSION, node: this.node, ...this.#report() }),
+    ]
   }
 
   #report(): { role: PairRole; state: PairStateName; epoch: number } {
@@ -221,10 +310,7 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
       // A full or closed DEALER: the message is lost; the stream recovers by catch-up.
       debug("pair link: send failed: %s", errorCode(err) ?? String(err))
     })
-    this.#writer.write([
-      Buffer.from([PAIR_COMMAND.HELLO]),
-      packMeta({ version: PAIR_LINK_VERSION, node: this.node, ...this.#report() }),
-    ])
+    this.#writer.write(this.#helloFrames())
   }
 
   #dropDealer(): void {
@@ -313,8 +399,13 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
       const hello = readHello(rest[0])
       if (hello === undefined) return this.#drop("a malformed HELLO")
       this.#peerRoute = route
+      const newNode = hello.node !== this.#peerNode
+      this.#peerNode = hello.node
       this.emit("hello", hello)
       this.#apply(this.#state.peer(hello, now))
+      // A new process of the peer has not heard this node's HELLO, and its ROUTER drops
+      // everything else from this DEALER until it does: say HELLO again.
+      if (newNode) this.hello()
       return
     }
     if (this.#peerRoute === undefined || !route.equals(this.#peerRoute))
@@ -338,6 +429,34 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
         if (ack === undefined) return this.#drop("a malformed ACK")
         this.#apply(this.#state.heard(now))
         this.emit("ack", ack)
+        return
+      }
+      case PAIR_COMMAND.COPY: {
+        const copy = readCopy(rest[0], rest[1])
+        if (copy === undefined) return this.#drop("a malformed COPY")
+        this.#apply(this.#state.heard(now))
+        this.emit("copy", copy)
+        return
+      }
+      case PAIR_COMMAND.COPY_END: {
+        const end = readCopyEnd(rest[0])
+        if (end === undefined) return this.#drop("a malformed COPY_END")
+        this.#apply(this.#state.heard(now))
+        this.emit("copy:end", end)
+        return
+      }
+      case PAIR_COMMAND.HANDOVER: {
+        const handover = readHandover(rest[0], rest[1])
+        if (handover === undefined) return this.#drop("a malformed HANDOVER")
+        this.#apply(this.#state.heard(now))
+        this.emit("handover", handover)
+        return
+      }
+      case PAIR_COMMAND.HANDED: {
+        const m = unpack(rest[0])
+        if (!isMap(m) || !isEpoch(m["page"])) return this.#drop("a malformed HANDED")
+        this.#apply(this.#state.heard(now))
+        this.emit("handed", { page: m["page"] })
         return
       }
       default:
@@ -390,13 +509,55 @@ function readHello(frame: Buffer | undefined): PeerHello | undefined {
   if (typeof m["sender"] === "string") hello.sender = m["sender"]
   if (typeof m["stream"] === "string") hello.stream = m["stream"]
   if (isEpoch(m["applied"])) hello.applied = m["applied"]
+  if (isEpoch(m["request"])) hello.request = m["request"]
   return hello
 }
 
-function readAck(frame: Buffer | undefined): { stream: string; seq: number } | undefined {
+function readAck(
+  frame: Buffer | undefined,
+): { stream: string; seq: number; page?: number } | undefined {
   const m = unpack(frame)
   if (!isMap(m) || typeof m["stream"] !== "string" || !isEpoch(m["seq"])) return undefined
-  return { stream: m["stream"], seq: m["seq"] }
+  if (m["page"] !== undefined && !isEpoch(m["page"])) return undefined
+  return isEpoch(m["page"])
+    ? { stream: m["stream"], seq: m["seq"], page: m["page"] }
+    : { stream: m["stream"], seq: m["seq"] }
+}
+
+function readCopy(header: Buffer | undefined, body: Buffer | undefined): CopyPage | undefined {
+  const h = unpack(header)
+  if (!isMap(h) || typeof h["stream"] !== "string" || !isEpoch(h["s0"]) || !isEpoch(h["page"]))
+    return undefined
+  const kind = h["kind"] as PageKind
+  if (!KINDS.includes(kind)) return undefined
+  const entries = readEntries(unpack(body), kind === "dead")
+  if (entries === undefined) return undefined
+  return { stream: h["stream"], s0: h["s0"], page: h["page"], kind, entries }
+}
+
+function readCopyEnd(
+  frame: Buffer | undefined,
+): { stream: string; s0: number; pages: number; lastId?: string } | undefined {
+  const m = unpack(frame)
+  if (!isMap(m) || typeof m["stream"] !== "string" || !isEpoch(m["s0"]) || !isEpoch(m["pages"]))
+    return undefined
+  const end = { stream: m["stream"], s0: m["s0"], pages: m["pages"] }
+  if (m["lastId"] === undefined || m["lastId"] === null) return end
+  if (!isId(m["lastId"])) return undefined
+  return { ...end, lastId: m["lastId"] }
+}
+
+function readHandover(
+  header: Buffer | undefined,
+  body: Buffer | undefined,
+): HandoverPage | undefined {
+  const h = unpack(header)
+  if (!isMap(h) || !isEpoch(h["page"]) || typeof h["last"] !== "boolean") return undefined
+  const kind = h["kind"]
+  if (kind !== "pending" && kind !== "scheduled") return undefined
+  const entries = readEntries(unpack(body), false)
+  if (entries === undefined) return undefined
+  return { page: h["page"], last: h["last"], kind, entries }
 }
 
 /**
@@ -415,8 +576,133 @@ function readRecords(
   const first = h["first"]
   const records: ReplicationRecord[] = []
   for (const [i, op] of (list as unknown[]).entries()) {
-    if (!isMap(op) || !OPS.includes(op["op"] as ReplicationOp["op"])) return undefined
+    if (!isMap(op) || !isOp(op)) return undefined
     records.push({ ...(op as ReplicationOp), seq: first + i })
   }
   return { stream: h["stream"], records }
+}
+
+const ID = /^[0-9a-f]{16}$/
+
+function isId(v: unknown): v is string {
+  return typeof v === "string" && ID.test(v)
+}
+
+function isIds(v: unknown): v is string[] {
+  return Array.isArray(v) && v.every(isId)
+}
+
+function isTime(v: unknown): v is number {
+  return typeof v === "number" && Number.isFinite(v)
+}
+
+/** Optional fields may come as nil (msgpack has no undefined). */
+function optional(v: unknown, check: (v: unknown) => boolean): boolean {
+  return v === undefined || v === null || check(v)
+}
+
+const isString = (v: unknown): boolean => typeof v === "string"
+
+/**
+ * The fields of an entry (or a dead letter) with the types the journals write; the journal
+ * checks their limits (sizes, priority range) when it writes them. Nil optional fields are
+ * removed, as the journals expect `undefined`.
+ */
+function readEntry(v: unknown, dead: boolean): JournalEntry | undefined {
+  if (!isMap(v) || !isId(v["id"]) || !(v["payload"] instanceof Uint8Array)) return undefined
+  if (!isEpoch(v["attempts"]) || !isTime(v["enqueuedAt"])) return undefined
+  if (
+    !optional(v["lastError"], isString) ||
+    !optional(v["notBefore"], isTime) ||
+    !optional(v["expiresAt"], isTime) ||
+    !optional(v["priority"], isEpoch) ||
+    !optional(v["key"], isString) ||
+    !optional(v["dedupeId"], isString) ||
+    !optional(v["queue"], isString) ||
+    !optional(v["headers"], (h) => isMap(h) && Object.values(h).every(isString))
+  )
+    return undefined
+  if (dead && (typeof v["lastError"] !== "string" || !isTime(v["deadAt"]))) return undefined
+  const e = withoutNils(v)
+  const payload = v["payload"]
+  e["payload"] = Buffer.isBuffer(payload)
+    ? payload
+    : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)
+  return e as unknown as JournalEntry
+}
+
+function readEntries(list: unknown, dead: true): DeadLetter[] | undefined
+function readEntries(list: unknown, dead: boolean): JournalEntry[] | undefined
+function readEntries(list: unknown, dead: boolean): JournalEntry[] | undefined {
+  if (!Array.isArray(list)) return undefined
+  const out: JournalEntry[] = []
+  for (const v of list as unknown[]) {
+    const e = readEntry(v, dead)
+    if (e === undefined) return undefined
+    out.push(e)
+  }
+  return out
+}
+
+/** Checks the fields of a record of each op (docs/pair.md, table of section 3.1), in place. */
+function isOp(m: Record<string, unknown>): boolean {
+  const op = m["op"] as ReplicationOp["op"]
+  if (!OPS.includes(op)) return false
+  const entries = (key: string, dead = false): boolean => {
+    const list = readEntries(m[key], dead)
+    if (list === undefined) return false
+    m[key] = list
+    return true
+  }
+  switch (op) {
+    case "append":
+    case "schedule":
+    case "replay":
+    case "promote":
+      return entries("entries")
+    case "bury":
+      return entries("letters", true)
+    case "purge":
+    case "unschedule":
+      return isIds(m["ids"])
+    case "remove": {
+      if (!isIds(m["ids"])) return false
+      const d = m["dedupe"]
+      if (d === undefined || d === null) {
+        delete m["dedupe"]
+        return true
+      }
+      return (
+        isMap(d) &&
+        Array.isArray(d["acked"]) &&
+        d["acked"].every(isString) &&
+        Array.isArray(d["forget"]) &&
+        d["forget"].every(isString) &&
+        isTime(d["at"])
+      )
+    }
+    case "update": {
+      const updates = m["updates"]
+      if (
+        !Array.isArray(updates) ||
+        !(updates as unknown[]).every(
+          (u) =>
+            isMap(u) &&
+            isId(u["id"]) &&
+            isEpoch(u["attempts"]) &&
+            optional(u["lastError"], isString) &&
+            optional(u["notBefore"], isTime),
+        )
+      )
+        return false
+      m["updates"] = (updates as Record<string, unknown>[]).map(withoutNils)
+      return true
+    }
+    case "dedupe":
+      return isTime(m["before"])
+  }
+}
+
+function withoutNils(u: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(u).filter(([, v]) => v !== null && v !== undefined))
 }
