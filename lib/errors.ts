@@ -29,6 +29,11 @@ import { describe } from "./validate.js"
  * - `PIRATE_CODEC_MISMATCH`: a worker and its sender use different codecs (each states its own,
  *   the worker in READY, the sender in WELCOME); the message names both. The sender refuses the
  *   worker and the worker stops that session.
+ * - `PIRATE_PASSIVE`: the sender is the passive one of a pair (or has not decided yet): only the
+ *   active sender takes `send()`, `request()`, `cancel()`, `replay()` and `drained()`. Wait for
+ *   `pair:active`, or send to the other host.
+ * - `PIRATE_PAIR_CONFIG`: the two senders of a pair are configured with the same role (reported
+ *   as an `error` event; neither becomes active through the other).
  */
 export type ErrorCode =
   | "PIRATE_CLOSED"
@@ -49,6 +54,8 @@ export type ErrorCode =
   | "PIRATE_ENCODE"
   | "PIRATE_ADDRESS_IN_USE"
   | "PIRATE_CODEC_MISMATCH"
+  | "PIRATE_PASSIVE"
+  | "PIRATE_PAIR_CONFIG"
 
 /** Every operational failure of this library is a `PirateError` with a stable {@link ErrorCode}. */
 export class PirateError extends Error {
@@ -207,6 +214,14 @@ export function tooLargeError(what: string, size: number, maxMessageSize: number
 /** Error for a call on a closed object. */
 export function closedError(what: string): PirateError {
   return new PirateError("PIRATE_CLOSED", `${what} is closed`)
+}
+
+/** Error for a call only the active sender of a pair takes. */
+export function passiveError(): PirateError {
+  return new PirateError(
+    "PIRATE_PASSIVE",
+    "this sender is not the active one of its pair; wait for 'pair:active' or send to the other",
+  )
 }
 
 /** Error for an aborted call; `cause` is the signal's reason. */

@@ -25,13 +25,14 @@ export {
   Sender,
   SENDER_DEFAULTS,
   type SenderOptions,
+  type SenderPairOptions,
   type SenderStats,
   type SenderEvents,
   type SendOptions,
   type RequestToWorkerOptions,
   type WorkerInfo,
 } from "./paranoid-pirate/sender.js"
-export type { BackpressureEvent, NamedQueueStats } from "./paranoid-pirate/core/index.js"
+export type { BackpressureEvent, NamedQueueStats, PairStats } from "./paranoid-pirate/core/index.js"
 export { Worker } from "./paranoid-pirate/worker.js"
 export {
   WORKER_DEFAULTS,

@@ -14,32 +14,53 @@ export class IdGenerator {
   #next: number
   /** The first 14 digits of the next id: they change once every 256 ids. */
   #prefix = ""
-  /** The next id's lowest byte; 256 when `#prefix` must be computed again. */
+  /** The next id's lowest byte; 256 or more when `#prefix` must be computed again. */
   #low = 256
+  /** 1, or 2 when every id has one parity (the two senders of a pair: docs/pair.md 6.3). */
+  readonly #step: 1 | 2
+  readonly #parity: 0 | 1
 
-  constructor(floor?: string) {
+  /**
+   * Ids above `floor` (the journal's last) and the clock; with `parity`, only even (0) or odd (1)
+   * ones, so that two generators never draw the same id.
+   */
+  constructor(floor?: string, parity?: 0 | 1) {
+    this.#step = parity === undefined ? 1 : 2
+    this.#parity = parity ?? 0
     const fromClock = Date.now() * 1000
     const fromFloor =
       floor !== undefined && /^[0-9a-f]{16}$/.test(floor) ? parseInt(floor, 16) + 1 : 0
-    this.#next = Math.max(fromClock, fromFloor)
+    this.#next = this.#aligned(Math.max(fromClock, fromFloor))
   }
 
   next(): string {
     const now = Date.now() * 1000
     if (now > this.#next) {
-      this.#next = now
+      this.#next = this.#aligned(now)
       this.#low = 256
     }
     // Formatting a number above 2^32 in hex is slow; do it once per 256 ids.
-    if (this.#low === 256) {
+    if (this.#low >= 256) {
       this.#prefix = Math.floor(this.#next / 256)
         .toString(16)
         .padStart(ID_LENGTH - 2, "0")
       this.#low = this.#next % 256
     }
-    this.#next++
-    return this.#prefix + (HEX_BYTE[this.#low++] as string)
+    this.#next += this.#step
+    const id = this.#prefix + (HEX_BYTE[this.#low] as string)
+    this.#low += this.#step
+    return id
   }
+
+  /** `n`, or the next number of this generator's parity. */
+  #aligned(n: number): number {
+    return this.#step === 1 || n % 2 === this.#parity ? n : n + 1
+  }
+}
+
+/** The parity of an id's last digit: 0 for even, 1 for odd. */
+export function idParity(id: string): 0 | 1 {
+  return (parseInt(id.slice(-1), 16) & 1) as 0 | 1
 }
 
 export function isMessageId(value: unknown): value is string {

@@ -147,6 +147,7 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
   /** The routing id of the peer's current DEALER (its latest HELLO); others are stale. */
   #peerRoute: Buffer | undefined
   #timer: NodeJS.Timeout | undefined
+  #deadlineTimer: NodeJS.Timeout | undefined
   #receiving: Promise<void> | undefined
   #endpoint: string | undefined
   #opening: Promise<void> | undefined
@@ -171,6 +172,9 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
       role: options.role,
       timeout: this.timeout,
       now: performance.now(),
+      // Workers vote once per heartbeat: a vote that came just before the peer's silence
+      // reached the timeout counts at that moment (see #deadline), not at the next vote.
+      voteHold: this.heartbeatInterval,
       ...(options.epoch === undefined ? {} : { epoch: options.epoch }),
     })
   }
@@ -229,6 +233,7 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
   async #close(): Promise<void> {
     await this.#opening?.catch(() => undefined)
     clearInterval(this.#timer)
+    clearTimeout(this.#deadlineTimer)
     this.#dropDealer()
     this.#router.close()
     await this.#receiving
@@ -236,7 +241,21 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
 
   /** A worker's VOTE (docs/pair.md, section 5). */
   vote(): void {
-    this.#apply(this.#state.vote(performance.now()))
+    const out = this.#state.vote(performance.now())
+    this.#apply(out)
+    if (out.some((o) => o.type === "vote:rejected" && o.reason === "peer-alive")) this.#deadline()
+  }
+
+  /** A tick at the moment the peer will have been silent for the timeout (a held vote). */
+  #deadline(): void {
+    if (this.#deadlineTimer !== undefined || this.#closing !== undefined) return
+    const wait = Math.max(0, this.#state.silentAt - performance.now())
+    this.#deadlineTimer = setTimeout(() => {
+      this.#deadlineTimer = undefined
+      if (this.#closing !== undefined) return
+      this.#apply(this.#state.tick(performance.now()))
+      // Heard meanwhile: the vote is void, or a later one is held and will be ticked again.
+    }, wait + 1)
   }
 
   /** Sends a batch of this node's replication stream (records in order, seqs consecutive). */

@@ -68,6 +68,12 @@ export interface PairReplicationOptions {
   window?: { records?: number; bytes?: number }
   /** The ring of records kept for a passive's catch-up. @defaultValue 65 536 records, 64 MiB */
   backlog?: { records?: number; bytes?: number }
+  /**
+   * The active waits for this before it writes a hand-over page of `n` pending entries (the
+   * sender's window has room for them: see the `handover` event), so that a large hand-over
+   * is paced by the returning node's pages, not held in memory. @defaultValue no wait
+   */
+  room?: (n: number) => Promise<void>
 }
 
 export const PAIR_REPLICATION_DEFAULTS = Object.freeze({
@@ -190,6 +196,7 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
   readonly journal: Journal
   readonly #link: PairLink
   readonly #inner: Journal
+  readonly #room: ((n: number) => Promise<void>) | undefined
   readonly #sync: boolean
   readonly #replicatedDurability: boolean
   readonly #whenAlone: "wait" | "local"
@@ -271,6 +278,9 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
     this.#whenAlone = options.whenAlone
     this.#parity = options.parity
     this.#dir = options.dir
+    if (options.room !== undefined && typeof options.room !== "function")
+      throw new TypeError("'room' must be a function")
+    this.#room = options.room
     this.journal = new PairJournal(journal, {
       writer: () => this.#writer(),
       replicated: (w) => this.#settle(w),
@@ -862,6 +872,8 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
       try {
         const missing: JournalEntry[] = []
         for (const e of p.entries) if (!(await holds(this.#inner, e.id))) missing.push(e)
+        if (missing.length > 0 && p.kind === "pending") await this.#room?.(missing.length)
+        if (this.#term !== term) return
         if (missing.length > 0) {
           if (p.kind === "scheduled") {
             if (rj.schedule === undefined) throw new TypeError("the journal has no schedule()")

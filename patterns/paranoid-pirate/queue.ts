@@ -28,14 +28,20 @@ import {
 import type { Schedule } from "./core/message.js"
 import { CORE_OPTIONS, SENDER_DEFAULTS, resolveCore, type SenderOptions } from "./settings.js"
 import { resolveSchedule } from "./schedule-options.js"
-import type { Journal, JournalEntry } from "../../lib/journal/types.js"
+import type { Durability, Journal, JournalEntry } from "../../lib/journal/types.js"
 import { decodeRequestRecord, encodeRequestRecord } from "../../lib/request-record.js"
 
 /**
  * Options of {@link ParanoidPirateQueue}. Durations are in ms. Beside its two endpoints it takes
- * the options of `Sender` but `bind` and `codec` (the queue passes payloads through untouched).
+ * the options of `Sender` but `bind`, `codec` and `pair` (the queue passes payloads through
+ * untouched), and `durability` without `"replicated"`.
  */
-export interface ParanoidPirateQueueOptions extends Omit<SenderOptions, "bind" | "codec"> {
+export interface ParanoidPirateQueueOptions extends Omit<
+  SenderOptions,
+  "bind" | "codec" | "pair" | "durability"
+> {
+  /** When a request counts as accepted. @defaultValue `"os"` with a persistent journal, `"memory"` without */
+  durability?: Durability
   /** Endpoint for clients (Lazy Pirate clients, REQ sockets). */
   frontend: string
   /** Endpoint for workers. */

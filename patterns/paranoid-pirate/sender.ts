@@ -1,6 +1,12 @@
 import { EventEmitter } from "node:events"
 import { codecName, encodeBody, resolveCodec, type Codec } from "../../lib/codec.js"
-import { PirateError, RequestTimeoutError, abortedError, toError } from "../../lib/errors.js"
+import {
+  PirateError,
+  RequestTimeoutError,
+  abortedError,
+  passiveError,
+  toError,
+} from "../../lib/errors.js"
 import type { DeadLetter, Journal } from "../../lib/journal/types.js"
 import { isMessageId } from "../../lib/journal/ids.js"
 import { Lifecycle, type Status } from "../../lib/lifecycle.js"
@@ -25,9 +31,16 @@ import {
   type SenderStats,
   type WorkerInfo,
 } from "./core/index.js"
-import { CORE_OPTIONS, SENDER_DEFAULTS, resolveCore, type SenderOptions } from "./settings.js"
+import { PairNode, resolvePair, type ResolvedPair } from "./pair-node.js"
+import {
+  CORE_OPTIONS,
+  SENDER_DEFAULTS,
+  resolveCore,
+  type SenderOptions,
+  type SenderPairOptions,
+} from "./settings.js"
 
-export { SENDER_DEFAULTS, type SenderOptions }
+export { SENDER_DEFAULTS, type SenderOptions, type SenderPairOptions }
 
 /** Options of `send()` and `request()`. */
 export interface SendOptions {
@@ -86,10 +99,12 @@ export interface RequestToWorkerOptions extends Omit<SendOptions, "id"> {
 
 export type { SenderEvents, SenderStats, WorkerInfo }
 
-const SENDER_OPTIONS = { ...CORE_OPTIONS, bind: true, codec: true } as const satisfies Record<
-  keyof SenderOptions,
-  true
->
+const SENDER_OPTIONS = {
+  ...CORE_OPTIONS,
+  bind: true,
+  codec: true,
+  pair: true,
+} as const satisfies Record<keyof SenderOptions, true>
 /** The options of both `send()` and `request()`. */
 const SHARED_SEND_OPTIONS = {
   signal: true,
@@ -138,6 +153,9 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
   readonly #settings: DispatcherSettings
   readonly #life = new Lifecycle("sender")
   #core: Dispatcher | undefined
+  /** The `pair` option, checked; `#node` once open. */
+  readonly #pair: { options: ResolvedPair; replicated: boolean } | undefined
+  #node: PairNode | undefined
 
   /**
    * Validates options; does no I/O.
@@ -151,8 +169,23 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
     assertKnownOptions("Sender", options, SENDER_OPTIONS)
     this.#bind = singleEndpoint("bind", options.bind)
     this.#codec = resolveCodec(options.codec)
-    const { journal, settings } = resolveCore(options)
+    const { pair, durability, ...core } = options
+    const replicated = durability === "replicated"
+    if (replicated && pair === undefined)
+      throw new TypeError(
+        "durability \"replicated\" needs the 'pair' option (the other sender to replicate to)",
+      )
+    const { journal, settings } = resolveCore({
+      ...core,
+      // Locally, a replicated write is an `os` one (`fsync` with `pair.sync`).
+      ...(replicated
+        ? { durability: pair?.sync === true ? "fsync" : "os" }
+        : durability === undefined
+          ? {}
+          : { durability }),
+    })
     this.#journal = journal
+    if (pair !== undefined) this.#pair = { options: resolvePair(pair, settings), replicated }
     // Stated in WELCOME: a worker whose codec differs is refused (PIRATE_CODEC_MISMATCH).
     this.#settings = { ...settings, codec: codecName(this.#codec) }
   }
@@ -181,6 +214,29 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
     return endpoint
   }
 
+  /**
+   * `"active"` while this sender takes sends and dispatches; `"passive"` for the other sender of a
+   * pair (also while a pair's sender has not decided yet). A sender without `pair` is always
+   * `"active"` once open.
+   */
+  get state(): "active" | "passive" {
+    return this.#node === undefined ? "active" : this.#node.state
+  }
+
+  /**
+   * The bound address of the pair socket (`pair.bind` with its port resolved).
+   * @throws `PIRATE_NOT_OPEN` before {@link open} has resolved, or without `pair`.
+   */
+  get pairEndpoint(): string {
+    const endpoint = this.#node?.pairEndpoint
+    if (endpoint === undefined)
+      throw new PirateError(
+        "PIRATE_NOT_OPEN",
+        "the sender has no pair endpoint (not open, or no 'pair')",
+      )
+    return endpoint
+  }
+
   /** The journal in use. */
   get journal(): Journal {
     return this.#journal
@@ -192,6 +248,29 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
    */
   open(): Promise<void> {
     return this.#life.open(async () => {
+      if (this.#pair !== undefined) {
+        const node = new PairNode(
+          this.#settings,
+          this.#journal,
+          this.#bind,
+          this.#pair.options,
+          this.#pair.replicated,
+          {
+            adopt: (core) => {
+              forward(core, this)
+              this.#core = core
+            },
+            active: (event) => this.emit("pair:active", event),
+            passive: (event) => this.emit("pair:passive", event),
+            error: (err) => {
+              if (this.listenerCount("error") > 0) this.emit("error", err)
+            },
+          },
+        )
+        await node.open()
+        this.#node = node
+        return
+      }
       const core = new Dispatcher("sender", this.#settings, this.#journal)
       forward(core, this)
       await core.open(this.#bind)
@@ -205,7 +284,7 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
    */
   close(): Promise<void> {
     return this.#life.close(async () => {
-      await this.#core?.close()
+      await (this.#node ?? this.#core)?.close()
     })
   }
 
@@ -232,7 +311,7 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
     try {
       assertKnownOptions("send()", options, SEND_OPTIONS)
       schedule = resolveSchedule(traced(options))
-      core = this.#open()
+      core = this.#active()
       frame = encodeBody(this.#codec, payload)
     } catch (err) {
       return Promise.reject(toError(err))
@@ -249,7 +328,7 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
   cancel(id: string): Promise<boolean> {
     try {
       if (typeof id !== "string") throw new TypeError(`'id' must be a string, got ${describe(id)}`)
-      const core = this.#open()
+      const core = this.#active()
       return isMessageId(id) ? core.cancel(id) : Promise.resolve(false) // no message has it
     } catch (err) {
       return Promise.reject(toError(err))
@@ -267,7 +346,7 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
   async request(payload: T, options: RequestToWorkerOptions = {}): Promise<R> {
     assertKnownOptions("request()", options, REQUEST_OPTIONS)
     const schedule = resolveSchedule(traced(options))
-    const core = this.#open()
+    const core = this.#active()
     const frame = encodeBody(this.#codec, payload)
     const tooLarge = core.tooLarge(frame, schedule?.headers)
     if (tooLarge) throw tooLarge
@@ -317,7 +396,7 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
    */
   drained(options: { signal?: AbortSignal } = {}): Promise<void> {
     try {
-      return this.#open().drained(options.signal)
+      return this.#active().drained(options.signal)
     } catch (err) {
       return Promise.reject(toError(err))
     }
@@ -333,7 +412,10 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
     if (options !== undefined) assertKnownOptions("stats()", options, { queue: true })
     const queue = options === undefined ? undefined : checkQueueName(options.queue)
     const core = this.#core && this.status === "closed" ? this.#core : this.#open()
-    return queue === undefined ? core.stats() : core.queueStats(queue)
+    if (queue !== undefined) return core.queueStats(queue)
+    const stats = core.stats()
+    if (this.#node !== undefined) stats.pair = this.#node.stats()
+    return stats
   }
 
   /**
@@ -358,9 +440,10 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
 
   /** Puts dead letters back in the queue with their attempts reset. Resolves with the ids replayed. */
   async replay(ids: readonly string[]): Promise<string[]> {
-    const core = this.#open()
+    const core = this.#active()
     await core.flushJournal()
-    const entries = await this.#journal.replay(ids)
+    // In a pair, through the journal that streams the change to the passive.
+    const entries = await (this.#node?.journal ?? this.#journal).replay(ids)
     core.requeueReplayed(entries)
     return entries.map((e) => e.id)
   }
@@ -381,6 +464,13 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
   #open(): Dispatcher {
     this.#life.assertOpen()
     return this.#core as Dispatcher
+  }
+
+  /** The core, for the calls only an active sender takes (`PIRATE_PASSIVE` on a pair's other). */
+  #active(): Dispatcher {
+    const core = this.#open()
+    if (this.#node !== undefined && this.#node.state !== "active") throw passiveError()
+    return core
   }
 }
 

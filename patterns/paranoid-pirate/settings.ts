@@ -24,8 +24,12 @@ export interface SenderOptions {
   codec?: CodecOption
   /** Journal directory (a `LevelJournal` there) or a `Journal`; without it messages live in memory only. */
   journal?: string | Journal
-  /** When a message counts as accepted. @defaultValue `"os"` with a persistent journal, `"memory"` without */
-  durability?: Durability
+  /**
+   * When a message counts as accepted. `"replicated"` (a `Sender` with `pair` only): once written
+   * on both senders of the pair (see docs/pair.md).
+   * @defaultValue `"os"` with a persistent journal, `"memory"` without
+   */
+  durability?: Durability | "replicated"
   /** Heartbeat period towards plain PPP workers (PPX workers announce their own). @defaultValue 1000 */
   heartbeatInterval?: number
   /** Heartbeats a worker may miss before it is lost. @defaultValue 3 */
@@ -77,10 +81,38 @@ export interface SenderOptions {
    * @defaultValue 600000 (10 minutes)
    */
   dedupeWindow?: number
+  /**
+   * Makes this sender one of a high-availability pair (Binary Star): two senders on two machines,
+   * one active, the other holding a replica of its journal and taking over when it is lost.
+   * See docs/pair.md. @defaultValue none
+   */
+  pair?: SenderPairOptions
+}
+
+/** The `pair` option of `Sender`. */
+export interface SenderPairOptions {
+  /** Which node this is: the primary wins a cold start and breaks ties. */
+  role: "primary" | "backup"
+  /** Where this node's pair socket binds (`tcp://host:port`; `:*` picks a port: `sender.pairEndpoint`). */
+  bind: string
+  /** The other node's `pair.bind` address. */
+  peer: string
+  /** Silence (ms) after which the peer is presumed dead. @defaultValue heartbeatInterval × liveness */
+  timeout?: number
+  /** Both sides fsync replicated writes. @defaultValue false */
+  sync?: boolean
+  /**
+   * With no caught-up passive, `"wait"` keeps `replicated` sends waiting (backpressure); `"local"`
+   * resolves them once written here (weaker: `stats().pair.replicated` is false meanwhile).
+   * @defaultValue "wait"
+   */
+  whenAlone?: "wait" | "local"
 }
 
 /** Options shared by `Sender` and `ParanoidPirateQueue` (the queue core). */
-export type CoreOptions = Omit<SenderOptions, "bind" | "codec">
+export type CoreOptions = Omit<SenderOptions, "bind" | "codec" | "pair" | "durability"> & {
+  durability?: Durability
+}
 
 /** Every name of {@link CoreOptions}, to refuse unknown ones (see `assertKnownOptions`). */
 export const CORE_OPTIONS = {

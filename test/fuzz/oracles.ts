@@ -9,6 +9,7 @@ import {
   PPP,
   PPX,
   decodeEnvelope,
+  decodePair,
   unpackEnvelopes,
   decodeNack,
   decodeReady,
@@ -105,7 +106,8 @@ export function expectFromDispatcher(frames: readonly Buffer[]): DispatcherExpec
 }
 
 /** How a worker in a PPX session classifies a message `frames` from its sender. */
-export type WorkerVerdict = "task" | "tasks" | "heartbeat" | "welcome" | "goodbye" | "dropped"
+export type WorkerVerdict =
+  "task" | "tasks" | "heartbeat" | "welcome" | "goodbye" | "pair" | "dropped"
 
 export function expectFromWorker(frames: readonly Buffer[]): WorkerVerdict {
   const n = frames.length
@@ -123,6 +125,14 @@ export function expectFromWorker(frames: readonly Buffer[]): WorkerVerdict {
       }
     }
     if (cmd === PPX.TASKS) return batchOf(frames) ? "tasks" : "dropped"
+    if (cmd === PPX.PAIR && n === 2) {
+      try {
+        decodePair(frames[1])
+        return "pair" // a sender pair's state: taken, nothing to answer
+      } catch {
+        return "dropped"
+      }
+    }
     if (cmd === PPX.GOODBYE && n === 1) return "goodbye"
   }
   return "dropped"

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test, vi } from "vitest"
-import { ID_LENGTH, IdGenerator, isMessageId } from "../../lib/journal/ids.js"
+import { ID_LENGTH, IdGenerator, idParity, isMessageId } from "../../lib/journal/ids.js"
 
 afterEach(() => {
   vi.restoreAllMocks()
@@ -34,6 +34,33 @@ describe("IdGenerator", () => {
       expect(id).toBe(hex(parseInt(id, 16)))
       last = id
     }
+  })
+
+  test("with a parity, every id has it, across blocks and clock jumps, and two generators never meet", () => {
+    const now = vi.spyOn(Date, "now").mockReturnValue(1_700_000_000_000)
+    const even = new IdGenerator(hex(1_700_000_000_000_000 + 250), 0)
+    const odd = new IdGenerator(hex(1_700_000_000_000_000 + 250), 1)
+    const seen = new Set<string>()
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 700; i++) {
+        for (const [ids, parity] of [
+          [even, 0],
+          [odd, 1],
+        ] as const) {
+          const id = ids.next()
+          expect(idParity(id), id).toBe(parity)
+          expect(id).toBe(hex(parseInt(id, 16)))
+          expect(seen.has(id), id).toBe(false)
+          seen.add(id)
+        }
+      }
+      // The clock jumps ahead of both counters (each drew 1 400 µs of ids).
+      now.mockReturnValue(1_700_000_000_000 + (round + 1) * 7)
+    }
+    const made = [...seen].filter((id) => idParity(id) === 1)
+    for (let i = 1; i < made.length; i++) expect(made[i]! > made[i - 1]!).toBe(true)
+    expect(new IdGenerator(hex(1_800_000_000_000_001), 1).next()).toBe(hex(1_800_000_000_000_003))
+    expect(new IdGenerator(hex(1_800_000_000_000_001), 0).next()).toBe(hex(1_800_000_000_000_002))
   })
 
   test("ids start at the clock in microseconds", () => {

@@ -141,6 +141,44 @@ describe("PairState", () => {
       expect(p.active).toBe(true)
     })
 
+    test("a vote held for voteHold is acted on at the tick that finds the active silent, not later", () => {
+      const HOLD = 1000
+      const p = new PairState({ role: "backup", timeout: TIMEOUT, now: 0, voteHold: HOLD })
+      p.peer({ role: "primary", state: "active", epoch: 3 }, 500)
+      expect(p.silentAt).toBe(500 + TIMEOUT)
+      // A vote 400 ms before the active falls silent: rejected, but held.
+      expect(p.vote(100 + TIMEOUT)).toEqual([{ type: "vote:rejected", reason: "peer-alive" }])
+      expect(p.tick(499 + TIMEOUT)).toEqual([])
+      expect(p.tick(500 + TIMEOUT)).toEqual([
+        { type: "peer:lost" },
+        { type: "active", epoch: 4, reason: "failover" },
+      ])
+
+      // Held too long: the silence came more than voteHold after the vote.
+      const q = new PairState({ role: "backup", timeout: TIMEOUT, now: 0, voteHold: HOLD })
+      q.peer({ role: "primary", state: "active", epoch: 3 }, 2000)
+      q.vote(2000)
+      expect(transitions(q.tick(2000 + TIMEOUT))).toEqual([])
+      expect(q.state).toBe("passive")
+
+      // The active spoke after the vote: the vote is void.
+      const r = new PairState({ role: "backup", timeout: TIMEOUT, now: 0, voteHold: HOLD })
+      r.peer({ role: "primary", state: "active", epoch: 3 }, 500)
+      r.vote(100 + TIMEOUT)
+      r.heard(200 + TIMEOUT)
+      expect(transitions(r.tick(200 + 2 * TIMEOUT))).toEqual([])
+      expect(r.state).toBe("passive")
+
+      // Without a hold (the default) a rejected vote is forgotten.
+      const d = node("backup")
+      d.peer({ role: "primary", state: "active", epoch: 3 }, 500)
+      d.vote(100 + TIMEOUT)
+      expect(transitions(d.tick(500 + TIMEOUT))).toEqual([])
+      expect(() => new PairState({ role: "backup", timeout: 1, now: 0, voteHold: -1 })).toThrow(
+        RangeError,
+      )
+    })
+
     test("an active node ignores votes", () => {
       const a = node("primary")
       a.peer({ role: "backup", state: "backup", epoch: 0 }, 1)

@@ -75,6 +75,25 @@ export interface SenderStats {
   latency: LatencySummary
   /** Each named queue's figures, by name (`"default"` always among them). */
   queues: Record<string, NamedQueueStats>
+  /** The sender pair (a `Sender` with the `pair` option only). */
+  pair?: PairStats
+}
+
+/** `stats().pair`: a sender of a high-availability pair (docs/pair.md). */
+export interface PairStats {
+  role: "primary" | "backup"
+  /** `"active"` only while this sender takes sends and dispatches. */
+  state: "active" | "passive"
+  /** The pair's term: it grows each time a node becomes active. */
+  epoch: number
+  /** The other sender: heard within `pair.timeout`, silent longer, or never heard since the start. */
+  peer: "alive" | "lost" | "unknown"
+  /** True while a passive peer is caught up with this active sender's journal. */
+  replicated: boolean
+  /** Journal changes sent to the passive and not yet acknowledged. */
+  lag: number
+  /** Malformed or stale messages of the pair link dropped. */
+  dropped: number
 }
 
 /** The core's name for its counters. */

@@ -40,7 +40,7 @@ import {
   type Waiter,
 } from "./message.js"
 import { DelayQueue } from "./ready.js"
-import { Queues, type NamedQueueStats } from "./queues.js"
+import { Queues, type NamedQueueStats, type QueueState } from "./queues.js"
 import { Producer } from "./producer.js"
 import { QueueAside } from "./aside.js"
 import { cancelMessage, forget, type CancelHost } from "./cancel.js"
@@ -75,6 +75,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /** Announced in WELCOME: workers key their dedupe records on it. */
   #senderId: string | undefined
   #closed = false
+  /** Opened passive (a pair's passive sender): dispatches nothing until `activate()`. */
+  #passive = false
   #unregisterCurve: (() => void) | undefined
 
   /**
@@ -87,6 +89,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /** Payload bytes of the messages held (bounded by `windowBytes`). */
   #windowBytes = 0
   readonly #waited = new Map<string, Message>()
+  /** Callers of `room()` waiting, in order. */
+  readonly #roomWaiters: { n: number; resolve: () => void }[] = []
   /**
    * Replayed dead letters whose ids lie ahead of the paging cursor: they went to the window at
    * once, so the pager skips them when it reads that far, also once they are acked (their
@@ -310,27 +314,19 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   // ------------------------------------------------------------------------------------------
   // lifecycle
 
-  /** Opens the journal and binds `bind`, the endpoint of the option named `option` (for errors). */
-  async open(bind: string, option = "bind"): Promise<void> {
+  /**
+   * Opens the journal and binds `bind`, the endpoint of the option named `option` (for errors).
+   * A `passive` core (the passive sender of a pair) reads nothing of the journal, answers workers
+   * and hands them nothing until `activate()`.
+   */
+  async open(bind: string, option = "bind", passive = false): Promise<void> {
     await this.#journal.open()
     let router: Router | undefined
     try {
-      const lastId = await this.#journal.lastId()
-      this.#producer.startAfter(lastId)
-      this.#senderId = await journalSenderId(this.#journal)
-      const js = await this.#journal.stats()
-      this.#n.dead = js.dead
-      if (js.pending > 0) {
-        this.#aside.foundUntil = lastId
-        this.#pager.found(js.pending, lastId)
-        this.#drain.busy()
-      }
-      if (this.#s.keyOnDead === "hold" && js.dead > 0)
-        await holdDeadLetterKeys(this.#journal, this.#keys)
-      if (this.#scheduler && (js.scheduled ?? 0) > 0) {
-        this.#drain.busy()
-        await this.#scheduler.start(js.scheduled ?? 0)
-      }
+      if (passive) {
+        this.#passive = true
+        this.#senderId = await journalSenderId(this.#journal)
+      } else await this.#recover(undefined)
       router = workerRouter(this.#s)
       const r = router
       if (this.#s.curve) this.#unregisterCurve = await applyCurveServer(r, this.#s.curve)
@@ -346,8 +342,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         this.emit("error", toError(err)),
       )
       this.#sessions.start()
-      this.#sendIds.start()
-      await this.#pager.start()
+      if (!passive) await this.#startJournalWork()
     } catch (err) {
       // Leave nothing behind: a failed open may be retried with another endpoint.
       this.#closed = true
@@ -360,7 +355,53 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     }
   }
 
-  async close(): Promise<void> {
+  /**
+   * A passive core becomes the one that dispatches: it reads the journal as an open does (its
+   * messages are paged into the window; ids go on above `floor` too) and hands out work.
+   */
+  async activate(floor: string | undefined): Promise<void> {
+    if (!this.#passive || this.#closed) return
+    await this.#recover(floor)
+    this.#passive = false
+    await this.#startJournalWork()
+    this.#scheduleDispatch()
+  }
+
+  /** True until `activate()` for a core opened passive. */
+  get passive(): boolean {
+    return this.#passive
+  }
+
+  /** What the journal holds at open: ids go on above it (and `floor`); its messages are paged in. */
+  async #recover(floor: string | undefined): Promise<void> {
+    const lastId = await this.#journal.lastId()
+    this.#producer.startAfter(
+      floor !== undefined && (lastId === undefined || floor > lastId) ? floor : lastId,
+      this.#s.idParity,
+    )
+    this.#senderId = await journalSenderId(this.#journal)
+    const js = await this.#journal.stats()
+    this.#n.dead = js.dead
+    if (js.pending > 0) {
+      this.#aside.foundUntil = lastId
+      this.#pager.found(js.pending, lastId)
+      this.#drain.busy()
+    }
+    if (this.#s.keyOnDead === "hold" && js.dead > 0)
+      await holdDeadLetterKeys(this.#journal, this.#keys)
+    if (this.#scheduler && (js.scheduled ?? 0) > 0) {
+      this.#drain.busy()
+      await this.#scheduler.start(js.scheduled ?? 0)
+    }
+  }
+
+  async #startJournalWork(): Promise<void> {
+    this.#sendIds.start()
+    await this.#pager.start()
+  }
+
+  /** Closes; waiting calls reject with `reason` (`PIRATE_CLOSED` by default). */
+  async close(reason?: PirateError): Promise<void> {
     if (this.#closed) return
     this.#closed = true
     const errors: unknown[] = []
@@ -370,7 +411,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#scheduler?.stop()
     this.#expiry.stop()
     const sweeping = this.#sendIds.stop()
-    const closed = closedError(this.#name)
+    const closed = reason ?? closedError(this.#name)
     this.#adm.close(closed)
     for (const w of this.#workers.values())
       if (w.protocol === "ppx") this.#writer?.write([w.routingId, FRAME_GOODBYE])
@@ -401,6 +442,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       m.waiter = undefined
     }
     this.#waited.clear()
+    this.#wakeRoomWaiters()
     this.#drain.close(closed)
     if (errors.length > 0) throw new AggregateError(errors, `${this.#name} close failed`)
   }
@@ -608,7 +650,48 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#scheduler?.poke()
     this.#pager.poke()
     this.#adm.admit()
+    this.#wakeRoomWaiters()
     this.#checkDrained()
+  }
+
+  /**
+   * Entries another node wrote into this core's journal (a pair's hand-over, see
+   * `PairReplication`): the pending ones join the window (the caller waited for `room()`), the
+   * scheduled ones the scheduler.
+   */
+  adopt(pending: readonly JournalEntry[], scheduled: readonly JournalEntry[]): void {
+    if (this.#closed || this.#passive) return
+    const now = Date.now()
+    const { count, after } = this.#adm
+    const states = new Set<QueueState>()
+    for (const e of pending) {
+      const queue = e.queue ?? DEFAULT_QUEUE
+      // Ahead of the paging cursor, or within what is set aside: the pager must not read it again.
+      if (count > 0 && (after === undefined || e.id > after)) this.#replayed.add(e.id)
+      else if (this.#aside.within(e.id, queue)) this.#replayed.add(e.id)
+      this.#load(e, now)
+      states.add(this.#ready.state(queue))
+    }
+    for (const e of scheduled) this.#scheduler?.adopted(e)
+    if (pending.length + scheduled.length > 0) this.#drain.busy()
+    this.#aside.arrived(states)
+    this.#scheduleDispatch()
+  }
+
+  /** Resolves once the window has room for `n` more messages (at once while it is empty). */
+  room(n: number): Promise<void> {
+    if (this.#closed || this.#held === 0 || this.#held + n <= this.#s.window)
+      return Promise.resolve()
+    return new Promise((resolve) => this.#roomWaiters.push({ n, resolve }))
+  }
+
+  #wakeRoomWaiters(): void {
+    const waiters = this.#roomWaiters
+    for (let w = waiters[0]; w !== undefined; w = waiters[0]) {
+      if (!this.#closed && this.#held > 0 && this.#held + w.n > this.#s.window) return
+      waiters.shift()
+      w.resolve()
+    }
   }
 
   #load(e: JournalEntry, now: number): void {
@@ -663,7 +746,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   #dispatch(): void {
-    if (this.#closed) return
+    if (this.#closed || this.#passive) return
     const ready = this.#ready
     this.#workers.deal(ready.size, this.#s.maxBatch, (w) => ready.readyFor(w))
     this.#sessions.dispatch(this.#ready)

@@ -41,9 +41,12 @@ export class Producer {
     this.#h = host
   }
 
-  /** Ids go on from `lastId`, the greatest the journal ever stored (at open). */
-  startAfter(lastId: string | undefined): void {
-    this.#ids = new IdGenerator(lastId)
+  /**
+   * Ids go on from `lastId`, the greatest the journal ever stored (at open); with `parity`, all
+   * even or all odd (see `IdGenerator`).
+   */
+  startAfter(lastId: string | undefined, parity?: 0 | 1): void {
+    this.#ids = new IdGenerator(lastId, parity)
   }
 
   /** A send admitted into the window; resolves with its id once as durable as configured. */

@@ -97,6 +97,12 @@ export class Scheduler {
     else if (at < this.#next) this.#arm(at)
   }
 
+  /** An entry written to the scheduled store by someone else (a pair's hand-over). */
+  adopted(entry: JournalEntry): void {
+    this.#writing++
+    this.written(entry, true)
+  }
+
   /** Room freed in the window: move what is due, if anything waited for room. */
   poke(): void {
     if (this.#starved && this.#h.room() > 0) void this.#launch()

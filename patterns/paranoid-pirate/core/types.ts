@@ -30,6 +30,8 @@ export interface DispatcherSettings {
    * is refused. Absent for `ParanoidPirateQueue`, which passes payloads through untouched.
    */
   codec?: string | undefined
+  /** Message ids all even (0) or all odd (1): set for the two senders of a pair. */
+  idParity?: 0 | 1 | undefined
 }
 
 /**
@@ -47,6 +49,10 @@ export interface SenderEvents {
   "message:expired": [{ id: string; attempts: number }]
   backpressure: [BackpressureEvent]
   drained: [Record<string, never>]
+  /** This sender became the active one of its pair (a `Sender` with `pair` only). */
+  "pair:active": [{ epoch: number; reason: string }]
+  /** This sender became (or starts as) the passive one of its pair. */
+  "pair:passive": [{ epoch: number; reason: string }]
   error: [Error]
 }
 
