@@ -235,7 +235,17 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
   #phase: PassivePhase = "off"
   #pStream: string | undefined
   #applier: ReplicationApplier | undefined
-  #copy: { stream: string; s0: number; next: number } | undefined
+  #copy:
+    | {
+        stream: string
+        s0: number
+        next: number
+        /** The last id of each kind's pages so far: the journal is exact up to it. */
+        swept: { pending?: string; dead?: string }
+        /** The ids of the scheduled pages. */
+        scheduled: Set<string>
+      }
+    | undefined
   #requestNo = 0
   #received = 0
   #progress = 0
@@ -1034,19 +1044,21 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
   }
 
   /**
-   * A copy starts (again): the journal is emptied first, and the pair file must not say it
-   * holds a stream meanwhile.
+   * A copy starts (again). The journal is not emptied first: each page replaces what this node
+   * holds in the id range it covers (see #sweep), so that until COPY_END the journal holds at
+   * least what it held before or what the copy brought. A failover in the middle of a copy then
+   * costs duplicates, never the messages this node held. The pair file must not say it holds a
+   * stream meanwhile.
    */
   async #beginCopy(stream: string, s0: number): Promise<void> {
     this.#phase = "copy"
-    this.#copy = { stream, s0, next: 0 }
+    this.#copy = { stream, s0, next: 0, swept: {}, scheduled: new Set() }
     this.#applier = undefined
     this.#pStream = undefined
     this.#lastPage = undefined
     delete this.#file.stream
     this.#file.applied = 0
     await this.#save()
-    await emptyJournal(this.#inner)
   }
 
   async #onCopy(c: CopyPage): Promise<void> {
@@ -1066,11 +1078,19 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
       case "scheduled":
         if (this.#inner.schedule === undefined) throw new TypeError("the journal has no schedule()")
         await this.#inner.schedule(c.entries, { sync: false })
+        for (const e of c.entries) copy.scheduled.add(e.id)
         this.#lastPage = { kind: "scheduled", entries: c.entries }
         break
       case "dead":
         await this.#inner.bury(c.entries as DeadLetter[])
         break
+    }
+    if (c.kind !== "scheduled") {
+      const last = c.entries.at(-1)?.id
+      if (last !== undefined) {
+        await sweep(this.#inner, c.kind, copy.swept[c.kind], last, c.entries)
+        copy.swept[c.kind] = last
+      }
     }
     copy.next++
     this.#progress++
@@ -1092,6 +1112,11 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
       this.#askCatchUp()
       return
     }
+    // What this node held beyond the last page of each kind, and scheduled entries no page
+    // brought, the active did not hold at the copy: gone.
+    await sweep(this.#inner, "dead", copy.swept.dead, undefined, [])
+    await sweep(this.#inner, "pending", copy.swept.pending, undefined, [])
+    await unscheduleExcept(this.#inner, copy.scheduled)
     // With pair.sync, the copy is synced once: the last page written again, synced (pages are
     // in the order dead, scheduled, pending, so that is a pending page unless there is none).
     const last = this.#lastPage
@@ -1302,25 +1327,40 @@ async function writePairFile(dir: string, pair: PairFile, sync: boolean): Promis
   }
 }
 
-/** Empties a journal before a full copy: pending, dead and scheduled entries. */
-async function emptyJournal(j: Journal): Promise<void> {
+/**
+ * A copy page of `kind` covers the ids after `after` up to `until` (to the end when undefined):
+ * removes what the journal holds of that kind in the range and the page does not.
+ */
+async function sweep(
+  j: Journal,
+  kind: "pending" | "dead",
+  after: string | undefined,
+  until: string | undefined,
+  page: readonly JournalEntry[],
+): Promise<void> {
+  const keep = new Set(page.map((e) => e.id))
+  let cursor = after
   for (;;) {
-    const page = await j.pending({ limit: 1024 })
-    if (page.length === 0) break
-    await j.remove(page.map((e) => e.id))
+    const from = cursor === undefined ? {} : { after: cursor }
+    const held =
+      kind === "pending"
+        ? await j.pending({ ...from, ...(until === undefined ? {} : { until }), limit: 1024 })
+        : (await j.dead({ ...from, limit: 1024 })).filter((d) => until === undefined || d.id <= until)
+    if (held.length === 0) return
+    const gone = held.filter((e) => !keep.has(e.id)).map((e) => e.id)
+    if (gone.length > 0) await (kind === "pending" ? j.remove(gone) : j.purgeDead(gone))
+    cursor = (held.at(-1) as JournalEntry).id
+    if (until !== undefined && cursor >= until) return
   }
-  for (;;) {
-    const page = await j.dead({ limit: 1024 })
-    if (page.length === 0) break
-    await j.purgeDead(page.map((e) => e.id))
-  }
-  if (j.due !== undefined && j.unschedule !== undefined) {
-    for (;;) {
-      const page = await j.due({ until: Number.MAX_SAFE_INTEGER, limit: 1024 })
-      if (page.length === 0) break
-      await j.unschedule(page.map((e) => e.id))
-    }
-  }
+}
+
+/** Unschedules every scheduled entry not in `keep` (after a full copy). */
+async function unscheduleExcept(j: Journal, keep: ReadonlySet<string>): Promise<void> {
+  if (j.due === undefined || j.unschedule === undefined) return
+  // due() has no cursor: read all, as the copy does (docs/pair.md).
+  const all = await j.due({ until: Number.MAX_SAFE_INTEGER, limit: Number.MAX_SAFE_INTEGER })
+  const gone = all.filter((e) => !keep.has(e.id)).map((e) => e.id)
+  if (gone.length > 0) await j.unschedule(gone)
 }
 
 /** Whether a journal holds `id` as a pending entry or a dead letter. */

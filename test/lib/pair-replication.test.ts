@@ -258,6 +258,44 @@ describe("PairReplication", () => {
     expect(await b2.repl.lastIdFloor()).toBe(await a.journal.lastId())
   })
 
+  test("a full copy cut short loses nothing the passive held: each page replaces only its own id range", async () => {
+    const dirB = await tempDir()
+    const ja = await journal("level")
+    const { a, b } = await pair(
+      // One copy page in flight at a time: the copy is cut after its first pages.
+      { journal: ja, repl: { backlog: { records: 5 }, window: { bytes: 1 } } },
+      { journal: await journal("level", dirB), dir: dirB },
+    )
+    await a.repl.journal.append(entryRange(1, 2000), { sync: false })
+    await inSync(a)
+    const bind = b.link.endpoint ?? ""
+    await b.close()
+    await b.journal.close()
+    // While the backup is away: acks, a dead letter, and far more changes than the ring holds.
+    await a.repl.journal.remove(entryRange(1, 50).map((e) => e.id))
+    await a.repl.journal.bury([{ ...entry(60), lastError: "x", deadAt: 1 }])
+    for (let k = 0; k < 20; k++) await a.repl.journal.append([entry(5000 + k)], { sync: false })
+    const held = (await entriesOf(a.journal)) as { pending: { id: string }[] }
+
+    // The backup returns; the active goes away as soon as the first page of the copy arrives.
+    const jb = await journal("level", dirB)
+    const b2 = await node({
+      role: "backup",
+      journal: jb,
+      dir: dirB,
+      bind,
+      peer: a.link.endpoint ?? "",
+    })
+    await new Promise<void>((resolve) => b2.link.once("copy", () => resolve()))
+    await a.close()
+    await waitFor(() => expect(b2.link.peerStatus).toBe("lost"))
+    // Everything the active holds that the backup held before the copy is still there.
+    const ids = new Set((await jb.pending({ limit: 10_000 })).map((e) => e.id))
+    const missing = held.pending.map((e) => e.id).filter((i) => i < id(5000) && !ids.has(i))
+    expect(missing).toEqual([])
+    expect(ids.size).toBeGreaterThanOrEqual(2000 - 50 - 1)
+  })
+
   test("hand-over: a returning node's own entries above its watermark that the active lacks end up on the active", async () => {
     const ja = await journal("memory")
     const jb = await journal("level")
