@@ -101,6 +101,33 @@ describe("a sender pair", () => {
     await waitFor(async () => expect((await backup.journal.stats()).pending).toBe(0))
   })
 
+  test("a plain PPP worker connected to both gets work from the active only, and does not vote", async () => {
+    const pair = await pairAddresses()
+    const primary = await open<{ n: number }>(pair.options("primary"))
+    const backup = await open<{ n: number }>(pair.options("backup"))
+    if (primary.state !== "active") await once(primary, "pair:active")
+    const from: string[] = []
+    const w = new Worker<{ n: number }>({
+      connect: pair.endpoints,
+      protocol: "ppp",
+      heartbeatInterval: HB,
+      reconnect: { initial: 20, max: 100 },
+      handler: (_payload, ctx) => void from.push(ctx.endpoint),
+    })
+    onTestFinished(() => w.close())
+    await w.open()
+    // Both senders have the worker: the passive answers its heartbeats and gives it nothing.
+    await waitFor(() => {
+      expect(primary.stats().workers).toBe(1)
+      expect(backup.stats().workers).toBe(1)
+    })
+    await Promise.all(Array.from({ length: 50 }, (_, n) => primary.send({ n })))
+    await primary.drained()
+    expect(from).toHaveLength(50)
+    expect(new Set(from)).toEqual(new Set([pair.endpoints[0]]))
+    expect(w.stats().votes).toBe(0)
+  })
+
   test('whenAlone "wait": a replicated send waits while the passive is away and resolves once it is back and caught up', async () => {
     const pair = await pairAddresses()
     const primary = await open<{ n: number }>(pair.options("primary"))
