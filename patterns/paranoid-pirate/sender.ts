@@ -25,6 +25,7 @@ import {
   Dispatcher,
   forward,
   internals,
+  statsMetrics,
   type DispatcherSettings,
   type NamedQueueStats,
   type SenderEvents,
@@ -423,7 +424,8 @@ export class Sender<T = unknown, R = unknown> extends EventEmitter<SenderEvents>
    * `zeromq-pirate/lib`, or `pirate queue --metrics-port`).
    */
   metrics(labels: Record<string, string> = {}): string {
-    return renderPrometheus(this.#open().metrics("pirate_sender"), labels)
+    this.#open()
+    return renderPrometheus(statsMetrics("pirate_sender", this.stats()), labels)
   }
 
   /** Connected workers and what each holds. */

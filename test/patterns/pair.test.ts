@@ -86,7 +86,9 @@ describe("a sender pair", () => {
       () => backup.replay([]),
     ])
       await expect(call()).rejects.toMatchObject({ code: "PIRATE_PASSIVE" })
-    expect(() => backup.stats()).not.toThrow()
+    expect(primary.metrics()).toMatch(/^pirate_sender_pair_active 1$/m)
+    expect(backup.metrics()).toMatch(/^pirate_sender_pair_active 0$/m)
+    expect(backup.metrics()).toMatch(/^pirate_sender_pair_peer_alive 1$/m)
 
     const seen: number[] = []
     await worker(pair, ({ n }) => void seen.push(n))

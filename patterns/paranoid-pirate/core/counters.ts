@@ -188,6 +188,32 @@ export function statsMetrics(prefix: string, s: DispatcherStats): Metric[] {
     c("refused", "Worker connections refused because their codec differs.", s.refused),
     summary("ack_latency_seconds", "Time from acceptance to ack.", s.latency),
     ...queueMetrics(prefix, s.queues),
+    ...(s.pair === undefined ? [] : pairMetrics(prefix, s.pair)),
+  ]
+}
+
+/** A pair's figures (a `Sender` with `pair`). */
+function pairMetrics(prefix: string, p: PairStats): Metric[] {
+  const { gauge: g, counter: c } = metricsOf(prefix)
+  return [
+    g(
+      "pair_active",
+      "1 while this sender is the active one of its pair.",
+      p.state === "active" ? 1 : 0,
+    ),
+    g("pair_epoch", "The pair's term: it grows each time a node becomes active.", p.epoch),
+    g(
+      "pair_peer_alive",
+      "1 while the other sender of the pair is heard.",
+      p.peer === "alive" ? 1 : 0,
+    ),
+    g(
+      "pair_replicated",
+      "1 while a passive peer is caught up with this sender's journal.",
+      p.replicated ? 1 : 0,
+    ),
+    g("pair_lag", "Journal changes sent to the passive and not yet acknowledged.", p.lag),
+    c("pair_dropped", "Malformed or stale messages of the pair link dropped.", p.dropped),
   ]
 }
 
