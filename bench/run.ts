@@ -84,6 +84,8 @@ const SCRIPTS: Script[] = [
   { name: "scheduling", file: "scheduling.ts", quick: { BENCH_QUICK: "1" } },
   // Its BENCH_QUICK (N 10000, RUNS 2, WARMUP 2000).
   { name: "queues", file: "queues.ts", quick: { BENCH_QUICK: "1" } },
+  // Its BENCH_QUICK (N 10000, RUNS 2, WARMUP 2000, KILLS 3, CATCHUP 100000).
+  { name: "pair", file: "pair.ts", quick: { BENCH_QUICK: "1" } },
   // 1 GiB of pending 1 MiB payloads; 128 MiB in a reduced run.
   { name: "journal-open", file: "journal-open.ts", quick: { TOTAL_MB: "128", RUNS: "2" } },
   {
