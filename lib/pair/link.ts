@@ -723,5 +723,11 @@ function isOp(m: Record<string, unknown>): boolean {
 }
 
 function withoutNils(u: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(u).filter(([, v]) => v !== null && v !== undefined))
+  // A plain loop: this runs for every entry the passive applies.
+  const out: Record<string, unknown> = {}
+  for (const k in u) {
+    const v = u[k]
+    if (v !== null && v !== undefined) out[k] = v
+  }
+  return out
 }

@@ -150,9 +150,28 @@ export class ReplicatedJournal implements Journal {
     return this.inner.close()
   }
 
+  /**
+   * The one change emitted before its local write, so that the passive writes it while this node
+   * does (a replicated send waits for both, not one after the other). A local write that fails
+   * is undone on the passive by a `remove` record of those entries (and their send ids): the
+   * caller retries it, which is a new record.
+   */
   async append(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void> {
-    await this.inner.append(entries, options)
-    if (entries.length > 0) this.#emit({ op: "append", entries: entries.map(recordEntry) })
+    if (entries.length === 0) return this.inner.append(entries, options)
+    this.#emit({ op: "append", entries: entries.map(recordEntry) })
+    try {
+      await this.inner.append(entries, options)
+    } catch (err) {
+      const forget: string[] = []
+      for (const e of entries) if (e.dedupeId !== undefined) forget.push(e.dedupeId)
+      const ids = entries.map((e) => e.id)
+      this.#emit(
+        forget.length === 0
+          ? { op: "remove", ids }
+          : { op: "remove", ids, dedupe: { acked: [], forget, at: Date.now() } },
+      )
+      throw err
+    }
   }
 
   async remove(ids: readonly string[], dedupe?: DedupeChanges): Promise<void> {

@@ -98,7 +98,10 @@ const BATCH_BYTES = 1024 * 1024
 /** Entries per COPY or HANDOVER page, and its bytes (at least one entry). */
 const PAGE_ENTRIES = 256
 const PAGE_BYTES = 1024 * 1024
-/** The passive acks at most every ACK_DELAY ms or ACK_RECORDS records (section 3.2). */
+/**
+ * The passive acks once it has applied everything it received, else at most ACK_DELAY ms or
+ * ACK_RECORDS records later (section 3.2).
+ */
 const ACK_DELAY = 2
 const ACK_RECORDS = 256
 /** The pair file is written at most this often while the stream moves. */
@@ -229,6 +232,8 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
   #replicated = false
   #pumpScheduled = false
   #copyWake: (() => void) | undefined
+  /** Passive inputs received and not yet started (see #passive). */
+  #queued = 0
   #handing: Promise<void> = Promise.resolve()
 
   // The passive's side.
@@ -981,7 +986,9 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
   #passive(step: () => Promise<void>): void {
     if (this.#role !== "passive" || this.#phase === "off" || this.#phase === "handover") return
     const term = this.#term
+    this.#queued++
     this.#chain = this.#chain.then(async () => {
+      this.#queued--
       if (this.#term !== term) return
       try {
         await step()
@@ -1039,7 +1046,8 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
       this.#lastAcked = applier.applied
       this.#link.sendAck(stream, applier.applied)
     }
-    if (applier.applied - this.#lastAcked >= ACK_RECORDS) ack()
+    // Nothing more received to apply: the active waits on this ack (a replicated send's batch).
+    if (this.#queued === 0 || applier.applied - this.#lastAcked >= ACK_RECORDS) ack()
     else this.#ackTimer ??= setTimeout(ack, ACK_DELAY)
   }
 
@@ -1345,7 +1353,9 @@ async function sweep(
     const held =
       kind === "pending"
         ? await j.pending({ ...from, ...(until === undefined ? {} : { until }), limit: 1024 })
-        : (await j.dead({ ...from, limit: 1024 })).filter((d) => until === undefined || d.id <= until)
+        : (await j.dead({ ...from, limit: 1024 })).filter(
+            (d) => until === undefined || d.id <= until,
+          )
     if (held.length === 0) return
     const gone = held.filter((e) => !keep.has(e.id)).map((e) => e.id)
     if (gone.length > 0) await (kind === "pending" ? j.remove(gone) : j.purgeDead(gone))

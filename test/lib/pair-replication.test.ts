@@ -304,11 +304,14 @@ describe("PairReplication", () => {
     await jb.append([entry(3), entry(5), entry(7)], { sync: false })
     await ja.append([entry(7)], { sync: false })
     await jb.schedule?.([entry(9, { notBefore: 1_900_000_000_000 })], { sync: false })
-    const { a, b } = await pair({ journal: ja }, { journal: jb })
+    // Listening before the backup exists: its hand-over may be over by the time it is passive.
+    const a = await node({ role: "primary", journal: ja })
     const handed: string[] = []
     a.repl.on("handover", ({ pending, scheduled }) =>
       handed.push(...[...pending, ...scheduled].map((e) => e.id)),
     )
+    const b = await node({ role: "backup", journal: jb, peer: a.link.endpoint ?? "" })
+    a.link.connect(b.link.endpoint ?? "")
     await waitFor(() => expect(b.passive).toHaveLength(1))
     expect(await b.passive[0]).toBeUndefined()
     expect(handed.sort()).toEqual([id(3), id(5), id(9)])

@@ -171,18 +171,40 @@ describe("ReplicatedJournal", () => {
     expect(records).toEqual([])
   })
 
-  test("a write that fails emits nothing, and the seq does not move", async () => {
+  test("a write that fails emits nothing, and the seq does not move; an append that fails is undone on the passive", async () => {
     class Full extends MemoryJournal {
       override append(): Promise<void> {
+        return Promise.reject(new Error("disk full"))
+      }
+      override update(): Promise<void> {
         return Promise.reject(new Error("disk full"))
       }
     }
     const records: ReplicationRecord[] = []
     const journal = new ReplicatedJournal(new Full(), { onRecord: (r) => records.push(r), seq: 41 })
-    await expect(journal.append([entry(1)], { sync: false })).rejects.toThrow("disk full")
+    await expect(journal.update([{ id: id(1), attempts: 1 }])).rejects.toThrow("disk full")
     expect(records).toEqual([])
-    await journal.update([{ id: id(1), attempts: 1 }])
-    expect(records.map((r) => r.seq)).toEqual([42])
+    // An append is emitted before its local write (the passive writes at the same time); its
+    // failure is followed by a remove of those entries and their send ids.
+    await expect(
+      journal.append([entry(1), entry(2, { dedupeId: "send-2" })], { sync: false }),
+    ).rejects.toThrow("disk full")
+    expect(records.map((r) => [r.seq, r.op])).toEqual([
+      [42, "append"],
+      [43, "remove"],
+    ])
+    expect(records[1]).toMatchObject({
+      ids: [id(1), id(2)],
+      dedupe: { acked: [], forget: ["send-2"] },
+    })
+    // Applied in order on another journal, the pair leaves nothing behind.
+    const passive = new MemoryJournal()
+    await passive.open()
+    await new ReplicationApplier(passive, { sync: false }).apply(
+      records.map((r) => ({ ...r, seq: r.seq - 41 })),
+    )
+    expect(await passive.pending({ limit: 10 })).toEqual([])
+    expect(await passive.dedupeLookup?.(["send-2"])).toEqual([undefined])
   })
 
   test("records keep copies: a caller that reuses its objects does not change them", async () => {
