@@ -5,9 +5,10 @@
  */
 import { UsageError, intOption, parse, type Command } from "../cli.js"
 import type { DisplayMode } from "../demo/display.js"
+import { PairDemo } from "../demo/pair-script.js"
 import { Demo } from "../demo/script.js"
 
-const HELP = `Usage: pirate demo [--messages N] [--workers N] [--quiet]
+const HELP = `Usage: pirate demo [--pair] [--messages N] [--workers N] [--quiet]
 
 Shows that nothing is lost when processes crash, with nothing to set up. As child
 processes it starts a sender (a Sender with a LevelDB journal in a temporary
@@ -20,7 +21,18 @@ whose send() had resolved, and the workers reconnect by themselves. At the end i
 checks that every message whose send() resolved was processed at least once,
 counts the duplicates and explains them, and removes the temporary folder.
 
+With --pair it shows a sender pair (high availability) instead: a primary and a
+backup sender, each with its own LevelDB journal, durability "replicated" (a
+send() resolves once the message is written on both), and N workers connected
+to both. The active sender also produces. Mid-stream it kills the active one
+with SIGKILL; the workers vote and the passive takes over (the time it took is
+shown), redelivers what its replica of the journal holds, and its producer goes
+on after the last send() the killed one confirmed. The killed sender is
+restarted: it rejoins as passive and catches up. The same check follows: every
+message whose send() resolved, on either sender, was processed at least once.
+
 Options:
+      --pair         a sender pair: kill the active sender, the passive takes over
   -n, --messages N   messages to send (default 20000; about 20-30 s)
   -w, --workers N    worker processes (default 3)
   -q, --quiet        print the final summary only
@@ -37,6 +49,7 @@ const OPTIONS = {
   messages: { type: "string", short: "n" },
   workers: { type: "string", short: "w" },
   quiet: { type: "boolean", short: "q" },
+  pair: { type: "boolean" },
 } as const
 
 export const command: Command = {
@@ -51,6 +64,7 @@ export const command: Command = {
       throw new UsageError(`--workers must be between 1 and 64, got ${workers}`)
     const mode: DisplayMode =
       values.quiet === true ? "quiet" : process.stdout.isTTY ? "tty" : "plain"
+    if (values.pair === true) return new PairDemo({ messages, workers, mode }).run()
     return new Demo({ messages, workers, mode }).run()
   },
 }

@@ -7,7 +7,7 @@ import type { ChildProcess } from "node:child_process"
 /** In a checkout this file is TypeScript run by tsx, and so are the children; built, plain JS. */
 const FROM_SOURCE = import.meta.url.endsWith(".ts")
 
-export function programUrl(name: "sender" | "worker"): URL {
+export function programUrl(name: "sender" | "pair-sender" | "worker"): URL {
   return new URL(`./${name}${FROM_SOURCE ? ".ts" : ".js"}`, import.meta.url)
 }
 
@@ -31,7 +31,7 @@ export interface Proc {
   /** We killed or closed it: its exit is no failure. */
   expected: boolean
   running: boolean
-  /** A worker's session with the sender is up. */
+  /** A worker's session with the sender is up (for a pair: with the active one). */
   connected: boolean
   /** A worker said "closed": every report it made has been received. */
   closed: boolean

@@ -24,9 +24,16 @@ export interface Snapshot {
   workersConnected: number
   workersAlive: number
   sender: "starting" | "up" | "down"
+  /**
+   * A sender pair (`pirate demo --pair`): each node's state, and whether the active one has a
+   * caught-up passive to replicate to. Shown instead of `sender`, on a line of its own.
+   */
+  pair?: { primary: PairNodeState; backup: PairNodeState; replicated: boolean }
   /** Seconds since the start. */
   elapsed: number
 }
+
+export type PairNodeState = "starting" | "active" | "passive" | "down"
 
 const BAR_WIDTH = 24
 /** Logged lines are written over the live lines: clear what they leave of them. */
@@ -78,11 +85,8 @@ export class Display {
         forceRedraw: true,
         fps: 8,
       })
-      const [first, second] = this.#render()
-      this.#lines = [
-        this.#multibar.create(1, 0, { line: first }),
-        this.#multibar.create(1, 0, { line: second }),
-      ]
+      const multibar = this.#multibar
+      this.#lines = this.#render().map((line) => multibar.create(1, 0, { line }))
       this.#timer = setInterval(() => this.#redraw(), 125)
     } else if (this.mode === "plain") {
       this.#timer = setInterval(() => this.#printLine(), 1000)
@@ -125,13 +129,13 @@ export class Display {
   }
 
   #redraw(final?: string): void {
-    const [first, second] = this.#render()
-    this.#lines[0]?.update(0, { line: first })
-    this.#lines[1]?.update(0, { line: final === undefined ? second : ` ${final}` })
+    this.#render().forEach((line, i) =>
+      this.#lines[i]?.update(0, { line: i === 1 && final !== undefined ? ` ${final}` : line }),
+    )
   }
 
-  /** Two lines of at most 80 columns. */
-  #render(): [string, string] {
+  /** Two lines of at most 80 columns, three for a pair. */
+  #render(): string[] {
     const s = this.#snapshot()
     const ratio = s.total > 0 ? Math.min(1, s.processed / s.total) : 1
     const full = Math.floor(ratio * BAR_WIDTH)
@@ -140,6 +144,7 @@ export class Display {
     return [
       ` processed ${bar} ${pct}  ${fmt(s.processed)}/${fmt(s.total)}  sent ${fmt(s.sent)}  ${seconds(s.elapsed)}`,
       ` ${counters(s)}`,
+      ...(s.pair ? [` ${pairLine(s.pair)}`] : []),
     ]
   }
 
@@ -147,7 +152,7 @@ export class Display {
     const s = this.#snapshot()
     const pct = s.total > 0 ? Math.floor((100 * s.processed) / s.total) : 100
     process.stdout.write(
-      `${seconds(s.elapsed).padStart(STAMP - 2)}  processed ${fmt(s.processed)}/${fmt(s.total)} (${pct}%) · sent ${fmt(s.sent)} · ${counters(s)}\n`,
+      `${seconds(s.elapsed).padStart(STAMP - 2)}  processed ${fmt(s.processed)}/${fmt(s.total)} (${pct}%) · sent ${fmt(s.sent)} · ${counters(s)}${s.pair ? ` · ${pairLine(s.pair)}` : ""}\n`,
     )
   }
 }
@@ -158,6 +163,16 @@ function counters(s: Snapshot): string {
     `in flight ${fmt(s.inFlight)}`,
     `redelivered ${fmt(s.redelivered)}`,
     `workers ${s.workersConnected}/${s.workersAlive}`,
-    `sender ${s.sender}`,
+    ...(s.pair ? [] : [`sender ${s.sender}`]),
   ].join(" · ")
+}
+
+function pairLine(p: NonNullable<Snapshot["pair"]>): string {
+  const active = p.primary === "active" || p.backup === "active"
+  const replication = !active
+    ? ""
+    : p.replicated
+      ? " · replicated on both"
+      : " · alone: new sends wait for a passive"
+  return `primary ${p.primary} · backup ${p.backup}${replication}`
 }

@@ -23,8 +23,11 @@ export interface SenderConfig {
 
 /** Settings of a worker child. */
 export interface WorkerConfig {
-  /** The sender's endpoint; when missing, the worker waits for a `ConnectMessage`. */
-  endpoint?: string
+  /**
+   * The sender's endpoint (both senders' of a pair); when missing, the worker waits for a
+   * `ConnectMessage`.
+   */
+  endpoint?: string | string[]
   concurrency: number
   /** The handler takes a random time between these (ms). */
   minDelay: number
@@ -58,9 +61,11 @@ export type Processed = [n: number, id: string, attempt: number]
 
 /** Worker child → parent. */
 export type WorkerMessage =
-  /** The worker's session with the sender is up (it heard from the sender). */
-  | { type: "connected" }
-  | { type: "lost"; reason: string }
+  /** The worker's session with the sender at `endpoint` is up (it heard from the sender). */
+  | { type: "connected"; endpoint: string }
+  | { type: "lost"; endpoint: string; reason: string }
+  /** The worker voted for the sender of a pair at `endpoint` (it had no active sender). */
+  | { type: "vote"; endpoint: string }
   /** Messages processed; always sent (to the pipe) before the acks leave. */
   | { type: "done"; items: Processed[] }
   /** Closed after `close`: every `done` was sent before this. */
@@ -79,3 +84,44 @@ export interface ConnectMessage {
 }
 
 export type ParentMessage = CloseMessage | ConnectMessage
+
+/** Settings of a sender child of `pirate demo --pair` (bin/demo/pair-sender.ts). */
+export interface PairSenderConfig {
+  role: "primary" | "backup"
+  /** Its own LevelDB journal directory (the same one after a restart). */
+  journal: string
+  /** The worker endpoint, and the pair socket's own address and the peer's (fixed ports). */
+  bind: string
+  pairBind: string
+  peer: string
+  /** The last message number; the parent says where to start (`ProduceMessage`). */
+  to: number
+  window: number
+  heartbeatInterval: number
+  statsInterval: number
+}
+
+/** Sender child of a pair → parent. */
+export type PairSenderMessage =
+  /** Open: bound, journal opened; `state` is "passive" until the pair decides. */
+  | { type: "ready"; endpoint: string; state: "active" | "passive" }
+  /**
+   * `pair:active` / `pair:passive`. `pending`: the messages not acked that the node holds right
+   * then (on a takeover, its replica of the journal, which it now redelivers).
+   */
+  | {
+      type: "state"
+      state: "active" | "passive"
+      epoch: number
+      reason: string
+      pending: number
+    }
+  | Exclude<SenderMessage, { type: "ready" }>
+
+/** Parent → the active sender of a pair: produce messages `from…to`, then report "drained". */
+export interface ProduceMessage {
+  type: "produce"
+  from: number
+}
+
+export type PairParentMessage = CloseMessage | ProduceMessage

@@ -320,6 +320,8 @@ export class Demo {
       case "closed":
         proc.closed = true
         break
+      case "vote": // a worker of a sender pair (pirate demo --pair)
+        break
       case "error":
         this.#fail(new Error(`${proc.name}: ${m.message}`))
         break

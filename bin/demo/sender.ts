@@ -6,7 +6,8 @@
  */
 import { Sender } from "../../patterns/index.js"
 import { errorMessage } from "../cli.js"
-import type { CloseMessage, DemoPayload, SenderConfig, SenderMessage } from "./ipc.js"
+import type { CloseMessage, SenderConfig, SenderMessage } from "./ipc.js"
+import { produce } from "./produce.js"
 
 const config = JSON.parse(process.argv[2] ?? "{}") as SenderConfig
 
@@ -56,44 +57,14 @@ async function main(): Promise<void> {
     )
   })
 
-  await produce(sender)
+  await produce(
+    (payload) => sender.send(payload),
+    config.from,
+    config.to,
+    (upTo) => post({ type: "sent", upTo }),
+  )
   await sender.drained()
   post({ type: "drained", stats: sender.stats() })
-}
-
-/**
- * Sends `from…to` with a few sends outstanding at a time; the sender's window adds backpressure.
- * Reports the highest number up to which every `send()` has resolved, once per event loop turn.
- */
-async function produce(sender: Sender): Promise<void> {
-  let confirmed = config.from - 1
-  const early = new Set<number>()
-  let reportScheduled = false
-  const report = (): void => {
-    reportScheduled = false
-    post({ type: "sent", upTo: confirmed })
-  }
-  const confirm = (n: number): void => {
-    if (n !== confirmed + 1) {
-      early.add(n)
-      return
-    }
-    confirmed = n
-    while (early.delete(confirmed + 1)) confirmed++
-    if (!reportScheduled) {
-      reportScheduled = true
-      setImmediate(report)
-    }
-  }
-
-  const outstanding: Promise<void>[] = []
-  for (let n = config.from; n <= config.to; n++) {
-    const payload: DemoPayload = { n }
-    outstanding.push(sender.send(payload).then(() => confirm(n)))
-    if (outstanding.length >= 64) await outstanding.shift()
-  }
-  await Promise.all(outstanding)
-  report()
 }
 
 main().catch((err: unknown) => {

@@ -35,79 +35,154 @@ export interface DemoRun {
   closedSenders: readonly ProcResult[]
 }
 
-/** The summary's text, and whether nothing was lost. */
-export function renderSummary(run: DemoRun): { text: string; ok: boolean } {
-  const total = run.total
-  const elapsed = run.elapsed
+/** Message numbers up to `confirmed` that no worker processed. */
+export function lostOf(processed: Map<number, Copy[]>, confirmed: number): number[] {
   const lost: number[] = []
-  for (let n = 1; n <= run.confirmed; n++) if (!run.processed.has(n)) lost.push(n)
-  const unconfirmed = total - run.confirmed
+  for (let n = 1; n <= confirmed; n++) if (!processed.has(n)) lost.push(n)
+  return lost
+}
 
-  // Why a message was processed more than once, from the copies the workers reported.
-  let dupMessages = 0
-  let extraRuns = 0
-  const why = { resent: 0, journal: 0, requeued: 0 }
-  for (const copies of run.processed.values()) {
+/** Messages processed more than once, and why, from the copies the workers reported. */
+export interface Duplicates {
+  messages: number
+  /** Runs beyond the first, over all of them. */
+  extraRuns: number
+  /**
+   * Two ids: the producer sent it again. The same attempt twice: a sender redelivered it from a
+   * journal (attempts are journaled only on failure). A higher attempt: the sender requeued it
+   * after losing the worker that had it.
+   */
+  why: { resent: number; journal: number; requeued: number }
+}
+
+export function duplicatesOf(processed: Map<number, Copy[]>): Duplicates {
+  const d: Duplicates = { messages: 0, extraRuns: 0, why: { resent: 0, journal: 0, requeued: 0 } }
+  for (const copies of processed.values()) {
     if (copies.length < 2) continue
-    dupMessages++
-    extraRuns += copies.length - 1
+    d.messages++
+    d.extraRuns += copies.length - 1
     const ids = new Set(copies.map((c) => c.id))
     const attempts = new Set(copies.map((c) => `${c.id}/${c.attempt}`))
-    // Two ids: the producer sent it again. The same attempt twice: the restarted sender
-    // redelivered it from the journal (attempts are journaled only on failure). A higher
-    // attempt: the sender requeued it after losing the worker that had it.
-    if (ids.size > 1) why.resent++
-    else if (attempts.size < copies.length) why.journal++
-    else why.requeued++
+    if (ids.size > 1) d.why.resent++
+    else if (attempts.size < copies.length) d.why.journal++
+    else d.why.requeued++
+  }
+  return d
+}
+
+/** The summary's lines, with its two layouts: a labelled field, and a bulleted item. */
+export class SummaryText {
+  readonly lines: string[] = ["", "Summary"]
+
+  field(label: string, text: string): void {
+    this.lines.push(...wrap(text, WIDTH, `  ${label.padEnd(12)}`, " ".repeat(14)))
   }
 
-  const f = run.faults
-  const lines: string[] = ["", "Summary"]
-  const field = (label: string, text: string): void => {
-    lines.push(...wrap(text, WIDTH, `  ${label.padEnd(12)}`, " ".repeat(14)))
-  }
-  const item = (text: string, label?: string): void => {
+  item(text: string, label?: string): void {
     const first = label === undefined ? " ".repeat(14) : `  ${label.padEnd(12)}`
-    lines.push(...wrap(`- ${text}`, WIDTH, first, " ".repeat(16)))
+    this.lines.push(...wrap(`- ${text}`, WIDTH, first, " ".repeat(16)))
   }
-  field("sent", `${count(run.confirmed, "message")}, every send() resolved (journaled)`)
-  if (unconfirmed > 0)
-    lines.push(
-      ...wrap(`(${fmt(unconfirmed)} more were never confirmed as sent)`, WIDTH, " ".repeat(14)),
+
+  /** A line of its own under the last field. */
+  note(text: string): void {
+    this.lines.push(...wrap(text, WIDTH, " ".repeat(14)))
+  }
+
+  /** The lost ones, at most ten named. */
+  lost(lost: number[]): void {
+    this.field(
+      "lost",
+      lost.length === 0
+        ? "0: every message whose send() resolved was processed"
+        : `${fmt(lost.length)}: #${lost.slice(0, 10).join(", #")}${lost.length > 10 ? ", …" : ""}`,
     )
-  field("processed", `${count(run.processed.size, "distinct message")} by the workers`)
-  field(
-    "lost",
-    lost.length === 0
-      ? "0: every message whose send() resolved was processed"
-      : `${fmt(lost.length)}: #${lost.slice(0, 10).join(", #")}${lost.length > 10 ? ", …" : ""}`,
-  )
-  if (dupMessages === 0) field("duplicates", "0")
-  else {
+  }
+
+  /** "N message(s) processed twice / more than once (…), as at-least-once delivery allows:" */
+  duplicates(d: Duplicates): void {
     const times =
-      extraRuns === dupMessages ? "twice" : `more than once (${fmt(extraRuns)} extra runs)`
-    field(
+      d.extraRuns === d.messages ? "twice" : `more than once (${fmt(d.extraRuns)} extra runs)`
+    this.field(
       "duplicates",
-      `${count(dupMessages, "message")} processed ${times}, as at-least-once delivery allows:`,
+      `${count(d.messages, "message")} processed ${times}, as at-least-once delivery allows:`,
     )
-    // Grammatical number: "1 … its ack … it", "12 … their acks … them".
-    const their = (n: number): [string, string] =>
-      n === 1 ? ["its ack", "it"] : ["their acks", "them"]
+  }
+
+  /**
+   * The workers' shares, the time, a warning for each child that crashed while closing cleanly,
+   * and the verdict; returns the text and whether nothing was lost.
+   */
+  finish(run: Omit<DemoRun, "faults">, lost: number[]): { text: string; ok: boolean } {
+    const total = run.total
+    const elapsed = run.elapsed
+    this.field(
+      "workers",
+      run.workers
+        .map((w) => `${w.name}: ${fmt(w.processed)}${w.killed ? " (killed)" : ""}`)
+        .join(" · "),
+    )
+    this.field(
+      "time",
+      total >= 100
+        ? `${seconds(elapsed)}, ${fmt(Math.round(total / elapsed))} messages/s with start-up and faults`
+        : seconds(elapsed),
+    )
+    // A child that crashed while closing cleanly at the end does not change what was processed
+    // (every worker report was in), but it is a bug worth seeing.
+    const closedBadly = [...run.workers, ...run.closedSenders].filter(
+      (p) => !p.killed && p.exit !== undefined && p.exit !== "code 0",
+    )
+    for (const p of closedBadly) {
+      this.field("warning", `${p.name} crashed while closing cleanly at the end (${p.exit})`)
+    }
+    const unconfirmed = total - run.confirmed
+    const ok = lost.length === 0 && unconfirmed === 0
+    this.lines.push(
+      "",
+      ok
+        ? "OK: nothing lost."
+        : `FAILED: ${lost.length > 0 ? `${count(lost.length, "message")} lost` : `${count(unconfirmed, "message")} never confirmed`}.`,
+      "",
+    )
+    return { text: this.lines.join("\n"), ok }
+  }
+}
+
+/** "1 … its ack … it", "12 … their acks … them". */
+export function their(n: number): [string, string] {
+  return n === 1 ? ["its ack", "it"] : ["their acks", "them"]
+}
+
+/** The summary's text, and whether nothing was lost. */
+export function renderSummary(run: DemoRun): { text: string; ok: boolean } {
+  const lost = lostOf(run.processed, run.confirmed)
+  const unconfirmed = run.total - run.confirmed
+  const dup = duplicatesOf(run.processed)
+  const why = dup.why
+  const f = run.faults
+  const out = new SummaryText()
+  out.field("sent", `${count(run.confirmed, "message")}, every send() resolved (journaled)`)
+  if (unconfirmed > 0) out.note(`(${fmt(unconfirmed)} more were never confirmed as sent)`)
+  out.field("processed", `${count(run.processed.size, "distinct message")} by the workers`)
+  out.lost(lost)
+  if (dup.messages === 0) out.field("duplicates", "0")
+  else {
+    out.duplicates(dup)
     if (why.journal > 0) {
       const [acks, them] = their(why.journal)
-      item(
+      out.item(
         `${fmt(why.journal)} in flight when the sender was killed: processed, but ${acks} did not reach it (or its journal) before it died, so the restarted sender redelivered ${them}`,
       )
     }
     if (why.requeued > 0) {
       const [acks, them] = their(why.requeued)
-      item(
+      out.item(
         `${fmt(why.requeued)} in flight at the killed worker: processed, but ${acks} never left it, so the sender gave ${them} to another worker`,
       )
     }
     if (why.resent > 0) {
       const [, them] = their(why.resent)
-      item(
+      out.item(
         `${fmt(why.resent)} sent twice by the producer: journaled just before the sender was killed, but not yet reported as sent, so the producer sent ${them} again`,
       )
     }
@@ -135,36 +210,8 @@ export function renderSummary(run: DemoRun): { text: string; ok: boolean } {
       `${seconds(f.sender.at)}: the sender killed with SIGKILL after send() #${fmt(f.sender.confirmed)}${back}${recovered}`,
     )
   }
-  faults.forEach((text, i) => item(text, i === 0 ? "faults" : undefined))
-  field(
-    "workers",
-    run.workers
-      .map((w) => `${w.name}: ${fmt(w.processed)}${w.killed ? " (killed)" : ""}`)
-      .join(" · "),
-  )
-  field(
-    "time",
-    total >= 100
-      ? `${seconds(elapsed)}, ${fmt(Math.round(total / elapsed))} messages/s with start-up and faults`
-      : seconds(elapsed),
-  )
-  // A child that crashed while closing cleanly at the end does not change what was processed
-  // (every worker report was in), but it is a bug worth seeing.
-  const closedBadly = [...run.workers, ...run.closedSenders].filter(
-    (p) => !p.killed && p.exit !== undefined && p.exit !== "code 0",
-  )
-  for (const p of closedBadly) {
-    field("warning", `${p.name} crashed while closing cleanly at the end (${p.exit})`)
-  }
-  const ok = lost.length === 0 && unconfirmed === 0
-  lines.push(
-    "",
-    ok
-      ? "OK: nothing lost."
-      : `FAILED: ${lost.length > 0 ? `${count(lost.length, "message")} lost` : `${count(unconfirmed, "message")} never confirmed`}.`,
-    "",
-  )
-  return { text: lines.join("\n"), ok }
+  faults.forEach((text, i) => out.item(text, i === 0 ? "faults" : undefined))
+  return out.finish(run, lost)
 }
 
 /** "1 message", "2,000 messages". */

@@ -6,7 +6,7 @@ import { fork } from "node:child_process"
 import { createInterface } from "node:readline"
 import { debug } from "../cli.js"
 import { childExecArgv, programUrl, type Proc } from "./children.js"
-import type { SenderConfig, WorkerConfig } from "./ipc.js"
+import type { PairSenderConfig, SenderConfig, WorkerConfig } from "./ipc.js"
 
 export interface SupervisorHooks {
   /** A line a child printed (warnings, NODE_DEBUG traces), prefixed with its name. */
@@ -26,7 +26,11 @@ export class Supervisor {
   }
 
   /** Starts `program` as a child with its settings as one JSON argument. */
-  spawn(name: string, program: "sender" | "worker", config: SenderConfig | WorkerConfig): Proc {
+  spawn(
+    name: string,
+    program: "sender" | "pair-sender" | "worker",
+    config: SenderConfig | PairSenderConfig | WorkerConfig,
+  ): Proc {
     const child = fork(programUrl(program), [JSON.stringify(config)], {
       execArgv: childExecArgv(),
       stdio: ["ignore", "pipe", "pipe", "ipc"],

@@ -49,7 +49,7 @@ const recordFile =
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** Starts the worker; the sender need not exist yet (the worker waits for it). */
-function start(endpoint: string): Worker {
+function start(endpoint: string | string[]): Worker {
   const worker = new Worker({
     connect: endpoint,
     concurrency: config.concurrency,
@@ -64,8 +64,9 @@ function start(endpoint: string): Worker {
       return n
     },
   })
-  worker.on("sender:ready", () => post({ type: "connected" }))
-  worker.on("sender:lost", ({ reason }) => post({ type: "lost", reason }))
+  worker.on("sender:ready", ({ endpoint }) => post({ type: "connected", endpoint }))
+  worker.on("sender:lost", ({ endpoint, reason }) => post({ type: "lost", endpoint, reason }))
+  worker.on("pair:vote", ({ endpoint }) => post({ type: "vote", endpoint }))
   worker.on("error", (err) => post({ type: "error", message: errorMessage(err) }))
   worker.open().catch((err: unknown) => {
     post({ type: "error", message: errorMessage(err) })
