@@ -24,6 +24,11 @@ export class SocketWriter {
     return this.#queue.length
   }
 
+  /** True while a write is under way or waiting (e.g. for a connection to complete). */
+  get busy(): boolean {
+    return this.#running !== undefined
+  }
+
   /** Queues a multipart message. Errors go to `onError`; they never throw here. */
   write(frames: Frames): void {
     this.#queue.push(frames)

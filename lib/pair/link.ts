@@ -346,6 +346,9 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
   #beat(): void {
     const now = performance.now()
     this.#apply(this.#state.tick(now))
+    // Not behind a send that is stuck (no connection): it would arrive late, with a state that
+    // may have changed meanwhile.
+    if (this.#writer?.busy === true) return
     this.#send([Buffer.from([PAIR_COMMAND.HEARTBEAT]), packMeta(this.#report())])
   }
 
@@ -354,6 +357,14 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
       switch (o.type) {
         case "active":
         case "passive":
+          // What waits to be sent (the peer is unreachable: a DEALER with `immediate` holds it
+          // until a connection completes) says the old state: a peer that comes back must not
+          // hear it (a starting primary hearing "backup" would become active). A new DEALER,
+          // whose HELLO says the new state.
+          if (this.#writer?.busy === true && this.#peer !== undefined) {
+            this.#dropDealer()
+            this.#connect()
+          }
           // Tell the peer at once: it may be waiting on this word to decide.
           this.#send([Buffer.from([PAIR_COMMAND.HEARTBEAT]), packMeta(this.#report())])
           this.emit("state", { state: o.type, epoch: o.epoch, reason: o.reason })

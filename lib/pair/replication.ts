@@ -74,6 +74,12 @@ export interface PairReplicationOptions {
    * is paced by the returning node's pages, not held in memory. @defaultValue no wait
    */
   room?: (n: number) => Promise<void>
+  /**
+   * With `replicated`: `journal.append()`/`schedule()` wait for the peer's ack (true), or resolve
+   * once written here and the caller waits with `whenReplicated()` (false: the sender does, so
+   * that its next group commit does not wait for the round trip). @defaultValue true
+   */
+  waitInJournal?: boolean
 }
 
 export const PAIR_REPLICATION_DEFAULTS = Object.freeze({
@@ -296,9 +302,10 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
     if (options.room !== undefined && typeof options.room !== "function")
       throw new TypeError("'room' must be a function")
     this.#room = options.room
+    const waitInJournal = options.waitInJournal ?? true
     this.journal = new PairJournal(journal, {
       writer: () => this.#writer(),
-      replicated: (w) => this.#settle(w),
+      replicated: (w) => (waitInJournal ? this.#settle(w) : Promise.resolve()),
     })
 
     link.setHello(() => this.#helloFields())
@@ -629,6 +636,21 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
   /** Where the sender's writes go: the stream's journal while active, else the node's own. */
   #writer(): Journal {
     return this.#role === "active" && this.#rj !== undefined ? this.#rj : this.#inner
+  }
+
+  /**
+   * Resolves once every change emitted so far is replicated as the options want (`replicated`,
+   * `whenAlone`); undefined when there is nothing to wait for. Rejects when this node is not the
+   * active one (the stop error, or `PIRATE_CLOSED`).
+   */
+  whenReplicated(): Promise<void> | undefined {
+    if (!this.#replicatedDurability) return undefined
+    const rj = this.#rj
+    if (rj !== undefined && this.#role === "active") {
+      if (this.#acked >= rj.seq) return undefined
+      if (!this.#replicated && this.#whenAlone === "local") return undefined
+    }
+    return this.#settle(this.#writer())
   }
 
   /** Resolves once an append or schedule done through `w` is replicated as the options want. */

@@ -96,7 +96,11 @@ export class PairNode {
     replicated: boolean,
     host: PairNodeHost,
   ) {
-    this.#settings = { ...settings, idParity: pair.role === "primary" ? 0 : 1 }
+    this.#settings = {
+      ...settings,
+      idParity: pair.role === "primary" ? 0 : 1,
+      ...(replicated ? { replicated: () => this.#repl?.whenReplicated() } : {}),
+    }
     this.#journal = journal
     this.#bind = bind
     this.#pair = pair
@@ -148,6 +152,8 @@ export class PairNode {
         parity: this.#pair.role === "primary" ? 0 : 1,
         ...(dir === undefined ? {} : { dir }),
         room: (n) => this.#core?.room(n) ?? Promise.resolve(),
+        // The sender waits for the passive's ack after its write (see DispatcherSettings).
+        waitInJournal: false,
       })
       this.#repl = repl
       repl.on("error", (err) => this.#host.error(err))

@@ -6,6 +6,7 @@ import { PairLink, type PairLinkEvents, type PairLinkOptions } from "../../lib/p
 import { ReplicatedJournal, type ReplicationRecord } from "../../lib/pair/replicated-journal.js"
 import { DEDUPE_IDS, everyChange } from "../helpers/journal-changes.js"
 import { journalContents } from "../helpers/journal-contents.js"
+import { freePorts } from "../helpers/pair.js"
 import { forkFixture } from "../helpers/processes.js"
 
 const HEARTBEAT = 100
@@ -100,6 +101,25 @@ describe("PairLink", () => {
     })
     const passive = next(a2, "state")
     expect((await passive)[0]).toMatchObject({ state: "passive", epoch: 2, reason: "peer-active" })
+    expect(b.state).toBe("active")
+  })
+
+  test("a node that became active while its peer was away is heard as active, not as the starting backup it was, when the peer comes", async () => {
+    const [port] = await freePorts(1)
+    const at = `tcp://127.0.0.1:${String(port)}`
+    // The backup starts alone: its DEALER to the primary's address holds its HELLO ("backup").
+    const b = await link({ role: "backup", peer: at })
+    await next(b, "peer:lost")
+    const active = next(b, "state")
+    b.vote()
+    expect((await active)[0]).toMatchObject({ state: "active", reason: "alone" })
+    // The primary comes: it must hear "active" (and step aside), never the stale "backup" (which
+    // would make it active too).
+    const a = await link({ role: "primary", bind: at, peer: b.endpoint ?? "" })
+    const states: string[] = []
+    a.on("state", ({ state }) => states.push(state))
+    await next(a, "state")
+    expect(states).toEqual(["passive"])
     expect(b.state).toBe("active")
   })
 

@@ -173,6 +173,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       admission: this.#adm,
       durability: settings.durability,
       keep: KEEP_WINDOWS * settings.window,
+      replicated: () => settings.replicated?.(),
       windowBytes: settings.windowBytes,
       inWindowBytes: () => this.#windowBytes,
       append: (item) => this.#lanes.append(item),

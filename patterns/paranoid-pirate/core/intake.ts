@@ -4,7 +4,7 @@
  * memory until written and, while there is room, kept after (see KEEP_WINDOWS). What becomes of
  * each when its write is done, or has failed.
  */
-import type { PirateError } from "../../../lib/errors.js"
+import { PirateError, errorMessage } from "../../../lib/errors.js"
 import { Fifo } from "../../../lib/fifo.js"
 import type { Durability, JournalEntry } from "../../../lib/journal/types.js"
 import type { Admission } from "./admission.js"
@@ -32,6 +32,8 @@ export const ACCEPTED = Promise.resolve()
 export interface IntakeHost {
   readonly admission: Admission
   readonly durability: Durability
+  /** Resolves once the writes so far reached a pair's passive (see `DispatcherSettings`). */
+  replicated(): Promise<void> | undefined
   /** Spilled sends kept in memory at most (see `KEEP_WINDOWS`). */
   readonly keep: number
   /** Payload bytes in memory at most: the window's and the kept spills' together. */
@@ -191,7 +193,26 @@ export class Intake {
     if (k) this.#keptBytes -= k.entry.payload.length
   }
 
+  /**
+   * A group commit is written. With a pair's replicated durability its messages become ready and
+   * their sends resolve once the passive has them too; the next group commit does not wait for
+   * that (the lanes go on), and these wait in the order they were written.
+   */
   appended(items: AppendItem[]): void {
+    const replicated = this.#h.replicated()
+    if (replicated === undefined) this.#written(items)
+    else
+      replicated.then(
+        () => this.#written(items),
+        (err: unknown) =>
+          this.appendFailed(
+            items,
+            err instanceof PirateError ? err : new PirateError("PIRATE_CLOSED", errorMessage(err)),
+          ),
+      )
+  }
+
+  #written(items: AppendItem[]): void {
     const adm = this.#h.admission
     for (const item of items) {
       const { entry, message: m, settle } = item

@@ -30,6 +30,11 @@ export interface DispatcherSettings {
    * is refused. Absent for `ParanoidPirateQueue`, which passes payloads through untouched.
    */
   codec?: string | undefined
+  /**
+   * A pair's `durability: "replicated"`: resolves once every journal change made so far has reached
+   * the passive (undefined: nothing to wait for). A written send resolves only then.
+   */
+  replicated?: (() => Promise<void> | undefined) | undefined
   /** Message ids all even (0) or all odd (1): set for the two senders of a pair. */
   idParity?: 0 | 1 | undefined
 }
