@@ -103,6 +103,8 @@ const BATCH_RECORDS = 256
 const BATCH_BYTES = 1024 * 1024
 /** Entries per COPY or HANDOVER page, and its bytes (at least one entry). */
 const PAGE_ENTRIES = 256
+/** HANDOVER pages the active remembers (per term) so as not to write a page sent again twice. */
+const HANDED_PAGES = 64
 const PAGE_BYTES = 1024 * 1024
 /**
  * The passive acks once it has applied everything it received, else at most ACK_DELAY ms or
@@ -241,6 +243,13 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
   /** Passive inputs received and not yet started (see #passive). */
   #queued = 0
   #handing: Promise<void> = Promise.resolve()
+  /**
+   * The HANDOVER pages of this term (the latest {@link HANDED_PAGES}), by content: a copy the
+   * returning node sent again (each `timeout` until HANDED) while the page was being written, or
+   * after, is answered once that write is done, not written again.
+   */
+  #handedPages = new Map<string, Promise<void>>()
+  #handedTerm = -1
 
   // The passive's side.
   #phase: PassivePhase = "off"
@@ -903,7 +912,20 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
   #onHandover(p: HandoverPage): void {
     if (this.#role !== "active") return
     const term = this.#term
-    this.#handing = this.#handing.then(async () => {
+    if (this.#handedTerm !== term) {
+      this.#handedTerm = term
+      this.#handedPages.clear()
+    }
+    const key = `${p.page} ${p.kind} ${p.last} ${p.entries.length} ${p.entries[0]?.id ?? ""} ${p.entries.at(-1)?.id ?? ""}`
+    const seen = this.#handedPages.get(key)
+    if (seen !== undefined) {
+      void seen.then(() => {
+        if (this.#term === term) this.#link.sendHanded(p.page)
+      })
+      return
+    }
+    let written = false
+    const write = this.#handing.then(async () => {
       if (this.#term !== term || this.#rj === undefined) return
       const rj = this.#rj
       try {
@@ -923,6 +945,7 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
             scheduled: p.kind === "scheduled" ? missing : [],
           })
         }
+        written = true
         if (this.#term === term) this.#link.sendHanded(p.page)
       } catch (err) {
         if (err instanceof TypeError || err instanceof RangeError)
@@ -930,6 +953,16 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
         else this.#error(err)
       }
     })
+    this.#handing = write
+    // A page that failed is written again when it comes again.
+    this.#handedPages.set(
+      key,
+      write.then(() => {
+        if (!written) this.#handedPages.delete(key)
+      }),
+    )
+    if (this.#handedPages.size > HANDED_PAGES)
+      this.#handedPages.delete(this.#handedPages.keys().next().value as string)
   }
 
   // ---------------------------------------------------------------- the passive

@@ -327,6 +327,34 @@ describe("PairReplication", () => {
     expect(await entriesOf(jb)).toEqual(await entriesOf(ja))
   })
 
+  test("hand-over: a page that takes the active longer than pair.timeout to write is written once, however often the returning node sends it again", async () => {
+    const ja = await journal("memory")
+    const jb = await journal("level")
+    await jb.append([entry(3), entry(5)], { sync: false })
+    // The active checks whether it holds each handed entry (a pending read up to its id): make
+    // each check take longer than the pair's timeout (3 heartbeats), as on a busy disk.
+    const checks: string[] = []
+    const pending = ja.pending.bind(ja)
+    ja.pending = async (options) => {
+      if (options?.until !== undefined) {
+        checks.push(options.until)
+        await new Promise((resolve) => setTimeout(resolve, 4 * HEARTBEAT))
+      }
+      return pending(options)
+    }
+    const { a, b } = await pair({ journal: ja }, { journal: jb })
+    const handed: string[] = []
+    a.repl.on("handover", ({ pending }) => handed.push(...pending.map((e) => e.id)))
+    await waitFor(() => expect(b.passive).toHaveLength(1))
+    expect(await b.passive[0]).toBeUndefined()
+    expect(handed.sort()).toEqual([id(3), id(5)])
+    // The page was sent again each timeout while the active worked on it; the copies were
+    // not worked on again.
+    expect(checks.sort()).toEqual([id(3), id(5)])
+    await inSync(a)
+    expect(await entriesOf(jb)).toEqual(await entriesOf(ja))
+  })
+
   test("flow control: no more than window.records are sent unacked; the ring and its bytes are bounded", async () => {
     const slow = new MemoryJournal()
     let gate: Promise<void> = Promise.resolve()

@@ -5,6 +5,10 @@
  * worker namespace; nothing is added to the root namespace, and no traffic leaves these
  * namespaces. Cutting a worker's link sets its bridge port down (packets dropped both ways, no
  * TCP reset: only heartbeats can tell).
+ *
+ * {@link createNetwork} is the general form: named hosts, each in its own namespace, all on one
+ * bridge in a hub namespace (every host reaches every other). A host can be cut from everyone
+ * (its bridge port down), or only the traffic between two hosts blocked ({@link block}).
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process"
 import { randomBytes } from "node:crypto"
@@ -37,6 +41,121 @@ function ip(...args: string[]): void {
   }
 }
 
+/**
+ * Namespaces to delete, newest first, at `destroy()` or when the test process exits without
+ * running its cleanup hooks.
+ */
+function namespaces(): { add: (ns: string) => void; destroy: () => void } {
+  const created: string[] = []
+  const destroy = (): void => {
+    process.off("exit", destroy)
+    for (const ns of created.splice(0).reverse()) {
+      try {
+        execFileSync("ip", ["netns", "del", ns], { stdio: "pipe" })
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+  process.on("exit", destroy)
+  return {
+    add: (ns) => {
+      ip("netns", "add", ns)
+      created.push(ns)
+      ip("-n", ns, "link", "set", "lo", "up")
+    },
+    destroy,
+  }
+}
+
+/** A namespace and its address on the bridge. */
+export interface Host {
+  ns: string
+  address: string
+}
+
+/**
+ * Blocks the traffic between two hosts only, both ways: a `blackhole` route to each one's /32 in
+ * the other's namespace (both stay reachable by everyone else). Each route meets only its own
+ * host's outgoing packets, which it drops without a trace on the wire: the peer gets no RST and
+ * no ICMP, and an established TCP connection just goes quiet (the kernel keeps retransmitting
+ * into the route and tells the application nothing), so only heartbeats can tell, as on a broken
+ * link. `blackhole` is the route type whose meaning is "discard silently" (`unreachable` and
+ * `prohibit` are meant to answer forwarded packets with ICMP errors; for a host's own packets all
+ * three refuse alike). A new `connect()` to the blocked address fails at once in the host's own
+ * kernel (EINVAL), which a ZeroMQ socket retries at its reconnect interval, as for a peer that is
+ * down; so the link comes back within a reconnect interval of {@link unblock}.
+ */
+export function block(a: Host, b: Host): void {
+  ip("-n", a.ns, "route", "add", "blackhole", `${b.address}/32`)
+  ip("-n", b.ns, "route", "add", "blackhole", `${a.address}/32`)
+}
+
+/** Removes what {@link block} added. */
+export function unblock(a: Host, b: Host): void {
+  ip("-n", a.ns, "route", "del", "blackhole", `${b.address}/32`)
+  ip("-n", b.ns, "route", "del", "blackhole", `${a.address}/32`)
+}
+
+export interface Network<Name extends string> {
+  /** The namespace of the bridge (no address, no process). */
+  hubNs: string
+  hosts: Record<Name, Host>
+  /** Sets a host's bridge port down: it is cut from every other host. */
+  cut(host: Name): void
+  /** Sets it up again. */
+  heal(host: Name): void
+  /** Blocks only the traffic between two hosts ({@link block}). */
+  block(a: Name, b: Name): void
+  /** Removes that block. */
+  unblock(a: Name, b: Name): void
+  /** Deletes the namespaces (and with them the bridge and veths). Idempotent; never throws. */
+  destroy(): void
+}
+
+/**
+ * Creates one namespace per name, at 10.203.0.1, .2, … in the order given, each joined by a veth
+ * pair to a bridge in a hub namespace of its own. Call `destroy()` when done.
+ */
+export function createNetwork<Name extends string>(names: readonly Name[]): Network<Name> {
+  if (names.length === 0 || names.length > 250) throw new RangeError("1 to 250 hosts")
+  const tag = `${process.pid}-${randomBytes(2).toString("hex")}`
+  const hubNs = `pirate-${tag}-hub`
+  const ns = namespaces()
+  try {
+    ns.add(hubNs)
+    ip("-n", hubNs, "link", "add", "br0", "type", "bridge")
+    ip("-n", hubNs, "link", "set", "br0", "up")
+    const hosts = {} as Record<Name, Host>
+    const ports = {} as Record<Name, string>
+    names.forEach((name, i) => {
+      const host = `pirate-${tag}-h${i}`
+      ns.add(host)
+      const port = `vh${i}`
+      ip("-n", hubNs, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", host)
+      ip("-n", hubNs, "link", "set", port, "master", "br0")
+      ip("-n", hubNs, "link", "set", port, "up")
+      const address = `10.203.0.${i + 1}`
+      ip("-n", host, "addr", "add", `${address}/24`, "dev", "eth0")
+      ip("-n", host, "link", "set", "eth0", "up")
+      hosts[name] = { ns: host, address }
+      ports[name] = port
+    })
+    return {
+      hubNs,
+      hosts,
+      cut: (name) => ip("-n", hubNs, "link", "set", ports[name], "down"),
+      heal: (name) => ip("-n", hubNs, "link", "set", ports[name], "up"),
+      block: (a, b) => block(hosts[a], hosts[b]),
+      unblock: (a, b) => unblock(hosts[a], hosts[b]),
+      destroy: ns.destroy,
+    }
+  } catch (err) {
+    ns.destroy()
+    throw err
+  }
+}
+
 export interface WorkerNet {
   /** Namespace of the worker. */
   ns: string
@@ -66,42 +185,40 @@ export interface Topology {
 export function createTopology(workers: number): Topology {
   const tag = `${process.pid}-${randomBytes(2).toString("hex")}`
   const senderNs = `pirate-${tag}-s`
-  const created: string[] = []
-  const destroy = (): void => {
-    process.off("exit", destroy)
-    for (const ns of created.splice(0).reverse()) {
-      try {
-        execFileSync("ip", ["netns", "del", ns], { stdio: "pipe" })
-      } catch {
-        /* already gone */
-      }
-    }
-  }
-  // Also if the test process exits without running its cleanup hooks.
-  process.on("exit", destroy)
+  const ns = namespaces()
+  const destroy = ns.destroy
   try {
-    ip("netns", "add", senderNs)
-    created.push(senderNs)
-    ip("-n", senderNs, "link", "set", "lo", "up")
+    ns.add(senderNs)
     ip("-n", senderNs, "link", "add", "br0", "type", "bridge")
     ip("-n", senderNs, "addr", "add", "10.203.0.1/24", "dev", "br0")
     ip("-n", senderNs, "link", "set", "br0", "up")
     const list: WorkerNet[] = []
     for (let i = 0; i < workers; i++) {
-      const ns = `pirate-${tag}-w${i}`
-      ip("netns", "add", ns)
-      created.push(ns)
-      ip("-n", ns, "link", "set", "lo", "up")
+      const workerNs = `pirate-${tag}-w${i}`
+      ns.add(workerNs)
       const port = `vw${i}`
       // Created inside the sender namespace, the peer straight in the worker's: the root
       // namespace never sees either end.
-      ip("-n", senderNs, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+      ip(
+        "-n",
+        senderNs,
+        "link",
+        "add",
+        port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        workerNs,
+      )
       ip("-n", senderNs, "link", "set", port, "master", "br0")
       ip("-n", senderNs, "link", "set", port, "up")
       const address = `10.203.0.${i + 2}`
-      ip("-n", ns, "addr", "add", `${address}/24`, "dev", "eth0")
-      ip("-n", ns, "link", "set", "eth0", "up")
-      list.push({ ns, address, port })
+      ip("-n", workerNs, "addr", "add", `${address}/24`, "dev", "eth0")
+      ip("-n", workerNs, "link", "set", "eth0", "up")
+      list.push({ ns: workerNs, address, port })
     }
     return {
       senderNs,

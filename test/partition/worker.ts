@@ -1,15 +1,17 @@
 /**
  * Partition child: a `Worker` inside a network namespace. argv[2]: JSON
- * `{ connect, concurrency, heartbeatInterval, liveness, hold }`. With `hold`, handlers wait for
- * the `{ type: "release" }` command before they finish (so the worker holds messages unacked).
+ * `{ connect, concurrency, heartbeatInterval, liveness, hold }` (`connect`: one endpoint, or the
+ * two of a sender pair). With `hold`, handlers wait for the `{ type: "release" }` command before
+ * they finish (so the worker holds messages unacked).
  * Reports (stdout JSON lines): `{ type: "job" | "done", n, id, attempt, at }`,
- * `{ type: "sender:ready" | "sender:lost", …, at }`, `{ type: "stats", stats }` on `{ type: "stats" }`.
+ * `{ type: "sender:ready" | "sender:lost", …, at }`, `{ type: "vote", endpoint, at }` for each
+ * vote for a sender of a pair, `{ type: "stats", stats }` on `{ type: "stats" }`.
  */
 import { Worker } from "../../patterns/index.js"
 import { emit, onCommand } from "./lines.js"
 
 const config = JSON.parse(process.argv[2] ?? "{}") as {
-  connect: string
+  connect: string | string[]
   concurrency: number
   heartbeatInterval: number
   liveness: number
@@ -35,6 +37,7 @@ const worker = new Worker({
 })
 worker.on("sender:ready", (e) => emit({ type: "sender:ready", ...e, at: Date.now() }))
 worker.on("sender:lost", (e) => emit({ type: "sender:lost", ...e, at: Date.now() }))
+worker.on("pair:vote", (e) => emit({ type: "vote", ...e, at: Date.now() }))
 worker.on("error", (err) => emit({ type: "error", message: err.message }))
 onCommand((c) => {
   if (c.type === "release") {
