@@ -2,7 +2,7 @@ import { TAKES_SPLIT_BODIES } from "../body.js"
 import { debug } from "../debug.js"
 import { PirateError, errorMessage } from "../errors.js"
 import { assertNonNegativeInt, describe } from "../validate.js"
-import { getMany, hasMany, loadDatabase, type Db } from "./level-db.js"
+import { getMany, loadDatabase, type Db } from "./level-db.js"
 import { corruptValue } from "./level-errors.js"
 import {
   DEAD,
@@ -16,7 +16,6 @@ import {
   isStoredId,
   scheduledToPending,
   type Counters,
-  added,
   checkDedupeChanges,
   checkId,
   checkTime,
@@ -26,9 +25,18 @@ import {
   removed,
   unique,
 } from "./level-format.js"
-import { SlotChanges, checkEntry, type Batch } from "./level-batch.js"
-import { BatchStore, hasLarge, merge, type Op } from "./level-batch-store.js"
+import { checkEntry } from "./level-batch.js"
+import { BatchStore, merge, type Op } from "./level-batch-store.js"
 import { resolveLevelJournalOptions, type LevelJournalOptions } from "./level-options.js"
+import {
+  appendWrite,
+  buryWrite,
+  keepFields,
+  removeWrite,
+  toPendingWrite,
+  updateWrite,
+  type PendingWriteHost,
+} from "./level-pending.js"
 import { repairJournal, type LevelJournalRepairReport } from "./level-repair.js"
 import { LevelHandle } from "./level-handle.js"
 import { checkSenderId, writeSenderIdFile } from "./level-sender-id.js"
@@ -93,11 +101,12 @@ export class LevelJournal implements Journal {
   readonly #scheduledIndex: ScheduledIndex
   #lastId: string | undefined
   #keySum = 0
-  readonly #minBatch: number
   /** The batches on disk (`b:` keys) and which of their entries are still pending. */
   readonly #batches: BatchStore
   /** The segment files that hold the values of batches. */
   readonly #values: ValueLog
+  /** The writes that change pending entries (see level-pending.ts). */
+  readonly #writes: PendingWriteHost
   /** A compaction of the value log in progress (see `#compactLater`). */
   #compacting: Promise<void> | undefined
 
@@ -110,11 +119,19 @@ export class LevelJournal implements Journal {
   constructor(options: string | LevelJournalOptions) {
     const { path, minBatch } = resolveLevelJournalOptions(options)
     this.path = path
-    this.#minBatch = minBatch
     this.#values = new ValueLog(this.path)
     this.#batches = new BatchStore(this.path, this.#values)
     this.#sendIds = new SendIdRecords(this.path)
     this.#scheduledIndex = new ScheduledIndex(this.path)
+    this.#writes = {
+      batches: this.#batches,
+      sendIds: this.#sendIds,
+      minBatch,
+      lastId: () => this.#lastId,
+      meta: () => this.#meta(),
+      commit: (db, ops, next, sync, segments) => this.#commit(db, ops, next, sync, segments),
+      decode: (key, value) => this.#decode(key, value),
+    }
     this.#db = new LevelHandle(this.path, {
       load: (doing) => this.#load(doing),
       closing: async () => {
@@ -175,55 +192,7 @@ export class LevelJournal implements Journal {
     }
     const list = increasing ? entries : [...new Map(entries.map((e) => [e.id, e])).values()]
     if (list.length === 0) return
-    await this.#db.write(async (db) => {
-      // Ids come from an IdGenerator seeded with lastId(): a new id is greater than every id ever
-      // stored, so only an id at or below lastId can already exist and needs a look-up.
-      const lastId = this.#lastId
-      const fresh: JournalEntry[] = []
-      const old: JournalEntry[] = []
-      for (const e of list) (lastId === undefined || e.id > lastId ? fresh : old).push(e)
-      const next = this.#meta()
-      const segments = new SegmentChanges()
-      const ops: Op[] = []
-      const changes = new SlotChanges()
-      let batches: Batch[] = []
-      if (fresh.length >= this.#minBatch || (this.#minBatch < Infinity && hasLarge(fresh)))
-        batches = await this.#batches.appendOps(fresh, ops, next, sync, segments)
-      else {
-        for (const e of fresh) {
-          ops.push({ type: "put", key: PENDING + e.id, value: encodeEntry(e, undefined) })
-          added(next, PENDING + e.id)
-        }
-      }
-      if (old.length > 0) {
-        // An id that is pending already is written again under its `p:` key: moved out of its
-        // batch when it is in one, counted once either way.
-        const { slots, loose } = await this.#batches.locate(
-          db,
-          old.map((e) => e.id),
-        )
-        for (const [b, slot] of slots) changes.clear(b, slot)
-        const found =
-          loose.length > 0 && lastId !== undefined
-            ? await hasMany(
-                db,
-                loose.map((id) => PENDING + id),
-              )
-            : []
-        const existing = new Set(loose.filter((_, i) => found[i]))
-        for (const e of old) {
-          ops.push({ type: "put", key: PENDING + e.id, value: encodeEntry(e, undefined) })
-          if (!existing.has(e.id)) added(next, PENDING + e.id)
-        }
-      }
-      // The records of their send ids: in this very write, so a message is never without its
-      // record, nor a record without its message.
-      await this.#sendIds.rememberOps(db, list, ops, next)
-      this.#batches.changeOps(changes, ops, next, segments)
-      await this.#commit(db, ops, next, sync, segments)
-      this.#batches.applied(changes)
-      this.#batches.added(batches)
-    })
+    await this.#db.write((db) => appendWrite(this.#writes, db, list, sync))
   }
 
   /**
@@ -244,27 +213,7 @@ export class LevelJournal implements Journal {
       forget = storableKeys(dedupe.forget)
     }
     if (wanted.length === 0 && acked.length === 0 && forget.length === 0) return
-    await this.#db.write(async (db) => {
-      const changes = new SlotChanges()
-      const loose = await this.#batches.visit(db, wanted, (b, slot) => changes.clear(b, slot))
-      const next = this.#meta()
-      const segments = new SegmentChanges()
-      const ops: Op[] = []
-      if (loose.length > 0) {
-        const keys = loose.map((id) => PENDING + id)
-        const found = await hasMany(db, keys)
-        keys.forEach((key, i) => {
-          if (!found[i]) return
-          ops.push({ type: "del", key })
-          removed(next, key)
-        })
-      }
-      if (dedupe !== undefined) await this.#sendIds.ackOps(db, acked, forget, dedupe.at, ops, next)
-      this.#batches.changeOps(changes, ops, next, segments)
-      if (ops.length === 0) return
-      await this.#commit(db, ops, next, false, segments)
-      this.#batches.applied(changes)
-    })
+    await this.#db.write((db) => removeWrite(this.#writes, db, wanted, dedupe, acked, forget))
   }
 
   /**
@@ -305,50 +254,7 @@ export class LevelJournal implements Journal {
       if (isStoredId(u.id)) byId.set(u.id, u) // another id cannot be there
     }
     if (byId.size === 0) return
-    await this.#db.write(async (db) => {
-      const { slots, loose } = await this.#batches.locate(db, [...byId.keys()])
-      const ops: Op[] = []
-      const next = this.#meta()
-      const segments = new SegmentChanges()
-      const changes = new SlotChanges()
-      const updated = (old: JournalEntry, u: JournalUpdate): Buffer => {
-        const entry: JournalEntry = {
-          id: u.id,
-          payload: old.payload,
-          attempts: u.attempts,
-          enqueuedAt: old.enqueuedAt,
-        }
-        if (u.lastError !== undefined) entry.lastError = u.lastError
-        if (u.notBefore !== undefined) entry.notBefore = u.notBefore
-        keepFields(entry, old, true)
-        return encodeEntry(entry, undefined)
-      }
-      // An entry of a batch moves to a `p:` key of its own, which holds its attempts from now on.
-      const inBatches = await this.#batches.entries(db, [...new Set(slots.map(([b]) => b))])
-      for (const [b, slot, id] of slots) {
-        const old = inBatches.get(b)?.[slot] as JournalEntry
-        changes.clear(b, slot)
-        ops.push({
-          type: "put",
-          key: PENDING + id,
-          value: updated(old, byId.get(id) as JournalUpdate),
-        })
-        added(next, PENDING + id)
-      }
-      const keys = loose.map((id) => PENDING + id)
-      const values = keys.length > 0 ? await getMany(db, keys) : []
-      loose.forEach((id, i) => {
-        const key = keys[i] as string
-        const value = values[i]
-        if (value === undefined) return // acked meanwhile: never resurrect it
-        const u = byId.get(id) as JournalUpdate
-        ops.push({ type: "put", key, value: updated(this.#decode(key, value), u) })
-      })
-      this.#batches.changeOps(changes, ops, next, segments)
-      if (ops.length === 0) return
-      await this.#commit(db, ops, next, false, segments)
-      this.#batches.applied(changes)
-    })
+    await this.#db.write((db) => updateWrite(this.#writes, db, byId))
   }
 
   async bury(letters: readonly DeadLetter[]): Promise<void> {
@@ -365,49 +271,7 @@ export class LevelJournal implements Journal {
       if (d.dedupeId === undefined) unnamed.set(d.id, d)
     }
     if (byId.size === 0) return
-    await this.#db.write(async (db) => {
-      const ids = [...byId.keys()]
-      const { slots, loose } = await this.#batches.locate(db, ids)
-      const changes = new SlotChanges()
-      for (const [b, slot] of slots) changes.clear(b, slot)
-      const found = await getMany(db, [
-        ...loose.map((id) => PENDING + id),
-        ...ids.map((id) => DEAD + id),
-      ])
-      // A letter given without the send id of its pending entry keeps it all the same, so that
-      // purgeDead() forgets the send id with the letter.
-      const keep = (d: DeadLetter, stored: JournalEntry): void => {
-        if (stored.dedupeId !== undefined)
-          byId.set(d.id, encodeEntry({ ...d, dedupeId: stored.dedupeId }, d.deadAt))
-      }
-      if (unnamed.size > 0) {
-        const inBatches = await this.#batches.entries(db, [...new Set(slots.map(([b]) => b))])
-        for (const [b, slot, id] of slots) {
-          const d = unnamed.get(id)
-          if (d !== undefined) keep(d, inBatches.get(b)?.[slot] as JournalEntry)
-        }
-        loose.forEach((id, i) => {
-          const d = unnamed.get(id)
-          const value = found[i]
-          if (d !== undefined && value !== undefined) keep(d, this.#decode(PENDING + id, value))
-        })
-      }
-      const ops: Op[] = []
-      const next = this.#meta()
-      const segments = new SegmentChanges()
-      loose.forEach((id, i) => {
-        if (!found[i]) return
-        ops.push({ type: "del", key: PENDING + id })
-        removed(next, PENDING + id)
-      })
-      ids.forEach((id, i) => {
-        if (!found[loose.length + i]) added(next, DEAD + id)
-        ops.push({ type: "put", key: DEAD + id, value: byId.get(id) as Buffer })
-      })
-      this.#batches.changeOps(changes, ops, next, segments)
-      await this.#commit(db, ops, next, false, segments)
-      this.#batches.applied(changes)
-    })
+    await this.#db.write((db) => buryWrite(this.#writes, db, byId, unnamed))
   }
 
   async pending(options: {
@@ -471,42 +335,7 @@ export class LevelJournal implements Journal {
     sync: boolean,
     move: (id: string, stored: Buffer) => { drop: string[]; value: Buffer; out: T },
   ): Promise<T[]> {
-    return this.#db.write(async (db) => {
-      const values = await getMany(
-        db,
-        wanted.map((id) => from + id),
-      )
-      const present = wanted.filter((_, i) => values[i] !== undefined)
-      if (present.length === 0) return []
-      const { slots, loose } = await this.#batches.locate(db, present)
-      const changes = new SlotChanges()
-      for (const [b, slot] of slots) changes.clear(b, slot)
-      const found = await hasMany(
-        db,
-        loose.map((id) => PENDING + id),
-      )
-      const pendingKey = new Set(loose.filter((_, i) => found[i]))
-      const ops: Op[] = []
-      const out: T[] = []
-      const next = this.#meta()
-      const segments = new SegmentChanges()
-      wanted.forEach((id, i) => {
-        const stored = values[i]
-        if (stored === undefined) return
-        const moved = move(id, stored)
-        for (const key of [from + id, ...moved.drop]) {
-          ops.push({ type: "del", key })
-          removed(next, key)
-        }
-        ops.push({ type: "put", key: PENDING + id, value: moved.value })
-        if (!pendingKey.has(id)) added(next, PENDING + id)
-        out.push(moved.out)
-      })
-      this.#batches.changeOps(changes, ops, next, segments)
-      await this.#commit(db, ops, next, sync, segments)
-      this.#batches.applied(changes)
-      return out
-    })
+    return this.#db.write((db) => toPendingWrite(this.#writes, db, from, wanted, sync, move))
   }
 
   async purgeDead(ids: readonly string[]): Promise<number> {
@@ -764,18 +593,4 @@ export class LevelJournal implements Journal {
     if (typeof entry === "string") throw corruptValue(this.path, key, entry)
     return entry
   }
-}
-
-/**
- * Copies what a message keeps across its attempts (`expiry` true) and a replay: its priority,
- * key, send id, queue and headers, and its expiry time except on a replay (a replayed message
- * past it would be dead-lettered again at once).
- */
-function keepFields(to: JournalEntry, from: JournalEntry, expiry: boolean): void {
-  if (expiry && from.expiresAt !== undefined) to.expiresAt = from.expiresAt
-  if (from.priority !== undefined) to.priority = from.priority
-  if (from.key !== undefined) to.key = from.key
-  if (from.dedupeId !== undefined) to.dedupeId = from.dedupeId
-  if (from.queue !== undefined) to.queue = from.queue
-  if (from.headers !== undefined) to.headers = from.headers
 }

@@ -3,44 +3,25 @@
  * the in-memory window of messages over a `Journal` (with the backlog on disk beyond it),
  * credit-based dispatch, acks, heartbeats, redelivery of a lost worker's messages, retries with
  * backoff and dead letters. The parts live beside it: admission (who gets in, who waits), the
- * ready and delay queues, worker sessions, the journal lanes, the counters, the inbound reader.
+ * ready and delay queues, worker sessions, the journal lanes, the counters, the inbound reader,
+ * the window's bookkeeping (window.ts), open and close (lifecycle.ts), what comes back from the
+ * journal (reload.ts); this class wires them together and keeps the public methods.
  */
 import { EventEmitter } from "node:events"
-import type { Router } from "zeromq"
 import { bodyLength } from "../../../lib/body.js"
-import { debug } from "../../../lib/debug.js"
-import {
-  PirateError,
-  closedError,
-  errorCode,
-  errorMessage,
-  toError,
-  tooLargeError,
-} from "../../../lib/errors.js"
-import { DEFAULT_QUEUE, storedHeadersSize } from "../../../lib/headers.js"
-import { journalSenderId } from "../../../lib/journal/sender-id.js"
+import { PirateError, closedError, tooLargeError } from "../../../lib/errors.js"
+import { storedHeadersSize } from "../../../lib/headers.js"
 import type { Journal, JournalEntry } from "../../../lib/journal/types.js"
 import type { Metric } from "../../../lib/metrics.js"
-import { FRAME_GOODBYE } from "../../../lib/protocol.js"
-import { applyCurveServer, watchRefusals } from "../../../lib/security.js"
-import { SocketWriter, bindRetrying } from "../../../lib/writer.js"
 import { Admission } from "./admission.js"
 import { Counters, statsMetrics, type DispatcherStats } from "./counters.js"
-import { receiveLoop } from "./inbound.js"
 import { Intake, KEEP_WINDOWS } from "./intake.js"
 import { ExpirySweep } from "./expiry.js"
-import { KeyGate, holdDeadLetterKeys } from "./keys.js"
+import { KeyGate } from "./keys.js"
 import { JournalLanes } from "./lanes.js"
-import {
-  expired,
-  fromEntry,
-  ownPayload,
-  type Message,
-  type Schedule,
-  type Waiter,
-} from "./message.js"
+import { fromEntry, type Schedule, type Waiter } from "./message.js"
 import { DelayQueue } from "./ready.js"
-import { Queues, type NamedQueueStats, type QueueState } from "./queues.js"
+import { Queues, type NamedQueueStats } from "./queues.js"
 import { Producer } from "./producer.js"
 import { QueueAside } from "./aside.js"
 import { cancelMessage, forget, type CancelHost } from "./cancel.js"
@@ -48,49 +29,23 @@ import { BacklogPager } from "./pager.js"
 import { Scheduler, scheduledStore } from "./scheduler.js"
 import { SendIds } from "./send-ids.js"
 import { DrainWatch } from "./drain-watch.js"
-import { workerRouter } from "./router.js"
 import { Sessions, type PairHooks } from "./sessions.js"
 import type { PairStateName } from "../../../lib/pair/pair-state.js"
 import type { DispatcherEvents, DispatcherSettings } from "./types.js"
 import { WorkerRegistry, type WorkerInfo } from "./workers.js"
+import { MessageWindow } from "./window.js"
+import { CoreLifecycle } from "./lifecycle.js"
+import { Reload, type RestoreHook } from "./reload.js"
 
 /** Reads the sizes of a core's internal structures (tests of bounded memory). */
 export const internals = Symbol("zeromq-pirate.internals")
 
-/**
- * Turns a message read back from the journal (at open, or paged in later) into what goes to the
- * workers and who waits for its reply: a queue journals its requests with their request ids and
- * unwraps them here.
- */
-export type RestoreHook = (entry: JournalEntry) => { payload: Buffer; waiter: Waiter | undefined }
+export type { RestoreHook }
 
 export class Dispatcher extends EventEmitter<DispatcherEvents> {
   readonly #s: DispatcherSettings
   readonly #journal: Journal
   readonly #name: string
-  readonly #restore: RestoreHook | undefined
-  #router: Router | undefined
-  #writer: SocketWriter | undefined
-  #endpoint: string | undefined
-  /** Announced in WELCOME: workers key their dedupe records on it. */
-  #senderId: string | undefined
-  #closed = false
-  /** Opened passive (a pair's passive sender): dispatches nothing until `activate()`. */
-  #passive = false
-  #unregisterCurve: (() => void) | undefined
-
-  /**
-   * The messages in memory (the window) are counted, not kept in a map by id: a map of thousands
-   * of string keys costs a cache miss or more per look-up, three per message. Only those that
-   * need finding by id are kept by id: the ones somebody waits for (a `request()`, to cancel or
-   * reject at close).
-   */
-  #held = 0
-  /** Payload bytes of the messages held (bounded by `windowBytes`). */
-  #windowBytes = 0
-  readonly #waited = new Map<string, Message>()
-  /** Callers of `room()` waiting, in order. */
-  readonly #roomWaiters: { n: number; resolve: () => void }[] = []
   /**
    * Replayed dead letters whose ids lie ahead of the paging cursor: they went to the window at
    * once, so the pager skips them when it reads that far, also once they are acked (their
@@ -100,28 +55,30 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   readonly #replayed = new Set<string>()
   /** The ready messages, by queue. */
   readonly #ready = new Queues()
-  readonly #delayed = new DelayQueue((due) => this.#due(due))
+  readonly #delayed = new DelayQueue((due) => this.#window.due(due))
   readonly #keys = new KeyGate()
   readonly #sendIds: SendIds
   /** Sends due later, in the journal's scheduled store (a persistent journal that has one). */
   readonly #scheduler: Scheduler | undefined
   readonly #expiry = new ExpirySweep({
-    forEachWaiting: (visit) => this.#forEachWaiting(visit),
-    forEachInFlight: (visit) => {
-      for (const w of this.#workers.values()) for (const m of w.inflight.values()) visit(m)
-    },
+    forEachWaiting: (visit) => this.#window.forEachWaiting(visit),
+    forEachInFlight: (visit) => this.#workers.forEachInFlight(visit),
     expire: (m) => {
-      this.#withdraw(m)
+      this.#window.withdraw(m)
       this.#sessions.expire(m)
     },
-    closed: () => this.#closed,
+    closed: () => this.#life.closed,
   })
+  readonly #window: MessageWindow
   readonly #workers = new WorkerRegistry(this.#ready)
   readonly #adm: Admission
   readonly #lanes: JournalLanes
   readonly #intake: Intake
   readonly #n = new Counters()
   readonly #sessions: Sessions
+  readonly #life: CoreLifecycle
+  /** Messages that come into the window from the journal (see `Reload`). */
+  readonly #reload: Reload
   #dispatchScheduled = false
   /** Where accepted messages go, with their ids (see `Producer`). */
   readonly #producer: Producer
@@ -141,14 +98,23 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   ) {
     super()
     this.#name = name
-    this.#restore = restore
     this.#s = settings
     this.#journal = journal
+    this.#window = new MessageWindow({
+      queues: this.#ready,
+      delayed: this.#delayed,
+      keys: this.#keys,
+      expiry: this.#expiry,
+      size: settings.window,
+      scheduleDispatch: () => this.#scheduleDispatch(),
+      settled: () => this.#settled(),
+      closed: () => this.#life.closed,
+    })
     this.#adm = new Admission(
       { ...settings, persistent: journal.persistent },
       {
-        inWindow: () => this.#held,
-        inWindowBytes: () => this.#windowBytes,
+        inWindow: () => this.#window.held,
+        inWindowBytes: () => this.#window.bytes,
         accept: (frame, schedule) => this.#producer.accept(frame, schedule),
         spill: (frame, schedule) => this.#producer.spill(frame, schedule),
         canSchedule: () => this.#scheduler !== undefined,
@@ -165,8 +131,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       intake: () => this.#intake,
       sendIds: () => this.#sendIds,
       scheduler: () => this.#scheduler,
-      hold: (m) => this.#hold(m),
-      arrive: (m, notBefore) => this.#arrive(m, notBefore),
+      hold: (m) => this.#window.hold(m),
+      arrive: (m, notBefore) => this.#window.arrive(m, notBefore),
       busy: () => this.#drain.busy(),
     })
     this.#intake = new Intake({
@@ -175,12 +141,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       keep: KEEP_WINDOWS * settings.window,
       replicated: () => settings.replicated?.(),
       windowBytes: settings.windowBytes,
-      inWindowBytes: () => this.#windowBytes,
+      inWindowBytes: () => this.#window.bytes,
       append: (item) => this.#lanes.append(item),
       lastWindowId: () => this.#producer.lastWindowId,
-      hold: (m) => this.#hold(m),
-      makeReady: (m) => this.#arrive(m, m.notBefore),
-      finish: (m) => this.#finish(m),
+      hold: (m) => this.#window.hold(m),
+      makeReady: (m) => this.#window.arrive(m, m.notBefore),
+      finish: (m) => this.#window.finish(m),
       scheduledWritten: (entry, ok) => {
         this.#adm.scheduling--
         this.#adm.schedulingBytes -= entry.payload.length
@@ -190,8 +156,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       holdScheduled: (entry) => {
         const m = fromEntry(entry, false)
         m.t0 = performance.now()
-        this.#hold(m)
-        this.#arrive(m, entry.notBefore)
+        this.#window.hold(m)
+        this.#window.arrive(m, entry.notBefore)
       },
       pokePager: () => this.#pager.poke(),
       checkDrained: () => this.#checkDrained(),
@@ -208,21 +174,21 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       admission: this.#adm,
       window: settings.window,
       windowBytes: settings.windowBytes,
-      inWindow: () => this.#held,
-      inWindowBytes: () => this.#windowBytes,
+      inWindow: () => this.#window.held,
+      inWindowBytes: () => this.#window.bytes,
       skip: (id) => this.#replayed.delete(id),
       kept: () => this.#intake.kept,
       keptPage: (limit) => this.#intake.keptPage(limit),
       dropKept: (lastId) => this.#intake.dropKept(lastId),
       load: (e, now) => {
         this.#aside.backlogLeft(e)
-        this.#load(e, now)
+        this.#reload.load(e, now)
       },
       place: (e, served) => this.#aside.place(e, served),
       setAside: (e) => this.#aside.passed(e),
       catchUps: () => this.#aside.catchUps(),
       served: () => this.#ready.served,
-      closed: () => this.#closed,
+      closed: () => this.#life.closed,
       paged: () => {
         if (this.#adm.count === 0) this.#replayed.clear()
         this.#adm.admit()
@@ -238,23 +204,21 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       queues: this.#ready,
       window: settings.window,
       replayed: this.#replayed,
-      inWindow: () => this.#held,
+      inWindow: () => this.#window.held,
       lastWindowId: () => this.#producer.lastWindowId,
       kept: () => this.#intake.kept,
-      forEachWaiting: (visit) => this.#forEachWaiting(visit),
-      forEachInFlight: (visit) => {
-        for (const w of this.#workers.values()) for (const m of w.inflight.values()) visit(m)
-      },
+      forEachWaiting: (visit) => this.#window.forEachWaiting(visit),
+      forEachInFlight: (visit) => this.#workers.forEachInFlight(visit),
       remove: (m) => {
-        this.#withdraw(m)
-        this.#leave(m)
+        this.#window.withdraw(m)
+        this.#window.leave(m)
       },
       forget: (id, durable, dedupeId) =>
         forget({ lanes: this.#lanes, sendIds: this.#sendIds }, id, durable, dedupeId),
       settled: () => this.#settled(),
       wake: () => this.#pager.wake(),
       paging: () => this.#pager.running !== undefined,
-      closed: () => this.#closed,
+      closed: () => this.#life.closed,
     })
     this.#ready.onChange = (lost, attached) => this.#aside.changed(lost, attached)
     this.#sendIds = new SendIds(journal, settings.dedupeWindow, (err) => this.emit("error", err))
@@ -264,18 +228,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       new Scheduler(store, {
         room: () => this.#adm.pageRoom(),
         roomBytes: () => this.#adm.pageBytes(),
-        load: (e, now) => {
-          // Due for a queue nobody takes: it stays on disk (see QueueAside.due()).
-          if (this.#aside.due(e)) return
-          // Promoted: pending in the journal now, under an id the pager may not have passed yet.
-          const { count, after } = this.#adm
-          if (count > 0 && (after === undefined || e.id > after)) this.#replayed.add(e.id)
-          this.#load(e, now)
-          // Due for a queue nobody takes: set aside, not held in the window.
-          this.#aside.arrived([this.#ready.state(e.queue ?? DEFAULT_QUEUE)])
-        },
+        load: (e, now) => this.#reload.due(e, now),
         sync: settings.durability === "fsync",
-        closed: () => this.#closed,
+        closed: () => this.#life.closed,
         paged: () => this.#checkDrained(),
         error: (err) => this.emit("error", err),
       })
@@ -290,16 +245,52 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       keys: this.#keys,
       queues: this.#ready,
       sendIdAcked: (dedupeId) => this.#sendIds.ackedInMemory(dedupeId),
-      senderId: () => this.#senderId,
-      write: (frames) => this.#writer?.write(frames),
-      makeReadyFront: (list) => this.#makeReadyFront(list),
-      withdraw: (m) => this.#withdraw(m),
-      finish: (m) => this.#finish(m),
-      leave: (m) => this.#leave(m),
+      senderId: () => this.#life.senderId,
+      write: (frames) => this.#life.write(frames),
+      makeReadyFront: (list) => this.#window.makeReadyFront(list),
+      withdraw: (m) => this.#window.withdraw(m),
+      finish: (m) => this.#window.finish(m),
+      leave: (m) => this.#window.leave(m),
       settled: () => this.#settled(),
       scheduleDispatch: () => this.#scheduleDispatch(),
       pair,
       emit,
+    })
+    this.#reload = new Reload({
+      journal,
+      restore,
+      admission: this.#adm,
+      aside: this.#aside,
+      replayed: this.#replayed,
+      queues: this.#ready,
+      keys: this.#keys,
+      counters: this.#n,
+      scheduler: this.#scheduler,
+      drain: this.#drain,
+      window: this.#window,
+      expire: (m) => this.#sessions.expire(m),
+    })
+    this.#life = new CoreLifecycle({
+      name,
+      settings,
+      journal,
+      counters: this.#n,
+      admission: this.#adm,
+      producer: this.#producer,
+      pager: this.#pager,
+      aside: this.#aside,
+      scheduler: this.#scheduler,
+      sendIds: this.#sendIds,
+      keys: this.#keys,
+      delayed: this.#delayed,
+      expiry: this.#expiry,
+      workers: this.#workers,
+      sessions: this.#sessions,
+      lanes: this.#lanes,
+      window: this.#window,
+      drain: this.#drain,
+      scheduleDispatch: () => this.#scheduleDispatch(),
+      error: (err) => this.emit("error", err),
     })
   }
 
@@ -309,7 +300,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   get endpoint(): string | undefined {
-    return this.#endpoint
+    return this.#life.endpoint
   }
 
   // ------------------------------------------------------------------------------------------
@@ -321,39 +312,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    * and hands them nothing until `activate()`.
    */
   async open(bind: string, option = "bind", passive = false): Promise<void> {
-    await this.#journal.open()
-    let router: Router | undefined
-    try {
-      if (passive) {
-        this.#passive = true
-        this.#senderId = await journalSenderId(this.#journal)
-      } else await this.#recover(undefined)
-      router = workerRouter(this.#s)
-      const r = router
-      if (this.#s.curve) this.#unregisterCurve = await applyCurveServer(r, this.#s.curve)
-      await bindRetrying(router, bind, option)
-      // Every refused handshake, the ZAP handler's denials included, is reported here once. The
-      // monitor starts after the bind: with it attached, libzmq reports each failed bind of the
-      // retries as an event, and a bind can then fail with EAGAIN instead of EADDRINUSE.
-      if (this.#s.curve) void watchRefusals(r, () => this.#n.denied++)
-      this.#router = router
-      this.#endpoint = router.lastEndpoint ?? bind
-      this.#writer = new SocketWriter(router, (err, frames) => this.#onSendError(err, frames))
-      receiveLoop(router, this.#sessions, () => this.#closed).catch((err: unknown) =>
-        this.emit("error", toError(err)),
-      )
-      this.#sessions.start()
-      if (!passive) await this.#startJournalWork()
-    } catch (err) {
-      // Leave nothing behind: a failed open may be retried with another endpoint.
-      this.#closed = true
-      this.#sessions.stop()
-      this.#unregisterCurve?.()
-      router?.close()
-      this.#adm.close(closedError(this.#name))
-      await this.#journal.close()
-      throw err
-    }
+    await this.#life.open(bind, option, passive)
   }
 
   /**
@@ -361,91 +320,17 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    * messages are paged into the window; ids go on above `floor` too) and hands out work.
    */
   async activate(floor: string | undefined): Promise<void> {
-    if (!this.#passive || this.#closed) return
-    await this.#recover(floor)
-    this.#passive = false
-    await this.#startJournalWork()
-    this.#scheduleDispatch()
+    await this.#life.activate(floor)
   }
 
   /** True until `activate()` for a core opened passive. */
   get passive(): boolean {
-    return this.#passive
-  }
-
-  /** What the journal holds at open: ids go on above it (and `floor`); its messages are paged in. */
-  async #recover(floor: string | undefined): Promise<void> {
-    const lastId = await this.#journal.lastId()
-    this.#producer.startAfter(
-      floor !== undefined && (lastId === undefined || floor > lastId) ? floor : lastId,
-      this.#s.idParity,
-    )
-    this.#senderId = await journalSenderId(this.#journal)
-    const js = await this.#journal.stats()
-    this.#n.dead = js.dead
-    if (js.pending > 0) {
-      this.#aside.foundUntil = lastId
-      this.#pager.found(js.pending, lastId)
-      this.#drain.busy()
-    }
-    if (this.#s.keyOnDead === "hold" && js.dead > 0)
-      await holdDeadLetterKeys(this.#journal, this.#keys)
-    if (this.#scheduler && (js.scheduled ?? 0) > 0) {
-      this.#drain.busy()
-      await this.#scheduler.start(js.scheduled ?? 0)
-    }
-  }
-
-  async #startJournalWork(): Promise<void> {
-    this.#sendIds.start()
-    await this.#pager.start()
+    return this.#life.passive
   }
 
   /** Closes; waiting calls reject with `reason` (`PIRATE_CLOSED` by default). */
   async close(reason?: PirateError): Promise<void> {
-    if (this.#closed) return
-    this.#closed = true
-    const errors: unknown[] = []
-    this.#sessions.stop()
-    this.#pager.stop()
-    this.#delayed.stop()
-    this.#scheduler?.stop()
-    this.#expiry.stop()
-    const sweeping = this.#sendIds.stop()
-    const closed = reason ?? closedError(this.#name)
-    this.#adm.close(closed)
-    for (const w of this.#workers.values())
-      if (w.protocol === "ppx") this.#writer?.write([w.routingId, FRAME_GOODBYE])
-    this.#lanes.close()
-    for (const step of [
-      async () => {
-        await this.#writer?.flushed()
-        // No unbind() before close(): libzmq 4.3.5 can abort (pipe.cpp assertion) when an unbound
-        // socket's pipes are still terminating as it closes. A restart on the same endpoint
-        // retries its bind while the port is released (bindRetrying).
-        this.#router?.close()
-        this.#unregisterCurve?.()
-      },
-      () => this.#pager.running,
-      () => this.#scheduler?.running,
-      () => sweeping,
-      () => this.#lanes.flush(),
-      () => this.#journal.close(),
-    ]) {
-      try {
-        await step()
-      } catch (err) {
-        errors.push(err)
-      }
-    }
-    for (const m of this.#waited.values()) {
-      m.waiter?.reject(closed)
-      m.waiter = undefined
-    }
-    this.#waited.clear()
-    this.#wakeRoomWaiters()
-    this.#drain.close(closed)
-    if (errors.length > 0) throw new AggregateError(errors, `${this.#name} close failed`)
+    await this.#life.close(reason)
   }
 
   // ------------------------------------------------------------------------------------------
@@ -506,7 +391,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       schedule?: Schedule | undefined
     },
   ): { id: string; accepted: Promise<unknown> } {
-    if (this.#closed) throw closedError(this.#name)
+    if (this.#life.closed) throw closedError(this.#name)
     this.#adm.useReservation(payload.length)
     return this.#producer.enter(
       payload,
@@ -519,12 +404,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   /** Cancels a message nobody waits for any more (an aborted request). */
   cancelRequest(id: string): void {
-    const m = this.#waited.get(id)
+    const m = this.#window.waitedFor(id)
     if (!m) return
     m.waiter = undefined
     if (m.state !== "ready" && m.state !== "delayed" && m.state !== "parked") return
-    this.#withdraw(m)
-    this.#finish(m)
+    this.#window.withdraw(m)
+    this.#window.finish(m)
     if (m.durable) this.#lanes.remove(m.id)
   }
 
@@ -534,7 +419,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    * unknown, in flight, or done.
    */
   async cancel(id: string): Promise<boolean> {
-    if (this.#closed) throw closedError(this.#name)
+    if (this.#life.closed) throw closedError(this.#name)
     return cancelMessage(this.#cancelHost, id)
   }
 
@@ -549,109 +434,21 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       aside: this.#aside,
       sendIds: this.#sendIds,
       replayed: this.#replayed,
-      forEachWaiting: (visit) => this.#forEachWaiting(visit),
+      forEachWaiting: (visit) => this.#window.forEachWaiting(visit),
       withdraw: (m) => {
-        this.#withdraw(m)
-        this.#finish(m)
+        this.#window.withdraw(m)
+        this.#window.finish(m)
       },
       settled: () => this.#settled(),
       checkDrained: () => this.#drain.check(),
     }
   }
-  /** Visits every message in the window that waits: ready, delayed, parked behind its key. */
-  #forEachWaiting(visit: (m: Message) => void): void {
-    this.#ready.forEach(visit)
-    this.#delayed.forEach(visit)
-    this.#keys.forEachParked(visit)
-  }
-
-  /** Takes a ready, delayed or parked message out of its queue. */
-  #withdraw(m: Message): void {
-    if (m.state === "ready") {
-      m.state = "done"
-      this.#ready.discard(m)
-    } else if (m.state === "delayed") this.#delayed.delete(m)
-    else if (m.state === "parked") {
-      this.#keys.unpark(m)
-      m.state = "done"
-    }
-  }
-
-  // ------------------------------------------------------------------------------------------
-  // the window and the backlog
-
-  /** A message enters the window. */
-  #hold(m: Message): void {
-    m.held = true
-    this.#held++
-    this.#ready.state(m.queue).held++
-    this.#windowBytes += m.payload.length
-    if (m.waiter !== undefined) this.#waited.set(m.id, m)
-    this.#expiry.note(m)
-  }
-
-  /**
-   * A message in the window becomes ready for the first time (sent, paged in, restored): it joins
-   * its key, and waits for `notBefore` when that is later.
-   */
-  #arrive(m: Message, notBefore: number | undefined): void {
-    // Armed at #hold too; a sweep that ran while this one was being journaled did not see it.
-    this.#expiry.note(m)
-    if (notBefore !== undefined && notBefore > Date.now()) {
-      // A first attempt that waits joins its key when it falls due (see #due); a retry that
-      // waits (restored from the journal) keeps its place at the head of its key.
-      if (m.key !== undefined && m.attempt > 0) this.#keys.enter(m)
-      ownPayload(m)
-      this.#delayed.add(m, notBefore)
-      return
-    }
-    if (m.key !== undefined) this.#keys.enter(m)
-    this.#makeReady(m)
-  }
-
-  /** Messages whose time came: retries, and first attempts sent with a delay (they join their key now). */
-  #due(list: Message[]): void {
-    for (const m of list) if (m.attempt === 0 && m.key !== undefined) this.#keys.enter(m)
-    this.#makeReadyFront(list)
-  }
-
-  #makeReady(m: Message): void {
-    this.#ready.push(m)
-    this.#scheduleDispatch()
-  }
-
-  #makeReadyFront(list: Message[]): void {
-    if (list.length === 0) return
-    this.#ready.pushFront(list)
-    this.#scheduleDispatch()
-  }
-
-  /** A message left the window (acked, dead, cancelled): page in backlog, let producers in. */
-  #finish(m: Message): void {
-    this.#leave(m)
-    this.#settled()
-  }
-
-  #leave(m: Message): void {
-    m.state = "done"
-    if (m.key !== undefined) {
-      const next = this.#keys.leave(m)
-      if (next) this.#makeReadyFront([next])
-    }
-    if (!m.held) return
-    m.held = false
-    this.#held--
-    this.#ready.state(m.queue).held--
-    this.#windowBytes -= m.payload.length
-    if (this.#waited.size > 0) this.#waited.delete(m.id)
-  }
-
   #settled(): void {
     this.#aside.retry()
     this.#scheduler?.poke()
     this.#pager.poke()
     this.#adm.admit()
-    this.#wakeRoomWaiters()
+    this.#window.wakeRoomWaiters()
     this.#checkDrained()
   }
 
@@ -661,84 +458,26 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    * scheduled ones the scheduler.
    */
   adopt(pending: readonly JournalEntry[], scheduled: readonly JournalEntry[]): void {
-    if (this.#closed || this.#passive) return
-    const now = Date.now()
-    const { count, after } = this.#adm
-    const states = new Set<QueueState>()
-    for (const e of pending) {
-      const queue = e.queue ?? DEFAULT_QUEUE
-      // Ahead of the paging cursor, or within what is set aside: the pager must not read it again.
-      if (count > 0 && (after === undefined || e.id > after)) this.#replayed.add(e.id)
-      else if (this.#aside.within(e.id, queue)) this.#replayed.add(e.id)
-      this.#load(e, now)
-      states.add(this.#ready.state(queue))
-    }
-    for (const e of scheduled) this.#scheduler?.adopted(e)
-    if (pending.length + scheduled.length > 0) this.#drain.busy()
-    this.#aside.arrived(states)
+    if (this.#life.closed || this.#life.passive) return
+    this.#reload.adopt(pending, scheduled)
     this.#scheduleDispatch()
   }
 
   /** Resolves once the window has room for `n` more messages (at once while it is empty). */
   room(n: number): Promise<void> {
-    if (this.#closed || this.#held === 0 || this.#held + n <= this.#s.window)
-      return Promise.resolve()
-    return new Promise((resolve) => this.#roomWaiters.push({ n, resolve }))
-  }
-
-  #wakeRoomWaiters(): void {
-    const waiters = this.#roomWaiters
-    for (let w = waiters[0]; w !== undefined; w = waiters[0]) {
-      if (!this.#closed && this.#held > 0 && this.#held + w.n > this.#s.window) return
-      waiters.shift()
-      w.resolve()
-    }
-  }
-
-  #load(e: JournalEntry, now: number): void {
-    const restored = this.#restore?.(e)
-    const m = fromEntry(
-      restored ? { ...e, payload: restored.payload } : e,
-      this.#journal.persistent,
-    )
-    m.waiter = restored?.waiter
-    this.#hold(m)
-    if (expired(m, now)) this.#sessions.expire(m)
-    else this.#arrive(m, e.notBefore)
+    return this.#window.room(n)
   }
 
   /** Adds entries that were replayed from the dead letters in the journal back to the window. */
   requeueReplayed(entries: readonly JournalEntry[]): void {
-    const list: Message[] = []
-    const { count, after } = this.#adm
-    for (const e of entries) {
-      // The journal moved each of these from its dead letters once: none is in the window yet.
-      // A replayed message has its time to live again: it would expire at once otherwise.
-      const m = fromEntry({ ...e, attempts: 0 }, this.#journal.persistent)
-      m.expiresAt = undefined
-      this.#hold(m)
-      if (count > 0 && (after === undefined || e.id > after)) this.#replayed.add(e.id)
-      // Within what is set aside for its queue: its catch-up must not read it again.
-      else if (this.#aside.within(e.id, m.queue)) this.#replayed.add(e.id)
-      if (m.key !== undefined) {
-        // A dead letter that held its key goes first; else it queues behind its key.
-        const held = this.#keys.isHeld(m.key)
-        this.#keys.enter(m, held)
-        if (held) this.#keys.release(m.key)
-      }
-      list.push(m)
-    }
-    this.#n.dead = Math.max(0, this.#n.dead - list.length)
-    if (list.length > 0) this.#drain.busy()
-    this.#makeReadyFront(list)
-    this.#aside.arrived(new Set(list.map((m) => this.#ready.state(m.queue))))
+    this.#reload.requeue(entries)
   }
 
   // ------------------------------------------------------------------------------------------
   // dispatch
 
   #scheduleDispatch(): void {
-    if (this.#dispatchScheduled || this.#closed) return
+    if (this.#dispatchScheduled || this.#life.closed) return
     this.#dispatchScheduled = true
     setImmediate(() => {
       this.#dispatchScheduled = false
@@ -747,22 +486,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   #dispatch(): void {
-    if (this.#closed || this.#passive) return
+    if (this.#life.closed || this.#life.passive) return
     const ready = this.#ready
     this.#workers.deal(ready.size, this.#s.maxBatch, (w) => ready.readyFor(w))
     this.#sessions.dispatch(this.#ready)
-  }
-
-  // ------------------------------------------------------------------------------------------
-  // receiving
-
-  #onSendError(err: unknown, frames: Buffer[]): void {
-    if (this.#closed) return
-    const id = frames[0]
-    const w = id ? this.#workers.get(id.toString("hex")) : undefined
-    const code = errorCode(err) ?? errorMessage(err)
-    if (w) this.#sessions.lose(w, `unreachable (${code})`)
-    else debug("%s: send failed: %s", this.#name, code)
   }
 
   // ------------------------------------------------------------------------------------------
@@ -773,12 +500,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    * `PIRATE_CLOSED` when the core closes first with messages pending, `PIRATE_ABORTED` on abort.
    */
   drained(signal?: AbortSignal): Promise<void> {
-    return this.#drain.wait(signal, this.#closed ? closedError(this.#name) : undefined)
+    return this.#drain.wait(signal, this.#life.closed ? closedError(this.#name) : undefined)
   }
 
   #isDrained(): boolean {
     return (
-      this.#held === 0 &&
+      this.#window.held === 0 &&
       this.#adm.count === 0 &&
       this.#adm.spilling === 0 &&
       this.#lanes.idle &&
@@ -814,8 +541,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       scheduled: this.#delayed.scheduled + (this.#scheduler?.count ?? 0),
       backlog: adm.count + adm.spilling,
       backlogBytes: adm.bytes + adm.spillingBytes,
-      inWindow: this.#held,
-      inWindowBytes: this.#windowBytes,
+      inWindow: this.#window.held,
+      inWindowBytes: this.#window.bytes,
       waiting: adm.waiting,
       workers: this.#workers.size,
       queues,
@@ -843,10 +570,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /** Sizes of every internal map and queue: all 0 when nothing is pending and nobody waits. */
   [internals](): Record<string, number> {
     return {
-      messages: this.#held,
-      waited: this.#waited.size,
+      messages: this.#window.held,
+      waited: this.#window.waited,
       replayed: this.#replayed.size,
-      windowBytes: this.#windowBytes,
+      windowBytes: this.#window.bytes,
       ready: this.#ready.held,
       namedQueues: this.#ready.states - 1,
       pendingEvictions: this.#aside.pendingEvictions,

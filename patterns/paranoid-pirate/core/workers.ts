@@ -1,7 +1,7 @@
 /** Worker sessions: the registry, a fair share of each dispatch pass, and recently gone workers. */
 import { Liveness } from "../../../lib/liveness.js"
 import { PPX, packLimit, type decodeReady } from "../../../lib/protocol.js"
-import type { WorkerPeer } from "./message.js"
+import type { Message, WorkerPeer } from "./message.js"
 import type { Queues } from "./queues.js"
 
 export type Hello = ReturnType<typeof decodeReady>
@@ -61,6 +61,11 @@ export class WorkerRegistry {
 
   values(): IterableIterator<WorkerPeer> {
     return this.#byKey.values()
+  }
+
+  /** Visits every message in flight, worker by worker. */
+  forEachInFlight(visit: (m: Message) => void): void {
+    for (const w of this.#byKey.values()) for (const m of w.inflight.values()) visit(m)
   }
 
   list(): WorkerInfo[] {
