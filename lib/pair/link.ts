@@ -67,6 +67,12 @@ export interface PairLinkOptions {
   timeout?: number
   /** The epoch this node last knew (from its pair file). @defaultValue 0 */
   epoch?: number
+  /**
+   * Largest message taken from the peer (bytes); a larger one is dropped by libzmq and its
+   * connection closed. A record carries one group commit of the active's journal, so the
+   * sender sets it from its `windowBytes` and `maxMessageSize`. @defaultValue 256 MiB
+   */
+  maxMessageSize?: number
 }
 
 /**
@@ -141,7 +147,7 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
   readonly #bind: string
   #peer: string | undefined
   readonly #state: PairState
-  readonly #router = new Router({ linger: 0 })
+  readonly #router: Router
   #dealer: Dealer | undefined
   #writer: SocketWriter | undefined
   /** The routing id of the peer's current DEALER (its latest HELLO); others are stale. */
@@ -168,6 +174,9 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
     this.timeout = options.timeout ?? 3 * this.heartbeatInterval
     assertPositiveInt("timeout", this.timeout)
     this.role = options.role
+    const maxMessageSize = options.maxMessageSize ?? 256 * 1024 * 1024
+    assertPositiveInt("maxMessageSize", maxMessageSize)
+    this.#router = new Router({ linger: 0, maxMessageSize })
     this.#state = new PairState({
       role: options.role,
       timeout: this.timeout,
@@ -322,7 +331,13 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
   }
 
   #connect(): void {
-    const dealer = new Dealer({ linger: 0, immediate: true, sendHighWaterMark: 10_000 })
+    // Only sends (the peer answers on its own DEALER): nothing to receive but what libzmq needs.
+    const dealer = new Dealer({
+      linger: 0,
+      immediate: true,
+      sendHighWaterMark: 10_000,
+      maxMessageSize: 64 * 1024,
+    })
     dealer.connect(this.#peer as string)
     this.#dealer = dealer
     this.#writer = new SocketWriter(dealer, (err) => {

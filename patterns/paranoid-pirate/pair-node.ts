@@ -140,6 +140,7 @@ export class PairNode {
         peer: this.#pair.peer,
         heartbeatInterval: this.#settings.heartbeatInterval,
         timeout: this.#pair.timeout,
+        maxMessageSize: pairMessageLimit(this.#settings),
         ...(file === undefined ? {} : { epoch: file.epoch }),
       })
       this.#link = link
@@ -267,4 +268,14 @@ export class PairNode {
     }
     if (errors.length > 0) throw new AggregateError(errors, "sender close failed")
   }
+}
+
+/**
+ * The largest message of the pair link: a record carries one group commit, which holds at most
+ * the window's and the spilling sends' payloads (each `windowBytes`), or one message larger than
+ * that; 1 GiB without a limit in bytes.
+ */
+function pairMessageLimit(s: Pick<DispatcherSettings, "windowBytes" | "maxMessageSize">): number {
+  if (!Number.isFinite(s.windowBytes)) return 1024 * 1024 * 1024
+  return 2 * s.windowBytes + s.maxMessageSize + 1024 * 1024
 }
