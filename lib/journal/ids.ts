@@ -72,3 +72,10 @@ export function previousId(id: string): string | undefined {
   const n = BigInt(`0x${id}`)
   return n === 0n ? undefined : (n - 1n).toString(16).padStart(id.length, "0")
 }
+
+/** The greater of two ids (ids sort as strings); undefined stands for none. */
+export function maxId(a: string | undefined, b: string | undefined): string | undefined {
+  if (a === undefined) return b
+  if (b === undefined) return a
+  return a > b ? a : b
+}

@@ -1,0 +1,83 @@
+/**
+ * The ring of a pair's active: the newest records of the current stream, bounded in count and
+ * bytes, from which a passive that fell behind is caught up (the tail), with the running totals
+ * that flow control and the watermark read (bytes sent, own ids replicated). Pure, no I/O.
+ */
+import { entriesBytes } from "./pages.js"
+import type { ReplicationRecord } from "./replicated-journal.js"
+
+export interface RingRecord {
+  record: ReplicationRecord
+  bytes: number
+  /** Bytes of the stream up to and including this record. */
+  cumBytes: number
+  /** The greatest own id appended or scheduled up to and including this record. */
+  cumOwn: string | undefined
+}
+
+/** The records of the current stream kept for catch-up: the newest, bounded in count and bytes. */
+export class RecordRing {
+  #items: RingRecord[] = []
+  #head = 0
+  /** The seq of the oldest record kept (the next one when empty). */
+  first = 1
+  bytes = 0
+  /** cumBytes and cumOwn of the record before `first`. */
+  evicted: { cumBytes: number; cumOwn: string | undefined } = { cumBytes: 0, cumOwn: undefined }
+
+  get size(): number {
+    return this.#items.length - this.#head
+  }
+
+  get(seq: number): RingRecord | undefined {
+    if (seq < this.first) return undefined
+    return this.#items[this.#head + seq - this.first]
+  }
+
+  push(r: RingRecord): void {
+    this.#items.push(r)
+    this.bytes += r.bytes
+  }
+
+  /** Drops the oldest records beyond the bounds; the newest one always stays. */
+  trim(records: number, bytes: number): void {
+    while (this.size > 1 && (this.size > records || this.bytes > bytes)) {
+      const r = this.#items[this.#head] as RingRecord
+      this.#items[this.#head] = undefined as unknown as RingRecord
+      this.#head++
+      this.first++
+      this.bytes -= r.bytes
+      this.evicted = { cumBytes: r.cumBytes, cumOwn: r.cumOwn }
+    }
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head)
+      this.#head = 0
+    }
+  }
+}
+
+/** An estimate of a record's size on the wire (whole bodies: an 8 MiB payload counts 8 MiB). */
+export function recordBytes(r: ReplicationRecord): number {
+  switch (r.op) {
+    case "append":
+    case "schedule":
+    case "replay":
+    case "promote":
+      return 32 + entriesBytes(r.entries)
+    case "bury":
+      return 32 + entriesBytes(r.letters)
+    case "remove":
+      return (
+        32 +
+        20 * r.ids.length +
+        (r.dedupe === undefined ? 0 : 40 * (r.dedupe.acked.length + r.dedupe.forget.length))
+      )
+    case "purge":
+    case "unschedule":
+      return 32 + 20 * r.ids.length
+    case "update":
+      return 32 + r.updates.reduce((n, u) => n + 48 + (u.lastError?.length ?? 0), 0)
+    case "dedupe":
+      return 32
+  }
+}
