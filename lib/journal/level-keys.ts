@@ -184,8 +184,4 @@ export function removeKey(sum: number, key: string): number {
   return (sum - keyHash(key)) >>> 0
 }
 
-export function maxId(a: string | undefined, b: string | undefined): string | undefined {
-  if (a === undefined) return b
-  if (b === undefined) return a
-  return a > b ? a : b
-}
+export { maxId } from "./ids.js"
