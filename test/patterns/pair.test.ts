@@ -154,6 +154,29 @@ describe("a sender pair", () => {
     })
   })
 
+  test('whenAlone "wait": with the passive away, sends beyond the window wait with a backpressure event, and all resolve once it is back', async () => {
+    const pair = await pairAddresses()
+    const opts = { window: 10 } as Partial<SenderOptions>
+    const primary = await open<{ n: number }>(pair.options("primary", opts))
+    const backup = await open<{ n: number }>(pair.options("backup", opts))
+    if (primary.state !== "active") await once(primary, "pair:active")
+    await backup.close()
+    await waitFor(() => expect(primary.stats().pair?.replicated).toBe(false))
+    const reasons: string[] = []
+    primary.on("backpressure", ({ reason }) => reasons.push(reason))
+    let resolved = 0
+    const sends = Array.from({ length: 40 }, (_, n) => primary.send({ n }).then(() => resolved++))
+    await waitFor(() => expect(primary.stats().waiting).toBeGreaterThan(0))
+    expect(reasons).toContain("window")
+    expect(resolved).toBe(0)
+    // Bounded: the window and the sends being written, not the 40.
+    expect(primary.stats().inWindow).toBeLessThanOrEqual(10)
+    const back = await open<{ n: number }>(pair.options("backup", opts))
+    await Promise.all(sends)
+    expect(resolved).toBe(40)
+    await waitFor(async () => expect((await back.journal.stats()).pending).toBe(40))
+  })
+
   test('whenAlone "local": a replicated send resolves alone, with stats().pair.replicated false', async () => {
     const pair = await pairAddresses()
     const opts = { pair: { whenAlone: "local" } } as Partial<SenderOptions>
