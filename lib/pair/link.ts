@@ -16,6 +16,7 @@ import {
   PAIR_COMMAND,
   PAIR_LINK_VERSION,
   ROLES,
+  packBody,
   readAck,
   readCopy,
   readCopyEnd,
@@ -220,7 +221,7 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
     this.#send([
       Buffer.from([PAIR_COMMAND.RECORDS]),
       packMeta({ stream, first }),
-      packMeta(records.map(withoutSeq)),
+      packBody(records.map(withoutSeq)),
     ])
   }
 
@@ -233,7 +234,7 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
   /** Sends a page of a full copy. */
   sendCopy(copy: CopyPage): void {
     const { entries, ...header } = copy
-    this.#send([Buffer.from([PAIR_COMMAND.COPY]), packMeta(header), packMeta(entries)])
+    this.#send([Buffer.from([PAIR_COMMAND.COPY]), packMeta(header), packBody(entries)])
   }
 
   /** Ends a full copy of `pages` pages. */
@@ -244,7 +245,7 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
   /** Sends a page of this node's hand-over. */
   sendHandover(handover: HandoverPage): void {
     const { entries, ...header } = handover
-    this.#send([Buffer.from([PAIR_COMMAND.HANDOVER]), packMeta(header), packMeta(entries)])
+    this.#send([Buffer.from([PAIR_COMMAND.HANDOVER]), packMeta(header), packBody(entries)])
   }
 
   /** Acknowledges a hand-over page. */
