@@ -1,10 +1,9 @@
 /**
  * The processes of bench/pair.ts: senders of a pair and workers in child processes
  * (bench/pair-fixtures/), driven over IPC; a pair's addresses (free ports named before either
- * binds); a pair's primary in this process, and waiting until the pair is up.
+ * binds: bin/demo/ports.ts); a pair's primary in this process, and waiting until the pair is up.
  */
-import { createServer, type AddressInfo } from "node:net"
-import { join } from "node:path"
+import { pairAddresses, type PairNodeAddresses } from "../../bin/demo/ports.js"
 import type { Sender as SenderType } from "../../patterns/index.js"
 import { forkModule, sleep, type Child } from "../lib/children.js"
 import { loadLibrary } from "../lib/compiled.js"
@@ -54,15 +53,12 @@ export function fork(file: string, args: string[]): Proc {
   }
 }
 
-export interface NodeConfig {
-  role: "primary" | "backup"
-  journal: string
-  bind: string
-  pairBind: string
-  peer: string
+export interface NodeConfig extends PairNodeAddresses {
   heartbeatInterval?: number
   timeout?: number
   whenAlone?: "wait" | "local"
+  /** "replicated" by default. */
+  durability?: "replicated" | "os"
   size?: number
 }
 
@@ -152,24 +148,6 @@ export async function closeWorkers(workers: Proc[]): Promise<Closed[]> {
   )
 }
 
-/** `n` distinct loopback ports the system had free a moment ago (a pair names both before binding). */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-          const server = createServer()
-          server.once("error", reject)
-          server.listen(0, "127.0.0.1", () => resolve(server))
-        }),
-    ),
-  )
-  const ports = servers.map((s) => (s.address() as AddressInfo).port)
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))))
-  return ports
-}
-
 export interface Pair {
   dir: string
   primary: NodeConfig
@@ -178,26 +156,11 @@ export interface Pair {
 
 export async function pairConfig(name: string, options: Partial<NodeConfig> = {}): Promise<Pair> {
   const dir = await tempDir(name)
-  const [pw, pp, bw, bp] = (await freePorts(4)) as [number, number, number, number]
-  const at = (port: number): string => `tcp://127.0.0.1:${port}`
+  const addresses = await pairAddresses(dir)
   return {
     dir,
-    primary: {
-      ...options,
-      role: "primary",
-      journal: join(dir, "primary"),
-      bind: at(pw),
-      pairBind: at(pp),
-      peer: at(bp),
-    },
-    backup: {
-      ...options,
-      role: "backup",
-      journal: join(dir, "backup"),
-      bind: at(bw),
-      pairBind: at(bp),
-      peer: at(pp),
-    },
+    primary: { ...options, ...addresses.primary },
+    backup: { ...options, ...addresses.backup },
   }
 }
 

@@ -24,6 +24,7 @@
 import { randomBytes } from "node:crypto"
 import { Sender } from "../../patterns/index.js"
 import { anonymous } from "../lib/statm.js"
+import type { NodeConfig } from "../pair-cases/nodes.js"
 
 /** Peak RSS and peak anonymous memory, sampled every 20 ms from the start. */
 const peaks = { rss: process.memoryUsage.rss(), anon: anonymous() ?? 0 }
@@ -31,18 +32,7 @@ setInterval(() => {
   peaks.rss = Math.max(peaks.rss, process.memoryUsage.rss())
   peaks.anon = Math.max(peaks.anon, anonymous() ?? 0)
 }, 20).unref()
-const o = JSON.parse(process.argv[2] ?? "{}") as {
-  role: "primary" | "backup"
-  journal: string
-  bind: string
-  pairBind: string
-  peer: string
-  heartbeatInterval?: number
-  timeout?: number
-  whenAlone?: "wait" | "local"
-  durability?: "replicated" | "os"
-  size?: number
-}
+const o = JSON.parse(process.argv[2] ?? "{}") as NodeConfig
 /** A PirateError's `code`, else undefined. */
 const errorCode = (err: unknown): string | undefined =>
   typeof err === "object" && err !== null && "code" in err && typeof err.code === "string"

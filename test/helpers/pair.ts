@@ -2,39 +2,18 @@
  * Sender pairs in child processes (test/fixtures/pair-sender.ts) with workers that log what they
  * handle (test/fixtures/pair-worker.ts). A pair's addresses must be known before either node
  * binds (each names the other), and a restarted node binds them again: the ports are picked free
- * by the system once per test ({@link freePorts}), never fixed.
+ * by the system once per test (bin/demo/ports.ts, {@link freePorts}), never fixed.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
-import { createServer, type AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { onTestFinished } from "vitest"
+import { freePorts, pairAddresses, type PairNodeAddresses } from "../../bin/demo/ports.js"
 import { forkFixture, type Child } from "./processes.js"
 
-/** `n` distinct TCP ports on 127.0.0.1 that the system had free a moment ago. */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-          const server = createServer()
-          server.once("error", reject)
-          server.listen(0, "127.0.0.1", () => resolve(server))
-        }),
-    ),
-  )
-  const ports = servers.map((s) => (s.address() as AddressInfo).port)
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))))
-  return ports
-}
+export { freePorts }
 
-export interface NodeConfig {
-  role: "primary" | "backup"
-  journal: string
-  bind: string
-  pairBind: string
-  peer: string
+export interface NodeConfig extends PairNodeAddresses {
   heartbeatInterval?: number
   timeout?: number
   whenAlone?: "wait" | "local"
@@ -55,28 +34,13 @@ export interface PairSetup {
 export async function pairSetup(options: Partial<NodeConfig> = {}): Promise<PairSetup> {
   const dir = mkdtempSync(join(tmpdir(), "pirate-pair-"))
   onTestFinished(() => rmSync(dir, { recursive: true, force: true }))
-  const [pw, pp, bw, bp] = (await freePorts(4)) as [number, number, number, number]
-  const at = (port: number): string => `tcp://127.0.0.1:${port}`
+  const addresses = await pairAddresses(dir)
   const common = { heartbeatInterval: 100, ...options }
   return {
     dir,
-    primary: {
-      ...common,
-      role: "primary",
-      journal: join(dir, "primary"),
-      bind: at(pw),
-      pairBind: at(pp),
-      peer: at(bp),
-    },
-    backup: {
-      ...common,
-      role: "backup",
-      journal: join(dir, "backup"),
-      bind: at(bw),
-      pairBind: at(bp),
-      peer: at(pp),
-    },
-    endpoints: [at(pw), at(bw)],
+    primary: { ...common, ...addresses.primary },
+    backup: { ...common, ...addresses.backup },
+    endpoints: [addresses.primary.bind, addresses.backup.bind],
     logs: [],
   }
 }

@@ -5,63 +5,13 @@
  * (PIRATE_DEMO_RECORD), not taken from the demo's verdict. The summary's wording is tested on its
  * own below.
  */
-import { spawn } from "node:child_process"
-import { once } from "node:events"
-import { readdirSync, readFileSync } from "node:fs"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
-import { describe, expect, it, type TestContext } from "vitest"
+import { describe, expect, it } from "vitest"
+import { pirate, workerRecords } from "../helpers/demo.js"
 import { renderPairSummary, type PairDemoRun } from "../../bin/demo/pair-summary.js"
 import type { Copy } from "../../bin/demo/summary.js"
-
-const PIRATE = fileURLToPath(new URL("../../bin/pirate.js", import.meta.url))
-
-/** Runs the CLI to its end in a process group of its own, killed if the test ends first. */
-async function pirate(
-  t: TestContext,
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [PIRATE, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, NODE_DEBUG: "", ...env },
-    detached: true,
-  })
-  const pid = child.pid as number
-  const exited = once(child, "close") as Promise<[number | null, NodeJS.Signals | null]>
-  t.onTestFinished(async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    try {
-      process.kill(-pid, "SIGKILL")
-    } catch {
-      /* already gone */
-    }
-    await exited
-  })
-  let stdout = ""
-  let stderr = ""
-  child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk))
-  child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk))
-  const [code] = await exited
-  return { code, stdout, stderr }
-}
-
-/** How many times each message number was processed, from the workers' records in `dir`. */
-function workerRecords(dir: string): Map<number, number> {
-  const runs = new Map<number, number>()
-  const files = readdirSync(dir)
-  expect(files.length, "every worker keeps a record").toBeGreaterThan(0)
-  for (const file of files) {
-    for (const line of readFileSync(join(dir, file), "utf8").split("\n")) {
-      if (line === "") continue
-      const n = Number(line.split(" ")[0])
-      runs.set(n, (runs.get(n) ?? 0) + 1)
-    }
-  }
-  return runs
-}
 
 describe("pirate demo --pair", () => {
   it("kills the active sender mid-stream; the passive takes over and nothing is lost", async (t) => {
@@ -71,7 +21,7 @@ describe("pirate demo --pair", () => {
     const run = await pirate(
       t,
       ["demo", "--pair", "--quiet", "--messages", String(total), "--workers", "2"],
-      { PIRATE_DEMO_RECORD: records },
+      { env: { PIRATE_DEMO_RECORD: records } },
     )
     expect(run.stderr).toBe("")
     expect(run.code, run.stdout).toBe(0)

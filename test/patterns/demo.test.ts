@@ -4,64 +4,12 @@
  * processed is counted from the workers' own records (PIRATE_DEMO_RECORD), not taken from the
  * demo's verdict; the summary's wording is tested on its own in demo-summary.test.ts.
  */
-import { spawn } from "node:child_process"
-import { once } from "node:events"
 import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { describe, expect, it, type TestContext } from "vitest"
-
-const PIRATE = fileURLToPath(new URL("../../bin/pirate.js", import.meta.url))
-
-interface Run {
-  pid: number
-  code: number | null
-  signal: NodeJS.Signals | null
-  stdout: string
-  stderr: string
-}
-
-/**
- * Runs the CLI to its end in a process group of its own (its children join it), which is killed
- * if the test ends first. `interruptAfter`: Ctrl-C (SIGINT to the group) once stdout matches.
- */
-async function pirate(
-  t: TestContext,
-  args: string[],
-  options: { interruptAfter?: RegExp | undefined; env?: Record<string, string> } = {},
-): Promise<Run> {
-  const child = spawn(process.execPath, [PIRATE, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, NODE_DEBUG: "", ...options.env },
-    detached: true,
-  })
-  const pid = child.pid as number
-  const exited = once(child, "close") as Promise<[number | null, NodeJS.Signals | null]>
-  // The context's hook: with concurrent tests the global one may belong to another test.
-  t.onTestFinished(async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    try {
-      process.kill(-pid, "SIGKILL")
-    } catch {
-      /* already gone */
-    }
-    await exited
-  })
-  let stdout = ""
-  let stderr = ""
-  child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-    stdout += chunk
-    if (options.interruptAfter?.test(stdout)) {
-      options.interruptAfter = undefined
-      process.kill(-pid, "SIGINT")
-    }
-  })
-  child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk))
-  const [code, signal] = await exited
-  return { pid, code, signal, stdout, stderr }
-}
+import { pirate, workerRecords } from "../helpers/demo.js"
 
 /**
  * The processes of the group led by `pid` (the demo's children) that still run. A zombie does not
@@ -92,25 +40,6 @@ async function recordFolder(t: TestContext): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "pirate-demo-records-"))
   t.onTestFinished(() => rm(dir, { recursive: true, force: true }))
   return dir
-}
-
-/**
- * What the workers wrote in `dir`, each line `n id attempt` appended before its ack left: how
- * many times each message number was processed.
- */
-function workerRecords(dir: string): Map<number, number> {
-  const runs = new Map<number, number>()
-  const files = readdirSync(dir)
-  expect(files.length, "every worker keeps a record").toBeGreaterThan(0)
-  for (const file of files) {
-    for (const line of readFileSync(join(dir, file), "utf8").split("\n")) {
-      if (line === "") continue
-      const n = Number(line.split(" ")[0])
-      expect(Number.isInteger(n), `${file}: ${line}`).toBe(true)
-      runs.set(n, (runs.get(n) ?? 0) + 1)
-    }
-  }
-  return runs
 }
 
 /** Message numbers 1…`total` that no worker recorded, and recorded ones outside that range. */
