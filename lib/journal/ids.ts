@@ -60,7 +60,9 @@ export class IdGenerator {
 
 /** The parity of an id's last digit: 0 for even, 1 for odd. */
 export function idParity(id: string): 0 | 1 {
-  return (parseInt(id.slice(-1), 16) & 1) as 0 | 1
+  // The last hex digit's value: "0"–"9" are 48–57, "a"–"f" 97–102 (no string made, no parse).
+  const c = id.charCodeAt(id.length - 1)
+  return ((c <= 57 ? c - 48 : c - 87) & 1) as 0 | 1
 }
 
 export function isMessageId(value: unknown): value is string {

@@ -229,7 +229,10 @@ export class ReplicationActive {
   #ownIn(record: ReplicationRecord): string | undefined {
     if (record.op !== "append" && record.op !== "schedule") return undefined
     let max: string | undefined
-    for (const e of record.entries) if (idParity(e.id) === this.#parity) max = maxId(max, e.id)
+    for (const e of record.entries) {
+      const id = e.id
+      if ((max === undefined || id > max) && idParity(id) === this.#parity) max = id
+    }
     return max
   }
 

@@ -59,6 +59,7 @@ describe("IdGenerator", () => {
     }
     const made = [...seen].filter((id) => idParity(id) === 1)
     for (let i = 1; i < made.length; i++) expect(made[i]! > made[i - 1]!).toBe(true)
+    for (let n = 0; n < 32; n++) expect(idParity(hex(n)), hex(n)).toBe(n % 2)
     expect(new IdGenerator(hex(1_800_000_000_000_001), 1).next()).toBe(hex(1_800_000_000_000_003))
     expect(new IdGenerator(hex(1_800_000_000_000_001), 0).next()).toBe(hex(1_800_000_000_000_002))
   })
