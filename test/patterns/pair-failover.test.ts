@@ -14,6 +14,7 @@ import {
   resolvedRanges,
   startNode,
   startWorker,
+  type NodeConfig,
   type PairSetup,
 } from "../helpers/pair.js"
 import { waitFor } from "../helpers/wait.js"
@@ -49,6 +50,27 @@ async function nothingLost(setup: PairSetup, nodes: Child[]): Promise<Map<number
   )
 }
 
+/**
+ * The new active streams from `from` while `config`'s node restarts (it must become passive and
+ * catch up before the new active's "replicated" sends resolve); resolves with the restarted node
+ * once `count` of them resolved.
+ */
+async function rejoinWhileStreaming(
+  active: Child,
+  config: NodeConfig,
+  from: number,
+  count: number,
+): Promise<Child> {
+  active.process.send({ type: "stream", from, batch: 50 })
+  const again = startNode(config)
+  await nextState(again, "passive")
+  await active.waitFor(
+    (m) => m["type"] === "resolved" && (m["to"] as number) >= from + count,
+    20_000,
+  )
+  return again
+}
+
 describe("a sender pair under load", () => {
   test(
     "SIGKILL of the active: the passive takes over within pair.timeout + 1 s and every replicated send that resolved is handled",
@@ -67,13 +89,7 @@ describe("a sender pair under load", () => {
       expect(took).toBeLessThan(TIMEOUT + 1000)
       // The new active is alone: its "replicated" sends wait until the primary is back, passive
       // and caught up.
-      backup.process.send({ type: "stream", from: 1_000_000, batch: 50 })
-      const again = startNode(setup.primary)
-      await nextState(again, "passive")
-      await backup.waitFor(
-        (m) => m["type"] === "resolved" && (m["to"] as number) >= 1_000_500,
-        20_000,
-      )
+      await rejoinWhileStreaming(backup, setup.primary, 1_000_000, 500)
       await nothingLost(setup, [primary, backup])
     },
   )
@@ -92,13 +108,7 @@ describe("a sender pair under load", () => {
       await takeover
       // The backup goes on alone (no caught-up passive: "replicated" sends wait)… until the
       // primary returns, empty, becomes passive and is copied.
-      backup.process.send({ type: "stream", from: 1_000_000, batch: 50 })
-      const again = startNode(setup.primary)
-      await nextState(again, "passive")
-      await backup.waitFor(
-        (m) => m["type"] === "resolved" && (m["to"] as number) >= 1_000_500,
-        20_000,
-      )
+      const again = await rejoinWhileStreaming(backup, setup.primary, 1_000_000, 500)
       await nothingLost(setup, [primary, backup])
       // The returned node holds the active's journal: it can take over in turn.
       backup.process.send({ type: "stop" })
@@ -106,13 +116,7 @@ describe("a sender pair under load", () => {
       const back = nextState(again, "active")
       await backup.kill("SIGKILL")
       await back
-      again.process.send({ type: "stream", from: 2_000_000, batch: 50 })
-      const backupAgain = startNode(setup.backup)
-      await nextState(backupAgain, "passive")
-      await again.waitFor(
-        (m) => m["type"] === "resolved" && (m["to"] as number) >= 2_000_200,
-        20_000,
-      )
+      await rejoinWhileStreaming(again, setup.backup, 2_000_000, 200)
       await nothingLost(setup, [primary, backup, again])
     },
   )
