@@ -98,6 +98,8 @@ describe("a sender pair", () => {
     for (const id of ids) expect(parseInt(id.slice(-1), 16) % 2).toBe(0)
     await primary.drained()
     expect(seen.sort((a, b) => a - b)).toEqual(Array.from({ length: 100 }, (_, n) => n))
+    // A request (kept in memory, not journaled) goes through the active too.
+    await expect(primary.request({ n: 100 }, { timeout: 5000 })).resolves.toBeUndefined()
     await waitFor(() => expect(primary.stats().pair).toMatchObject({ replicated: true, lag: 0 }))
     // The passive's journal is the active's: everything acked, nothing pending.
     await waitFor(async () => expect((await backup.journal.stats()).pending).toBe(0))
@@ -217,6 +219,26 @@ describe("a sender pair", () => {
       timeout: 10_000,
     })
     expect(returned.state).toBe("passive")
+  })
+
+  test("two senders configured with the same role: PIRATE_PAIR_CONFIG, and neither becomes active through the other", async () => {
+    const pair = await pairAddresses()
+    const a = new Sender<{ n: number }>(pair.options("primary"))
+    // The other one binds the backup's addresses but says it is a primary too.
+    const b = new Sender<{ n: number }>({
+      ...pair.options("backup"),
+      pair: { ...pair.options("backup").pair!, role: "primary" },
+    })
+    const errors: string[] = []
+    for (const s of [a, b]) {
+      s.on("error", (err) => errors.push((err as { code?: string }).code ?? err.message))
+      s.on("pair:active", () => errors.push("active"))
+      onTestFinished(() => s.close())
+    }
+    await Promise.all([a.open(), b.open()])
+    await waitFor(() => expect(errors.filter((e) => e === "PIRATE_PAIR_CONFIG")).toHaveLength(2))
+    expect(errors).not.toContain("active")
+    expect([a.state, b.state]).toEqual(["passive", "passive"])
   })
 
   test("option errors name the option", () => {
