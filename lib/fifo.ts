@@ -14,6 +14,11 @@ export class Fifo<T> {
     this.#items.push(item)
   }
 
+  /** The item `index` places after the oldest, left in place. */
+  at(index: number): T | undefined {
+    return index < 0 ? undefined : this.#items[this.#head + index]
+  }
+
   /** The oldest item, left in place. */
   peek(): T | undefined {
     return this.#items[this.#head]

@@ -4,7 +4,7 @@
  * summary (summary.ts); the wording of the faults is the pair's.
  */
 import { fmt, seconds } from "./display.js"
-import { count, duplicatesOf, lostOf, SummaryText, their, type DemoRun } from "./summary.js"
+import { count, summaryStart, type DemoRun } from "./summary.js"
 
 export type PairRole = "primary" | "backup"
 
@@ -43,44 +43,17 @@ export interface PairDemoRun extends Omit<DemoRun, "faults"> {
 
 /** The summary's text, and whether nothing was lost. */
 export function renderPairSummary(run: PairDemoRun): { text: string; ok: boolean } {
-  const lost = lostOf(run.processed, run.confirmed)
-  const unconfirmed = run.total - run.confirmed
-  const dup = duplicatesOf(run.processed)
-  const why = dup.why
   const f = run.faults
   const active = f.kill?.name ?? "active sender"
   const passive = f.takeover?.name ?? "passive sender"
-  const out = new SummaryText()
-
-  out.field(
-    "sent",
-    `${count(run.confirmed, "message")}, every send() resolved (durability "replicated": written on both senders)`,
-  )
-  if (unconfirmed > 0) out.note(`(${fmt(unconfirmed)} more were never confirmed as sent)`)
-  out.field("processed", `${count(run.processed.size, "distinct message")} by the workers`)
-  out.lost(lost)
-  if (dup.messages === 0) out.field("duplicates", "0")
-  else {
-    out.duplicates(dup)
-    if (why.journal > 0) {
-      const [acks, them] = their(why.journal)
-      out.item(
-        `${fmt(why.journal)} processed around the kill of the ${active}: ${acks} did not reach it before it died, or reached it but not yet the ${passive}'s replica of the journal (acks are streamed to the passive, not waited for), so the ${passive} redelivered ${them} when it took over`,
-      )
-    }
-    if (why.requeued > 0) {
-      const [acks, them] = their(why.requeued)
-      out.item(
-        `${fmt(why.requeued)} redelivered with a higher attempt: processed, but ${acks} never reached the sender, which gave ${them} to another worker once it presumed the first one lost`,
-      )
-    }
-    if (why.resent > 0) {
-      const [, them] = their(why.resent)
-      out.item(
-        `${fmt(why.resent)} sent twice by the producer: the ${active} had written ${them} when it was killed, but their send() had not resolved yet (or not been reported), so the producer on the ${passive} sent ${them} again; the first copy was delivered too, from the ${passive}'s replica or handed over by the ${active} when it rejoined`,
-      )
-    }
-  }
+  const { out, lost } = summaryStart(run, 'durability "replicated": written on both senders', {
+    journal: (n, acks, them) =>
+      `${n} processed around the kill of the ${active}: ${acks} did not reach it before it died, or reached it but not yet the ${passive}'s replica of the journal (acks are streamed to the passive, not waited for), so the ${passive} redelivered ${them} when it took over`,
+    requeued: (n, acks, them) =>
+      `${n} redelivered with a higher attempt: processed, but ${acks} never reached the sender, which gave ${them} to another worker once it presumed the first one lost`,
+    resent: (n, them) =>
+      `${n} sent twice by the producer: the ${active} had written ${them} when it was killed, but their send() had not resolved yet (or not been reported), so the producer on the ${passive} sent ${them} again; the first copy was delivered too, from the ${passive}'s replica or handed over by the ${active} when it rejoined`,
+  })
 
   const faults: string[] = []
   if (f.kill) {

@@ -153,40 +153,52 @@ export function their(n: number): [string, string] {
   return n === 1 ? ["its ack", "it"] : ["their acks", "them"]
 }
 
-/** The summary's text, and whether nothing was lost. */
-export function renderSummary(run: DemoRun): { text: string; ok: boolean } {
+/** How a demo explains each kind of duplicate: `acks`/`them` agree with the count. */
+export interface DuplicateCauses {
+  journal: (n: string, acks: string, them: string) => string
+  requeued: (n: string, acks: string, them: string) => string
+  resent: (n: string, them: string) => string
+}
+
+/**
+ * What both demos' summaries begin with: what was sent (`sent` says how), processed and lost, and
+ * the duplicates with their causes, worded by `causes`.
+ */
+export function summaryStart(
+  run: Pick<DemoRun, "processed" | "confirmed" | "total">,
+  sent: string,
+  causes: DuplicateCauses,
+): { out: SummaryText; lost: number[] } {
   const lost = lostOf(run.processed, run.confirmed)
   const unconfirmed = run.total - run.confirmed
   const dup = duplicatesOf(run.processed)
   const why = dup.why
-  const f = run.faults
   const out = new SummaryText()
-  out.field("sent", `${count(run.confirmed, "message")}, every send() resolved (journaled)`)
+  out.field("sent", `${count(run.confirmed, "message")}, every send() resolved (${sent})`)
   if (unconfirmed > 0) out.note(`(${fmt(unconfirmed)} more were never confirmed as sent)`)
   out.field("processed", `${count(run.processed.size, "distinct message")} by the workers`)
   out.lost(lost)
   if (dup.messages === 0) out.field("duplicates", "0")
   else {
     out.duplicates(dup)
-    if (why.journal > 0) {
-      const [acks, them] = their(why.journal)
-      out.item(
-        `${fmt(why.journal)} in flight when the sender was killed: processed, but ${acks} did not reach it (or its journal) before it died, so the restarted sender redelivered ${them}`,
-      )
-    }
-    if (why.requeued > 0) {
-      const [acks, them] = their(why.requeued)
-      out.item(
-        `${fmt(why.requeued)} in flight at the killed worker: processed, but ${acks} never left it, so the sender gave ${them} to another worker`,
-      )
-    }
-    if (why.resent > 0) {
-      const [, them] = their(why.resent)
-      out.item(
-        `${fmt(why.resent)} sent twice by the producer: journaled just before the sender was killed, but not yet reported as sent, so the producer sent ${them} again`,
-      )
-    }
+    if (why.journal > 0) out.item(causes.journal(fmt(why.journal), ...their(why.journal)))
+    if (why.requeued > 0) out.item(causes.requeued(fmt(why.requeued), ...their(why.requeued)))
+    if (why.resent > 0) out.item(causes.resent(fmt(why.resent), their(why.resent)[1]))
   }
+  return { out, lost }
+}
+
+/** The summary's text, and whether nothing was lost. */
+export function renderSummary(run: DemoRun): { text: string; ok: boolean } {
+  const f = run.faults
+  const { out, lost } = summaryStart(run, "journaled", {
+    journal: (n, acks, them) =>
+      `${n} in flight when the sender was killed: processed, but ${acks} did not reach it (or its journal) before it died, so the restarted sender redelivered ${them}`,
+    requeued: (n, acks, them) =>
+      `${n} in flight at the killed worker: processed, but ${acks} never left it, so the sender gave ${them} to another worker`,
+    resent: (n, them) =>
+      `${n} sent twice by the producer: journaled just before the sender was killed, but not yet reported as sent, so the producer sent ${them} again`,
+  })
   const faults: string[] = []
   if (f.worker) {
     const requeued =

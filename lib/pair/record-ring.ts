@@ -3,6 +3,7 @@
  * bytes, from which a passive that fell behind is caught up (the tail), with the running totals
  * that flow control and the watermark read (bytes sent, own ids replicated). Pure, no I/O.
  */
+import { Fifo } from "../fifo.js"
 import { entriesBytes } from "./pages.js"
 import type { ReplicationRecord } from "./replicated-journal.js"
 
@@ -17,8 +18,7 @@ export interface RingRecord {
 
 /** The records of the current stream kept for catch-up: the newest, bounded in count and bytes. */
 export class RecordRing {
-  #items: RingRecord[] = []
-  #head = 0
+  readonly #items = new Fifo<RingRecord>()
   /** The seq of the oldest record kept (the next one when empty). */
   first = 1
   bytes = 0
@@ -26,12 +26,11 @@ export class RecordRing {
   evicted: { cumBytes: number; cumOwn: string | undefined } = { cumBytes: 0, cumOwn: undefined }
 
   get size(): number {
-    return this.#items.length - this.#head
+    return this.#items.length
   }
 
   get(seq: number): RingRecord | undefined {
-    if (seq < this.first) return undefined
-    return this.#items[this.#head + seq - this.first]
+    return this.#items.at(seq - this.first)
   }
 
   push(r: RingRecord): void {
@@ -42,16 +41,10 @@ export class RecordRing {
   /** Drops the oldest records beyond the bounds; the newest one always stays. */
   trim(records: number, bytes: number): void {
     while (this.size > 1 && (this.size > records || this.bytes > bytes)) {
-      const r = this.#items[this.#head] as RingRecord
-      this.#items[this.#head] = undefined as unknown as RingRecord
-      this.#head++
+      const r = this.#items.shift() as RingRecord
       this.first++
       this.bytes -= r.bytes
       this.evicted = { cumBytes: r.cumBytes, cumOwn: r.cumOwn }
-    }
-    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head)
-      this.#head = 0
     }
   }
 }

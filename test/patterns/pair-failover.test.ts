@@ -71,15 +71,21 @@ async function rejoinWhileStreaming(
   return again
 }
 
+/** A pair with two workers, the primary active, after 1 000 of its sends resolved. */
+async function underLoad(): Promise<{ setup: PairSetup; primary: Child; backup: Child }> {
+  const setup = await pairSetup({ timeout: TIMEOUT })
+  const { primary, backup } = await startPair(setup)
+  await Promise.all([startWorker(setup), startWorker(setup)])
+  await streamed(primary, 0, 1000)
+  return { setup, primary, backup }
+}
+
 describe("a sender pair under load", () => {
   test(
     "SIGKILL of the active: the passive takes over within pair.timeout + 1 s and every replicated send that resolved is handled",
     { timeout: 60_000 },
     async () => {
-      const setup = await pairSetup({ timeout: TIMEOUT })
-      const { primary, backup } = await startPair(setup)
-      await Promise.all([startWorker(setup), startWorker(setup)])
-      await streamed(primary, 0, 1000)
+      const { setup, primary, backup } = await underLoad()
       const takeover = nextState(backup, "active")
       const killedAt = performance.now()
       await primary.kill("SIGKILL")
@@ -98,10 +104,7 @@ describe("a sender pair under load", () => {
     "SIGKILL of the active whose journal directory is then deleted: the passive holds everything; the node returns empty, as passive, and gets a full copy",
     { timeout: 60_000 },
     async () => {
-      const setup = await pairSetup({ timeout: TIMEOUT })
-      const { primary, backup } = await startPair(setup)
-      await Promise.all([startWorker(setup), startWorker(setup)])
-      await streamed(primary, 0, 1000)
+      const { setup, primary, backup } = await underLoad()
       const takeover = nextState(backup, "active")
       await primary.kill("SIGKILL")
       rmSync(setup.primary.journal, { recursive: true, force: true }) // the disk is gone
