@@ -536,7 +536,8 @@ async function writeAll(
   }
 }
 
-async function syncDir(dir: string): Promise<void> {
+/** Syncs a directory, so that a file created or deleted in it stays so after a crash. */
+export async function syncDir(dir: string): Promise<void> {
   const handle = await open(dir, "r")
   try {
     await handle.sync()

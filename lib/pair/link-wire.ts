@@ -5,9 +5,18 @@
  * check the limits of what they write. Pure, no I/O.
  */
 import { packShapes, unpackMeta, unpackShapes } from "../codec.js"
+import {
+  decodeEntries,
+  decodeIds,
+  encodeEntries,
+  encodeIds,
+  idKeys,
+  scanEntries,
+  type EntryKeys,
+} from "./entries-wire.js"
 import type { PairRole, PairStateName, PeerReport } from "./pair-state.js"
 import type { DeadLetter, JournalEntry } from "../journal/types.js"
-import type { ReplicationOp, ReplicationRecord } from "./replicated-journal.js"
+import type { DedupeChanges, ReplicationOp, ReplicationRecord } from "./replicated-journal.js"
 
 /** Command bytes of the pair link (docs/pair.md, section 4). */
 export const PAIR_COMMAND = Object.freeze({
@@ -77,18 +86,38 @@ export interface HandoverPage {
   entries: JournalEntry[]
 }
 
-/** A record as it travels: its seq is implied by its place after the header's `first`. */
-export function withoutSeq(record: ReplicationRecord): Partial<ReplicationRecord> {
-  const op: Partial<ReplicationRecord> = { ...record }
-  delete op.seq
-  return op
+/**
+ * A record as it travels (docs/pair.md, section 4): without its seq, which its place after the
+ * header's `first` implies, and with its entries and ids in binary (entries-wire.ts).
+ */
+export function toWire(record: ReplicationRecord): Record<string, unknown> {
+  switch (record.op) {
+    case "append":
+    case "schedule":
+    case "replay":
+    case "promote":
+      return { op: record.op, entries: encodeEntries(record.entries) }
+    case "bury":
+      return { op: record.op, letters: encodeEntries(record.letters, true) }
+    case "remove":
+      return record.dedupe === undefined
+        ? { op: record.op, ids: encodeIds(record.ids) }
+        : { op: record.op, ids: encodeIds(record.ids), dedupe: record.dedupe }
+    case "purge":
+    case "unschedule":
+      return { op: record.op, ids: encodeIds(record.ids) }
+    case "update":
+      return { op: record.op, updates: record.updates }
+    case "dedupe":
+      return { op: record.op, before: record.before }
+  }
 }
 
 /**
- * The bodies of RECORDS, COPY and HANDOVER (lists of entries, many of one shape) name each
- * shape's fields once per message (see `packShapes`). Both ends are this library.
+ * The list of records of a RECORDS body: each record's fields once per message (see
+ * `packShapes`). Both ends are this library.
  */
-export const packBody = packShapes
+export const packRecords = packShapes
 
 function unpackBody(frame: Buffer | undefined): unknown {
   if (frame === undefined) return undefined
@@ -167,7 +196,7 @@ export function readCopy(
     return undefined
   const kind = h["kind"] as PageKind
   if (!KINDS.includes(kind)) return undefined
-  const entries = readEntries(unpackBody(body), kind === "dead")
+  const entries = body && decodeEntries(body, kind === "dead")
   if (entries === undefined) return undefined
   return { stream: h["stream"], s0: h["s0"], page: h["page"], kind, entries }
 }
@@ -192,41 +221,102 @@ export function readHandover(
   if (!isMap(h) || !isEpoch(h["page"]) || typeof h["last"] !== "boolean") return undefined
   const kind = h["kind"]
   if (kind !== "pending" && kind !== "scheduled") return undefined
-  const entries = readEntries(unpackBody(body), false)
+  const entries = body && decodeEntries(body, false)
   if (entries === undefined) return undefined
   return { page: h["page"], last: h["last"], kind, entries }
 }
 
 /**
- * A RECORDS message: its header and its records, numbered from `first`. Only the shape is checked
- * here (a map per record with a known op); the journal checks the fields it writes.
+ * A record as a passive holds it (docs/pair.md, section 3.6): an append's entries and a remove's
+ * ids still encoded (checked, with their ids as keys), any other change decoded.
+ */
+export type WireRecord =
+  | { seq: number; op: "append"; entries: Buffer; scan: EntryKeys }
+  | { seq: number; op: "remove"; ids: Buffer; keys: Uint32Array; dedupe: DedupeChanges | undefined }
+  | { seq: number; op: "other"; record: ReplicationRecord }
+
+/** A RECORDS message as read: its records (numbered from `first`), and its body as it came. */
+export interface RecordsBatch {
+  stream: string
+  first: number
+  records: WireRecord[]
+  body: Buffer
+}
+
+/**
+ * A RECORDS message: its header and its records, numbered from `first`, checked (a malformed one
+ * reads as undefined).
  */
 export function readRecords(
   header: Buffer | undefined,
   body: Buffer | undefined,
-): { stream: string; records: ReplicationRecord[] } | undefined {
+): RecordsBatch | undefined {
   const h = unpack(header)
-  const list = unpackBody(body)
   if (!isMap(h) || typeof h["stream"] !== "string" || !isEpoch(h["first"]) || h["first"] < 1)
     return undefined
+  const records = body && wireRecordsOf(h["first"], body)
+  if (records === undefined) return undefined
+  return { stream: h["stream"], first: h["first"], records, body: body as Buffer }
+}
+
+/** The records of a RECORDS body (as the passive's log keeps it too), numbered from `first`. */
+export function wireRecordsOf(first: number, body: Buffer): WireRecord[] | undefined {
+  const list = unpackBody(body)
   if (!Array.isArray(list) || list.length === 0) return undefined
-  const first = h["first"]
-  const records: ReplicationRecord[] = []
+  const records: WireRecord[] = []
   for (const [i, op] of (list as unknown[]).entries()) {
-    if (!isMap(op) || !isOp(op)) return undefined
-    records.push({ ...(op as ReplicationOp), seq: first + i })
+    if (!isMap(op)) return undefined
+    const seq = first + i
+    const bytes = op["op"] === "append" ? op["entries"] : op["op"] === "remove" ? op["ids"] : 0
+    if (bytes instanceof Uint8Array) {
+      const buf = asBuffer(bytes)
+      if (op["op"] === "append") {
+        const scan = scanEntries(buf)
+        if (scan === undefined) return undefined
+        records.push({ seq, op: "append", entries: buf, scan })
+        continue
+      }
+      const keys = idKeys(buf)
+      const dedupe = op["dedupe"]
+      if (keys === undefined || !optional(dedupe, isDedupeChanges)) return undefined
+      records.push({ seq, op: "remove", ids: buf, keys, dedupe: (dedupe ?? undefined) as never })
+      continue
+    }
+    if (!isOp(op)) return undefined
+    records.push({ seq, op: "other", record: { ...(op as ReplicationOp), seq } })
   }
-  return { stream: h["stream"], records }
+  return records
+}
+
+/** The record a held one stands for. */
+export function decodeWire(w: WireRecord): ReplicationRecord {
+  switch (w.op) {
+    case "append": {
+      const entries = decodeEntries(w.entries, false)
+      // scanEntries() read these very bytes.
+      if (entries === undefined) throw new Error(`record ${w.seq}: its entries do not read`)
+      return { op: "append", entries, seq: w.seq }
+    }
+    case "remove": {
+      const ids = decodeIds(w.ids) as string[]
+      return w.dedupe === undefined
+        ? { op: "remove", ids, seq: w.seq }
+        : { op: "remove", ids, dedupe: w.dedupe, seq: w.seq }
+    }
+    case "other":
+      return w.record
+  }
+}
+
+/** The records of a RECORDS body, decoded. */
+export function recordsOf(first: number, body: Buffer): ReplicationRecord[] | undefined {
+  return wireRecordsOf(first, body)?.map(decodeWire)
 }
 
 const ID = /^[0-9a-f]{16}$/
 
 function isId(v: unknown): v is string {
   return typeof v === "string" && ID.test(v)
-}
-
-function isIds(v: unknown): v is string[] {
-  return Array.isArray(v) && v.every(isId)
 }
 
 function isTime(v: unknown): v is number {
@@ -240,55 +330,22 @@ function optional(v: unknown, check: (v: unknown) => boolean): boolean {
 
 const isString = (v: unknown): boolean => typeof v === "string"
 
-/**
- * The fields of an entry (or a dead letter) with the types the journals write; the journal
- * checks their limits (sizes, priority range) when it writes them. Nil optional fields are
- * removed, as the journals expect `undefined`.
- */
-function readEntry(v: unknown, dead: boolean): JournalEntry | undefined {
-  if (!isMap(v) || !isId(v["id"]) || !(v["payload"] instanceof Uint8Array)) return undefined
-  if (!isEpoch(v["attempts"]) || !isTime(v["enqueuedAt"])) return undefined
-  if (
-    !optional(v["lastError"], isString) ||
-    !optional(v["notBefore"], isTime) ||
-    !optional(v["expiresAt"], isTime) ||
-    !optional(v["priority"], isEpoch) ||
-    !optional(v["key"], isString) ||
-    !optional(v["dedupeId"], isString) ||
-    !optional(v["queue"], isString) ||
-    !optional(v["headers"], (h) => isMap(h) && Object.values(h).every(isString))
-  )
-    return undefined
-  if (dead && (typeof v["lastError"] !== "string" || !isTime(v["deadAt"]))) return undefined
-  const e = withoutNils(v)
-  const payload = v["payload"]
-  e["payload"] = Buffer.isBuffer(payload)
-    ? payload
-    : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)
-  return e as unknown as JournalEntry
-}
-
-function readEntries(list: unknown, dead: true): DeadLetter[] | undefined
-function readEntries(list: unknown, dead: boolean): JournalEntry[] | undefined
-function readEntries(list: unknown, dead: boolean): JournalEntry[] | undefined {
-  if (!Array.isArray(list)) return undefined
-  const out: JournalEntry[] = []
-  for (const v of list as unknown[]) {
-    const e = readEntry(v, dead)
-    if (e === undefined) return undefined
-    out.push(e)
-  }
-  return out
-}
-
 /** Checks the fields of a record of each op (docs/pair.md, table of section 3.1), in place. */
 function isOp(m: Record<string, unknown>): boolean {
   const op = m["op"] as ReplicationOp["op"]
   if (!OPS.includes(op)) return false
   const entries = (key: string, dead = false): boolean => {
-    const list = readEntries(m[key], dead)
+    const bytes = m[key]
+    const list = bytes instanceof Uint8Array ? decodeEntries(asBuffer(bytes), dead) : undefined
     if (list === undefined) return false
     m[key] = list
+    return true
+  }
+  const ids = (): boolean => {
+    const bytes = m["ids"]
+    const list = bytes instanceof Uint8Array ? decodeIds(asBuffer(bytes)) : undefined
+    if (list === undefined) return false
+    m["ids"] = list
     return true
   }
   switch (op) {
@@ -301,22 +358,15 @@ function isOp(m: Record<string, unknown>): boolean {
       return entries("letters", true)
     case "purge":
     case "unschedule":
-      return isIds(m["ids"])
+      return ids()
     case "remove": {
-      if (!isIds(m["ids"])) return false
+      if (!ids()) return false
       const d = m["dedupe"]
       if (d === undefined || d === null) {
         delete m["dedupe"]
         return true
       }
-      return (
-        isMap(d) &&
-        Array.isArray(d["acked"]) &&
-        d["acked"].every(isString) &&
-        Array.isArray(d["forget"]) &&
-        d["forget"].every(isString) &&
-        isTime(d["at"])
-      )
+      return isDedupeChanges(d)
     }
     case "update": {
       const updates = m["updates"]
@@ -338,6 +388,22 @@ function isOp(m: Record<string, unknown>): boolean {
     case "dedupe":
       return isTime(m["before"])
   }
+}
+
+/** A Buffer over the bytes of `v` (msgpack's bin may come as a plain Uint8Array). */
+function asBuffer(v: Uint8Array): Buffer {
+  return Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength)
+}
+
+function isDedupeChanges(d: unknown): boolean {
+  return (
+    isMap(d) &&
+    Array.isArray(d["acked"]) &&
+    d["acked"].every(isString) &&
+    Array.isArray(d["forget"]) &&
+    d["forget"].every(isString) &&
+    isTime(d["at"])
+  )
 }
 
 function withoutNils(u: Record<string, unknown>): Record<string, unknown> {

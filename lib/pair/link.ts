@@ -12,11 +12,12 @@ import { debug } from "../debug.js"
 import { PirateError, errorCode } from "../errors.js"
 import { assertOneOf, assertPositiveInt, singleEndpoint } from "../validate.js"
 import { SocketWriter, bindRetrying } from "../writer.js"
+import { encodeEntries } from "./entries-wire.js"
 import {
   PAIR_COMMAND,
   PAIR_LINK_VERSION,
   ROLES,
-  packBody,
+  packRecords,
   readAck,
   readCopy,
   readCopyEnd,
@@ -25,17 +26,26 @@ import {
   readHello,
   readRecords,
   readReport,
-  withoutSeq,
+  toWire,
   type CopyPage,
   type HandoverPage,
   type HelloFields,
   type PeerHello,
+  type RecordsBatch,
 } from "./link-wire.js"
 import { PairState, type PairOutput, type PairRole, type PairStateName } from "./pair-state.js"
 import type { ReplicationRecord } from "./replicated-journal.js"
 
 export { PAIR_COMMAND, PAIR_LINK_VERSION } from "./link-wire.js"
-export type { CopyPage, HandoverPage, HelloFields, PageKind, PeerHello } from "./link-wire.js"
+export type {
+  CopyPage,
+  HandoverPage,
+  HelloFields,
+  PageKind,
+  PeerHello,
+  RecordsBatch,
+  WireRecord,
+} from "./link-wire.js"
 
 export interface PairLinkOptions {
   role: PairRole
@@ -65,7 +75,7 @@ export interface PairLinkEvents {
   hello: [PeerHello]
   conflict: [{ reason: "same-role" }]
   /** A batch of the peer's replication stream, in order. */
-  records: [{ stream: string; records: ReplicationRecord[] }]
+  records: [RecordsBatch]
   /** The peer acknowledged the stream up to `seq` (and, during a full copy, the page `page`). */
   ack: [{ stream: string; seq: number; page?: number }]
   /** A page of a full copy. */
@@ -217,11 +227,16 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
   /** Sends a batch of this node's replication stream (records in order, seqs consecutive). */
   sendRecords(stream: string, records: readonly ReplicationRecord[]): void {
     if (records.length === 0) return
-    const first = records[0]?.seq ?? 0
+    this.sendEncoded(stream, records[0]?.seq ?? 0, records.map(toWire))
+  }
+
+  /** Sends records already in their wire form (`toWire`), numbered from `first`. */
+  sendEncoded(stream: string, first: number, records: readonly Record<string, unknown>[]): void {
+    if (records.length === 0) return
     this.#send([
       Buffer.from([PAIR_COMMAND.RECORDS]),
       packMeta({ stream, first }),
-      packBody(records.map(withoutSeq)),
+      packRecords(records),
     ])
   }
 
@@ -234,7 +249,11 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
   /** Sends a page of a full copy. */
   sendCopy(copy: CopyPage): void {
     const { entries, ...header } = copy
-    this.#send([Buffer.from([PAIR_COMMAND.COPY]), packMeta(header), packBody(entries)])
+    this.#send([
+      Buffer.from([PAIR_COMMAND.COPY]),
+      packMeta(header),
+      encodeEntries(entries, copy.kind === "dead"),
+    ])
   }
 
   /** Ends a full copy of `pages` pages. */
@@ -245,7 +264,7 @@ export class PairLink extends EventEmitter<PairLinkEvents> {
   /** Sends a page of this node's hand-over. */
   sendHandover(handover: HandoverPage): void {
     const { entries, ...header } = handover
-    this.#send([Buffer.from([PAIR_COMMAND.HANDOVER]), packMeta(header), packBody(entries)])
+    this.#send([Buffer.from([PAIR_COMMAND.HANDOVER]), packMeta(header), encodeEntries(entries)])
   }
 
   /** Acknowledges a hand-over page. */

@@ -16,13 +16,20 @@ export interface PairFile {
   epoch: number
   /** The stream this node last applied as a passive; absent after it was active or mid-copy. */
   stream?: string
-  /** The last seq of `stream` applied (it may lag: the tail is applied again). */
+  /**
+   * The last seq of `stream` in the journal; the log holds the records after it that the passive
+   * acked (section 3.6).
+   */
   applied: number
   /** The greatest of this node's own ids that the peer holds (section 3.5). */
   watermark?: string
   /** The pair's sender id (section 6.2). */
   sender?: string
-  /** The greatest `lastId` of a full copy's COPY_END: this node's ids stay above it. */
+  /**
+   * The greatest id this node's journal may not show though it held it: a full copy's COPY_END
+   * `lastId`, or an id appended and acked while the passive held it (section 3.6). This node's
+   * ids stay above it.
+   */
   lastId?: string
 }
 

@@ -8,7 +8,9 @@ import { entriesBytes } from "./pages.js"
 import type { ReplicationRecord } from "./replicated-journal.js"
 
 export interface RingRecord {
-  record: ReplicationRecord
+  seq: number
+  /** The record as it travels (see `toWire`): encoded when it was emitted, sent from here. */
+  wire: Record<string, unknown>
   bytes: number
   /** Bytes of the stream up to and including this record. */
   cumBytes: number

@@ -45,12 +45,18 @@ export type ReplicationRecord = ReplicationOp & { seq: number }
 export interface ReplicatedJournalOptions {
   /** Called with each record, synchronously, once the local write it describes succeeded. */
   onRecord: (record: ReplicationRecord) => void
+  /**
+   * Records hold copies of the entries, their bodies whole (true), or the caller's entries as
+   * given, split bodies split (false: for an `onRecord` that encodes them before it returns, as
+   * the pair's active does). @defaultValue true
+   */
+  copyEntries?: boolean
   /** The seq of the last record of this stream already emitted. @defaultValue 0 */
   seq?: number
 }
 
 /** An entry as a record keeps it: a copy of its own, its body whole (see lib/body.ts). */
-function recordEntry<T extends JournalEntry>(e: T): T {
+function copyEntry<T extends JournalEntry>(e: T): T {
   return prefixOf(e.payload) === undefined ? { ...e } : { ...e, payload: joinBody(e.payload) }
 }
 
@@ -66,6 +72,8 @@ export class ReplicatedJournal implements Journal {
   readonly inner: Journal
   readonly persistent: boolean
   readonly #onRecord: (record: ReplicationRecord) => void
+  /** The entries a record holds (see `copyEntries`). */
+  readonly #entries: <T extends JournalEntry>(entries: readonly T[]) => T[]
   #seq: number
 
   readonly senderId?: () => Promise<string>
@@ -92,8 +100,12 @@ export class ReplicatedJournal implements Journal {
     this.inner = inner
     this.persistent = inner.persistent
     this.#onRecord = options.onRecord
+    this.#entries =
+      options.copyEntries === false
+        ? (entries) => [...entries]
+        : (entries) => entries.map(copyEntry)
     this.#seq = seq
-    // The wrapper takes split bodies when its journal does; records join them (recordEntry).
+    // The wrapper takes split bodies when its journal does; records join them (copyEntry).
     if (TAKES_SPLIT_BODIES in inner)
       Object.defineProperty(this, TAKES_SPLIT_BODIES, { value: true })
 
@@ -106,7 +118,7 @@ export class ReplicatedJournal implements Journal {
     if (inner.schedule) {
       this.schedule = async (entries, o) => {
         await missing("schedule", inner.schedule?.(entries, o))
-        if (entries.length > 0) this.#emit({ op: "schedule", entries: entries.map(recordEntry) })
+        if (entries.length > 0) this.#emit({ op: "schedule", entries: this.#entries(entries) })
       }
     }
     if (inner.promote) {
@@ -115,7 +127,7 @@ export class ReplicatedJournal implements Journal {
         if (moved.length > 0) {
           // Whole entries, so that a passive that lacks one (a full copy) still ends up with it.
           const set = new Set(moved)
-          const whole = entries.filter((e) => set.delete(e.id)).map(recordEntry)
+          const whole = this.#entries(entries.filter((e) => set.delete(e.id)))
           this.#emit({ op: "promote", entries: whole })
         }
         return moved
@@ -158,7 +170,7 @@ export class ReplicatedJournal implements Journal {
    */
   async append(entries: readonly JournalEntry[], options: { sync: boolean }): Promise<void> {
     if (entries.length === 0) return this.inner.append(entries, options)
-    this.#emit({ op: "append", entries: entries.map(recordEntry) })
+    this.#emit({ op: "append", entries: this.#entries(entries) })
     try {
       await this.inner.append(entries, options)
     } catch (err) {
@@ -190,12 +202,12 @@ export class ReplicatedJournal implements Journal {
 
   async bury(letters: readonly DeadLetter[]): Promise<void> {
     await this.inner.bury(letters)
-    if (letters.length > 0) this.#emit({ op: "bury", letters: letters.map(recordEntry) })
+    if (letters.length > 0) this.#emit({ op: "bury", letters: this.#entries(letters) })
   }
 
   async replay(ids: readonly string[]): Promise<JournalEntry[]> {
     const moved = await this.inner.replay(ids)
-    if (moved.length > 0) this.#emit({ op: "replay", entries: moved.map(recordEntry) })
+    if (moved.length > 0) this.#emit({ op: "replay", entries: this.#entries(moved) })
     return moved
   }
 

@@ -12,6 +12,7 @@ import { idParity, maxId, previousId } from "../journal/ids.js"
 import type { DeadLetter, Journal, JournalEntry } from "../journal/types.js"
 import type { CopyPage, HandoverPage, PeerHello } from "./link.js"
 import { PAGE_ENTRIES, chunks, entriesBytes } from "./pages.js"
+import { toWire } from "./link-wire.js"
 import { RecordRing, recordBytes, type RingRecord } from "./record-ring.js"
 import { ReplicatedJournal, type ReplicationRecord } from "./replicated-journal.js"
 import type { ReplicationHost } from "./replication-host.js"
@@ -116,6 +117,7 @@ export class ReplicationActive {
   start(): void {
     const rj = new ReplicatedJournal(this.#host.journal, {
       onRecord: (r) => this.#onRecord(rj, r),
+      copyEntries: false,
     })
     this.#rj = rj
     this.#stream = randomBytes(8).toString("hex")
@@ -216,7 +218,9 @@ export class ReplicationActive {
     const before = this.#ring.get(record.seq - 1) ?? this.#ring.evicted
     const bytes = recordBytes(record)
     this.#ring.push({
-      record,
+      seq: record.seq,
+      // Encoded now: the record's entries are the sender's (see `copyEntries`).
+      wire: toWire(record),
       bytes,
       cumBytes: before.cumBytes + bytes,
       cumOwn: maxId(before.cumOwn, this.#ownIn(record)),
@@ -350,7 +354,8 @@ export class ReplicationActive {
     }
     const acked = Math.max(this.#acked, s.caughtUpAt <= this.#acked ? this.#acked : 0)
     while (s.next <= seq) {
-      const batch: ReplicationRecord[] = []
+      const first = s.next
+      const batch: Record<string, unknown>[] = []
       let bytes = 0
       while (s.next <= seq && batch.length < BATCH_RECORDS) {
         const inFlight = s.next - 1 - acked
@@ -360,12 +365,12 @@ export class ReplicationActive {
         // One record always goes when nothing is in flight, however large.
         if (inFlight > 0 && inFlightBytes + r.bytes > this.#window.bytes) break
         if (batch.length > 0 && bytes + r.bytes > BATCH_BYTES) break
-        batch.push(r.record)
+        batch.push(r.wire)
         bytes += r.bytes
         s.next++
       }
       if (batch.length === 0) return
-      this.#host.link.sendRecords(stream, batch)
+      this.#host.link.sendEncoded(stream, first, batch)
     }
   }
 
@@ -436,7 +441,8 @@ export class ReplicationActive {
       after = (page.at(-1) as JournalEntry).id
     }
     if (!alive()) return
-    const lastId = await inner.lastId()
+    // The journal's last id, or above it the ids this node's pair file keeps (see PairFile.lastId).
+    const lastId = maxId(await inner.lastId(), this.#host.pairFile.file.lastId)
     if (!alive()) return
     this.#host.link.sendCopyEnd({
       stream,

@@ -1,16 +1,20 @@
 /**
- * The passive's side of a pair's replication (docs/pair.md, sections 3 and 3.5): the hand-over
- * of this node's own entries the active lacks (HANDOVER pages, each until HANDED), the catch-up
- * request, the stream applied in order and acked, and a full copy, whose pages each replace what
- * this node holds in the id range they cover (the range sweep).
+ * The passive's side of a pair's replication (docs/pair.md, sections 3, 3.5 and 3.6): the
+ * hand-over of this node's own entries the active lacks (HANDOVER pages, each until HANDED), the
+ * catch-up request, the stream logged in order and acked, then written to the journal in one go
+ * with the changes that cancel out left out, and a full copy, whose pages each replace what this
+ * node holds in the id range they cover (the range sweep).
  */
 import { debug } from "../debug.js"
-import { errorCode, errorMessage } from "../errors.js"
+import { PirateError, errorCode, errorMessage } from "../errors.js"
 import { idParity, maxId } from "../journal/ids.js"
 import type { DeadLetter, Journal, JournalEntry } from "../journal/types.js"
-import type { CopyPage, HelloFields } from "./link.js"
+import { HeldRecords } from "./held-records.js"
+import { wireRecordsOf, type WireRecord } from "./link-wire.js"
+import type { CopyPage, HelloFields, RecordsBatch } from "./link.js"
 import { PAGE_ENTRIES, chunks } from "./pages.js"
-import { ReplicationApplier, type ReplicationRecord } from "./replicated-journal.js"
+import { PassiveLog } from "./passive-log.js"
+import { applyRecord } from "./replicated-journal.js"
 import type { ReplicationHost } from "./replication-host.js"
 
 /**
@@ -28,9 +32,26 @@ export class ReplicationPassive {
   readonly #sync: boolean
   readonly #parity: 0 | 1
 
+  readonly #log: PassiveLog
+  /**
+   * Logged records wait about `hold.ms` for the journal (section 3.6), which takes them every
+   * `hold.ms / 4`: most messages are acked within that time, and a message appended and acked
+   * while held costs the journal nothing. Beyond `hold.records` records or `hold.bytes` bytes
+   * held, the older half goes at once. Held records are in memory, and in the log until the
+   * journal has them.
+   */
+  readonly #hold: { ms: number; records: number; bytes: number }
+
   #phase: PassivePhase = "off"
+  /** The stream this node holds (logged or in its journal), once caught up or copied. */
   #pStream: string | undefined
-  #applier: ReplicationApplier | undefined
+  /** The seq of `#pStream` logged last: acked, and what a catch-up resumes after. */
+  #logged = 0
+  /** Records logged and not yet in the journal. */
+  #held = new HeldRecords()
+  #holdTimer: NodeJS.Timeout | undefined
+  /** The records held when the passive's state ended, going to the journal (see `flushed()`). */
+  #flushing: Promise<void> = Promise.resolve()
   #copy:
     | {
         stream: string
@@ -54,11 +75,68 @@ export class ReplicationPassive {
   #handed = new Map<number, () => void>()
   #lastPage: { kind: "pending" | "scheduled"; entries: JournalEntry[] } | undefined
 
-  /** @param options - `sync`: `pair.sync`; `parity`: this node's id parity */
-  constructor(host: ReplicationHost, options: { sync: boolean; parity: 0 | 1 }) {
+  /**
+   * @param options - `sync`: `pair.sync`; `parity`: this node's id parity; `dir`: the journal's
+   *   directory, where the log is kept (none: the log is in memory only, as the journal is)
+   */
+  constructor(
+    host: ReplicationHost,
+    options: {
+      sync: boolean
+      parity: 0 | 1
+      dir: string | undefined
+      hold: { ms: number; records: number; bytes: number }
+    },
+  ) {
     this.#host = host
+    this.#hold = options.hold
     this.#sync = options.sync
     this.#parity = options.parity
+    this.#log = new PassiveLog(options.dir, { sync: options.sync })
+  }
+
+  /**
+   * At open: the records the log holds beyond what the pair file says the journal holds go to
+   * the journal (a passive that stopped or crashed with records held). Damage in the log is
+   * reported (`PIRATE_JOURNAL_CORRUPT`, an `error`); the records after it are asked for again.
+   */
+  async recover(): Promise<void> {
+    const file = this.#host.pairFile.file
+    const { bodies, damage } = await this.#log.recover(file.stream)
+    let next = file.applied + 1
+    let problem = damage
+    const records: WireRecord[] = []
+    for (const { first, body } of bodies) {
+      // Bodies follow one another (a resent one may overlap): a gap ends what can be applied.
+      if (first > next) break
+      const list = wireRecordsOf(first, body)
+      if (list === undefined) {
+        problem ??= "a logged RECORDS body does not read"
+        break
+      }
+      for (const r of list) {
+        if (r.seq < next) continue
+        records.push(r)
+        next++
+      }
+    }
+    if (problem !== undefined) {
+      this.#host.error(
+        new PirateError(
+          "PIRATE_JOURNAL_CORRUPT",
+          `the pair's log is damaged (${problem}): records after ${file.applied + records.length} of stream ${String(file.stream)} are not in the journal; the node asks the active for them, and they are lost if no active holds them`,
+        ),
+      )
+    }
+    if (records.length > 0 && file.stream !== undefined) {
+      const held = new HeldRecords()
+      held.above = await this.#host.journal.lastId()
+      for (const r of records) held.push(r, 0)
+      await this.#toJournal(held, Infinity)
+    }
+    this.#log.rotate()
+    await this.#log.removeRotated(Infinity)
+    debug("pair replication: %d logged records recovered", records.length)
   }
 
   /** Becoming passive: the hand-over comes first. */
@@ -67,14 +145,14 @@ export class ReplicationPassive {
   }
 
   /** After the hand-over: applies the stream the pair file names, and asks to be caught up. */
-  catchUp(): void {
+  async catchUp(): Promise<void> {
+    const above = await this.#host.journal.lastId()
+    if (this.#phase === "off") return // ended meanwhile
+    this.#held.above = above
     const file = this.#host.pairFile.file
-    this.#applier =
-      file.stream === undefined
-        ? undefined
-        : new ReplicationApplier(this.#host.journal, { sync: this.#sync, applied: file.applied })
     this.#pStream = file.stream
-    this.#received = file.applied
+    this.#logged = file.stream === undefined ? 0 : file.applied
+    this.#received = this.#logged
     this.#askCatchUp()
   }
 
@@ -82,19 +160,48 @@ export class ReplicationPassive {
   end(): void {
     this.#phase = "off"
     this.#copy = undefined
-    this.#applier = undefined
+    this.#pStream = undefined
     clearTimeout(this.#ackTimer)
     this.#ackTimer = undefined
+    clearTimeout(this.#holdTimer)
+    this.#holdTimer = undefined
     for (const wake of this.#handed.values()) wake()
     this.#handed.clear()
+    // The records held go to the journal now, whatever comes next: an active reads its journal.
+    this.#flushing = this.#chain
+      .then(async () => {
+        await this.#materialize(Infinity)
+        // Everything logged is in the journal.
+        this.#log.rotate()
+        await this.#log.removeRotated(Infinity)
+      })
+      .catch((err: unknown) => this.#host.error(err))
+    this.#chain = this.#flushing
+  }
+
+  /** Writes the records held to the journal now; resolves once they are there. */
+  settle(): Promise<void> {
+    const done = this.#chain.then(() => this.#materialize(Infinity))
+    this.#chain = done.catch(() => undefined)
+    return done
+  }
+
+  /** Resolves once the records held when the passive's state ended are in the journal. */
+  flushed(): Promise<void> {
+    return this.#flushing
+  }
+
+  /** Records held for the journal, and their bytes (for the tests of its bounds). */
+  sizes(): { held: number; heldBytes: number } {
+    return { held: this.#held.length, heldBytes: this.#held.bytes }
   }
 
   /** Adds the catch-up request to a HELLO's fields, once asked. */
   helloFields(fields: HelloFields): void {
     if (this.#host.role() === "passive" && this.#phase !== "off" && this.#phase !== "handover") {
       fields.request = this.#requestNo
-      fields.applied = this.#applier?.applied ?? 0
-      if (this.#pStream !== undefined && this.#applier !== undefined) fields.stream = this.#pStream
+      fields.applied = this.#pStream === undefined ? 0 : this.#logged
+      if (this.#pStream !== undefined) fields.stream = this.#pStream
     }
   }
 
@@ -117,13 +224,13 @@ export class ReplicationPassive {
   }
 
   stats(): { lag: number; applied: number; stream: string | undefined } {
-    const applied = this.#applier?.applied ?? 0
+    const applied = this.#pStream === undefined ? 0 : this.#logged
     return { lag: Math.max(0, this.#received - applied), applied, stream: this.#pStream }
   }
 
   /** A batch of the active's stream. */
-  records(b: { stream: string; records: ReplicationRecord[] }): void {
-    this.#input(() => this.#onRecords(b.stream, b.records))
+  records(b: RecordsBatch): void {
+    this.#input(() => this.#onRecords(b))
   }
 
   /** A page of a full copy. */
@@ -206,7 +313,7 @@ export class ReplicationPassive {
       "pair replication: catch-up request %d from %s:%d",
       this.#requestNo,
       this.#pStream,
-      this.#applier?.applied ?? 0,
+      this.#logged,
     )
     this.#host.link.hello()
   }
@@ -236,9 +343,9 @@ export class ReplicationPassive {
     })
   }
 
-  async #onRecords(stream: string, records: ReplicationRecord[]): Promise<void> {
-    const applier = this.#applier
-    if (this.#phase === "copy" || applier === undefined || stream !== this.#pStream) {
+  async #onRecords(b: RecordsBatch): Promise<void> {
+    const { stream, first, records } = b
+    if (this.#phase === "copy" || this.#pStream === undefined || stream !== this.#pStream) {
       // Records of another stream, or while a copy is under way: left over from before a
       // request (the answer to it comes next).
       if (this.#phase === "tail") {
@@ -247,37 +354,89 @@ export class ReplicationPassive {
       }
       return
     }
-    const first = (records[0] as ReplicationRecord).seq
-    if (first > applier.applied + 1) {
+    if (first > this.#logged + 1) {
       if (this.#phase === "tail") {
-        this.#host.drop(`records from ${first} after ${applier.applied}`)
+        this.#host.drop(`records from ${first} after ${this.#logged}`)
         this.#askCatchUp()
       }
       return
     }
-    const last = (records.at(-1) as ReplicationRecord).seq
+    const last = (records.at(-1) as WireRecord).seq
     this.#received = Math.max(this.#received, last)
-    await applier.apply(records)
+    if (last > this.#logged) {
+      await this.#log.append(stream, first, b.body, last)
+      const now = performance.now()
+      for (const r of records) if (r.seq > this.#logged) this.#held.push(r, now)
+      this.#logged = last
+    }
     this.#phase = "tail"
     this.#progress++
-    this.#host.pairFile.file.stream = stream
-    this.#host.pairFile.file.applied = applier.applied
-    this.#host.pairFile.saveSoon()
     this.#ackSoon()
+    if (this.#held.length >= this.#hold.records || this.#held.bytes >= this.#hold.bytes)
+      await this.#materialize(this.#held.middleSeq() ?? 0)
+    this.#holdSoon()
+  }
+
+  /** While records are held: the older ones go to the journal every `hold.ms / 4`. */
+  #holdSoon(): void {
+    if (this.#holdTimer !== undefined || this.#held.length === 0) return
+    this.#holdTimer = setTimeout(() => {
+      this.#holdTimer = undefined
+      this.#input(async () => {
+        await this.#materialize(this.#held.seqAt(performance.now() - this.#hold.ms) ?? 0)
+        this.#holdSoon()
+      })
+    }, this.#hold.ms / 4)
+  }
+
+  /**
+   * The held records up to seq `cut` go to the journal, without what cancels out; on
+   * failure they stay held (and logged).
+   */
+  async #materialize(cut: number): Promise<void> {
+    const held = this.#held
+    if (held.length === 0 || cut <= this.#host.pairFile.file.applied) return
+    this.#log.rotate()
+    await this.#toJournal(held, cut)
+  }
+
+  /**
+   * Writes the records of `held` up to seq `cut` to the journal (see `HeldRecords.take`); then the
+   * pair file says the journal holds them, and the log segments that hold nothing newer go.
+   */
+  async #toJournal(held: HeldRecords, cut: number): Promise<void> {
+    const journal = this.#host.journal
+    const file = this.#host.pairFile.file
+    const last = Math.min(cut, held.lastSeq ?? 0)
+    const { records: taken, lastId } = held.take(last)
+    // An id the journal never saw (appended and acked while held) still counts for the ids this
+    // node gives out once active: they stay above it.
+    const top = maxId(file.lastId, lastId)
+    if (top !== undefined) file.lastId = top
+    try {
+      for (const r of taken) await applyRecord(journal, r, { sync: this.#sync })
+    } catch (err) {
+      held.restore(taken, performance.now())
+      throw err
+    } finally {
+      held.above = await journal.lastId()
+    }
+    file.applied = last
+    await this.#host.pairFile.save()
+    await this.#log.removeRotated(last)
   }
 
   #ackSoon(): void {
-    const applier = this.#applier
     const stream = this.#pStream
-    if (applier === undefined || stream === undefined) return
+    if (stream === undefined) return
     const ack = (): void => {
       clearTimeout(this.#ackTimer)
       this.#ackTimer = undefined
-      this.#lastAcked = applier.applied
-      this.#host.link.sendAck(stream, applier.applied)
+      this.#lastAcked = this.#logged
+      this.#host.link.sendAck(stream, this.#logged)
     }
-    // Nothing more received to apply: the active waits on this ack (a replicated send's batch).
-    if (this.#queued === 0 || applier.applied - this.#lastAcked >= ACK_RECORDS) ack()
+    // Nothing more received to log: the active waits on this ack (a replicated send's batch).
+    if (this.#queued === 0 || this.#logged - this.#lastAcked >= ACK_RECORDS) ack()
     else this.#ackTimer ??= setTimeout(ack, ACK_DELAY)
   }
 
@@ -289,14 +448,19 @@ export class ReplicationPassive {
    * stream meanwhile.
    */
   async #beginCopy(stream: string, s0: number): Promise<void> {
+    // What this node acked of the stream it held goes to the journal first: a copy cut short
+    // must leave it there.
+    await this.#materialize(Infinity)
     this.#phase = "copy"
     this.#copy = { stream, s0, next: 0, swept: {}, scheduled: new Set() }
-    this.#applier = undefined
     this.#pStream = undefined
+    this.#logged = 0
     this.#lastPage = undefined
     delete this.#host.pairFile.file.stream
     this.#host.pairFile.file.applied = 0
     await this.#host.pairFile.save()
+    this.#log.rotate()
+    await this.#log.removeRotated(Infinity)
   }
 
   async #onCopy(c: CopyPage): Promise<void> {
@@ -365,7 +529,8 @@ export class ReplicationPassive {
     }
     this.#lastPage = undefined
     this.#copy = undefined
-    this.#applier = new ReplicationApplier(this.#host.journal, { sync: this.#sync, applied: e.s0 })
+    this.#held.above = await this.#host.journal.lastId()
+    this.#logged = e.s0
     this.#pStream = e.stream
     this.#received = e.s0
     this.#phase = "tail"

@@ -42,6 +42,12 @@ export interface PairReplicationOptions {
   /** The ring of records kept for a passive's catch-up. @defaultValue 65 536 records, 64 MiB */
   backlog?: { records?: number; bytes?: number }
   /**
+   * How long (ms) a passive holds the records it logged and acked before its journal takes them,
+   * and how many records and bytes at most (docs/pair.md, section 3.6).
+   * @defaultValue 500 ms, 8 192 records, 64 MiB
+   */
+  hold?: { ms?: number; records?: number; bytes?: number }
+  /**
    * The active waits for this before it writes a hand-over page of `n` pending entries (the
    * sender's window has room for them: see the `handover` event), so that a large hand-over
    * is paced by the returning node's pages, not held in memory. @defaultValue no wait
@@ -58,6 +64,7 @@ export interface PairReplicationOptions {
 export const PAIR_REPLICATION_DEFAULTS = Object.freeze({
   window: Object.freeze({ records: 4096, bytes: 16 * 1024 * 1024 }),
   backlog: Object.freeze({ records: 65_536, bytes: 64 * 1024 * 1024 }),
+  hold: Object.freeze({ ms: 500, records: 8192, bytes: 64 * 1024 * 1024 }),
 })
 
 export interface PairReplicationEvents {
@@ -126,6 +133,10 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
     const backlog = { ...PAIR_REPLICATION_DEFAULTS.backlog, ...options.backlog }
     assertPositiveInt("backlog.records", backlog.records)
     assertPositiveInt("backlog.bytes", backlog.bytes)
+    const hold = { ...PAIR_REPLICATION_DEFAULTS.hold, ...options.hold }
+    assertPositiveInt("hold.ms", hold.ms)
+    assertPositiveInt("hold.records", hold.records)
+    assertPositiveInt("hold.bytes", hold.bytes)
     this.#link = link
     this.#inner = journal
     if (options.room !== undefined && typeof options.room !== "function")
@@ -161,7 +172,12 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
         room: options.room,
       },
     )
-    this.#passive = new ReplicationPassive(host, { sync: options.sync, parity: options.parity })
+    this.#passive = new ReplicationPassive(host, {
+      sync: options.sync,
+      parity: options.parity,
+      dir: options.dir,
+      hold,
+    })
     const waitInJournal = options.waitInJournal ?? true
     this.journal = new PairJournal(journal, {
       writer: () => this.#active.writer(),
@@ -204,7 +220,7 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
     this.#stopError = undefined
     this.#active.start()
     this.#startTimer()
-    void this.#init().then(
+    void Promise.all([this.#passive.flushed(), this.#init()]).then(
       async () => {
         if (this.#term !== term) return
         // This journal now changes on its own: a later catch-up starts from nothing.
@@ -233,13 +249,14 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
     this.#stopError = undefined
     this.#passive.enter()
     this.#startTimer()
+    await this.#passive.flushed()
     await this.#init()
     this.#check(term)
     if (this.#peerSender !== undefined) await this.#adopt(this.#peerSender)
     await this.#pairFile.save()
     await this.#passive.handover(term)
     this.#check(term)
-    this.#passive.catchUp()
+    await this.#passive.catchUp()
   }
 
   /** Stops both roles: every append waiting for the peer rejects with `err`. */
@@ -267,6 +284,7 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
    * pair file's and the last COPY_END's.
    */
   async lastIdFloor(): Promise<string | undefined> {
+    await this.#passive.flushed()
     await this.#init()
     return maxId(await this.#inner.lastId(), this.#pairFile.file.lastId)
   }
@@ -296,13 +314,37 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
    * records sent and not acked.
    * @internal
    */
-  sizes(): { ring: number; ringBytes: number; waiters: number; unacked: number } {
-    return this.#active.sizes()
+  sizes(): {
+    ring: number
+    ringBytes: number
+    waiters: number
+    unacked: number
+    held: number
+    heldBytes: number
+  } {
+    return { ...this.#active.sizes(), ...this.#passive.sizes() }
+  }
+
+  /**
+   * On a passive: writes the records it logged and acked, and holds for its journal (docs/pair.md,
+   * section 3.6), to the journal now. Resolves once they are there.
+   */
+  settle(): Promise<void> {
+    return this.#passive.settle()
+  }
+
+  /**
+   * Resolves once the records a passive held when its state ended are in the journal (the
+   * caller closes the journal after this).
+   */
+  flushed(): Promise<void> {
+    return this.#passive.flushed()
   }
 
   #init(): Promise<void> {
     return (this.#ready ??= (async () => {
       await this.#pairFile.load()
+      await this.#passive.recover()
       this.#ownSender = await journalSenderId(this.#inner)
       this.#pairFile.file.sender = this.#ownSender
     })())

@@ -258,6 +258,7 @@ export class PairNode {
       () => this.#core?.close(),
       () => this.#link?.close(),
       () => this.#queue,
+      () => this.#repl?.flushed(),
       () => this.#journal.close(),
     ]) {
       try {

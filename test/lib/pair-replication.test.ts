@@ -30,9 +30,16 @@ async function journal(kind: "memory" | "level", dir?: string): Promise<Journal>
 
 type NodeOptions = Omit<Parameters<typeof pairNode>[0], "heartbeatInterval">
 
+/** The nodes of the running test. */
+const nodes = new Set<PairNode>()
+
 async function node(options: NodeOptions): Promise<PairNode> {
   const n = await pairNode({ heartbeatInterval: HEARTBEAT, ...options })
-  onTestFinished(() => n.close())
+  nodes.add(n)
+  onTestFinished(async () => {
+    nodes.delete(n)
+    await n.close()
+  })
   return n
 }
 
@@ -48,11 +55,15 @@ async function pair(
   return { a: na, b: nb }
 }
 
-/** Waits until the active's stream is acked to its end by a caught-up passive. */
+/**
+ * Waits until the active's stream is acked to its end by a caught-up passive, and the other
+ * nodes' journals have what they logged (see PairReplication.settle()).
+ */
 async function inSync(a: PairNode): Promise<void> {
   await waitFor(() => expect(a.repl.stats()).toMatchObject({ replicated: true, lag: 0 }), {
     timeout: 8000,
   })
+  for (const n of nodes) if (n !== a) await n.repl.settle()
 }
 
 const contents = (j: Journal, dedupe = DEDUPE_IDS): Promise<Record<string, unknown>> =>
@@ -356,27 +367,30 @@ describe("PairReplication", () => {
   })
 
   test("flow control: no more than window.records are sent unacked; the ring and its bytes are bounded", async () => {
-    const slow = new MemoryJournal()
-    let gate: Promise<void> = Promise.resolve()
-    let open: () => void = () => undefined
-    const append = slow.append.bind(slow)
-    slow.append = async (entries) => {
-      await gate
-      return append(entries)
-    }
     const { a, b } = await pair(
       {
         journal: await journal("memory"),
         repl: { window: { records: 8 }, backlog: { records: 1000, bytes: 64 * 1024 } },
       },
-      { journal: slow },
+      { journal: await journal("memory") },
     )
     await inSync(a)
-    gate = new Promise((resolve) => (open = resolve))
+    // The passive's ACKs are held back until open(): a slow passive.
+    let held: (() => void)[] | undefined = []
+    const open = (): void => {
+      const acks = held ?? []
+      held = undefined
+      for (const ack of acks) ack()
+    }
+    const sendAck = b.link.sendAck.bind(b.link)
+    b.link.sendAck = (stream, seq, page) => {
+      if (held === undefined) sendAck(stream, seq, page)
+      else held.push(() => sendAck(stream, seq, page))
+    }
     let maxUnacked = 0
-    const send = a.link.sendRecords.bind(a.link)
-    a.link.sendRecords = (stream, records) => {
-      send(stream, records)
+    const send = a.link.sendEncoded.bind(a.link)
+    a.link.sendEncoded = (stream, first, records) => {
+      send(stream, first, records)
       maxUnacked = Math.max(maxUnacked, a.repl.sizes().unacked)
     }
     for (let k = 1; k <= 100; k++) await a.repl.journal.append([entry(k * 2)], { sync: false })
@@ -405,9 +419,9 @@ describe("PairReplication", () => {
     await inSync(a)
     const big = Buffer.alloc(8 * 1024 * 1024, 7)
     let maxUnacked = 0
-    const send = a.link.sendRecords.bind(a.link)
-    a.link.sendRecords = (stream, records) => {
-      send(stream, records)
+    const send = a.link.sendEncoded.bind(a.link)
+    a.link.sendEncoded = (stream, first, records) => {
+      send(stream, first, records)
       maxUnacked = Math.max(maxUnacked, a.repl.sizes().unacked)
     }
     for (let k = 1; k <= 3; k++)
