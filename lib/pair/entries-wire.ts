@@ -71,7 +71,8 @@ export function encodeEntries(entries: readonly JournalEntry[], dead = false): B
     const prefix = prefixOf(e.payload)
     off = buf.writeUInt32LE(e.payload.length + (prefix?.length ?? 0), off)
     if (prefix !== undefined) off += prefix.copy(buf, off)
-    off += e.payload.copy(buf, off)
+    buf.set(e.payload, off)
+    off += e.payload.length
   }
   return buf
 }
