@@ -8,9 +8,11 @@
  * Files: `<journal>/pair-log/<n>.log`, n growing by one per segment. A segment starts with
  * [magic 8 bytes]["stream" length u8][stream, ascii], then holds entries
  * [body length u32][first seq f64][crc32 u32 of the first seq's 8 bytes and the body][body].
- * A cut entry at the end of the last segment is a write a crash interrupted: not damage.
+ * A cut entry at the end of a segment is a write that never completed (a crash, a full disk: the
+ * next write starts a new segment), so it was never acked: not damage. A segment whose checksum
+ * fails is damage: it is renamed `<n>.log.damaged` and reported.
  */
-import { mkdir, open, readFile, readdir, unlink, type FileHandle } from "node:fs/promises"
+import { mkdir, open, readFile, readdir, rename, unlink, type FileHandle } from "node:fs/promises"
 import { join } from "node:path"
 import { crc32 } from "node:zlib"
 import { PirateError, errorMessage } from "../errors.js"
@@ -55,8 +57,8 @@ export class PassiveLog {
 
   /**
    * The bodies the segments hold for `stream`, in order; segments of another stream are
-   * deleted. Stops at damage (an entry whose checksum fails, or a cut one before the end of the
-   * last segment), described in `damage`: the bodies after it are not given.
+   * deleted. Stops at damage (an entry whose checksum fails), described in `damage`: the bodies
+   * after it are not given, and the damaged segment is renamed `<n>.log.damaged`.
    */
   async recover(stream: string | undefined): Promise<{ bodies: LoggedBody[]; damage?: string }> {
     const dir = this.#dir
@@ -70,19 +72,26 @@ export class PassiveLog {
     }
     const bodies: LoggedBody[] = []
     let damage: string | undefined
-    for (const [i, name] of names.entries()) {
+    for (const name of names) {
       const n = Number(name.slice(0, 12))
       this.#next = Math.max(this.#next, n + 1)
       const segment = { n, path: join(dir, name), last: Infinity }
-      this.#rotated.push(segment)
-      if (damage !== undefined) continue
+      if (damage !== undefined) {
+        this.#rotated.push(segment)
+        continue
+      }
       const buf = await readFile(segment.path).catch((err: unknown) => {
         throw logError(dir, "read", err)
       })
-      const read = readSegment(buf, stream, i === names.length - 1)
-      if (read.stream !== stream) continue
-      bodies.push(...read.bodies)
-      if (read.damage !== undefined) damage = `${segment.path}: ${read.damage}`
+      const read = readSegment(buf, stream)
+      if (read.damage !== undefined) {
+        // Kept aside for a look, out of the way of the next start.
+        damage = `${segment.path}.damaged: ${read.damage}`
+        await rename(segment.path, `${segment.path}.damaged`).catch((err: unknown) => {
+          throw logError(dir, "read", err)
+        })
+      } else this.#rotated.push(segment)
+      if (read.stream === stream) bodies.push(...read.bodies)
     }
     return damage === undefined ? { bodies } : { bodies, damage }
   }
@@ -117,9 +126,19 @@ export class PassiveLog {
       await mkdir(dir, { recursive: true })
       this.#dirMade = true
     }
-    const segment = { n: this.#next, path: join(dir, segmentName(this.#next)), last: 0 }
-    this.#next++
-    const handle = await open(segment.path, "wx")
+    let segment: Segment
+    let handle: FileHandle
+    for (;;) {
+      segment = { n: this.#next, path: join(dir, segmentName(this.#next)), last: 0 }
+      this.#next++
+      try {
+        handle = await open(segment.path, "wx")
+        break
+      } catch (err) {
+        // A segment this log did not read (a number taken): the next one.
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err
+      }
+    }
     this.#current = { segment, handle, stream }
     const id = Buffer.from(stream, "latin1")
     await handle.writev([MAGIC, Buffer.from([id.length]), id])
@@ -167,29 +186,25 @@ export class PassiveLog {
   }
 }
 
-/** A segment's stream and bodies (see the file's comment); `last`: the newest segment. */
+/**
+ * A segment's stream and bodies (see the file's comment). A segment cut in its header (its
+ * creation interrupted) holds nothing; one cut in an entry holds the entries before it.
+ */
 export function readSegment(
   buf: Buffer,
   wanted: string | undefined,
-  last: boolean,
 ): { stream: string | undefined; bodies: LoggedBody[]; damage?: string } {
-  const cut = (at: number): string => `the log is cut at byte ${at} of ${buf.length}`
-  if (buf.length < MAGIC.length + 1) {
-    // A segment whose header a crash interrupted holds nothing.
-    return last ? { stream: wanted, bodies: [] } : { stream: wanted, bodies: [], damage: cut(0) }
-  }
+  if (buf.length < MAGIC.length + 1) return { stream: wanted, bodies: [] }
   if (!buf.subarray(0, MAGIC.length).equals(MAGIC))
     return { stream: wanted, bodies: [], damage: "not a pair log segment (its magic is wrong)" }
   const idEnd = MAGIC.length + 1 + (buf[MAGIC.length] as number)
-  if (buf.length < idEnd)
-    return last ? { stream: wanted, bodies: [] } : { stream: wanted, bodies: [], damage: cut(0) }
+  if (buf.length < idEnd) return { stream: wanted, bodies: [] }
   const stream = buf.toString("latin1", MAGIC.length + 1, idEnd)
   const bodies: LoggedBody[] = []
   let off = idEnd
   while (off < buf.length) {
     const end = off + ENTRY_HEAD + (buf.length >= off + 4 ? buf.readUInt32LE(off) : 0)
-    if (buf.length < off + ENTRY_HEAD || buf.length < end)
-      return last ? { stream, bodies } : { stream, bodies, damage: cut(off) }
+    if (buf.length < off + ENTRY_HEAD || buf.length < end) return { stream, bodies }
     const body = buf.subarray(off + ENTRY_HEAD, end)
     const crc = crc32(body, crc32(buf.subarray(off + 4, off + 12)))
     if (crc !== buf.readUInt32LE(off + 12))

@@ -69,6 +69,8 @@ export class ReplicationPassive {
   #progressAtTick = -1
   #lastAcked = 0
   #ackTimer: NodeJS.Timeout | undefined
+  /** Records that come before this time are not taken: a write failed (see #input). */
+  #pausedUntil = 0
   /** Inputs received and not yet started (see #input). */
   #queued = 0
   #chain: Promise<void> = Promise.resolve()
@@ -108,7 +110,10 @@ export class ReplicationPassive {
     const records: WireRecord[] = []
     for (const { first, body } of bodies) {
       // Bodies follow one another (a resent one may overlap): a gap ends what can be applied.
-      if (first > next) break
+      if (first > next) {
+        problem ??= `records ${next} to ${first - 1} are missing from it`
+        break
+      }
       const list = wireRecordsOf(first, body)
       if (list === undefined) {
         problem ??= "a logged RECORDS body does not read"
@@ -335,16 +340,23 @@ export class ReplicationPassive {
           err instanceof TypeError ||
           err instanceof RangeError ||
           errorCode(err) === "PIRATE_PROTOCOL"
-        )
+        ) {
           this.#host.drop(errorMessage(err))
-        else this.#host.error(err)
-        this.#askCatchUp()
+          this.#askCatchUp()
+          return
+        }
+        // A write that failed (a full disk…): the stream waits unacked, and is asked for again
+        // after pair.timeout (tick()), not at once, which would fail again as fast as it came.
+        this.#host.error(err)
+        this.#phase = "requested"
+        this.#pausedUntil = performance.now() + this.#host.link.timeout
       }
     })
   }
 
   async #onRecords(b: RecordsBatch): Promise<void> {
     const { stream, first, records } = b
+    if (performance.now() < this.#pausedUntil) return // after a failed write (see #input)
     if (this.#phase === "copy" || this.#pStream === undefined || stream !== this.#pStream) {
       // Records of another stream, or while a copy is under way: left over from before a
       // request (the answer to it comes next).

@@ -60,7 +60,7 @@ describe("PassiveLog", () => {
     expect(await segments(dir)).toEqual([])
   })
 
-  test("an entry cut by a crash at the end of the last segment is not damage; a flipped byte is, and is named", async () => {
+  test("an entry cut at the end of a segment is not damage; a flipped byte is, named and kept aside", async () => {
     const dir = await tempDir()
     const log = new PassiveLog(dir, { sync: true })
     for (let k = 1; k <= 3; k++) await log.append("s", k, body(k), k)
@@ -80,7 +80,27 @@ describe("PassiveLog", () => {
     await writeFile(file, bytes)
     const flipped = await new PassiveLog(dir, { sync: false }).recover("s")
     expect(flipped.bodies.map((b) => b.first)).toEqual([1])
-    expect(flipped.damage).toMatch(/\.log: the entry at byte \d+ fails its checksum/)
+    expect(flipped.damage).toMatch(/\.log\.damaged: the entry at byte \d+ fails its checksum/)
+    expect(await segments(dir)).toEqual([`${name as string}.damaged`])
+  })
+
+  test("a write that failed leaves a cut entry mid-log: the segments after it still count", async () => {
+    const dir = await tempDir()
+    const log = new PassiveLog(dir, { sync: false })
+    await log.append("s", 1, body(1), 1)
+    await log.append("s", 2, body(2), 2)
+    await log.close()
+    const [name] = await segments(dir)
+    const file = join(dir, PAIR_LOG_DIR, name as string)
+    await truncate(file, (await readFile(file)).length - 30)
+    // The passive asked for 2 again; the log's next write starts a segment of its own.
+    const again = new PassiveLog(dir, { sync: false })
+    expect((await again.recover("s")).bodies.map((b) => b.first)).toEqual([1])
+    await again.append("s", 2, body(2), 3)
+    await again.append("s", 4, body(4), 4)
+    const { bodies, damage } = await new PassiveLog(dir, { sync: false }).recover("s")
+    expect(damage).toBeUndefined()
+    expect(bodies.map((b) => b.first)).toEqual([1, 2, 4])
   })
 
   test("without a directory nothing is kept", async () => {

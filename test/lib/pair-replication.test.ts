@@ -1,7 +1,9 @@
-import { mkdtemp, rm } from "node:fs/promises"
+import { randomBytes } from "node:crypto"
+import { mkdir, mkdtemp, rm, statfs, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, onTestFinished, test } from "vitest"
+import { errorCode } from "../../lib/errors.js"
 import { LevelJournal } from "../../lib/journal/level.js"
 import { MemoryJournal } from "../../lib/journal/memory.js"
 import { journalSenderId } from "../../lib/journal/sender-id.js"
@@ -10,6 +12,7 @@ import { readPairFile } from "../../lib/pair/replication.js"
 import { pairNode, type PairNode } from "../fixtures/pair-replication-node.js"
 import { DEDUPE_IDS, everyChange } from "../helpers/journal-changes.js"
 import { journalContents } from "../helpers/journal-contents.js"
+import { tmpfs } from "../helpers/tmpfs.js"
 import { waitFor } from "../helpers/wait.js"
 import { entry, entryRange, id } from "../suites/journal.js"
 
@@ -448,5 +451,39 @@ describe("PairReplication", () => {
     await inSync(a)
     expect(await contents(b.journal)).toEqual(await contents(a.journal))
     expect([...a.errors, ...b.errors]).toEqual([])
+  })
+
+  test("the passive's disk full: it acks nothing, replicated appends wait; with room again they resolve and the passive holds them all", async (ctx) => {
+    const disk = await tmpfs(ctx, 16)
+    const dirB = join(disk, "journal")
+    await mkdir(dirB)
+    const { a, b } = await pair(
+      { journal: await journal("memory"), repl: { replicated: true, whenAlone: "wait" } },
+      { journal: await journal("level", dirB), dir: dirB },
+    )
+    await inSync(a)
+    const filler = join(disk, "filler")
+    const room = 2 * 1024 * 1024
+    const { bavail, bsize } = await statfs(disk)
+    await writeFile(filler, Buffer.alloc(Math.max(0, bavail * bsize - room)))
+    let resolved = 0
+    const payload = randomBytes(64 * 1024)
+    const appends = Array.from({ length: 100 }, (_, k) =>
+      a.repl.journal
+        .append([entry(2 * (k + 1), { payload })], { sync: false })
+        .then(() => resolved++),
+    )
+    await waitFor(() => expect(b.errors.map((e) => errorCode(e))).toContain("PIRATE_JOURNAL_FULL"))
+    expect(resolved).toBeLessThan(100)
+    // It asks for the stream again once per pair.timeout (3 heartbeats), not as fast as it fails:
+    // over 8 timeouts, about 8 failed writes.
+    await new Promise((resolve) => setTimeout(resolve, 8 * 3 * HEARTBEAT))
+    expect(b.errors.length).toBeLessThanOrEqual(10)
+    expect(resolved).toBeLessThan(100)
+    await rm(filler)
+    await Promise.all(appends)
+    await inSync(a)
+    expect(await contents(b.journal)).toEqual(await contents(a.journal))
+    expect((await b.journal.pending({ limit: 1000 })).length).toBe(100)
   })
 })
