@@ -69,6 +69,9 @@ export class ReplicationPassive {
   #progressAtTick = -1
   #lastAcked = 0
   #ackTimer: NodeJS.Timeout | undefined
+  /** Calls of end(), and whether the latest one retries a failed flush (see end()). */
+  #ends = 0
+  #retryFlush = false
   /** Records that come before this time are not taken: a write failed (see #input). */
   #pausedUntil = 0
   /** Inputs received and not yet started (see #input). */
@@ -161,8 +164,14 @@ export class ReplicationPassive {
     this.#askCatchUp()
   }
 
-  /** Ends the passive's state; a hand-over waiting for HANDED sends its page again, and stops. */
-  end(): void {
+  /**
+   * Ends the passive's state; a hand-over waiting for HANDED sends its page again, and stops. The
+   * records held go to the journal (see `flushed()`); with `retry`, a write that fails is tried
+   * again every `pair.timeout` until it succeeds or the next `end()` without `retry` (a node
+   * cannot become active, nor hand over, without them); without, they stay in the log, which the
+   * next open applies.
+   */
+  end(retry: boolean): void {
     this.#phase = "off"
     this.#copy = undefined
     this.#pStream = undefined
@@ -173,14 +182,24 @@ export class ReplicationPassive {
     for (const wake of this.#handed.values()) wake()
     this.#handed.clear()
     // The records held go to the journal now, whatever comes next: an active reads its journal.
-    this.#flushing = this.#chain
-      .then(async () => {
-        await this.#materialize(Infinity)
-        // Everything logged is in the journal.
-        this.#log.rotate()
-        await this.#log.removeRotated(Infinity)
-      })
-      .catch((err: unknown) => this.#host.error(err))
+    const ending = ++this.#ends
+    this.#retryFlush = retry
+    this.#flushing = this.#chain.then(async () => {
+      for (;;) {
+        try {
+          await this.#materialize(Infinity)
+          // Everything logged is in the journal.
+          this.#log.rotate()
+          await this.#log.removeRotated(Infinity)
+          return
+        } catch (err) {
+          this.#host.error(err)
+          if (!this.#retryFlush || this.#ends !== ending) return
+          await new Promise((resolve) => setTimeout(resolve, this.#host.link.timeout))
+          if (!this.#retryFlush) return
+        }
+      }
+    })
     this.#chain = this.#flushing
   }
 

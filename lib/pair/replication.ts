@@ -378,7 +378,8 @@ export class PairReplication extends EventEmitter<PairReplicationEvents> {
     this.#active.end(
       err ?? new PirateError("PIRATE_CLOSED", "this node is no longer the active one of the pair"),
     )
-    this.#passive.end()
+    // Stopping: held records the journal cannot take now stay in the log for the next open.
+    this.#passive.end(err === undefined)
   }
 
   #helloFields(): HelloFields {

@@ -486,4 +486,34 @@ describe("PairReplication", () => {
     expect(await contents(b.journal)).toEqual(await contents(a.journal))
     expect((await b.journal.pending({ limit: 1000 })).length).toBe(100)
   })
+
+  test("a passive whose journal cannot take what it holds (disk full) does not become active until it can", async (ctx) => {
+    const disk = await tmpfs(ctx, 16)
+    const dirB = join(disk, "journal")
+    await mkdir(dirB)
+    const { a, b } = await pair(
+      { journal: await journal("memory"), repl: { replicated: true, whenAlone: "wait" } },
+      { journal: await journal("level", dirB), dir: dirB, repl: { hold: { ms: 60_000 } } },
+    )
+    await inSync(a)
+    const payload = randomBytes(64 * 1024)
+    for (let k = 1; k <= 20; k++)
+      await a.repl.journal.append([entry(2 * k, { payload })], { sync: false })
+    expect(b.repl.sizes().held).toBe(20) // logged and acked, not in the journal
+    const filler = join(disk, "filler")
+    const { bavail, bsize } = await statfs(disk)
+    await writeFile(filler, Buffer.alloc(bavail * bsize))
+    b.repl.startActive()
+    let floor = false
+    const ready = b.repl.lastIdFloor().then(() => (floor = true))
+    await waitFor(() => expect(b.errors.map((e) => errorCode(e))).toContain("PIRATE_JOURNAL_FULL"))
+    // Tried again every pair.timeout; meanwhile it is not ready to be active.
+    await new Promise((resolve) => setTimeout(resolve, 3 * 3 * HEARTBEAT))
+    expect(floor).toBe(false)
+    await rm(filler)
+    await ready
+    expect((await b.journal.pending({ limit: 100 })).map((e) => e.id)).toEqual(
+      Array.from({ length: 20 }, (_, k) => id(2 * (k + 1))),
+    )
+  })
 })
