@@ -190,7 +190,7 @@ export class PassiveLog {
  * A segment's stream and bodies (see the file's comment). A segment cut in its header (its
  * creation interrupted) holds nothing; one cut in an entry holds the entries before it.
  */
-export function readSegment(
+function readSegment(
   buf: Buffer,
   wanted: string | undefined,
 ): { stream: string | undefined; bodies: LoggedBody[]; damage?: string } {

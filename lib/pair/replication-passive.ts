@@ -8,13 +8,14 @@
 import { debug } from "../debug.js"
 import { PirateError, errorCode, errorMessage } from "../errors.js"
 import { idParity, maxId } from "../journal/ids.js"
-import type { DeadLetter, Journal, JournalEntry } from "../journal/types.js"
+import type { DeadLetter, JournalEntry } from "../journal/types.js"
 import { HeldRecords } from "./held-records.js"
 import { wireRecordsOf, type WireRecord } from "./link-wire.js"
 import type { CopyPage, HelloFields, RecordsBatch } from "./link.js"
 import { PAGE_ENTRIES, chunks } from "./pages.js"
 import { PassiveLog } from "./passive-log.js"
 import { applyRecord } from "./replicated-journal.js"
+import { sweep, unscheduleExcept } from "./copy-sweep.js"
 import type { ReplicationHost } from "./replication-host.js"
 
 /**
@@ -575,42 +576,4 @@ export class ReplicationPassive {
     this.#host.link.sendAck(e.stream, e.s0)
     debug("pair replication: copied at %d", e.s0)
   }
-}
-
-/**
- * A copy page of `kind` covers the ids after `after` up to `until` (to the end when undefined):
- * removes what the journal holds of that kind in the range and the page does not.
- */
-async function sweep(
-  j: Journal,
-  kind: "pending" | "dead",
-  after: string | undefined,
-  until: string | undefined,
-  page: readonly JournalEntry[],
-): Promise<void> {
-  const keep = new Set(page.map((e) => e.id))
-  let cursor = after
-  for (;;) {
-    const from = cursor === undefined ? {} : { after: cursor }
-    const held =
-      kind === "pending"
-        ? await j.pending({ ...from, ...(until === undefined ? {} : { until }), limit: 1024 })
-        : (await j.dead({ ...from, limit: 1024 })).filter(
-            (d) => until === undefined || d.id <= until,
-          )
-    if (held.length === 0) return
-    const gone = held.filter((e) => !keep.has(e.id)).map((e) => e.id)
-    if (gone.length > 0) await (kind === "pending" ? j.remove(gone) : j.purgeDead(gone))
-    cursor = (held.at(-1) as JournalEntry).id
-    if (until !== undefined && cursor >= until) return
-  }
-}
-
-/** Unschedules every scheduled entry not in `keep` (after a full copy). */
-async function unscheduleExcept(j: Journal, keep: ReadonlySet<string>): Promise<void> {
-  if (j.due === undefined || j.unschedule === undefined) return
-  // due() has no cursor: read all, as the copy does (docs/pair.md).
-  const all = await j.due({ until: Number.MAX_SAFE_INTEGER, limit: Number.MAX_SAFE_INTEGER })
-  const gone = all.filter((e) => !keep.has(e.id)).map((e) => e.id)
-  if (gone.length > 0) await j.unschedule(gone)
 }

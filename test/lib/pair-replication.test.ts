@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto"
 import { mkdir, mkdtemp, rm, statfs, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { describe, expect, onTestFinished, test } from "vitest"
+import { describe, expect, onTestFinished, test, type TestContext } from "vitest"
 import { errorCode } from "../../lib/errors.js"
 import { LevelJournal } from "../../lib/journal/level.js"
 import { MemoryJournal } from "../../lib/journal/memory.js"
@@ -56,6 +56,31 @@ async function pair(
   na.link.connect(nb.link.endpoint ?? "")
   await waitFor(() => expect(na.link.state).toBe("active"))
   return { a: na, b: nb }
+}
+
+/**
+ * A pair whose passive keeps its LevelJournal on a new 16 MiB tmpfs, caught up; `fill(room)`
+ * fills that disk but for `room` bytes and returns the filler file's path.
+ */
+async function passiveOnSmallDisk(
+  ctx: TestContext,
+  repl: NodeOptions["repl"] = {},
+): Promise<{ a: PairNode; b: PairNode; fill: (room: number) => Promise<string> }> {
+  const disk = await tmpfs(ctx, 16)
+  const dirB = join(disk, "journal")
+  await mkdir(dirB)
+  const { a, b } = await pair(
+    { journal: await journal("memory"), repl: { replicated: true, whenAlone: "wait" } },
+    { journal: await journal("level", dirB), dir: dirB, repl },
+  )
+  await inSync(a)
+  const fill = async (room: number): Promise<string> => {
+    const filler = join(disk, "filler")
+    const { bavail, bsize } = await statfs(disk)
+    await writeFile(filler, Buffer.alloc(Math.max(0, bavail * bsize - room)))
+    return filler
+  }
+  return { a, b, fill }
 }
 
 /**
@@ -454,18 +479,8 @@ describe("PairReplication", () => {
   })
 
   test("the passive's disk full: it acks nothing, replicated appends wait; with room again they resolve and the passive holds them all", async (ctx) => {
-    const disk = await tmpfs(ctx, 16)
-    const dirB = join(disk, "journal")
-    await mkdir(dirB)
-    const { a, b } = await pair(
-      { journal: await journal("memory"), repl: { replicated: true, whenAlone: "wait" } },
-      { journal: await journal("level", dirB), dir: dirB },
-    )
-    await inSync(a)
-    const filler = join(disk, "filler")
-    const room = 2 * 1024 * 1024
-    const { bavail, bsize } = await statfs(disk)
-    await writeFile(filler, Buffer.alloc(Math.max(0, bavail * bsize - room)))
+    const { a, b, fill } = await passiveOnSmallDisk(ctx)
+    const filler = await fill(2 * 1024 * 1024)
     let resolved = 0
     const payload = randomBytes(64 * 1024)
     const appends = Array.from({ length: 100 }, (_, k) =>
@@ -488,21 +503,12 @@ describe("PairReplication", () => {
   })
 
   test("a passive whose journal cannot take what it holds (disk full) does not become active until it can", async (ctx) => {
-    const disk = await tmpfs(ctx, 16)
-    const dirB = join(disk, "journal")
-    await mkdir(dirB)
-    const { a, b } = await pair(
-      { journal: await journal("memory"), repl: { replicated: true, whenAlone: "wait" } },
-      { journal: await journal("level", dirB), dir: dirB, repl: { hold: { ms: 60_000 } } },
-    )
-    await inSync(a)
+    const { a, b, fill } = await passiveOnSmallDisk(ctx, { hold: { ms: 60_000 } })
     const payload = randomBytes(64 * 1024)
     for (let k = 1; k <= 20; k++)
       await a.repl.journal.append([entry(2 * k, { payload })], { sync: false })
     expect(b.repl.sizes().held).toBe(20) // logged and acked, not in the journal
-    const filler = join(disk, "filler")
-    const { bavail, bsize } = await statfs(disk)
-    await writeFile(filler, Buffer.alloc(bavail * bsize))
+    const filler = await fill(0)
     b.repl.startActive()
     let floor = false
     const ready = b.repl.lastIdFloor().then(() => (floor = true))
