@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto"
-import { mkdir, mkdtemp, rm, statfs, writeFile } from "node:fs/promises"
+import { mkdir, mkdtemp, readdir, rm, statfs, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, onTestFinished, test, type TestContext } from "vitest"
@@ -8,6 +8,7 @@ import { LevelJournal } from "../../lib/journal/level.js"
 import { MemoryJournal } from "../../lib/journal/memory.js"
 import { journalSenderId } from "../../lib/journal/sender-id.js"
 import type { Journal } from "../../lib/journal/types.js"
+import { PAIR_LOG_DIR } from "../../lib/pair/passive-log.js"
 import { readPairFile } from "../../lib/pair/replication.js"
 import { pairNode, type PairNode } from "../fixtures/pair-replication-node.js"
 import { DEDUPE_IDS, everyChange } from "../helpers/journal-changes.js"
@@ -476,6 +477,30 @@ describe("PairReplication", () => {
     await inSync(a)
     expect(await contents(b.journal)).toEqual(await contents(a.journal))
     expect([...a.errors, ...b.errors]).toEqual([])
+  })
+
+  test("what a passive holds for its journal stays within hold.records and hold.bytes, and its log goes once the journal has it", async () => {
+    const dirB = await tempDir()
+    const hold = { ms: 60_000, records: 16, bytes: 64 * 1024 }
+    const { a, b } = await pair(
+      { journal: await journal("memory"), repl: { replicated: true } },
+      { journal: await journal("level", dirB), dir: dirB, repl: { hold } },
+    )
+    await inSync(a)
+    let most = { held: 0, heldBytes: 0 }
+    for (let k = 1; k <= 200; k++) {
+      // Appended and never acked: nothing cancels out.
+      await a.repl.journal.append([entry(2 * k, { payload: randomBytes(4096) })], { sync: false })
+      const { held, heldBytes } = b.repl.sizes()
+      most = { held: Math.max(most.held, held), heldBytes: Math.max(most.heldBytes, heldBytes) }
+    }
+    expect(most.held).toBeLessThanOrEqual(hold.records)
+    expect(most.heldBytes).toBeLessThanOrEqual(hold.bytes + 4096 + 256)
+    expect(most.held).toBeGreaterThan(0)
+    await inSync(a)
+    expect(b.repl.sizes()).toMatchObject({ held: 0, heldBytes: 0 })
+    expect(await readdir(join(dirB, PAIR_LOG_DIR))).toEqual([])
+    expect((await b.journal.pending({ limit: 1000 })).length).toBe(200)
   })
 
   test("the passive's disk full: it acks nothing, replicated appends wait; with room again they resolve and the passive holds them all", async (ctx) => {
