@@ -79,9 +79,7 @@ export async function appendWrite(
   // The records of their send ids: in this very write, so a message is never without its
   // record, nor a record without its message.
   await h.sendIds.rememberOps(db, list, ops, next)
-  h.batches.changeOps(changes, ops, next, segments)
-  await h.commit(db, ops, next, sync, segments)
-  h.batches.applied(changes)
+  await commitWith(h, db, { ops, next, segments, changes }, sync)
   h.batches.added(batches)
 }
 
@@ -112,10 +110,7 @@ export async function removeWrite(
     })
   }
   if (dedupe !== undefined) await h.sendIds.ackOps(db, acked, forget, dedupe.at, ops, next)
-  h.batches.changeOps(changes, ops, next, segments)
-  if (ops.length === 0) return
-  await h.commit(db, ops, next, false, segments)
-  h.batches.applied(changes)
+  await commitWith(h, db, { ops, next, segments, changes }, false, true)
 }
 
 /** Writes the new attempts (and last error, due time) of the pending entries in `byId`. */
@@ -162,10 +157,7 @@ export async function updateWrite(
     const u = byId.get(id) as JournalUpdate
     ops.push({ type: "put", key, value: updated(h.decode(key, value), u) })
   })
-  h.batches.changeOps(changes, ops, next, segments)
-  if (ops.length === 0) return
-  await h.commit(db, ops, next, false, segments)
-  h.batches.applied(changes)
+  await commitWith(h, db, { ops, next, segments, changes }, false, true)
 }
 
 /**
@@ -216,9 +208,7 @@ export async function buryWrite(
     if (!found[loose.length + i]) added(next, DEAD + id)
     ops.push({ type: "put", key: DEAD + id, value: byId.get(id) as Buffer })
   })
-  h.batches.changeOps(changes, ops, next, segments)
-  await h.commit(db, ops, next, false, segments)
-  h.batches.applied(changes)
+  await commitWith(h, db, { ops, next, segments, changes }, false)
 }
 
 /**
@@ -264,10 +254,26 @@ export async function toPendingWrite<T>(
     if (!pendingKey.has(id)) added(next, PENDING + id)
     out.push(moved.out)
   })
-  h.batches.changeOps(changes, ops, next, segments)
-  await h.commit(db, ops, next, sync, segments)
-  h.batches.applied(changes)
+  await commitWith(h, db, { ops, next, segments, changes }, sync)
   return out
+}
+
+/**
+ * Adds the changes to batch entries to a write's operations and commits it in one LevelDB batch;
+ * the batches' index takes the changes once it is committed. With `skipEmpty`, a write with
+ * nothing to do is not committed.
+ */
+async function commitWith(
+  h: PendingWriteHost,
+  db: Db,
+  w: { ops: Op[]; next: Counters; segments: SegmentChanges; changes: SlotChanges },
+  sync: boolean,
+  skipEmpty = false,
+): Promise<void> {
+  h.batches.changeOps(w.changes, w.ops, w.next, w.segments)
+  if (skipEmpty && w.ops.length === 0) return
+  await h.commit(db, w.ops, w.next, sync, w.segments)
+  h.batches.applied(w.changes)
 }
 
 /**

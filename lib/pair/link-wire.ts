@@ -119,23 +119,18 @@ export function toWire(record: ReplicationRecord): Record<string, unknown> {
  */
 export const packRecords = packShapes
 
-function unpackBody(frame: Buffer | undefined): unknown {
+/** What `read` makes of a frame; undefined when there is none or it does not read. */
+function tryRead(frame: Buffer | undefined, read: (frame: Buffer) => unknown): unknown {
   if (frame === undefined) return undefined
   try {
-    return unpackShapes(frame)
+    return read(frame)
   } catch {
     return undefined
   }
 }
 
-function unpack(frame: Buffer | undefined): unknown {
-  if (frame === undefined) return undefined
-  try {
-    return unpackMeta(frame)
-  } catch {
-    return undefined
-  }
-}
+const unpackBody = (frame: Buffer | undefined): unknown => tryRead(frame, unpackShapes)
+const unpack = (frame: Buffer | undefined): unknown => tryRead(frame, unpackMeta)
 
 function isMap(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v) && !Buffer.isBuffer(v)

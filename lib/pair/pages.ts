@@ -27,6 +27,24 @@ export function entriesBytes(entries: readonly JournalEntry[]): number {
   return n
 }
 
+/**
+ * The pages of PAGE_ENTRIES entries that `read` (a journal's `pending()` or `dead()`) gives after
+ * `after`, in id order, until it gives none.
+ */
+export async function* journalPages<T extends JournalEntry>(
+  read: (range: { after?: string; limit: number }) => Promise<T[]>,
+  after?: string,
+): AsyncGenerator<T[]> {
+  for (let from = after; ;) {
+    const page = await read(
+      from === undefined ? { limit: PAGE_ENTRIES } : { after: from, limit: PAGE_ENTRIES },
+    )
+    if (page.length === 0) return
+    yield page
+    from = (page.at(-1) as T).id
+  }
+}
+
 /** Pages of at most PAGE_ENTRIES entries and PAGE_BYTES bytes (at least one entry each). */
 export function chunks<T extends JournalEntry>(entries: readonly T[]): T[][] {
   const out: T[][] = []

@@ -7,7 +7,6 @@ import { TAKES_SPLIT_BODIES } from "../body.js"
 import { journalSenderId } from "../journal/sender-id.js"
 import type {
   DeadLetter,
-  DedupeRecord,
   Journal,
   JournalEntry,
   JournalStats,
@@ -26,19 +25,13 @@ export class PairJournal implements Journal {
   readonly #inner: Journal
   readonly #host: { writer: () => Journal; replicated: (w: Journal) => Promise<void> }
 
-  readonly schedule?: (
-    entries: readonly JournalEntry[],
-    options: { sync: boolean },
-  ) => Promise<void>
-  readonly due?: (options: { until: number; limit: number }) => Promise<JournalEntry[]>
-  readonly nextDue?: () => Promise<number | undefined>
-  readonly promote?: (
-    entries: readonly JournalEntry[],
-    options: { sync: boolean },
-  ) => Promise<string[]>
-  readonly unschedule?: (ids: readonly string[]) => Promise<string[]>
-  readonly dedupeLookup?: (dedupeIds: readonly string[]) => Promise<(DedupeRecord | undefined)[]>
-  readonly dedupeForget?: (before: number) => Promise<number>
+  readonly schedule?: NonNullable<Journal["schedule"]>
+  readonly due?: NonNullable<Journal["due"]>
+  readonly nextDue?: NonNullable<Journal["nextDue"]>
+  readonly promote?: NonNullable<Journal["promote"]>
+  readonly unschedule?: NonNullable<Journal["unschedule"]>
+  readonly dedupeLookup?: NonNullable<Journal["dedupeLookup"]>
+  readonly dedupeForget?: NonNullable<Journal["dedupeForget"]>
 
   constructor(
     inner: Journal,

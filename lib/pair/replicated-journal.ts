@@ -8,7 +8,6 @@ import { TAKES_SPLIT_BODIES, joinBody, prefixOf } from "../body.js"
 import { PirateError } from "../errors.js"
 import type {
   DeadLetter,
-  DedupeRecord,
   Journal,
   JournalEntry,
   JournalStats,
@@ -76,20 +75,14 @@ export class ReplicatedJournal implements Journal {
   readonly #entries: <T extends JournalEntry>(entries: readonly T[]) => T[]
   #seq: number
 
-  readonly senderId?: () => Promise<string>
-  readonly schedule?: (
-    entries: readonly JournalEntry[],
-    options: { sync: boolean },
-  ) => Promise<void>
-  readonly due?: (options: { until: number; limit: number }) => Promise<JournalEntry[]>
-  readonly nextDue?: () => Promise<number | undefined>
-  readonly promote?: (
-    entries: readonly JournalEntry[],
-    options: { sync: boolean },
-  ) => Promise<string[]>
-  readonly unschedule?: (ids: readonly string[]) => Promise<string[]>
-  readonly dedupeLookup?: (dedupeIds: readonly string[]) => Promise<(DedupeRecord | undefined)[]>
-  readonly dedupeForget?: (before: number) => Promise<number>
+  readonly senderId?: NonNullable<Journal["senderId"]>
+  readonly schedule?: NonNullable<Journal["schedule"]>
+  readonly due?: NonNullable<Journal["due"]>
+  readonly nextDue?: NonNullable<Journal["nextDue"]>
+  readonly promote?: NonNullable<Journal["promote"]>
+  readonly unschedule?: NonNullable<Journal["unschedule"]>
+  readonly dedupeLookup?: NonNullable<Journal["dedupeLookup"]>
+  readonly dedupeForget?: NonNullable<Journal["dedupeForget"]>
 
   constructor(inner: Journal, options: ReplicatedJournalOptions) {
     if (typeof inner !== "object" || inner === null || typeof inner.append !== "function")

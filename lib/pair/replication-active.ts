@@ -9,9 +9,9 @@ import { randomBytes } from "node:crypto"
 import { debug } from "../debug.js"
 import { PirateError } from "../errors.js"
 import { idParity, maxId, previousId } from "../journal/ids.js"
-import type { DeadLetter, Journal, JournalEntry } from "../journal/types.js"
+import type { Journal, JournalEntry } from "../journal/types.js"
 import type { CopyPage, HandoverPage, PeerHello } from "./link.js"
-import { PAGE_ENTRIES, chunks, entriesBytes } from "./pages.js"
+import { chunks, entriesBytes, journalPages } from "./pages.js"
 import { toWire } from "./link-wire.js"
 import { RecordRing, recordBytes, type RingRecord } from "./record-ring.js"
 import { ReplicatedJournal, type ReplicationRecord } from "./replicated-journal.js"
@@ -414,15 +414,8 @@ export class ReplicationActive {
       return true
     }
     const inner = this.#host.journal
-    let after: string | undefined
-    for (;;) {
-      const page = await inner.dead(
-        after === undefined ? { limit: PAGE_ENTRIES } : { after, limit: PAGE_ENTRIES },
-      )
-      if (page.length === 0) break
+    for await (const page of journalPages((range) => inner.dead(range)))
       if (!(await send("dead", page))) return
-      after = (page.at(-1) as DeadLetter).id
-    }
     if (inner.due !== undefined) {
       // Scheduled entries are read in one go: due() has no cursor.
       const all = await inner.due({
@@ -431,15 +424,8 @@ export class ReplicationActive {
       })
       if (!(await send("scheduled", all))) return
     }
-    after = undefined
-    for (;;) {
-      const page = await inner.pending(
-        after === undefined ? { limit: PAGE_ENTRIES } : { after, limit: PAGE_ENTRIES },
-      )
-      if (page.length === 0) break
+    for await (const page of journalPages((range) => inner.pending(range)))
       if (!(await send("pending", page))) return
-      after = (page.at(-1) as JournalEntry).id
-    }
     if (!alive()) return
     // The journal's last id, or above it the ids this node's pair file keeps (see PairFile.lastId).
     const lastId = maxId(await inner.lastId(), this.#host.pairFile.file.lastId)

@@ -12,7 +12,7 @@ import type { DeadLetter, JournalEntry } from "../journal/types.js"
 import { HeldRecords } from "./held-records.js"
 import { wireRecordsOf, type WireRecord } from "./link-wire.js"
 import type { CopyPage, HelloFields, RecordsBatch } from "./link.js"
-import { PAGE_ENTRIES, chunks } from "./pages.js"
+import { chunks, journalPages } from "./pages.js"
 import { PassiveLog } from "./passive-log.js"
 import { applyRecord } from "./replicated-journal.js"
 import { sweep, unscheduleExcept } from "./copy-sweep.js"
@@ -304,13 +304,7 @@ export class ReplicationPassive {
         this.#host.check(term)
       }
     }
-    let after = watermark
-    for (;;) {
-      const list = await inner.pending(
-        after === undefined ? { limit: PAGE_ENTRIES } : { after, limit: PAGE_ENTRIES },
-      )
-      if (list.length === 0) break
-      after = (list.at(-1) as JournalEntry).id
+    for await (const list of journalPages((range) => inner.pending(range), watermark)) {
       const own = list.filter(mine)
       if (own.length > 0) await send("pending", own, false)
     }
